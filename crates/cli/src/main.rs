@@ -1,0 +1,61 @@
+//! The `rampart` binary: composes the library crates into subcommands and
+//! does nothing else of its own beyond argument parsing and process wiring.
+
+mod ctl;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "rampart", version, about = "High availability toolkit: replicated KV store, load balancer, failure detection")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one storage node.
+    Server(rampart_server::config::ServerArgs),
+    /// Run the load balancer.
+    Lb(rampart_lb::cli::LbArgs),
+    /// Start a local three-node cluster plus a load balancer.
+    Up(up::UpArgs),
+    /// Read and write keys over HTTP.
+    Kv(ctl::KvArgs),
+    /// Inspect and change cluster membership over HTTP.
+    Cluster(ctl::ClusterArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Server(args) => {
+            init_tracing();
+            rampart_server::run_blocking(args).map_err(anyhow::Error::from)
+        }
+        Cmd::Lb(args) => {
+            init_tracing();
+            rampart_lb::cli::run(args).map_err(anyhow::Error::from)
+        }
+        Cmd::Up(args) => {
+            init_tracing();
+            up::run(args)
+        }
+        Cmd::Kv(args) => ctl::run_kv(args),
+        Cmd::Cluster(args) => ctl::run_cluster(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RAMPART_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

@@ -1,0 +1,422 @@
+//! openraft's storage traits (storage-v2) on top of [`rampart_storage::Store`].
+//!
+//! What is fsynced when:
+//! - `save_vote`: an immediate (fsynced) commit before it returns.
+//! - `append`: all entries of the call in one immediate commit; the flush
+//!   callback fires after it.
+//! - `truncate`, `purge`, `install_snapshot`, `build_snapshot`: immediate.
+//! - `apply` and `save_committed`: lazy commits. They are rebuilt from the
+//!   log after a crash (openraft re-applies from the last durable applied
+//!   index), and every immediate commit above also makes them durable, so a
+//!   purge can never outrun the state it relies on.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
+use rampart_storage::{Durability, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::state_machine;
+use crate::types::{
+    Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
+};
+
+const META_VOTE: &str = "raft/vote";
+const META_COMMITTED: &str = "raft/committed";
+const META_PURGED: &str = "raft/last_purged";
+const META_APPLIED: &str = "sm/applied";
+const META_MEMBERSHIP: &str = "sm/membership";
+const META_SNAPSHOT: &str = "sm/snapshot";
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
+    rmp_serde::to_vec(v).map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, io_err(e)))
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(what: ErrorSubject<NodeId>, b: &[u8]) -> Result<T, StorageError> {
+    rmp_serde::from_slice(b).map_err(|e| StorageError::from_io_error(what, ErrorVerb::Read, io_err(e)))
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+fn store_err(verb: ErrorVerb) -> impl Fn(rampart_storage::Error) -> StorageError {
+    move |e| StorageError::from_io_error(ErrorSubject::Store, verb, io_err(e))
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, io_err(e)))?
+}
+
+/// Shared progress markers for status reporting.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Highest committed log index this node has learned (0 = none).
+    pub committed: AtomicU64,
+}
+
+/// The Raft log and vote.
+#[derive(Clone)]
+pub struct LogStore {
+    store: Arc<Store>,
+    progress: Arc<Progress>,
+}
+
+impl LogStore {
+    pub fn new(store: Arc<Store>, progress: Arc<Progress>) -> Self {
+        LogStore { store, progress }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        let raw = self.store.read(|v| v.log_range(start, end)).map_err(store_err(ErrorVerb::Read))?;
+        raw.iter().map(|(i, b)| decode(ErrorSubject::Log(openraft::LogId::new(Default::default(), *i)), b)).collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let (last, purged) = self
+            .store
+            .read(|v| Ok((v.log_last()?, v.meta_get(META_PURGED)?)))
+            .map_err(store_err(ErrorVerb::Read))?;
+        let last_purged_log_id: Option<LogId> = match purged {
+            Some(b) => decode(ErrorSubject::Logs, &b)?,
+            None => None,
+        };
+        let last_log_id = match last {
+            Some((_, b)) => Some(decode::<Entry>(ErrorSubject::Logs, &b)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let b = encode(vote)?;
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .write(Durability::Immediate, |w| w.meta_put(META_VOTE, &b))
+                .map_err(|e| StorageError::from_io_error(ErrorSubject::Vote, ErrorVerb::Write, io_err(e)))
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        match self.store.meta_get(META_VOTE).map_err(store_err(ErrorVerb::Read))? {
+            Some(b) => Ok(Some(decode(ErrorSubject::Vote, &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(c) = &committed {
+            self.progress.committed.fetch_max(c.index, Ordering::Relaxed);
+        }
+        let b = encode(&committed)?;
+        let store = self.store.clone();
+        blocking(move || store.write(Durability::Lazy, |w| w.meta_put(META_COMMITTED, &b)).map_err(store_err(ErrorVerb::Write)))
+            .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let c: Option<LogId> = match self.store.meta_get(META_COMMITTED).map_err(store_err(ErrorVerb::Read))? {
+            Some(b) => decode(ErrorSubject::Store, &b)?,
+            None => None,
+        };
+        if let Some(c) = &c {
+            self.progress.committed.fetch_max(c.index, Ordering::Relaxed);
+        }
+        Ok(c)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        for e in entries {
+            encoded.push((e.log_id.index, encode(&e)?));
+        }
+        let store = self.store.clone();
+        let result = blocking(move || {
+            store
+                .write(Durability::Immediate, |w| {
+                    for (i, b) in &encoded {
+                        w.log_put(*i, b)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, io_err(e)))
+        })
+        .await;
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let store = self.store.clone();
+        blocking(move || store.write(Durability::Immediate, |w| w.log_truncate_from(log_id.index)).map_err(store_err(ErrorVerb::Delete)))
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let b = encode(&Some(log_id))?;
+        let store = self.store.clone();
+        blocking(move || {
+            store
+                .write(Durability::Immediate, |w| {
+                    w.meta_put(META_PURGED, &b)?;
+                    w.log_purge_upto(log_id.index)
+                })
+                .map_err(store_err(ErrorVerb::Delete))
+        })
+        .await
+    }
+}
+
+/// A snapshot as shipped and stored: every key with its revision and value.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    entries: Vec<(Vec<u8>, u64, Vec<u8>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The applied key-value state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    store: Arc<Store>,
+    /// Highest applied log index, for readers that wait on it.
+    applied: Arc<AtomicU64>,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachineStore {
+    pub fn new(store: Arc<Store>) -> Self {
+        StateMachineStore { store, applied: Arc::new(AtomicU64::new(0)), snapshot_seq: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let store = self.store.clone();
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        blocking(move || {
+            // One read transaction: the keys and the applied marker agree.
+            let (applied, membership, entries) = store
+                .read(|v| {
+                    let applied = v.meta_get(META_APPLIED)?;
+                    let membership = v.meta_get(META_MEMBERSHIP)?;
+                    let mut entries = Vec::new();
+                    v.kv_for_each(|k, val| {
+                        entries.push((k.to_vec(), val.revision, val.value));
+                        Ok(())
+                    })?;
+                    Ok((applied, membership, entries))
+                })
+                .map_err(store_err(ErrorVerb::Read))?;
+            let last_log_id: Option<LogId> = match applied {
+                Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+                None => None,
+            };
+            let last_membership: StoredMembership = match membership {
+                Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+                None => StoredMembership::default(),
+            };
+            let data = encode(&SnapshotData { entries })?;
+            let snapshot_id = match &last_log_id {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
+                None => format!("0-0-{seq}"),
+            };
+            let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+            let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
+            store
+                .write(Durability::Immediate, |w| w.meta_put(META_SNAPSHOT, &stored))
+                .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, io_err(e)))?;
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        })
+        .await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let (applied, membership) = self
+            .store
+            .read(|v| Ok((v.meta_get(META_APPLIED)?, v.meta_get(META_MEMBERSHIP)?)))
+            .map_err(store_err(ErrorVerb::Read))?;
+        let applied: Option<LogId> = match applied {
+            Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+            None => None,
+        };
+        let membership = match membership {
+            Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+            None => StoredMembership::default(),
+        };
+        if let Some(a) = &applied {
+            self.applied.fetch_max(a.index, Ordering::Release);
+        }
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = entries.last().map(|e| e.log_id) else { return Ok(Vec::new()) };
+        let store = self.store.clone();
+        let applied = self.applied.clone();
+        blocking(move || {
+            let last_b = encode(&Some(last))?;
+            let mut membership_b = None;
+            for e in &entries {
+                if let EntryPayload::Membership(m) = &e.payload {
+                    membership_b = Some(encode(&StoredMembership::new(Some(e.log_id), m.clone()))?);
+                }
+            }
+            let out = store
+                .write(Durability::Lazy, |w| {
+                    let mut out = Vec::with_capacity(entries.len());
+                    for e in &entries {
+                        let resp = match &e.payload {
+                            EntryPayload::Normal(cmd) => state_machine::apply(w, e.log_id.index, cmd)?,
+                            _ => Response {
+                                revision: e.log_id.index,
+                                outcome: crate::types::Outcome::Deleted { count: 0 },
+                            },
+                        };
+                        out.push(resp);
+                    }
+                    w.meta_put(META_APPLIED, &last_b)?;
+                    if let Some(m) = &membership_b {
+                        w.meta_put(META_MEMBERSHIP, m)?;
+                    }
+                    Ok(out)
+                })
+                .map_err(|e| StorageError::from_io_error(ErrorSubject::Apply(last), ErrorVerb::Write, io_err(e)))?;
+            applied.fetch_max(last.index, Ordering::Release);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let parsed: SnapshotData = decode(ErrorSubject::Snapshot(Some(meta.signature())), &data)?;
+        let meta = meta.clone();
+        let store = self.store.clone();
+        let applied = self.applied.clone();
+        blocking(move || {
+            let applied_b = encode(&meta.last_log_id)?;
+            let membership_b = encode(&meta.last_membership)?;
+            let stored = encode(&StoredSnapshot { meta: meta.clone(), data })?;
+            store
+                .write(Durability::Immediate, |w| {
+                    w.kv_clear()?;
+                    for (k, rev, v) in &parsed.entries {
+                        w.kv_put(k, *rev, v)?;
+                    }
+                    w.meta_put(META_APPLIED, &applied_b)?;
+                    w.meta_put(META_MEMBERSHIP, &membership_b)?;
+                    w.meta_put(META_SNAPSHOT, &stored)
+                })
+                .map_err(|e| {
+                    StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, io_err(e))
+                })?;
+            if let Some(l) = &meta.last_log_id {
+                applied.fetch_max(l.index, Ordering::Release);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        match self.store.meta_get(META_SNAPSHOT).map_err(store_err(ErrorVerb::Read))? {
+            Some(b) => {
+                let s: StoredSnapshot = decode(ErrorSubject::Snapshot(None), &b)?;
+                Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Builder {
+        dirs: parking_lot::Mutex<Vec<tempfile::TempDir>>,
+    }
+
+    impl openraft::testing::StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for Builder {
+        async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError> {
+            let dir = tempfile::tempdir().map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let store = Arc::new(Store::open_dir(dir.path()).map_err(store_err(ErrorVerb::Read))?);
+            self.dirs.lock().push(dir);
+            Ok(((), LogStore::new(store.clone(), Arc::new(Progress::default())), StateMachineStore::new(store)))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_suite() -> Result<(), StorageError> {
+        openraft::testing::Suite::test_all(Builder { dirs: parking_lot::Mutex::new(Vec::new()) })
+    }
+}

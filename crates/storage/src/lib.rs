@@ -1,0 +1,441 @@
+//! rampart-storage: the crash-safe store of one node, on redb (one file).
+//!
+//! It holds three tables: the replicated log (`index -> entry bytes`), a small
+//! `meta` table (vote, committed marker, purge marker, state-machine markers,
+//! the latest snapshot), and the applied key-value state (`key -> revision +
+//! value`). It knows nothing of networks or replication: callers hand it bytes
+//! and decide what must be durable.
+//!
+//! Every call here blocks (redb is synchronous and `commit` may fsync); async
+//! callers run writes on a blocking thread.
+//!
+//! Durability: a [`Store::write`] with `Durability::Immediate` returns only
+//! after redb's commit has fsynced. A `Durability::Lazy` commit is made durable
+//! by the next immediate commit (redb orders commits), or lost on a crash.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+
+/// File name of the store inside a node's data directory.
+pub const DATA_FILE_NAME: &str = "rampart.redb";
+
+/// Errors of the store. Every variant says which file is affected.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("data file {path} is corrupt or not a rampart data file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("data file {path} is already in use by another process")]
+    InUse { path: PathBuf },
+    #[error("I/O error on data file {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("stored value under {what} is malformed: {reason}")]
+    Malformed { what: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Whether a write must be on disk before [`Store::write`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsynced before returning.
+    Immediate,
+    /// Persisted by the next immediate commit; may be lost by a crash before it.
+    Lazy,
+}
+
+/// A key's applied state: the log index that last changed it, and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub revision: u64,
+    pub value: Vec<u8>,
+}
+
+impl Versioned {
+    fn encode(revision: u64, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + value.len());
+        out.extend_from_slice(&revision.to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    fn decode(key: &[u8], raw: &[u8]) -> Result<Self> {
+        if raw.len() < 8 {
+            return Err(Error::Malformed {
+                what: format!("key {:?}", String::from_utf8_lossy(key)),
+                reason: format!("record of {} bytes is shorter than its 8-byte revision", raw.len()),
+            });
+        }
+        let mut rev = [0u8; 8];
+        rev.copy_from_slice(&raw[..8]);
+        Ok(Versioned { revision: u64::from_le_bytes(rev), value: raw[8..].to_vec() })
+    }
+}
+
+/// One node's store. Cheap to share behind an `Arc`.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, creating the directory if needed.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), reason: e.to_string() })?;
+        Self::open(&dir.join(DATA_FILE_NAME))
+    }
+
+    /// Opens (or creates) the store file at `path`. A file that is not a redb
+    /// database, or is damaged beyond redb's own recovery, is reported as
+    /// [`Error::Corrupt`]; nothing is overwritten.
+    pub fn open(path: &Path) -> Result<Self> {
+        let p = path.to_path_buf();
+        // redb verifies page checksums only in `check_integrity`; reading a
+        // damaged page later can panic inside redb. So every open verifies the
+        // whole file first (cost: one sequential read of it), and a panic
+        // while doing so is reported as corruption rather than crashing.
+        let opened = std::panic::catch_unwind(|| -> Result<Database> {
+            let mut db = Database::create(path).map_err(|e| map_db_error(&p, e))?;
+            match db.check_integrity() {
+                Ok(true) => Ok(db),
+                Ok(false) => Err(Error::Corrupt {
+                    path: p.clone(),
+                    reason: "damaged pages were found and rolled back to an earlier commit; durable state may be \
+                             missing, so this node refuses to start (remove the data dir and re-add the node)"
+                        .into(),
+                }),
+                Err(e) => Err(map_db_error(&p, e)),
+            }
+        });
+        let db = match opened {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Corrupt { path: p, reason: "redb could not read the file structure".into() });
+            }
+        };
+        let store = Store { db, path: p };
+        // Create the tables up front so readers never see them missing.
+        store.write(Durability::Immediate, |_| Ok(()))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one write transaction and commits it with `durability`.
+    /// Many changes share one commit (and so one fsync).
+    pub fn write<T>(&self, durability: Durability, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        if durability == Durability::Lazy {
+            txn.set_durability(redb::Durability::None).map_err(|e| self.io(e))?;
+        }
+        let out = {
+            let mut batch = Batch {
+                log: txn.open_table(LOG).map_err(|e| self.io(e))?,
+                meta: txn.open_table(META).map_err(|e| self.io(e))?,
+                kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+                path: &self.path,
+            };
+            f(&mut batch)?
+        };
+        txn.commit().map_err(|e| self.io(e))?;
+        Ok(out)
+    }
+
+    /// Reads a consistent view of the store.
+    pub fn read<T>(&self, f: impl FnOnce(&View) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let view = View {
+            log: txn.open_table(LOG).map_err(|e| self.io(e))?,
+            meta: txn.open_table(META).map_err(|e| self.io(e))?,
+            kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+            path: self.path.clone(),
+        };
+        f(&view)
+    }
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.read(|v| v.meta_get(key))
+    }
+
+    pub fn kv_get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        self.read(|v| v.kv_get(key))
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> Error {
+        io_error(&self.path, e)
+    }
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    let reason = e.to_string();
+    if reason.to_ascii_lowercase().contains("corrupt") {
+        Error::Corrupt { path: path.to_path_buf(), reason }
+    } else {
+        Error::Io { path: path.to_path_buf(), reason }
+    }
+}
+
+fn map_db_error(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: path.to_path_buf() },
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            Error::Corrupt { path: path.to_path_buf(), reason }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Error::Corrupt { path: path.to_path_buf(), reason: io.to_string() }
+        }
+        redb::DatabaseError::UpgradeRequired(v) => Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("file format version {v} is not supported by this build"),
+        },
+        other => io_error(path, other),
+    }
+}
+
+macro_rules! table_reads {
+    () => {
+        pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            Ok(self.meta.get(key).map_err(|e| io_error(&self.path, e))?.map(|g| g.value().to_vec()))
+        }
+
+        pub fn kv_get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+            match self.kv.get(key).map_err(|e| io_error(&self.path, e))? {
+                Some(g) => Ok(Some(Versioned::decode(key, g.value())?)),
+                None => Ok(None),
+            }
+        }
+
+        /// Keys starting with `prefix`, after `start_after` (exclusive) if
+        /// given, in key order; at most `limit` of them, and whether more
+        /// remain.
+        pub fn kv_scan(
+            &self,
+            prefix: &[u8],
+            start_after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<(Vec<(Vec<u8>, Versioned)>, bool)> {
+            let lower: Bound<&[u8]> = match start_after {
+                Some(k) if k >= prefix => Bound::Excluded(k),
+                _ => Bound::Included(prefix),
+            };
+            let range = self.kv.range::<&[u8]>((lower, Bound::Unbounded)).map_err(|e| io_error(&self.path, e))?;
+            let mut out = Vec::new();
+            for item in range {
+                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
+                let key = k.value();
+                if !key.starts_with(prefix) {
+                    return Ok((out, false));
+                }
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push((key.to_vec(), Versioned::decode(key, v.value())?));
+            }
+            Ok((out, false))
+        }
+
+        pub fn kv_len(&self) -> Result<u64> {
+            self.kv.len().map_err(|e| io_error(&self.path, e))
+        }
+
+        /// Visits every key-value pair in key order.
+        pub fn kv_for_each(&self, mut f: impl FnMut(&[u8], Versioned) -> Result<()>) -> Result<()> {
+            for item in self.kv.iter().map_err(|e| io_error(&self.path, e))? {
+                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
+                f(k.value(), Versioned::decode(k.value(), v.value())?)?;
+            }
+            Ok(())
+        }
+
+        /// Log entries with index in `[start, end)`, in order; stops at the
+        /// first gap.
+        pub fn log_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+            let mut out = Vec::new();
+            if start >= end {
+                return Ok(out);
+            }
+            for item in self.log.range(start..end).map_err(|e| io_error(&self.path, e))? {
+                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        }
+
+        pub fn log_last(&self) -> Result<Option<(u64, Vec<u8>)>> {
+            Ok(self
+                .log
+                .last()
+                .map_err(|e| io_error(&self.path, e))?
+                .map(|(k, v)| (k.value(), v.value().to_vec())))
+        }
+
+        pub fn log_first_index(&self) -> Result<Option<u64>> {
+            Ok(self.log.first().map_err(|e| io_error(&self.path, e))?.map(|(k, _)| k.value()))
+        }
+    };
+}
+
+/// A consistent read-only view (one redb read transaction).
+pub struct View {
+    log: redb::ReadOnlyTable<u64, &'static [u8]>,
+    meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    kv: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    path: PathBuf,
+}
+
+impl View {
+    table_reads!();
+}
+
+/// The tables of one write transaction.
+pub struct Batch<'t> {
+    log: redb::Table<'t, u64, &'static [u8]>,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    kv: redb::Table<'t, &'static [u8], &'static [u8]>,
+    path: &'t Path,
+}
+
+impl Batch<'_> {
+    table_reads!();
+
+    pub fn meta_put(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        self.meta.insert(key, value).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    pub fn meta_delete(&mut self, key: &str) -> Result<()> {
+        self.meta.remove(key).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    pub fn kv_put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<()> {
+        let rec = Versioned::encode(revision, value);
+        self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Removes `key`; says whether it was there.
+    pub fn kv_delete(&mut self, key: &[u8]) -> Result<bool> {
+        Ok(self.kv.remove(key).map_err(|e| io_error(self.path, e))?.is_some())
+    }
+
+    /// Removes every key (used before installing a snapshot).
+    pub fn kv_clear(&mut self) -> Result<()> {
+        self.kv.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    pub fn log_put(&mut self, index: u64, entry: &[u8]) -> Result<()> {
+        self.log.insert(index, entry).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Removes log entries with index >= `from`.
+    pub fn log_truncate_from(&mut self, from: u64) -> Result<()> {
+        self.log.retain_in(from.., |_, _| false).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Removes log entries with index <= `upto`.
+    pub fn log_purge_upto(&mut self, upto: u64) -> Result<()> {
+        self.log.retain_in(..=upto, |_, _| false).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_roundtrip_scan_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open_dir(dir.path()).unwrap();
+            s.write(Durability::Immediate, |b| {
+                b.kv_put(b"a/1", 5, b"x")?;
+                b.kv_put(b"a/2", 6, b"y")?;
+                b.kv_put(b"b/1", 7, b"z")?;
+                b.log_put(1, b"one")?;
+                b.log_put(2, b"two")?;
+                b.log_put(3, b"three")?;
+                b.meta_put("vote", b"v")
+            })
+            .unwrap();
+            let (items, more) = s.read(|v| v.kv_scan(b"a/", None, 1)).unwrap();
+            assert_eq!(items.len(), 1);
+            assert!(more);
+            let (items, more) = s.read(|v| v.kv_scan(b"a/", Some(b"a/1"), 10)).unwrap();
+            assert_eq!(items, vec![(b"a/2".to_vec(), Versioned { revision: 6, value: b"y".to_vec() })]);
+            assert!(!more);
+        }
+        let s = Store::open_dir(dir.path()).unwrap();
+        assert_eq!(s.kv_get(b"b/1").unwrap().unwrap().revision, 7);
+        assert_eq!(s.meta_get("vote").unwrap().unwrap(), b"v");
+        s.write(Durability::Immediate, |b| {
+            b.log_purge_upto(1)?;
+            b.log_truncate_from(3)
+        })
+        .unwrap();
+        let logs = s.read(|v| v.log_range(0, 10)).unwrap();
+        assert_eq!(logs, vec![(2, b"two".to_vec())]);
+        assert_eq!(s.read(|v| v.kv_len()).unwrap(), 3);
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATA_FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("rampart.redb"), "{err}");
+    }
+
+    #[test]
+    fn damaged_file_never_panics() {
+        // Flip bytes all over a real store file; every open must either work
+        // or fail with an error, never panic.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATA_FILE_NAME);
+        {
+            let s = Store::open(&path).unwrap();
+            s.write(Durability::Immediate, |b| {
+                for i in 0..200u64 {
+                    b.kv_put(format!("key{i}").as_bytes(), i, &[7u8; 100])?;
+                    b.log_put(i, &[9u8; 50])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        }
+        let pristine = std::fs::read(&path).unwrap();
+        for step in 0..24usize {
+            let mut bytes = pristine.clone();
+            let stride = bytes.len() / 24;
+            for b in bytes.iter_mut().skip(step * stride).take(stride.min(512)) {
+                *b ^= 0xa5;
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            match Store::open(&path) {
+                Ok(s) => {
+                    let _ = s.read(|v| v.kv_for_each(|_, _| Ok(())));
+                }
+                Err(e) => assert!(matches!(e, Error::Corrupt { .. } | Error::Io { .. }), "{e}"),
+            }
+        }
+    }
+}

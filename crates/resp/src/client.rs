@@ -1,0 +1,250 @@
+//! A small async RESP client over a tokio `TcpStream`, for tests, benchmarks
+//! and tools. One connection, one request at a time (or one pipeline);
+//! no reconnects, no cluster awareness.
+//!
+//! Error replies (`-ERR ...`) are values, not errors: they come back as
+//! `Ok(Value::Error(..))` so tests can inspect them. After a timeout, an I/O
+//! error or a protocol error the connection is unusable (a reply may be half
+//! read) and every later call fails with [`ClientError::Broken`].
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::{encode_command, parse_value_with, ProtocolError, ReplyLimits, Value};
+
+/// What can go wrong talking to a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server sent bytes that are not valid RESP.
+    #[error("bad reply from server: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// No complete reply within the read timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The server closed the connection before replying in full.
+    #[error("connection closed by server")]
+    Closed,
+    /// An earlier error left the connection in an unknown state.
+    #[error("connection unusable after an earlier error")]
+    Broken,
+}
+
+/// A connection to one RESP server.
+#[derive(Debug)]
+pub struct RespClient {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    read_timeout: Option<Duration>,
+    limits: ReplyLimits,
+    broken: bool,
+}
+
+impl RespClient {
+    /// Connects with no read timeout and the default [`ReplyLimits`].
+    pub async fn connect(addr: impl ToSocketAddrs) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(RespClient {
+            stream,
+            read_buf: BytesMut::with_capacity(16 * 1024),
+            write_buf: BytesMut::with_capacity(1024),
+            read_timeout: None,
+            limits: ReplyLimits::default(),
+            broken: false,
+        })
+    }
+
+    /// Sets how long to wait for each reply; `None` waits forever.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Builder form of [`RespClient::set_read_timeout`].
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the limits replies are parsed with.
+    pub fn set_reply_limits(&mut self, limits: ReplyLimits) {
+        self.limits = limits;
+    }
+
+    /// Sends one command and waits for its reply.
+    pub async fn cmd(&mut self, args: &[&[u8]]) -> Result<Value, ClientError> {
+        self.check()?;
+        self.write_buf.clear();
+        encode_command(args, &mut self.write_buf);
+        self.flush_and_read(1)
+            .await
+            .map(|mut replies| replies.remove(0))
+    }
+
+    /// [`RespClient::cmd`] with text arguments: `c.cmd_str(&["SET", "k", "v"])`.
+    pub async fn cmd_str(&mut self, args: &[&str]) -> Result<Value, ClientError> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd(&args).await
+    }
+
+    /// Sends all commands in one write, then reads one reply per command.
+    pub async fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Value>, ClientError> {
+        self.check()?;
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write_buf.clear();
+        for cmd in cmds {
+            encode_command(cmd, &mut self.write_buf);
+        }
+        self.flush_and_read(cmds.len()).await
+    }
+
+    fn check(&self) -> Result<(), ClientError> {
+        if self.broken {
+            Err(ClientError::Broken)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn flush_and_read(&mut self, count: usize) -> Result<Vec<Value>, ClientError> {
+        let result = self.flush_and_read_inner(count).await;
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    async fn flush_and_read_inner(&mut self, count: usize) -> Result<Vec<Value>, ClientError> {
+        self.stream.write_all(&self.write_buf).await?;
+        let mut replies = Vec::with_capacity(count);
+        while replies.len() < count {
+            let reply = match self.read_timeout {
+                None => self.read_reply().await?,
+                Some(t) => tokio::time::timeout(t, self.read_reply())
+                    .await
+                    .map_err(|_| ClientError::Timeout(t))??,
+            };
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    async fn read_reply(&mut self) -> Result<Value, ClientError> {
+        loop {
+            if let Some((value, consumed)) = parse_value_with(&self.read_buf, &self.limits)? {
+                let _ = self.read_buf.split_to(consumed);
+                return Ok(value);
+            }
+            self.read_buf.reserve(16 * 1024);
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that reads `expect_bytes` bytes, checks them, answers with
+    /// `reply` and then holds the connection open until the client leaves.
+    async fn canned_server(expect: &'static [u8], reply: &'static [u8]) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = vec![0u8; expect.len()];
+            sock.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, expect);
+            sock.write_all(reply).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn cmd_round_trip() {
+        let addr = canned_server(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b"$1\r\nv\r\n").await;
+        let mut c = RespClient::connect(addr).await.unwrap();
+        assert_eq!(c.cmd_str(&["GET", "k"]).await.unwrap(), Value::bulk("v"));
+    }
+
+    #[tokio::test]
+    async fn error_replies_are_values() {
+        let addr = canned_server(b"*1\r\n$4\r\nNOPE\r\n", b"-ERR unknown command\r\n").await;
+        let mut c = RespClient::connect(addr).await.unwrap();
+        assert_eq!(
+            c.cmd(&[b"NOPE"]).await.unwrap(),
+            Value::error("ERR unknown command")
+        );
+    }
+
+    #[tokio::test]
+    async fn pipeline_reads_every_reply() {
+        let addr = canned_server(
+            b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
+            b"+PONG\r\n+PONG\r\n",
+        )
+        .await;
+        let mut c = RespClient::connect(addr).await.unwrap();
+        let cmds = vec![vec![b"PING".to_vec()], vec![b"PING".to_vec()]];
+        let replies = c.pipeline(&cmds).await.unwrap();
+        assert_eq!(replies, vec![Value::SimpleString("PONG".into()); 2]);
+        assert!(c.pipeline(&[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn timeout_then_broken() {
+        let addr = canned_server(b"*1\r\n$4\r\nPING\r\n", b"+PA").await;
+        let mut c = RespClient::connect(addr)
+            .await
+            .unwrap()
+            .with_read_timeout(Duration::from_millis(50));
+        assert!(matches!(
+            c.cmd_str(&["PING"]).await,
+            Err(ClientError::Timeout(_))
+        ));
+        assert!(matches!(
+            c.cmd_str(&["PING"]).await,
+            Err(ClientError::Broken)
+        ));
+    }
+
+    #[tokio::test]
+    async fn closed_mid_reply() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = [0u8; 14];
+            sock.read_exact(&mut got).await.unwrap();
+            sock.write_all(b"$5\r\nab").await.unwrap();
+        });
+        let mut c = RespClient::connect(addr).await.unwrap();
+        assert!(matches!(
+            c.cmd_str(&["PING"]).await,
+            Err(ClientError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn protocol_error() {
+        let addr = canned_server(b"*1\r\n$4\r\nPING\r\n", b"?\r\n").await;
+        let mut c = RespClient::connect(addr).await.unwrap();
+        assert!(matches!(
+            c.cmd_str(&["PING"]).await,
+            Err(ClientError::Protocol(ProtocolError::UnknownType(_)))
+        ));
+    }
+}

@@ -1,14 +1,27 @@
-//! rampart-lb: the load balancer.
+//! rampart-lb: the load balancer behind `rampart lb`.
+//!
+//! - [`algo`]: balancing algorithms, pure (no I/O, no clock).
+//! - [`config`]: TOML and command-line configuration, validation.
+//! - [`backend`], [`frontend`]: run-time state, ejection and retry budget.
+//! - [`http`], [`tcp`]: the proxies; [`pool`]: keep-alive connections to backends.
+//! - [`health`]: active health checks.
+//! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API.
+//! - [`cli`]: `rampart lb` flags and entry point.
+//!
+//! It stands alone: it knows nothing of raft, paxos or storage.
+
+pub mod admin;
 pub mod algo;
-pub mod cli {
-    #[derive(clap::Args, Debug)]
-    pub struct LbArgs {}
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod frontend;
+pub mod health;
+pub mod http;
+pub mod io;
+pub mod pool;
+pub mod server;
+pub mod stats;
+pub mod tcp;
 
-    #[derive(Debug, thiserror::Error)]
-    #[error("rampart lb is not implemented yet")]
-    pub struct NotYet;
-
-    pub fn run(_args: LbArgs) -> Result<(), NotYet> {
-        Err(NotYet)
-    }
-}
+pub use server::{Lb, LbError};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod consistent_hash;
 mod least_connections;
-mod maglev;
+pub mod maglev;
 mod p2c;
 mod random;
 mod round_robin;

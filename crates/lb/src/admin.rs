@@ -1,0 +1,412 @@
+//! Admin HTTP API (bind it to loopback or a private network: it is not
+//! authenticated).
+//!
+//! - `GET /stats`: JSON, per frontend and backend.
+//! - `GET /metrics`: Prometheus text format.
+//! - `POST /backends/{frontend}/{addr}/drain|enable|disable`.
+//! - `POST /reload`: re-read the configuration file (as SIGHUP).
+//! - `GET /health`: 200 while the process serves.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::backend::{now_ms, AdminState};
+use crate::server::Lb;
+
+/// Most admin connections served at once.
+pub const ADMIN_CONNS_MAX: usize = 64;
+
+pub async fn serve(listener: TcpListener, lb: Lb) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNS_MAX));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let lb = lb.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let lb = lb.clone();
+                async move { Ok::<_, Infallible>(route(&lb, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    reply(status, "application/json", format!("{v}\n"))
+}
+
+async fn route(lb: &Lb, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segs.as_slice()) {
+        (&Method::GET, ["stats"]) => json_reply(StatusCode::OK, stats_json(lb)),
+        (&Method::GET, ["metrics"]) => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics_text(lb),
+        ),
+        (&Method::GET, ["health"]) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::POST, ["reload"]) => match lb.reload_from_source().await {
+            Ok(()) => json_reply(
+                StatusCode::OK,
+                json!({"reloaded": true, "generation": lb.generation()}),
+            ),
+            Err(e) => json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "reload_refused", "message": e.to_string()}),
+            ),
+        },
+        (&Method::POST, ["backends", fe, addr, action]) => backend_action(lb, fe, addr, action),
+        (_, ["stats"] | ["metrics"] | ["health"] | ["reload"] | ["backends", _, _, _]) => {
+            json_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method_not_allowed"}),
+            )
+        }
+        _ => json_reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "not_found", "message": format!("no route for {path}")}),
+        ),
+    }
+}
+
+fn backend_action(lb: &Lb, fe: &str, addr: &str, action: &str) -> Response<Full<Bytes>> {
+    let Some(frontend) = lb.frontend(fe) else {
+        return json_reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_frontend", "message": format!("no frontend named {fe}")}),
+        );
+    };
+    let Some(b) = frontend.backends.iter().find(|b| b.key == addr) else {
+        return json_reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "unknown_backend", "message": format!("frontend {fe} has no backend {addr}")}),
+        );
+    };
+    let state = match action {
+        "drain" => AdminState::Draining,
+        "disable" => AdminState::Disabled,
+        "enable" => {
+            b.clear_ejection();
+            AdminState::Enabled
+        }
+        _ => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "unknown_action", "message": "expected drain, enable or disable"}),
+            )
+        }
+    };
+    b.set_admin(state);
+    tracing::info!(
+        frontend = fe,
+        backend = addr,
+        "backend set to {}",
+        state.as_str()
+    );
+    json_reply(
+        StatusCode::OK,
+        json!({"frontend": fe, "backend": addr, "admin_state": state.as_str()}),
+    )
+}
+
+fn backend_state_str(b: &crate::backend::BackendState, now: u64) -> &'static str {
+    match b.admin() {
+        AdminState::Disabled => "disabled",
+        AdminState::Draining if b.active.load(Relaxed) == 0 => "drained",
+        AdminState::Draining => "draining",
+        AdminState::Enabled if !b.is_healthy() => "down",
+        AdminState::Enabled if b.is_ejected(now) => "ejected",
+        AdminState::Enabled => "up",
+    }
+}
+
+pub fn stats_json(lb: &Lb) -> serde_json::Value {
+    let now = now_ms();
+    let fes: Vec<serde_json::Value> = lb
+        .frontends()
+        .iter()
+        .map(|f| {
+            let s = &f.stats;
+            let backends: Vec<serde_json::Value> = f
+                .backends
+                .iter()
+                .map(|b| {
+                    let st = &b.stats;
+                    json!({
+                        "addr": b.key,
+                        "state": backend_state_str(b, now),
+                        "healthy": b.is_healthy(),
+                        "ejected": b.is_ejected(now),
+                        "admin_state": b.admin().as_str(),
+                        "weight": b.weight(),
+                        "effective_weight": b.effective_weight(now, f.cfg.slow_start),
+                        "max_conns": b.max_conns(),
+                        "active": b.active.load(Relaxed),
+                        "idle_pooled": b.pool.idle_len(),
+                        "requests": st.requests.get(),
+                        "failures": st.failures.get(),
+                        "responses_5xx": st.responses_5xx.get(),
+                        "retries": st.retries.get(),
+                        "ejections": st.ejections.get(),
+                        "health_checks_failed": st.health_checks_failed.get(),
+                        "connects": st.connects.get(),
+                        "latency_us": {"p50": st.latency.quantile_us(0.5), "p90": st.latency.quantile_us(0.9), "p99": st.latency.quantile_us(0.99)},
+                    })
+                })
+                .collect();
+            json!({
+                "name": f.cfg.name,
+                "listen": lb.local_addr(&f.cfg.name).map(|a| a.to_string()),
+                "mode": match f.cfg.mode { crate::config::Mode::Http => "http", crate::config::Mode::Tcp => "tcp" },
+                "algorithm": f.cfg.algorithm.as_str(),
+                "conns_active": s.conns_active.load(Relaxed),
+                "conns_total": s.conns_total.get(),
+                "conns_rejected": s.conns_rejected.get(),
+                "requests": s.requests.get(),
+                "responses": {"2xx": s.responses_2xx.get(), "3xx": s.responses_3xx.get(), "4xx": s.responses_4xx.get(), "5xx": s.responses_5xx.get()},
+                "no_backend": s.no_backend.get(),
+                "retries": s.retries.get(),
+                "retries_denied_by_budget": s.retries_denied_by_budget.get(),
+                "retry_budget_tokens": f.budget.tokens(),
+                "timeouts": s.timeouts.get(),
+                "latency_us": {"p50": s.latency.quantile_us(0.5), "p90": s.latency.quantile_us(0.9), "p99": s.latency.quantile_us(0.99)},
+                "backends": backends,
+            })
+        })
+        .collect();
+    json!({"generation": lb.generation(), "frontends": fes})
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn metrics_text(lb: &Lb) -> String {
+    let now = now_ms();
+    let mut o = String::new();
+    let fes = lb.frontends();
+    let family =
+        |o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(o, "{name}{{{labels}}} {v}");
+            }
+        };
+    let fl = |f: &crate::frontend::FrontendRt| format!("frontend=\"{}\"", esc(&f.cfg.name));
+    let bl = |f: &crate::frontend::FrontendRt, b: &crate::backend::BackendState| {
+        format!(
+            "frontend=\"{}\",backend=\"{}\"",
+            esc(&f.cfg.name),
+            esc(&b.key)
+        )
+    };
+    type FeGetter = fn(&crate::frontend::FrontendRt) -> u64;
+    let fe_counters: [(&str, &str, &str, FeGetter); 8] = [
+        (
+            "rampart_lb_frontend_connections_total",
+            "counter",
+            "Client connections accepted.",
+            |f| f.stats.conns_total.get(),
+        ),
+        (
+            "rampart_lb_frontend_connections_rejected_total",
+            "counter",
+            "Client connections closed at the frontend limit.",
+            |f| f.stats.conns_rejected.get(),
+        ),
+        (
+            "rampart_lb_frontend_connections_active",
+            "gauge",
+            "Open client connections.",
+            |f| u64::from(f.stats.conns_active.load(Relaxed)),
+        ),
+        (
+            "rampart_lb_frontend_requests_total",
+            "counter",
+            "Requests (HTTP) or sessions (TCP).",
+            |f| f.stats.requests.get(),
+        ),
+        (
+            "rampart_lb_frontend_no_backend_total",
+            "counter",
+            "Requests that found no available backend.",
+            |f| f.stats.no_backend.get(),
+        ),
+        (
+            "rampart_lb_frontend_retries_total",
+            "counter",
+            "Retries on another backend.",
+            |f| f.stats.retries.get(),
+        ),
+        (
+            "rampart_lb_frontend_retries_denied_total",
+            "counter",
+            "Retries refused by the retry budget.",
+            |f| f.stats.retries_denied_by_budget.get(),
+        ),
+        (
+            "rampart_lb_frontend_timeouts_total",
+            "counter",
+            "Requests that hit the request timeout.",
+            |f| f.stats.timeouts.get(),
+        ),
+    ];
+    for (name, kind, help, get) in fe_counters {
+        family(
+            &mut o,
+            name,
+            kind,
+            help,
+            fes.iter().map(|f| (fl(f), get(f).to_string())).collect(),
+        );
+    }
+    let mut rows = Vec::new();
+    for f in &fes {
+        for (class, c) in [
+            ("2xx", &f.stats.responses_2xx),
+            ("3xx", &f.stats.responses_3xx),
+            ("4xx", &f.stats.responses_4xx),
+            ("5xx", &f.stats.responses_5xx),
+        ] {
+            rows.push((format!("{},class=\"{class}\"", fl(f)), c.get().to_string()));
+        }
+    }
+    family(
+        &mut o,
+        "rampart_lb_frontend_responses_total",
+        "counter",
+        "Responses by status class.",
+        rows,
+    );
+    let mut rows = Vec::new();
+    for f in &fes {
+        for q in [0.5, 0.9, 0.99] {
+            rows.push((
+                format!("{},quantile=\"{q}\"", fl(f)),
+                format!("{:.6}", f.stats.latency.quantile_us(q) as f64 / 1e6),
+            ));
+        }
+    }
+    let _ = writeln!(o, "# HELP rampart_lb_frontend_request_duration_seconds Time to response header (HTTP) or session length (TCP).\n# TYPE rampart_lb_frontend_request_duration_seconds summary");
+    for (l, v) in rows {
+        let _ = writeln!(o, "rampart_lb_frontend_request_duration_seconds{{{l}}} {v}");
+    }
+    for f in &fes {
+        let _ = writeln!(
+            o,
+            "rampart_lb_frontend_request_duration_seconds_sum{{{}}} {:.6}",
+            fl(f),
+            f.stats.latency.sum_us() as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "rampart_lb_frontend_request_duration_seconds_count{{{}}} {}",
+            fl(f),
+            f.stats.latency.count()
+        );
+    }
+    type BeGetter = fn(&crate::backend::BackendState, u64) -> u64;
+    let be: [(&str, &str, &str, BeGetter); 9] = [
+        (
+            "rampart_lb_backend_up",
+            "gauge",
+            "1 if the backend may receive traffic (healthy, enabled, not ejected).",
+            |b, now| {
+                u64::from(b.is_healthy() && b.admin() == AdminState::Enabled && !b.is_ejected(now))
+            },
+        ),
+        (
+            "rampart_lb_backend_healthy",
+            "gauge",
+            "1 if active health checks pass.",
+            |b, _| u64::from(b.is_healthy()),
+        ),
+        (
+            "rampart_lb_backend_active",
+            "gauge",
+            "In-flight requests or sessions.",
+            |b, _| u64::from(b.active.load(Relaxed)),
+        ),
+        (
+            "rampart_lb_backend_requests_total",
+            "counter",
+            "Requests or sessions sent.",
+            |b, _| b.stats.requests.get(),
+        ),
+        (
+            "rampart_lb_backend_failures_total",
+            "counter",
+            "Connect failures, resets, timeouts, bad responses.",
+            |b, _| b.stats.failures.get(),
+        ),
+        (
+            "rampart_lb_backend_responses_5xx_total",
+            "counter",
+            "5xx answers.",
+            |b, _| b.stats.responses_5xx.get(),
+        ),
+        (
+            "rampart_lb_backend_retries_total",
+            "counter",
+            "Retries sent to this backend.",
+            |b, _| b.stats.retries.get(),
+        ),
+        (
+            "rampart_lb_backend_ejections_total",
+            "counter",
+            "Passive ejections.",
+            |b, _| b.stats.ejections.get(),
+        ),
+        (
+            "rampart_lb_backend_health_checks_failed_total",
+            "counter",
+            "Failed active health checks.",
+            |b, _| b.stats.health_checks_failed.get(),
+        ),
+    ];
+    for (name, kind, help, get) in be {
+        let rows = fes
+            .iter()
+            .flat_map(|f| {
+                f.backends
+                    .iter()
+                    .map(move |b| (bl(f, b), get(b, now).to_string()))
+            })
+            .collect();
+        family(&mut o, name, kind, help, rows);
+    }
+    o
+}

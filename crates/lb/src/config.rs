@@ -1,0 +1,848 @@
+//! Configuration: the TOML file format, the command-line quick start, and
+//! validation. A broken configuration is rejected with the file, the field and
+//! the reason; nothing here opens a socket.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::algo::{maglev::is_prime, Algorithm};
+
+/// Largest accepted configuration file.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Most frontends and most backends per frontend a configuration may declare.
+pub const FRONTENDS_MAX: usize = 256;
+pub const BACKENDS_PER_FRONTEND_MAX: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: field `{field}`: {reason}")]
+    Invalid {
+        file: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Proxy mode of a frontend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" => Ok(Mode::Http),
+            "tcp" => Ok(Mode::Tcp),
+            _ => Err(format!("unknown mode `{s}` (expected http or tcp)")),
+        }
+    }
+}
+
+/// What the hashing algorithms hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Uri,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+impl std::str::FromStr for HashKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "client_ip" {
+            Ok(HashKey::ClientIp)
+        } else if s == "uri" {
+            Ok(HashKey::Uri)
+        } else if let Some(h) = s.strip_prefix("header:") {
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| format!("`{h}` is not a valid header name"))
+        } else if let Some(c) = s.strip_prefix("cookie:") {
+            if c.is_empty() || c.contains(['=', ';', ' ']) {
+                Err(format!("`{c}` is not a valid cookie name"))
+            } else {
+                Ok(HashKey::Cookie(c.to_string()))
+            }
+        } else {
+            Err(format!(
+                "unknown hash key `{s}` (expected client_ip, uri, header:NAME or cookie:NAME)"
+            ))
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    Tcp,
+    Http,
+}
+
+/// Active health checks. Defaults: TCP connect every 500 ms, 1 s timeout,
+/// down after 2 failures, up after 2 successes, 10 % jitter.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    pub enabled: bool,
+    pub kind: HealthKind,
+    /// HTTP checks: path to GET; a 2xx answer counts as healthy.
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    /// Each interval is stretched or shrunk at random by up to this share.
+    pub jitter_percent: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            kind: HealthKind::Tcp,
+            path: "/".into(),
+            interval_ms: 500,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 2,
+            jitter_percent: 10,
+        }
+    }
+}
+
+/// Passive ejection (outlier detection). Defaults: 5 consecutive failures
+/// (connect errors, resets, timeouts, and 5xx answers) eject a backend for
+/// 5 s x the number of times it was ejected, at most 60 s, never more than
+/// 50 % of a frontend's backends at once.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EjectionConfig {
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    pub count_5xx: bool,
+    pub base_ms: u64,
+    pub max_ms: u64,
+    pub max_ejected_percent: u32,
+}
+
+impl Default for EjectionConfig {
+    fn default() -> Self {
+        EjectionConfig {
+            enabled: true,
+            consecutive_failures: 5,
+            count_5xx: true,
+            base_ms: 5_000,
+            max_ms: 60_000,
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// Retries. Defaults: at most 2 retries, on connect failure or a reset before
+/// any response byte; none on statuses; a retry budget of 20 % of recent
+/// requests plus 10 retries per second.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    /// Statuses that make an idempotent request go to another backend.
+    pub on_statuses: Vec<u16>,
+    pub budget_percent: u32,
+    pub budget_min_per_sec: u32,
+    /// Request bodies up to this size are buffered so they can be re-sent;
+    /// larger bodies are streamed and retried only if never sent.
+    pub body_bytes_max: usize,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 2,
+            on_statuses: Vec::new(),
+            budget_percent: 20,
+            budget_min_per_sec: 10,
+            body_bytes_max: 64 * 1024,
+        }
+    }
+}
+
+/// Timeouts, in milliseconds; 0 disables one (except connect).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// TCP connect to a backend (per attempt).
+    pub connect_ms: u64,
+    /// Whole request header from a client (slowloris guard).
+    pub request_header_ms: u64,
+    /// A client or TCP session with no bytes either way is closed.
+    pub idle_ms: u64,
+    /// From request to response header, across all attempts (504 after).
+    pub request_ms: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            connect_ms: 1_000,
+            request_header_ms: 10_000,
+            idle_ms: 60_000,
+            request_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub addr: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Limit on in-flight requests / sessions to this backend.
+    #[serde(default)]
+    pub max_conns: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrontend {
+    pub name: String,
+    pub listen: String,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    #[serde(default = "default_algo")]
+    pub algorithm: String,
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub load_bound: Option<f64>,
+    #[serde(default)]
+    pub maglev_table_size: Option<u32>,
+    #[serde(default = "default_frontend_conns")]
+    pub max_conns: u32,
+    #[serde(default)]
+    pub slow_start_ms: u64,
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_per_backend: usize,
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout_ms: u64,
+    #[serde(default = "default_header_bytes")]
+    pub request_header_bytes_max: usize,
+    #[serde(default)]
+    pub access_log: bool,
+    #[serde(default = "default_access_log_format")]
+    pub access_log_format: String,
+    #[serde(default)]
+    pub timeouts: TimeoutConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub ejection: EjectionConfig,
+    #[serde(default)]
+    pub retries: RetryConfig,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendConfig>,
+}
+
+fn default_mode() -> Mode {
+    Mode::Http
+}
+fn default_algo() -> String {
+    "round_robin".into()
+}
+fn default_frontend_conns() -> u32 {
+    10_000
+}
+fn default_pool_idle() -> usize {
+    128
+}
+fn default_pool_idle_timeout() -> u64 {
+    30_000
+}
+fn default_header_bytes() -> usize {
+    64 * 1024
+}
+/// Placeholders: {client} {frontend} {method} {uri} {status} {backend}
+/// {duration_ms} {attempts} {bytes_in} {bytes_out}.
+pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
+    "{client} {frontend} \"{method} {uri}\" {status} backend={backend} attempts={attempts} {duration_ms}ms";
+fn default_access_log_format() -> String {
+    DEFAULT_ACCESS_LOG_FORMAT.into()
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default, rename = "frontend")]
+    pub frontends: Vec<RawFrontend>,
+}
+
+/// One backend after validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub max_conns: Option<u32>,
+}
+
+/// One frontend after validation.
+#[derive(Clone, Debug)]
+pub struct Frontend {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub mode: Mode,
+    pub algorithm: Algorithm,
+    pub hash_key: HashKey,
+    pub load_bound: Option<f64>,
+    pub maglev_table_size: u32,
+    pub max_conns: u32,
+    pub slow_start: Duration,
+    pub pool_idle_per_backend: usize,
+    pub pool_idle_timeout: Duration,
+    pub request_header_bytes_max: usize,
+    pub access_log: Option<String>,
+    pub timeouts: TimeoutConfig,
+    pub health: HealthConfig,
+    pub ejection: EjectionConfig,
+    pub retries: RetryConfig,
+    pub backends: Vec<Backend>,
+}
+
+impl Frontend {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.connect_ms)
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub admin: Option<SocketAddr>,
+    pub frontends: Vec<Frontend>,
+    /// Where it came from, for reloads and messages (`None`: command line).
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        if meta.len() > CONFIG_FILE_BYTES_MAX {
+            return Err(ConfigError::Invalid {
+                file,
+                field: "(file)".into(),
+                reason: format!("larger than {CONFIG_FILE_BYTES_MAX} bytes"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text, &file)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        validate(raw, file)
+    }
+}
+
+fn invalid(file: &str, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_string(),
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_addr(file: &str, field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| invalid(file, field, format!("`{s}` is not an IP:port address")))
+}
+
+/// Checks every field of `raw` and returns the typed configuration.
+pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+    let admin = match &raw.admin.listen {
+        Some(a) => Some(parse_addr(file, "admin.listen", a)?),
+        None => None,
+    };
+    if raw.frontends.is_empty() {
+        return Err(invalid(
+            file,
+            "frontend",
+            "at least one [[frontend]] is required",
+        ));
+    }
+    if raw.frontends.len() > FRONTENDS_MAX {
+        return Err(invalid(
+            file,
+            "frontend",
+            format!("more than {FRONTENDS_MAX} frontends"),
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut listens = HashSet::new();
+    let mut frontends = Vec::new();
+    for (fi, f) in raw.frontends.into_iter().enumerate() {
+        let at = |field: &str| format!("frontend[{fi}].{field}");
+        if f.name.is_empty()
+            || !f
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                file,
+                at("name"),
+                "must be non-empty and use only letters, digits, - and _",
+            ));
+        }
+        if !names.insert(f.name.clone()) {
+            return Err(invalid(
+                file,
+                at("name"),
+                format!("duplicate frontend name `{}`", f.name),
+            ));
+        }
+        let listen = parse_addr(file, &at("listen"), &f.listen)?;
+        if listen.port() != 0 && !listens.insert(listen) {
+            return Err(invalid(
+                file,
+                at("listen"),
+                format!("{listen} is used by two frontends"),
+            ));
+        }
+        if Some(listen) == admin && listen.port() != 0 {
+            return Err(invalid(file, at("listen"), "same address as admin.listen"));
+        }
+        let algorithm: Algorithm = f
+            .algorithm
+            .parse()
+            .map_err(|e: String| invalid(file, at("algorithm"), e))?;
+        let hash_key = match (&f.hash_key, f.mode) {
+            (Some(k), mode) => {
+                let k: HashKey = k
+                    .parse()
+                    .map_err(|e: String| invalid(file, at("hash_key"), e))?;
+                if mode == Mode::Tcp && k != HashKey::ClientIp {
+                    return Err(invalid(
+                        file,
+                        at("hash_key"),
+                        "a tcp frontend can only hash on client_ip",
+                    ));
+                }
+                k
+            }
+            (None, Mode::Http) => HashKey::Uri,
+            (None, Mode::Tcp) => HashKey::ClientIp,
+        };
+        let load_bound = match f.load_bound {
+            None => Some(1.25),
+            Some(c) if c == 0.0 => None,
+            Some(c) if (1.0..=100.0).contains(&c) => Some(c),
+            Some(c) => {
+                return Err(invalid(
+                    file,
+                    at("load_bound"),
+                    format!("{c} must be 0 (off) or between 1 and 100"),
+                ))
+            }
+        };
+        let maglev_table_size = f.maglev_table_size.unwrap_or(65_537);
+        if !is_prime(u64::from(maglev_table_size)) || !(7..=10_000_019).contains(&maglev_table_size)
+        {
+            return Err(invalid(
+                file,
+                at("maglev_table_size"),
+                format!("{maglev_table_size} must be a prime between 7 and 10000019"),
+            ));
+        }
+        if f.max_conns == 0 {
+            return Err(invalid(file, at("max_conns"), "must be at least 1"));
+        }
+        if f.request_header_bytes_max < 8192 || f.request_header_bytes_max > 1 << 20 {
+            return Err(invalid(
+                file,
+                at("request_header_bytes_max"),
+                "must be between 8192 and 1048576",
+            ));
+        }
+        if f.pool_idle_per_backend > 65_536 {
+            return Err(invalid(
+                file,
+                at("pool_idle_per_backend"),
+                "must be at most 65536",
+            ));
+        }
+        let t = &f.timeouts;
+        if t.connect_ms == 0 || t.connect_ms > 600_000 {
+            return Err(invalid(
+                file,
+                at("timeouts.connect_ms"),
+                "must be between 1 and 600000",
+            ));
+        }
+        for (name, v) in [
+            ("request_header_ms", t.request_header_ms),
+            ("idle_ms", t.idle_ms),
+            ("request_ms", t.request_ms),
+        ] {
+            if v > 86_400_000 {
+                return Err(invalid(
+                    file,
+                    at(&format!("timeouts.{name}")),
+                    "must be at most 86400000 (one day)",
+                ));
+            }
+        }
+        let h = &f.health;
+        if h.interval_ms < 10 || h.interval_ms > 3_600_000 {
+            return Err(invalid(
+                file,
+                at("health.interval_ms"),
+                "must be between 10 and 3600000",
+            ));
+        }
+        if h.timeout_ms == 0 || h.timeout_ms > 600_000 {
+            return Err(invalid(
+                file,
+                at("health.timeout_ms"),
+                "must be between 1 and 600000",
+            ));
+        }
+        if h.rise == 0 || h.fall == 0 || h.rise > 1000 || h.fall > 1000 {
+            return Err(invalid(
+                file,
+                at("health.rise"),
+                "rise and fall must be between 1 and 1000",
+            ));
+        }
+        if h.jitter_percent > 50 {
+            return Err(invalid(
+                file,
+                at("health.jitter_percent"),
+                "must be at most 50",
+            ));
+        }
+        if h.kind == HealthKind::Http
+            && (!h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f))
+        {
+            return Err(invalid(
+                file,
+                at("health.path"),
+                "must start with / and contain no spaces or control characters",
+            ));
+        }
+        let e = &f.ejection;
+        if e.enabled && (e.consecutive_failures == 0 || e.base_ms == 0 || e.max_ms < e.base_ms) {
+            return Err(invalid(
+                file,
+                at("ejection"),
+                "consecutive_failures and base_ms must be > 0 and max_ms >= base_ms",
+            ));
+        }
+        if e.max_ejected_percent > 100 {
+            return Err(invalid(
+                file,
+                at("ejection.max_ejected_percent"),
+                "must be at most 100",
+            ));
+        }
+        let r = &f.retries;
+        if r.max_retries > 10 {
+            return Err(invalid(
+                file,
+                at("retries.max_retries"),
+                "must be at most 10",
+            ));
+        }
+        if let Some(s) = r.on_statuses.iter().find(|s| !(100..=599).contains(*s)) {
+            return Err(invalid(
+                file,
+                at("retries.on_statuses"),
+                format!("{s} is not an HTTP status"),
+            ));
+        }
+        if r.budget_percent > 100 {
+            return Err(invalid(
+                file,
+                at("retries.budget_percent"),
+                "must be at most 100",
+            ));
+        }
+        if r.body_bytes_max > 16 << 20 {
+            return Err(invalid(
+                file,
+                at("retries.body_bytes_max"),
+                "must be at most 16777216",
+            ));
+        }
+        if f.backends.is_empty() {
+            return Err(invalid(
+                file,
+                at("backend"),
+                "at least one [[frontend.backend]] is required",
+            ));
+        }
+        if f.backends.len() > BACKENDS_PER_FRONTEND_MAX {
+            return Err(invalid(
+                file,
+                at("backend"),
+                format!("more than {BACKENDS_PER_FRONTEND_MAX} backends"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut backends = Vec::new();
+        for (bi, b) in f.backends.iter().enumerate() {
+            let bat = |field: &str| at(&format!("backend[{bi}].{field}"));
+            let addr = parse_addr(file, &bat("addr"), &b.addr)?;
+            if addr.port() == 0 {
+                return Err(invalid(file, bat("addr"), "port 0 is not a backend port"));
+            }
+            if !seen.insert(addr) {
+                return Err(invalid(file, bat("addr"), format!("{addr} listed twice")));
+            }
+            if b.weight == 0 || b.weight > 1000 {
+                return Err(invalid(file, bat("weight"), "must be between 1 and 1000"));
+            }
+            if b.max_conns == Some(0) {
+                return Err(invalid(
+                    file,
+                    bat("max_conns"),
+                    "must be at least 1 (omit for no limit)",
+                ));
+            }
+            backends.push(Backend {
+                addr,
+                weight: b.weight,
+                max_conns: b.max_conns,
+            });
+        }
+        let access_log = f.access_log.then(|| f.access_log_format.clone());
+        frontends.push(Frontend {
+            name: f.name,
+            listen,
+            mode: f.mode,
+            algorithm,
+            hash_key,
+            load_bound,
+            maglev_table_size,
+            max_conns: f.max_conns,
+            slow_start: Duration::from_millis(f.slow_start_ms),
+            pool_idle_per_backend: f.pool_idle_per_backend,
+            pool_idle_timeout: Duration::from_millis(f.pool_idle_timeout_ms),
+            request_header_bytes_max: f.request_header_bytes_max,
+            access_log,
+            timeouts: f.timeouts,
+            health: f.health,
+            ejection: f.ejection,
+            retries: f.retries,
+            backends,
+        });
+    }
+    Ok(Config {
+        admin,
+        frontends,
+        source: None,
+    })
+}
+
+/// Builds a one-frontend configuration from the quick-start flags, with the
+/// same defaults as a file (health checks on).
+pub fn quick_start(
+    listen: &str,
+    backends: &str,
+    mode: Mode,
+    algorithm: &str,
+    hash_key: Option<&str>,
+    admin: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let raw = RawConfig {
+        admin: RawAdmin {
+            listen: admin.map(str::to_string),
+        },
+        frontends: vec![RawFrontend {
+            name: "default".into(),
+            listen: listen.into(),
+            mode,
+            algorithm: algorithm.into(),
+            hash_key: hash_key.map(str::to_string),
+            load_bound: None,
+            maglev_table_size: None,
+            max_conns: default_frontend_conns(),
+            slow_start_ms: 0,
+            pool_idle_per_backend: default_pool_idle(),
+            pool_idle_timeout_ms: default_pool_idle_timeout(),
+            request_header_bytes_max: default_header_bytes(),
+            access_log: false,
+            access_log_format: default_access_log_format(),
+            timeouts: TimeoutConfig::default(),
+            health: HealthConfig::default(),
+            ejection: EjectionConfig::default(),
+            retries: RetryConfig::default(),
+            backends: backends
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|a| BackendConfig {
+                    addr: a.to_string(),
+                    weight: 1,
+                    max_conns: None,
+                })
+                .collect(),
+        }],
+    };
+    validate(raw, "(command line)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[admin]
+listen = "127.0.0.1:9900"
+
+[[frontend]]
+name = "web"
+listen = "127.0.0.1:8080"
+mode = "http"
+algorithm = "consistent_hash"
+hash_key = "header:x-user"
+[frontend.retries]
+on_statuses = [502, 503]
+[[frontend.backend]]
+addr = "127.0.0.1:9001"
+weight = 3
+max_conns = 100
+[[frontend.backend]]
+addr = "127.0.0.1:9002"
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = Config::parse(GOOD, "lb.toml").unwrap();
+        assert_eq!(c.admin, Some("127.0.0.1:9900".parse().unwrap()));
+        let f = &c.frontends[0];
+        assert_eq!(f.algorithm, Algorithm::ConsistentHash);
+        assert_eq!(
+            f.hash_key,
+            HashKey::Header(http::HeaderName::from_static("x-user"))
+        );
+        assert_eq!(f.backends[0].weight, 3);
+        assert_eq!(f.backends[1].max_conns, None);
+        assert_eq!(f.retries.on_statuses, vec![502, 503]);
+        assert_eq!(f.health.interval_ms, 500);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "lb.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_file_field_and_reason() {
+        let e = err(&GOOD.replace("weight = 3", "weight = 0"));
+        assert!(
+            e.contains("lb.toml")
+                && e.contains("frontend[0].backend[0].weight")
+                && e.contains("between 1"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("127.0.0.1:9002", "nowhere"));
+        assert!(
+            e.contains("frontend[0].backend[1].addr") && e.contains("not an IP:port"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("consistent_hash", "fastest"));
+        assert!(
+            e.contains("frontend[0].algorithm") && e.contains("unknown algorithm"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("max_conns = 100", "max_conn = 100"));
+        assert!(e.contains("lb.toml") && e.contains("max_conn"), "{e}");
+        let e = err(&GOOD.replace("[502, 503]", "[502, 999]"));
+        assert!(
+            e.contains("retries.on_statuses") && e.contains("999"),
+            "{e}"
+        );
+        let e = err("[[frontend]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n");
+        assert!(e.contains("frontend[0].backend"), "{e}");
+        let e = err("this is = = not toml");
+        assert!(e.starts_with("lb.toml:"), "{e}");
+        let e = err(&GOOD.replace("header:x-user", "header:bad header"));
+        assert!(e.contains("hash_key"), "{e}");
+    }
+
+    #[test]
+    fn quick_start_defaults() {
+        let c = quick_start(
+            "127.0.0.1:8080",
+            "127.0.0.1:1,127.0.0.1:2",
+            Mode::Tcp,
+            "round_robin",
+            None,
+            None,
+        )
+        .unwrap();
+        let f = &c.frontends[0];
+        assert_eq!(f.hash_key, HashKey::ClientIp);
+        assert!(f.health.enabled);
+        assert_eq!(
+            (
+                f.health.rise,
+                f.health.fall,
+                f.retries.max_retries,
+                f.timeouts.connect_ms
+            ),
+            (2, 2, 2, 1000)
+        );
+        assert!(quick_start("127.0.0.1:8080", "", Mode::Http, "round_robin", None, None).is_err());
+        let e = quick_start(
+            "127.0.0.1:8080",
+            "127.0.0.1:1",
+            Mode::Http,
+            "nope",
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("(command line)"));
+    }
+}

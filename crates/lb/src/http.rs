@@ -1,0 +1,647 @@
+//! HTTP mode: HTTP/1.1 with keep-alive to clients (hyper server), pooled
+//! keep-alive connections to backends (hyper client connections kept in each
+//! backend's [`Pool`](crate::pool::Pool)), retries, and RFC 9110 header handling.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::RwLock;
+use tokio::net::TcpStream;
+
+use crate::algo::hash64;
+use crate::backend::now_ms;
+use crate::config::HashKey;
+use crate::frontend::{ActiveGuard, FrontendRt};
+use crate::io::{idle_expired, Activity, CountingIo};
+use crate::pool::{ReqBody, Sender};
+
+/// The frontend a listener currently serves; swapped on reload.
+pub type FrontendCell = Arc<RwLock<Arc<FrontendRt>>>;
+
+/// What this proxy adds to `Via`.
+const VIA_PSEUDONYM: &str = "rampart";
+
+/// Serves one client connection until it closes, times out or goes idle.
+pub async fn serve_connection(
+    cell: FrontendCell,
+    fe: Arc<FrontendRt>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(CountingIo::new(stream, activity.clone()));
+    let act = activity.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let fe = cell.read().clone();
+        let act = act.clone();
+        async move {
+            act.in_flight.fetch_add(1, Relaxed);
+            let resp = handle(fe, req, peer).await;
+            act.in_flight.fetch_sub(1, Relaxed);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(fe.cfg.request_header_bytes_max);
+    let header_ms = fe.cfg.timeouts.request_header_ms;
+    builder.header_read_timeout((header_ms > 0).then(|| Duration::from_millis(header_ms)));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let idle = Duration::from_millis(fe.cfg.timeouts.idle_ms);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(client = %peer, "client connection ended: {e}");
+            }
+            return;
+        }
+        () = idle_expired(&activity, idle) => {
+            tracing::debug!(client = %peer, "closing idle client connection");
+            conn.as_mut().graceful_shutdown();
+        }
+    }
+    // After graceful_shutdown an idle connection closes at once; bound the rest.
+    let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)), conn).await;
+}
+
+/// Why a request got no backend answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    NoBackend,
+    Connect,
+    ConnectTimeout,
+    Reset,
+    BadResponse,
+    Timeout,
+    BadRequestBody,
+}
+
+impl Failure {
+    fn status(self) -> StatusCode {
+        match self {
+            Failure::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Connect | Failure::Reset | Failure::BadResponse => StatusCode::BAD_GATEWAY,
+            Failure::ConnectTimeout | Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::BadRequestBody => StatusCode::BAD_REQUEST,
+        }
+    }
+    fn code(self) -> &'static str {
+        match self {
+            Failure::NoBackend => "no_backend",
+            Failure::Connect => "backend_connect_failed",
+            Failure::ConnectTimeout => "backend_connect_timeout",
+            Failure::Reset => "backend_reset",
+            Failure::BadResponse => "backend_bad_response",
+            Failure::Timeout => "request_timeout",
+            Failure::BadRequestBody => "bad_request_body",
+        }
+    }
+    fn message(self) -> &'static str {
+        match self {
+            Failure::NoBackend => "no backend is available",
+            Failure::Connect => "could not connect to a backend",
+            Failure::ConnectTimeout => "timed out connecting to a backend",
+            Failure::Reset => "the backend closed the connection before answering",
+            Failure::BadResponse => "the backend sent a malformed response",
+            Failure::Timeout => "the backend did not answer in time",
+            Failure::BadRequestBody => "could not read the request body",
+        }
+    }
+}
+
+fn error_response(f: Failure) -> Response<RespBody> {
+    let body = format!(
+        "{{\"error\":\"{}\",\"message\":\"{}\"}}\n",
+        f.code(),
+        f.message()
+    );
+    let mut r = Response::new(RespBody::full(Bytes::from(body)));
+    *r.status_mut() = f.status();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Removes hop-by-hop fields (RFC 9110 §7.6.1): those named in `Connection`
+/// and the fixed list.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(n);
+    }
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+fn append_via(h: &mut HeaderMap, v: Version) {
+    let ours = format!("{} {VIA_PSEUDONYM}", version_str(v));
+    let value = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ours}"),
+        None => ours,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(header::VIA, v);
+    }
+}
+
+/// Request headers as the backend should see them.
+pub fn prepare_request_headers(h: &mut HeaderMap, client: SocketAddr, version: Version) {
+    strip_hop_by_hop(h);
+    let ip = client.ip().to_string();
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let joined: Vec<&str> = h
+        .get_all(&xff)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if joined.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", joined.join(", "))
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(xff, v);
+    }
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    if !h.contains_key(&xfp) {
+        h.insert(xfp, HeaderValue::from_static("http"));
+    }
+    append_via(h, version);
+}
+
+/// Hash of the configured key; falls back to the client IP when the header or
+/// cookie is absent.
+pub fn request_hash(key: &HashKey, parts: &http::request::Parts, client: SocketAddr) -> u64 {
+    let ip_hash = || match client.ip() {
+        std::net::IpAddr::V4(a) => hash64(&a.octets()),
+        std::net::IpAddr::V6(a) => hash64(&a.octets()),
+    };
+    match key {
+        HashKey::ClientIp => ip_hash(),
+        HashKey::Uri => hash64(
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .as_bytes(),
+        ),
+        HashKey::Header(name) => parts
+            .headers
+            .get(name)
+            .map(|v| hash64(v.as_bytes()))
+            .unwrap_or_else(ip_hash),
+        HashKey::Cookie(name) => cookie_value(&parts.headers, name)
+            .map(hash64)
+            .unwrap_or_else(ip_hash),
+    }
+}
+
+fn cookie_value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    h.get_all(header::COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|&b| b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+    })
+}
+
+/// Response body: a proxied backend body (which returns its connection to the
+/// pool when read to the end) or a local one.
+pub enum RespBody {
+    Full(Option<Bytes>),
+    Proxied(Proxied),
+}
+
+pub struct Proxied {
+    inner: Incoming,
+    /// Present until the body ended; returns the connection to the pool then.
+    done: Option<(Sender, ActiveGuard)>,
+}
+
+impl RespBody {
+    pub fn full(b: Bytes) -> Self {
+        RespBody::Full(Some(b))
+    }
+}
+
+impl Proxied {
+    fn finish(&mut self, ok: bool) {
+        if let Some((sender, mut guard)) = self.done.take() {
+            if ok {
+                guard.backend().pool.put(sender);
+            } else {
+                guard.fail();
+            }
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Proxied(p) => {
+                let r = Pin::new(&mut p.inner).poll_frame(cx);
+                match &r {
+                    Poll::Ready(None) => p.finish(true),
+                    Poll::Ready(Some(Err(_))) => p.finish(false),
+                    Poll::Ready(Some(Ok(_))) if p.inner.is_end_stream() => p.finish(true),
+                    _ => {}
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Proxied(p) => p.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            RespBody::Full(None) => SizeHint::with_exact(0),
+            RespBody::Proxied(p) => p.inner.size_hint(),
+        }
+    }
+}
+
+/// Connection to `guard`'s backend: a pooled one if any is ready, else a new one.
+/// Returns whether it was reused.
+async fn acquire(
+    guard: &ActiveGuard,
+    connect_timeout: Duration,
+) -> Result<(Sender, bool), Failure> {
+    let b = guard.backend();
+    // Bounded by the pool's idle limit.
+    while let Some(mut s) = b.pool.take() {
+        if s.ready().await.is_ok() {
+            return Ok((s, true));
+        }
+    }
+    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(b.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(backend = %b.addr, "connect failed: {e}");
+            return Err(Failure::Connect);
+        }
+        Err(_) => return Err(Failure::ConnectTimeout),
+    };
+    b.stats.connects.inc();
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, ReqBody>(TokioIo::new(stream))
+        .await
+        .map_err(|_| Failure::Connect)?;
+    let addr = b.addr;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(backend = %addr, "backend connection ended: {e}");
+        }
+    });
+    sender.ready().await.map_err(|_| Failure::Connect)?;
+    Ok((sender, false))
+}
+
+fn build_request(parts: &http::request::Parts, body: ReqBody) -> Request<ReqBody> {
+    let mut r = Request::new(body);
+    *r.method_mut() = parts.method.clone();
+    *r.uri_mut() = parts.uri.clone();
+    *r.headers_mut() = parts.headers.clone();
+    r
+}
+
+/// Proxies one request, trying other backends as the retry policy allows.
+async fn handle(
+    fe: Arc<FrontendRt>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<RespBody> {
+    let started = Instant::now();
+    fe.stats.requests.inc();
+    fe.budget.deposit();
+    let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
+    let hash = if fe.cfg.algorithm.uses_hash_key() {
+        request_hash(&fe.cfg.hash_key, &parts, peer)
+    } else {
+        0
+    };
+    prepare_request_headers(&mut parts.headers, peer, client_version);
+    // Backends get origin-form targets over HTTP/1.1.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = pq.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    }
+    parts.version = Version::HTTP_11;
+
+    let request_timeout = Duration::from_millis(fe.cfg.timeouts.request_ms);
+    let work = proxy(&fe, &parts, body, hash);
+    let result = if request_timeout.is_zero() {
+        work.await
+    } else {
+        match tokio::time::timeout(request_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                fe.stats.timeouts.inc();
+                Err((Failure::Timeout, 0, None))
+            }
+        }
+    };
+    let (mut resp, attempts, backend) = match result {
+        Ok((resp, attempts, backend)) => (resp, attempts, Some(backend)),
+        Err((f, attempts, backend)) => {
+            if f == Failure::NoBackend {
+                fe.stats.no_backend.inc();
+                tracing::warn!(frontend = %fe.cfg.name, "no backend available for {} {}", parts.method, parts.uri);
+            }
+            (error_response(f), attempts, backend)
+        }
+    };
+    strip_hop_by_hop(resp.headers_mut());
+    append_via(resp.headers_mut(), Version::HTTP_11);
+    let status = resp.status().as_u16();
+    fe.stats.record_status(status);
+    let elapsed = started.elapsed();
+    fe.stats.latency.record_us(elapsed.as_micros() as u64);
+    if let Some(fmt) = &fe.cfg.access_log {
+        let backend = backend
+            .map(|a: SocketAddr| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        let line = fmt
+            .replace("{client}", &peer.to_string())
+            .replace("{frontend}", &fe.cfg.name)
+            .replace("{method}", parts.method.as_str())
+            .replace("{uri}", &parts.uri.to_string())
+            .replace("{status}", &status.to_string())
+            .replace("{backend}", &backend)
+            .replace("{attempts}", &attempts.to_string())
+            .replace(
+                "{duration_ms}",
+                &format!("{:.3}", elapsed.as_secs_f64() * 1000.0),
+            );
+        tracing::info!(target: "rampart_lb::access", "{line}");
+    }
+    resp
+}
+
+type ProxyResult =
+    Result<(Response<RespBody>, u32, SocketAddr), (Failure, u32, Option<SocketAddr>)>;
+
+async fn proxy(
+    fe: &Arc<FrontendRt>,
+    parts: &http::request::Parts,
+    body: Incoming,
+    hash: u64,
+) -> ProxyResult {
+    let retries = &fe.cfg.retries;
+    // Buffer small bodies so the request can be sent again; stream large ones.
+    let mut streamed: Option<Request<ReqBody>> = None;
+    let replay: Option<Bytes> = if body.is_end_stream() {
+        Some(Bytes::new())
+    } else if body
+        .size_hint()
+        .upper()
+        .is_some_and(|u| u <= retries.body_bytes_max as u64)
+    {
+        match http_body_util::Limited::new(body, retries.body_bytes_max)
+            .collect()
+            .await
+        {
+            Ok(c) => Some(c.to_bytes()),
+            Err(_) => return Err((Failure::BadRequestBody, 0, None)),
+        }
+    } else {
+        streamed = Some(build_request(parts, Either::Right(body)));
+        None
+    };
+    let idempotent = is_idempotent(&parts.method);
+    let max_attempts = 1 + retries.max_retries;
+    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts as usize);
+    let mut last: (Failure, Option<SocketAddr>) = (Failure::NoBackend, None);
+    for attempt in 0..max_attempts {
+        if attempt > 0 {
+            if !fe.budget.try_withdraw(now_ms()) {
+                fe.stats.retries_denied_by_budget.inc();
+                tracing::debug!(frontend = %fe.cfg.name, "retry denied by the retry budget");
+                break;
+            }
+            fe.stats.retries.inc();
+        }
+        let Some(mut guard) = fe.pick(hash, &tried) else {
+            break;
+        };
+        tried.push(guard.index);
+        let backend = guard.backend().clone();
+        if attempt > 0 {
+            backend.stats.retries.inc();
+        }
+        let (mut sender, reused) = match acquire(&guard, fe.cfg.connect_timeout()).await {
+            Ok(s) => s,
+            Err(f) => {
+                guard.fail();
+                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                last = (f, Some(backend.addr));
+                continue;
+            }
+        };
+        let req = match (&replay, streamed.take()) {
+            (Some(bytes), _) => build_request(parts, Either::Left(Full::new(bytes.clone()))),
+            (None, Some(r)) => r,
+            (None, None) => break, // a streamed body already went to a backend that failed
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                guard.mark_response();
+                let status = resp.status();
+                if status.is_server_error() {
+                    backend.stats.responses_5xx.inc();
+                    if fe.cfg.ejection.count_5xx {
+                        backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                    }
+                } else {
+                    backend.record_success();
+                }
+                let retry_status = retries.on_statuses.contains(&status.as_u16())
+                    && idempotent
+                    && replay.is_some()
+                    && attempt + 1 < max_attempts;
+                if retry_status {
+                    // The connection is dropped with the unread body.
+                    last = (Failure::BadResponse, Some(backend.addr));
+                    continue;
+                }
+                let (rparts, rbody) = resp.into_parts();
+                let body = if rbody.is_end_stream() {
+                    backend.pool.put(sender);
+                    drop(guard);
+                    RespBody::Full(None)
+                } else {
+                    RespBody::Proxied(Proxied {
+                        inner: rbody,
+                        done: Some((sender, guard)),
+                    })
+                };
+                return Ok((
+                    Response::from_parts(rparts, body),
+                    attempt + 1,
+                    backend.addr,
+                ));
+            }
+            Err(mut e) => {
+                guard.fail();
+                let unsent = e.take_message();
+                let err = e.error();
+                tracing::debug!(backend = %backend.addr, reused, "request failed: {err}");
+                if err.is_parse() || err.is_parse_status() {
+                    // The backend answered, but not with HTTP: do not retry.
+                    backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                    return Err((Failure::BadResponse, attempt + 1, Some(backend.addr)));
+                }
+                // A reused connection that the backend closed is not a sign of
+                // a sick backend; a fresh one failing is.
+                if !reused {
+                    backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                } else {
+                    backend.stats.failures.inc();
+                }
+                last = (Failure::Reset, Some(backend.addr));
+                match unsent {
+                    Some(r) if replay.is_none() => streamed = Some(r),
+                    Some(_) => {}
+                    None if replay.is_some() && idempotent => {}
+                    None => return Err((Failure::Reset, attempt + 1, Some(backend.addr))),
+                }
+            }
+        }
+    }
+    Err((last.0, tried.len() as u32, last.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_removed_and_forwarding_added() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        prepare_request_headers(
+            &mut h,
+            "192.168.1.9:5000".parse().unwrap(),
+            Version::HTTP_11,
+        );
+        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.168.1.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["via"], "1.1 rampart");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn cookie_and_header_keys() {
+        let req = Request::builder()
+            .uri("/a?b=1")
+            .header("cookie", "a=1; session=abc ; z=2")
+            .header("x-user", "u7")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(cookie_value(&parts.headers, "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie_value(&parts.headers, "nope"), None);
+        assert_eq!(
+            request_hash(&HashKey::Cookie("session".into()), &parts, peer),
+            hash64(b"abc")
+        );
+        assert_eq!(
+            request_hash(
+                &HashKey::Header(HeaderName::from_static("x-user")),
+                &parts,
+                peer
+            ),
+            hash64(b"u7")
+        );
+        assert_eq!(request_hash(&HashKey::Uri, &parts, peer), hash64(b"/a?b=1"));
+        let ip = request_hash(&HashKey::ClientIp, &parts, peer);
+        assert_eq!(
+            request_hash(&HashKey::Cookie("nope".into()), &parts, peer),
+            ip
+        );
+    }
+}

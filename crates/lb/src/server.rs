@@ -1,0 +1,347 @@
+//! The running load balancer: listeners, health-check tasks, the admin
+//! server, and configuration reloads.
+//!
+//! A reload builds every new frontend first (binding new listen addresses);
+//! only if all of that succeeds are the listeners switched over. Connections
+//! and requests already running keep the frontend they started with; backend
+//! state (health, ejection, counters, pooled connections) carries over for
+//! backends that stay.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::backend::{BackendState, FrontendStats};
+use crate::config::{Config, ConfigError, Mode};
+use crate::frontend::FrontendRt;
+use crate::http::FrontendCell;
+use crate::pool::Pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reload refused: {0}")]
+    Reload(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+struct Listener {
+    configured: SocketAddr,
+    local: SocketAddr,
+    cell: FrontendCell,
+    task: JoinHandle<()>,
+}
+
+struct State {
+    config: Config,
+    listeners: HashMap<String, Listener>,
+    health_tasks: Vec<JoinHandle<()>>,
+    generation: u64,
+}
+
+pub struct Shared {
+    state: Mutex<State>,
+    /// Current frontends by name, for the admin API.
+    frontends: RwLock<Vec<Arc<FrontendRt>>>,
+    stats: Mutex<HashMap<String, Arc<FrontendStats>>>,
+    backends: Mutex<HashMap<(String, SocketAddr), Arc<BackendState>>>,
+    admin_addr: Mutex<Option<SocketAddr>>,
+    admin_task: Mutex<Option<JoinHandle<()>>>,
+    /// Serialises reloads (SIGHUP and the admin API may race).
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// Handle to a running load balancer (cheap to clone).
+#[derive(Clone)]
+pub struct Lb {
+    shared: Arc<Shared>,
+}
+
+impl Lb {
+    /// Binds every frontend and the admin address and starts serving.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Lb, LbError> {
+        let lb = Lb {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    config: config.clone(),
+                    listeners: HashMap::new(),
+                    health_tasks: Vec::new(),
+                    generation: 0,
+                }),
+                frontends: RwLock::new(Vec::new()),
+                stats: Mutex::new(HashMap::new()),
+                backends: Mutex::new(HashMap::new()),
+                admin_addr: Mutex::new(None),
+                admin_task: Mutex::new(None),
+                reload_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        lb.apply(config.clone()).await?;
+        if let Some(addr) = config.admin {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| LbError::Bind { addr, source })?;
+            let local = listener.local_addr()?;
+            *lb.shared.admin_addr.lock() = Some(local);
+            let task = tokio::spawn(crate::admin::serve(listener, lb.clone()));
+            *lb.shared.admin_task.lock() = Some(task);
+            tracing::info!("admin API on http://{local}");
+        }
+        Ok(lb)
+    }
+
+    /// Address a frontend actually listens on (useful with port 0).
+    pub fn local_addr(&self, frontend: &str) -> Option<SocketAddr> {
+        self.shared
+            .state
+            .lock()
+            .listeners
+            .get(frontend)
+            .map(|l| l.local)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        *self.shared.admin_addr.lock()
+    }
+
+    pub fn frontends(&self) -> Vec<Arc<FrontendRt>> {
+        self.shared.frontends.read().clone()
+    }
+
+    pub fn frontend(&self, name: &str) -> Option<Arc<FrontendRt>> {
+        self.shared
+            .frontends
+            .read()
+            .iter()
+            .find(|f| f.cfg.name == name)
+            .cloned()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.shared.state.lock().generation
+    }
+
+    /// Re-reads the file the configuration came from and applies it.
+    pub async fn reload_from_source(&self) -> Result<(), LbError> {
+        let source = self.shared.state.lock().config.source.clone();
+        let Some(path) = source else {
+            return Err(LbError::Reload(
+                "started from command-line flags, there is no file to re-read".into(),
+            ));
+        };
+        let cfg = Config::load(&path).map_err(|e| LbError::Reload(e.to_string()))?;
+        self.reload(cfg).await
+    }
+
+    /// Applies a new configuration; on any error the old one stays in force.
+    pub async fn reload(&self, cfg: Config) -> Result<(), LbError> {
+        let old_admin = self.shared.state.lock().config.admin;
+        if cfg.admin != old_admin {
+            tracing::warn!("admin.listen changed; the admin address changes only on restart");
+        }
+        match self.apply(cfg).await {
+            Ok(()) => {
+                tracing::info!(generation = self.generation(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("reload refused, keeping the running configuration: {e}");
+                Err(match e {
+                    LbError::Reload(_) => e,
+                    other => LbError::Reload(other.to_string()),
+                })
+            }
+        }
+    }
+
+    async fn apply(&self, cfg: Config) -> Result<(), LbError> {
+        let _serial = self.shared.reload_lock.lock().await;
+        let generation = self.shared.state.lock().generation + 1;
+        // 1. Build the new frontends, reusing backend state and stats by name.
+        let mut new_fes = Vec::new();
+        {
+            let mut stats = self.shared.stats.lock();
+            let mut backends = self.shared.backends.lock();
+            for (fi, f) in cfg.frontends.iter().enumerate() {
+                let st = stats.entry(f.name.clone()).or_default().clone();
+                let bs: Vec<Arc<BackendState>> = f
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let key = (f.name.clone(), b.addr);
+                        let state = backends
+                            .entry(key)
+                            .or_insert_with(|| {
+                                Arc::new(BackendState::new(
+                                    &f.name,
+                                    b,
+                                    Pool::new(f.pool_idle_per_backend, f.pool_idle_timeout),
+                                ))
+                            })
+                            .clone();
+                        state.update(b, f.pool_idle_per_backend, f.pool_idle_timeout);
+                        state
+                    })
+                    .collect();
+                let seed = generation.wrapping_mul(0x9e37_79b9).wrapping_add(fi as u64);
+                new_fes.push(Arc::new(FrontendRt::new(f.clone(), bs, st, seed)));
+            }
+        }
+        // 2. Bind the listen addresses that are new; nothing changes if one fails.
+        let mut fresh: HashMap<String, TcpListener> = HashMap::new();
+        {
+            let reusable: Vec<(String, SocketAddr)> = {
+                let st = self.shared.state.lock();
+                st.listeners
+                    .iter()
+                    .map(|(n, l)| (n.clone(), l.configured))
+                    .collect()
+            };
+            for fe in &new_fes {
+                let name = &fe.cfg.name;
+                if reusable
+                    .iter()
+                    .any(|(n, a)| n == name && *a == fe.cfg.listen)
+                {
+                    continue;
+                }
+                // A listener moving from one frontend name to another address-wise
+                // must be released first: only allowed when the address differs.
+                let listener =
+                    TcpListener::bind(fe.cfg.listen)
+                        .await
+                        .map_err(|source| LbError::Bind {
+                            addr: fe.cfg.listen,
+                            source,
+                        })?;
+                fresh.insert(name.clone(), listener);
+            }
+        }
+        // 3. Switch over.
+        let mut st = self.shared.state.lock();
+        let mut old_listeners = std::mem::take(&mut st.listeners);
+        for fe in &new_fes {
+            let name = fe.cfg.name.clone();
+            if let Some(l) = old_listeners.remove(&name) {
+                if l.configured == fe.cfg.listen && !fresh.contains_key(&name) {
+                    *l.cell.write() = fe.clone();
+                    st.listeners.insert(name, l);
+                    continue;
+                }
+                l.task.abort();
+            }
+            let Some(listener) = fresh.remove(&name) else {
+                tracing::error!(frontend = %name, "listener missing after bind; frontend not served");
+                continue;
+            };
+            let local = listener.local_addr().unwrap_or(fe.cfg.listen);
+            let cell: FrontendCell = Arc::new(RwLock::new(fe.clone()));
+            let task = tokio::spawn(accept_loop(listener, cell.clone()));
+            tracing::info!(frontend = %name, mode = ?fe.cfg.mode, algorithm = %fe.cfg.algorithm, "listening on {local}");
+            st.listeners.insert(
+                name,
+                Listener {
+                    configured: fe.cfg.listen,
+                    local,
+                    cell,
+                    task,
+                },
+            );
+        }
+        for (name, l) in old_listeners {
+            tracing::info!(frontend = %name, "frontend removed; no longer listening on {}", l.local);
+            l.task.abort();
+        }
+        for t in st.health_tasks.drain(..) {
+            t.abort();
+        }
+        for (fi, fe) in new_fes.iter().enumerate() {
+            if !fe.cfg.health.enabled {
+                continue;
+            }
+            for (bi, b) in fe.backends.iter().enumerate() {
+                let seed = generation ^ ((fi as u64) << 32) ^ bi as u64;
+                st.health_tasks.push(tokio::spawn(crate::health::run_checks(
+                    fe.cfg.health.clone(),
+                    b.clone(),
+                    seed,
+                )));
+            }
+        }
+        // Forget backend state of backends that are gone.
+        {
+            let keep: std::collections::HashSet<(String, SocketAddr)> = new_fes
+                .iter()
+                .flat_map(|f| f.backends.iter().map(|b| (f.cfg.name.clone(), b.addr)))
+                .collect();
+            self.shared.backends.lock().retain(|k, _| keep.contains(k));
+        }
+        st.config = cfg;
+        st.generation = generation;
+        *self.shared.frontends.write() = new_fes;
+        Ok(())
+    }
+
+    /// Stops accepting and stops health checks and the admin API.
+    pub fn shutdown(&self) {
+        let mut st = self.shared.state.lock();
+        for (_, l) in st.listeners.drain() {
+            l.task.abort();
+        }
+        for t in st.health_tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(t) = self.shared.admin_task.lock().take() {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let fe = cell.read().clone();
+        let active = fe.stats.conns_active.fetch_add(1, Relaxed) + 1;
+        if active > fe.cfg.max_conns {
+            fe.stats.conns_active.fetch_sub(1, Relaxed);
+            fe.stats.conns_rejected.inc();
+            tracing::debug!(frontend = %fe.cfg.name, client = %peer, "connection limit {} reached; closing", fe.cfg.max_conns);
+            drop(stream);
+            continue;
+        }
+        fe.stats.conns_total.inc();
+        let cell = cell.clone();
+        tokio::spawn(async move {
+            let stats = fe.stats.clone();
+            match fe.cfg.mode {
+                Mode::Http => crate::http::serve_connection(cell, fe, stream, peer).await,
+                Mode::Tcp => crate::tcp::serve_connection(fe, stream, peer).await,
+            }
+            stats.conns_active.fetch_sub(1, Relaxed);
+        });
+    }
+}

@@ -1,0 +1,516 @@
+//! End-to-end tests of HTTP mode against real backends on 127.0.0.1.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn hc_off() -> &'static str {
+    "[frontend.health]\nenabled = false\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_evenly_over_keep_alive() {
+    let bs = [
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+        Backend::start("b3").await,
+    ];
+    let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
+    let lb = start_lb(&one_frontend("http", "round_robin", &addrs, hc_off())).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+    let mut seen = HashMap::new();
+    for _ in 0..300 {
+        let (status, body) = c.get("/").await.unwrap();
+        assert_eq!(status, 200);
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    for b in &bs {
+        assert_eq!(seen[&format!("ok from {}\n", b.name)], 100, "{seen:?}");
+        assert_eq!(b.hits(), 100);
+    }
+    // Keep-alive both ways: one client connection, and at most a handful of
+    // backend connections for 300 sequential requests.
+    let s = stats(&lb).await;
+    assert_eq!(s["frontends"][0]["conns_total"], 1);
+    for b in &bs {
+        let connects = backend_stat(&s, b.addr)["connects"].as_u64().unwrap();
+        assert!(
+            connects <= 3,
+            "backend {} had {connects} connects for 100 requests",
+            b.addr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_and_hash_distribution() {
+    let bs = [Backend::start("b1").await, Backend::start("b2").await];
+    let toml = format!(
+        "[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nalgorithm = \"weighted_round_robin\"\n{}\n\
+         [[frontend.backend]]\naddr = \"{}\"\nweight = 3\n[[frontend.backend]]\naddr = \"{}\"\nweight = 1\n\
+         [[frontend]]\nname = \"hash\"\nlisten = \"127.0.0.1:0\"\nalgorithm = \"consistent_hash\"\n{}\n\
+         [[frontend.backend]]\naddr = \"{}\"\n[[frontend.backend]]\naddr = \"{}\"\n",
+        hc_off(),
+        bs[0].addr,
+        bs[1].addr,
+        hc_off().replace("[frontend.health]", "[frontend.health]"),
+        bs[0].addr,
+        bs[1].addr
+    );
+    let lb = start_lb(&toml).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        assert_eq!(c.get("/").await.unwrap().0, 200);
+    }
+    assert_eq!((bs[0].hits(), bs[1].hits()), (300, 100));
+
+    // Consistent hash on the URI: a URI always lands on the same backend.
+    let mut c = Client::connect(lb.local_addr("hash").unwrap())
+        .await
+        .unwrap();
+    let mut owners: HashMap<String, String> = HashMap::new();
+    for round in 0..3 {
+        for k in 0..40 {
+            let (status, body) = c.get(&format!("/item/{k}")).await.unwrap();
+            assert_eq!(status, 200);
+            let prev = owners
+                .entry(format!("/item/{k}"))
+                .or_insert_with(|| body.clone());
+            assert_eq!(*prev, body, "round {round}: /item/{k} moved");
+        }
+    }
+    let on_b1 = owners.values().filter(|b| b.contains("b1")).count();
+    assert!(
+        (5..=35).contains(&on_b1),
+        "40 URIs should spread over both backends, b1 got {on_b1}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_via() {
+    let b = Backend::start("b1").await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], hc_off())).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+    let (status, body) = c.get("/headers").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("x-forwarded-for: 127.0.0.1\n"), "{body}");
+    assert!(body.contains("x-forwarded-proto: http\n"), "{body}");
+    assert!(body.contains("via: 1.1 rampart\n"), "{body}");
+    // A POST body goes through (buffered, so retryable).
+    let (status, body) = c.request("POST", "/echo", "hello body").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello body"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_gets_400_and_garbage_backend_gets_502() {
+    let garbage = raw_server(b"this is not HTTP at all\r\n\r\n").await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[garbage], hc_off())).await;
+    let addr = lb.local_addr("web").unwrap();
+    let reply = raw_exchange(addr, b"NOT A REQUEST\x01\x02\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    let (status, body) = get(addr, "/").await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("backend_bad_response"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_connect_is_retried_on_another_backend() {
+    let good = [Backend::start("b1").await, Backend::start("b2").await];
+    let dead = dead_addr().await;
+    let extra = format!("{}[frontend.ejection]\nenabled = false\n", hc_off());
+    let lb = start_lb(&one_frontend(
+        "http",
+        "round_robin",
+        &[good[0].addr, dead, good[1].addr],
+        &extra,
+    ))
+    .await;
+    let addr = lb.local_addr("web").unwrap();
+    for _ in 0..30 {
+        let (status, _) = get(addr, "/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    let s = stats(&lb).await;
+    assert!(s["frontends"][0]["retries"].as_u64().unwrap() >= 9, "{s}");
+    assert_eq!(good[0].hits() + good[1].hits(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_stops_retry_storms() {
+    let dead = [dead_addr().await, dead_addr().await, dead_addr().await];
+    let extra = format!(
+        "{}[frontend.ejection]\nenabled = false\n[frontend.retries]\nmax_retries = 2\nbudget_percent = 0\nbudget_min_per_sec = 3\n",
+        hc_off()
+    );
+    let lb = start_lb(&one_frontend("http", "round_robin", &dead, &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    let start = Instant::now();
+    for _ in 0..10 {
+        let (status, _) = get(addr, "/").await.unwrap();
+        assert_eq!(status, 502);
+    }
+    let secs = start.elapsed().as_secs();
+    let s = stats(&lb).await;
+    let f = &s["frontends"][0];
+    let retries = f["retries"].as_u64().unwrap();
+    // 3 tokens to start with, 3 more per elapsed second: far fewer than the
+    // 20 retries that 10 requests x 2 retries would make.
+    assert!(
+        retries >= 3 && retries <= 3 + 3 * secs,
+        "retries {retries} after {secs}s: {f}"
+    );
+    assert!(f["retries_denied_by_budget"].as_u64().unwrap() >= 1, "{f}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_killed_under_load_no_failed_get_then_back() {
+    let b1 = Backend::start("b1").await;
+    let mut b2 = Backend::start("b2").await;
+    let b3 = Backend::start("b3").await;
+    let addr2 = b2.addr;
+    let extra = "[frontend.health]\ninterval_ms = 100\ntimeout_ms = 500\nrise = 2\nfall = 2";
+    let lb = start_lb(&one_frontend(
+        "http",
+        "round_robin",
+        &[b1.addr, b2.addr, b3.addr],
+        extra,
+    ))
+    .await;
+    let addr = lb.local_addr("web").unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (done, failures, stop) = (done.clone(), failures.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await.unwrap();
+            // Bounded: the test stops the workers, and each is capped.
+            for _ in 0..200_000 {
+                if stop.load(Relaxed) {
+                    break;
+                }
+                match c.get("/").await {
+                    Ok((200, _)) => {}
+                    other => {
+                        failures.fetch_add(1, Relaxed);
+                        eprintln!("client saw {other:?}");
+                        if other.is_err() {
+                            c = Client::connect(addr).await.unwrap();
+                        }
+                    }
+                }
+                done.fetch_add(1, Relaxed);
+            }
+        }));
+    }
+    wait_until("200 requests before the kill", || async {
+        done.load(Relaxed) >= 200
+    })
+    .await;
+    let flags = b2.flags.clone();
+    b2.kill();
+    let at_kill = done.load(Relaxed);
+    wait_until("backend 2 marked down", || async {
+        backend_stat(&stats(&lb).await, addr2)["state"] == "down"
+    })
+    .await;
+    wait_until("500 more requests after the kill", || async {
+        done.load(Relaxed) >= at_kill + 500
+    })
+    .await;
+    let hits_while_down = flags.hits.load(Relaxed);
+    // Restart on the same port: health checks bring it back and it gets traffic again.
+    b2 = Backend::start_with("b2", addr2, flags.clone()).await;
+    wait_until("backend 2 up again", || async {
+        backend_stat(&stats(&lb).await, addr2)["state"] == "up"
+    })
+    .await;
+    wait_until("backend 2 serving again", || async {
+        b2.hits() > hits_while_down + 10
+    })
+    .await;
+    stop.store(true, Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(failures.load(Relaxed), 0, "clients saw errors");
+    let s = stats(&lb).await;
+    assert_eq!(s["frontends"][0]["responses"]["5xx"], 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_check_takes_backend_out_and_back() {
+    let b1 = Backend::start("b1").await;
+    let b2 = Backend::start("b2").await;
+    let extra = "[frontend.health]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 50\nrise = 2\nfall = 2\n";
+    let lb = start_lb(&one_frontend(
+        "http",
+        "round_robin",
+        &[b1.addr, b2.addr],
+        extra,
+    ))
+    .await;
+    let addr = lb.local_addr("web").unwrap();
+    b2.flags.healthy.store(false, Relaxed);
+    wait_until("b2 down", || async {
+        backend_stat(&stats(&lb).await, b2.addr)["state"] == "down"
+    })
+    .await;
+    let before = b2.hits();
+    for _ in 0..20 {
+        assert_eq!(
+            get(addr, "/").await.unwrap(),
+            (200, "ok from b1\n".to_string())
+        );
+    }
+    assert_eq!(b2.hits(), before);
+    b2.flags.healthy.store(true, Relaxed);
+    wait_until("b2 up", || async {
+        backend_stat(&stats(&lb).await, b2.addr)["state"] == "up"
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(addr, "/").await.unwrap().0, 200);
+    }
+    assert_eq!(b2.hits(), before + 10);
+    assert!(
+        backend_stat(&stats(&lb).await, b2.addr)["health_checks_failed"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_ejection_and_its_cap() {
+    let bs = [
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+        Backend::start("b3").await,
+    ];
+    let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
+    let extra = format!(
+        "{}[frontend.ejection]\nconsecutive_failures = 3\nbase_ms = 60000\nmax_ms = 60000\nmax_ejected_percent = 34\n",
+        hc_off()
+    );
+    let lb = start_lb(&one_frontend("http", "round_robin", &addrs, &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    bs[0].flags.fail_all.store(true, Relaxed);
+    bs[1].flags.fail_all.store(true, Relaxed);
+    let mut c = Client::connect(addr).await.unwrap();
+    for _ in 0..30 {
+        let (status, _) = c.get("/").await.unwrap();
+        assert!(status == 200 || status == 500);
+    }
+    let s = stats(&lb).await;
+    let ejected: Vec<bool> = addrs
+        .iter()
+        .map(|a| backend_stat(&s, *a)["ejected"].as_bool().unwrap())
+        .collect();
+    // Both failing backends qualify, but 34 % of 3 allows one ejection only.
+    assert_eq!(ejected.iter().filter(|e| **e).count(), 1, "{s}");
+    assert!(!ejected[2]);
+    let which = if ejected[0] { 0 } else { 1 };
+    let hits = bs[which].hits();
+    for _ in 0..20 {
+        c.get("/").await.unwrap();
+    }
+    assert_eq!(bs[which].hits(), hits, "an ejected backend got traffic");
+    // The admin API can end an ejection.
+    let url = format!("/backends/web/{}/enable", addrs[which]);
+    let mut admin = Client::connect(lb.admin_addr().unwrap()).await.unwrap();
+    assert_eq!(admin.request("POST", &url, "").await.unwrap().0, 200);
+    assert!(!backend_stat(&stats(&lb).await, addrs[which])["ejected"]
+        .as_bool()
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_status_for_idempotent_only() {
+    let bad = Backend::start("bad").await;
+    let good = Backend::start("good").await;
+    bad.flags.fail_all.store(true, Relaxed);
+    let extra = format!(
+        "{}[frontend.ejection]\nenabled = false\n[frontend.retries]\non_statuses = [500]\n",
+        hc_off()
+    );
+    let lb = start_lb(&one_frontend(
+        "http",
+        "round_robin",
+        &[bad.addr, good.addr],
+        &extra,
+    ))
+    .await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            c.get("/").await.unwrap(),
+            (200, "ok from good\n".to_string())
+        );
+    }
+    let mut posts = HashMap::new();
+    for _ in 0..10 {
+        *posts
+            .entry(c.request("POST", "/", "x").await.unwrap().0)
+            .or_insert(0) += 1;
+    }
+    // POST is not idempotent: its 500s reach the client.
+    assert_eq!(posts.get(&500), Some(&5), "{posts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_gives_504() {
+    let b = Backend::start("b1").await;
+    let extra = format!("{}[frontend.timeouts]\nrequest_ms = 200\n", hc_off());
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    let (status, body) = get(addr, "/slow/5000").await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(get(addr, "/slow/1").await.unwrap().0, 200);
+    assert_eq!(stats(&lb).await["frontends"][0]["timeouts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_idle_clients_are_closed() {
+    let b = Backend::start("b1").await;
+    // Header timeout short, idle timeout long: only the header timeout can act.
+    let extra = format!(
+        "{}[frontend.timeouts]\nrequest_header_ms = 200\nidle_ms = 600000\n",
+        hc_off()
+    );
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    // Half a request header, then nothing: the LB must hang up.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "slow header was not cut off");
+    // An idle keep-alive connection is closed too (header timeout off here).
+    let extra = format!(
+        "{}[frontend.timeouts]\nrequest_header_ms = 0\nidle_ms = 200\n",
+        hc_off()
+    );
+    let lb2 = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
+    let addr = lb2.local_addr("web").unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "idle connection was not closed");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_per_frontend_and_per_backend() {
+    let b = Backend::start("b1").await;
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmax_conns = 2\n{}\
+         [[frontend.backend]]\naddr = \"{}\"\nmax_conns = 1\n",
+        hc_off(),
+        b.addr
+    );
+    let lb = start_lb(&toml).await;
+    let addr = lb.local_addr("web").unwrap();
+    let mut c1 = Client::connect(addr).await.unwrap();
+    let mut c2 = Client::connect(addr).await.unwrap();
+    // Backend limit 1: while c1's slow request runs, c2 finds no backend.
+    let slow = tokio::spawn(async move { c1.get("/slow/3000").await });
+    wait_until("slow request in flight", || async { b.hits() == 1 }).await;
+    let (status, body) = c2.get("/").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no_backend"));
+    // Frontend limit 2: a third connection is closed at once.
+    let reply = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(reply, "", "third connection was served");
+    assert_eq!(slow.await.unwrap().unwrap().0, 200);
+    let s = stats(&lb).await;
+    assert_eq!(s["frontends"][0]["conns_rejected"], 1, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_drain_and_metrics() {
+    let b1 = Backend::start("b1").await;
+    let b2 = Backend::start("b2").await;
+    let lb = start_lb(&one_frontend(
+        "http",
+        "least_connections",
+        &[b1.addr, b2.addr],
+        hc_off(),
+    ))
+    .await;
+    let addr = lb.local_addr("web").unwrap();
+    let admin = lb.admin_addr().unwrap();
+    let mut a = Client::connect(admin).await.unwrap();
+    assert_eq!(
+        a.request("POST", &format!("/backends/web/{}/drain", b1.addr), "")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            get(addr, "/").await.unwrap(),
+            (200, "ok from b2\n".to_string())
+        );
+    }
+    assert_eq!(backend_stat(&stats(&lb).await, b1.addr)["state"], "drained");
+    assert_eq!(
+        a.request("POST", &format!("/backends/web/{}/enable", b1.addr), "")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    wait_until("b1 gets traffic again", || async {
+        get(addr, "/").await.unwrap();
+        b1.hits() > 0
+    })
+    .await;
+    assert_eq!(
+        a.request("POST", "/backends/web/127.0.0.1:1/drain", "")
+            .await
+            .unwrap()
+            .0,
+        404
+    );
+    assert_eq!(
+        a.request("POST", &format!("/backends/web/{}/explode", b1.addr), "")
+            .await
+            .unwrap()
+            .0,
+        400
+    );
+    let (status, m) = a.get("/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(m.contains("# TYPE rampart_lb_frontend_requests_total counter"));
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("rampart_lb_frontend_requests_total{frontend=\"web\"}"))
+        .unwrap();
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 21, "{line}");
+    assert!(m.contains(&format!(
+        "rampart_lb_backend_up{{frontend=\"web\",backend=\"{}\"}} 1",
+        b1.addr
+    )));
+}

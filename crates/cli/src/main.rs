@@ -3,6 +3,7 @@
 
 mod ctl;
 mod up;
+mod uplb;
 
 use clap::{Parser, Subcommand};
 

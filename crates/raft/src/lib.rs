@@ -6,6 +6,8 @@
 //! adapter over `rampart-transport`, and [`node::RaftNode`], which the server
 //! calls for every client request. It knows nothing of RESP or HTTP.
 
+pub mod network;
+pub mod node;
 pub mod state_machine;
 pub mod store;
 pub mod types;

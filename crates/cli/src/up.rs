@@ -1,0 +1,204 @@
+//! `rampart up`: a local three-node cluster (plus a load balancer in front of
+//! it) as child processes on loopback, for a first run. Ctrl-C stops them all.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rampart_resp::client::RespClient;
+use rampart_resp::Value;
+use tokio::process::{Child, Command};
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Where the nodes keep their data (one folder per node) and logs.
+    #[arg(long, default_value = "./rampart-data")]
+    pub data_dir: PathBuf,
+    /// Replication mode of the nodes.
+    #[arg(long, default_value = "leader")]
+    pub replication: String,
+    /// Seconds to wait for the cluster to elect a leader.
+    #[arg(long, default_value_t = 30)]
+    pub ready_timeout_s: u64,
+}
+
+const NODES: u64 = 3;
+
+pub(crate) struct NodePorts {
+    pub id: u64,
+    pub peer: String,
+    pub resp: String,
+    pub http: String,
+}
+
+pub(crate) fn node_ports() -> Vec<NodePorts> {
+    (1..=NODES)
+        .map(|i| NodePorts {
+            id: i,
+            peer: format!("127.0.0.1:{}", 7000 + i),
+            resp: format!("127.0.0.1:{}", 6380 + i),
+            http: format!("127.0.0.1:{}", 8000 + i),
+        })
+        .collect()
+}
+
+struct Procs {
+    children: Vec<(String, Child, PathBuf)>,
+}
+
+impl Procs {
+    /// SIGTERM to every child, then SIGKILL to those still running after 10 s.
+    async fn stop(&mut self) {
+        for (_, c, _) in &self.children {
+            if let Some(pid) = c.id() {
+                // SAFETY: kill(2) on a pid we spawned and have not yet reaped.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for (name, c, _) in &mut self.children {
+            match tokio::time::timeout_at(deadline, c.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    eprintln!("{name} did not stop within 10 s; killing it");
+                    let _ = c.kill().await;
+                }
+            }
+        }
+    }
+}
+
+fn tail(path: &PathBuf) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: UpArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the rampart executable")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let ports = node_ports();
+    let cluster: Vec<String> = ports.iter().map(|p| format!("{}={}", p.id, p.peer)).collect();
+    let cluster = cluster.join(",");
+    let mut procs = Procs { children: Vec::new() };
+    for p in &ports {
+        let log = args.data_dir.join(format!("node{}.log", p.id));
+        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(&exe)
+            .arg("server")
+            .args(["--id", &p.id.to_string()])
+            .arg("--data-dir")
+            .arg(args.data_dir.join(format!("n{}", p.id)))
+            .args(["--peer-addr", &p.peer, "--resp-addr", &p.resp, "--http-addr", &p.http])
+            .args(["--initial-cluster", &cluster, "--replication", &args.replication])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {}", p.id))?;
+        procs.children.push((format!("node {}", p.id), child, log));
+    }
+    let lb = crate::uplb::start(&exe, &args.data_dir, &ports)?;
+    let lb_desc = lb.as_ref().map(|l| l.describe());
+    if let Some(l) = lb {
+        procs.children.push((l.name.clone(), l.child, l.log));
+    }
+
+    let result = tokio::select! {
+        r = wait_ready(&args, &ports, &mut procs) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = result {
+        procs.stop().await;
+        return Err(e);
+    }
+    if let Some(d) = lb_desc {
+        println!("{d}");
+    }
+    println!("cluster ready; data in {}; press Ctrl-C to stop", args.data_dir.display());
+
+    // Run until Ctrl-C or a child dies.
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                for (name, c, log) in &mut procs.children {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        eprintln!("{name} exited ({status}); last lines of {}:\n{}", log.display(), tail(log));
+                    }
+                }
+                procs.children.retain_mut(|(_, c, _)| !matches!(c.try_wait(), Ok(Some(_))));
+                if procs.children.is_empty() {
+                    bail!("every process exited");
+                }
+            }
+        }
+    }
+    println!("stopping...");
+    procs.stop().await;
+    println!("stopped");
+    Ok(())
+}
+
+/// Waits until every node answers and one reports itself leader, then prints
+/// one line per node.
+async fn wait_ready(args: &UpArgs, ports: &[NodePorts], procs: &mut Procs) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_s);
+    let mut roles: Vec<Option<String>> = vec![None; ports.len()];
+    loop {
+        for (name, c, log) in &mut procs.children {
+            if let Ok(Some(status)) = c.try_wait() {
+                bail!("{name} exited during start-up ({status}); last lines of {}:\n{}", log.display(), tail(log));
+            }
+        }
+        for (i, p) in ports.iter().enumerate() {
+            roles[i] = node_role(&p.resp).await;
+        }
+        let leader = roles.iter().any(|r| r.as_deref() == Some("leader"));
+        let multi = args.replication == "multi-master";
+        if roles.iter().all(|r| r.is_some()) && (leader || multi) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("cluster not ready after {} s (roles: {roles:?}); see the logs in {}", args.ready_timeout_s, args.data_dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, p) in ports.iter().enumerate() {
+        println!(
+            "node {} ready: RESP {}  HTTP http://{}  role {}  (log {})",
+            p.id,
+            p.resp,
+            p.http,
+            roles[i].as_deref().unwrap_or("?"),
+            args.data_dir.join(format!("node{}.log", p.id)).display()
+        );
+    }
+    Ok(())
+}
+
+/// The node's raft role from `INFO rampart`, or None if it does not answer.
+async fn node_role(resp_addr: &str) -> Option<String> {
+    let fut = async {
+        let mut c = RespClient::connect(resp_addr).await.ok()?;
+        let v = c.cmd_str(&["INFO", "rampart"]).await.ok()?;
+        let text = match v {
+            Value::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::Verbatim(s) => s,
+            _ => return None,
+        };
+        text.lines().find_map(|l| l.strip_prefix("raft_role:")).map(|r| r.trim().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()
+}

@@ -1,0 +1,632 @@
+//! A leader-mode node: openraft plus the request paths the client APIs use.
+//!
+//! Writes: the leader proposes; a follower forwards to the leader over the
+//! transport. Errors say whether the write may have been applied
+//! ([`WriteError::is_certainly_not_applied`]).
+//!
+//! Linearizable reads: the leader confirms its leadership with a quorum
+//! (openraft's read index); a follower asks the leader for that index, waits
+//! until it has applied it, then reads locally. Concurrent reads share one
+//! quorum round ([`ReadCoalescer`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use parking_lot::{Mutex, RwLock};
+use rampart_storage::{Store, Versioned};
+use rampart_transport::{BoxFuture, Handler};
+use tokio::sync::oneshot;
+
+use crate::network::{decode, encode, ForwardError, Network, PeerRequest, PeerResponse, Peers};
+use crate::store::{LogStore, Progress, StateMachineStore};
+use crate::types::{Command, NodeId, NodeInfo, Raft, Response};
+
+/// Settings of one leader-mode node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub peer_addr: SocketAddr,
+    pub resp_addr: String,
+    pub http_addr: String,
+    /// Used on first boot only: the initial voters and their peer addresses.
+    pub initial_cluster: BTreeMap<NodeId, String>,
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout; the upper is twice it.
+    pub election_timeout_ms: u64,
+    /// How long a client request may wait for its answer.
+    pub request_timeout: Duration,
+    /// A snapshot is taken after this many entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot, for slow followers.
+    pub logs_kept_after_snapshot: u64,
+}
+
+/// Why a write failed, and whether it may have been applied.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// No leader is known (election in progress). Not applied.
+    #[error("TRYAGAIN no leader elected yet, retry shortly")]
+    TryAgain,
+    /// The leader cannot reach a quorum. Not applied.
+    #[error("CLUSTERDOWN {0}")]
+    ClusterDown(String),
+    /// Sent or proposed, but no answer in time: it may or may not be applied.
+    #[error("TIMEOUT {0}")]
+    Timeout(String),
+    /// Refused by the state machine; nothing changed.
+    #[error("ERR {0}")]
+    Rejected(String),
+}
+
+impl WriteError {
+    pub fn is_certainly_not_applied(&self) -> bool {
+        matches!(self, WriteError::TryAgain | WriteError::ClusterDown(_) | WriteError::Rejected(_))
+    }
+}
+
+/// A read could not be confirmed linearizable. Reads have no side effects,
+/// so every variant is safe to retry.
+pub type ReadError = WriteError;
+
+/// One member as reported by status calls.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub info: NodeInfo,
+    pub voter: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: &'static str,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<MemberStatus>,
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+type Waiters = Vec<oneshot::Sender<Result<u64, WriteError>>>;
+
+/// Shares one read-index round among all reads that arrived before it began.
+/// A read never uses a round that started before it arrived (that round's
+/// index could miss a write acknowledged in between).
+pub struct ReadCoalescer {
+    state: Mutex<(bool, Waiters)>,
+}
+
+impl ReadCoalescer {
+    fn new() -> Self {
+        ReadCoalescer { state: Mutex::new((false, Vec::new())) }
+    }
+}
+
+/// The leader-mode node.
+pub struct RaftNode {
+    pub id: NodeId,
+    cfg: NodeConfig,
+    raft: Raft,
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    progress: Arc<Progress>,
+    /// Client addresses learned from peers' hellos (membership holds peer addresses).
+    infos: RwLock<HashMap<NodeId, NodeInfo>>,
+    reads: ReadCoalescer,
+    /// Round-trip time of the last hello to each peer (absent: unreachable).
+    rtts: RwLock<HashMap<NodeId, Duration>>,
+    /// Quorum silence after which a leader refuses writes as CLUSTERDOWN.
+    quorum_silence_ms: u64,
+}
+
+/// The errors of starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] rampart_storage::Error),
+    #[error("cannot listen for peers on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error("invalid raft settings: {0}")]
+    Config(String),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+impl RaftNode {
+    /// Opens the data dir, starts openraft and the peer listener, and on a
+    /// pristine data dir whose node is in `initial_cluster`, bootstraps it.
+    pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
+        let store = Arc::new(Store::open_dir(&cfg.data_dir)?);
+        let progress = Arc::new(Progress::default());
+        let raft_cfg = openraft::Config {
+            cluster_name: "rampart".into(),
+            heartbeat_interval: cfg.heartbeat_interval_ms,
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
+            max_payload_entries: 512,
+            install_snapshot_timeout: 5_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
+            .await
+            .map_err(|e| StartError::Listen { addr: cfg.peer_addr, reason: e.to_string() })?;
+        let peers = Peers::new(Some(cfg.peer_addr.ip()), rampart_transport::Config::default());
+        let raft = Raft::new(
+            cfg.id,
+            Arc::new(raft_cfg),
+            Network::new(peers.clone()),
+            LogStore::new(store.clone(), progress.clone()),
+            StateMachineStore::new(store.clone()),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let quorum_silence_ms = (cfg.election_timeout_ms * 4).max(1000);
+        let me = NodeInfo { peer_addr: cfg.peer_addr.to_string(), resp_addr: cfg.resp_addr.clone(), http_addr: cfg.http_addr.clone() };
+        let node = Arc::new(RaftNode {
+            id: cfg.id,
+            raft,
+            store,
+            peers: peers.clone(),
+            progress,
+            infos: RwLock::new(HashMap::from([(cfg.id, me)])),
+            reads: ReadCoalescer::new(),
+            rtts: RwLock::new(HashMap::new()),
+            quorum_silence_ms,
+            cfg,
+        });
+        tokio::spawn(rampart_transport::serve(
+            listener,
+            Arc::new(PeerHandler { node: Arc::downgrade(&node) }),
+            rampart_transport::Config::default(),
+        ));
+        let initialized = node.raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && node.cfg.initial_cluster.contains_key(&node.id) {
+            let members: BTreeMap<NodeId, NodeInfo> = node
+                .cfg
+                .initial_cluster
+                .iter()
+                .map(|(id, addr)| (*id, NodeInfo { peer_addr: addr.clone(), ..Default::default() }))
+                .collect();
+            tracing::info!(?members, "first boot: initializing cluster");
+            if let Err(e) = node.raft.initialize(members).await {
+                // Another member may have initialized us already; that is fine.
+                tracing::info!(error = %e, "initialize skipped");
+            }
+        } else if !initialized {
+            tracing::info!("not in --initial-cluster: waiting to be added as a member");
+        }
+        tokio::spawn(hello_loop(Arc::downgrade(&node)));
+        Ok(node)
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// Applies `cmd` through the log, forwarding to the leader if needed.
+    pub async fn write(&self, cmd: Command) -> Result<Response, WriteError> {
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        let mut cmd = Some(cmd);
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let c = cmd.take().expect("command present while retrying a certainly-refused attempt");
+            let result = if leader == self.id {
+                self.propose(c.clone(), deadline).await
+            } else {
+                self.forward_write(leader, c.clone(), deadline).await
+            };
+            match result {
+                // Refused before it entered any log: safe to try the new leader.
+                Err(ForwardError::NotLeader { .. }) if Instant::now() < deadline => {
+                    cmd = Some(c);
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Err(ForwardError::NotLeader { .. }) => return Err(WriteError::TryAgain),
+                Err(ForwardError::NoQuorum(m)) => return Err(WriteError::ClusterDown(m)),
+                Err(ForwardError::Unknown(m)) => return Err(WriteError::Timeout(m)),
+                Err(ForwardError::Rejected(m)) => return Err(WriteError::Rejected(m)),
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    /// Waits until some leader is known, or the deadline.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, WriteError> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow().current_leader {
+                return Ok(l);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WriteError::TryAgain);
+            }
+            match tokio::time::timeout(left, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(WriteError::TryAgain),
+                Err(_) => return Err(WriteError::TryAgain),
+            }
+        }
+    }
+
+    /// Proposes on this node. Called on the leader (and by forwarded requests).
+    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Response, ForwardError> {
+        {
+            let m = self.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                return Err(ForwardError::NotLeader { leader: m.current_leader });
+            }
+            if let Some(ms) = m.millis_since_quorum_ack {
+                if ms > self.quorum_silence_ms && self.voter_count(&m) > 1 {
+                    return Err(ForwardError::NoQuorum(format!("no quorum acknowledgement for {ms} ms")));
+                }
+            }
+        }
+        match tokio::time::timeout_at(deadline.into(), self.raft.client_write(cmd)).await {
+            Ok(Ok(resp)) => match resp.data.outcome {
+                crate::types::Outcome::Rejected(m) => Err(ForwardError::Rejected(m)),
+                _ => Ok(resp.data),
+            },
+            // Once proposed, a ForwardToLeader can also come from the entry
+            // being truncated by a new leader, and such an entry can still be
+            // committed through another node: the outcome is unknown.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ForwardError::Unknown(format!("leadership changed while proposing (new leader: {:?})", f.leader_id)))
+            }
+            Ok(Err(e)) => Err(ForwardError::Unknown(e.to_string())),
+            Err(_) => Err(ForwardError::Unknown("no commit before the request timeout".into())),
+        }
+    }
+
+    fn voter_count(&self, m: &openraft::RaftMetrics<NodeId, NodeInfo>) -> usize {
+        m.membership_config.membership().voter_ids().count()
+    }
+
+    fn peer_addr_of(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.peer_addr.clone())
+    }
+
+    async fn forward_write(&self, leader: NodeId, cmd: Command, deadline: Instant) -> Result<Response, ForwardError> {
+        let Some(addr) = self.peer_addr_of(leader) else {
+            return Err(ForwardError::NotLeader { leader: None });
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.peers.call(leader, &addr, &PeerRequest::Forward(cmd), left).await {
+            Ok(PeerResponse::Forward(r)) => r,
+            Ok(_) => Err(ForwardError::Unknown("leader answered a forwarded write with the wrong message".into())),
+            Err(e) if e.certainly_not_delivered() => {
+                // The leader is unreachable: wait for the election to move on.
+                self.wait_leader_change(leader, deadline).await;
+                Err(ForwardError::NotLeader { leader: None })
+            }
+            Err(e) => Err(ForwardError::Unknown(e.to_string())),
+        }
+    }
+
+    /// Waits (bounded by `deadline`) until the known leader is not `old`.
+    async fn wait_leader_change(&self, old: NodeId, deadline: Instant) {
+        let mut rx = self.raft.metrics();
+        loop {
+            if rx.borrow().current_leader != Some(old) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Returns once a read on this node's state machine is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ReadError> {
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        let index = self.coalesced_read_index(deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|e| WriteError::Timeout(format!("waiting to apply read index {index}: {e}")))?;
+        Ok(())
+    }
+
+    async fn coalesced_read_index(&self, deadline: Instant) -> Result<u64, ReadError> {
+        let (tx, rx) = oneshot::channel();
+        let start_round = {
+            let mut st = self.reads.state.lock();
+            st.1.push(tx);
+            !std::mem::replace(&mut st.0, true)
+        };
+        if start_round {
+            // Run rounds until no reader waits; every waiter gets a round that
+            // began after it arrived.
+            loop {
+                let batch: Waiters = {
+                    let mut st = self.reads.state.lock();
+                    if st.1.is_empty() {
+                        st.0 = false;
+                        break;
+                    }
+                    std::mem::take(&mut st.1)
+                };
+                let r = self.read_index_once(deadline).await;
+                for w in batch {
+                    let _ = w.send(r.clone());
+                }
+            }
+        }
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(WriteError::TryAgain),
+            Err(_) => Err(WriteError::Timeout("read index not confirmed before the request timeout".into())),
+        }
+    }
+
+    /// One read-index round: locally on the leader, else asked of the leader.
+    async fn read_index_once(&self, deadline: Instant) -> Result<u64, ReadError> {
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let r = if leader == self.id {
+                self.local_read_index(deadline).await
+            } else {
+                let Some(addr) = self.peer_addr_of(leader) else { return Err(WriteError::TryAgain) };
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.peers.call(leader, &addr, &PeerRequest::ReadIndex, left).await {
+                    Ok(PeerResponse::ReadIndex(r)) => r,
+                    Ok(_) => Err(ForwardError::Unknown("wrong answer to a read index request".into())),
+                    Err(e) if e.certainly_not_delivered() => {
+                        self.wait_leader_change(leader, deadline).await;
+                        Err(ForwardError::NotLeader { leader: None })
+                    }
+                    Err(e) => Err(ForwardError::Unknown(e.to_string())),
+                }
+            };
+            match r {
+                Ok(i) => return Ok(i),
+                Err(ForwardError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Err(ForwardError::NotLeader { .. }) => return Err(WriteError::TryAgain),
+                Err(ForwardError::NoQuorum(m)) => return Err(WriteError::ClusterDown(m)),
+                Err(ForwardError::Unknown(m)) | Err(ForwardError::Rejected(m)) => return Err(WriteError::Timeout(m)),
+            }
+        }
+    }
+
+    async fn local_read_index(&self, deadline: Instant) -> Result<u64, ForwardError> {
+        match tokio::time::timeout_at(deadline.into(), self.raft.get_read_log_id()).await {
+            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ForwardError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(q)))) => {
+                Err(ForwardError::NoQuorum(q.to_string()))
+            }
+            Ok(Err(e)) => Err(ForwardError::Unknown(e.to_string())),
+            Err(_) => Err(ForwardError::NoQuorum("leadership not confirmed by a quorum before the request timeout".into())),
+        }
+    }
+
+    /// Local (possibly stale) state-machine reads.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>, rampart_storage::Error> {
+        self.store.kv_get(key)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let infos = self.infos.read();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| {
+                let mut info = n.clone();
+                if let Some(known) = infos.get(id) {
+                    if info.resp_addr.is_empty() {
+                        info.resp_addr = known.resp_addr.clone();
+                    }
+                    if info.http_addr.is_empty() {
+                        info.http_addr = known.http_addr.clone();
+                    }
+                }
+                MemberStatus { id: *id, info, voter: voters.contains(id) }
+            })
+            .collect();
+        Status {
+            id: self.id,
+            role,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            commit_index: self.progress.committed.load(Ordering::Relaxed),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            members,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+
+    /// Last measured round trip to each reachable peer.
+    pub fn peer_rtts(&self) -> HashMap<NodeId, Duration> {
+        self.rtts.read().clone()
+    }
+
+    /// Client addresses of `id`, when known.
+    pub fn node_info(&self, id: NodeId) -> Option<NodeInfo> {
+        self.status().members.into_iter().find(|m| m.id == id).map(|m| m.info)
+    }
+
+    /// True while this node can serve linearizable requests right now: a
+    /// leader is known and, on the leader, a quorum answered recently.
+    pub fn healthy(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        match (m.state, m.current_leader) {
+            (ServerState::Leader, _) => {
+                self.voter_count(&m) <= 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.quorum_silence_ms)
+            }
+            (ServerState::Follower | ServerState::Learner, Some(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Adds a node: as a learner until it has caught up, then as a voter.
+    pub async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<(), String> {
+        self.require_leader()?;
+        self.infos.write().insert(id, info.clone());
+        self.raft.add_learner(id, info, true).await.map_err(|e| format!("adding learner {id}: {e}"))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| format!("promoting {id} to voter: {e}"))?;
+        Ok(())
+    }
+
+    /// Removes a node from the voters and from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), String> {
+        self.require_leader()?;
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        if m.membership().get_node(&id).is_none() {
+            return Err(format!("node {id} is not a member"));
+        }
+        let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err("cannot remove the last voter".into());
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| format!("removing voter {id}: {e}"))?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| format!("removing learner {id}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn require_leader(&self) -> Result<(), String> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(match m.current_leader {
+                Some(l) => format!("not the leader; send membership changes to node {l}"),
+                None => "no leader elected yet, retry shortly".to_string(),
+            })
+        }
+    }
+
+    async fn handle(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::AppendEntries(r) => PeerResponse::AppendEntries(self.raft.append_entries(r).await),
+            PeerRequest::Vote(r) => PeerResponse::Vote(self.raft.vote(r).await),
+            PeerRequest::InstallSnapshot(r) => PeerResponse::InstallSnapshot(self.raft.install_snapshot(r).await),
+            PeerRequest::Forward(cmd) => {
+                let deadline = Instant::now() + self.cfg.request_timeout;
+                PeerResponse::Forward(self.propose(cmd, deadline).await)
+            }
+            PeerRequest::ReadIndex => {
+                let deadline = Instant::now() + self.cfg.request_timeout;
+                let m = self.raft.metrics().borrow().clone();
+                if m.state != ServerState::Leader {
+                    return PeerResponse::ReadIndex(Err(ForwardError::NotLeader { leader: m.current_leader }));
+                }
+                PeerResponse::ReadIndex(self.local_read_index(deadline).await)
+            }
+            PeerRequest::Hello { id, info } => {
+                self.infos.write().insert(id, info);
+                let me = self.infos.read().get(&self.id).cloned().unwrap_or_default();
+                PeerResponse::Hello { id: self.id, info: me }
+            }
+        }
+    }
+}
+
+struct PeerHandler {
+    node: std::sync::Weak<RaftNode>,
+}
+
+impl Handler for PeerHandler {
+    fn handle(&self, request: Bytes) -> BoxFuture<Result<Bytes, String>> {
+        let node = self.node.upgrade();
+        Box::pin(async move {
+            let Some(node) = node else { return Err("node is shutting down".to_string()) };
+            let req: PeerRequest = decode(&request)?;
+            let resp = node.handle(req).await;
+            encode(&resp)
+        })
+    }
+}
+
+/// Every 500 ms: says hello to every member, which learns their client
+/// addresses (for INFO, ROLE and status) and measures peer round trips.
+async fn hello_loop(node: std::sync::Weak<RaftNode>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(n) = node.upgrade() else { return };
+        let members: Vec<(NodeId, String)> = {
+            let m = n.raft.metrics().borrow().membership_config.clone();
+            m.membership().nodes().filter(|(id, _)| **id != n.id).map(|(id, info)| (*id, info.peer_addr.clone())).collect()
+        };
+        let me = n.infos.read().get(&n.id).cloned().unwrap_or_default();
+        let calls = members.into_iter().map(|(id, addr)| {
+            let n = n.clone();
+            let req = PeerRequest::Hello { id: n.id, info: me.clone() };
+            async move {
+                let start = Instant::now();
+                match n.peers.call(id, &addr, &req, Duration::from_secs(1)).await {
+                    Ok(PeerResponse::Hello { id: rid, info }) if rid == id => {
+                        n.infos.write().insert(id, info);
+                        n.rtts.write().insert(id, start.elapsed());
+                    }
+                    _ => {
+                        n.rtts.write().remove(&id);
+                    }
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+        drop(n);
+    }
+}

@@ -1,0 +1,326 @@
+//! `rampart server` settings: command-line flags, or the same keys in a TOML
+//! file given by `--config` (flags win over the file).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default heartbeat: frequent enough that a dead leader is noticed fast on a LAN.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 50;
+/// Default election timeout (lower bound; the upper bound is twice it).
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_KEY_BYTES_MAX: usize = 64 * 1024;
+pub const DEFAULT_VALUE_BYTES_MAX: usize = 1024 * 1024;
+pub const DEFAULT_RESP_CONNECTIONS_MAX: usize = 10_000;
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 20_000;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServerArgs {
+    /// TOML file with any of the keys below (same names, with underscores).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Directory for this node's data file.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address for node-to-node traffic (default 127.0.0.1:7001).
+    #[arg(long)]
+    pub peer_addr: Option<String>,
+    /// Address for Redis-protocol clients (default 127.0.0.1:6381).
+    #[arg(long)]
+    pub resp_addr: Option<String>,
+    /// Address for HTTP/JSON clients, /metrics and the dashboard (default 127.0.0.1:8001).
+    #[arg(long)]
+    pub http_addr: Option<String>,
+    /// Initial voters, `ID=PEER_ADDR,...`; used on first boot only.
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// Lower bound of the randomized election timeout (upper bound: twice it).
+    #[arg(long)]
+    pub election_timeout_ms: Option<u64>,
+    /// Leader heartbeat interval; must be well below the election timeout.
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Replication mode: `leader` (Raft). `multi-master` is not built yet.
+    #[arg(long)]
+    pub replication: Option<String>,
+    /// How long a client request may wait before it is answered TIMEOUT.
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Largest key accepted (default 65536).
+    #[arg(long)]
+    pub key_bytes_max: Option<usize>,
+    /// Largest value accepted (default 1048576).
+    #[arg(long)]
+    pub value_bytes_max: Option<usize>,
+}
+
+/// The keys a config file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    peer_addr: Option<String>,
+    resp_addr: Option<String>,
+    http_addr: Option<String>,
+    initial_cluster: Option<InitialCluster>,
+    election_timeout_ms: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    replication: Option<String>,
+    request_timeout_ms: Option<u64>,
+    key_bytes_max: Option<usize>,
+    value_bytes_max: Option<usize>,
+}
+
+/// `initial_cluster` in a file: the flag's string form or a table `{ "1" = "addr" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum InitialCluster {
+    Text(String),
+    Table(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    Leader,
+    MultiMaster,
+}
+
+/// Validated settings of one node.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub peer_addr: SocketAddr,
+    pub resp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub initial_cluster: BTreeMap<u64, String>,
+    pub election_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub replication: Replication,
+    pub request_timeout: Duration,
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    pub resp_connections_max: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path} is invalid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{source_name}: field `{field}`: {reason}")]
+    Field { source_name: String, field: &'static str, reason: String },
+}
+
+impl ServerArgs {
+    /// Merges flags over the config file (if any) and validates the result.
+    pub fn resolve(&self) -> Result<ServerConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let src = match &self.config {
+            Some(p) => format!("flags and config file {}", p.display()),
+            None => "flags".to_string(),
+        };
+        let field = |field: &'static str, reason: String| ConfigError::Field { source_name: src.clone(), field, reason };
+
+        let id = self.id.or(file.id).ok_or_else(|| field("id", "is required (a positive integer)".into()))?;
+        if id == 0 {
+            return Err(field("id", "must be a positive integer, got 0".into()));
+        }
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .ok_or_else(|| field("data_dir", "is required (the directory for this node's data)".into()))?;
+        let addr = |name: &'static str, flag: &Option<String>, file: Option<String>, default: &str| {
+            let text = flag.clone().or(file).unwrap_or_else(|| default.to_string());
+            text.parse::<SocketAddr>()
+                .map_err(|e| field(name, format!("{text:?} is not an IP:PORT address: {e}")))
+        };
+        let peer_addr = addr("peer_addr", &self.peer_addr, file.peer_addr, "127.0.0.1:7001")?;
+        let resp_addr = addr("resp_addr", &self.resp_addr, file.resp_addr, "127.0.0.1:6381")?;
+        let http_addr = addr("http_addr", &self.http_addr, file.http_addr, "127.0.0.1:8001")?;
+        let initial_cluster = match (&self.initial_cluster, file.initial_cluster) {
+            (Some(text), _) => parse_initial_cluster(text).map_err(|r| field("initial_cluster", r))?,
+            (None, Some(InitialCluster::Text(text))) => {
+                parse_initial_cluster(&text).map_err(|r| field("initial_cluster", r))?
+            }
+            (None, Some(InitialCluster::Table(t))) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in t {
+                    let id: u64 = k.parse().map_err(|_| field("initial_cluster", format!("{k:?} is not a node id")))?;
+                    out.insert(id, check_peer(&v).map_err(|r| field("initial_cluster", r))?);
+                }
+                out
+            }
+            (None, None) => BTreeMap::from([(id, peer_addr.to_string())]),
+        };
+        if initial_cluster.is_empty() {
+            return Err(field("initial_cluster", "names no node".into()));
+        }
+        if let Some(a) = initial_cluster.get(&id) {
+            if a != &peer_addr.to_string() {
+                return Err(field(
+                    "initial_cluster",
+                    format!("lists node {id} at {a} but --peer-addr is {peer_addr}; they must match"),
+                ));
+            }
+        }
+        let heartbeat_interval_ms =
+            self.heartbeat_interval_ms.or(file.heartbeat_interval_ms).unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS);
+        let election_timeout_ms =
+            self.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS);
+        if heartbeat_interval_ms == 0 {
+            return Err(field("heartbeat_interval_ms", "must be positive".into()));
+        }
+        if election_timeout_ms < heartbeat_interval_ms * 3 {
+            return Err(field(
+                "election_timeout_ms",
+                format!(
+                    "{election_timeout_ms} must be at least 3x heartbeat_interval_ms ({heartbeat_interval_ms}), or followers start elections while the leader is healthy"
+                ),
+            ));
+        }
+        let replication = match self.replication.clone().or(file.replication).as_deref() {
+            None | Some("leader") => Replication::Leader,
+            Some("multi-master") => Replication::MultiMaster,
+            Some(other) => {
+                return Err(field("replication", format!("{other:?} is not one of: leader, multi-master")));
+            }
+        };
+        let request_timeout_ms = self.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
+        if request_timeout_ms == 0 {
+            return Err(field("request_timeout_ms", "must be positive".into()));
+        }
+        let key_bytes_max = self.key_bytes_max.or(file.key_bytes_max).unwrap_or(DEFAULT_KEY_BYTES_MAX);
+        let value_bytes_max = self.value_bytes_max.or(file.value_bytes_max).unwrap_or(DEFAULT_VALUE_BYTES_MAX);
+        if key_bytes_max == 0 || key_bytes_max > 16 << 20 {
+            return Err(field("key_bytes_max", format!("{key_bytes_max} is outside 1..=16777216")));
+        }
+        if value_bytes_max == 0 || value_bytes_max > 32 << 20 {
+            return Err(field("value_bytes_max", format!("{value_bytes_max} is outside 1..=33554432")));
+        }
+        Ok(ServerConfig {
+            id,
+            data_dir,
+            peer_addr,
+            resp_addr,
+            http_addr,
+            initial_cluster,
+            election_timeout_ms,
+            heartbeat_interval_ms,
+            replication,
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            key_bytes_max,
+            value_bytes_max,
+            resp_connections_max: DEFAULT_RESP_CONNECTIONS_MAX,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+fn check_peer(addr: &str) -> Result<String, String> {
+    let a = addr.trim();
+    a.parse::<SocketAddr>().map_err(|e| format!("{a:?} is not an IP:PORT address: {e}"))?;
+    Ok(a.to_string())
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("{part:?} is not ID=ADDRESS"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("{id:?} in {part:?} is not a node id"))?;
+        if id == 0 {
+            return Err(format!("node id 0 in {part:?} is not allowed"));
+        }
+        if out.insert(id, check_peer(addr)?).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServerArgs {
+        ServerArgs {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            initial_cluster: Some("1=127.0.0.1:7001,2=127.0.0.1:7002".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flags_resolve_with_defaults() {
+        let c = args().resolve().unwrap();
+        assert_eq!(c.initial_cluster.len(), 2);
+        assert_eq!(c.peer_addr.to_string(), "127.0.0.1:7001");
+        assert_eq!(c.heartbeat_interval_ms, DEFAULT_HEARTBEAT_INTERVAL_MS);
+        assert_eq!(c.replication, Replication::Leader);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut a = args();
+        a.initial_cluster = Some("1=127.0.0.1:7001,x=foo".into());
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("initial_cluster") && e.contains("not a node id"), "{e}");
+        let mut a = args();
+        a.election_timeout_ms = Some(60);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("election_timeout_ms"), "{e}");
+        let mut a = args();
+        a.resp_addr = Some("localhost".into());
+        assert!(a.resolve().unwrap_err().to_string().contains("resp_addr"));
+        let mut a = args();
+        a.peer_addr = Some("127.0.0.1:9999".into());
+        assert!(a.resolve().unwrap_err().to_string().contains("must match"));
+    }
+
+    #[test]
+    fn file_is_read_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        std::fs::write(&p, "id = 2\ndata_dir = \"/tmp/d\"\npeer_addr = \"127.0.0.1:7002\"\n[initial_cluster]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n").unwrap();
+        let a = ServerArgs { config: Some(p.clone()), heartbeat_interval_ms: Some(20), ..Default::default() };
+        let c = a.resolve().unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.heartbeat_interval_ms, 20);
+        assert_eq!(c.initial_cluster.len(), 2);
+    }
+
+    #[test]
+    fn broken_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "id = \"one\"\n").unwrap();
+        let e = ServerArgs { config: Some(p.clone()), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("id"), "{e}");
+        std::fs::write(&p, "idd = 1\n").unwrap();
+        let e = ServerArgs { config: Some(p.clone()), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+        std::fs::write(&p, "[[[").unwrap();
+        let e = ServerArgs { config: Some(p), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(e.contains("invalid"), "{e}");
+    }
+}

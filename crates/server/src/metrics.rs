@@ -1,0 +1,136 @@
+//! Request counters and latency histograms, rendered as Prometheus text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS_S: [f64; 15] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS_S.iter().enumerate() {
+            if s <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct CommandStats {
+    errors: AtomicU64,
+    latency: Histogram,
+}
+
+/// Per-(api, command) statistics. The set of commands is bounded: unknown
+/// commands are counted under `unknown`.
+#[derive(Default)]
+pub struct Metrics {
+    commands: Mutex<BTreeMap<(&'static str, &'static str), &'static CommandStats>>,
+    pub resp_connections: AtomicU64,
+    pub resp_connections_rejected: AtomicU64,
+}
+
+impl Metrics {
+    fn stats(&self, api: &'static str, cmd: &'static str) -> &'static CommandStats {
+        let mut map = self.commands.lock();
+        // Leaked once per distinct (api, command): a small fixed set.
+        map.entry((api, cmd)).or_insert_with(|| Box::leak(Box::default()))
+    }
+
+    pub fn observe(&self, api: &'static str, cmd: &'static str, took: Duration, ok: bool) {
+        let s = self.stats(api, cmd);
+        s.latency.observe(took);
+        if !ok {
+            s.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends the request metrics in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let map = self.commands.lock().clone();
+        let _ = writeln!(out, "# HELP rampart_requests_total Client requests by API and command.");
+        let _ = writeln!(out, "# TYPE rampart_requests_total counter");
+        for ((api, cmd), s) in &map {
+            let _ = writeln!(
+                out,
+                "rampart_requests_total{{api=\"{api}\",command=\"{cmd}\"}} {}",
+                s.latency.count.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP rampart_request_errors_total Client requests answered with an error.");
+        let _ = writeln!(out, "# TYPE rampart_request_errors_total counter");
+        for ((api, cmd), s) in &map {
+            let _ = writeln!(
+                out,
+                "rampart_request_errors_total{{api=\"{api}\",command=\"{cmd}\"}} {}",
+                s.errors.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP rampart_request_duration_seconds Client request latency.");
+        let _ = writeln!(out, "# TYPE rampart_request_duration_seconds histogram");
+        for ((api, cmd), s) in &map {
+            let h = &s.latency;
+            for (i, b) in BUCKETS_S.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "rampart_request_duration_seconds_bucket{{api=\"{api}\",command=\"{cmd}\",le=\"{b}\"}} {}",
+                    h.buckets[i].load(Ordering::Relaxed)
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "rampart_request_duration_seconds_bucket{{api=\"{api}\",command=\"{cmd}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "rampart_request_duration_seconds_sum{{api=\"{api}\",command=\"{cmd}\"}} {}",
+                h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(out, "rampart_request_duration_seconds_count{{api=\"{api}\",command=\"{cmd}\"}} {count}");
+        }
+        let _ = writeln!(out, "# TYPE rampart_resp_connections gauge");
+        let _ = writeln!(out, "rampart_resp_connections {}", self.resp_connections.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# TYPE rampart_resp_connections_rejected_total counter");
+        let _ = writeln!(
+            out,
+            "rampart_resp_connections_rejected_total {}",
+            self.resp_connections_rejected.load(Ordering::Relaxed)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.observe("resp", "get", Duration::from_micros(50), true);
+        m.observe("resp", "get", Duration::from_millis(3), false);
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.contains("rampart_requests_total{api=\"resp\",command=\"get\"} 2"), "{s}");
+        assert!(s.contains("rampart_request_errors_total{api=\"resp\",command=\"get\"} 1"), "{s}");
+        assert!(s.contains("command=\"get\",le=\"0.0001\"} 1"), "{s}");
+        assert!(s.contains("command=\"get\",le=\"0.005\"} 2"), "{s}");
+        assert!(s.contains("command=\"get\",le=\"+Inf\"} 2"), "{s}");
+    }
+}

@@ -1,0 +1,707 @@
+//! The Redis protocol front end: redis-cli, redis-benchmark and Redis client
+//! libraries work unchanged. Commands run in arrival order per connection,
+//! so pipelined requests are answered in order.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use rampart_raft::{Command, Outcome, SetCond};
+use rampart_resp::{encode, Limits, Protocol, RequestDecoder, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::app::{ApiError, App, Consistency};
+use crate::scan::{glob_match, literal_prefix};
+
+/// Most keys KEYS may return before it refuses (use SCAN for more).
+pub const KEYS_RESULT_MAX: usize = 1_000_000;
+/// Largest COUNT honoured by one SCAN call.
+pub const SCAN_COUNT_MAX: usize = 100_000;
+/// Replies buffered before they are written to the socket.
+const WRITE_BUFFER_FLUSH_BYTES: usize = 64 * 1024;
+
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    let slots = Arc::new(Semaphore::new(app.cfg.resp_connections_max));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "RESP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    app.metrics.resp_connections.fetch_add(1, Ordering::Relaxed);
+                    Conn::new(app.clone()).run(stream).await;
+                    app.metrics.resp_connections.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                app.metrics.resp_connections_rejected.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut s = stream;
+                    let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
+                });
+            }
+        }
+    }
+}
+
+struct Conn {
+    app: Arc<App>,
+    proto: Protocol,
+    readonly: bool,
+    name: Option<Bytes>,
+    id: u64,
+    quit: bool,
+}
+
+fn err(msg: impl Into<String>) -> Value {
+    Value::Error(msg.into())
+}
+
+fn wrong_args(cmd: &str) -> Value {
+    err(format!("ERR wrong number of arguments for '{}' command", cmd.to_ascii_lowercase()))
+}
+
+fn api_err(e: ApiError) -> Value {
+    Value::Error(e.resp_line())
+}
+
+fn parse_i64(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// A name for metrics, from a fixed set.
+fn metric_name(cmd: &str) -> &'static str {
+    const KNOWN: [&str; 34] = [
+        "ping", "echo", "hello", "select", "quit", "command", "client", "get", "set", "getset", "del", "exists",
+        "incr", "decr", "incrby", "decrby", "mget", "mset", "append", "strlen", "keys", "scan", "dbsize", "info",
+        "role", "cas", "readonly", "readwrite", "config", "setnx", "time", "lastsave", "type", "unlink",
+    ];
+    KNOWN.iter().find(|k| k.eq_ignore_ascii_case(cmd)).copied().unwrap_or("unknown")
+}
+
+impl Conn {
+    fn new(app: Arc<App>) -> Self {
+        Conn {
+            app,
+            proto: Protocol::Resp2,
+            readonly: false,
+            name: None,
+            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            quit: false,
+        }
+    }
+
+    async fn run(mut self, mut stream: TcpStream) {
+        let max = self.app.cfg.value_bytes_max.max(self.app.cfg.key_bytes_max);
+        let limits = Limits {
+            // Twice the value limit: a value a little too big gets the clear
+            // "value too large" reply instead of a protocol error.
+            bulk_bytes_max: max.saturating_mul(2).max(1024),
+            request_bytes_max: max.saturating_mul(8).max(1 << 20),
+            ..Limits::default()
+        };
+        let mut dec = RequestDecoder::new(limits);
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        loop {
+            // Answer everything already buffered (a pipeline) before reading more.
+            loop {
+                match dec.next_command() {
+                    Ok(Some(args)) => {
+                        let reply = self.execute(args).await;
+                        encode(&reply, self.proto, &mut out);
+                        if self.quit {
+                            let _ = stream.write_all(&out).await;
+                            return;
+                        }
+                        if out.len() >= WRITE_BUFFER_FLUSH_BYTES {
+                            if stream.write_all(&out).await.is_err() {
+                                return;
+                            }
+                            out.clear();
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        encode(&Value::Error(format!("ERR {e}")), self.proto, &mut out);
+                        let _ = stream.write_all(&out).await;
+                        tracing::debug!(client = self.id, error = %e, "closing RESP connection after a protocol error");
+                        return;
+                    }
+                }
+            }
+            if !out.is_empty() {
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+                if out.capacity() > 1 << 20 {
+                    out = BytesMut::with_capacity(16 * 1024);
+                }
+            }
+            match stream.read_buf(dec.buffer_mut()).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn execute(&mut self, args: Vec<Bytes>) -> Value {
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+        let start = Instant::now();
+        let reply = self.dispatch(&name, &args).await;
+        let ok = !matches!(reply, Value::Error(_));
+        self.app.metrics.observe("resp", metric_name(&name), start.elapsed(), ok);
+        reply
+    }
+
+    fn consistency(&self) -> Consistency {
+        if self.readonly {
+            Consistency::Stale
+        } else {
+            Consistency::Linearizable
+        }
+    }
+
+    async fn dispatch(&mut self, name: &str, args: &[Bytes]) -> Value {
+        let n = args.len();
+        match name {
+            "PING" => match n {
+                1 => Value::SimpleString("PONG".into()),
+                2 => Value::Bulk(args[1].clone()),
+                _ => wrong_args(name),
+            },
+            "ECHO" if n == 2 => Value::Bulk(args[1].clone()),
+            "QUIT" => {
+                self.quit = true;
+                Value::ok()
+            }
+            "SELECT" if n == 2 => match parse_i64(&args[1]) {
+                Some(0) => Value::ok(),
+                Some(_) => err("ERR DB index is out of range (rampart has only database 0)"),
+                None => err("ERR value is not an integer or out of range"),
+            },
+            "HELLO" => self.hello(args),
+            "COMMAND" => self.command(args),
+            "CLIENT" => self.client(args),
+            "CONFIG" => self.config(args),
+            "READONLY" if n == 1 => {
+                self.readonly = true;
+                Value::ok()
+            }
+            "READWRITE" if n == 1 => {
+                self.readonly = false;
+                Value::ok()
+            }
+            "TIME" if n == 1 => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                Value::Array(vec![
+                    Value::bulk(now.as_secs().to_string()),
+                    Value::bulk(now.subsec_micros().to_string()),
+                ])
+            }
+            "GET" if n == 2 => {
+                let key = args[1].clone();
+                match self.app.read(self.consistency(), move |v| v.kv_get(&key)).await {
+                    Ok(Some(v)) => Value::Bulk(Bytes::from(v.value)),
+                    Ok(None) => Value::Null,
+                    Err(e) => api_err(e),
+                }
+            }
+            "MGET" if n >= 2 => {
+                let keys: Vec<Bytes> = args[1..].to_vec();
+                let r = self
+                    .app
+                    .read(self.consistency(), move |v| {
+                        keys.iter().map(|k| Ok(v.kv_get(k)?.map(|x| x.value))).collect::<rampart_storage::Result<Vec<_>>>()
+                    })
+                    .await;
+                match r {
+                    Ok(vals) => Value::Array(
+                        vals.into_iter().map(|v| v.map_or(Value::Null, |b| Value::Bulk(Bytes::from(b)))).collect(),
+                    ),
+                    Err(e) => api_err(e),
+                }
+            }
+            "EXISTS" if n >= 2 => {
+                let keys: Vec<Bytes> = args[1..].to_vec();
+                let r = self
+                    .app
+                    .read(self.consistency(), move |v| {
+                        let mut c = 0i64;
+                        for k in &keys {
+                            if v.kv_get(k)?.is_some() {
+                                c += 1;
+                            }
+                        }
+                        Ok(c)
+                    })
+                    .await;
+                r.map_or_else(api_err, Value::Integer)
+            }
+            "STRLEN" if n == 2 => {
+                let key = args[1].clone();
+                let r = self.app.read(self.consistency(), move |v| Ok(v.kv_get(&key)?.map_or(0, |x| x.value.len()))).await;
+                r.map_or_else(api_err, |l| Value::Integer(l as i64))
+            }
+            "TYPE" if n == 2 => {
+                let key = args[1].clone();
+                let r = self.app.read(self.consistency(), move |v| Ok(v.kv_get(&key)?.is_some())).await;
+                r.map_or_else(api_err, |e| Value::SimpleString(if e { "string" } else { "none" }.into()))
+            }
+            "DBSIZE" if n == 1 => self.app.read(self.consistency(), |v| v.kv_len()).await.map_or_else(api_err, |l| Value::Integer(l as i64)),
+            "KEYS" if n == 2 => self.keys(args[1].clone()).await,
+            "SCAN" if n >= 2 => self.scan(args).await,
+            "SET" if n >= 3 => self.set(args).await,
+            "SETNX" if n == 3 => {
+                let cmd = Command::Set { key: args[1].to_vec(), value: args[2].to_vec(), cond: SetCond::IfAbsent, return_old: false };
+                match self.app.write(cmd).await {
+                    Ok(r) => Value::Integer(matches!(r.outcome, Outcome::Written { written: true, .. }) as i64),
+                    Err(e) => api_err(e),
+                }
+            }
+            "GETSET" if n == 3 => {
+                let cmd = Command::Set { key: args[1].to_vec(), value: args[2].to_vec(), cond: SetCond::Always, return_old: true };
+                match self.app.write(cmd).await {
+                    Ok(r) => match r.outcome {
+                        Outcome::Written { old, .. } => old.map_or(Value::Null, |o| Value::Bulk(Bytes::from(o))),
+                        other => err(format!("ERR unexpected result {other:?}")),
+                    },
+                    Err(e) => api_err(e),
+                }
+            }
+            "MSET" if n >= 3 && n % 2 == 1 => {
+                let pairs = args[1..].chunks(2).map(|c| (c[0].to_vec(), c[1].to_vec())).collect();
+                self.app.write(Command::MSet { pairs }).await.map_or_else(api_err, |_| Value::ok())
+            }
+            "DEL" | "UNLINK" if n >= 2 => {
+                let keys = args[1..].iter().map(|k| k.to_vec()).collect();
+                match self.app.write(Command::Del { keys }).await {
+                    Ok(r) => match r.outcome {
+                        Outcome::Deleted { count } => Value::Integer(count as i64),
+                        other => err(format!("ERR unexpected result {other:?}")),
+                    },
+                    Err(e) => api_err(e),
+                }
+            }
+            "INCR" | "DECR" if n == 2 => {
+                let delta = if name == "INCR" { 1 } else { -1 };
+                self.incr(&args[1], delta).await
+            }
+            "INCRBY" | "DECRBY" if n == 3 => match parse_i64(&args[2]) {
+                Some(d) if name == "INCRBY" => self.incr(&args[1], d).await,
+                Some(d) => match d.checked_neg() {
+                    Some(d) => self.incr(&args[1], d).await,
+                    None => err("ERR decrement would overflow"),
+                },
+                None => err("ERR value is not an integer or out of range"),
+            },
+            "APPEND" if n == 3 => {
+                match self.app.write(Command::Append { key: args[1].to_vec(), value: args[2].to_vec() }).await {
+                    Ok(r) => match r.outcome {
+                        Outcome::Integer(len) => Value::Integer(len),
+                        other => err(format!("ERR unexpected result {other:?}")),
+                    },
+                    Err(e) => api_err(e),
+                }
+            }
+            "CAS" if n == 4 => {
+                let cmd = Command::Cas { key: args[1].to_vec(), expected: Some(args[2].to_vec()), new: args[3].to_vec() };
+                match self.app.write(cmd).await {
+                    Ok(r) => match r.outcome {
+                        Outcome::Swapped(ok) => Value::Integer(ok as i64),
+                        other => err(format!("ERR unexpected result {other:?}")),
+                    },
+                    Err(e) => api_err(e),
+                }
+            }
+            "INFO" => self.info(args).await,
+            "ROLE" if n == 1 => self.role(),
+            "ECHO" | "SELECT" | "READONLY" | "READWRITE" | "GET" | "MGET" | "EXISTS" | "STRLEN" | "TYPE"
+            | "DBSIZE" | "KEYS" | "SCAN" | "SET" | "SETNX" | "GETSET" | "MSET" | "DEL" | "UNLINK" | "INCR" | "DECR"
+            | "INCRBY" | "DECRBY" | "APPEND" | "CAS" | "ROLE" | "TIME" => wrong_args(name),
+            _ => {
+                let shown: String = String::from_utf8_lossy(&args[0]).chars().take(128).collect();
+                err(format!("ERR unknown command '{shown}'"))
+            }
+        }
+    }
+
+    async fn incr(&self, key: &Bytes, delta: i64) -> Value {
+        match self.app.write(Command::IncrBy { key: key.to_vec(), delta }).await {
+            Ok(r) => match r.outcome {
+                Outcome::Integer(v) => Value::Integer(v),
+                other => err(format!("ERR unexpected result {other:?}")),
+            },
+            Err(ApiError::Rejected(m)) => err(format!("ERR {m}")),
+            Err(e) => api_err(e),
+        }
+    }
+
+    async fn set(&self, args: &[Bytes]) -> Value {
+        let mut cond = SetCond::Always;
+        let mut get = false;
+        let mut i = 3;
+        while i < args.len() {
+            let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+            match opt.as_str() {
+                "NX" if cond == SetCond::Always => cond = SetCond::IfAbsent,
+                "XX" if cond == SetCond::Always => cond = SetCond::IfPresent,
+                "GET" => get = true,
+                "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
+                    return err("ERR expiry (EX/PX/EXAT/PXAT/KEEPTTL) is not supported yet: rampart keys do not expire");
+                }
+                _ => return err("ERR syntax error"),
+            }
+            i += 1;
+        }
+        let cmd = Command::Set { key: args[1].to_vec(), value: args[2].to_vec(), cond, return_old: get };
+        match self.app.write(cmd).await {
+            Ok(r) => match r.outcome {
+                Outcome::Written { written, old, .. } => {
+                    if get {
+                        old.map_or(Value::Null, |o| Value::Bulk(Bytes::from(o)))
+                    } else if written {
+                        Value::ok()
+                    } else {
+                        Value::Null
+                    }
+                }
+                other => err(format!("ERR unexpected result {other:?}")),
+            },
+            Err(e) => api_err(e),
+        }
+    }
+
+    async fn keys(&self, pattern: Bytes) -> Value {
+        let prefix = literal_prefix(&pattern);
+        let r = self
+            .app
+            .read(self.consistency(), move |v| {
+                let mut out = Vec::new();
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let (items, more) = v.kv_scan(&prefix, after.as_deref(), 4096)?;
+                    for (k, _) in &items {
+                        if glob_match(&pattern, k) {
+                            out.push(k.clone());
+                        }
+                    }
+                    if out.len() > KEYS_RESULT_MAX {
+                        return Ok(None);
+                    }
+                    if !more {
+                        return Ok(Some(out));
+                    }
+                    after = items.last().map(|(k, _)| k.clone());
+                }
+            })
+            .await;
+        match r {
+            Ok(Some(keys)) => Value::Array(keys.into_iter().map(|k| Value::Bulk(Bytes::from(k))).collect()),
+            Ok(None) => err(format!("ERR KEYS would return more than {KEYS_RESULT_MAX} keys; use SCAN")),
+            Err(e) => api_err(e),
+        }
+    }
+
+    async fn scan(&self, args: &[Bytes]) -> Value {
+        let Some(cursor) = std::str::from_utf8(&args[1]).ok().and_then(|s| s.parse::<u64>().ok()) else {
+            return err("ERR invalid cursor");
+        };
+        let mut pattern: Option<Bytes> = None;
+        let mut count = 10usize;
+        let mut i = 2;
+        while i < args.len() {
+            let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+            match (opt.as_str(), args.get(i + 1)) {
+                ("MATCH", Some(p)) => pattern = Some(p.clone()),
+                ("COUNT", Some(c)) => match parse_i64(c) {
+                    Some(c) if c >= 1 => count = (c as usize).min(SCAN_COUNT_MAX),
+                    _ => return err("ERR value is not an integer or out of range"),
+                },
+                ("TYPE", Some(_)) => {}
+                _ => return err("ERR syntax error"),
+            }
+            i += 2;
+        }
+        let after = if cursor == 0 {
+            None
+        } else {
+            match self.app.scan_cursors.take(cursor) {
+                Some(k) => Some(k),
+                None => return err("ERR invalid cursor (unknown or expired; restart the scan from 0)"),
+            }
+        };
+        let prefix = pattern.as_ref().map(|p| literal_prefix(p)).unwrap_or_default();
+        let r = self
+            .app
+            .read(self.consistency(), move |v| {
+                let (items, more) = v.kv_scan(&prefix, after.as_deref(), count)?;
+                let last = items.last().map(|(k, _)| k.clone());
+                let keys: Vec<Vec<u8>> = items
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| pattern.as_ref().is_none_or(|p| glob_match(p, k)))
+                    .collect();
+                Ok((keys, if more { last } else { None }))
+            })
+            .await;
+        match r {
+            Ok((keys, next)) => {
+                let next_cursor = next.map_or(0, |k| self.app.scan_cursors.save(k));
+                Value::Array(vec![
+                    Value::bulk(next_cursor.to_string()),
+                    Value::Array(keys.into_iter().map(|k| Value::Bulk(Bytes::from(k))).collect()),
+                ])
+            }
+            Err(e) => api_err(e),
+        }
+    }
+
+    fn hello(&mut self, args: &[Bytes]) -> Value {
+        let mut i = 1;
+        if args.len() >= 2 {
+            match parse_i64(&args[1]) {
+                Some(2) => self.proto = Protocol::Resp2,
+                Some(3) => self.proto = Protocol::Resp3,
+                _ => return err("NOPROTO unsupported protocol version"),
+            }
+            i = 2;
+        }
+        while i < args.len() {
+            let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
+            match opt.as_str() {
+                "AUTH" if i + 2 < args.len() => i += 3, // no authentication yet: accepted and ignored
+                "SETNAME" if i + 1 < args.len() => {
+                    self.name = Some(args[i + 1].clone());
+                    i += 2;
+                }
+                _ => return err("ERR syntax error in HELLO"),
+            }
+        }
+        let st = self.app.node.status();
+        Value::Map(vec![
+            (Value::bulk("server"), Value::bulk("redis")),
+            (Value::bulk("version"), Value::bulk("7.2.0")),
+            (Value::bulk("proto"), Value::Integer(if self.proto == Protocol::Resp3 { 3 } else { 2 })),
+            (Value::bulk("id"), Value::Integer(self.id as i64)),
+            (Value::bulk("mode"), Value::bulk("standalone")),
+            (Value::bulk("role"), Value::bulk(if st.role == "leader" { "master" } else { "replica" })),
+            (Value::bulk("modules"), Value::Array(vec![])),
+        ])
+    }
+
+    fn command(&self, args: &[Bytes]) -> Value {
+        let sub = args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
+        match sub.as_deref() {
+            // redis-cli asks for DOCS to drive hints; an empty map is valid.
+            Some("DOCS") => Value::Map(vec![]),
+            Some("COUNT") => Value::Integer(COMMAND_TABLE.len() as i64),
+            None => Value::Array(
+                COMMAND_TABLE
+                    .iter()
+                    .map(|(name, arity, flags, first, last, step)| {
+                        Value::Array(vec![
+                            Value::bulk(*name),
+                            Value::Integer(*arity),
+                            Value::Array(flags.iter().map(|f| Value::SimpleString(f.to_string())).collect()),
+                            Value::Integer(*first),
+                            Value::Integer(*last),
+                            Value::Integer(*step),
+                        ])
+                    })
+                    .collect(),
+            ),
+            Some(_) => Value::Array(vec![]),
+        }
+    }
+
+    fn client(&mut self, args: &[Bytes]) -> Value {
+        let sub = args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
+        match (sub.as_deref(), args.len()) {
+            (Some("SETNAME"), 3) => {
+                if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
+                    return err("ERR Client names cannot contain spaces, newlines or special characters.");
+                }
+                self.name = Some(args[2].clone());
+                Value::ok()
+            }
+            (Some("GETNAME"), 2) => self.name.clone().map_or(Value::Null, Value::Bulk),
+            (Some("ID"), 2) => Value::Integer(self.id as i64),
+            (Some("SETINFO"), 4) => Value::ok(),
+            (Some("INFO"), 2) => {
+                let name = self.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
+                Value::bulk(format!("id={} name={} db=0 resp={}\n", self.id, name, if self.proto == Protocol::Resp3 { 3 } else { 2 }))
+            }
+            (Some(s), _) => err(format!("ERR unknown or malformed CLIENT subcommand '{}'", s.to_ascii_lowercase())),
+            (None, _) => wrong_args("client"),
+        }
+    }
+
+    fn config(&self, args: &[Bytes]) -> Value {
+        let sub = args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
+        match sub.as_deref() {
+            // Tools such as redis-benchmark read a few settings at start;
+            // rampart has none of Redis's, so the answer is empty.
+            Some("GET") if args.len() >= 3 => Value::Map(vec![]),
+            _ => err("ERR CONFIG supports only GET here; rampart is configured by flags or its TOML file"),
+        }
+    }
+
+    fn role(&self) -> Value {
+        let st = self.app.node.status();
+        if st.role == "leader" {
+            let followers = st
+                .members
+                .iter()
+                .filter(|m| m.id != st.id)
+                .map(|m| {
+                    let (host, port) = split_host_port(&m.info.resp_addr);
+                    Value::Array(vec![Value::bulk(host), Value::bulk(port), Value::bulk(st.applied_index.to_string())])
+                })
+                .collect();
+            Value::Array(vec![Value::bulk("master"), Value::Integer(st.commit_index as i64), Value::Array(followers)])
+        } else {
+            let leader = st.leader_id.and_then(|l| st.members.iter().find(|m| m.id == l)).map(|m| m.info.resp_addr.clone());
+            let (host, port) = split_host_port(leader.as_deref().unwrap_or(""));
+            let port_num = port.parse::<i64>().unwrap_or(0);
+            Value::Array(vec![
+                Value::bulk("slave"),
+                Value::bulk(host),
+                Value::Integer(port_num),
+                Value::bulk(if leader.is_some() { "connected" } else { "connect" }),
+                Value::Integer(st.applied_index as i64),
+            ])
+        }
+    }
+
+    async fn info(&self, args: &[Bytes]) -> Value {
+        let wanted: Vec<String> = args[1..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
+        let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
+        let want = |s: &str| all || wanted.iter().any(|w| w == s);
+        let st = self.app.node.status();
+        let mut out = String::new();
+        if want("server") {
+            out.push_str("# Server\r\n");
+            out.push_str("redis_version:7.2.0\r\n");
+            out.push_str(&format!("rampart_version:{}\r\n", env!("CARGO_PKG_VERSION")));
+            out.push_str("redis_mode:standalone\r\n");
+            out.push_str(&format!("process_id:{}\r\n", std::process::id()));
+            out.push_str(&format!("tcp_port:{}\r\n", self.app.cfg.resp_addr.port()));
+            out.push_str(&format!("uptime_in_seconds:{}\r\n", self.app.started.elapsed().as_secs()));
+            out.push_str("\r\n");
+        }
+        if want("clients") {
+            out.push_str("# Clients\r\n");
+            out.push_str(&format!(
+                "connected_clients:{}\r\n\r\n",
+                self.app.metrics.resp_connections.load(Ordering::Relaxed)
+            ));
+        }
+        if want("replication") {
+            out.push_str("# Replication\r\n");
+            if st.role == "leader" {
+                out.push_str("role:master\r\n");
+                let followers: Vec<_> = st.members.iter().filter(|m| m.id != st.id).collect();
+                out.push_str(&format!("connected_slaves:{}\r\n", followers.len()));
+                for (i, m) in followers.iter().enumerate() {
+                    let (host, port) = split_host_port(&m.info.resp_addr);
+                    out.push_str(&format!("slave{i}:ip={host},port={port},state=online,offset={}\r\n", st.applied_index));
+                }
+            } else {
+                out.push_str("role:slave\r\n");
+                let leader = st.leader_id.and_then(|l| st.members.iter().find(|m| m.id == l));
+                let (host, port) = split_host_port(leader.map_or("", |m| m.info.resp_addr.as_str()));
+                out.push_str(&format!("master_host:{host}\r\nmaster_port:{port}\r\n"));
+                out.push_str(&format!("master_link_status:{}\r\n", if leader.is_some() { "up" } else { "down" }));
+                out.push_str(&format!("slave_repl_offset:{}\r\n", st.applied_index));
+                out.push_str(&format!("slave_read_only:{}\r\n", if self.readonly { 1 } else { 0 }));
+            }
+            out.push_str(&format!("master_repl_offset:{}\r\n\r\n", st.commit_index));
+        }
+        if want("keyspace") {
+            out.push_str("# Keyspace\r\n");
+            if let Ok(n) = self.app.node.store().read(|v| v.kv_len()) {
+                if n > 0 {
+                    out.push_str(&format!("db0:keys={n},expires=0,avg_ttl=0\r\n"));
+                }
+            }
+            out.push_str("\r\n");
+        }
+        if want("rampart") {
+            out.push_str("# Rampart\r\n");
+            out.push_str(&format!("node_id:{}\r\n", st.id));
+            out.push_str("replication_mode:leader\r\n");
+            out.push_str(&format!("raft_role:{}\r\n", st.role));
+            out.push_str(&format!("leader_id:{}\r\n", st.leader_id.map_or("none".to_string(), |l| l.to_string())));
+            out.push_str(&format!("term:{}\r\n", st.term));
+            out.push_str(&format!("commit_index:{}\r\n", st.commit_index));
+            out.push_str(&format!("applied_index:{}\r\n", st.applied_index));
+            out.push_str(&format!("last_log_index:{}\r\n", st.last_log_index));
+            out.push_str(&format!("snapshot_index:{}\r\n", st.snapshot_index));
+            out.push_str(&format!("members:{}\r\n\r\n", st.members.len()));
+        }
+        if self.proto == Protocol::Resp3 {
+            Value::Verbatim(out)
+        } else {
+            Value::Bulk(Bytes::from(out))
+        }
+    }
+}
+
+fn split_host_port(addr: &str) -> (String, String) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.to_string()),
+        None => (addr.to_string(), String::new()),
+    }
+}
+
+/// (name, arity, flags, first key, last key, step), as Redis's COMMAND reports.
+const COMMAND_TABLE: &[(&str, i64, &[&str], i64, i64, i64)] = &[
+    ("get", 2, &["readonly", "fast"], 1, 1, 1),
+    ("set", -3, &["write", "denyoom"], 1, 1, 1),
+    ("setnx", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("getset", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("unlink", -2, &["write", "fast"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("append", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("strlen", 2, &["readonly", "fast"], 1, 1, 1),
+    ("type", 2, &["readonly", "fast"], 1, 1, 1),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    ("cas", 4, &["write", "denyoom"], 1, 1, 1),
+    ("ping", -1, &["fast"], 0, 0, 0),
+    ("echo", 2, &["fast"], 0, 0, 0),
+    ("hello", -1, &["fast"], 0, 0, 0),
+    ("select", 2, &["fast"], 0, 0, 0),
+    ("quit", 1, &["fast"], 0, 0, 0),
+    ("command", -1, &[], 0, 0, 0),
+    ("client", -2, &[], 0, 0, 0),
+    ("config", -2, &[], 0, 0, 0),
+    ("info", -1, &[], 0, 0, 0),
+    ("role", 1, &["fast"], 0, 0, 0),
+    ("readonly", 1, &["fast"], 0, 0, 0),
+    ("readwrite", 1, &["fast"], 0, 0, 0),
+    ("time", 1, &["fast"], 0, 0, 0),
+];

@@ -475,7 +475,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         };
         let load_bound = match f.load_bound {
             None => Some(1.25),
-            Some(c) if c == 0.0 => None,
+            Some(0.0) => None,
             Some(c) if (1.0..=100.0).contains(&c) => Some(c),
             Some(c) => {
                 return Err(invalid(

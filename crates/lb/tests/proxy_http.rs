@@ -62,7 +62,7 @@ async fn weighted_and_hash_distribution() {
         hc_off(),
         bs[0].addr,
         bs[1].addr,
-        hc_off().replace("[frontend.health]", "[frontend.health]"),
+        hc_off(),
         bs[0].addr,
         bs[1].addr
     );

@@ -162,7 +162,7 @@ impl Default for AlgoParams {
             vnodes_per_weight: 160,
             load_bound: Some(1.25),
             maglev_table_size: 65_537,
-            seed: 0x5eed_1b,
+            seed: 0x005e_ed1b,
         }
     }
 }

@@ -290,7 +290,7 @@ pub async fn stats(lb: &Lb) -> serde_json::Value {
     serde_json::from_str(&body).expect("stats is JSON")
 }
 
-pub fn backend_stat<'a>(s: &'a serde_json::Value, addr: SocketAddr) -> &'a serde_json::Value {
+pub fn backend_stat(s: &serde_json::Value, addr: SocketAddr) -> &serde_json::Value {
     s["frontends"][0]["backends"]
         .as_array()
         .unwrap()

@@ -81,16 +81,18 @@ pub fn parse_command(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
-    Ok(parse_frame(buf, limits)?.map(|(args, consumed)| {
-        let args = match args {
-            Args::Ranges(ranges) => ranges
-                .into_iter()
-                .map(|r| Bytes::copy_from_slice(&buf[r]))
-                .collect(),
-            Args::Owned(owned) => owned.into_iter().map(Bytes::from).collect(),
-        };
-        (args, consumed)
-    }))
+    Ok(
+        parse_frame(buf, limits, &mut Progress::default())?.map(|(args, consumed)| {
+            let args = match args {
+                Args::Ranges(ranges) => ranges
+                    .into_iter()
+                    .map(|r| Bytes::copy_from_slice(&buf[r]))
+                    .collect(),
+                Args::Owned(owned) => owned.into_iter().map(Bytes::from).collect(),
+            };
+            (args, consumed)
+        }),
+    )
 }
 
 /// Appends `args` as one multibulk request, as a client sends it.
@@ -109,30 +111,63 @@ pub fn encode_command<A: AsRef<[u8]>>(args: &[A], out: &mut BytesMut) {
     }
 }
 
-fn parse_frame(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>, ProtocolError> {
+/// How far a multibulk frame has been parsed. A decoder keeps it between
+/// reads so that a frame arriving in many pieces is parsed once in all, not
+/// once per piece (which would cost O(args) per read).
+#[derive(Debug, Default)]
+struct Progress {
+    /// The argument count, once the `*N` line has been read.
+    count: Option<usize>,
+    /// Arguments complete so far.
+    args: Vec<Range<usize>>,
+    /// Where the next argument starts.
+    pos: usize,
+}
+
+fn parse_frame(
+    buf: &[u8],
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<Option<(Args, usize)>, ProtocolError> {
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => parse_multibulk(buf, limits),
+        Some(b'*') => parse_multibulk(buf, limits, progress),
         Some(_) => parse_inline(buf, limits),
     }
 }
 
-fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>, ProtocolError> {
-    let count_spec = IntSpec {
-        min: -1,
-        max: sat_i64(limits.args_max),
-        line_bytes_max: limits.multibulk_header_bytes_max,
-        invalid: ProtocolError::InvalidMultibulkLength,
-        too_long: ProtocolError::MultibulkHeaderTooBig,
+fn parse_multibulk(
+    buf: &[u8],
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<Option<(Args, usize)>, ProtocolError> {
+    let count = match progress.count {
+        Some(count) => count,
+        None => {
+            let count_spec = IntSpec {
+                min: -1,
+                max: sat_i64(limits.args_max),
+                line_bytes_max: limits.multibulk_header_bytes_max,
+                invalid: ProtocolError::InvalidMultibulkLength,
+                too_long: ProtocolError::MultibulkHeaderTooBig,
+            };
+            let (count, pos) = match int_line(buf, 1, &count_spec)? {
+                IntLine::Incomplete => return Ok(None),
+                IntLine::Done { value, next } => (value, next),
+            };
+            if count <= 0 {
+                return Ok(Some((Args::Ranges(Vec::new()), pos)));
+            }
+            let count = count as usize;
+            // The count is only a claim: never reserve much for it.
+            *progress = Progress {
+                count: Some(count),
+                args: Vec::with_capacity(count.min(64)),
+                pos,
+            };
+            count
+        }
     };
-    let (count, mut pos) = match int_line(buf, 1, &count_spec)? {
-        IntLine::Incomplete => return Ok(None),
-        IntLine::Done { value, next } => (value, next),
-    };
-    if count <= 0 {
-        return Ok(Some((Args::Ranges(Vec::new()), pos)));
-    }
-    let count = count as usize;
     let bulk_spec = IntSpec {
         min: 0,
         max: sat_i64(limits.bulk_bytes_max),
@@ -140,9 +175,8 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>,
         invalid: ProtocolError::InvalidBulkLength,
         too_long: ProtocolError::BulkHeaderTooBig,
     };
-    // The count is only a claim: never reserve more than a small amount for it.
-    let mut args = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
+    while progress.args.len() < count {
+        let pos = progress.pos;
         let Some(&marker) = buf.get(pos) else {
             return Ok(None);
         };
@@ -159,12 +193,13 @@ fn parse_multibulk(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>,
         match blob_end(buf, data_start, len)? {
             None => return Ok(None),
             Some(next) => {
-                args.push(data_start..data_start + len);
-                pos = next;
+                progress.args.push(data_start..data_start + len);
+                progress.pos = next;
             }
         }
     }
-    Ok(Some((Args::Ranges(args), pos)))
+    let done = std::mem::take(progress);
+    Ok(Some((Args::Ranges(done.args), done.pos)))
 }
 
 fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>, ProtocolError> {
@@ -293,8 +328,8 @@ fn split_args(line: &[u8], args_max: usize) -> Result<Vec<Vec<u8>>, ProtocolErro
 /// Buffers a connection's incoming bytes and hands out whole commands,
 /// zero-copy for multibulk arguments. Empty commands are skipped.
 ///
-/// Read into [`RequestDecoder::buffer_mut`] (for example with
-/// `AsyncReadExt::read_buf`), then call [`RequestDecoder::next_command`]
+/// Feed it with [`RequestDecoder::read_from`] (or
+/// [`RequestDecoder::extend_from_slice`]), then call [`RequestDecoder::next_command`]
 /// until it returns `Ok(None)`. Memory stays within the [`Limits`] given:
 /// the buffer never holds more than one incomplete request, and an
 /// oversized one is an error before its data is read. After an `Err` the
@@ -303,6 +338,7 @@ fn split_args(line: &[u8], args_max: usize) -> Result<Vec<Vec<u8>>, ProtocolErro
 pub struct RequestDecoder {
     buf: BytesMut,
     limits: Limits,
+    progress: Progress,
 }
 
 impl RequestDecoder {
@@ -311,6 +347,7 @@ impl RequestDecoder {
         RequestDecoder {
             buf: BytesMut::with_capacity(16 * 1024),
             limits,
+            progress: Progress::default(),
         }
     }
 
@@ -319,9 +356,17 @@ impl RequestDecoder {
         &self.limits
     }
 
-    /// The buffer to read new bytes into.
-    pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
+    /// Reads once from `reader` into the buffer (at most 64 KiB); returns
+    /// the number of bytes read, 0 at end of stream.
+    pub async fn read_from<R>(&mut self, reader: &mut R) -> std::io::Result<usize>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        const READ_BYTES: usize = 64 * 1024;
+        self.buf.reserve(READ_BYTES);
+        let mut limited = (&mut *reader).take(READ_BYTES as u64);
+        limited.read_buf(&mut self.buf).await
     }
 
     /// Appends bytes that were read elsewhere.
@@ -337,7 +382,14 @@ impl RequestDecoder {
     /// The next complete, non-empty command, if one has arrived.
     pub fn next_command(&mut self) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         loop {
-            let Some((args, consumed)) = parse_frame(&self.buf, &self.limits)? else {
+            let parsed = match parse_frame(&self.buf, &self.limits, &mut self.progress) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    self.progress = Progress::default();
+                    return Err(e);
+                }
+            };
+            let Some((args, consumed)) = parsed else {
                 return Ok(None);
             };
             let frame = self.buf.split_to(consumed).freeze();
@@ -683,13 +735,58 @@ mod tests {
         );
         assert_eq!(d.next_command().unwrap(), None);
         assert_eq!(d.buffered_bytes(), 10);
-        d.buffer_mut().extend_from_slice(b"NG\r\n");
+        d.extend_from_slice(b"NG\r\n");
         assert_eq!(
             d.next_command().unwrap().unwrap(),
             vec![Bytes::from_static(b"PING")]
         );
         assert_eq!(d.next_command().unwrap(), None);
         assert_eq!(d.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn decoder_resumes_a_frame_fed_byte_by_byte() {
+        let mut input = BytesMut::new();
+        let args: Vec<String> = (0..300).map(|i| format!("arg{i}")).collect();
+        encode_command(&args, &mut input);
+        let mut d = RequestDecoder::default();
+        for (i, &b) in input.iter().enumerate() {
+            d.extend_from_slice(&[b]);
+            let got = d.next_command().unwrap();
+            assert_eq!(got.is_some(), i == input.len() - 1, "at byte {i}");
+            if let Some(cmd) = got {
+                assert_eq!(cmd.len(), 300);
+                assert_eq!(&cmd[299][..], b"arg299");
+            }
+        }
+        // The progress was reset: the next frame parses from its own start.
+        d.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            d.next_command().unwrap().unwrap(),
+            vec![Bytes::from_static(b"PING")]
+        );
+    }
+
+    #[tokio::test]
+    async fn decoder_reads_from_a_stream_in_bounded_steps() {
+        let mut input = b"PING\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100 * 1024));
+        let mut reader = &input[..];
+        let mut d = RequestDecoder::default();
+        assert_eq!(d.read_from(&mut reader).await.unwrap(), 64 * 1024);
+        assert_eq!(
+            d.next_command().unwrap().unwrap(),
+            vec![Bytes::from_static(b"PING")]
+        );
+        // The rest is one inline line longer than 64 KiB: an error once
+        // the limit is crossed, not a buffer that keeps growing.
+        assert_eq!(d.next_command(), Ok(None));
+        assert_eq!(
+            d.read_from(&mut reader).await.unwrap(),
+            input.len() - 64 * 1024
+        );
+        assert_eq!(d.next_command(), Err(ProtocolError::InlineTooBig));
+        assert_eq!(d.read_from(&mut reader).await.unwrap(), 0);
     }
 
     #[test]

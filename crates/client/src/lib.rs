@@ -226,20 +226,22 @@ pub(crate) fn classify_failure(endpoint: &str, failure: SendFailure, retry: Retr
     }
 }
 
-/// The message of an error and all its sources: reqwest's own message
-/// ("error sending request") hides the useful part ("Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
+/// A short description of a transport error. reqwest's own message
+/// ("error sending request for url (...)") hides the useful part, the root
+/// cause at the end of the source chain ("Connection refused").
+fn describe(e: &reqwest::Error, timeout: Duration, phase: &str) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} ms", timeout.as_millis());
     }
-    text
+    let mut root: &dyn std::error::Error = e;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    if e.is_connect() {
+        format!("cannot connect: {root}")
+    } else {
+        format!("{phase}: {root}")
+    }
 }
 
 /// A handle to a cluster. Cheap to clone; clones share connections and the
@@ -250,6 +252,7 @@ pub struct Client {
     endpoints: Arc<Vec<String>>,
     preferred: Arc<AtomicUsize>,
     max_response_bytes: usize,
+    timeout: Duration,
 }
 
 impl Client {
@@ -277,6 +280,7 @@ impl Client {
             endpoints: Arc::new(endpoints),
             preferred: Arc::new(AtomicUsize::new(0)),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            timeout,
         })
     }
 
@@ -499,9 +503,9 @@ impl Client {
     ) -> Result<Reply, SendFailure> {
         let transport = |e: reqwest::Error| {
             if e.is_connect() || e.is_builder() {
-                SendFailure::NotSent(error_chain(&e))
+                SendFailure::NotSent(describe(&e, self.timeout, "request failed"))
             } else {
-                SendFailure::MaybeSent(error_chain(&e))
+                SendFailure::MaybeSent(describe(&e, self.timeout, "request failed"))
             }
         };
         let mut response = request.send().await.map_err(transport)?;
@@ -520,11 +524,9 @@ impl Client {
         }
         let mut body = Vec::new();
         // A failure while reading the body comes after the server acted.
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| SendFailure::MaybeSent(error_chain(&e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            SendFailure::MaybeSent(describe(&e, self.timeout, "reading the response failed"))
+        })? {
             if body.len() + chunk.len() > max {
                 return Err(SendFailure::TooLarge(max));
             }

@@ -64,6 +64,7 @@ pub struct KvArgs {
 enum KvCommand {
     /// Print a key's value, as raw bytes.
     Get {
+        /// The key.
         key: String,
         /// Read from the first node that answers, without checking it is up to date.
         #[arg(long)]
@@ -71,7 +72,9 @@ enum KvCommand {
     },
     /// Set a key's value.
     Put {
+        /// The key.
         key: String,
+        /// The value, stored as given (UTF-8).
         #[arg(allow_hyphen_values = true)]
         value: String,
         /// Write only if the key's revision is REV (0: only if the key does not exist).
@@ -80,9 +83,13 @@ enum KvCommand {
     },
     /// Delete a key.
     #[command(visible_alias = "delete")]
-    Del { key: String },
+    Del {
+        /// The key.
+        key: String,
+    },
     /// List keys starting with PREFIX (all keys without one), in order.
     Scan {
+        /// Only keys starting with this.
         #[arg(default_value = "")]
         prefix: String,
         /// Most keys to list.
@@ -185,11 +192,16 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
             out.flush()?;
             let failed: Vec<String> = all
                 .iter()
-                .filter_map(|(ep, r)| r.as_ref().err().map(|e| format!("{ep}: {e}")))
+                .filter_map(|(ep, r)| r.as_ref().err().map(|e| format!("{ep}: {}", node_error(e))))
                 .collect();
             if !failed.is_empty() {
+                let hint = if failed.len() == all.len() {
+                    "\n(is the cluster running? `rampart up` starts a local one)"
+                } else {
+                    ""
+                };
                 bail!(
-                    "{} of {} nodes did not answer:\n  {}",
+                    "{} of {} nodes did not answer:\n  {}{hint}",
                     failed.len(),
                     all.len(),
                     failed.join("\n  ")
@@ -242,6 +254,16 @@ fn block_on<T>(call: impl Future<Output = Result<T, rampart_client::Error>>) -> 
         Err(e @ rampart_client::Error::Unavailable { .. }) => Err(anyhow::Error::new(e)
             .context("cannot reach the cluster (is it running? `rampart up` starts a local one)")),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// One node's failure without repeating its address.
+fn node_error(e: &rampart_client::Error) -> String {
+    match e {
+        rampart_client::Error::Unavailable { attempts } if attempts.len() == 1 => {
+            attempts[0].error.clone()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -786,6 +808,19 @@ ID  ROLE     PEER_ADDR       RESP_ADDR       HTTP_ADDR
             ),
             r#"{"key":"k","value_b64":"/g==","revision":2}"#
         );
+    }
+
+    #[test]
+    fn node_errors_do_not_repeat_the_address() {
+        let one = rampart_client::Error::Unavailable {
+            attempts: vec![rampart_client::Attempt {
+                endpoint: "http://a:1".into(),
+                error: "cannot connect: refused".into(),
+            }],
+        };
+        assert_eq!(node_error(&one), "cannot connect: refused");
+        let other = rampart_client::Error::NoEndpoints;
+        assert_eq!(node_error(&other), "no endpoints given");
     }
 
     #[test]

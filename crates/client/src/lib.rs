@@ -48,6 +48,15 @@ fn format_attempts(attempts: &[Attempt]) -> String {
         .join("; ")
 }
 
+/// `prefix: message`, unless the server's message already says it.
+fn with_prefix(prefix: &str, message: &str) -> String {
+    if message.to_ascii_lowercase().starts_with(prefix) {
+        message.to_owned()
+    } else {
+        format!("{prefix}: {message}")
+    }
+}
+
 /// Everything a call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -66,7 +75,7 @@ pub enum Error {
     #[error("cannot build HTTP client: {0}")]
     Build(#[source] reqwest::Error),
     /// 404: the key or member does not exist.
-    #[error("not found: {message}")]
+    #[error("{}", with_prefix("not found", .message))]
     NotFound {
         /// Endpoint that answered.
         endpoint: String,
@@ -74,7 +83,7 @@ pub enum Error {
         message: String,
     },
     /// 409: the key's revision did not match the `cas` given.
-    #[error("compare-and-set failed: {message}")]
+    #[error("{}", with_prefix("compare-and-set failed", .message))]
     CasFailed {
         /// Endpoint that answered.
         endpoint: String,

@@ -85,6 +85,26 @@ fn classify_transport_failures() {
 
 #[test]
 fn error_messages() {
+    let cas = |m: &str| {
+        Error::CasFailed {
+            endpoint: "e".into(),
+            message: m.into(),
+        }
+        .to_string()
+    };
+    assert_eq!(
+        cas("key is at revision 3"),
+        "compare-and-set failed: key is at revision 3"
+    );
+    assert_eq!(
+        cas("compare-and-set failed: key is at revision 3"),
+        "compare-and-set failed: key is at revision 3"
+    );
+    let nf = Error::NotFound {
+        endpoint: "e".into(),
+        message: "node 9".into(),
+    };
+    assert_eq!(nf.to_string(), "not found: node 9");
     let e = Error::Unavailable {
         attempts: vec![
             Attempt {

@@ -811,6 +811,24 @@ addr = "127.0.0.1:9002"
     }
 
     #[test]
+    fn shipped_examples_are_valid() {
+        for (name, text) in [
+            ("lb.toml", include_str!("../../../examples/lb.toml")),
+            (
+                "lb-minimal.toml",
+                include_str!("../../../examples/lb-minimal.toml"),
+            ),
+            (
+                "lb-hash.toml",
+                include_str!("../../../examples/lb-hash.toml"),
+            ),
+        ] {
+            let c = Config::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!c.frontends.is_empty());
+        }
+    }
+
+    #[test]
     fn quick_start_defaults() {
         let c = quick_start(
             "127.0.0.1:8080",

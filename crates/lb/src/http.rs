@@ -24,7 +24,7 @@ use crate::backend::now_ms;
 use crate::config::HashKey;
 use crate::frontend::{ActiveGuard, FrontendRt};
 use crate::io::{idle_expired, Activity, CountingIo};
-use crate::pool::{ReqBody, Sender};
+use crate::pool::{BackendConn, ReqBody};
 
 /// The frontend a listener currently serves; swapped on reload.
 pub type FrontendCell = Arc<RwLock<Arc<FrontendRt>>>;
@@ -43,12 +43,14 @@ pub async fn serve_connection(
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(CountingIo::new(stream, activity.clone()));
     let act = activity.clone();
+    let ip_value = client_ip_value(peer);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let fe = cell.read().clone();
         let act = act.clone();
+        let ip_value = ip_value.clone();
         async move {
             act.in_flight.fetch_add(1, Relaxed);
-            let resp = handle(fe, req, peer).await;
+            let resp = handle(fe, req, peer, &ip_value).await;
             act.in_flight.fetch_sub(1, Relaxed);
             Ok::<_, Infallible>(resp)
         }
@@ -150,15 +152,8 @@ fn is_idempotent(m: &Method) -> bool {
 /// Removes hop-by-hop fields (RFC 9110 §7.6.1): those named in `Connection`
 /// and the fixed list.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        remove_connection_named(h);
     }
     for n in [
         header::CONNECTION,
@@ -168,6 +163,19 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         header::TRANSFER_ENCODING,
         header::UPGRADE,
     ] {
+        h.remove(n);
+    }
+}
+
+fn remove_connection_named(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
         h.remove(n);
     }
 }
@@ -183,33 +191,51 @@ fn version_str(v: Version) -> &'static str {
 }
 
 fn append_via(h: &mut HeaderMap, v: Version) {
-    let ours = format!("{} {VIA_PSEUDONYM}", version_str(v));
-    let value = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ours}"),
-        None => ours,
+    let prev = h.get(header::VIA).and_then(|v| v.to_str().ok());
+    let value = match (prev, v) {
+        // The common cases need no allocation.
+        (None, Version::HTTP_11) => HeaderValue::from_static("1.1 rampart"),
+        (None, Version::HTTP_10) => HeaderValue::from_static("1.0 rampart"),
+        (prev, v) => {
+            let ours = format!("{} {VIA_PSEUDONYM}", version_str(v));
+            let joined = match prev {
+                Some(p) => format!("{p}, {ours}"),
+                None => ours,
+            };
+            match HeaderValue::from_str(&joined) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(header::VIA, v);
-    }
+    h.insert(header::VIA, value);
+}
+
+/// The client's IP as a header value (computed once per connection).
+pub fn client_ip_value(client: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Request headers as the backend should see them.
-pub fn prepare_request_headers(h: &mut HeaderMap, client: SocketAddr, version: Version) {
+pub fn prepare_request_headers(h: &mut HeaderMap, client_ip: &HeaderValue, version: Version) {
     strip_hop_by_hop(h);
-    let ip = client.ip().to_string();
     let xff = HeaderName::from_static("x-forwarded-for");
-    let joined: Vec<&str> = h
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if joined.is_empty() {
-        ip
+    if h.contains_key(&xff) {
+        let mut joined: Vec<u8> = Vec::new();
+        for v in h.get_all(&xff) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(client_ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            h.insert(xff, v);
+        }
     } else {
-        format!("{}, {ip}", joined.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(xff, v);
+        h.insert(xff, client_ip.clone());
     }
     let xfp = HeaderName::from_static("x-forwarded-proto");
     if !h.contains_key(&xfp) {
@@ -266,7 +292,7 @@ pub enum RespBody {
 pub struct Proxied {
     inner: Incoming,
     /// Present until the body ended; returns the connection to the pool then.
-    done: Option<(Sender, ActiveGuard)>,
+    done: Option<(BackendConn, ActiveGuard)>,
 }
 
 impl RespBody {
@@ -277,9 +303,9 @@ impl RespBody {
 
 impl Proxied {
     fn finish(&mut self, ok: bool) {
-        if let Some((sender, mut guard)) = self.done.take() {
+        if let Some((conn, mut guard)) = self.done.take() {
             if ok {
-                guard.backend().pool.put(sender);
+                guard.backend().pool.put(conn);
             } else {
                 guard.fail();
             }
@@ -298,6 +324,10 @@ impl Body for RespBody {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Proxied(p) => {
+                // This body drives its backend connection (see pool.rs).
+                if let Some((conn, _)) = &mut p.done {
+                    conn.poll_io(cx);
+                }
                 let r = Pin::new(&mut p.inner).poll_frame(cx);
                 match &r {
                     Poll::Ready(None) => p.finish(true),
@@ -331,12 +361,12 @@ impl Body for RespBody {
 async fn acquire(
     guard: &ActiveGuard,
     connect_timeout: Duration,
-) -> Result<(Sender, bool), Failure> {
+) -> Result<(BackendConn, bool), Failure> {
     let b = guard.backend();
     // Bounded by the pool's idle limit.
-    while let Some(mut s) = b.pool.take() {
-        if s.ready().await.is_ok() {
-            return Ok((s, true));
+    while let Some(mut c) = b.pool.take() {
+        if c.ready().await {
+            return Ok((c, true));
         }
     }
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(b.addr)).await {
@@ -349,18 +379,15 @@ async fn acquire(
     };
     b.stats.connects.inc();
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+    let (sender, io) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, ReqBody>(TokioIo::new(stream))
         .await
         .map_err(|_| Failure::Connect)?;
-    let addr = b.addr;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(backend = %addr, "backend connection ended: {e}");
-        }
-    });
-    sender.ready().await.map_err(|_| Failure::Connect)?;
-    Ok((sender, false))
+    let mut conn = BackendConn::new(sender, io);
+    if !conn.ready().await {
+        return Err(Failure::Connect);
+    }
+    Ok((conn, false))
 }
 
 fn build_request(parts: &http::request::Parts, body: ReqBody) -> Request<ReqBody> {
@@ -376,6 +403,7 @@ async fn handle(
     fe: Arc<FrontendRt>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    ip_value: &HeaderValue,
 ) -> Response<RespBody> {
     let started = Instant::now();
     fe.stats.requests.inc();
@@ -387,7 +415,7 @@ async fn handle(
     } else {
         0
     };
-    prepare_request_headers(&mut parts.headers, peer, client_version);
+    prepare_request_headers(&mut parts.headers, ip_value, client_version);
     // Backends get origin-form targets over HTTP/1.1.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts
@@ -500,7 +528,7 @@ async fn proxy(
         if attempt > 0 {
             backend.stats.retries.inc();
         }
-        let (mut sender, reused) = match acquire(&guard, fe.cfg.connect_timeout()).await {
+        let (mut conn, reused) = match acquire(&guard, fe.cfg.connect_timeout()).await {
             Ok(s) => s,
             Err(f) => {
                 guard.fail();
@@ -514,7 +542,7 @@ async fn proxy(
             (None, Some(r)) => r,
             (None, None) => break, // a streamed body already went to a backend that failed
         };
-        match sender.try_send_request(req).await {
+        match conn.send(req).await {
             Ok(resp) => {
                 guard.mark_response();
                 let status = resp.status();
@@ -537,13 +565,13 @@ async fn proxy(
                 }
                 let (rparts, rbody) = resp.into_parts();
                 let body = if rbody.is_end_stream() {
-                    backend.pool.put(sender);
+                    backend.pool.put(conn);
                     drop(guard);
                     RespBody::Full(None)
                 } else {
                     RespBody::Proxied(Proxied {
                         inner: rbody,
-                        done: Some((sender, guard)),
+                        done: Some((conn, guard)),
                     })
                 };
                 return Ok((
@@ -601,7 +629,7 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("yes"));
         prepare_request_headers(
             &mut h,
-            "192.168.1.9:5000".parse().unwrap(),
+            &client_ip_value("192.168.1.9:5000".parse().unwrap()),
             Version::HTTP_11,
         );
         for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {

@@ -514,3 +514,29 @@ async fn admin_drain_and_metrics() {
         b1.addr
     )));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways_on_a_reused_connection() {
+    let b = Backend::start("b1").await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], hc_off())).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+    // Above retries.body_bytes_max (64 KiB): streamed, not buffered.
+    let big: String = (0..300_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for _ in 0..3 {
+        let (status, body) = c.request("POST", "/echo", &big).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body.len(), big.len());
+        assert!(body == big, "body changed in transit");
+        assert_eq!(c.get("/").await.unwrap(), (200, "ok from b1\n".to_string()));
+    }
+    let s = stats(&lb).await;
+    assert_eq!(
+        backend_stat(&s, b.addr)["connects"],
+        1,
+        "backend connection not reused: {s}"
+    );
+}

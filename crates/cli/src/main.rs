@@ -8,7 +8,11 @@ mod uplb;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "rampart", version, about = "High availability toolkit: replicated KV store, load balancer, failure detection")]
+#[command(
+    name = "rampart",
+    version,
+    about = "High availability toolkit: replicated KV store, load balancer, failure detection"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -58,5 +62,11 @@ fn main() -> std::process::ExitCode {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("RAMPART_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -94,7 +94,8 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
         let log = args.data_dir.join(format!("node{}.log", p.id));
         let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(&exe)
+        let mut child = Command::new(&exe);
+        child
             .arg("server")
             .args(["--id", &p.id.to_string()])
             .arg("--data-dir")
@@ -104,9 +105,9 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start node {}", p.id))?;
+            .kill_on_drop(true);
+        die_with_parent(&mut child);
+        let child = child.spawn().with_context(|| format!("cannot start node {}", p.id))?;
         procs.children.push((format!("node {}", p.id), child, log));
     }
     let lb = crate::uplb::start(&exe, &args.data_dir, &ports)?;
@@ -117,7 +118,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
 
     let result = tokio::select! {
         r = wait_ready(&args, &ports, &mut procs) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = stop_signal() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
         procs.stop().await;
@@ -131,7 +132,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
     // Run until Ctrl-C or a child dies.
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = stop_signal() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for (name, c, log) in &mut procs.children {
                     if let Ok(Some(status)) = c.try_wait() {
@@ -171,7 +172,11 @@ async fn wait_ready(args: &UpArgs, ports: &[NodePorts], procs: &mut Procs) -> an
             break;
         }
         if Instant::now() > deadline {
-            bail!("cluster not ready after {} s (roles: {roles:?}); see the logs in {}", args.ready_timeout_s, args.data_dir.display());
+            bail!(
+                "cluster not ready after {} s (roles: {roles:?}); see the logs in {}",
+                args.ready_timeout_s,
+                args.data_dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -201,4 +206,34 @@ async fn node_role(resp_addr: &str) -> Option<String> {
         text.lines().find_map(|l| l.strip_prefix("raft_role:")).map(|r| r.trim().to_string())
     };
     tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Makes the child get SIGTERM if `rampart up` itself dies (even by SIGKILL),
+/// so no node outlives it.
+pub(crate) fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; the closure touches no other state.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

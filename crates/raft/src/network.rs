@@ -30,7 +30,10 @@ pub enum PeerRequest {
     /// A follower asks the leader for a linearizable read index.
     ReadIndex,
     /// Introduces the sender (its client addresses); answered with the receiver's.
-    Hello { id: NodeId, info: NodeInfo },
+    Hello {
+        id: NodeId,
+        info: NodeInfo,
+    },
 }
 
 /// Why a forwarded request failed on the leader.
@@ -95,11 +98,16 @@ impl Peers {
     }
 
     /// Sends `req` to `id` at `addr` and decodes the answer.
-    pub async fn call(&self, id: NodeId, addr: &str, req: &PeerRequest, timeout: Duration) -> Result<PeerResponse, CallError> {
-        let peer = self.get(id, addr).map_err(|reason| CallError::NotSent {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            reason,
-        })?;
+    pub async fn call(
+        &self,
+        id: NodeId,
+        addr: &str,
+        req: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, CallError> {
+        let peer = self
+            .get(id, addr)
+            .map_err(|reason| CallError::NotSent { addr: SocketAddr::from(([0, 0, 0, 0], 0)), reason })?;
         let payload = encode(req).map_err(|reason| CallError::NotSent { addr: peer.addr(), reason })?;
         let raw = peer.call(payload, timeout).await?;
         decode(&raw).map_err(|message| CallError::Remote { addr: peer.addr(), message })
@@ -157,7 +165,8 @@ impl Connection {
     }
 
     fn unexpected<E: std::error::Error>(&self, got: &PeerResponse) -> RPCError<NodeId, NodeInfo, E> {
-        let msg = format!("peer {} answered with the wrong message kind: {:?}", self.target, std::mem::discriminant(got));
+        let msg =
+            format!("peer {} answered with the wrong message kind: {:?}", self.target, std::mem::discriminant(got));
         RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
     }
 }
@@ -178,7 +187,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
         match self.call(PeerRequest::InstallSnapshot(rpc), &option).await? {
             PeerResponse::InstallSnapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected(&other)),

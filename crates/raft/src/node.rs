@@ -28,6 +28,17 @@ use crate::network::{decode, encode, ForwardError, Network, PeerRequest, PeerRes
 use crate::store::{LogStore, Progress, StateMachineStore};
 use crate::types::{Command, NodeId, NodeInfo, Raft, Response};
 
+/// Pause before retrying a request that a former leader refused, while the
+/// cluster settles on the new one.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// Entries a learner may lag behind the leader and still be promoted.
+pub const LEARNER_LAG_MAX: u64 = 64;
+
+/// How long adding a member waits for it to catch up before giving up
+/// (it then stays a learner, and the call says so).
+pub const LEARNER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Settings of one leader-mode node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -158,6 +169,9 @@ impl RaftNode {
             max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
             max_payload_entries: 512,
             install_snapshot_timeout: 5_000,
+            // A learner counts as caught up (and may be promoted) once it is
+            // within this many entries of the leader.
+            replication_lag_threshold: LEARNER_LAG_MAX,
             ..Default::default()
         }
         .validate()
@@ -176,7 +190,11 @@ impl RaftNode {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let quorum_silence_ms = (cfg.election_timeout_ms * 4).max(1000);
-        let me = NodeInfo { peer_addr: cfg.peer_addr.to_string(), resp_addr: cfg.resp_addr.clone(), http_addr: cfg.http_addr.clone() };
+        let me = NodeInfo {
+            peer_addr: cfg.peer_addr.to_string(),
+            resp_addr: cfg.resp_addr.clone(),
+            http_addr: cfg.http_addr.clone(),
+        };
         let node = Arc::new(RaftNode {
             id: cfg.id,
             raft,
@@ -242,7 +260,7 @@ impl RaftNode {
                 // Refused before it entered any log: safe to try the new leader.
                 Err(ForwardError::NotLeader { .. }) if Instant::now() < deadline => {
                     cmd = Some(c);
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
                 Err(ForwardError::NotLeader { .. }) => return Err(WriteError::TryAgain),
@@ -294,9 +312,10 @@ impl RaftNode {
             // Once proposed, a ForwardToLeader can also come from the entry
             // being truncated by a new leader, and such an entry can still be
             // committed through another node: the outcome is unknown.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ForwardError::Unknown(format!("leadership changed while proposing (new leader: {:?})", f.leader_id)))
-            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ForwardError::Unknown(format!(
+                "leadership changed while proposing (new leader: {:?})",
+                f.leader_id
+            ))),
             Ok(Err(e)) => Err(ForwardError::Unknown(e.to_string())),
             Err(_) => Err(ForwardError::Unknown("no commit before the request timeout".into())),
         }
@@ -409,7 +428,7 @@ impl RaftNode {
             match r {
                 Ok(i) => return Ok(i),
                 Err(ForwardError::NotLeader { .. }) if Instant::now() < deadline => {
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
                 Err(ForwardError::NotLeader { .. }) => return Err(WriteError::TryAgain),
@@ -429,7 +448,9 @@ impl RaftNode {
                 Err(ForwardError::NoQuorum(q.to_string()))
             }
             Ok(Err(e)) => Err(ForwardError::Unknown(e.to_string())),
-            Err(_) => Err(ForwardError::NoQuorum("leadership not confirmed by a quorum before the request timeout".into())),
+            Err(_) => {
+                Err(ForwardError::NoQuorum("leadership not confirmed by a quorum before the request timeout".into()))
+            }
         }
     }
 
@@ -510,7 +531,15 @@ impl RaftNode {
     pub async fn add_member(&self, id: NodeId, info: NodeInfo) -> Result<(), String> {
         self.require_leader()?;
         self.infos.write().insert(id, info.clone());
-        self.raft.add_learner(id, info, true).await.map_err(|e| format!("adding learner {id}: {e}"))?;
+        match tokio::time::timeout(LEARNER_CATCH_UP_TIMEOUT, self.raft.add_learner(id, info, true)).await {
+            Ok(r) => r.map_err(|e| format!("adding learner {id}: {e}"))?,
+            Err(_) => {
+                return Err(format!(
+                    "node {id} was added as a learner but did not catch up within {} s; it stays a learner (check that it runs and is reachable at its peer address)",
+                    LEARNER_CATCH_UP_TIMEOUT.as_secs()
+                ))
+            }
+        };
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
@@ -607,7 +636,11 @@ async fn hello_loop(node: std::sync::Weak<RaftNode>) {
         let Some(n) = node.upgrade() else { return };
         let members: Vec<(NodeId, String)> = {
             let m = n.raft.metrics().borrow().membership_config.clone();
-            m.membership().nodes().filter(|(id, _)| **id != n.id).map(|(id, info)| (*id, info.peer_addr.clone())).collect()
+            m.membership()
+                .nodes()
+                .filter(|(id, _)| **id != n.id)
+                .map(|(id, info)| (*id, info.peer_addr.clone()))
+                .collect()
         };
         let me = n.infos.read().get(&n.id).cloned().unwrap_or_default();
         let calls = members.into_iter().map(|(id, addr)| {

@@ -10,6 +10,10 @@
 //!   index), and every immediate commit above also makes them durable, so a
 //!   purge can never outrun the state it relies on.
 
+// openraft's traits fix the error type (`StorageError`, ~224 bytes); boxing it
+// here would only add a conversion at every trait boundary.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -22,9 +26,7 @@ use rampart_storage::{Durability, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::state_machine;
-use crate::types::{
-    Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
-};
+use crate::types::{Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 
 const META_VOTE: &str = "raft/vote";
 const META_COMMITTED: &str = "raft/committed";
@@ -102,10 +104,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let (last, purged) = self
-            .store
-            .read(|v| Ok((v.log_last()?, v.meta_get(META_PURGED)?)))
-            .map_err(store_err(ErrorVerb::Read))?;
+        let (last, purged) =
+            self.store.read(|v| Ok((v.log_last()?, v.meta_get(META_PURGED)?))).map_err(store_err(ErrorVerb::Read))?;
         let last_purged_log_id: Option<LogId> = match purged {
             Some(b) => decode(ErrorSubject::Logs, &b)?,
             None => None,
@@ -145,8 +145,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let b = encode(&committed)?;
         let store = self.store.clone();
-        blocking(move || store.write(Durability::Lazy, |w| w.meta_put(META_COMMITTED, &b)).map_err(store_err(ErrorVerb::Write)))
-            .await
+        blocking(move || {
+            store.write(Durability::Lazy, |w| w.meta_put(META_COMMITTED, &b)).map_err(store_err(ErrorVerb::Write))
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -195,8 +197,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let store = self.store.clone();
-        blocking(move || store.write(Durability::Immediate, |w| w.log_truncate_from(log_id.index)).map_err(store_err(ErrorVerb::Delete)))
-            .await
+        blocking(move || {
+            store
+                .write(Durability::Immediate, |w| w.log_truncate_from(log_id.index))
+                .map_err(store_err(ErrorVerb::Delete))
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -356,7 +362,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let parsed: SnapshotData = decode(ErrorSubject::Snapshot(Some(meta.signature())), &data)?;
         let meta = meta.clone();
@@ -377,7 +387,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     w.meta_put(META_SNAPSHOT, &stored)
                 })
                 .map_err(|e| {
-                    StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, io_err(e))
+                    StorageError::from_io_error(
+                        ErrorSubject::Snapshot(Some(meta.signature())),
+                        ErrorVerb::Write,
+                        io_err(e),
+                    )
                 })?;
             if let Some(l) = &meta.last_log_id {
                 applied.fetch_max(l.index, Ordering::Release);
@@ -408,7 +422,8 @@ mod tests {
 
     impl openraft::testing::StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for Builder {
         async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError> {
-            let dir = tempfile::tempdir().map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+            let dir = tempfile::tempdir()
+                .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let store = Arc::new(Store::open_dir(dir.path()).map_err(store_err(ErrorVerb::Read))?);
             self.dirs.lock().push(dir);
             Ok(((), LogStore::new(store.clone(), Arc::new(Progress::default())), StateMachineStore::new(store)))

@@ -63,7 +63,9 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::TryAgain => ApiError::TryAgain("no leader elected yet, retry shortly".into()),
             WriteError::ClusterDown(m) => ApiError::ClusterDown(format!("no quorum: {m}")),
-            WriteError::Timeout(m) => ApiError::Timeout(format!("outcome unknown, the write may have been applied: {m}")),
+            WriteError::Timeout(m) => {
+                ApiError::Timeout(format!("outcome unknown, the write may have been applied: {m}"))
+            }
             WriteError::Rejected(m) => ApiError::Rejected(m),
         }
     }
@@ -171,7 +173,9 @@ impl App {
         if consistency == Consistency::Linearizable {
             self.node.read_barrier().await.map_err(|e| match ApiError::from(e) {
                 // A read has no effect: an unconfirmed read is simply retryable.
-                ApiError::Timeout(m) => ApiError::Timeout(m.replace("the write may have been applied", "read not served")),
+                ApiError::Timeout(m) => {
+                    ApiError::Timeout(m.replace("the write may have been applied", "read not served"))
+                }
                 other => other,
             })?;
         }

@@ -59,6 +59,9 @@ pub struct ServerArgs {
     /// Largest value accepted (default 1048576).
     #[arg(long)]
     pub value_bytes_max: Option<usize>,
+    /// Take a snapshot (and purge the log behind it) after this many entries (default 20000).
+    #[arg(long)]
+    pub snapshot_logs: Option<u64>,
 }
 
 /// The keys a config file may hold.
@@ -77,6 +80,7 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     key_bytes_max: Option<usize>,
     value_bytes_max: Option<usize>,
+    snapshot_logs: Option<u64>,
 }
 
 /// `initial_cluster` in a file: the flag's string form or a table `{ "1" = "addr" }`.
@@ -109,6 +113,7 @@ pub struct ServerConfig {
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub resp_connections_max: usize,
+    pub snapshot_logs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +137,8 @@ impl ServerArgs {
             Some(p) => format!("flags and config file {}", p.display()),
             None => "flags".to_string(),
         };
-        let field = |field: &'static str, reason: String| ConfigError::Field { source_name: src.clone(), field, reason };
+        let field =
+            |field: &'static str, reason: String| ConfigError::Field { source_name: src.clone(), field, reason };
 
         let id = self.id.or(file.id).ok_or_else(|| field("id", "is required (a positive integer)".into()))?;
         if id == 0 {
@@ -145,8 +151,7 @@ impl ServerArgs {
             .ok_or_else(|| field("data_dir", "is required (the directory for this node's data)".into()))?;
         let addr = |name: &'static str, flag: &Option<String>, file: Option<String>, default: &str| {
             let text = flag.clone().or(file).unwrap_or_else(|| default.to_string());
-            text.parse::<SocketAddr>()
-                .map_err(|e| field(name, format!("{text:?} is not an IP:PORT address: {e}")))
+            text.parse::<SocketAddr>().map_err(|e| field(name, format!("{text:?} is not an IP:PORT address: {e}")))
         };
         let peer_addr = addr("peer_addr", &self.peer_addr, file.peer_addr, "127.0.0.1:7001")?;
         let resp_addr = addr("resp_addr", &self.resp_addr, file.resp_addr, "127.0.0.1:6381")?;
@@ -199,7 +204,8 @@ impl ServerArgs {
                 return Err(field("replication", format!("{other:?} is not one of: leader, multi-master")));
             }
         };
-        let request_timeout_ms = self.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
+        let request_timeout_ms =
+            self.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
         if request_timeout_ms == 0 {
             return Err(field("request_timeout_ms", "must be positive".into()));
         }
@@ -210,6 +216,10 @@ impl ServerArgs {
         }
         if value_bytes_max == 0 || value_bytes_max > 32 << 20 {
             return Err(field("value_bytes_max", format!("{value_bytes_max} is outside 1..=33554432")));
+        }
+        let snapshot_logs = self.snapshot_logs.or(file.snapshot_logs).unwrap_or(DEFAULT_SNAPSHOT_LOGS);
+        if snapshot_logs < 10 {
+            return Err(field("snapshot_logs", format!("{snapshot_logs} is below the minimum of 10")));
         }
         Ok(ServerConfig {
             id,
@@ -225,6 +235,7 @@ impl ServerArgs {
             key_bytes_max,
             value_bytes_max,
             resp_connections_max: DEFAULT_RESP_CONNECTIONS_MAX,
+            snapshot_logs,
         })
     }
 }

@@ -140,7 +140,9 @@ async fn put_key(
                 format!("compare-and-set failed: key {key:?} is at revision {current_revision}"),
                 "CAS_FAILED",
             )),
-            other => Err(HttpError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"), "INTERNAL")),
+            other => {
+                Err(HttpError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"), "INTERNAL"))
+            }
         }
     }
     .await;
@@ -154,7 +156,9 @@ async fn delete_key(State(app): State<Arc<App>>, Path(key): Path<String>) -> Res
         let resp = app.write(Command::Delete { key: key.into_bytes() }).await?;
         match resp.outcome {
             Outcome::Deleted { count } => Ok(Json(json!({"deleted": count > 0, "revision": resp.revision}))),
-            other => Err(HttpError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"), "INTERNAL")),
+            other => {
+                Err(HttpError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"), "INTERNAL"))
+            }
         }
     }
     .await;
@@ -184,7 +188,9 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<J
                 .parse::<usize>()
                 .ok()
                 .filter(|l| *l >= 1)
-                .ok_or_else(|| HttpError(StatusCode::BAD_REQUEST, format!("limit={l:?} is not a positive integer"), "BAD_REQUEST"))?
+                .ok_or_else(|| {
+                    HttpError(StatusCode::BAD_REQUEST, format!("limit={l:?} is not a positive integer"), "BAD_REQUEST")
+                })?
                 .min(LIST_LIMIT_MAX),
         };
         let prefix = q.prefix.clone().unwrap_or_default();
@@ -316,8 +322,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let _ = writeln!(out, "# TYPE rampart_raft_term gauge\nrampart_raft_term {}", st.term);
     let _ = writeln!(out, "# TYPE rampart_raft_commit_index gauge\nrampart_raft_commit_index {}", st.commit_index);
     let _ = writeln!(out, "# TYPE rampart_raft_applied_index gauge\nrampart_raft_applied_index {}", st.applied_index);
-    let _ = writeln!(out, "# TYPE rampart_raft_last_log_index gauge\nrampart_raft_last_log_index {}", st.last_log_index);
-    let _ = writeln!(out, "# TYPE rampart_raft_snapshot_index gauge\nrampart_raft_snapshot_index {}", st.snapshot_index);
+    let _ =
+        writeln!(out, "# TYPE rampart_raft_last_log_index gauge\nrampart_raft_last_log_index {}", st.last_log_index);
+    let _ =
+        writeln!(out, "# TYPE rampart_raft_snapshot_index gauge\nrampart_raft_snapshot_index {}", st.snapshot_index);
     let _ = writeln!(out, "# TYPE rampart_raft_leader_id gauge\nrampart_raft_leader_id {}", st.leader_id.unwrap_or(0));
     let _ = writeln!(out, "# HELP rampart_peer_rtt_seconds Round trip of the last hello to each peer.");
     let _ = writeln!(out, "# TYPE rampart_peer_rtt_seconds gauge");

@@ -77,8 +77,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         election_timeout_ms: cfg.election_timeout_ms,
         request_timeout: cfg.request_timeout,
-        snapshot_logs_since_last: config::DEFAULT_SNAPSHOT_LOGS,
-        logs_kept_after_snapshot: 5_000,
+        snapshot_logs_since_last: cfg.snapshot_logs,
+        // Keep a quarter of a snapshot interval of log behind each snapshot so
+        // a briefly lagging follower catches up from the log, not a snapshot.
+        logs_kept_after_snapshot: cfg.snapshot_logs / 4,
     })
     .await?;
     let app = app::App::new(node.clone(), cfg.clone());

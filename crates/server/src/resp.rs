@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use rampart_raft::{Command, Outcome, SetCond};
 use rampart_resp::{encode, Limits, Protocol, RequestDecoder, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -86,9 +86,40 @@ fn parse_i64(b: &[u8]) -> Option<i64> {
 /// A name for metrics, from a fixed set.
 fn metric_name(cmd: &str) -> &'static str {
     const KNOWN: [&str; 34] = [
-        "ping", "echo", "hello", "select", "quit", "command", "client", "get", "set", "getset", "del", "exists",
-        "incr", "decr", "incrby", "decrby", "mget", "mset", "append", "strlen", "keys", "scan", "dbsize", "info",
-        "role", "cas", "readonly", "readwrite", "config", "setnx", "time", "lastsave", "type", "unlink",
+        "ping",
+        "echo",
+        "hello",
+        "select",
+        "quit",
+        "command",
+        "client",
+        "get",
+        "set",
+        "getset",
+        "del",
+        "exists",
+        "incr",
+        "decr",
+        "incrby",
+        "decrby",
+        "mget",
+        "mset",
+        "append",
+        "strlen",
+        "keys",
+        "scan",
+        "dbsize",
+        "info",
+        "role",
+        "cas",
+        "readonly",
+        "readwrite",
+        "config",
+        "setnx",
+        "time",
+        "lastsave",
+        "type",
+        "unlink",
     ];
     KNOWN.iter().find(|k| k.eq_ignore_ascii_case(cmd)).copied().unwrap_or("unknown")
 }
@@ -152,7 +183,7 @@ impl Conn {
                     out = BytesMut::with_capacity(16 * 1024);
                 }
             }
-            match stream.read_buf(dec.buffer_mut()).await {
+            match dec.read_from(&mut stream).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -208,10 +239,7 @@ impl Conn {
             }
             "TIME" if n == 1 => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-                Value::Array(vec![
-                    Value::bulk(now.as_secs().to_string()),
-                    Value::bulk(now.subsec_micros().to_string()),
-                ])
+                Value::Array(vec![Value::bulk(now.as_secs().to_string()), Value::bulk(now.subsec_micros().to_string())])
             }
             "GET" if n == 2 => {
                 let key = args[1].clone();
@@ -226,7 +254,9 @@ impl Conn {
                 let r = self
                     .app
                     .read(self.consistency(), move |v| {
-                        keys.iter().map(|k| Ok(v.kv_get(k)?.map(|x| x.value))).collect::<rampart_storage::Result<Vec<_>>>()
+                        keys.iter()
+                            .map(|k| Ok(v.kv_get(k)?.map(|x| x.value)))
+                            .collect::<rampart_storage::Result<Vec<_>>>()
                     })
                     .await;
                 match r {
@@ -254,7 +284,8 @@ impl Conn {
             }
             "STRLEN" if n == 2 => {
                 let key = args[1].clone();
-                let r = self.app.read(self.consistency(), move |v| Ok(v.kv_get(&key)?.map_or(0, |x| x.value.len()))).await;
+                let r =
+                    self.app.read(self.consistency(), move |v| Ok(v.kv_get(&key)?.map_or(0, |x| x.value.len()))).await;
                 r.map_or_else(api_err, |l| Value::Integer(l as i64))
             }
             "TYPE" if n == 2 => {
@@ -262,19 +293,33 @@ impl Conn {
                 let r = self.app.read(self.consistency(), move |v| Ok(v.kv_get(&key)?.is_some())).await;
                 r.map_or_else(api_err, |e| Value::SimpleString(if e { "string" } else { "none" }.into()))
             }
-            "DBSIZE" if n == 1 => self.app.read(self.consistency(), |v| v.kv_len()).await.map_or_else(api_err, |l| Value::Integer(l as i64)),
+            "DBSIZE" if n == 1 => self
+                .app
+                .read(self.consistency(), |v| v.kv_len())
+                .await
+                .map_or_else(api_err, |l| Value::Integer(l as i64)),
             "KEYS" if n == 2 => self.keys(args[1].clone()).await,
             "SCAN" if n >= 2 => self.scan(args).await,
             "SET" if n >= 3 => self.set(args).await,
             "SETNX" if n == 3 => {
-                let cmd = Command::Set { key: args[1].to_vec(), value: args[2].to_vec(), cond: SetCond::IfAbsent, return_old: false };
+                let cmd = Command::Set {
+                    key: args[1].to_vec(),
+                    value: args[2].to_vec(),
+                    cond: SetCond::IfAbsent,
+                    return_old: false,
+                };
                 match self.app.write(cmd).await {
                     Ok(r) => Value::Integer(matches!(r.outcome, Outcome::Written { written: true, .. }) as i64),
                     Err(e) => api_err(e),
                 }
             }
             "GETSET" if n == 3 => {
-                let cmd = Command::Set { key: args[1].to_vec(), value: args[2].to_vec(), cond: SetCond::Always, return_old: true };
+                let cmd = Command::Set {
+                    key: args[1].to_vec(),
+                    value: args[2].to_vec(),
+                    cond: SetCond::Always,
+                    return_old: true,
+                };
                 match self.app.write(cmd).await {
                     Ok(r) => match r.outcome {
                         Outcome::Written { old, .. } => old.map_or(Value::Null, |o| Value::Bulk(Bytes::from(o))),
@@ -319,7 +364,8 @@ impl Conn {
                 }
             }
             "CAS" if n == 4 => {
-                let cmd = Command::Cas { key: args[1].to_vec(), expected: Some(args[2].to_vec()), new: args[3].to_vec() };
+                let cmd =
+                    Command::Cas { key: args[1].to_vec(), expected: Some(args[2].to_vec()), new: args[3].to_vec() };
                 match self.app.write(cmd).await {
                     Ok(r) => match r.outcome {
                         Outcome::Swapped(ok) => Value::Integer(ok as i64),
@@ -330,9 +376,9 @@ impl Conn {
             }
             "INFO" => self.info(args).await,
             "ROLE" if n == 1 => self.role(),
-            "ECHO" | "SELECT" | "READONLY" | "READWRITE" | "GET" | "MGET" | "EXISTS" | "STRLEN" | "TYPE"
-            | "DBSIZE" | "KEYS" | "SCAN" | "SET" | "SETNX" | "GETSET" | "MSET" | "DEL" | "UNLINK" | "INCR" | "DECR"
-            | "INCRBY" | "DECRBY" | "APPEND" | "CAS" | "ROLE" | "TIME" => wrong_args(name),
+            "ECHO" | "SELECT" | "READONLY" | "READWRITE" | "GET" | "MGET" | "EXISTS" | "STRLEN" | "TYPE" | "DBSIZE"
+            | "KEYS" | "SCAN" | "SET" | "SETNX" | "GETSET" | "MSET" | "DEL" | "UNLINK" | "INCR" | "DECR" | "INCRBY"
+            | "DECRBY" | "APPEND" | "CAS" | "ROLE" | "TIME" => wrong_args(name),
             _ => {
                 let shown: String = String::from_utf8_lossy(&args[0]).chars().take(128).collect();
                 err(format!("ERR unknown command '{shown}'"))
@@ -362,7 +408,9 @@ impl Conn {
                 "XX" if cond == SetCond::Always => cond = SetCond::IfPresent,
                 "GET" => get = true,
                 "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
-                    return err("ERR expiry (EX/PX/EXAT/PXAT/KEEPTTL) is not supported yet: rampart keys do not expire");
+                    return err(
+                        "ERR expiry (EX/PX/EXAT/PXAT/KEEPTTL) is not supported yet: rampart keys do not expire",
+                    );
                 }
                 _ => return err("ERR syntax error"),
             }
@@ -544,7 +592,12 @@ impl Conn {
             (Some("SETINFO"), 4) => Value::ok(),
             (Some("INFO"), 2) => {
                 let name = self.name.as_ref().map(|n| String::from_utf8_lossy(n).into_owned()).unwrap_or_default();
-                Value::bulk(format!("id={} name={} db=0 resp={}\n", self.id, name, if self.proto == Protocol::Resp3 { 3 } else { 2 }))
+                Value::bulk(format!(
+                    "id={} name={} db=0 resp={}\n",
+                    self.id,
+                    name,
+                    if self.proto == Protocol::Resp3 { 3 } else { 2 }
+                ))
             }
             (Some(s), _) => err(format!("ERR unknown or malformed CLIENT subcommand '{}'", s.to_ascii_lowercase())),
             (None, _) => wrong_args("client"),
@@ -575,7 +628,8 @@ impl Conn {
                 .collect();
             Value::Array(vec![Value::bulk("master"), Value::Integer(st.commit_index as i64), Value::Array(followers)])
         } else {
-            let leader = st.leader_id.and_then(|l| st.members.iter().find(|m| m.id == l)).map(|m| m.info.resp_addr.clone());
+            let leader =
+                st.leader_id.and_then(|l| st.members.iter().find(|m| m.id == l)).map(|m| m.info.resp_addr.clone());
             let (host, port) = split_host_port(leader.as_deref().unwrap_or(""));
             let port_num = port.parse::<i64>().unwrap_or(0);
             Value::Array(vec![
@@ -619,7 +673,10 @@ impl Conn {
                 out.push_str(&format!("connected_slaves:{}\r\n", followers.len()));
                 for (i, m) in followers.iter().enumerate() {
                     let (host, port) = split_host_port(&m.info.resp_addr);
-                    out.push_str(&format!("slave{i}:ip={host},port={port},state=online,offset={}\r\n", st.applied_index));
+                    out.push_str(&format!(
+                        "slave{i}:ip={host},port={port},state=online,offset={}\r\n",
+                        st.applied_index
+                    ));
                 }
             } else {
                 out.push_str("role:slave\r\n");
@@ -670,7 +727,8 @@ fn split_host_port(addr: &str) -> (String, String) {
 }
 
 /// (name, arity, flags, first key, last key, step), as Redis's COMMAND reports.
-const COMMAND_TABLE: &[(&str, i64, &[&str], i64, i64, i64)] = &[
+type CommandInfo = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+const COMMAND_TABLE: &[CommandInfo] = &[
     ("get", 2, &["readonly", "fast"], 1, 1, 1),
     ("set", -3, &["write", "denyoom"], 1, 1, 1),
     ("setnx", 3, &["write", "denyoom", "fast"], 1, 1, 1),

@@ -12,8 +12,11 @@ use parking_lot::Mutex;
 /// Live SCAN cursors kept per node.
 pub const SCAN_CURSORS_MAX: usize = 10_000;
 
+/// Cursor id -> last key returned, and the ids in creation order (for eviction).
+type Cursors = (HashMap<u64, Vec<u8>>, VecDeque<u64>);
+
 pub struct CursorTable {
-    inner: Mutex<(HashMap<u64, Vec<u8>>, VecDeque<u64>)>,
+    inner: Mutex<Cursors>,
 }
 
 impl CursorTable {

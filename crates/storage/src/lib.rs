@@ -275,11 +275,7 @@ macro_rules! table_reads {
         }
 
         pub fn log_last(&self) -> Result<Option<(u64, Vec<u8>)>> {
-            Ok(self
-                .log
-                .last()
-                .map_err(|e| io_error(&self.path, e))?
-                .map(|(k, v)| (k.value(), v.value().to_vec())))
+            Ok(self.log.last().map_err(|e| io_error(&self.path, e))?.map(|(k, v)| (k.value(), v.value().to_vec())))
         }
 
         pub fn log_first_index(&self) -> Result<Option<u64>> {

@@ -197,7 +197,10 @@ impl PeerInner {
             let err = if p.sent.load(Ordering::Acquire) {
                 CallError::Lost { addr: self.addr }
             } else {
-                CallError::NotSent { addr: self.addr, reason: "connection closed before the request was written".into() }
+                CallError::NotSent {
+                    addr: self.addr,
+                    reason: "connection closed before the request was written".into(),
+                }
             };
             let _ = p.tx.send(Err(err));
         }
@@ -560,7 +563,11 @@ mod tests {
     async fn reconnects_after_the_connection_drops() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let cfg = Config { backoff_min: Duration::from_millis(1), backoff_max: Duration::from_millis(5), ..Config::default() };
+        let cfg = Config {
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+            ..Config::default()
+        };
         let peer = Peer::new(addr, None, cfg);
         let p2 = peer.clone();
         let first = tokio::spawn(async move { p2.call(Bytes::from_static(b"a"), Duration::from_secs(5)).await });

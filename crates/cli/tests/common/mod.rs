@@ -1,0 +1,209 @@
+//! Test harness: real `rampart server` processes on loopback ports the
+//! harness picks itself, killed and paused with real signals.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rampart_resp::client::RespClient;
+use rampart_resp::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rampart");
+
+/// A free loopback port (bound and released; the kernel does not hand it
+/// out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct NodeSpec {
+    pub id: u64,
+    pub peer: String,
+    pub resp: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub specs: BTreeMap<u64, NodeSpec>,
+    pub procs: BTreeMap<u64, Child>,
+    pub initial_cluster: String,
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts nodes 1..=n as one cluster.
+    pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cluster {
+            dir,
+            specs: BTreeMap::new(),
+            procs: BTreeMap::new(),
+            initial_cluster: String::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            c.add_spec(id);
+        }
+        c.initial_cluster = c.specs.values().map(|s| format!("{}={}", s.id, s.peer)).collect::<Vec<_>>().join(",");
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    pub fn add_spec(&mut self, id: u64) -> &NodeSpec {
+        let spec = NodeSpec {
+            id,
+            peer: format!("127.0.0.1:{}", free_port()),
+            resp: format!("127.0.0.1:{}", free_port()),
+            http: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("n{id}")),
+            log: self.dir.path().join(format!("n{id}.log")),
+        };
+        self.specs.insert(id, spec);
+        &self.specs[&id]
+    }
+
+    /// Starts (or restarts) node `id` with the cluster's initial-cluster flag.
+    pub fn spawn(&mut self, id: u64) {
+        let ic = self.initial_cluster.clone();
+        self.spawn_with_initial(id, &ic);
+    }
+
+    pub fn spawn_with_initial(&mut self, id: u64, initial_cluster: &str) {
+        let s = &self.specs[&id];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&s.log).unwrap();
+        let child = Command::new(BIN)
+            .arg("server")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .args(["--peer-addr", &s.peer, "--resp-addr", &s.resp, "--http-addr", &s.http])
+            .args(["--initial-cluster", initial_cluster])
+            .args(&self.extra_args)
+            .env("RAMPART_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(id, child);
+    }
+
+    pub fn resp_addr(&self, id: u64) -> String {
+        self.specs[&id].resp.clone()
+    }
+
+    pub fn http(&self, id: u64) -> String {
+        format!("http://{}", self.specs[&id].http)
+    }
+
+    pub fn pid(&self, id: u64) -> i32 {
+        self.procs[&id].id() as i32
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.procs.remove(&id) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, id: u64, sig: i32) {
+        // SAFETY: kill(2) on a child we spawned and still hold.
+        unsafe {
+            libc::kill(self.pid(id), sig);
+        }
+    }
+
+    pub fn log_tail(&self, id: u64) -> String {
+        let t = std::fs::read_to_string(&self.specs[&id].log).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.procs.keys().copied().collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in self.procs.iter_mut() {
+            // SAFETY: as in `signal`; a stopped child must be resumed to die cleanly.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGCONT);
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` until it returns Some or the deadline passes (then panics with `what`).
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn status(c: &Cluster, id: u64) -> Option<serde_json::Value> {
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().ok()?;
+    let r = client.get(format!("{}/v1/status", c.http(id))).send().await.ok()?;
+    r.json().await.ok()
+}
+
+/// Waits until every node in `ids` reports the same leader, which is one of `ids`.
+pub async fn wait_leader(c: &Cluster, ids: &[u64]) -> u64 {
+    wait_for("a leader agreed by all running nodes", Duration::from_secs(30), || async {
+        let mut leader = None;
+        for id in ids {
+            let st = status(c, *id).await?;
+            let l = st["leader_id"].as_u64()?;
+            if leader.is_some_and(|x| x != l) {
+                return None;
+            }
+            leader = Some(l);
+        }
+        leader.filter(|l| ids.contains(l))
+    })
+    .await
+}
+
+pub async fn resp(c: &Cluster, id: u64) -> RespClient {
+    let addr = c.resp_addr(id);
+    wait_for("RESP connection", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move { RespClient::connect(addr).await.ok() }
+    })
+    .await
+    .with_read_timeout(Duration::from_secs(15))
+}
+
+pub async fn cmd(cl: &mut RespClient, args: &[&str]) -> Value {
+    cl.cmd_str(args).await.expect("RESP call failed")
+}
+
+pub fn bulk(v: &Value) -> Option<String> {
+    match v {
+        Value::Bulk(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}

@@ -70,33 +70,19 @@ async fn route(lb: &Lb, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segs.as_slice()) {
         (&Method::GET, ["stats"]) => json_reply(StatusCode::OK, stats_json(lb)),
-        (&Method::GET, ["metrics"]) => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics_text(lb),
-        ),
+        (&Method::GET, ["metrics"]) => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics_text(lb)),
         (&Method::GET, ["health"]) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::POST, ["reload"]) => match lb.reload_from_source().await {
-            Ok(()) => json_reply(
-                StatusCode::OK,
-                json!({"reloaded": true, "generation": lb.generation()}),
-            ),
-            Err(e) => json_reply(
-                StatusCode::BAD_REQUEST,
-                json!({"error": "reload_refused", "message": e.to_string()}),
-            ),
+            Ok(()) => json_reply(StatusCode::OK, json!({"reloaded": true, "generation": lb.generation()})),
+            Err(e) => json_reply(StatusCode::BAD_REQUEST, json!({"error": "reload_refused", "message": e.to_string()})),
         },
         (&Method::POST, ["backends", fe, addr, action]) => backend_action(lb, fe, addr, action),
         (_, ["stats"] | ["metrics"] | ["health"] | ["reload"] | ["backends", _, _, _]) => {
-            json_reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": "method_not_allowed"}),
-            )
+            json_reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method_not_allowed"}))
         }
-        _ => json_reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": "not_found", "message": format!("no route for {path}")}),
-        ),
+        _ => {
+            json_reply(StatusCode::NOT_FOUND, json!({"error": "not_found", "message": format!("no route for {path}")}))
+        }
     }
 }
 
@@ -128,16 +114,8 @@ fn backend_action(lb: &Lb, fe: &str, addr: &str, action: &str) -> Response<Full<
         }
     };
     b.set_admin(state);
-    tracing::info!(
-        frontend = fe,
-        backend = addr,
-        "backend set to {}",
-        state.as_str()
-    );
-    json_reply(
-        StatusCode::OK,
-        json!({"frontend": fe, "backend": addr, "admin_state": state.as_str()}),
-    )
+    tracing::info!(frontend = fe, backend = addr, "backend set to {}", state.as_str());
+    json_reply(StatusCode::OK, json!({"frontend": fe, "backend": addr, "admin_state": state.as_str()}))
 }
 
 fn backend_state_str(b: &crate::backend::BackendState, now: u64) -> &'static str {
@@ -209,89 +187,53 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 pub fn metrics_text(lb: &Lb) -> String {
     let now = now_ms();
     let mut o = String::new();
     let fes = lb.frontends();
-    let family =
-        |o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(o, "{name}{{{labels}}} {v}");
-            }
-        };
+    let family = |o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(o, "{name}{{{labels}}} {v}");
+        }
+    };
     let fl = |f: &crate::frontend::FrontendRt| format!("frontend=\"{}\"", esc(&f.cfg.name));
     let bl = |f: &crate::frontend::FrontendRt, b: &crate::backend::BackendState| {
-        format!(
-            "frontend=\"{}\",backend=\"{}\"",
-            esc(&f.cfg.name),
-            esc(&b.key)
-        )
+        format!("frontend=\"{}\",backend=\"{}\"", esc(&f.cfg.name), esc(&b.key))
     };
     type FeGetter = fn(&crate::frontend::FrontendRt) -> u64;
     let fe_counters: [(&str, &str, &str, FeGetter); 8] = [
-        (
-            "rampart_lb_frontend_connections_total",
-            "counter",
-            "Client connections accepted.",
-            |f| f.stats.conns_total.get(),
-        ),
+        ("rampart_lb_frontend_connections_total", "counter", "Client connections accepted.", |f| {
+            f.stats.conns_total.get()
+        }),
         (
             "rampart_lb_frontend_connections_rejected_total",
             "counter",
             "Client connections closed at the frontend limit.",
             |f| f.stats.conns_rejected.get(),
         ),
-        (
-            "rampart_lb_frontend_connections_active",
-            "gauge",
-            "Open client connections.",
-            |f| u64::from(f.stats.conns_active.load(Relaxed)),
-        ),
-        (
-            "rampart_lb_frontend_requests_total",
-            "counter",
-            "Requests (HTTP) or sessions (TCP).",
-            |f| f.stats.requests.get(),
-        ),
-        (
-            "rampart_lb_frontend_no_backend_total",
-            "counter",
-            "Requests that found no available backend.",
-            |f| f.stats.no_backend.get(),
-        ),
-        (
-            "rampart_lb_frontend_retries_total",
-            "counter",
-            "Retries on another backend.",
-            |f| f.stats.retries.get(),
-        ),
-        (
-            "rampart_lb_frontend_retries_denied_total",
-            "counter",
-            "Retries refused by the retry budget.",
-            |f| f.stats.retries_denied_by_budget.get(),
-        ),
-        (
-            "rampart_lb_frontend_timeouts_total",
-            "counter",
-            "Requests that hit the request timeout.",
-            |f| f.stats.timeouts.get(),
-        ),
+        ("rampart_lb_frontend_connections_active", "gauge", "Open client connections.", |f| {
+            u64::from(f.stats.conns_active.load(Relaxed))
+        }),
+        ("rampart_lb_frontend_requests_total", "counter", "Requests (HTTP) or sessions (TCP).", |f| {
+            f.stats.requests.get()
+        }),
+        ("rampart_lb_frontend_no_backend_total", "counter", "Requests that found no available backend.", |f| {
+            f.stats.no_backend.get()
+        }),
+        ("rampart_lb_frontend_retries_total", "counter", "Retries on another backend.", |f| f.stats.retries.get()),
+        ("rampart_lb_frontend_retries_denied_total", "counter", "Retries refused by the retry budget.", |f| {
+            f.stats.retries_denied_by_budget.get()
+        }),
+        ("rampart_lb_frontend_timeouts_total", "counter", "Requests that hit the request timeout.", |f| {
+            f.stats.timeouts.get()
+        }),
     ];
     for (name, kind, help, get) in fe_counters {
-        family(
-            &mut o,
-            name,
-            kind,
-            help,
-            fes.iter().map(|f| (fl(f), get(f).to_string())).collect(),
-        );
+        family(&mut o, name, kind, help, fes.iter().map(|f| (fl(f), get(f).to_string())).collect());
     }
     let mut rows = Vec::new();
     for f in &fes {
@@ -304,13 +246,7 @@ pub fn metrics_text(lb: &Lb) -> String {
             rows.push((format!("{},class=\"{class}\"", fl(f)), c.get().to_string()));
         }
     }
-    family(
-        &mut o,
-        "rampart_lb_frontend_responses_total",
-        "counter",
-        "Responses by status class.",
-        rows,
-    );
+    family(&mut o, "rampart_lb_frontend_responses_total", "counter", "Responses by status class.", rows);
     let mut rows = Vec::new();
     for f in &fes {
         for q in [0.5, 0.9, 0.99] {
@@ -331,12 +267,8 @@ pub fn metrics_text(lb: &Lb) -> String {
             fl(f),
             f.stats.latency.sum_us() as f64 / 1e6
         );
-        let _ = writeln!(
-            o,
-            "rampart_lb_frontend_request_duration_seconds_count{{{}}} {}",
-            fl(f),
-            f.stats.latency.count()
-        );
+        let _ =
+            writeln!(o, "rampart_lb_frontend_request_duration_seconds_count{{{}}} {}", fl(f), f.stats.latency.count());
     }
     type BeGetter = fn(&crate::backend::BackendState, u64) -> u64;
     let be: [(&str, &str, &str, BeGetter); 9] = [
@@ -344,68 +276,29 @@ pub fn metrics_text(lb: &Lb) -> String {
             "rampart_lb_backend_up",
             "gauge",
             "1 if the backend may receive traffic (healthy, enabled, not ejected).",
-            |b, now| {
-                u64::from(b.is_healthy() && b.admin() == AdminState::Enabled && !b.is_ejected(now))
-            },
+            |b, now| u64::from(b.is_healthy() && b.admin() == AdminState::Enabled && !b.is_ejected(now)),
         ),
-        (
-            "rampart_lb_backend_healthy",
-            "gauge",
-            "1 if active health checks pass.",
-            |b, _| u64::from(b.is_healthy()),
-        ),
-        (
-            "rampart_lb_backend_active",
-            "gauge",
-            "In-flight requests or sessions.",
-            |b, _| u64::from(b.active.load(Relaxed)),
-        ),
-        (
-            "rampart_lb_backend_requests_total",
-            "counter",
-            "Requests or sessions sent.",
-            |b, _| b.stats.requests.get(),
-        ),
+        ("rampart_lb_backend_healthy", "gauge", "1 if active health checks pass.", |b, _| u64::from(b.is_healthy())),
+        ("rampart_lb_backend_active", "gauge", "In-flight requests or sessions.", |b, _| {
+            u64::from(b.active.load(Relaxed))
+        }),
+        ("rampart_lb_backend_requests_total", "counter", "Requests or sessions sent.", |b, _| b.stats.requests.get()),
         (
             "rampart_lb_backend_failures_total",
             "counter",
             "Connect failures, resets, timeouts, bad responses.",
             |b, _| b.stats.failures.get(),
         ),
-        (
-            "rampart_lb_backend_responses_5xx_total",
-            "counter",
-            "5xx answers.",
-            |b, _| b.stats.responses_5xx.get(),
-        ),
-        (
-            "rampart_lb_backend_retries_total",
-            "counter",
-            "Retries sent to this backend.",
-            |b, _| b.stats.retries.get(),
-        ),
-        (
-            "rampart_lb_backend_ejections_total",
-            "counter",
-            "Passive ejections.",
-            |b, _| b.stats.ejections.get(),
-        ),
-        (
-            "rampart_lb_backend_health_checks_failed_total",
-            "counter",
-            "Failed active health checks.",
-            |b, _| b.stats.health_checks_failed.get(),
-        ),
+        ("rampart_lb_backend_responses_5xx_total", "counter", "5xx answers.", |b, _| b.stats.responses_5xx.get()),
+        ("rampart_lb_backend_retries_total", "counter", "Retries sent to this backend.", |b, _| b.stats.retries.get()),
+        ("rampart_lb_backend_ejections_total", "counter", "Passive ejections.", |b, _| b.stats.ejections.get()),
+        ("rampart_lb_backend_health_checks_failed_total", "counter", "Failed active health checks.", |b, _| {
+            b.stats.health_checks_failed.get()
+        }),
     ];
     for (name, kind, help, get) in be {
-        let rows = fes
-            .iter()
-            .flat_map(|f| {
-                f.backends
-                    .iter()
-                    .map(move |b| (bl(f, b), get(b, now).to_string()))
-            })
-            .collect();
+        let rows =
+            fes.iter().flat_map(|f| f.backends.iter().map(move |b| (bl(f, b), get(b, now).to_string()))).collect();
         family(&mut o, name, kind, help, rows);
     }
     o

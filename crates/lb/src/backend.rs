@@ -68,9 +68,7 @@ pub struct BackendStats {
 
 /// Ejection length for the `(prior + 1)`-th ejection: base x (prior + 1), at most max.
 pub fn ejection_duration_ms(cfg: &EjectionConfig, prior_ejections: u32) -> u64 {
-    cfg.base_ms
-        .saturating_mul(u64::from(prior_ejections) + 1)
-        .min(cfg.max_ms)
+    cfg.base_ms.saturating_mul(u64::from(prior_ejections) + 1).min(cfg.max_ms)
 }
 
 /// May one more of `total` backends be ejected while `ejected` already are?
@@ -195,8 +193,7 @@ impl BackendState {
 
     /// The algorithm's view of this backend right now.
     pub fn view(&self, now_ms: u64, slow_start: Duration) -> BackendView {
-        let available =
-            self.is_healthy() && self.admin() == AdminState::Enabled && !self.is_ejected(now_ms);
+        let available = self.is_healthy() && self.admin() == AdminState::Enabled && !self.is_ejected(now_ms);
         BackendView {
             weight: self.effective_weight(now_ms, slow_start),
             available,
@@ -214,12 +211,7 @@ impl BackendState {
 
     /// A failure: counts towards ejection. `siblings` are all backends of the
     /// frontend (for the ejection cap). Returns true if this ejected it.
-    pub fn record_failure(
-        &self,
-        cfg: &EjectionConfig,
-        siblings: &[std::sync::Arc<BackendState>],
-        now_ms: u64,
-    ) -> bool {
+    pub fn record_failure(&self, cfg: &EjectionConfig, siblings: &[std::sync::Arc<BackendState>], now_ms: u64) -> bool {
         self.stats.failures.inc();
         let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
         if !cfg.enabled || n < cfg.consecutive_failures || self.is_ejected(now_ms) {
@@ -312,9 +304,7 @@ impl RetryBudget {
 
     fn add(&self, milli: i64) {
         let cap = RETRY_BUDGET_TOKENS_MAX * 1000;
-        let _ = self
-            .balance
-            .fetch_update(Relaxed, Relaxed, |b| Some((b + milli).min(cap)));
+        let _ = self.balance.fetch_update(Relaxed, Relaxed, |b| Some((b + milli).min(cap)));
     }
 
     /// A new request (not a retry) arrived.
@@ -328,23 +318,10 @@ impl RetryBudget {
     pub fn try_withdraw(&self, now_ms: u64) -> bool {
         let last = self.last_refill_ms.load(Relaxed);
         let secs = now_ms.saturating_sub(last) / 1000;
-        if secs > 0
-            && self
-                .last_refill_ms
-                .compare_exchange(last, last + secs * 1000, Relaxed, Relaxed)
-                .is_ok()
-        {
+        if secs > 0 && self.last_refill_ms.compare_exchange(last, last + secs * 1000, Relaxed, Relaxed).is_ok() {
             self.add(i64::from(self.min_per_sec) * 1000 * secs.min(1_000) as i64);
         }
-        self.balance
-            .fetch_update(Relaxed, Relaxed, |b| {
-                if b >= 1000 {
-                    Some(b - 1000)
-                } else {
-                    None
-                }
-            })
-            .is_ok()
+        self.balance.fetch_update(Relaxed, Relaxed, |b| if b >= 1000 { Some(b - 1000) } else { None }).is_ok()
     }
 
     /// Whole tokens left.
@@ -359,14 +336,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn budget(percent: u32, min: u32) -> RetryBudget {
-        RetryBudget::new(
-            &RetryConfig {
-                budget_percent: percent,
-                budget_min_per_sec: min,
-                ..RetryConfig::default()
-            },
-            1,
-        )
+        RetryBudget::new(&RetryConfig { budget_percent: percent, budget_min_per_sec: min, ..RetryConfig::default() }, 1)
     }
 
     proptest! {
@@ -404,15 +374,8 @@ mod tests {
 
     #[test]
     fn ejection_grows_and_caps() {
-        let cfg = EjectionConfig {
-            base_ms: 100,
-            max_ms: 250,
-            ..EjectionConfig::default()
-        };
-        assert_eq!(
-            [0, 1, 2, 7].map(|p| ejection_duration_ms(&cfg, p)),
-            [100, 200, 250, 250]
-        );
+        let cfg = EjectionConfig { base_ms: 100, max_ms: 250, ..EjectionConfig::default() };
+        assert_eq!([0, 1, 2, 7].map(|p| ejection_duration_ms(&cfg, p)), [100, 200, 250, 250]);
     }
 
     #[test]
@@ -427,11 +390,7 @@ mod tests {
         let mk = |p: u16| {
             std::sync::Arc::new(BackendState::new(
                 "f",
-                &Backend {
-                    addr: SocketAddr::from(([127, 0, 0, 1], p)),
-                    weight: 1,
-                    max_conns: None,
-                },
+                &Backend { addr: SocketAddr::from(([127, 0, 0, 1], p)), weight: 1, max_conns: None },
                 Pool::new(4, Duration::from_secs(1)),
             ))
         };
@@ -457,11 +416,7 @@ mod tests {
     fn slow_start_ramps() {
         let b = BackendState::new(
             "f",
-            &Backend {
-                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-                weight: 10,
-                max_conns: None,
-            },
+            &Backend { addr: SocketAddr::from(([127, 0, 0, 1], 1)), weight: 10, max_conns: None },
             Pool::new(4, Duration::from_secs(1)),
         );
         let ss = Duration::from_millis(1000);

@@ -84,9 +84,7 @@ fn load_config(args: &LbArgs) -> Result<Config, LbError> {
             args.hash_key.as_deref(),
             args.admin.as_deref(),
         )?),
-        _ => Err(LbError::Usage(
-            "give --config FILE, or --listen ADDR and --backends ADDR,ADDR,...".into(),
-        )),
+        _ => Err(LbError::Usage("give --config FILE, or --listen ADDR and --backends ADDR,ADDR,...".into())),
     }
 }
 
@@ -100,23 +98,14 @@ pub fn run(args: LbArgs) -> Result<(), LbError> {
         println!("configuration ok: {} frontend(s)", cfg.frontends.len());
         return Ok(());
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 || threads > THREADS_MAX {
-        return Err(LbError::Usage(format!(
-            "--threads must be between 1 and {THREADS_MAX}"
-        )));
+        return Err(LbError::Usage(format!("--threads must be between 1 and {THREADS_MAX}")));
     }
     let rt = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
     let result = rt.block_on(async {
         let lb = Lb::start(cfg).await?;
@@ -164,42 +153,27 @@ const RELOAD_REPLY_BYTES_MAX: u64 = 64 * 1024;
 
 fn send_reload(pid_file: Option<&PathBuf>, admin: Option<&str>) -> Result<(), LbError> {
     if let Some(p) = pid_file {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| LbError::Usage(format!("{}: {e}", p.display())))?;
-        let pid: u32 = text.trim().parse().map_err(|_| {
-            LbError::Usage(format!(
-                "{}: `{}` is not a process id",
-                p.display(),
-                text.trim()
-            ))
-        })?;
+        let text = std::fs::read_to_string(p).map_err(|e| LbError::Usage(format!("{}: {e}", p.display())))?;
+        let pid: u32 = text
+            .trim()
+            .parse()
+            .map_err(|_| LbError::Usage(format!("{}: `{}` is not a process id", p.display(), text.trim())))?;
         // The standard `kill` utility keeps this crate free of unsafe FFI.
-        let status = std::process::Command::new("kill")
-            .arg("-HUP")
-            .arg(pid.to_string())
-            .status()?;
+        let status = std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status()?;
         if !status.success() {
-            return Err(LbError::Usage(format!(
-                "could not signal process {pid} (kill exited with {status})"
-            )));
+            return Err(LbError::Usage(format!("could not signal process {pid} (kill exited with {status})")));
         }
         println!("sent SIGHUP to {pid}; the outcome is in its log");
         return Ok(());
     }
     let Some(addr) = admin else {
-        return Err(LbError::Usage(
-            "rampart lb reload needs --pid-file FILE or --admin ADDR".into(),
-        ));
+        return Err(LbError::Usage("rampart lb reload needs --pid-file FILE or --admin ADDR".into()));
     };
-    let sock: std::net::SocketAddr = addr
-        .parse()
-        .map_err(|_| LbError::Usage(format!("`{addr}` is not an IP:port address")))?;
+    let sock: std::net::SocketAddr =
+        addr.parse().map_err(|_| LbError::Usage(format!("`{addr}` is not an IP:port address")))?;
     let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut reply = String::new();
     s.take(RELOAD_REPLY_BYTES_MAX).read_to_string(&mut reply)?;
     let ok = reply.starts_with("HTTP/1.1 200");

@@ -20,18 +20,11 @@ pub const BACKENDS_PER_FRONTEND_MAX: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    Read { file: String, source: std::io::Error },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: field `{field}`: {reason}")]
-    Invalid {
-        file: String,
-        field: String,
-        reason: String,
-    },
+    Invalid { file: String, field: String, reason: String },
 }
 
 /// Proxy mode of a frontend.
@@ -80,9 +73,7 @@ impl std::str::FromStr for HashKey {
                 Ok(HashKey::Cookie(c.to_string()))
             }
         } else {
-            Err(format!(
-                "unknown hash key `{s}` (expected client_ip, uri, header:NAME or cookie:NAME)"
-            ))
+            Err(format!("unknown hash key `{s}` (expected client_ip, uri, header:NAME or cookie:NAME)"))
         }
     }
 }
@@ -198,12 +189,7 @@ pub struct TimeoutConfig {
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
-        TimeoutConfig {
-            connect_ms: 1_000,
-            request_header_ms: 10_000,
-            idle_ms: 60_000,
-            request_ms: 30_000,
-        }
+        TimeoutConfig { connect_ms: 1_000, request_header_ms: 10_000, idle_ms: 60_000, request_ms: 30_000 }
     }
 }
 
@@ -247,6 +233,8 @@ pub struct RawFrontend {
     pub pool_idle_timeout_ms: u64,
     #[serde(default = "default_header_bytes")]
     pub request_header_bytes_max: usize,
+    #[serde(default)]
+    pub http2: bool,
     #[serde(default)]
     pub access_log: bool,
     #[serde(default = "default_access_log_format")]
@@ -327,6 +315,8 @@ pub struct Frontend {
     pub pool_idle_per_backend: usize,
     pub pool_idle_timeout: Duration,
     pub request_header_bytes_max: usize,
+    /// Also accept cleartext HTTP/2 (prior knowledge) from clients.
+    pub http2: bool,
     pub access_log: Option<String>,
     pub timeouts: TimeoutConfig,
     pub health: HealthConfig,
@@ -354,10 +344,7 @@ impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         if meta.len() > CONFIG_FILE_BYTES_MAX {
             return Err(ConfigError::Invalid {
                 file,
@@ -365,10 +352,7 @@ impl Config {
                 reason: format!("larger than {CONFIG_FILE_BYTES_MAX} bytes"),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         let mut cfg = Config::parse(&text, &file)?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
@@ -385,16 +369,11 @@ impl Config {
 }
 
 fn invalid(file: &str, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        file: file.to_string(),
-        field: field.into(),
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { file: file.to_string(), field: field.into(), reason: reason.into() }
 }
 
 fn parse_addr(file: &str, field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse::<SocketAddr>()
-        .map_err(|_| invalid(file, field, format!("`{s}` is not an IP:port address")))
+    s.parse::<SocketAddr>().map_err(|_| invalid(file, field, format!("`{s}` is not an IP:port address")))
 }
 
 /// Checks every field of `raw` and returns the typed configuration.
@@ -404,69 +383,35 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         None => None,
     };
     if raw.frontends.is_empty() {
-        return Err(invalid(
-            file,
-            "frontend",
-            "at least one [[frontend]] is required",
-        ));
+        return Err(invalid(file, "frontend", "at least one [[frontend]] is required"));
     }
     if raw.frontends.len() > FRONTENDS_MAX {
-        return Err(invalid(
-            file,
-            "frontend",
-            format!("more than {FRONTENDS_MAX} frontends"),
-        ));
+        return Err(invalid(file, "frontend", format!("more than {FRONTENDS_MAX} frontends")));
     }
     let mut names = HashSet::new();
     let mut listens = HashSet::new();
     let mut frontends = Vec::new();
     for (fi, f) in raw.frontends.into_iter().enumerate() {
         let at = |field: &str| format!("frontend[{fi}].{field}");
-        if f.name.is_empty()
-            || !f
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(invalid(
-                file,
-                at("name"),
-                "must be non-empty and use only letters, digits, - and _",
-            ));
+        if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(invalid(file, at("name"), "must be non-empty and use only letters, digits, - and _"));
         }
         if !names.insert(f.name.clone()) {
-            return Err(invalid(
-                file,
-                at("name"),
-                format!("duplicate frontend name `{}`", f.name),
-            ));
+            return Err(invalid(file, at("name"), format!("duplicate frontend name `{}`", f.name)));
         }
         let listen = parse_addr(file, &at("listen"), &f.listen)?;
         if listen.port() != 0 && !listens.insert(listen) {
-            return Err(invalid(
-                file,
-                at("listen"),
-                format!("{listen} is used by two frontends"),
-            ));
+            return Err(invalid(file, at("listen"), format!("{listen} is used by two frontends")));
         }
         if Some(listen) == admin && listen.port() != 0 {
             return Err(invalid(file, at("listen"), "same address as admin.listen"));
         }
-        let algorithm: Algorithm = f
-            .algorithm
-            .parse()
-            .map_err(|e: String| invalid(file, at("algorithm"), e))?;
+        let algorithm: Algorithm = f.algorithm.parse().map_err(|e: String| invalid(file, at("algorithm"), e))?;
         let hash_key = match (&f.hash_key, f.mode) {
             (Some(k), mode) => {
-                let k: HashKey = k
-                    .parse()
-                    .map_err(|e: String| invalid(file, at("hash_key"), e))?;
+                let k: HashKey = k.parse().map_err(|e: String| invalid(file, at("hash_key"), e))?;
                 if mode == Mode::Tcp && k != HashKey::ClientIp {
-                    return Err(invalid(
-                        file,
-                        at("hash_key"),
-                        "a tcp frontend can only hash on client_ip",
-                    ));
+                    return Err(invalid(file, at("hash_key"), "a tcp frontend can only hash on client_ip"));
                 }
                 k
             }
@@ -478,16 +423,11 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             Some(0.0) => None,
             Some(c) if (1.0..=100.0).contains(&c) => Some(c),
             Some(c) => {
-                return Err(invalid(
-                    file,
-                    at("load_bound"),
-                    format!("{c} must be 0 (off) or between 1 and 100"),
-                ))
+                return Err(invalid(file, at("load_bound"), format!("{c} must be 0 (off) or between 1 and 100")))
             }
         };
         let maglev_table_size = f.maglev_table_size.unwrap_or(65_537);
-        if !is_prime(u64::from(maglev_table_size)) || !(7..=10_000_019).contains(&maglev_table_size)
-        {
+        if !is_prime(u64::from(maglev_table_size)) || !(7..=10_000_019).contains(&maglev_table_size) {
             return Err(invalid(
                 file,
                 at("maglev_table_size"),
@@ -498,72 +438,39 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             return Err(invalid(file, at("max_conns"), "must be at least 1"));
         }
         if f.request_header_bytes_max < 8192 || f.request_header_bytes_max > 1 << 20 {
-            return Err(invalid(
-                file,
-                at("request_header_bytes_max"),
-                "must be between 8192 and 1048576",
-            ));
+            return Err(invalid(file, at("request_header_bytes_max"), "must be between 8192 and 1048576"));
+        }
+        if f.http2 && f.mode == Mode::Tcp {
+            return Err(invalid(file, at("http2"), "only an http frontend can speak HTTP/2"));
         }
         if f.pool_idle_per_backend > 65_536 {
-            return Err(invalid(
-                file,
-                at("pool_idle_per_backend"),
-                "must be at most 65536",
-            ));
+            return Err(invalid(file, at("pool_idle_per_backend"), "must be at most 65536"));
         }
         let t = &f.timeouts;
         if t.connect_ms == 0 || t.connect_ms > 600_000 {
-            return Err(invalid(
-                file,
-                at("timeouts.connect_ms"),
-                "must be between 1 and 600000",
-            ));
+            return Err(invalid(file, at("timeouts.connect_ms"), "must be between 1 and 600000"));
         }
-        for (name, v) in [
-            ("request_header_ms", t.request_header_ms),
-            ("idle_ms", t.idle_ms),
-            ("request_ms", t.request_ms),
-        ] {
+        for (name, v) in
+            [("request_header_ms", t.request_header_ms), ("idle_ms", t.idle_ms), ("request_ms", t.request_ms)]
+        {
             if v > 86_400_000 {
-                return Err(invalid(
-                    file,
-                    at(&format!("timeouts.{name}")),
-                    "must be at most 86400000 (one day)",
-                ));
+                return Err(invalid(file, at(&format!("timeouts.{name}")), "must be at most 86400000 (one day)"));
             }
         }
         let h = &f.health;
         if h.interval_ms < 10 || h.interval_ms > 3_600_000 {
-            return Err(invalid(
-                file,
-                at("health.interval_ms"),
-                "must be between 10 and 3600000",
-            ));
+            return Err(invalid(file, at("health.interval_ms"), "must be between 10 and 3600000"));
         }
         if h.timeout_ms == 0 || h.timeout_ms > 600_000 {
-            return Err(invalid(
-                file,
-                at("health.timeout_ms"),
-                "must be between 1 and 600000",
-            ));
+            return Err(invalid(file, at("health.timeout_ms"), "must be between 1 and 600000"));
         }
         if h.rise == 0 || h.fall == 0 || h.rise > 1000 || h.fall > 1000 {
-            return Err(invalid(
-                file,
-                at("health.rise"),
-                "rise and fall must be between 1 and 1000",
-            ));
+            return Err(invalid(file, at("health.rise"), "rise and fall must be between 1 and 1000"));
         }
         if h.jitter_percent > 50 {
-            return Err(invalid(
-                file,
-                at("health.jitter_percent"),
-                "must be at most 50",
-            ));
+            return Err(invalid(file, at("health.jitter_percent"), "must be at most 50"));
         }
-        if h.kind == HealthKind::Http
-            && (!h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f))
-        {
+        if h.kind == HealthKind::Http && (!h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f)) {
             return Err(invalid(
                 file,
                 at("health.path"),
@@ -579,54 +486,26 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             ));
         }
         if e.max_ejected_percent > 100 {
-            return Err(invalid(
-                file,
-                at("ejection.max_ejected_percent"),
-                "must be at most 100",
-            ));
+            return Err(invalid(file, at("ejection.max_ejected_percent"), "must be at most 100"));
         }
         let r = &f.retries;
         if r.max_retries > 10 {
-            return Err(invalid(
-                file,
-                at("retries.max_retries"),
-                "must be at most 10",
-            ));
+            return Err(invalid(file, at("retries.max_retries"), "must be at most 10"));
         }
         if let Some(s) = r.on_statuses.iter().find(|s| !(100..=599).contains(*s)) {
-            return Err(invalid(
-                file,
-                at("retries.on_statuses"),
-                format!("{s} is not an HTTP status"),
-            ));
+            return Err(invalid(file, at("retries.on_statuses"), format!("{s} is not an HTTP status")));
         }
         if r.budget_percent > 100 {
-            return Err(invalid(
-                file,
-                at("retries.budget_percent"),
-                "must be at most 100",
-            ));
+            return Err(invalid(file, at("retries.budget_percent"), "must be at most 100"));
         }
         if r.body_bytes_max > 16 << 20 {
-            return Err(invalid(
-                file,
-                at("retries.body_bytes_max"),
-                "must be at most 16777216",
-            ));
+            return Err(invalid(file, at("retries.body_bytes_max"), "must be at most 16777216"));
         }
         if f.backends.is_empty() {
-            return Err(invalid(
-                file,
-                at("backend"),
-                "at least one [[frontend.backend]] is required",
-            ));
+            return Err(invalid(file, at("backend"), "at least one [[frontend.backend]] is required"));
         }
         if f.backends.len() > BACKENDS_PER_FRONTEND_MAX {
-            return Err(invalid(
-                file,
-                at("backend"),
-                format!("more than {BACKENDS_PER_FRONTEND_MAX} backends"),
-            ));
+            return Err(invalid(file, at("backend"), format!("more than {BACKENDS_PER_FRONTEND_MAX} backends")));
         }
         let mut seen = HashSet::new();
         let mut backends = Vec::new();
@@ -643,17 +522,9 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
                 return Err(invalid(file, bat("weight"), "must be between 1 and 1000"));
             }
             if b.max_conns == Some(0) {
-                return Err(invalid(
-                    file,
-                    bat("max_conns"),
-                    "must be at least 1 (omit for no limit)",
-                ));
+                return Err(invalid(file, bat("max_conns"), "must be at least 1 (omit for no limit)"));
             }
-            backends.push(Backend {
-                addr,
-                weight: b.weight,
-                max_conns: b.max_conns,
-            });
+            backends.push(Backend { addr, weight: b.weight, max_conns: b.max_conns });
         }
         let access_log = f.access_log.then(|| f.access_log_format.clone());
         frontends.push(Frontend {
@@ -669,6 +540,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             pool_idle_per_backend: f.pool_idle_per_backend,
             pool_idle_timeout: Duration::from_millis(f.pool_idle_timeout_ms),
             request_header_bytes_max: f.request_header_bytes_max,
+            http2: f.http2,
             access_log,
             timeouts: f.timeouts,
             health: f.health,
@@ -677,11 +549,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             backends,
         });
     }
-    Ok(Config {
-        admin,
-        frontends,
-        source: None,
-    })
+    Ok(Config { admin, frontends, source: None })
 }
 
 /// Builds a one-frontend configuration from the quick-start flags, with the
@@ -695,9 +563,7 @@ pub fn quick_start(
     admin: Option<&str>,
 ) -> Result<Config, ConfigError> {
     let raw = RawConfig {
-        admin: RawAdmin {
-            listen: admin.map(str::to_string),
-        },
+        admin: RawAdmin { listen: admin.map(str::to_string) },
         frontends: vec![RawFrontend {
             name: "default".into(),
             listen: listen.into(),
@@ -711,6 +577,7 @@ pub fn quick_start(
             pool_idle_per_backend: default_pool_idle(),
             pool_idle_timeout_ms: default_pool_idle_timeout(),
             request_header_bytes_max: default_header_bytes(),
+            http2: false,
             access_log: false,
             access_log_format: default_access_log_format(),
             timeouts: TimeoutConfig::default(),
@@ -721,11 +588,7 @@ pub fn quick_start(
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|a| BackendConfig {
-                    addr: a.to_string(),
-                    weight: 1,
-                    max_conns: None,
-                })
+                .map(|a| BackendConfig { addr: a.to_string(), weight: 1, max_conns: None })
                 .collect(),
         }],
     };
@@ -762,10 +625,7 @@ addr = "127.0.0.1:9002"
         assert_eq!(c.admin, Some("127.0.0.1:9900".parse().unwrap()));
         let f = &c.frontends[0];
         assert_eq!(f.algorithm, Algorithm::ConsistentHash);
-        assert_eq!(
-            f.hash_key,
-            HashKey::Header(http::HeaderName::from_static("x-user"))
-        );
+        assert_eq!(f.hash_key, HashKey::Header(http::HeaderName::from_static("x-user")));
         assert_eq!(f.backends[0].weight, 3);
         assert_eq!(f.backends[1].max_conns, None);
         assert_eq!(f.retries.on_statuses, vec![502, 503]);
@@ -779,29 +639,15 @@ addr = "127.0.0.1:9002"
     #[test]
     fn names_file_field_and_reason() {
         let e = err(&GOOD.replace("weight = 3", "weight = 0"));
-        assert!(
-            e.contains("lb.toml")
-                && e.contains("frontend[0].backend[0].weight")
-                && e.contains("between 1"),
-            "{e}"
-        );
+        assert!(e.contains("lb.toml") && e.contains("frontend[0].backend[0].weight") && e.contains("between 1"), "{e}");
         let e = err(&GOOD.replace("127.0.0.1:9002", "nowhere"));
-        assert!(
-            e.contains("frontend[0].backend[1].addr") && e.contains("not an IP:port"),
-            "{e}"
-        );
+        assert!(e.contains("frontend[0].backend[1].addr") && e.contains("not an IP:port"), "{e}");
         let e = err(&GOOD.replace("consistent_hash", "fastest"));
-        assert!(
-            e.contains("frontend[0].algorithm") && e.contains("unknown algorithm"),
-            "{e}"
-        );
+        assert!(e.contains("frontend[0].algorithm") && e.contains("unknown algorithm"), "{e}");
         let e = err(&GOOD.replace("max_conns = 100", "max_conn = 100"));
         assert!(e.contains("lb.toml") && e.contains("max_conn"), "{e}");
         let e = err(&GOOD.replace("[502, 503]", "[502, 999]"));
-        assert!(
-            e.contains("retries.on_statuses") && e.contains("999"),
-            "{e}"
-        );
+        assert!(e.contains("retries.on_statuses") && e.contains("999"), "{e}");
         let e = err("[[frontend]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n");
         assert!(e.contains("frontend[0].backend"), "{e}");
         let e = err("this is = = not toml");
@@ -814,14 +660,8 @@ addr = "127.0.0.1:9002"
     fn shipped_examples_are_valid() {
         for (name, text) in [
             ("lb.toml", include_str!("../../../examples/lb.toml")),
-            (
-                "lb-minimal.toml",
-                include_str!("../../../examples/lb-minimal.toml"),
-            ),
-            (
-                "lb-hash.toml",
-                include_str!("../../../examples/lb-hash.toml"),
-            ),
+            ("lb-minimal.toml", include_str!("../../../examples/lb-minimal.toml")),
+            ("lb-hash.toml", include_str!("../../../examples/lb-hash.toml")),
         ] {
             let c = Config::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
             assert!(!c.frontends.is_empty());
@@ -830,37 +670,13 @@ addr = "127.0.0.1:9002"
 
     #[test]
     fn quick_start_defaults() {
-        let c = quick_start(
-            "127.0.0.1:8080",
-            "127.0.0.1:1,127.0.0.1:2",
-            Mode::Tcp,
-            "round_robin",
-            None,
-            None,
-        )
-        .unwrap();
+        let c = quick_start("127.0.0.1:8080", "127.0.0.1:1,127.0.0.1:2", Mode::Tcp, "round_robin", None, None).unwrap();
         let f = &c.frontends[0];
         assert_eq!(f.hash_key, HashKey::ClientIp);
         assert!(f.health.enabled);
-        assert_eq!(
-            (
-                f.health.rise,
-                f.health.fall,
-                f.retries.max_retries,
-                f.timeouts.connect_ms
-            ),
-            (2, 2, 2, 1000)
-        );
+        assert_eq!((f.health.rise, f.health.fall, f.retries.max_retries, f.timeouts.connect_ms), (2, 2, 2, 1000));
         assert!(quick_start("127.0.0.1:8080", "", Mode::Http, "round_robin", None, None).is_err());
-        let e = quick_start(
-            "127.0.0.1:8080",
-            "127.0.0.1:1",
-            Mode::Http,
-            "nope",
-            None,
-            None,
-        )
-        .unwrap_err();
+        let e = quick_start("127.0.0.1:8080", "127.0.0.1:1", Mode::Http, "nope", None, None).unwrap_err();
         assert!(e.to_string().contains("(command line)"));
     }
 }

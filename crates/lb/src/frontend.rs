@@ -27,12 +27,7 @@ pub struct FrontendRt {
 }
 
 impl FrontendRt {
-    pub fn new(
-        cfg: config::Frontend,
-        backends: Vec<Arc<BackendState>>,
-        stats: Arc<FrontendStats>,
-        seed: u64,
-    ) -> Self {
+    pub fn new(cfg: config::Frontend, backends: Vec<Arc<BackendState>>, stats: Arc<FrontendStats>, seed: u64) -> Self {
         let keys: Vec<String> = backends.iter().map(|b| b.key.clone()).collect();
         let weights: Vec<u32> = cfg.backends.iter().map(|b| b.weight).collect();
         let params = AlgoParams {
@@ -47,10 +42,7 @@ impl FrontendRt {
             backends,
             stats,
             budget,
-            selector: Mutex::new(Selector {
-                balancer,
-                views: Vec::with_capacity(keys.len()),
-            }),
+            selector: Mutex::new(Selector { balancer, views: Vec::with_capacity(keys.len()) }),
             cfg,
         }
     }
@@ -62,11 +54,7 @@ impl FrontendRt {
         let mut s = self.selector.lock();
         let s = &mut *s;
         s.views.clear();
-        s.views.extend(
-            self.backends
-                .iter()
-                .map(|b| b.view(now, self.cfg.slow_start)),
-        );
+        s.views.extend(self.backends.iter().map(|b| b.view(now, self.cfg.slow_start)));
         for &i in exclude {
             if let Some(v) = s.views.get_mut(i) {
                 v.available = false;
@@ -97,10 +85,7 @@ impl FrontendRt {
 
     fn finish(&self, index: usize, latency: Duration, outcome: Outcome) {
         self.backends[index].active.fetch_sub(1, Relaxed);
-        self.selector
-            .lock()
-            .balancer
-            .on_finish(index, latency, outcome);
+        self.selector.lock().balancer.on_finish(index, latency, outcome);
     }
 }
 

@@ -29,13 +29,7 @@ pub struct HealthTracker {
 
 impl HealthTracker {
     pub fn new(up: bool, rise: u32, fall: u32) -> Self {
-        HealthTracker {
-            up,
-            ok_streak: 0,
-            fail_streak: 0,
-            rise: rise.max(1),
-            fall: fall.max(1),
-        }
+        HealthTracker { up, ok_streak: 0, fail_streak: 0, rise: rise.max(1), fall: fall.max(1) }
     }
 
     pub fn is_up(&self) -> bool {
@@ -109,10 +103,7 @@ pub fn status_is_2xx(head: &[u8]) -> bool {
     let mut parts = line.split(|&b| b == b' ');
     let version = parts.next().unwrap_or(&[]);
     let code = parts.next().unwrap_or(&[]);
-    version.starts_with(b"HTTP/1.")
-        && code.len() == 3
-        && code[0] == b'2'
-        && code.iter().all(u8::is_ascii_digit)
+    version.starts_with(b"HTTP/1.") && code.len() == 3 && code[0] == b'2' && code.iter().all(u8::is_ascii_digit)
 }
 
 /// Checks `backend` forever (the task is aborted on reload or shutdown).

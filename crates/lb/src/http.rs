@@ -29,16 +29,14 @@ use crate::pool::{BackendConn, ReqBody};
 /// The frontend a listener currently serves; swapped on reload.
 pub type FrontendCell = Arc<RwLock<Arc<FrontendRt>>>;
 
+/// Concurrent streams per HTTP/2 client connection.
+pub const H2_STREAMS_MAX: u32 = 256;
+
 /// What this proxy adds to `Via`.
 const VIA_PSEUDONYM: &str = "rampart";
 
 /// Serves one client connection until it closes, times out or goes idle.
-pub async fn serve_connection(
-    cell: FrontendCell,
-    fe: Arc<FrontendRt>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
+pub async fn serve_connection(cell: FrontendCell, fe: Arc<FrontendRt>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(CountingIo::new(stream, activity.clone()));
@@ -55,30 +53,56 @@ pub async fn serve_connection(
             Ok::<_, Infallible>(resp)
         }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size(fe.cfg.request_header_bytes_max);
-    let header_ms = fe.cfg.timeouts.request_header_ms;
-    builder.header_read_timeout((header_ms > 0).then(|| Duration::from_millis(header_ms)));
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
+    let header_timeout = match fe.cfg.timeouts.request_header_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     let idle = Duration::from_millis(fe.cfg.timeouts.idle_ms);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(client = %peer, "client connection ended: {e}");
+    // Serves `conn` until it ends, or until the connection idles out; then
+    // shuts it down gracefully, within a bounded time.
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(client = %peer, "client connection ended: {e}");
+                    }
+                    return;
+                }
+                () = idle_expired(&activity, idle) => {
+                    tracing::debug!(client = %peer, "closing idle client connection");
+                    conn.as_mut().graceful_shutdown();
+                }
             }
-            return;
-        }
-        () = idle_expired(&activity, idle) => {
-            tracing::debug!(client = %peer, "closing idle client connection");
-            conn.as_mut().graceful_shutdown();
-        }
+            let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)), conn).await;
+        }};
     }
-    // After graceful_shutdown an idle connection closes at once; bound the rest.
-    let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)), conn).await;
+    if fe.cfg.http2 {
+        // HTTP/1.1 and cleartext HTTP/2 (prior knowledge), told apart by the preface.
+        let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .max_buf_size(fe.cfg.request_header_bytes_max)
+            .header_read_timeout(header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_STREAMS_MAX)
+            .max_header_list_size(fe.cfg.request_header_bytes_max as u32);
+        drive!(builder.serve_connection(io, service));
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .max_buf_size(fe.cfg.request_header_bytes_max)
+            .header_read_timeout(header_timeout);
+        drive!(builder.serve_connection(io, service));
+    }
 }
 
 /// Why a request got no backend answer.
@@ -127,26 +151,16 @@ impl Failure {
 }
 
 fn error_response(f: Failure) -> Response<RespBody> {
-    let body = format!(
-        "{{\"error\":\"{}\",\"message\":\"{}\"}}\n",
-        f.code(),
-        f.message()
-    );
+    let body = format!("{{\"error\":\"{}\",\"message\":\"{}\"}}\n", f.code(), f.message());
     let mut r = Response::new(RespBody::full(Bytes::from(body)));
     *r.status_mut() = f.status();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
 /// RFC 9110 §9.2.2.
 fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Removes hop-by-hop fields (RFC 9110 §7.6.1): those named in `Connection`
@@ -213,8 +227,7 @@ fn append_via(h: &mut HeaderMap, v: Version) {
 
 /// The client's IP as a header value (computed once per connection).
 pub fn client_ip_value(client: SocketAddr) -> HeaderValue {
-    HeaderValue::from_str(&client.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    HeaderValue::from_str(&client.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Request headers as the backend should see them.
@@ -253,22 +266,9 @@ pub fn request_hash(key: &HashKey, parts: &http::request::Parts, client: SocketA
     };
     match key {
         HashKey::ClientIp => ip_hash(),
-        HashKey::Uri => hash64(
-            parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/")
-                .as_bytes(),
-        ),
-        HashKey::Header(name) => parts
-            .headers
-            .get(name)
-            .map(|v| hash64(v.as_bytes()))
-            .unwrap_or_else(ip_hash),
-        HashKey::Cookie(name) => cookie_value(&parts.headers, name)
-            .map(hash64)
-            .unwrap_or_else(ip_hash),
+        HashKey::Uri => hash64(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes()),
+        HashKey::Header(name) => parts.headers.get(name).map(|v| hash64(v.as_bytes())).unwrap_or_else(ip_hash),
+        HashKey::Cookie(name) => cookie_value(&parts.headers, name).map(hash64).unwrap_or_else(ip_hash),
     }
 }
 
@@ -317,10 +317,7 @@ impl Body for RespBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RespBody::Proxied(p) => {
@@ -358,10 +355,7 @@ impl Body for RespBody {
 
 /// Connection to `guard`'s backend: a pooled one if any is ready, else a new one.
 /// Returns whether it was reused.
-async fn acquire(
-    guard: &ActiveGuard,
-    connect_timeout: Duration,
-) -> Result<(BackendConn, bool), Failure> {
+async fn acquire(guard: &ActiveGuard, connect_timeout: Duration) -> Result<(BackendConn, bool), Failure> {
     let b = guard.backend();
     // Bounded by the pool's idle limit.
     while let Some(mut c) = b.pool.take() {
@@ -410,19 +404,17 @@ async fn handle(
     fe.budget.deposit();
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
-    let hash = if fe.cfg.algorithm.uses_hash_key() {
-        request_hash(&fe.cfg.hash_key, &parts, peer)
-    } else {
-        0
-    };
+    let hash = if fe.cfg.algorithm.uses_hash_key() { request_hash(&fe.cfg.hash_key, &parts, peer) } else { 0 };
     prepare_request_headers(&mut parts.headers, ip_value, client_version);
+    // HTTP/2 carries the host in :authority; an HTTP/1.1 backend needs Host.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
     // Backends get origin-form targets over HTTP/1.1.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         parts.uri = pq.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
     }
     parts.version = Version::HTTP_11;
@@ -457,9 +449,7 @@ async fn handle(
     let elapsed = started.elapsed();
     fe.stats.latency.record_us(elapsed.as_micros() as u64);
     if let Some(fmt) = &fe.cfg.access_log {
-        let backend = backend
-            .map(|a: SocketAddr| a.to_string())
-            .unwrap_or_else(|| "-".into());
+        let backend = backend.map(|a: SocketAddr| a.to_string()).unwrap_or_else(|| "-".into());
         let line = fmt
             .replace("{client}", &peer.to_string())
             .replace("{frontend}", &fe.cfg.name)
@@ -468,38 +458,22 @@ async fn handle(
             .replace("{status}", &status.to_string())
             .replace("{backend}", &backend)
             .replace("{attempts}", &attempts.to_string())
-            .replace(
-                "{duration_ms}",
-                &format!("{:.3}", elapsed.as_secs_f64() * 1000.0),
-            );
+            .replace("{duration_ms}", &format!("{:.3}", elapsed.as_secs_f64() * 1000.0));
         tracing::info!(target: "rampart_lb::access", "{line}");
     }
     resp
 }
 
-type ProxyResult =
-    Result<(Response<RespBody>, u32, SocketAddr), (Failure, u32, Option<SocketAddr>)>;
+type ProxyResult = Result<(Response<RespBody>, u32, SocketAddr), (Failure, u32, Option<SocketAddr>)>;
 
-async fn proxy(
-    fe: &Arc<FrontendRt>,
-    parts: &http::request::Parts,
-    body: Incoming,
-    hash: u64,
-) -> ProxyResult {
+async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incoming, hash: u64) -> ProxyResult {
     let retries = &fe.cfg.retries;
     // Buffer small bodies so the request can be sent again; stream large ones.
     let mut streamed: Option<Request<ReqBody>> = None;
     let replay: Option<Bytes> = if body.is_end_stream() {
         Some(Bytes::new())
-    } else if body
-        .size_hint()
-        .upper()
-        .is_some_and(|u| u <= retries.body_bytes_max as u64)
-    {
-        match http_body_util::Limited::new(body, retries.body_bytes_max)
-            .collect()
-            .await
-        {
+    } else if body.size_hint().upper().is_some_and(|u| u <= retries.body_bytes_max as u64) {
+        match http_body_util::Limited::new(body, retries.body_bytes_max).collect().await {
             Ok(c) => Some(c.to_bytes()),
             Err(_) => return Err((Failure::BadRequestBody, 0, None)),
         }
@@ -569,16 +543,9 @@ async fn proxy(
                     drop(guard);
                     RespBody::Full(None)
                 } else {
-                    RespBody::Proxied(Proxied {
-                        inner: rbody,
-                        done: Some((conn, guard)),
-                    })
+                    RespBody::Proxied(Proxied { inner: rbody, done: Some((conn, guard)) })
                 };
-                return Ok((
-                    Response::from_parts(rparts, body),
-                    attempt + 1,
-                    backend.addr,
-                ));
+                return Ok((Response::from_parts(rparts, body), attempt + 1, backend.addr));
             }
             Err(mut e) => {
                 guard.fail();
@@ -617,21 +584,14 @@ mod tests {
     #[test]
     fn hop_by_hop_removed_and_forwarding_added() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        prepare_request_headers(
-            &mut h,
-            &client_ip_value("192.168.1.9:5000".parse().unwrap()),
-            Version::HTTP_11,
-        );
+        prepare_request_headers(&mut h, &client_ip_value("192.168.1.9:5000".parse().unwrap()), Version::HTTP_11);
         for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
@@ -653,23 +613,10 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(cookie_value(&parts.headers, "session"), Some(&b"abc"[..]));
         assert_eq!(cookie_value(&parts.headers, "nope"), None);
-        assert_eq!(
-            request_hash(&HashKey::Cookie("session".into()), &parts, peer),
-            hash64(b"abc")
-        );
-        assert_eq!(
-            request_hash(
-                &HashKey::Header(HeaderName::from_static("x-user")),
-                &parts,
-                peer
-            ),
-            hash64(b"u7")
-        );
+        assert_eq!(request_hash(&HashKey::Cookie("session".into()), &parts, peer), hash64(b"abc"));
+        assert_eq!(request_hash(&HashKey::Header(HeaderName::from_static("x-user")), &parts, peer), hash64(b"u7"));
         assert_eq!(request_hash(&HashKey::Uri, &parts, peer), hash64(b"/a?b=1"));
         let ip = request_hash(&HashKey::ClientIp, &parts, peer);
-        assert_eq!(
-            request_hash(&HashKey::Cookie("nope".into()), &parts, peer),
-            ip
-        );
+        assert_eq!(request_hash(&HashKey::Cookie("nope".into()), &parts, peer), ip);
     }
 }

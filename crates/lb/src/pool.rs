@@ -38,11 +38,7 @@ pub struct BackendConn {
 
 impl BackendConn {
     pub fn new(sender: SendRequest<ReqBody>, io: Connection<TokioIo<TcpStream>, ReqBody>) -> Self {
-        BackendConn {
-            sender,
-            io: Box::pin(io),
-            ended: false,
-        }
+        BackendConn { sender, io: Box::pin(io), ended: false }
     }
 
     /// Moves bytes on the connection; afterwards `ended` says whether it closed.
@@ -108,13 +104,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(idle_max: usize, idle_timeout: Duration) -> Self {
-        Pool {
-            inner: Mutex::new(Inner {
-                idle: Vec::new(),
-                idle_max,
-                idle_timeout,
-            }),
-        }
+        Pool { inner: Mutex::new(Inner { idle: Vec::new(), idle_max, idle_timeout }) }
     }
 
     pub fn set_limits(&self, idle_max: usize, idle_timeout: Duration) {
@@ -147,10 +137,7 @@ impl Pool {
         }
         let mut g = self.inner.lock();
         if g.idle.len() < g.idle_max {
-            g.idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            g.idle.push(Idle { conn, since: Instant::now() });
         }
     }
 

@@ -28,10 +28,7 @@ pub enum LbError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("reload refused: {0}")]
     Reload(String),
     #[error("{0}")]
@@ -94,9 +91,13 @@ impl Lb {
         };
         lb.apply(config.clone()).await?;
         if let Some(addr) = config.admin {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| LbError::Bind { addr, source })?;
+            let listener = match TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(source) => {
+                    lb.shutdown();
+                    return Err(LbError::Bind { addr, source });
+                }
+            };
             let local = listener.local_addr()?;
             *lb.shared.admin_addr.lock() = Some(local);
             let task = tokio::spawn(crate::admin::serve(listener, lb.clone()));
@@ -108,12 +109,7 @@ impl Lb {
 
     /// Address a frontend actually listens on (useful with port 0).
     pub fn local_addr(&self, frontend: &str) -> Option<SocketAddr> {
-        self.shared
-            .state
-            .lock()
-            .listeners
-            .get(frontend)
-            .map(|l| l.local)
+        self.shared.state.lock().listeners.get(frontend).map(|l| l.local)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -125,12 +121,7 @@ impl Lb {
     }
 
     pub fn frontend(&self, name: &str) -> Option<Arc<FrontendRt>> {
-        self.shared
-            .frontends
-            .read()
-            .iter()
-            .find(|f| f.cfg.name == name)
-            .cloned()
+        self.shared.frontends.read().iter().find(|f| f.cfg.name == name).cloned()
     }
 
     pub fn generation(&self) -> u64 {
@@ -141,9 +132,7 @@ impl Lb {
     pub async fn reload_from_source(&self) -> Result<(), LbError> {
         let source = self.shared.state.lock().config.source.clone();
         let Some(path) = source else {
-            return Err(LbError::Reload(
-                "started from command-line flags, there is no file to re-read".into(),
-            ));
+            return Err(LbError::Reload("started from command-line flags, there is no file to re-read".into()));
         };
         let cfg = Config::load(&path).map_err(|e| LbError::Reload(e.to_string()))?;
         self.reload(cfg).await
@@ -208,28 +197,18 @@ impl Lb {
         {
             let reusable: Vec<(String, SocketAddr)> = {
                 let st = self.shared.state.lock();
-                st.listeners
-                    .iter()
-                    .map(|(n, l)| (n.clone(), l.configured))
-                    .collect()
+                st.listeners.iter().map(|(n, l)| (n.clone(), l.configured)).collect()
             };
             for fe in &new_fes {
                 let name = &fe.cfg.name;
-                if reusable
-                    .iter()
-                    .any(|(n, a)| n == name && *a == fe.cfg.listen)
-                {
+                if reusable.iter().any(|(n, a)| n == name && *a == fe.cfg.listen) {
                     continue;
                 }
                 // A listener moving from one frontend name to another address-wise
                 // must be released first: only allowed when the address differs.
-                let listener =
-                    TcpListener::bind(fe.cfg.listen)
-                        .await
-                        .map_err(|source| LbError::Bind {
-                            addr: fe.cfg.listen,
-                            source,
-                        })?;
+                let listener = TcpListener::bind(fe.cfg.listen)
+                    .await
+                    .map_err(|source| LbError::Bind { addr: fe.cfg.listen, source })?;
                 fresh.insert(name.clone(), listener);
             }
         }
@@ -254,15 +233,7 @@ impl Lb {
             let cell: FrontendCell = Arc::new(RwLock::new(fe.clone()));
             let task = tokio::spawn(accept_loop(listener, cell.clone()));
             tracing::info!(frontend = %name, mode = ?fe.cfg.mode, algorithm = %fe.cfg.algorithm, "listening on {local}");
-            st.listeners.insert(
-                name,
-                Listener {
-                    configured: fe.cfg.listen,
-                    local,
-                    cell,
-                    task,
-                },
-            );
+            st.listeners.insert(name, Listener { configured: fe.cfg.listen, local, cell, task });
         }
         for (name, l) in old_listeners {
             tracing::info!(frontend = %name, "frontend removed; no longer listening on {}", l.local);
@@ -277,19 +248,13 @@ impl Lb {
             }
             for (bi, b) in fe.backends.iter().enumerate() {
                 let seed = generation ^ ((fi as u64) << 32) ^ bi as u64;
-                st.health_tasks.push(tokio::spawn(crate::health::run_checks(
-                    fe.cfg.health.clone(),
-                    b.clone(),
-                    seed,
-                )));
+                st.health_tasks.push(tokio::spawn(crate::health::run_checks(fe.cfg.health.clone(), b.clone(), seed)));
             }
         }
         // Forget backend state of backends that are gone.
         {
-            let keep: std::collections::HashSet<(String, SocketAddr)> = new_fes
-                .iter()
-                .flat_map(|f| f.backends.iter().map(|b| (f.cfg.name.clone(), b.addr)))
-                .collect();
+            let keep: std::collections::HashSet<(String, SocketAddr)> =
+                new_fes.iter().flat_map(|f| f.backends.iter().map(|b| (f.cfg.name.clone(), b.addr))).collect();
             self.shared.backends.lock().retain(|k, _| keep.contains(k));
         }
         st.config = cfg;

@@ -68,12 +68,7 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
     let mut a = CountingIo::new(client, activity.clone());
     let mut b = CountingIo::new(upstream, activity.clone());
     let idle = Duration::from_millis(fe.cfg.timeouts.idle_ms);
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut a,
-        &mut b,
-        TCP_COPY_BUFFER_BYTES,
-        TCP_COPY_BUFFER_BYTES,
-    );
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TCP_COPY_BUFFER_BYTES, TCP_COPY_BUFFER_BYTES);
     let (bytes_in, bytes_out, how) = tokio::select! {
         r = copy => match r {
             Ok((i, o)) => (i, o, "closed"),
@@ -85,9 +80,7 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
         () = idle_expired(&activity, idle) => (0, 0, "idle timeout"),
     };
     fe.stats.responses_2xx.inc();
-    fe.stats
-        .latency
-        .record_us(started.elapsed().as_micros() as u64);
+    fe.stats.latency.record_us(started.elapsed().as_micros() as u64);
     if let Some(fmt) = &fe.cfg.access_log {
         let line = fmt
             .replace("{client}", &peer.to_string())
@@ -99,10 +92,7 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
             .replace("{attempts}", &tried.len().to_string())
             .replace("{bytes_in}", &bytes_in.to_string())
             .replace("{bytes_out}", &bytes_out.to_string())
-            .replace(
-                "{duration_ms}",
-                &format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-            );
+            .replace("{duration_ms}", &format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0));
         tracing::info!(target: "rampart_lb::access", "{line}");
     }
     drop(guard);

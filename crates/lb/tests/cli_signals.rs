@@ -59,18 +59,14 @@ fn run_reload_by_sighup_and_exit_on_sigterm() {
     let a = args(Some(cfg.clone()), Some(pid.clone()));
     let lb = std::thread::spawn(move || run(a));
     wait_blocking("pid file", || pid.exists());
-    let body = |rt: &tokio::runtime::Runtime| {
-        rt.block_on(async { get(listen, "/").await.map(|r| r.1).unwrap_or_default() })
-    };
+    let body =
+        |rt: &tokio::runtime::Runtime| rt.block_on(async { get(listen, "/").await.map(|r| r.1).unwrap_or_default() });
     assert_eq!(body(&rt), "ok from b1\n");
 
     std::fs::write(&cfg, text(b2.addr)).unwrap();
     let reload = |pid: &PathBuf| {
         let mut a = args(None, None);
-        a.action = Some(LbAction::Reload {
-            pid_file: Some(pid.clone()),
-            admin: None,
-        });
+        a.action = Some(LbAction::Reload { pid_file: Some(pid.clone()), admin: None });
         run(a)
     };
     reload(&pid).expect("reload sends SIGHUP");
@@ -85,19 +81,12 @@ fn run_reload_by_sighup_and_exit_on_sigterm() {
         assert_eq!(body(&rt), "ok from b2\n");
     }
 
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(std::process::id().to_string())
-        .status()
-        .unwrap();
+    let status = std::process::Command::new("kill").arg("-TERM").arg(std::process::id().to_string()).status().unwrap();
     assert!(status.success());
     wait_blocking("lb exits on SIGTERM", || lb.is_finished());
     lb.join().unwrap().expect("clean exit");
     assert!(!pid.exists(), "pid file removed on exit");
-    assert!(
-        rt.block_on(async { get(listen, "/").await }).is_err(),
-        "still listening after exit"
-    );
+    assert!(rt.block_on(async { get(listen, "/").await }).is_err(), "still listening after exit");
 }
 
 #[test]
@@ -109,18 +98,12 @@ fn bad_command_lines_are_clear_errors() {
     a.backends = Some("127.0.0.1:1".into());
     a.algorithm = "fastest".into();
     let e = run(a).unwrap_err().to_string();
-    assert!(
-        e.contains("(command line)") && e.contains("algorithm"),
-        "{e}"
-    );
+    assert!(e.contains("(command line)") && e.contains("algorithm"), "{e}");
     let mut a = args(Some("/nonexistent/lb.toml".into()), None);
     a.check = true;
     let e = run(a).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/lb.toml"), "{e}");
     let mut a = args(None, None);
-    a.action = Some(LbAction::Reload {
-        pid_file: None,
-        admin: None,
-    });
+    a.action = Some(LbAction::Reload { pid_file: None, admin: None });
     assert!(run(a).unwrap_err().to_string().contains("--pid-file"));
 }

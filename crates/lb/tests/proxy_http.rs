@@ -17,16 +17,10 @@ fn hc_off() -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly_over_keep_alive() {
-    let bs = [
-        Backend::start("b1").await,
-        Backend::start("b2").await,
-        Backend::start("b3").await,
-    ];
+    let bs = [Backend::start("b1").await, Backend::start("b2").await, Backend::start("b3").await];
     let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
     let lb = start_lb(&one_frontend("http", "round_robin", &addrs, hc_off())).await;
-    let mut c = Client::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
     let mut seen = HashMap::new();
     for _ in 0..300 {
         let (status, body) = c.get("/").await.unwrap();
@@ -43,11 +37,7 @@ async fn round_robin_spreads_evenly_over_keep_alive() {
     assert_eq!(s["frontends"][0]["conns_total"], 1);
     for b in &bs {
         let connects = backend_stat(&s, b.addr)["connects"].as_u64().unwrap();
-        assert!(
-            connects <= 3,
-            "backend {} had {connects} connects for 100 requests",
-            b.addr
-        );
+        assert!(connects <= 3, "backend {} had {connects} connects for 100 requests", b.addr);
     }
 }
 
@@ -67,43 +57,32 @@ async fn weighted_and_hash_distribution() {
         bs[1].addr
     );
     let lb = start_lb(&toml).await;
-    let mut c = Client::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
     for _ in 0..400 {
         assert_eq!(c.get("/").await.unwrap().0, 200);
     }
     assert_eq!((bs[0].hits(), bs[1].hits()), (300, 100));
 
     // Consistent hash on the URI: a URI always lands on the same backend.
-    let mut c = Client::connect(lb.local_addr("hash").unwrap())
-        .await
-        .unwrap();
+    let mut c = Client::connect(lb.local_addr("hash").unwrap()).await.unwrap();
     let mut owners: HashMap<String, String> = HashMap::new();
     for round in 0..3 {
         for k in 0..40 {
             let (status, body) = c.get(&format!("/item/{k}")).await.unwrap();
             assert_eq!(status, 200);
-            let prev = owners
-                .entry(format!("/item/{k}"))
-                .or_insert_with(|| body.clone());
+            let prev = owners.entry(format!("/item/{k}")).or_insert_with(|| body.clone());
             assert_eq!(*prev, body, "round {round}: /item/{k} moved");
         }
     }
     let on_b1 = owners.values().filter(|b| b.contains("b1")).count();
-    assert!(
-        (5..=35).contains(&on_b1),
-        "40 URIs should spread over both backends, b1 got {on_b1}"
-    );
+    assert!((5..=35).contains(&on_b1), "40 URIs should spread over both backends, b1 got {on_b1}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_and_via() {
     let b = Backend::start("b1").await;
     let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], hc_off())).await;
-    let mut c = Client::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
     let (status, body) = c.get("/headers").await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("x-forwarded-for: 127.0.0.1\n"), "{body}");
@@ -131,13 +110,7 @@ async fn failed_connect_is_retried_on_another_backend() {
     let good = [Backend::start("b1").await, Backend::start("b2").await];
     let dead = dead_addr().await;
     let extra = format!("{}[frontend.ejection]\nenabled = false\n", hc_off());
-    let lb = start_lb(&one_frontend(
-        "http",
-        "round_robin",
-        &[good[0].addr, dead, good[1].addr],
-        &extra,
-    ))
-    .await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[good[0].addr, dead, good[1].addr], &extra)).await;
     let addr = lb.local_addr("web").unwrap();
     for _ in 0..30 {
         let (status, _) = get(addr, "/").await.unwrap();
@@ -168,10 +141,7 @@ async fn retry_budget_stops_retry_storms() {
     let retries = f["retries"].as_u64().unwrap();
     // 3 tokens to start with, 3 more per elapsed second: far fewer than the
     // 20 retries that 10 requests x 2 retries would make.
-    assert!(
-        retries >= 3 && retries <= 3 + 3 * secs,
-        "retries {retries} after {secs}s: {f}"
-    );
+    assert!(retries >= 3 && retries <= 3 + 3 * secs, "retries {retries} after {secs}s: {f}");
     assert!(f["retries_denied_by_budget"].as_u64().unwrap() >= 1, "{f}");
 }
 
@@ -182,13 +152,7 @@ async fn backend_killed_under_load_no_failed_get_then_back() {
     let b3 = Backend::start("b3").await;
     let addr2 = b2.addr;
     let extra = "[frontend.health]\ninterval_ms = 100\ntimeout_ms = 500\nrise = 2\nfall = 2";
-    let lb = start_lb(&one_frontend(
-        "http",
-        "round_robin",
-        &[b1.addr, b2.addr, b3.addr],
-        extra,
-    ))
-    .await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b1.addr, b2.addr, b3.addr], extra)).await;
     let addr = lb.local_addr("web").unwrap();
     let done = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
@@ -217,32 +181,17 @@ async fn backend_killed_under_load_no_failed_get_then_back() {
             }
         }));
     }
-    wait_until("200 requests before the kill", || async {
-        done.load(Relaxed) >= 200
-    })
-    .await;
+    wait_until("200 requests before the kill", || async { done.load(Relaxed) >= 200 }).await;
     let flags = b2.flags.clone();
     b2.kill();
     let at_kill = done.load(Relaxed);
-    wait_until("backend 2 marked down", || async {
-        backend_stat(&stats(&lb).await, addr2)["state"] == "down"
-    })
-    .await;
-    wait_until("500 more requests after the kill", || async {
-        done.load(Relaxed) >= at_kill + 500
-    })
-    .await;
+    wait_until("backend 2 marked down", || async { backend_stat(&stats(&lb).await, addr2)["state"] == "down" }).await;
+    wait_until("500 more requests after the kill", || async { done.load(Relaxed) >= at_kill + 500 }).await;
     let hits_while_down = flags.hits.load(Relaxed);
     // Restart on the same port: health checks bring it back and it gets traffic again.
     b2 = Backend::start_with("b2", addr2, flags.clone()).await;
-    wait_until("backend 2 up again", || async {
-        backend_stat(&stats(&lb).await, addr2)["state"] == "up"
-    })
-    .await;
-    wait_until("backend 2 serving again", || async {
-        b2.hits() > hits_while_down + 10
-    })
-    .await;
+    wait_until("backend 2 up again", || async { backend_stat(&stats(&lb).await, addr2)["state"] == "up" }).await;
+    wait_until("backend 2 serving again", || async { b2.hits() > hits_while_down + 10 }).await;
     stop.store(true, Relaxed);
     for w in workers {
         w.await.unwrap();
@@ -257,51 +206,27 @@ async fn http_health_check_takes_backend_out_and_back() {
     let b1 = Backend::start("b1").await;
     let b2 = Backend::start("b2").await;
     let extra = "[frontend.health]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 50\nrise = 2\nfall = 2\n";
-    let lb = start_lb(&one_frontend(
-        "http",
-        "round_robin",
-        &[b1.addr, b2.addr],
-        extra,
-    ))
-    .await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b1.addr, b2.addr], extra)).await;
     let addr = lb.local_addr("web").unwrap();
     b2.flags.healthy.store(false, Relaxed);
-    wait_until("b2 down", || async {
-        backend_stat(&stats(&lb).await, b2.addr)["state"] == "down"
-    })
-    .await;
+    wait_until("b2 down", || async { backend_stat(&stats(&lb).await, b2.addr)["state"] == "down" }).await;
     let before = b2.hits();
     for _ in 0..20 {
-        assert_eq!(
-            get(addr, "/").await.unwrap(),
-            (200, "ok from b1\n".to_string())
-        );
+        assert_eq!(get(addr, "/").await.unwrap(), (200, "ok from b1\n".to_string()));
     }
     assert_eq!(b2.hits(), before);
     b2.flags.healthy.store(true, Relaxed);
-    wait_until("b2 up", || async {
-        backend_stat(&stats(&lb).await, b2.addr)["state"] == "up"
-    })
-    .await;
+    wait_until("b2 up", || async { backend_stat(&stats(&lb).await, b2.addr)["state"] == "up" }).await;
     for _ in 0..20 {
         assert_eq!(get(addr, "/").await.unwrap().0, 200);
     }
     assert_eq!(b2.hits(), before + 10);
-    assert!(
-        backend_stat(&stats(&lb).await, b2.addr)["health_checks_failed"]
-            .as_u64()
-            .unwrap()
-            >= 2
-    );
+    assert!(backend_stat(&stats(&lb).await, b2.addr)["health_checks_failed"].as_u64().unwrap() >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_ejection_and_its_cap() {
-    let bs = [
-        Backend::start("b1").await,
-        Backend::start("b2").await,
-        Backend::start("b3").await,
-    ];
+    let bs = [Backend::start("b1").await, Backend::start("b2").await, Backend::start("b3").await];
     let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
     let extra = format!(
         "{}[frontend.ejection]\nconsecutive_failures = 3\nbase_ms = 60000\nmax_ms = 60000\nmax_ejected_percent = 34\n",
@@ -317,10 +242,7 @@ async fn passive_ejection_and_its_cap() {
         assert!(status == 200 || status == 500);
     }
     let s = stats(&lb).await;
-    let ejected: Vec<bool> = addrs
-        .iter()
-        .map(|a| backend_stat(&s, *a)["ejected"].as_bool().unwrap())
-        .collect();
+    let ejected: Vec<bool> = addrs.iter().map(|a| backend_stat(&s, *a)["ejected"].as_bool().unwrap()).collect();
     // Both failing backends qualify, but 34 % of 3 allows one ejection only.
     assert_eq!(ejected.iter().filter(|e| **e).count(), 1, "{s}");
     assert!(!ejected[2]);
@@ -334,9 +256,7 @@ async fn passive_ejection_and_its_cap() {
     let url = format!("/backends/web/{}/enable", addrs[which]);
     let mut admin = Client::connect(lb.admin_addr().unwrap()).await.unwrap();
     assert_eq!(admin.request("POST", &url, "").await.unwrap().0, 200);
-    assert!(!backend_stat(&stats(&lb).await, addrs[which])["ejected"]
-        .as_bool()
-        .unwrap());
+    assert!(!backend_stat(&stats(&lb).await, addrs[which])["ejected"].as_bool().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,31 +264,15 @@ async fn retry_on_status_for_idempotent_only() {
     let bad = Backend::start("bad").await;
     let good = Backend::start("good").await;
     bad.flags.fail_all.store(true, Relaxed);
-    let extra = format!(
-        "{}[frontend.ejection]\nenabled = false\n[frontend.retries]\non_statuses = [500]\n",
-        hc_off()
-    );
-    let lb = start_lb(&one_frontend(
-        "http",
-        "round_robin",
-        &[bad.addr, good.addr],
-        &extra,
-    ))
-    .await;
-    let mut c = Client::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let extra = format!("{}[frontend.ejection]\nenabled = false\n[frontend.retries]\non_statuses = [500]\n", hc_off());
+    let lb = start_lb(&one_frontend("http", "round_robin", &[bad.addr, good.addr], &extra)).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
     for _ in 0..10 {
-        assert_eq!(
-            c.get("/").await.unwrap(),
-            (200, "ok from good\n".to_string())
-        );
+        assert_eq!(c.get("/").await.unwrap(), (200, "ok from good\n".to_string()));
     }
     let mut posts = HashMap::new();
     for _ in 0..10 {
-        *posts
-            .entry(c.request("POST", "/", "x").await.unwrap().0)
-            .or_insert(0) += 1;
+        *posts.entry(c.request("POST", "/", "x").await.unwrap().0).or_insert(0) += 1;
     }
     // POST is not idempotent: its 500s reach the client.
     assert_eq!(posts.get(&500), Some(&5), "{posts:?}");
@@ -390,10 +294,7 @@ async fn request_timeout_gives_504() {
 async fn slowloris_and_idle_clients_are_closed() {
     let b = Backend::start("b1").await;
     // Header timeout short, idle timeout long: only the header timeout can act.
-    let extra = format!(
-        "{}[frontend.timeouts]\nrequest_header_ms = 200\nidle_ms = 600000\n",
-        hc_off()
-    );
+    let extra = format!("{}[frontend.timeouts]\nrequest_header_ms = 200\nidle_ms = 600000\n", hc_off());
     let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
     let addr = lb.local_addr("web").unwrap();
     // Half a request header, then nothing: the LB must hang up.
@@ -403,16 +304,11 @@ async fn slowloris_and_idle_clients_are_closed() {
     let r = tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "slow header was not cut off");
     // An idle keep-alive connection is closed too (header timeout off here).
-    let extra = format!(
-        "{}[frontend.timeouts]\nrequest_header_ms = 0\nidle_ms = 200\n",
-        hc_off()
-    );
+    let extra = format!("{}[frontend.timeouts]\nrequest_header_ms = 0\nidle_ms = 200\n", hc_off());
     let lb2 = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
     let addr = lb2.local_addr("web").unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
     let r = tokio::time::timeout(DEADLINE, s.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "idle connection was not closed");
@@ -450,82 +346,39 @@ async fn connection_limits_per_frontend_and_per_backend() {
 async fn admin_drain_and_metrics() {
     let b1 = Backend::start("b1").await;
     let b2 = Backend::start("b2").await;
-    let lb = start_lb(&one_frontend(
-        "http",
-        "least_connections",
-        &[b1.addr, b2.addr],
-        hc_off(),
-    ))
-    .await;
+    let lb = start_lb(&one_frontend("http", "least_connections", &[b1.addr, b2.addr], hc_off())).await;
     let addr = lb.local_addr("web").unwrap();
     let admin = lb.admin_addr().unwrap();
     let mut a = Client::connect(admin).await.unwrap();
-    assert_eq!(
-        a.request("POST", &format!("/backends/web/{}/drain", b1.addr), "")
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    assert_eq!(a.request("POST", &format!("/backends/web/{}/drain", b1.addr), "").await.unwrap().0, 200);
     for _ in 0..20 {
-        assert_eq!(
-            get(addr, "/").await.unwrap(),
-            (200, "ok from b2\n".to_string())
-        );
+        assert_eq!(get(addr, "/").await.unwrap(), (200, "ok from b2\n".to_string()));
     }
     assert_eq!(backend_stat(&stats(&lb).await, b1.addr)["state"], "drained");
-    assert_eq!(
-        a.request("POST", &format!("/backends/web/{}/enable", b1.addr), "")
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    assert_eq!(a.request("POST", &format!("/backends/web/{}/enable", b1.addr), "").await.unwrap().0, 200);
     wait_until("b1 gets traffic again", || async {
         get(addr, "/").await.unwrap();
         b1.hits() > 0
     })
     .await;
-    assert_eq!(
-        a.request("POST", "/backends/web/127.0.0.1:1/drain", "")
-            .await
-            .unwrap()
-            .0,
-        404
-    );
-    assert_eq!(
-        a.request("POST", &format!("/backends/web/{}/explode", b1.addr), "")
-            .await
-            .unwrap()
-            .0,
-        400
-    );
+    assert_eq!(a.request("POST", "/backends/web/127.0.0.1:1/drain", "").await.unwrap().0, 404);
+    assert_eq!(a.request("POST", &format!("/backends/web/{}/explode", b1.addr), "").await.unwrap().0, 400);
     let (status, m) = a.get("/metrics").await.unwrap();
     assert_eq!(status, 200);
     assert!(m.contains("# TYPE rampart_lb_frontend_requests_total counter"));
-    let line = m
-        .lines()
-        .find(|l| l.starts_with("rampart_lb_frontend_requests_total{frontend=\"web\"}"))
-        .unwrap();
+    let line = m.lines().find(|l| l.starts_with("rampart_lb_frontend_requests_total{frontend=\"web\"}")).unwrap();
     let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 21, "{line}");
-    assert!(m.contains(&format!(
-        "rampart_lb_backend_up{{frontend=\"web\",backend=\"{}\"}} 1",
-        b1.addr
-    )));
+    assert!(m.contains(&format!("rampart_lb_backend_up{{frontend=\"web\",backend=\"{}\"}} 1", b1.addr)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_both_ways_on_a_reused_connection() {
     let b = Backend::start("b1").await;
     let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], hc_off())).await;
-    let mut c = Client::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
     // Above retries.body_bytes_max (64 KiB): streamed, not buffered.
-    let big: String = (0..300_000u32)
-        .map(|i| char::from(b'a' + (i % 26) as u8))
-        .collect();
+    let big: String = (0..300_000u32).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
     for _ in 0..3 {
         let (status, body) = c.request("POST", "/echo", &big).await.unwrap();
         assert_eq!(status, 200);
@@ -534,9 +387,41 @@ async fn large_bodies_stream_both_ways_on_a_reused_connection() {
         assert_eq!(c.get("/").await.unwrap(), (200, "ok from b1\n".to_string()));
     }
     let s = stats(&lb).await;
-    assert_eq!(
-        backend_stat(&s, b.addr)["connects"],
-        1,
-        "backend connection not reused: {s}"
-    );
+    assert_eq!(backend_stat(&s, b.addr)["connects"], 1, "backend connection not reused: {s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_when_enabled() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    let b = Backend::start("b1").await;
+    let extra = format!("http2 = true\n{}", hc_off());
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    for path in ["/", "/headers"] {
+        let req =
+            hyper::Request::builder().uri(format!("http://example.test{path}")).body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        if path == "/" {
+            assert_eq!(body, "ok from b1\n");
+        } else {
+            // The backend speaks HTTP/1.1 and gets the :authority as Host.
+            assert!(body.contains("host: example.test\n"), "{body}");
+            assert!(body.contains("via: 2 rampart\n"), "{body}");
+        }
+    }
+    // HTTP/1.1 still works on the same frontend.
+    assert_eq!(get(addr, "/").await.unwrap(), (200, "ok from b1\n".to_string()));
 }

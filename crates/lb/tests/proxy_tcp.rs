@@ -14,19 +14,14 @@ const HC_OFF: &str = "[frontend.health]\nenabled = false\n";
 async fn half_close_passes_through() {
     let echo = echo_server().await;
     let lb = start_lb(&one_frontend("tcp", "round_robin", &[echo], HC_OFF)).await;
-    let mut s = TcpStream::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let mut s = TcpStream::connect(lb.local_addr("web").unwrap()).await.unwrap();
     s.write_all(b"hello ").await.unwrap();
     s.write_all(b"world").await.unwrap();
     // Close our sending side; the echo server sees EOF only if the LB passes
     // the half-close on, and only then closes its side.
     s.shutdown().await.unwrap();
     let mut out = String::new();
-    tokio::time::timeout(DEADLINE, s.read_to_string(&mut out))
-        .await
-        .expect("session ended")
-        .unwrap();
+    tokio::time::timeout(DEADLINE, s.read_to_string(&mut out)).await.expect("session ended").unwrap();
     assert_eq!(out, "hello world");
 }
 
@@ -36,21 +31,11 @@ async fn connections_rotate_and_dead_backend_is_skipped() {
     let b2 = Backend::start("b2").await;
     let dead = dead_addr().await;
     let extra = format!("{HC_OFF}[frontend.ejection]\nenabled = false\n");
-    let lb = start_lb(&one_frontend(
-        "tcp",
-        "round_robin",
-        &[b1.addr, dead, b2.addr],
-        &extra,
-    ))
-    .await;
+    let lb = start_lb(&one_frontend("tcp", "round_robin", &[b1.addr, dead, b2.addr], &extra)).await;
     let addr = lb.local_addr("web").unwrap();
     let mut seen: HashMap<String, u32> = HashMap::new();
     for _ in 0..12 {
-        let reply = raw_exchange(
-            addr,
-            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
+        let reply = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
         let body = reply.rsplit("\r\n\r\n").next().unwrap().to_string();
         *seen.entry(body).or_default() += 1;
@@ -76,9 +61,7 @@ async fn no_backend_closes_and_idle_sessions_end() {
     let echo = echo_server().await;
     let extra = format!("{HC_OFF}[frontend.timeouts]\nidle_ms = 200\n");
     let lb = start_lb(&one_frontend("tcp", "round_robin", &[echo], &extra)).await;
-    let mut s = TcpStream::connect(lb.local_addr("web").unwrap())
-        .await
-        .unwrap();
+    let mut s = TcpStream::connect(lb.local_addr("web").unwrap()).await.unwrap();
     s.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).await.unwrap();

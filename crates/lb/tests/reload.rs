@@ -7,10 +7,7 @@ use common::*;
 use rampart_lb::config::Config;
 use rampart_lb::Lb;
 
-fn config_text(
-    backend: std::net::SocketAddr,
-    extra_frontend: Option<std::net::SocketAddr>,
-) -> String {
+fn config_text(backend: std::net::SocketAddr, extra_frontend: Option<std::net::SocketAddr>) -> String {
     let mut s = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
          [frontend.health]\nenabled = false\n[[frontend.backend]]\naddr = \"{backend}\"\n"
@@ -42,37 +39,20 @@ async fn reload_good_and_broken() {
 
     std::fs::write(&path, config_text(b2.addr, Some(b1.addr))).unwrap();
     lb.reload_from_source().await.expect("good reload");
-    assert_eq!(
-        lb.local_addr("web"),
-        Some(addr),
-        "listener kept across reload"
-    );
+    assert_eq!(lb.local_addr("web"), Some(addr), "listener kept across reload");
     assert_eq!(get(addr, "/").await.unwrap().1, "ok from b2\n");
     // An existing keep-alive connection also moves to the new backends.
     assert_eq!(keep.get("/").await.unwrap().1, "ok from b2\n");
     // The new frontend listens.
-    assert_eq!(
-        get(lb.local_addr("api").unwrap(), "/").await.unwrap().1,
-        "ok from b1\n"
-    );
+    assert_eq!(get(lb.local_addr("api").unwrap(), "/").await.unwrap().1, "ok from b1\n");
     // The in-flight request finished where it started.
-    assert_eq!(
-        slow.await.unwrap().unwrap(),
-        (200, "ok from b1\n".to_string())
-    );
+    assert_eq!(slow.await.unwrap().unwrap(), (200, "ok from b1\n".to_string()));
 
     // A broken file is refused with file, field and reason; the old config stays.
     let generation = lb.generation();
-    std::fs::write(
-        &path,
-        config_text(b1.addr, None).replace("addr = ", "addr = \"nope\"\n#"),
-    )
-    .unwrap();
+    std::fs::write(&path, config_text(b1.addr, None).replace("addr = ", "addr = \"nope\"\n#")).unwrap();
     let err = lb.reload_from_source().await.unwrap_err().to_string();
-    assert!(
-        err.contains("lb.toml") && err.contains("frontend[0].backend[0].addr"),
-        "{err}"
-    );
+    assert!(err.contains("lb.toml") && err.contains("frontend[0].backend[0].addr"), "{err}");
     assert_eq!(lb.generation(), generation);
     assert_eq!(get(addr, "/").await.unwrap().1, "ok from b2\n");
 

@@ -20,12 +20,7 @@ pub struct ConsistentHash {
 }
 
 impl ConsistentHash {
-    pub fn new(
-        keys: &[String],
-        weights: &[u32],
-        vnodes_per_weight: u32,
-        load_bound: Option<f64>,
-    ) -> Self {
+    pub fn new(keys: &[String], weights: &[u32], vnodes_per_weight: u32, load_bound: Option<f64>) -> Self {
         let mut ring = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let w = weights.get(i).copied().unwrap_or(1).max(1);
@@ -35,11 +30,7 @@ impl ConsistentHash {
             }
         }
         ring.sort_unstable();
-        ConsistentHash {
-            ring,
-            n: keys.len(),
-            load_bound,
-        }
+        ConsistentHash { ring, n: keys.len(), load_bound }
     }
 
     /// Per-backend in-flight cap under the bound, for this pick.

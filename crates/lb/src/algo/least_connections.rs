@@ -11,9 +11,7 @@ pub struct LeastConnections {
 
 impl LeastConnections {
     pub fn new(seed: u64) -> Self {
-        LeastConnections {
-            rng: SplitMix64::new(seed),
-        }
+        LeastConnections { rng: SplitMix64::new(seed) }
     }
 }
 

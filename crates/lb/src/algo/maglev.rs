@@ -48,12 +48,7 @@ impl Maglev {
                 (offset, skip)
             })
             .collect();
-        Maglev {
-            size: m,
-            perms,
-            table: Vec::new(),
-            built_for: Vec::new(),
-        }
+        Maglev { size: m, perms, table: Vec::new(), built_for: Vec::new() }
     }
 
     fn rebuild(&mut self, avail: &[bool]) {
@@ -96,10 +91,7 @@ impl Balancer for Maglev {
             return None;
         }
         let changed = self.built_for.len() != backends.len()
-            || backends
-                .iter()
-                .zip(&self.built_for)
-                .any(|(b, &was)| b.available != was);
+            || backends.iter().zip(&self.built_for).any(|(b, &was)| b.available != was);
         if changed {
             let avail: Vec<bool> = backends.iter().map(|b| b.available).collect();
             self.rebuild(&avail);
@@ -114,9 +106,7 @@ impl Balancer for Maglev {
         }
         // The owner is at its connection limit: walk on to the next slots.
         let m = self.table.len();
-        (1..m)
-            .map(|s| self.table[(slot + s) % m] as usize)
-            .find(|&i| backends[i].eligible())
+        (1..m).map(|s| self.table[(slot + s) % m] as usize).find(|&i| backends[i].eligible())
     }
 
     fn name(&self) -> &'static str {

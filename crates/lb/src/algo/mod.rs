@@ -121,16 +121,10 @@ impl Algorithm {
 impl std::str::FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
-                format!(
-                    "unknown algorithm `{s}` (expected one of {})",
-                    names.join(", ")
-                )
-            })
+        Algorithm::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
+            format!("unknown algorithm `{s}` (expected one of {})", names.join(", "))
+        })
     }
 }
 
@@ -158,33 +152,20 @@ impl Default for AlgoParams {
     /// 160 virtual nodes per weight unit (as ketama), c = 1.25, Maglev table of
     /// 65,537 entries (prime, well above 100 x the backend count we expect).
     fn default() -> Self {
-        AlgoParams {
-            vnodes_per_weight: 160,
-            load_bound: Some(1.25),
-            maglev_table_size: 65_537,
-            seed: 0x005e_ed1b,
-        }
+        AlgoParams { vnodes_per_weight: 160, load_bound: Some(1.25), maglev_table_size: 65_537, seed: 0x005e_ed1b }
     }
 }
 
 /// Builds the balancer for `algo` over backends identified by `keys` (their
 /// addresses, used by the hashing algorithms to place them) and `weights`.
-pub fn build(
-    algo: Algorithm,
-    keys: &[String],
-    weights: &[u32],
-    params: &AlgoParams,
-) -> Box<dyn Balancer> {
+pub fn build(algo: Algorithm, keys: &[String], weights: &[u32], params: &AlgoParams) -> Box<dyn Balancer> {
     match algo {
         Algorithm::RoundRobin => Box::new(RoundRobin::new()),
         Algorithm::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(keys.len())),
         Algorithm::LeastConnections => Box::new(LeastConnections::new(params.seed)),
-        Algorithm::ConsistentHash => Box::new(ConsistentHash::new(
-            keys,
-            weights,
-            params.vnodes_per_weight,
-            params.load_bound,
-        )),
+        Algorithm::ConsistentHash => {
+            Box::new(ConsistentHash::new(keys, weights, params.vnodes_per_weight, params.load_bound))
+        }
         Algorithm::Maglev => Box::new(Maglev::new(keys, params.maglev_table_size)),
         Algorithm::Random => Box::new(RandomPick::new(params.seed)),
         Algorithm::P2c => Box::new(PowerOfTwo::new(keys.len(), params.seed)),
@@ -236,11 +217,7 @@ impl SplitMix64 {
 
 /// Weighted random choice among eligible backends; `None` if none.
 pub(crate) fn weighted_random(backends: &[BackendView], rng: &mut SplitMix64) -> Option<usize> {
-    let total: u64 = backends
-        .iter()
-        .filter(|b| b.eligible())
-        .map(|b| u64::from(b.weight.max(1)))
-        .sum();
+    let total: u64 = backends.iter().filter(|b| b.eligible()).map(|b| u64::from(b.weight.max(1))).sum();
     if total == 0 {
         return None;
     }
@@ -264,59 +241,31 @@ pub(crate) mod testutil {
     use proptest::prelude::*;
 
     pub fn view(weight: u32, available: bool, active: u32, max: Option<u32>) -> BackendView {
-        BackendView {
-            weight,
-            available,
-            active,
-            max_conns: max,
-        }
+        BackendView { weight, available, active, max_conns: max }
     }
 
     /// Arbitrary backend lists, 1..=12 backends, some unavailable or full.
     pub fn views() -> impl Strategy<Value = Vec<BackendView>> {
         proptest::collection::vec(
-            (
-                1u32..=10,
-                proptest::bool::weighted(0.8),
-                0u32..20,
-                proptest::option::of(1u32..25),
-            ),
+            (1u32..=10, proptest::bool::weighted(0.8), 0u32..20, proptest::option::of(1u32..25)),
             1..=12,
         )
-        .prop_map(|v| {
-            v.into_iter()
-                .map(|(w, a, act, m)| view(w, a, act, m))
-                .collect()
-        })
+        .prop_map(|v| v.into_iter().map(|(w, a, act, m)| view(w, a, act, m)).collect())
     }
 
     pub fn keys(n: usize) -> Vec<String> {
-        (0..n)
-            .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250 + 1))
-            .collect()
+        (0..n).map(|i| format!("10.0.{}.{}:80", i / 250, i % 250 + 1)).collect()
     }
 
     /// Every algorithm: never returns an ineligible backend, returns None iff none is eligible.
-    pub fn check_contract(
-        b: &mut dyn Balancer,
-        views: &[BackendView],
-        ctx: &RequestCtx,
-    ) -> Result<(), TestCaseError> {
+    pub fn check_contract(b: &mut dyn Balancer, views: &[BackendView], ctx: &RequestCtx) -> Result<(), TestCaseError> {
         let any = views.iter().any(|v| v.eligible());
         match b.pick(views, ctx) {
             Some(i) => {
                 prop_assert!(i < views.len());
-                prop_assert!(
-                    views[i].eligible(),
-                    "picked ineligible backend {i}: {:?}",
-                    views[i]
-                );
+                prop_assert!(views[i].eligible(), "picked ineligible backend {i}: {:?}", views[i]);
             }
-            None => prop_assert!(
-                !any,
-                "returned none while {:?} has an eligible backend",
-                views
-            ),
+            None => prop_assert!(!any, "returned none while {:?} has an eligible backend", views),
         }
         Ok(())
     }
@@ -347,10 +296,7 @@ mod tests {
         for a in Algorithm::ALL {
             assert_eq!(a.as_str().parse::<Algorithm>().unwrap(), a);
         }
-        assert!("fastest"
-            .parse::<Algorithm>()
-            .unwrap_err()
-            .contains("round_robin"));
+        assert!("fastest".parse::<Algorithm>().unwrap_err().contains("round_robin"));
     }
 
     #[test]

@@ -26,19 +26,12 @@ pub struct PowerOfTwo {
 
 impl PowerOfTwo {
     pub fn new(n: usize, seed: u64) -> Self {
-        PowerOfTwo {
-            rng: SplitMix64::new(seed),
-            ewma_us: vec![EWMA_INITIAL_US; n],
-            scratch: Vec::new(),
-        }
+        PowerOfTwo { rng: SplitMix64::new(seed), ewma_us: vec![EWMA_INITIAL_US; n], scratch: Vec::new() }
     }
 
     /// Current latency estimate of `backend`, in microseconds.
     pub fn ewma_us(&self, backend: usize) -> f64 {
-        self.ewma_us
-            .get(backend)
-            .copied()
-            .unwrap_or(EWMA_INITIAL_US)
+        self.ewma_us.get(backend).copied().unwrap_or(EWMA_INITIAL_US)
     }
 
     fn cost(&self, i: usize, b: &BackendView) -> f64 {
@@ -52,8 +45,7 @@ impl Balancer for PowerOfTwo {
             self.ewma_us.resize(backends.len(), EWMA_INITIAL_US);
         }
         self.scratch.clear();
-        self.scratch
-            .extend((0..backends.len()).filter(|&i| backends[i].eligible()));
+        self.scratch.extend((0..backends.len()).filter(|&i| backends[i].eligible()));
         let n = self.scratch.len() as u64;
         match n {
             0 => None,
@@ -99,11 +91,7 @@ mod tests {
 
     #[test]
     fn prefers_the_faster_backend() {
-        let v = vec![
-            view(1, true, 0, None),
-            view(1, true, 0, None),
-            view(1, true, 0, None),
-        ];
+        let v = vec![view(1, true, 0, None), view(1, true, 0, None), view(1, true, 0, None)];
         let mut p = PowerOfTwo::new(3, 11);
         let mut counts = [0u32; 3];
         for _ in 0..3000 {

@@ -9,9 +9,7 @@ pub struct RandomPick {
 
 impl RandomPick {
     pub fn new(seed: u64) -> Self {
-        RandomPick {
-            rng: SplitMix64::new(seed),
-        }
+        RandomPick { rng: SplitMix64::new(seed) }
     }
 }
 
@@ -32,11 +30,7 @@ mod tests {
 
     #[test]
     fn follows_weights() {
-        let v = vec![
-            view(1, true, 0, None),
-            view(3, true, 0, None),
-            view(9, false, 0, None),
-        ];
+        let v = vec![view(1, true, 0, None), view(3, true, 0, None), view(9, false, 0, None)];
         let mut r = RandomPick::new(3);
         let mut counts = [0u32; 3];
         for _ in 0..8000 {

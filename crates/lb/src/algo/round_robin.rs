@@ -61,15 +61,9 @@ mod tests {
 
     #[test]
     fn cycles_in_order() {
-        let v = vec![
-            view(1, true, 0, None),
-            view(1, false, 0, None),
-            view(1, true, 0, None),
-        ];
+        let v = vec![view(1, true, 0, None), view(1, false, 0, None), view(1, true, 0, None)];
         let mut rr = RoundRobin::new();
-        let got: Vec<usize> = (0..4)
-            .map(|_| rr.pick(&v, &RequestCtx::default()).unwrap())
-            .collect();
+        let got: Vec<usize> = (0..4).map(|_| rr.pick(&v, &RequestCtx::default()).unwrap()).collect();
         assert_eq!(got, vec![0, 2, 0, 2]);
     }
 }

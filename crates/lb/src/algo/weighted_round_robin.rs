@@ -12,9 +12,7 @@ pub struct WeightedRoundRobin {
 
 impl WeightedRoundRobin {
     pub fn new(n: usize) -> Self {
-        WeightedRoundRobin {
-            current: vec![0; n],
-        }
+        WeightedRoundRobin { current: vec![0; n] }
     }
 }
 
@@ -57,15 +55,9 @@ mod tests {
 
     #[test]
     fn nginx_sequence_for_5_1_1() {
-        let v = vec![
-            view(5, true, 0, None),
-            view(1, true, 0, None),
-            view(1, true, 0, None),
-        ];
+        let v = vec![view(5, true, 0, None), view(1, true, 0, None), view(1, true, 0, None)];
         let mut w = WeightedRoundRobin::new(3);
-        let got: Vec<usize> = (0..7)
-            .map(|_| w.pick(&v, &RequestCtx::default()).unwrap())
-            .collect();
+        let got: Vec<usize> = (0..7).map(|_| w.pick(&v, &RequestCtx::default()).unwrap()).collect();
         assert_eq!(got, vec![0, 0, 1, 0, 2, 0, 0]);
     }
 

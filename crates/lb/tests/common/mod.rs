@@ -86,10 +86,8 @@ impl Backend {
                 };
                 let (n, f, mut conn_stop) = (n.clone(), f.clone(), stop_rx.clone());
                 tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req| serve(n.clone(), f.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc);
+                    let svc = hyper::service::service_fn(move |req| serve(n.clone(), f.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc);
                     tokio::select! {
                         _ = conn => {}
                         _ = conn_stop.changed() => {}
@@ -97,12 +95,7 @@ impl Backend {
                 });
             }
         });
-        Backend {
-            addr,
-            name: name.to_string(),
-            flags,
-            stop,
-        }
+        Backend { addr, name: name.to_string(), flags, stop }
     }
 
     pub fn hits(&self) -> u64 {
@@ -121,11 +114,7 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(
-    name: String,
-    f: Flags,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn serve(name: String, f: Flags, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let text = |status: u16, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -133,11 +122,7 @@ async fn serve(
         Ok(r)
     };
     if path == "/health" {
-        return if f.healthy.load(Relaxed) {
-            text(200, "healthy\n".into())
-        } else {
-            text(503, "sick\n".into())
-        };
+        return if f.healthy.load(Relaxed) { text(200, "healthy\n".into()) } else { text(503, "sick\n".into()) };
     }
     f.hits.fetch_add(1, Relaxed);
     if let Some(ms) = path.strip_prefix("/slow/") {
@@ -152,12 +137,7 @@ async fn serve(
         return text(200, out);
     }
     if path == "/echo" {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         return text(200, String::from_utf8_lossy(&body).into_owned());
     }
     if f.fail_all.load(Relaxed) {
@@ -214,22 +194,12 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Client, String> {
         let s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        Ok(Client {
-            sender,
-            host: addr.to_string(),
-        })
+        Ok(Client { sender, host: addr.to_string() })
     }
 
-    pub async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> Result<(u16, String), String> {
+    pub async fn request(&mut self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
         let req = Request::builder()
             .method(method)
@@ -237,18 +207,9 @@ impl Client {
             .header("host", &self.host)
             .body(Full::new(Bytes::from(body.to_string())))
             .unwrap();
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
@@ -283,9 +244,7 @@ pub fn one_frontend(mode: &str, algorithm: &str, backends: &[SocketAddr], extra:
 
 /// GET /stats from the admin API.
 pub async fn stats(lb: &Lb) -> serde_json::Value {
-    let (status, body) = get(lb.admin_addr().unwrap(), "/stats")
-        .await
-        .expect("stats");
+    let (status, body) = get(lb.admin_addr().unwrap(), "/stats").await.expect("stats");
     assert_eq!(status, 200);
     serde_json::from_str(&body).expect("stats is JSON")
 }

@@ -16,6 +16,8 @@ pub const CONFIG_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Most frontends and most backends per frontend a configuration may declare.
 pub const FRONTENDS_MAX: usize = 256;
 pub const BACKENDS_PER_FRONTEND_MAX: usize = 4096;
+/// Most retries a frontend may configure.
+pub const RETRIES_MAX: u32 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -489,8 +491,8 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             return Err(invalid(file, at("ejection.max_ejected_percent"), "must be at most 100"));
         }
         let r = &f.retries;
-        if r.max_retries > 10 {
-            return Err(invalid(file, at("retries.max_retries"), "must be at most 10"));
+        if r.max_retries > RETRIES_MAX {
+            return Err(invalid(file, at("retries.max_retries"), format!("must be at most {RETRIES_MAX}")));
         }
         if let Some(s) = r.on_statuses.iter().find(|s| !(100..=599).contains(*s)) {
             return Err(invalid(file, at("retries.on_statuses"), format!("{s} is not an HTTP status")));

@@ -166,6 +166,18 @@ fn is_idempotent(m: &Method) -> bool {
 /// Removes hop-by-hop fields (RFC 9110 §7.6.1): those named in `Connection`
 /// and the fixed list.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names is cheaper than six removals.
+    let any = h.keys().any(|k| {
+        k == header::CONNECTION
+            || k == header::TE
+            || k == header::TRANSFER_ENCODING
+            || k == header::UPGRADE
+            || k.as_str() == "keep-alive"
+            || k.as_str() == "proxy-connection"
+    });
+    if !any {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         remove_connection_named(h);
     }
@@ -483,7 +495,9 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incomin
     };
     let idempotent = is_idempotent(&parts.method);
     let max_attempts = 1 + retries.max_retries;
-    let mut tried: Vec<usize> = Vec::with_capacity(max_attempts as usize);
+    // Backends tried so far; no allocation (attempts are capped by the config).
+    let mut tried_buf = [0usize; crate::config::RETRIES_MAX as usize + 1];
+    let mut n_tried = 0usize;
     let mut last: (Failure, Option<SocketAddr>) = (Failure::NoBackend, None);
     for attempt in 0..max_attempts {
         if attempt > 0 {
@@ -494,10 +508,13 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incomin
             }
             fe.stats.retries.inc();
         }
-        let Some(mut guard) = fe.pick(hash, &tried) else {
+        let Some(mut guard) = fe.pick(hash, &tried_buf[..n_tried]) else {
             break;
         };
-        tried.push(guard.index);
+        if let Some(slot) = tried_buf.get_mut(n_tried) {
+            *slot = guard.index;
+            n_tried += 1;
+        }
         let backend = guard.backend().clone();
         if attempt > 0 {
             backend.stats.retries.inc();
@@ -574,7 +591,7 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incomin
             }
         }
     }
-    Err((last.0, tried.len() as u32, last.1))
+    Err((last.0, n_tried as u32, last.1))
 }
 
 #[cfg(test)]

@@ -13,10 +13,16 @@ use crate::config::{Backend, EjectionConfig, RetryConfig};
 use crate::pool::Pool;
 use crate::stats::{Counter, Histogram};
 
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
 /// Milliseconds since the first call in this process, plus one (0 means "never").
 pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Microseconds on the same clock as [`now_ms`].
+pub fn now_us() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
 /// Operator-set state of a backend (admin API).

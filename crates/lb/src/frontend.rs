@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::algo::{self, AlgoParams, BackendView, Balancer, Outcome, RequestCtx};
-use crate::backend::{now_ms, BackendState, FrontendStats, RetryBudget};
+use crate::backend::{now_ms, now_us, BackendState, FrontendStats, RetryBudget};
 use crate::config;
 
 struct Selector {
@@ -50,7 +50,8 @@ impl FrontendRt {
     /// Picks a backend not in `exclude` and counts a request on it; `None`
     /// when every backend is down, ejected, drained, full or excluded.
     pub fn pick(self: &Arc<Self>, hash_key: u64, exclude: &[usize]) -> Option<ActiveGuard> {
-        let now = now_ms();
+        let now_us = now_us();
+        let now = now_us / 1000;
         let mut s = self.selector.lock();
         let s = &mut *s;
         s.views.clear();
@@ -60,7 +61,7 @@ impl FrontendRt {
                 v.available = false;
             }
         }
-        let i = s.balancer.pick(&s.views, &RequestCtx { hash_key })?;
+        let i = s.balancer.pick(&s.views, &RequestCtx { hash_key, now_us })?;
         // Invariant: never a backend that is down, ejected, drained or full.
         if !s.views.get(i).is_some_and(|v| v.eligible()) {
             tracing::error!(

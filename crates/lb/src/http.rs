@@ -462,16 +462,19 @@ async fn handle(
     fe.stats.latency.record_us(elapsed.as_micros() as u64);
     if let Some(fmt) = &fe.cfg.access_log {
         let backend = backend.map(|a: SocketAddr| a.to_string()).unwrap_or_else(|| "-".into());
-        let line = fmt
-            .replace("{client}", &peer.to_string())
-            .replace("{frontend}", &fe.cfg.name)
-            .replace("{method}", parts.method.as_str())
-            .replace("{uri}", &parts.uri.to_string())
-            .replace("{status}", &status.to_string())
-            .replace("{backend}", &backend)
-            .replace("{attempts}", &attempts.to_string())
-            .replace("{duration_ms}", &format!("{:.3}", elapsed.as_secs_f64() * 1000.0));
-        tracing::info!(target: "rampart_lb::access", "{line}");
+        crate::access_log::emit(
+            fmt,
+            &[
+                ("client", &peer.to_string()),
+                ("frontend", &fe.cfg.name),
+                ("method", parts.method.as_str()),
+                ("uri", &parts.uri.to_string()),
+                ("status", &status.to_string()),
+                ("backend", &backend),
+                ("attempts", &attempts.to_string()),
+                ("duration_ms", &format!("{:.3}", elapsed.as_secs_f64() * 1000.0)),
+            ],
+        );
     }
     resp
 }

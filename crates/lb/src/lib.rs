@@ -10,6 +10,7 @@
 //!
 //! It stands alone: it knows nothing of raft, paxos or storage.
 
+pub mod access_log;
 pub mod admin;
 pub mod algo;
 pub mod backend;

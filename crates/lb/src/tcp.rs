@@ -82,18 +82,21 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
     fe.stats.responses_2xx.inc();
     fe.stats.latency.record_us(started.elapsed().as_micros() as u64);
     if let Some(fmt) = &fe.cfg.access_log {
-        let line = fmt
-            .replace("{client}", &peer.to_string())
-            .replace("{frontend}", &fe.cfg.name)
-            .replace("{method}", "TCP")
-            .replace("{uri}", how)
-            .replace("{status}", "-")
-            .replace("{backend}", &guard.backend().addr.to_string())
-            .replace("{attempts}", &tried.len().to_string())
-            .replace("{bytes_in}", &bytes_in.to_string())
-            .replace("{bytes_out}", &bytes_out.to_string())
-            .replace("{duration_ms}", &format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0));
-        tracing::info!(target: "rampart_lb::access", "{line}");
+        crate::access_log::emit(
+            fmt,
+            &[
+                ("client", &peer.to_string()),
+                ("frontend", &fe.cfg.name),
+                ("method", "TCP"),
+                ("uri", how),
+                ("status", "-"),
+                ("backend", &guard.backend().addr.to_string()),
+                ("attempts", &tried.len().to_string()),
+                ("bytes_in", &bytes_in.to_string()),
+                ("bytes_out", &bytes_out.to_string()),
+                ("duration_ms", &format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0)),
+            ],
+        );
     }
     drop(guard);
 }

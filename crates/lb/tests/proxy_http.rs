@@ -425,3 +425,69 @@ async fn http2_clients_when_enabled() {
     // HTTP/1.1 still works on the same frontend.
     assert_eq!(get(addr, "/").await.unwrap(), (200, "ok from b1\n".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_serves_and_skips_a_down_backend() {
+    let bs = [Backend::start("b1").await, Backend::start("b2").await, Backend::start("b3").await];
+    let addrs: Vec<_> = bs.iter().map(|b| b.addr).collect();
+    for algo in
+        ["round_robin", "weighted_round_robin", "least_connections", "consistent_hash", "maglev", "random", "p2c"]
+    {
+        let lb = start_lb(&one_frontend("http", algo, &addrs, hc_off())).await;
+        let addr = lb.local_addr("web").unwrap();
+        let mut c = Client::connect(addr).await.unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for k in 0..60 {
+            let (status, body) = c.get(&format!("/k/{k}")).await.unwrap();
+            assert_eq!(status, 200, "{algo}");
+            seen.insert(body);
+        }
+        assert_eq!(seen.len(), 3, "{algo} should use all three backends: {seen:?}");
+        // Take b2 out by the admin API: no algorithm may send it anything.
+        let mut a = Client::connect(lb.admin_addr().unwrap()).await.unwrap();
+        let url = format!("/backends/web/{}/disable", bs[1].addr);
+        assert_eq!(a.request("POST", &url, "").await.unwrap().0, 200);
+        for k in 0..60 {
+            let (status, body) = c.get(&format!("/k/{k}")).await.unwrap();
+            assert_eq!(status, 200, "{algo}");
+            assert_ne!(body, "ok from b2\n", "{algo} picked a disabled backend");
+        }
+        lb.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_gives_504_and_moves_on() {
+    // A backend whose accept queue is full: the kernel drops further SYNs, so
+    // a connect neither succeeds nor fails until the connect timeout.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = sock.local_addr().unwrap();
+    let _listener = sock.listen(1).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(std::time::Duration::from_millis(300), TcpStream::connect(stuck)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    let extra = format!(
+        "{}[frontend.ejection]\nenabled = false\n[frontend.timeouts]\nconnect_ms = 200\n[frontend.retries]\nmax_retries = 0\n",
+        hc_off()
+    );
+    let lb = start_lb(&one_frontend("http", "round_robin", &[stuck], &extra)).await;
+    let started = Instant::now();
+    let (status, body) = get(lb.local_addr("web").unwrap(), "/").await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("backend_connect_timeout"), "{body}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+
+    // With a healthy second backend the timed-out connect is retried there.
+    let good = Backend::start("good").await;
+    let extra = format!("{}[frontend.ejection]\nenabled = false\n[frontend.timeouts]\nconnect_ms = 200\n", hc_off());
+    let lb = start_lb(&one_frontend("http", "round_robin", &[stuck, good.addr], &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    for _ in 0..4 {
+        assert_eq!(get(addr, "/").await.unwrap(), (200, "ok from good\n".to_string()));
+    }
+}

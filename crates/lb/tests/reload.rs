@@ -67,4 +67,30 @@ async fn reload_good_and_broken() {
     assert_eq!(a.request("POST", "/reload", "").await.unwrap().0, 200);
     assert_eq!(get(addr, "/").await.unwrap().1, "ok from b1\n");
     assert!(lb.local_addr("api").is_none());
+
+    // `rampart lb reload --admin ADDR` does the same from the command line.
+    std::fs::write(&path, config_text(b2.addr, None)).unwrap();
+    let cmd = |admin: std::net::SocketAddr| {
+        tokio::task::spawn_blocking(move || {
+            rampart_lb::cli::run(rampart_lb::cli::LbArgs {
+                action: Some(rampart_lb::cli::LbAction::Reload { pid_file: None, admin: Some(admin.to_string()) }),
+                config: None,
+                listen: None,
+                backends: None,
+                mode: rampart_lb::config::Mode::Http,
+                algorithm: "round_robin".into(),
+                hash_key: None,
+                admin: None,
+                threads: None,
+                pid_file: None,
+                check: false,
+            })
+        })
+    };
+    cmd(admin).await.unwrap().expect("reload --admin");
+    assert_eq!(get(addr, "/").await.unwrap().1, "ok from b2\n");
+    std::fs::write(&path, "not toml [").unwrap();
+    let err = cmd(admin).await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("lb.toml"), "{err}");
+    assert_eq!(get(addr, "/").await.unwrap().1, "ok from b2\n");
 }

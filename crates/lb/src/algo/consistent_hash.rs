@@ -86,7 +86,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn owner(ch: &mut ConsistentHash, v: &[BackendView], key: u64) -> usize {
-        ch.pick(v, &RequestCtx { hash_key: key }).unwrap()
+        ch.pick(v, &RequestCtx { hash_key: key, now_us: 0 }).unwrap()
     }
 
     proptest! {

@@ -132,8 +132,8 @@ mod tests {
             let mut less = all.clone();
             less[gone].available = false;
             let samples = 4000u64;
-            let before: Vec<usize> = (0..samples).map(|k| mg.pick(&all, &RequestCtx { hash_key: fmix64(k ^ salt) }).unwrap()).collect();
-            let after: Vec<usize> = (0..samples).map(|k| mg.pick(&less, &RequestCtx { hash_key: fmix64(k ^ salt) }).unwrap()).collect();
+            let before: Vec<usize> = (0..samples).map(|k| mg.pick(&all, &RequestCtx { hash_key: fmix64(k ^ salt), now_us: 0 }).unwrap()).collect();
+            let after: Vec<usize> = (0..samples).map(|k| mg.pick(&less, &RequestCtx { hash_key: fmix64(k ^ salt), now_us: 0 }).unwrap()).collect();
             let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count() as f64 / samples as f64;
             let ideal = 1.0 / n as f64;
             prop_assert!(after.iter().all(|&i| i != gone));

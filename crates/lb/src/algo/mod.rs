@@ -53,6 +53,9 @@ pub struct RequestCtx {
     /// Hash of the configured key (client IP, URI, header or cookie); used by
     /// the hashing algorithms, ignored by the others.
     pub hash_key: u64,
+    /// Monotonic time in microseconds (any fixed origin), for algorithms whose
+    /// estimates decay with time (p2c).
+    pub now_us: u64,
 }
 
 /// How a request to a backend ended, as feedback for the algorithm.
@@ -286,7 +289,7 @@ mod tests {
             let params = AlgoParams { maglev_table_size: 251, vnodes_per_weight: 20, ..AlgoParams::default() };
             let mut b = build(algo, &keys, &weights, &params);
             for i in 0..20u64 {
-                check_contract(b.as_mut(), &views, &RequestCtx { hash_key: key.wrapping_add(i) })?;
+                check_contract(b.as_mut(), &views, &RequestCtx { hash_key: key.wrapping_add(i), now_us: i })?;
             }
         }
     }

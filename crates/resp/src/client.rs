@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, ToSocketAddrs};
 
-use crate::{encode_command, parse_value_with, ProtocolError, ReplyLimits, Value};
+use crate::{encode_command, ProtocolError, ReplyDecoder, ReplyLimits, Value};
 
 /// What can go wrong talking to a server.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +39,9 @@ pub enum ClientError {
 #[derive(Debug)]
 pub struct RespClient {
     stream: TcpStream,
-    read_buf: BytesMut,
+    replies: ReplyDecoder,
     write_buf: BytesMut,
     read_timeout: Option<Duration>,
-    limits: ReplyLimits,
     broken: bool,
 }
 
@@ -53,12 +52,21 @@ impl RespClient {
         stream.set_nodelay(true)?;
         Ok(RespClient {
             stream,
-            read_buf: BytesMut::with_capacity(16 * 1024),
+            replies: ReplyDecoder::default(),
             write_buf: BytesMut::with_capacity(1024),
             read_timeout: None,
-            limits: ReplyLimits::default(),
             broken: false,
         })
+    }
+
+    /// [`RespClient::connect`], giving up after `timeout`.
+    pub async fn connect_timeout(addr: impl ToSocketAddrs, timeout: Duration) -> std::io::Result<Self> {
+        match tokio::time::timeout(timeout, Self::connect(addr)).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))
+            }
+        }
     }
 
     /// Sets how long to wait for each reply; `None` waits forever.
@@ -74,7 +82,7 @@ impl RespClient {
 
     /// Sets the limits replies are parsed with.
     pub fn set_reply_limits(&mut self, limits: ReplyLimits) {
-        self.limits = limits;
+        self.replies.set_limits(limits);
     }
 
     /// Sends one command and waits for its reply.
@@ -82,9 +90,7 @@ impl RespClient {
         self.check()?;
         self.write_buf.clear();
         encode_command(args, &mut self.write_buf);
-        self.flush_and_read(1)
-            .await
-            .map(|mut replies| replies.remove(0))
+        self.flush_and_read(1).await.map(|mut replies| replies.remove(0))
     }
 
     /// [`RespClient::cmd`] with text arguments: `c.cmd_str(&["SET", "k", "v"])`.
@@ -128,9 +134,7 @@ impl RespClient {
         while replies.len() < count {
             let reply = match self.read_timeout {
                 None => self.read_reply().await?,
-                Some(t) => tokio::time::timeout(t, self.read_reply())
-                    .await
-                    .map_err(|_| ClientError::Timeout(t))??,
+                Some(t) => tokio::time::timeout(t, self.read_reply()).await.map_err(|_| ClientError::Timeout(t))??,
             };
             replies.push(reply);
         }
@@ -139,12 +143,10 @@ impl RespClient {
 
     async fn read_reply(&mut self) -> Result<Value, ClientError> {
         loop {
-            if let Some((value, consumed)) = parse_value_with(&self.read_buf, &self.limits)? {
-                let _ = self.read_buf.split_to(consumed);
+            if let Some(value) = self.replies.next_value()? {
                 return Ok(value);
             }
-            self.read_buf.reserve(16 * 1024);
-            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+            if self.replies.read_from(&mut self.stream).await? == 0 {
                 return Err(ClientError::Closed);
             }
         }
@@ -154,7 +156,11 @@ impl RespClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    /// Bounds every wait, so a bug fails a test instead of hanging it.
+    const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// A server that reads `expect_bytes` bytes, checks them, answers with
     /// `reply` and then holds the connection open until the client leaves.
@@ -176,28 +182,21 @@ mod tests {
     #[tokio::test]
     async fn cmd_round_trip() {
         let addr = canned_server(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b"$1\r\nv\r\n").await;
-        let mut c = RespClient::connect(addr).await.unwrap();
+        let mut c = RespClient::connect(addr).await.unwrap().with_read_timeout(TEST_TIMEOUT);
         assert_eq!(c.cmd_str(&["GET", "k"]).await.unwrap(), Value::bulk("v"));
     }
 
     #[tokio::test]
     async fn error_replies_are_values() {
         let addr = canned_server(b"*1\r\n$4\r\nNOPE\r\n", b"-ERR unknown command\r\n").await;
-        let mut c = RespClient::connect(addr).await.unwrap();
-        assert_eq!(
-            c.cmd(&[b"NOPE"]).await.unwrap(),
-            Value::error("ERR unknown command")
-        );
+        let mut c = RespClient::connect(addr).await.unwrap().with_read_timeout(TEST_TIMEOUT);
+        assert_eq!(c.cmd(&[b"NOPE"]).await.unwrap(), Value::error("ERR unknown command"));
     }
 
     #[tokio::test]
     async fn pipeline_reads_every_reply() {
-        let addr = canned_server(
-            b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",
-            b"+PONG\r\n+PONG\r\n",
-        )
-        .await;
-        let mut c = RespClient::connect(addr).await.unwrap();
+        let addr = canned_server(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n+PONG\r\n").await;
+        let mut c = RespClient::connect(addr).await.unwrap().with_read_timeout(TEST_TIMEOUT);
         let cmds = vec![vec![b"PING".to_vec()], vec![b"PING".to_vec()]];
         let replies = c.pipeline(&cmds).await.unwrap();
         assert_eq!(replies, vec![Value::SimpleString("PONG".into()); 2]);
@@ -207,18 +206,39 @@ mod tests {
     #[tokio::test]
     async fn timeout_then_broken() {
         let addr = canned_server(b"*1\r\n$4\r\nPING\r\n", b"+PA").await;
-        let mut c = RespClient::connect(addr)
-            .await
-            .unwrap()
-            .with_read_timeout(Duration::from_millis(50));
-        assert!(matches!(
-            c.cmd_str(&["PING"]).await,
-            Err(ClientError::Timeout(_))
-        ));
-        assert!(matches!(
-            c.cmd_str(&["PING"]).await,
-            Err(ClientError::Broken)
-        ));
+        let mut c = RespClient::connect(addr).await.unwrap().with_read_timeout(Duration::from_millis(50));
+        assert!(matches!(c.cmd_str(&["PING"]).await, Err(ClientError::Timeout(_))));
+        assert!(matches!(c.cmd_str(&["PING"]).await, Err(ClientError::Broken)));
+    }
+
+    #[tokio::test]
+    async fn large_reply_in_many_reads() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let n = 20_000;
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = [0u8; 14];
+            sock.read_exact(&mut got).await.unwrap();
+            let mut reply = BytesMut::new();
+            let items: Vec<Value> = (0..n).map(|i| Value::bulk(format!("key:{i}"))).collect();
+            crate::encode(&Value::Array(items), crate::Protocol::Resp2, &mut reply);
+            // Dribble it out in small writes.
+            for chunk in reply.chunks(1000) {
+                sock.write_all(chunk).await.unwrap();
+                sock.flush().await.unwrap();
+            }
+            let mut rest = Vec::new();
+            let _ = sock.read_to_end(&mut rest).await;
+        });
+        let mut c = RespClient::connect_timeout(addr, TEST_TIMEOUT).await.unwrap().with_read_timeout(TEST_TIMEOUT);
+        match c.cmd_str(&["KEYS"]).await.unwrap() {
+            Value::Array(items) => {
+                assert_eq!(items.len(), n);
+                assert_eq!(items[n - 1], Value::bulk(format!("key:{}", n - 1)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -231,20 +251,14 @@ mod tests {
             sock.read_exact(&mut got).await.unwrap();
             sock.write_all(b"$5\r\nab").await.unwrap();
         });
-        let mut c = RespClient::connect(addr).await.unwrap();
-        assert!(matches!(
-            c.cmd_str(&["PING"]).await,
-            Err(ClientError::Closed)
-        ));
+        let mut c = RespClient::connect(addr).await.unwrap().with_read_timeout(TEST_TIMEOUT);
+        assert!(matches!(c.cmd_str(&["PING"]).await, Err(ClientError::Closed)));
     }
 
     #[tokio::test]
     async fn protocol_error() {
         let addr = canned_server(b"*1\r\n$4\r\nPING\r\n", b"?\r\n").await;
-        let mut c = RespClient::connect(addr).await.unwrap();
-        assert!(matches!(
-            c.cmd_str(&["PING"]).await,
-            Err(ClientError::Protocol(ProtocolError::UnknownType(_)))
-        ));
+        let mut c = RespClient::connect(addr).await.unwrap().with_read_timeout(TEST_TIMEOUT);
+        assert!(matches!(c.cmd_str(&["PING"]).await, Err(ClientError::Protocol(ProtocolError::UnknownType(_)))));
     }
 }

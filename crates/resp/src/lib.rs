@@ -29,10 +29,9 @@ mod value;
 mod wire;
 
 pub use error::{ProtocolError, ShownByte};
-pub use reply::{parse_value, parse_value_with, ReplyLimits};
+pub use reply::{parse_value, parse_value_with, ReplyDecoder, ReplyLimits};
 pub use request::{
-    encode_command, parse_command, Limits, RequestDecoder, DEFAULT_ARGS_MAX,
-    DEFAULT_BULK_BYTES_MAX, DEFAULT_INLINE_BYTES_MAX, DEFAULT_MULTIBULK_HEADER_BYTES_MAX,
-    DEFAULT_REQUEST_BYTES_MAX,
+    encode_command, parse_command, Limits, RequestDecoder, DEFAULT_ARGS_MAX, DEFAULT_BULK_BYTES_MAX,
+    DEFAULT_INLINE_BYTES_MAX, DEFAULT_MULTIBULK_HEADER_BYTES_MAX, DEFAULT_REQUEST_BYTES_MAX,
 };
 pub use value::{encode, encode_to_vec, format_double, Protocol, Value};

@@ -77,22 +77,14 @@ enum Args {
 ///
 /// An `Err` means the stream is out of sync: reply with the error and close
 /// the connection.
-pub fn parse_command(
-    buf: &[u8],
-    limits: &Limits,
-) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
-    Ok(
-        parse_frame(buf, limits, &mut Progress::default())?.map(|(args, consumed)| {
-            let args = match args {
-                Args::Ranges(ranges) => ranges
-                    .into_iter()
-                    .map(|r| Bytes::copy_from_slice(&buf[r]))
-                    .collect(),
-                Args::Owned(owned) => owned.into_iter().map(Bytes::from).collect(),
-            };
-            (args, consumed)
-        }),
-    )
+pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+    Ok(parse_frame(buf, limits, &mut Progress::default())?.map(|(args, consumed)| {
+        let args = match args {
+            Args::Ranges(ranges) => ranges.into_iter().map(|r| Bytes::copy_from_slice(&buf[r])).collect(),
+            Args::Owned(owned) => owned.into_iter().map(Bytes::from).collect(),
+        };
+        (args, consumed)
+    }))
 }
 
 /// Appends `args` as one multibulk request, as a client sends it.
@@ -124,11 +116,7 @@ struct Progress {
     pos: usize,
 }
 
-fn parse_frame(
-    buf: &[u8],
-    limits: &Limits,
-    progress: &mut Progress,
-) -> Result<Option<(Args, usize)>, ProtocolError> {
+fn parse_frame(buf: &[u8], limits: &Limits, progress: &mut Progress) -> Result<Option<(Args, usize)>, ProtocolError> {
     match buf.first() {
         None => Ok(None),
         Some(b'*') => parse_multibulk(buf, limits, progress),
@@ -160,11 +148,7 @@ fn parse_multibulk(
             }
             let count = count as usize;
             // The count is only a claim: never reserve much for it.
-            *progress = Progress {
-                count: Some(count),
-                args: Vec::with_capacity(count.min(64)),
-                pos,
-            };
+            *progress = Progress { count: Some(count), args: Vec::with_capacity(count.min(64)), pos };
             count
         }
     };
@@ -207,11 +191,7 @@ fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>, Pr
     // not its end has arrived.
     let window = &buf[..buf.len().min(limits.inline_bytes_max.saturating_add(1))];
     let Some(newline) = window.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > limits.inline_bytes_max {
-            Err(ProtocolError::InlineTooBig)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() > limits.inline_bytes_max { Err(ProtocolError::InlineTooBig) } else { Ok(None) };
     };
     let line = &buf[..newline];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -344,11 +324,7 @@ pub struct RequestDecoder {
 impl RequestDecoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        RequestDecoder {
-            buf: BytesMut::with_capacity(16 * 1024),
-            limits,
-            progress: Progress::default(),
-        }
+        RequestDecoder { buf: BytesMut::with_capacity(16 * 1024), limits, progress: Progress::default() }
     }
 
     /// The limits this decoder enforces.
@@ -421,8 +397,7 @@ mod tests {
     }
 
     fn parse_with(input: &[u8], limits: &Limits) -> Parsed {
-        parse_command(input, limits)
-            .map(|r| r.map(|(args, n)| (args.into_iter().map(|a| a.to_vec()).collect(), n)))
+        parse_command(input, limits).map(|r| r.map(|(args, n)| (args.into_iter().map(|a| a.to_vec()).collect(), n)))
     }
 
     fn words(list: &[&str]) -> Vec<Vec<u8>> {
@@ -442,10 +417,7 @@ mod tests {
     #[test]
     fn multibulk() {
         let input = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nrest";
-        assert_eq!(
-            parse(input).unwrap(),
-            Some((words(&["GET", "k"]), input.len() - 4))
-        );
+        assert_eq!(parse(input).unwrap(), Some((words(&["GET", "k"]), input.len() - 4)));
     }
 
     #[test]
@@ -463,22 +435,8 @@ mod tests {
 
     #[test]
     fn incomplete_frames() {
-        for input in [
-            &b""[..],
-            b"*",
-            b"*2",
-            b"*2\r",
-            b"*2\r\n",
-            b"*2\r\n$",
-            b"*2\r\n$3\r\nGE",
-            b"*2\r\n$3\r\nGET\r",
-        ] {
-            assert_eq!(
-                parse(input).unwrap(),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+        for input in [&b""[..], b"*", b"*2", b"*2\r", b"*2\r\n", b"*2\r\n$", b"*2\r\n$3\r\nGE", b"*2\r\n$3\r\nGET\r"] {
+            assert_eq!(parse(input).unwrap(), None, "{:?}", String::from_utf8_lossy(input));
         }
         assert_eq!(parse(b"GET k").unwrap(), None);
         assert_eq!(parse(b"GET k\r").unwrap(), None);
@@ -486,15 +444,9 @@ mod tests {
 
     #[test]
     fn invalid_multibulk_length() {
-        for input in [
-            &b"*x\r\n"[..],
-            b"*\r\n",
-            b"*-\r\n",
-            b"*-2\r\n",
-            b"*1x",
-            b"*99999999999999999999999\r\n",
-            b"*2 \r\n",
-        ] {
+        for input in
+            [&b"*x\r\n"[..], b"*\r\n", b"*-\r\n", b"*-2\r\n", b"*1x", b"*99999999999999999999999\r\n", b"*2 \r\n"]
+        {
             assert_eq!(
                 parse(input),
                 Err(ProtocolError::InvalidMultibulkLength),
@@ -502,67 +454,32 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
-        assert_eq!(
-            ProtocolError::InvalidMultibulkLength.to_string(),
-            "Protocol error: invalid multibulk length"
-        );
+        assert_eq!(ProtocolError::InvalidMultibulkLength.to_string(), "Protocol error: invalid multibulk length");
     }
 
     #[test]
     fn too_many_args_fails_before_they_arrive() {
-        assert_eq!(
-            parse_with(b"*5\r\n", &small()),
-            Err(ProtocolError::InvalidMultibulkLength)
-        );
-        assert_eq!(
-            parse_with(b"*5", &small()),
-            Err(ProtocolError::InvalidMultibulkLength)
-        );
+        assert_eq!(parse_with(b"*5\r\n", &small()), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(parse_with(b"*5", &small()), Err(ProtocolError::InvalidMultibulkLength));
         assert!(parse_with(b"*4\r\n", &small()).unwrap().is_none());
-        assert_eq!(
-            parse(b"*1048577\r\n"),
-            Err(ProtocolError::InvalidMultibulkLength)
-        );
+        assert_eq!(parse(b"*1048577\r\n"), Err(ProtocolError::InvalidMultibulkLength));
         assert_eq!(parse(b"*1048576\r\n").unwrap(), None);
     }
 
     #[test]
     fn invalid_bulk_length() {
-        for input in [
-            &b"*1\r\n$x\r\n"[..],
-            b"*1\r\n$-1\r\n",
-            b"*1\r\n$\r\n",
-            b"*1\r\n$1 \r\n",
-            b"*1\r\n$-",
-        ] {
-            assert_eq!(
-                parse(input),
-                Err(ProtocolError::InvalidBulkLength),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+        for input in [&b"*1\r\n$x\r\n"[..], b"*1\r\n$-1\r\n", b"*1\r\n$\r\n", b"*1\r\n$1 \r\n", b"*1\r\n$-"] {
+            assert_eq!(parse(input), Err(ProtocolError::InvalidBulkLength), "{:?}", String::from_utf8_lossy(input));
         }
-        assert_eq!(
-            ProtocolError::InvalidBulkLength.to_string(),
-            "Protocol error: invalid bulk length"
-        );
+        assert_eq!(ProtocolError::InvalidBulkLength.to_string(), "Protocol error: invalid bulk length");
     }
 
     #[test]
     fn oversized_bulk_fails_before_its_data() {
-        assert_eq!(
-            parse_with(b"*1\r\n$11\r\n", &small()),
-            Err(ProtocolError::InvalidBulkLength)
-        );
-        assert_eq!(
-            parse_with(b"*1\r\n$11", &small()),
-            Err(ProtocolError::InvalidBulkLength)
-        );
+        assert_eq!(parse_with(b"*1\r\n$11\r\n", &small()), Err(ProtocolError::InvalidBulkLength));
+        assert_eq!(parse_with(b"*1\r\n$11", &small()), Err(ProtocolError::InvalidBulkLength));
         assert_eq!(parse_with(b"*1\r\n$10\r\n", &small()).unwrap(), None);
-        assert_eq!(
-            parse(b"*1\r\n$8388609\r\n"),
-            Err(ProtocolError::InvalidBulkLength)
-        );
+        assert_eq!(parse(b"*1\r\n$8388609\r\n"), Err(ProtocolError::InvalidBulkLength));
         assert_eq!(parse(b"*1\r\n$8388608\r\n").unwrap(), None);
     }
 
@@ -574,69 +491,36 @@ mod tests {
             input.extend_from_slice(b"$10\r\n0123456789\r\n");
         }
         input.extend_from_slice(b"$10\r\n");
-        assert_eq!(
-            parse_with(&input, &small()),
-            Err(ProtocolError::RequestTooBig)
-        );
+        assert_eq!(parse_with(&input, &small()), Err(ProtocolError::RequestTooBig));
     }
 
     #[test]
     fn expected_dollar() {
-        assert_eq!(
-            parse(b"*1\r\n:3\r\n"),
-            Err(ProtocolError::ExpectedBulk(crate::ShownByte(b':')))
-        );
-        assert_eq!(
-            parse(b"*1\r\nx").unwrap_err().to_string(),
-            "Protocol error: expected '$', got 'x'"
-        );
-        assert_eq!(
-            parse(b"*1\r\n\x01").unwrap_err().to_string(),
-            "Protocol error: expected '$', got '\\x01'"
-        );
+        assert_eq!(parse(b"*1\r\n:3\r\n"), Err(ProtocolError::ExpectedBulk(crate::ShownByte(b':'))));
+        assert_eq!(parse(b"*1\r\nx").unwrap_err().to_string(), "Protocol error: expected '$', got 'x'");
+        assert_eq!(parse(b"*1\r\n\x01").unwrap_err().to_string(), "Protocol error: expected '$', got '\\x01'");
     }
 
     #[test]
     fn header_too_long() {
-        assert_eq!(
-            parse_with(b"*000000", &small()),
-            Err(ProtocolError::MultibulkHeaderTooBig)
-        );
+        assert_eq!(parse_with(b"*000000", &small()), Err(ProtocolError::MultibulkHeaderTooBig));
         assert_eq!(parse_with(b"*00001\r\n", &small()).unwrap(), None);
-        assert_eq!(
-            parse_with(b"*1\r\n$000000", &small()),
-            Err(ProtocolError::BulkHeaderTooBig)
-        );
-        assert_eq!(
-            ProtocolError::MultibulkHeaderTooBig.to_string(),
-            "Protocol error: too big mbulk count string"
-        );
-        assert_eq!(
-            ProtocolError::BulkHeaderTooBig.to_string(),
-            "Protocol error: too big bulk count string"
-        );
+        assert_eq!(parse_with(b"*1\r\n$000000", &small()), Err(ProtocolError::BulkHeaderTooBig));
+        assert_eq!(ProtocolError::MultibulkHeaderTooBig.to_string(), "Protocol error: too big mbulk count string");
+        assert_eq!(ProtocolError::BulkHeaderTooBig.to_string(), "Protocol error: too big bulk count string");
     }
 
     #[test]
     fn bad_line_endings() {
         assert_eq!(parse(b"*1\rx"), Err(ProtocolError::BadLineEnding));
-        assert_eq!(
-            parse(b"*1\r\n$1\r\nab"),
-            Err(ProtocolError::ExpectedCrlfAfterBulk)
-        );
-        assert_eq!(
-            parse(b"*1\r\n$1\r\na\rb"),
-            Err(ProtocolError::ExpectedCrlfAfterBulk)
-        );
+        assert_eq!(parse(b"*1\r\n$1\r\nab"), Err(ProtocolError::ExpectedCrlfAfterBulk));
+        assert_eq!(parse(b"*1\r\n$1\r\na\rb"), Err(ProtocolError::ExpectedCrlfAfterBulk));
     }
 
     #[test]
     fn inline_commands() {
         assert_eq!(parse(b"PING\r\n").unwrap(), Some((words(&["PING"]), 6)));
-        assert_eq!(
-            parse(b"set  k\tv\n").unwrap(),
-            Some((words(&["set", "k", "v"]), 9))
-        );
+        assert_eq!(parse(b"set  k\tv\n").unwrap(), Some((words(&["set", "k", "v"]), 9)));
         assert_eq!(parse(b"\r\n").unwrap(), Some((vec![], 2)));
         assert_eq!(parse(b"   \n").unwrap(), Some((vec![], 4)));
     }
@@ -645,14 +529,8 @@ mod tests {
     fn inline_quotes() {
         let got = parse(b"SET \"a b\" 'c d'\r\n").unwrap().unwrap().0;
         assert_eq!(got, words(&["SET", "a b", "c d"]));
-        let got = parse(b"SET \"\\x41\\n\\\"\\\\\\q\" 'it\\'s'\n")
-            .unwrap()
-            .unwrap()
-            .0;
-        assert_eq!(
-            got,
-            vec![b"SET".to_vec(), b"A\n\"\\q".to_vec(), b"it's".to_vec()]
-        );
+        let got = parse(b"SET \"\\x41\\n\\\"\\\\\\q\" 'it\\'s'\n").unwrap().unwrap().0;
+        assert_eq!(got, vec![b"SET".to_vec(), b"A\n\"\\q".to_vec(), b"it's".to_vec()]);
         let got = parse(b"x\"y z\" \"\"\n").unwrap().unwrap().0;
         assert_eq!(got, vec![b"xy z".to_vec(), vec![]]);
         // \x with fewer than two hex digits is just the letter x.
@@ -662,56 +540,30 @@ mod tests {
 
     #[test]
     fn unbalanced_quotes() {
-        for input in [
-            &b"SET \"abc\n"[..],
-            b"SET 'abc\n",
-            b"SET \"a\"b\n",
-            b"SET 'a'b\n",
-            b"\"\\\"\n",
-        ] {
-            assert_eq!(
-                parse(input),
-                Err(ProtocolError::UnbalancedQuotes),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+        for input in [&b"SET \"abc\n"[..], b"SET 'abc\n", b"SET \"a\"b\n", b"SET 'a'b\n", b"\"\\\"\n"] {
+            assert_eq!(parse(input), Err(ProtocolError::UnbalancedQuotes), "{:?}", String::from_utf8_lossy(input));
         }
-        assert_eq!(
-            ProtocolError::UnbalancedQuotes.to_string(),
-            "Protocol error: unbalanced quotes in request"
-        );
+        assert_eq!(ProtocolError::UnbalancedQuotes.to_string(), "Protocol error: unbalanced quotes in request");
     }
 
     #[test]
     fn inline_too_big() {
         let limits = small();
         assert_eq!(parse_with(&[b'a'; 16], &limits).unwrap(), None);
-        assert_eq!(
-            parse_with(&[b'a'; 17], &limits),
-            Err(ProtocolError::InlineTooBig)
-        );
+        assert_eq!(parse_with(&[b'a'; 17], &limits), Err(ProtocolError::InlineTooBig));
         let mut line = vec![b'a'; 17];
         line.push(b'\n');
         assert_eq!(parse_with(&line, &limits), Err(ProtocolError::InlineTooBig));
         let mut line = vec![b'a'; 16];
         line.push(b'\n');
         assert!(parse_with(&line, &limits).unwrap().is_some());
-        assert_eq!(
-            ProtocolError::InlineTooBig.to_string(),
-            "Protocol error: too big inline request"
-        );
+        assert_eq!(ProtocolError::InlineTooBig.to_string(), "Protocol error: too big inline request");
     }
 
     #[test]
     fn inline_too_many_args() {
-        assert_eq!(
-            parse_with(b"a b c d e\n", &small()),
-            Err(ProtocolError::TooManyInlineArgs)
-        );
-        assert_eq!(
-            parse_with(b"a b c d\n", &small()).unwrap().unwrap().0.len(),
-            4
-        );
+        assert_eq!(parse_with(b"a b c d e\n", &small()), Err(ProtocolError::TooManyInlineArgs));
+        assert_eq!(parse_with(b"a b c d\n", &small()).unwrap().unwrap().0.len(), 4);
     }
 
     #[test]
@@ -725,21 +577,12 @@ mod tests {
     fn decoder_pipelines_and_skips_empty_commands() {
         let mut d = RequestDecoder::default();
         d.extend_from_slice(b"PING\r\n\r\n*0\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPI");
-        assert_eq!(
-            d.next_command().unwrap().unwrap(),
-            vec![Bytes::from_static(b"PING")]
-        );
-        assert_eq!(
-            d.next_command().unwrap().unwrap(),
-            vec![Bytes::from_static(b"GET"), Bytes::from_static(b"k")]
-        );
+        assert_eq!(d.next_command().unwrap().unwrap(), vec![Bytes::from_static(b"PING")]);
+        assert_eq!(d.next_command().unwrap().unwrap(), vec![Bytes::from_static(b"GET"), Bytes::from_static(b"k")]);
         assert_eq!(d.next_command().unwrap(), None);
         assert_eq!(d.buffered_bytes(), 10);
         d.extend_from_slice(b"NG\r\n");
-        assert_eq!(
-            d.next_command().unwrap().unwrap(),
-            vec![Bytes::from_static(b"PING")]
-        );
+        assert_eq!(d.next_command().unwrap().unwrap(), vec![Bytes::from_static(b"PING")]);
         assert_eq!(d.next_command().unwrap(), None);
         assert_eq!(d.buffered_bytes(), 0);
     }
@@ -761,10 +604,7 @@ mod tests {
         }
         // The progress was reset: the next frame parses from its own start.
         d.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
-        assert_eq!(
-            d.next_command().unwrap().unwrap(),
-            vec![Bytes::from_static(b"PING")]
-        );
+        assert_eq!(d.next_command().unwrap().unwrap(), vec![Bytes::from_static(b"PING")]);
     }
 
     #[tokio::test]
@@ -774,17 +614,11 @@ mod tests {
         let mut reader = &input[..];
         let mut d = RequestDecoder::default();
         assert_eq!(d.read_from(&mut reader).await.unwrap(), 64 * 1024);
-        assert_eq!(
-            d.next_command().unwrap().unwrap(),
-            vec![Bytes::from_static(b"PING")]
-        );
+        assert_eq!(d.next_command().unwrap().unwrap(), vec![Bytes::from_static(b"PING")]);
         // The rest is one inline line longer than 64 KiB: an error once
         // the limit is crossed, not a buffer that keeps growing.
         assert_eq!(d.next_command(), Ok(None));
-        assert_eq!(
-            d.read_from(&mut reader).await.unwrap(),
-            input.len() - 64 * 1024
-        );
+        assert_eq!(d.read_from(&mut reader).await.unwrap(), input.len() - 64 * 1024);
         assert_eq!(d.next_command(), Err(ProtocolError::InlineTooBig));
         assert_eq!(d.read_from(&mut reader).await.unwrap(), 0);
     }

@@ -243,14 +243,8 @@ mod tests {
             assert_eq!(enc(&Value::error("ERR bad"), proto), "-ERR bad\r\n");
             assert_eq!(enc(&Value::Integer(0), proto), ":0\r\n");
             assert_eq!(enc(&Value::Integer(-17), proto), ":-17\r\n");
-            assert_eq!(
-                enc(&Value::Integer(i64::MIN), proto),
-                ":-9223372036854775808\r\n"
-            );
-            assert_eq!(
-                enc(&Value::Integer(i64::MAX), proto),
-                ":9223372036854775807\r\n"
-            );
+            assert_eq!(enc(&Value::Integer(i64::MIN), proto), ":-9223372036854775808\r\n");
+            assert_eq!(enc(&Value::Integer(i64::MAX), proto), ":9223372036854775807\r\n");
             assert_eq!(enc(&Value::bulk("foo"), proto), "$3\r\nfoo\r\n");
             assert_eq!(enc(&Value::bulk(""), proto), "$0\r\n\r\n");
             assert_eq!(enc(&Value::Array(vec![]), proto), "*0\r\n");
@@ -259,14 +253,8 @@ mod tests {
 
     #[test]
     fn line_breaks_in_simple_strings_become_spaces() {
-        assert_eq!(
-            enc(&Value::error("ERR a\r\nb"), Protocol::Resp2),
-            "-ERR a  b\r\n"
-        );
-        assert_eq!(
-            enc(&Value::SimpleString("x\ny".into()), Protocol::Resp3),
-            "+x y\r\n"
-        );
+        assert_eq!(enc(&Value::error("ERR a\r\nb"), Protocol::Resp2), "-ERR a  b\r\n");
+        assert_eq!(enc(&Value::SimpleString("x\ny".into()), Protocol::Resp3), "+x y\r\n");
     }
 
     #[test]
@@ -279,30 +267,15 @@ mod tests {
 
     #[test]
     fn nested_array() {
-        let v = Value::Array(vec![
-            Value::Integer(1),
-            Value::Array(vec![Value::bulk("a"), Value::Null]),
-        ]);
-        assert_eq!(
-            enc(&v, Protocol::Resp2),
-            "*2\r\n:1\r\n*2\r\n$1\r\na\r\n$-1\r\n"
-        );
+        let v = Value::Array(vec![Value::Integer(1), Value::Array(vec![Value::bulk("a"), Value::Null])]);
+        assert_eq!(enc(&v, Protocol::Resp2), "*2\r\n:1\r\n*2\r\n$1\r\na\r\n$-1\r\n");
     }
 
     #[test]
     fn map_and_set_downgrade_in_resp2() {
-        let m = Value::Map(vec![
-            (Value::bulk("k"), Value::Integer(1)),
-            (Value::bulk("j"), Value::Null),
-        ]);
-        assert_eq!(
-            enc(&m, Protocol::Resp3),
-            "%2\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n_\r\n"
-        );
-        assert_eq!(
-            enc(&m, Protocol::Resp2),
-            "*4\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n$-1\r\n"
-        );
+        let m = Value::Map(vec![(Value::bulk("k"), Value::Integer(1)), (Value::bulk("j"), Value::Null)]);
+        assert_eq!(enc(&m, Protocol::Resp3), "%2\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n_\r\n");
+        assert_eq!(enc(&m, Protocol::Resp2), "*4\r\n$1\r\nk\r\n:1\r\n$1\r\nj\r\n$-1\r\n");
         let s = Value::Set(vec![Value::Integer(7)]);
         assert_eq!(enc(&s, Protocol::Resp3), "~1\r\n:7\r\n");
         assert_eq!(enc(&s, Protocol::Resp2), "*1\r\n:7\r\n");
@@ -313,41 +286,20 @@ mod tests {
         assert_eq!(enc(&Value::Double(1.5), Protocol::Resp3), ",1.5\r\n");
         assert_eq!(enc(&Value::Double(1.5), Protocol::Resp2), "$3\r\n1.5\r\n");
         assert_eq!(enc(&Value::Double(3.0), Protocol::Resp3), ",3\r\n");
-        assert_eq!(
-            enc(&Value::Double(f64::INFINITY), Protocol::Resp3),
-            ",inf\r\n"
-        );
-        assert_eq!(
-            enc(&Value::Double(f64::NEG_INFINITY), Protocol::Resp2),
-            "$4\r\n-inf\r\n"
-        );
+        assert_eq!(enc(&Value::Double(f64::INFINITY), Protocol::Resp3), ",inf\r\n");
+        assert_eq!(enc(&Value::Double(f64::NEG_INFINITY), Protocol::Resp2), "$4\r\n-inf\r\n");
         assert_eq!(enc(&Value::Double(f64::NAN), Protocol::Resp3), ",nan\r\n");
         assert_eq!(enc(&Value::Boolean(true), Protocol::Resp3), "#t\r\n");
         assert_eq!(enc(&Value::Boolean(false), Protocol::Resp3), "#f\r\n");
         assert_eq!(enc(&Value::Boolean(true), Protocol::Resp2), ":1\r\n");
         assert_eq!(enc(&Value::Boolean(false), Protocol::Resp2), ":0\r\n");
-        assert_eq!(
-            enc(&Value::Verbatim("hi".into()), Protocol::Resp3),
-            "=6\r\ntxt:hi\r\n"
-        );
-        assert_eq!(
-            enc(&Value::Verbatim("hi".into()), Protocol::Resp2),
-            "$2\r\nhi\r\n"
-        );
+        assert_eq!(enc(&Value::Verbatim("hi".into()), Protocol::Resp3), "=6\r\ntxt:hi\r\n");
+        assert_eq!(enc(&Value::Verbatim("hi".into()), Protocol::Resp2), "$2\r\nhi\r\n");
     }
 
     #[test]
     fn doubles_format_to_round_trip() {
-        for d in [
-            0.1,
-            -0.0,
-            1e300,
-            1e-300,
-            123456789.125,
-            f64::MIN_POSITIVE,
-            f64::MAX,
-            -2.5,
-        ] {
+        for d in [0.1, -0.0, 1e300, 1e-300, 123456789.125, f64::MIN_POSITIVE, f64::MAX, -2.5] {
             let s = format_double(d);
             let back: f64 = s.parse().unwrap();
             assert_eq!(back.to_bits(), d.to_bits(), "{d} -> {s}");

@@ -71,18 +71,11 @@ pub(crate) fn int_line(buf: &[u8], start: usize, spec: &IntSpec) -> Result<IntLi
                 return match buf.get(pos + 1) {
                     None => Ok(IntLine::Incomplete),
                     Some(b'\n') => {
-                        let value = if negative {
-                            (magnitude as i64).wrapping_neg()
-                        } else {
-                            magnitude as i64
-                        };
+                        let value = if negative { (magnitude as i64).wrapping_neg() } else { magnitude as i64 };
                         if value < spec.min || value > spec.max {
                             return Err(spec.invalid.clone());
                         }
-                        Ok(IntLine::Done {
-                            value,
-                            next: pos + 2,
-                        })
+                        Ok(IntLine::Done { value, next: pos + 2 })
                     }
                     Some(_) => Err(ProtocolError::BadLineEnding),
                 };
@@ -96,14 +89,8 @@ pub(crate) fn int_line(buf: &[u8], start: usize, spec: &IntSpec) -> Result<IntLi
 /// Checks the `\r\n` that must follow `len` bytes of blob data starting at
 /// `data_start`, as far as it has arrived. Returns the index past it, or
 /// `None` if the data or its terminator is still incomplete.
-pub(crate) fn blob_end(
-    buf: &[u8],
-    data_start: usize,
-    len: usize,
-) -> Result<Option<usize>, ProtocolError> {
-    let end = data_start
-        .checked_add(len)
-        .ok_or(ProtocolError::InvalidBulkLength)?;
+pub(crate) fn blob_end(buf: &[u8], data_start: usize, len: usize) -> Result<Option<usize>, ProtocolError> {
+    let end = data_start.checked_add(len).ok_or(ProtocolError::InvalidBulkLength)?;
     if let Some(&b) = buf.get(end) {
         if b != b'\r' {
             return Err(ProtocolError::ExpectedCrlfAfterBulk);

@@ -4,8 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use rampart_resp::{
-    encode, encode_command, parse_command, parse_value, parse_value_with, Limits, Protocol,
-    ProtocolError, ReplyLimits, RequestDecoder, Value,
+    encode, encode_command, parse_command, parse_value, parse_value_with, Limits, Protocol, ProtocolError,
+    ReplyDecoder, ReplyLimits, RequestDecoder, Value,
 };
 
 /// Text that RESP can carry in a simple string or error (no line breaks).
@@ -22,9 +22,7 @@ fn leaf() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         Just(Value::NullArray),
         // NaN is tested by hand: it is never equal to itself.
-        any::<f64>()
-            .prop_filter("not NaN", |d| !d.is_nan())
-            .prop_map(Value::Double),
+        any::<f64>().prop_filter("not NaN", |d| !d.is_nan()).prop_map(Value::Double),
         any::<bool>().prop_map(Value::Boolean),
         ".{0,20}".prop_map(Value::Verbatim),
     ]
@@ -44,27 +42,15 @@ fn value() -> impl Strategy<Value = Value> {
 fn expected_after(v: &Value, proto: Protocol) -> Value {
     match (v, proto) {
         (Value::NullArray, Protocol::Resp3) => Value::Null,
-        (Value::Array(items), _) => {
-            Value::Array(items.iter().map(|i| expected_after(i, proto)).collect())
+        (Value::Array(items), _) => Value::Array(items.iter().map(|i| expected_after(i, proto)).collect()),
+        (Value::Set(items), Protocol::Resp3) => Value::Set(items.iter().map(|i| expected_after(i, proto)).collect()),
+        (Value::Map(pairs), Protocol::Resp3) => {
+            Value::Map(pairs.iter().map(|(k, v)| (expected_after(k, proto), expected_after(v, proto))).collect())
         }
-        (Value::Set(items), Protocol::Resp3) => {
-            Value::Set(items.iter().map(|i| expected_after(i, proto)).collect())
+        (Value::Set(items), Protocol::Resp2) => Value::Array(items.iter().map(|i| expected_after(i, proto)).collect()),
+        (Value::Map(pairs), Protocol::Resp2) => {
+            Value::Array(pairs.iter().flat_map(|(k, v)| [expected_after(k, proto), expected_after(v, proto)]).collect())
         }
-        (Value::Map(pairs), Protocol::Resp3) => Value::Map(
-            pairs
-                .iter()
-                .map(|(k, v)| (expected_after(k, proto), expected_after(v, proto)))
-                .collect(),
-        ),
-        (Value::Set(items), Protocol::Resp2) => {
-            Value::Array(items.iter().map(|i| expected_after(i, proto)).collect())
-        }
-        (Value::Map(pairs), Protocol::Resp2) => Value::Array(
-            pairs
-                .iter()
-                .flat_map(|(k, v)| [expected_after(k, proto), expected_after(v, proto)])
-                .collect(),
-        ),
         (Value::Double(d), Protocol::Resp2) => Value::bulk(rampart_resp::format_double(*d)),
         (Value::Boolean(b), Protocol::Resp2) => Value::Integer(i64::from(*b)),
         (Value::Verbatim(s), Protocol::Resp2) => Value::bulk(s),
@@ -195,6 +181,35 @@ proptest! {
             }
         }
         prop_assert_eq!(got, cmds);
+        prop_assert_eq!(decoder.buffered_bytes(), 0);
+    }
+
+    /// Replies fed to the reply decoder in arbitrary chunks come out whole,
+    /// in order, equal to what parsing them in one piece gives.
+    #[test]
+    fn reply_decoder_split_anywhere(
+        values in proptest::collection::vec(value(), 1..4),
+        proto in protocol(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let mut bytes = Vec::new();
+        for v in &values {
+            bytes.extend_from_slice(&encoded(v, proto));
+        }
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        points.push(0);
+        points.push(bytes.len());
+        points.sort_unstable();
+        let mut decoder = ReplyDecoder::default();
+        let mut got = Vec::new();
+        for w in points.windows(2) {
+            decoder.extend_from_slice(&bytes[w[0]..w[1]]);
+            while let Some(v) = decoder.next_value().unwrap() {
+                got.push(v);
+            }
+        }
+        let expected: Vec<Value> = values.iter().map(|v| expected_after(v, proto)).collect();
+        prop_assert_eq!(got, expected);
         prop_assert_eq!(decoder.buffered_bytes(), 0);
     }
 

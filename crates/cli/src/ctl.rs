@@ -7,18 +7,19 @@
 //! stderr; this module talks to nodes only over HTTP.
 
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use rampart_client::{
-    Client, Consistency, Deleted, Entry, Item, Member, NewMember, ScanPage, Status,
-};
+use rampart_client::{Client, Consistency, Deleted, Entry, Item, Member, NewMember, ScanPage, Status};
 use serde_json::json;
 
 /// HTTP addresses of the three nodes `rampart up` starts.
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003";
+
+/// Most bytes `kv put KEY` (no VALUE) reads from standard input.
+const STDIN_VALUE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Values longer than this many characters are shortened in tables.
 const TABLE_VALUE_CHARS_MAX: usize = 80;
@@ -41,12 +42,8 @@ struct Connection {
 
 impl Connection {
     fn client(&self) -> anyhow::Result<Client> {
-        let endpoints: Vec<String> = self
-            .endpoints
-            .iter()
-            .map(|e| e.trim().to_owned())
-            .filter(|e| !e.is_empty())
-            .collect();
+        let endpoints: Vec<String> =
+            self.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
         Client::new(endpoints, Duration::from_millis(self.timeout_ms)).context("bad --endpoints")
     }
 }
@@ -74,9 +71,9 @@ enum KvCommand {
     Put {
         /// The key.
         key: String,
-        /// The value, stored as given (UTF-8).
+        /// The value. Without it, the raw bytes of standard input are stored.
         #[arg(allow_hyphen_values = true)]
-        value: String,
+        value: Option<String>,
         /// Write only if the key's revision is REV (0: only if the key does not exist).
         #[arg(long, value_name = "REV")]
         cas: Option<u64>,
@@ -117,12 +114,7 @@ enum ClusterCommand {
     /// List the cluster's members.
     Members,
     /// Add a node (it must already be running).
-    Add {
-        id: u64,
-        peer_addr: String,
-        resp_addr: String,
-        http_addr: String,
-    },
+    Add { id: u64, peer_addr: String, resp_addr: String, http_addr: String },
     /// Remove a node.
     Remove { id: u64 },
 }
@@ -133,11 +125,7 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match args.cmd {
         KvCommand::Get { key, stale } => {
-            let consistency = if stale {
-                Consistency::Stale
-            } else {
-                Consistency::Linearizable
-            };
+            let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
             let Some(entry) = block_on(client.get_with(&key, consistency))? else {
                 bail!("key {key:?} not found");
             };
@@ -153,6 +141,11 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
             }
         }
         KvCommand::Put { key, value, cas } => {
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => read_bounded(std::io::stdin().lock(), STDIN_VALUE_BYTES_MAX)
+                    .context("reading the value from standard input")?,
+            };
             let revision = match cas {
                 None => block_on(client.put(&key, &value))?,
                 Some(rev) => block_on(client.put_cas(&key, &value, rev))?,
@@ -163,16 +156,8 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
             let deleted = block_on(client.delete(&key))?;
             write!(out, "{}", render_delete(&key, deleted, json))?;
         }
-        KvCommand::Scan {
-            prefix,
-            limit,
-            stale,
-        } => {
-            let consistency = if stale {
-                Consistency::Stale
-            } else {
-                Consistency::Linearizable
-            };
+        KvCommand::Scan { prefix, limit, stale } => {
+            let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
             let page = block_on(client.scan_with(&prefix, limit, consistency))?;
             write!(out, "{}", render_scan(&page, json))?;
         }
@@ -190,44 +175,23 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
             let all = runtime()?.block_on(client.status_all());
             write!(out, "{}", render_status(&all, json))?;
             out.flush()?;
-            let failed: Vec<String> = all
-                .iter()
-                .filter_map(|(ep, r)| r.as_ref().err().map(|e| format!("{ep}: {}", node_error(e))))
-                .collect();
+            let failed: Vec<String> =
+                all.iter().filter_map(|(ep, r)| r.as_ref().err().map(|e| format!("{ep}: {}", node_error(e)))).collect();
             if !failed.is_empty() {
                 let hint = if failed.len() == all.len() {
                     "\n(is the cluster running? `rampart up` starts a local one)"
                 } else {
                     ""
                 };
-                bail!(
-                    "{} of {} nodes did not answer:\n  {}{hint}",
-                    failed.len(),
-                    all.len(),
-                    failed.join("\n  ")
-                );
+                bail!("{} of {} nodes did not answer:\n  {}{hint}", failed.len(), all.len(), failed.join("\n  "));
             }
         }
         ClusterCommand::Members => {
             let list = block_on(client.members())?;
-            write!(
-                out,
-                "{}",
-                render_members(&list.members, list.leader_id, json, true)
-            )?;
+            write!(out, "{}", render_members(&list.members, list.leader_id, json, true))?;
         }
-        ClusterCommand::Add {
-            id,
-            peer_addr,
-            resp_addr,
-            http_addr,
-        } => {
-            let new = NewMember {
-                id,
-                peer_addr,
-                resp_addr,
-                http_addr,
-            };
+        ClusterCommand::Add { id, peer_addr, resp_addr, http_addr } => {
+            let new = NewMember { id, peer_addr, resp_addr, http_addr };
             let members = block_on(client.add_member(&new))?;
             write!(out, "{}", render_members(&members, None, json, false))?;
         }
@@ -240,19 +204,28 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads all of `input`, failing rather than buffering more than `max` bytes.
+fn read_bounded(input: impl std::io::Read, max: usize) -> anyhow::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    input.take(max as u64 + 1).read_to_end(&mut data)?;
+    if data.len() > max {
+        bail!("more than {max} bytes");
+    }
+    Ok(data)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 /// Runs one client call, adding a hint when no node could be reached.
 fn block_on<T>(call: impl Future<Output = Result<T, rampart_client::Error>>) -> anyhow::Result<T> {
     match runtime()?.block_on(call) {
         Ok(v) => Ok(v),
-        Err(e @ rampart_client::Error::Unavailable { .. }) => Err(anyhow::Error::new(e)
-            .context("cannot reach the cluster (is it running? `rampart up` starts a local one)")),
+        Err(e @ rampart_client::Error::Unavailable { .. }) => {
+            Err(anyhow::Error::new(e)
+                .context("cannot reach the cluster (is it running? `rampart up` starts a local one)"))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -260,19 +233,13 @@ fn block_on<T>(call: impl Future<Output = Result<T, rampart_client::Error>>) -> 
 /// One node's failure without repeating its address.
 fn node_error(e: &rampart_client::Error) -> String {
     match e {
-        rampart_client::Error::Unavailable { attempts } if attempts.len() == 1 => {
-            attempts[0].error.clone()
-        }
+        rampart_client::Error::Unavailable { attempts } if attempts.len() == 1 => attempts[0].error.clone(),
         other => other.to_string(),
     }
 }
 
 fn render_entry_json(key: &str, entry: Entry) -> String {
-    let item = Item {
-        key: key.as_bytes().to_vec(),
-        value: entry.value,
-        revision: entry.revision,
-    };
+    let item = Item { key: key.as_bytes().to_vec(), value: entry.value, revision: entry.revision };
     serde_json::to_string(&item).unwrap_or_default()
 }
 
@@ -286,10 +253,7 @@ fn render_put(revision: u64, json: bool) -> String {
 
 fn render_delete(key: &str, d: Deleted, json: bool) -> String {
     if json {
-        format!(
-            "{}\n",
-            json!({ "deleted": d.deleted, "revision": d.revision })
-        )
+        format!("{}\n", json!({ "deleted": d.deleted, "revision": d.revision }))
     } else if d.deleted {
         format!("deleted {key:?} (revision {})\n", d.revision)
     } else {
@@ -304,21 +268,13 @@ fn render_scan(page: &ScanPage, json: bool) -> String {
     let rows: Vec<Vec<String>> = page
         .items
         .iter()
-        .map(|i| {
-            vec![
-                printable(&i.key),
-                shorten(&printable(&i.value), TABLE_VALUE_CHARS_MAX),
-                i.revision.to_string(),
-            ]
-        })
+        .map(|i| vec![printable(&i.key), shorten(&printable(&i.value), TABLE_VALUE_CHARS_MAX), i.revision.to_string()])
         .collect();
     let mut s = format_table(&["KEY", "VALUE", "REVISION"], &rows);
     let n = page.items.len();
     let keys = if n == 1 { "key" } else { "keys" };
     if page.more {
-        s.push_str(&format!(
-            "({n} {keys} shown; more match: raise --limit or narrow the prefix)\n"
-        ));
+        s.push_str(&format!("({n} {keys} shown; more match: raise --limit or narrow the prefix)\n"));
     } else {
         s.push_str(&format!("({n} {keys})\n"));
     }
@@ -339,17 +295,13 @@ fn render_status(all: &[(String, Result<Status, rampart_client::Error>)], json: 
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|(endpoint, r)| {
-            let endpoint = endpoint
-                .strip_prefix("http://")
-                .unwrap_or(endpoint)
-                .to_owned();
+            let endpoint = endpoint.strip_prefix("http://").unwrap_or(endpoint).to_owned();
             match r {
                 Ok(s) => vec![
                     endpoint,
                     s.id.to_string(),
                     s.role.clone(),
-                    s.leader_id
-                        .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+                    s.leader_id.map_or_else(|| "-".to_owned(), |l| l.to_string()),
                     s.term.to_string(),
                     s.commit_index.to_string(),
                     s.applied_index.to_string(),
@@ -362,20 +314,10 @@ fn render_status(all: &[(String, Result<Status, rampart_client::Error>)], json: 
             }
         })
         .collect();
-    format_table(
-        &[
-            "ENDPOINT", "ID", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED",
-        ],
-        &rows,
-    )
+    format_table(&["ENDPOINT", "ID", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED"], &rows)
 }
 
-fn render_members(
-    members: &[Member],
-    leader_id: Option<u64>,
-    json: bool,
-    with_leader: bool,
-) -> String {
+fn render_members(members: &[Member], leader_id: Option<u64>, json: bool, with_leader: bool) -> String {
     if json {
         let body = if with_leader {
             json!({ "leader_id": leader_id, "members": members })
@@ -394,19 +336,10 @@ fn render_members(
             } else {
                 "learner"
             };
-            vec![
-                m.id.to_string(),
-                role.to_owned(),
-                m.peer_addr.clone(),
-                m.resp_addr.clone(),
-                m.http_addr.clone(),
-            ]
+            vec![m.id.to_string(), role.to_owned(), m.peer_addr.clone(), m.resp_addr.clone(), m.http_addr.clone()]
         })
         .collect();
-    format_table(
-        &["ID", "ROLE", "PEER_ADDR", "RESP_ADDR", "HTTP_ADDR"],
-        &rows,
-    )
+    format_table(&["ID", "ROLE", "PEER_ADDR", "RESP_ADDR", "HTTP_ADDR"], &rows)
 }
 
 /// Left-aligned columns two spaces apart, no trailing spaces.
@@ -475,9 +408,7 @@ mod tests {
 
     fn kv(args: &[&str]) -> KvArgs {
         let cli = TestCli::try_parse_from(
-            std::iter::once("rampart")
-                .chain(std::iter::once("kv"))
-                .chain(args.iter().copied()),
+            std::iter::once("rampart").chain(std::iter::once("kv")).chain(args.iter().copied()),
         )
         .unwrap_or_else(|e| panic!("{args:?}: {e}"));
         match cli.cmd {
@@ -488,9 +419,7 @@ mod tests {
 
     fn cluster(args: &[&str]) -> Result<ClusterArgs, clap::Error> {
         let cli = TestCli::try_parse_from(
-            std::iter::once("rampart")
-                .chain(std::iter::once("cluster"))
-                .chain(args.iter().copied()),
+            std::iter::once("rampart").chain(std::iter::once("cluster")).chain(args.iter().copied()),
         )?;
         match cli.cmd {
             TestCmd::Cluster(a) => Ok(a),
@@ -501,19 +430,10 @@ mod tests {
     #[test]
     fn defaults() {
         let a = kv(&["get", "k"]);
-        assert_eq!(
-            a.conn.endpoints,
-            vec!["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]
-        );
+        assert_eq!(a.conn.endpoints, vec!["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"]);
         assert!(!a.conn.json);
         assert_eq!(a.conn.timeout_ms, 5000);
-        assert_eq!(
-            a.cmd,
-            KvCommand::Get {
-                key: "k".into(),
-                stale: false
-            }
-        );
+        assert_eq!(a.cmd, KvCommand::Get { key: "k".into(), stale: false });
     }
 
     #[test]
@@ -530,59 +450,31 @@ mod tests {
     fn kv_commands_parse() {
         assert_eq!(
             kv(&["put", "k", "-1", "--cas", "7"]).cmd,
-            KvCommand::Put {
-                key: "k".into(),
-                value: "-1".into(),
-                cas: Some(7)
-            }
+            KvCommand::Put { key: "k".into(), value: Some("-1".into()), cas: Some(7) }
         );
-        assert_eq!(
-            kv(&["put", "k", ""]).cmd,
-            KvCommand::Put {
-                key: "k".into(),
-                value: "".into(),
-                cas: None
-            }
-        );
+        assert_eq!(kv(&["put", "k", ""]).cmd, KvCommand::Put { key: "k".into(), value: Some("".into()), cas: None });
+        assert_eq!(kv(&["put", "k"]).cmd, KvCommand::Put { key: "k".into(), value: None, cas: None });
         assert_eq!(kv(&["del", "k"]).cmd, KvCommand::Del { key: "k".into() });
         assert_eq!(kv(&["delete", "k"]).cmd, KvCommand::Del { key: "k".into() });
-        assert_eq!(
-            kv(&["scan"]).cmd,
-            KvCommand::Scan {
-                prefix: "".into(),
-                limit: 100,
-                stale: false
-            }
-        );
+        assert_eq!(kv(&["scan"]).cmd, KvCommand::Scan { prefix: "".into(), limit: 100, stale: false });
         assert_eq!(
             kv(&["scan", "user/", "--limit", "5", "--stale"]).cmd,
-            KvCommand::Scan {
-                prefix: "user/".into(),
-                limit: 5,
-                stale: true
-            }
+            KvCommand::Scan { prefix: "user/".into(), limit: 5, stale: true }
         );
-        assert_eq!(
-            kv(&["get", "k", "--stale"]).cmd,
-            KvCommand::Get {
-                key: "k".into(),
-                stale: true
-            }
-        );
+        assert_eq!(kv(&["get", "k", "--stale"]).cmd, KvCommand::Get { key: "k".into(), stale: true });
     }
 
     #[test]
     fn bad_kv_arguments_are_rejected() {
         for args in [
-            &["put", "k"][..],
+            &["put"][..],
             &["get"],
+            &["put", "k", "v", "extra"],
             &["put", "k", "v", "--cas", "x"],
             &["scan", "--limit", "-1"],
             &["frob"],
         ] {
-            let argv = std::iter::once("rampart")
-                .chain(std::iter::once("kv"))
-                .chain(args.iter().copied());
+            let argv = std::iter::once("rampart").chain(std::iter::once("kv")).chain(args.iter().copied());
             assert!(TestCli::try_parse_from(argv).is_err(), "{args:?}");
         }
     }
@@ -590,20 +482,9 @@ mod tests {
     #[test]
     fn cluster_commands_parse() {
         assert_eq!(cluster(&["status"]).unwrap().cmd, ClusterCommand::Status);
+        assert_eq!(cluster(&["members", "--json"]).unwrap().cmd, ClusterCommand::Members);
         assert_eq!(
-            cluster(&["members", "--json"]).unwrap().cmd,
-            ClusterCommand::Members
-        );
-        assert_eq!(
-            cluster(&[
-                "add",
-                "4",
-                "127.0.0.1:7004",
-                "127.0.0.1:6004",
-                "127.0.0.1:8004"
-            ])
-            .unwrap()
-            .cmd,
+            cluster(&["add", "4", "127.0.0.1:7004", "127.0.0.1:6004", "127.0.0.1:8004"]).unwrap().cmd,
             ClusterCommand::Add {
                 id: 4,
                 peer_addr: "127.0.0.1:7004".into(),
@@ -611,10 +492,7 @@ mod tests {
                 http_addr: "127.0.0.1:8004".into()
             }
         );
-        assert_eq!(
-            cluster(&["remove", "2"]).unwrap().cmd,
-            ClusterCommand::Remove { id: 2 }
-        );
+        assert_eq!(cluster(&["remove", "2"]).unwrap().cmd, ClusterCommand::Remove { id: 2 });
         assert!(cluster(&["remove", "two"]).is_err());
         assert!(cluster(&["add", "4", "a"]).is_err());
     }
@@ -625,10 +503,7 @@ mod tests {
             vec!["1".to_owned(), "leader".to_owned(), "x".to_owned()],
             vec!["22".to_owned(), "f".to_owned(), "".to_owned()],
         ];
-        assert_eq!(
-            format_table(&["ID", "ROLE", "Z"], &rows),
-            "ID  ROLE    Z\n1   leader  x\n22  f\n"
-        );
+        assert_eq!(format_table(&["ID", "ROLE", "Z"], &rows), "ID  ROLE    Z\n1   leader  x\n22  f\n");
         assert_eq!(format_table(&["A", "B"], &[]), "A  B\n");
         // Width counts characters, not bytes.
         let rows = vec![vec!["é".to_owned(), "x".to_owned()]];
@@ -651,18 +526,9 @@ mod tests {
     #[test]
     fn status_table() {
         let all = vec![
-            (
-                "http://127.0.0.1:8001".to_owned(),
-                Ok(status(1, "leader", Some(1))),
-            ),
-            (
-                "http://127.0.0.1:8002".to_owned(),
-                Ok(status(2, "candidate", None)),
-            ),
-            (
-                "http://127.0.0.1:8003".to_owned(),
-                Err(rampart_client::Error::Unavailable { attempts: vec![] }),
-            ),
+            ("http://127.0.0.1:8001".to_owned(), Ok(status(1, "leader", Some(1)))),
+            ("http://127.0.0.1:8002".to_owned(), Ok(status(2, "candidate", None))),
+            ("http://127.0.0.1:8003".to_owned(), Err(rampart_client::Error::Unavailable { attempts: vec![] })),
         ];
         let expected = "\
 ENDPOINT        ID  ROLE         LEADER  TERM  COMMIT  APPLIED
@@ -698,12 +564,10 @@ ID  ROLE     PEER_ADDR       RESP_ADDR       HTTP_ADDR
 4   learner  127.0.0.1:7004  127.0.0.1:6004  127.0.0.1:8004
 ";
         assert_eq!(render_members(&members, Some(2), false, true), expected);
-        let parsed: serde_json::Value =
-            serde_json::from_str(&render_members(&members, Some(2), true, true)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&render_members(&members, Some(2), true, true)).unwrap();
         assert_eq!(parsed["leader_id"], 2);
         assert_eq!(parsed["members"][2]["voter"], false);
-        let parsed: serde_json::Value =
-            serde_json::from_str(&render_members(&members, None, true, false)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&render_members(&members, None, true, false)).unwrap();
         assert!(parsed.get("leader_id").is_none());
     }
 
@@ -711,27 +575,18 @@ ID  ROLE     PEER_ADDR       RESP_ADDR       HTTP_ADDR
     fn scan_table_escapes_and_shortens() {
         let page = ScanPage {
             items: vec![
-                Item {
-                    key: b"a".to_vec(),
-                    value: b"line\nbreak".to_vec(),
-                    revision: 4,
-                },
-                Item {
-                    key: vec![0xff, b'k'],
-                    value: "x".repeat(100).into_bytes(),
-                    revision: 12,
-                },
+                Item { key: b"a".to_vec(), value: b"line\nbreak".to_vec(), revision: 4 },
+                Item { key: vec![0xff, b'k'], value: "x".repeat(100).into_bytes(), revision: 12 },
             ],
             more: true,
         };
         let text = render_scan(&page, false);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "KEY    VALUE                                                                             REVISION");
-        assert!(
-            lines[1].starts_with("a      line\\nbreak  "),
-            "{}",
-            lines[1]
+        assert_eq!(
+            lines[0],
+            "KEY    VALUE                                                                             REVISION"
         );
+        assert!(lines[1].starts_with("a      line\\nbreak  "), "{}", lines[1]);
         assert!(lines[2].starts_with("\\xffk  xxx"), "{}", lines[2]);
         assert!(lines[2].contains("x…  12"), "{}", lines[2]);
         assert!(lines[3].contains("more match"));
@@ -739,73 +594,28 @@ ID  ROLE     PEER_ADDR       RESP_ADDR       HTTP_ADDR
         assert_eq!(json["items"][0]["value"], "line\nbreak");
         assert_eq!(json["items"][1]["key_b64"], "/2s=");
         assert_eq!(json["more"], true);
-        assert_eq!(
-            render_scan(
-                &ScanPage {
-                    items: vec![],
-                    more: false
-                },
-                false
-            ),
-            "KEY  VALUE  REVISION\n(0 keys)\n"
-        );
+        assert_eq!(render_scan(&ScanPage { items: vec![], more: false }, false), "KEY  VALUE  REVISION\n(0 keys)\n");
     }
 
     #[test]
     fn small_renderings() {
         assert_eq!(render_put(5, false), "OK (revision 5)\n");
         assert_eq!(render_put(5, true), "{\"revision\":5}\n");
+        assert_eq!(render_delete("k", Deleted { deleted: true, revision: 6 }, false), "deleted \"k\" (revision 6)\n");
         assert_eq!(
-            render_delete(
-                "k",
-                Deleted {
-                    deleted: true,
-                    revision: 6
-                },
-                false
-            ),
-            "deleted \"k\" (revision 6)\n"
-        );
-        assert_eq!(
-            render_delete(
-                "k",
-                Deleted {
-                    deleted: false,
-                    revision: 6
-                },
-                false
-            ),
+            render_delete("k", Deleted { deleted: false, revision: 6 }, false),
             "\"k\" did not exist (revision 6)\n"
         );
         assert_eq!(
-            render_delete(
-                "k",
-                Deleted {
-                    deleted: false,
-                    revision: 6
-                },
-                true
-            ),
+            render_delete("k", Deleted { deleted: false, revision: 6 }, true),
             "{\"deleted\":false,\"revision\":6}\n"
         );
         assert_eq!(
-            render_entry_json(
-                "k",
-                Entry {
-                    value: b"v".to_vec(),
-                    revision: 2
-                }
-            ),
+            render_entry_json("k", Entry { value: b"v".to_vec(), revision: 2 }),
             r#"{"key":"k","value":"v","revision":2}"#
         );
         assert_eq!(
-            render_entry_json(
-                "k",
-                Entry {
-                    value: vec![0xfe],
-                    revision: 2
-                }
-            ),
+            render_entry_json("k", Entry { value: vec![0xfe], revision: 2 }),
             r#"{"key":"k","value_b64":"/g==","revision":2}"#
         );
     }
@@ -824,6 +634,14 @@ ID  ROLE     PEER_ADDR       RESP_ADDR       HTTP_ADDR
     }
 
     #[test]
+    fn stdin_values_are_bounded() {
+        assert_eq!(read_bounded(&b"\x00\xffdata"[..], 6).unwrap(), b"\x00\xffdata");
+        assert_eq!(read_bounded(&b""[..], 6).unwrap(), b"");
+        let err = read_bounded(&b"1234567"[..], 6).unwrap_err();
+        assert_eq!(err.to_string(), "more than 6 bytes");
+    }
+
+    #[test]
     fn printable_bytes() {
         assert_eq!(printable(b"plain text"), "plain text");
         assert_eq!(printable("héllo".as_bytes()), "héllo");
@@ -838,23 +656,11 @@ ID  ROLE     PEER_ADDR       RESP_ADDR       HTTP_ADDR
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let err = run_kv(kv(&[
-            "get",
-            "k",
-            "--endpoints",
-            &addr,
-            "--timeout-ms",
-            "2000",
-        ]))
-        .unwrap_err();
+        let err = run_kv(kv(&["get", "k", "--endpoints", &addr, "--timeout-ms", "2000"])).unwrap_err();
         let text = format!("{err:#}");
         assert!(text.starts_with("cannot reach the cluster"), "{text}");
         assert!(text.contains(&addr), "{text}");
-        let err =
-            run_cluster(cluster(&["members", "--endpoints", "https://x:1"]).unwrap()).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("https is not supported"),
-            "{err:#}"
-        );
+        let err = run_cluster(cluster(&["members", "--endpoints", "https://x:1"]).unwrap()).unwrap_err();
+        assert!(format!("{err:#}").contains("https is not supported"), "{err:#}");
     }
 }

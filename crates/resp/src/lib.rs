@@ -2,6 +2,15 @@
 //! encoding, a request parser for servers, a reply parser for clients, and a
 //! small async client for tests and tools.
 //!
+//! - [`encode`]: a [`Value`] in either [`Protocol`], downgrading RESP3-only
+//!   types for RESP2 connections.
+//! - [`parse_command`] / [`RequestDecoder`]: multibulk and inline requests,
+//!   within [`Limits`]. The decoder keeps a connection's buffer and resumes
+//!   a partly received frame instead of re-parsing it.
+//! - [`parse_value`] / [`ReplyDecoder`]: any RESP2 or RESP3 reply, within
+//!   [`ReplyLimits`], parsed without recursion.
+//! - [`client::RespClient`]: one connection, commands and pipelines.
+//!
 //! This crate knows the wire format only. It never executes a command and
 //! never holds more than its limits allow: every declared length is checked
 //! before the bytes it announces are waited for, and no input panics.

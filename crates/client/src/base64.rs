@@ -7,11 +7,7 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 pub fn encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -40,10 +36,7 @@ fn sextet(c: u8) -> Option<u32> {
 /// valid base64.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    let trimmed = bytes
-        .strip_suffix(b"==")
-        .or_else(|| bytes.strip_suffix(b"="))
-        .unwrap_or(bytes);
+    let trimmed = bytes.strip_suffix(b"==").or_else(|| bytes.strip_suffix(b"=")).unwrap_or(bytes);
     if bytes.len() != trimmed.len() && bytes.len() % 4 != 0 {
         return None;
     }
@@ -107,9 +100,7 @@ mod tests {
 
     #[test]
     fn invalid_input() {
-        for bad in [
-            "Z", "Zg=", "Z===", "Zh==", "Zm9*", "Zm9v\n", "=", "Zg==Zg==",
-        ] {
+        for bad in ["Z", "Zg=", "Z===", "Zh==", "Zm9*", "Zm9v\n", "=", "Zg==Zg=="] {
             assert_eq!(decode(bad), None, "{bad}");
         }
     }

@@ -41,11 +41,7 @@ pub struct Attempt {
 }
 
 fn format_attempts(attempts: &[Attempt]) -> String {
-    attempts
-        .iter()
-        .map(|a| format!("{}: {}", a.endpoint, a.error))
-        .collect::<Vec<_>>()
-        .join("; ")
+    attempts.iter().map(|a| format!("{}: {}", a.endpoint, a.error)).collect::<Vec<_>>().join("; ")
 }
 
 /// `prefix: message`, unless the server's message already says it.
@@ -93,9 +89,7 @@ pub enum Error {
     /// A write may or may not have been applied: it timed out, the server
     /// answered 504, or the connection broke after the request was sent.
     /// It was not retried; read the key to find out.
-    #[error(
-        "outcome unknown: {reason} (at {endpoint}); the write may or may not have been applied"
-    )]
+    #[error("outcome unknown: {reason} (at {endpoint}); the write may or may not have been applied")]
     OutcomeUnknown {
         /// Endpoint the write was sent to.
         endpoint: String,
@@ -175,17 +169,8 @@ pub(crate) fn classify(endpoint: &str, status: u16, body: &[u8], retry: Retry) -
     let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => (e.code, e.error),
         Err(_) => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_owned();
-            (
-                String::new(),
-                if text.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    text
-                },
-            )
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned();
+            (String::new(), if text.is_empty() { format!("HTTP {status}") } else { text })
         }
     };
     let endpoint = endpoint.to_owned();
@@ -200,34 +185,21 @@ pub(crate) fn classify(endpoint: &str, status: u16, body: &[u8], retry: Retry) -
         503 => Step::Next(summary()),
         502 | 504 => match retry {
             Retry::Idempotent => Step::Next(summary()),
-            Retry::NotIdempotent => Step::Fail(Error::OutcomeUnknown {
-                endpoint,
-                reason: summary(),
-            }),
+            Retry::NotIdempotent => Step::Fail(Error::OutcomeUnknown { endpoint, reason: summary() }),
         },
         404 => Step::Fail(Error::NotFound { endpoint, message }),
-        409 if code.is_empty() || code == "CAS_FAILED" => {
-            Step::Fail(Error::CasFailed { endpoint, message })
-        }
-        _ => Step::Fail(Error::Server {
-            endpoint,
-            status,
-            code,
-            message,
-        }),
+        409 if code.is_empty() || code == "CAS_FAILED" => Step::Fail(Error::CasFailed { endpoint, message }),
+        _ => Step::Fail(Error::Server { endpoint, status, code, message }),
     })
 }
 
 /// Maps a failure to get any answer to the next step.
 pub(crate) fn classify_failure(endpoint: &str, failure: SendFailure, retry: Retry) -> Step {
     match (failure, retry) {
-        (SendFailure::NotSent(why), _) | (SendFailure::MaybeSent(why), Retry::Idempotent) => {
-            Step::Next(why)
+        (SendFailure::NotSent(why), _) | (SendFailure::MaybeSent(why), Retry::Idempotent) => Step::Next(why),
+        (SendFailure::MaybeSent(why), Retry::NotIdempotent) => {
+            Step::Fail(Error::OutcomeUnknown { endpoint: endpoint.to_owned(), reason: why })
         }
-        (SendFailure::MaybeSent(why), Retry::NotIdempotent) => Step::Fail(Error::OutcomeUnknown {
-            endpoint: endpoint.to_owned(),
-            reason: why,
-        }),
         (SendFailure::TooLarge(max), _) => Step::Fail(Error::BadResponse {
             endpoint: endpoint.to_owned(),
             reason: format!("response larger than {max} bytes"),
@@ -272,10 +244,7 @@ impl Client {
         if endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
-        let endpoints = endpoints
-            .iter()
-            .map(|e| normalize_endpoint(e))
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = endpoints.iter().map(|e| normalize_endpoint(e)).collect::<Result<Vec<_>, _>>()?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -316,34 +285,20 @@ impl Client {
     }
 
     /// Reads `key` with the given consistency.
-    pub async fn get_with(
-        &self,
-        key: impl AsRef<[u8]>,
-        consistency: Consistency,
-    ) -> Result<Option<Entry>, Error> {
+    pub async fn get_with(&self, key: impl AsRef<[u8]>, consistency: Consistency) -> Result<Option<Entry>, Error> {
         let key = key.as_ref();
-        let reply = match self
-            .call(Retry::Idempotent, |http, base| {
-                http.get(url::kv_get(base, key, consistency))
-            })
-            .await
+        let reply = match self.call(Retry::Idempotent, |http, base| http.get(url::kv_get(base, key, consistency))).await
         {
             Ok(reply) => reply,
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let revision = reply
-            .revision
-            .as_deref()
-            .and_then(|r| r.trim().parse::<u64>().ok())
-            .ok_or_else(|| Error::BadResponse {
+        let revision =
+            reply.revision.as_deref().and_then(|r| r.trim().parse::<u64>().ok()).ok_or_else(|| Error::BadResponse {
                 endpoint: reply.endpoint.clone(),
                 reason: format!("missing or invalid {REVISION_HEADER} header"),
             })?;
-        Ok(Some(Entry {
-            value: reply.body,
-            revision,
-        }))
+        Ok(Some(Entry { value: reply.body, revision }))
     }
 
     /// Writes `value` under `key`; returns the new revision.
@@ -353,14 +308,8 @@ impl Client {
 
     /// Writes only if the key's current revision is `revision` (0: only if
     /// the key does not exist); otherwise [`Error::CasFailed`].
-    pub async fn put_cas(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: impl AsRef<[u8]>,
-        revision: u64,
-    ) -> Result<u64, Error> {
-        self.put_inner(key.as_ref(), value.as_ref(), Some(revision))
-            .await
+    pub async fn put_cas(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, revision: u64) -> Result<u64, Error> {
+        self.put_inner(key.as_ref(), value.as_ref(), Some(revision)).await
     }
 
     async fn put_inner(&self, key: &[u8], value: &[u8], cas: Option<u64>) -> Result<u64, Error> {
@@ -377,19 +326,14 @@ impl Client {
     /// Deletes `key`.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<Deleted, Error> {
         let key = key.as_ref();
-        let reply = self
-            .call(Retry::NotIdempotent, |http, base| {
-                http.delete(url::kv_key(base, key))
-            })
-            .await?;
+        let reply = self.call(Retry::NotIdempotent, |http, base| http.delete(url::kv_key(base, key))).await?;
         decode_json(&reply)
     }
 
     /// Up to `limit` keys starting with `prefix`, in key order, read
     /// linearizably.
     pub async fn scan(&self, prefix: impl AsRef<[u8]>, limit: usize) -> Result<ScanPage, Error> {
-        self.scan_with(prefix, limit, Consistency::Linearizable)
-            .await
+        self.scan_with(prefix, limit, Consistency::Linearizable).await
     }
 
     /// [`Client::scan`] with the given consistency.
@@ -400,19 +344,14 @@ impl Client {
         consistency: Consistency,
     ) -> Result<ScanPage, Error> {
         let prefix = prefix.as_ref();
-        let reply = self
-            .call(Retry::Idempotent, |http, base| {
-                http.get(url::kv_scan(base, prefix, limit, consistency))
-            })
-            .await?;
+        let reply =
+            self.call(Retry::Idempotent, |http, base| http.get(url::kv_scan(base, prefix, limit, consistency))).await?;
         decode_json(&reply)
     }
 
     /// The status of the first node that answers.
     pub async fn status(&self) -> Result<Status, Error> {
-        let reply = self
-            .call(Retry::Idempotent, |http, base| http.get(url::status(base)))
-            .await?;
+        let reply = self.call(Retry::Idempotent, |http, base| http.get(url::status(base))).await?;
         decode_json(&reply)
     }
 
@@ -420,11 +359,7 @@ impl Client {
     pub async fn status_all(&self) -> Vec<(String, Result<Status, Error>)> {
         let mut out = Vec::with_capacity(self.endpoints.len());
         for index in 0..self.endpoints.len() {
-            let result = match self
-                .call_on(&[index], Retry::Idempotent, |http, base| {
-                    http.get(url::status(base))
-                })
-                .await
+            let result = match self.call_on(&[index], Retry::Idempotent, |http, base| http.get(url::status(base))).await
             {
                 Ok(reply) => decode_json(&reply),
                 Err(e) => Err(e),
@@ -436,29 +371,19 @@ impl Client {
 
     /// The cluster's members and leader.
     pub async fn members(&self) -> Result<MemberList, Error> {
-        let reply = self
-            .call(Retry::Idempotent, |http, base| http.get(url::members(base)))
-            .await?;
+        let reply = self.call(Retry::Idempotent, |http, base| http.get(url::members(base))).await?;
         decode_json(&reply)
     }
 
     /// Adds a node; returns the new member list.
     pub async fn add_member(&self, member: &NewMember) -> Result<Vec<Member>, Error> {
-        let reply = self
-            .call(Retry::NotIdempotent, |http, base| {
-                http.post(url::members(base)).json(member)
-            })
-            .await?;
+        let reply = self.call(Retry::NotIdempotent, |http, base| http.post(url::members(base)).json(member)).await?;
         Ok(decode_json::<MembersOnly>(&reply)?.members)
     }
 
     /// Removes node `id`; returns the new member list.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<Member>, Error> {
-        let reply = self
-            .call(Retry::NotIdempotent, |http, base| {
-                http.delete(url::member(base, id))
-            })
-            .await?;
+        let reply = self.call(Retry::NotIdempotent, |http, base| http.delete(url::member(base, id))).await?;
         Ok(decode_json::<MembersOnly>(&reply)?.members)
     }
 
@@ -491,10 +416,7 @@ impl Client {
                 Err(failure) => classify_failure(base, failure, retry),
             };
             match step {
-                Step::Next(why) => attempts.push(Attempt {
-                    endpoint: base.clone(),
-                    error: why,
-                }),
+                Step::Next(why) => attempts.push(Attempt { endpoint: base.clone(), error: why }),
                 Step::Fail(e) => {
                     // The node answered; it is alive and worth asking first next time.
                     self.preferred.store(index, Ordering::Relaxed);
@@ -505,11 +427,7 @@ impl Client {
         Err(Error::Unavailable { attempts })
     }
 
-    async fn send_once(
-        &self,
-        base: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Reply, SendFailure> {
+    async fn send_once(&self, base: &str, request: reqwest::RequestBuilder) -> Result<Reply, SendFailure> {
         let transport = |e: reqwest::Error| {
             if e.is_connect() || e.is_builder() {
                 SendFailure::NotSent(describe(&e, self.timeout, "request failed"))
@@ -519,42 +437,30 @@ impl Client {
         };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let revision = response
-            .headers()
-            .get(REVISION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let revision = response.headers().get(REVISION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let max = self.max_response_bytes;
-        if response
-            .content_length()
-            .is_some_and(|len| len > max as u64)
-        {
+        if response.content_length().is_some_and(|len| len > max as u64) {
             return Err(SendFailure::TooLarge(max));
         }
         let mut body = Vec::new();
         // A failure while reading the body comes after the server acted.
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            SendFailure::MaybeSent(describe(&e, self.timeout, "reading the response failed"))
-        })? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| SendFailure::MaybeSent(describe(&e, self.timeout, "reading the response failed")))?
+        {
             if body.len() + chunk.len() > max {
                 return Err(SendFailure::TooLarge(max));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Reply {
-            endpoint: base.to_owned(),
-            status,
-            revision,
-            body,
-        })
+        Ok(Reply { endpoint: base.to_owned(), status, revision, body })
     }
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(reply: &Reply) -> Result<T, Error> {
-    serde_json::from_slice(&reply.body).map_err(|e| Error::BadResponse {
-        endpoint: reply.endpoint.clone(),
-        reason: format!("invalid JSON: {e}"),
-    })
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| Error::BadResponse { endpoint: reply.endpoint.clone(), reason: format!("invalid JSON: {e}") })
 }
 
 #[cfg(test)]

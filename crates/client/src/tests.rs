@@ -17,21 +17,13 @@ fn classify_statuses() {
         matches!(classify("e", 503, body, Retry::NotIdempotent), Some(Step::Next(m)) if m == "503 TRYAGAIN: leader changing")
     );
     let timeout = br#"{"error":"commit timed out","code":"TIMEOUT"}"#;
-    assert!(matches!(
-        classify("e", 504, timeout, Retry::Idempotent),
-        Some(Step::Next(_))
-    ));
+    assert!(matches!(classify("e", 504, timeout, Retry::Idempotent), Some(Step::Next(_))));
     assert!(matches!(
         classify("e", 504, timeout, Retry::NotIdempotent),
         Some(Step::Fail(Error::OutcomeUnknown { reason, .. })) if reason == "504 TIMEOUT: commit timed out"
     ));
     assert!(matches!(
-        classify(
-            "e",
-            404,
-            br#"{"error":"no such key","code":"NOT_FOUND"}"#,
-            Retry::Idempotent
-        ),
+        classify("e", 404, br#"{"error":"no such key","code":"NOT_FOUND"}"#, Retry::Idempotent),
         Some(Step::Fail(Error::NotFound { .. }))
     ));
     assert!(
@@ -54,27 +46,15 @@ fn classify_statuses() {
 #[test]
 fn classify_transport_failures() {
     assert!(matches!(
-        classify_failure(
-            "e",
-            SendFailure::NotSent("refused".into()),
-            Retry::NotIdempotent
-        ),
+        classify_failure("e", SendFailure::NotSent("refused".into()), Retry::NotIdempotent),
         Step::Next(_)
     ));
     assert!(matches!(
-        classify_failure(
-            "e",
-            SendFailure::MaybeSent("timed out".into()),
-            Retry::Idempotent
-        ),
+        classify_failure("e", SendFailure::MaybeSent("timed out".into()), Retry::Idempotent),
         Step::Next(_)
     ));
     assert!(matches!(
-        classify_failure(
-            "e",
-            SendFailure::MaybeSent("timed out".into()),
-            Retry::NotIdempotent
-        ),
+        classify_failure("e", SendFailure::MaybeSent("timed out".into()), Retry::NotIdempotent),
         Step::Fail(Error::OutcomeUnknown { .. })
     ));
     assert!(matches!(
@@ -85,43 +65,22 @@ fn classify_transport_failures() {
 
 #[test]
 fn error_messages() {
-    let cas = |m: &str| {
-        Error::CasFailed {
-            endpoint: "e".into(),
-            message: m.into(),
-        }
-        .to_string()
-    };
-    assert_eq!(
-        cas("key is at revision 3"),
-        "compare-and-set failed: key is at revision 3"
-    );
-    assert_eq!(
-        cas("compare-and-set failed: key is at revision 3"),
-        "compare-and-set failed: key is at revision 3"
-    );
-    let nf = Error::NotFound {
-        endpoint: "e".into(),
-        message: "node 9".into(),
-    };
+    let cas = |m: &str| Error::CasFailed { endpoint: "e".into(), message: m.into() }.to_string();
+    assert_eq!(cas("key is at revision 3"), "compare-and-set failed: key is at revision 3");
+    assert_eq!(cas("compare-and-set failed: key is at revision 3"), "compare-and-set failed: key is at revision 3");
+    let nf = Error::NotFound { endpoint: "e".into(), message: "node 9".into() };
     assert_eq!(nf.to_string(), "not found: node 9");
     let e = Error::Unavailable {
         attempts: vec![
-            Attempt {
-                endpoint: "http://a:1".into(),
-                error: "connection refused".into(),
-            },
-            Attempt {
-                endpoint: "http://b:2".into(),
-                error: "503 CLUSTERDOWN: no quorum".into(),
-            },
+            Attempt { endpoint: "http://a:1".into(), error: "connection refused".into() },
+            Attempt { endpoint: "http://b:2".into(), error: "503 CLUSTERDOWN: no quorum".into() },
         ],
     };
-    assert_eq!(e.to_string(), "no endpoint could serve the request: http://a:1: connection refused; http://b:2: 503 CLUSTERDOWN: no quorum");
-    assert!(matches!(
-        Client::new(vec![], Duration::from_secs(1)),
-        Err(Error::NoEndpoints)
-    ));
+    assert_eq!(
+        e.to_string(),
+        "no endpoint could serve the request: http://a:1: connection refused; http://b:2: 503 CLUSTERDOWN: no quorum"
+    );
+    assert!(matches!(Client::new(vec![], Duration::from_secs(1)), Err(Error::NoEndpoints)));
     assert!(matches!(
         Client::new(vec!["https://x:1".into()], Duration::from_secs(1)),
         Err(Error::InvalidEndpoint { .. })
@@ -146,21 +105,14 @@ struct Answer {
 }
 
 fn answer(status: u16, body: &str) -> Answer {
-    Answer {
-        status,
-        headers: vec![],
-        body: body.as_bytes().to_vec(),
-        delay: Duration::ZERO,
-    }
+    Answer { status, headers: vec![], body: body.as_bytes().to_vec(), delay: Duration::ZERO }
 }
 
 type Handler = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
 
 /// Starts a one-request-per-connection HTTP/1.1 server; returns its address
 /// and the log of requests it got.
-async fn mock(
-    handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
-) -> (String, Arc<Mutex<Vec<Seen>>>) {
+async fn mock(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -198,19 +150,12 @@ async fn mock(
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let seen = Seen {
-                    method,
-                    path,
-                    body: buf[head_end..head_end + length].to_vec(),
-                };
+                let seen = Seen { method, path, body: buf[head_end..head_end + length].to_vec() };
                 log.lock().unwrap().push(seen.clone());
                 let a = handler(&seen);
                 tokio::time::sleep(a.delay).await;
-                let mut out = format!(
-                    "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    a.status,
-                    a.body.len()
-                );
+                let mut out =
+                    format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n", a.status, a.body.len());
                 for (k, v) in &a.headers {
                     out.push_str(&format!("{k}: {v}\r\n"));
                 }
@@ -232,34 +177,21 @@ async fn dead_addr() -> String {
 }
 
 fn client(endpoints: &[&str]) -> Client {
-    Client::new(
-        endpoints.iter().map(|s| s.to_string()).collect(),
-        Duration::from_secs(5),
-    )
-    .unwrap()
+    Client::new(endpoints.iter().map(|s| s.to_string()).collect(), Duration::from_secs(5)).unwrap()
 }
 
 #[tokio::test]
 async fn get_found_and_not_found() {
     let (addr, log) = mock(|seen| {
         if seen.path == "/v1/kv/a%2Fb" {
-            Answer {
-                headers: vec![("X-Rampart-Revision", "7".into())],
-                ..answer(200, "v\x01")
-            }
+            Answer { headers: vec![("X-Rampart-Revision", "7".into())], ..answer(200, "v\x01") }
         } else {
             answer(404, r#"{"error":"key not found","code":"NOT_FOUND"}"#)
         }
     })
     .await;
     let c = client(&[&addr]);
-    assert_eq!(
-        c.get("a/b").await.unwrap(),
-        Some(Entry {
-            value: b"v\x01".to_vec(),
-            revision: 7
-        })
-    );
+    assert_eq!(c.get("a/b").await.unwrap(), Some(Entry { value: b"v\x01".to_vec(), revision: 7 }));
     assert_eq!(c.get_stale("zz").await.unwrap(), None);
     let log = log.lock().unwrap();
     assert_eq!(log[1].path, "/v1/kv/zz?consistency=stale");
@@ -269,17 +201,13 @@ async fn get_found_and_not_found() {
 #[tokio::test]
 async fn get_without_revision_header_is_bad_response() {
     let (addr, _) = mock(|_| answer(200, "v")).await;
-    assert!(matches!(
-        client(&[&addr]).get("k").await,
-        Err(Error::BadResponse { .. })
-    ));
+    assert!(matches!(client(&[&addr]).get("k").await, Err(Error::BadResponse { .. })));
 }
 
 #[tokio::test]
 async fn fails_over_past_dead_and_busy_nodes_then_sticks() {
     let dead = dead_addr().await;
-    let (busy, busy_log) =
-        mock(|_| answer(503, r#"{"error":"no leader","code":"TRYAGAIN"}"#)).await;
+    let (busy, busy_log) = mock(|_| answer(503, r#"{"error":"no leader","code":"TRYAGAIN"}"#)).await;
     let (good, good_log) = mock(|_| answer(200, r#"{"revision":3}"#)).await;
     let c = client(&[&dead, &busy, &format!("http://{good}/")]);
     assert_eq!(c.put("k", "v").await.unwrap(), 3);
@@ -290,11 +218,7 @@ async fn fails_over_past_dead_and_busy_nodes_then_sticks() {
     let good_log = good_log.lock().unwrap();
     assert_eq!(good_log.len(), 2);
     assert_eq!(
-        (
-            good_log[1].method.as_str(),
-            good_log[1].path.as_str(),
-            good_log[1].body.as_slice()
-        ),
+        (good_log[1].method.as_str(), good_log[1].path.as_str(), good_log[1].body.as_slice()),
         ("PUT", "/v1/kv/k", &b"w"[..])
     );
 }
@@ -306,11 +230,7 @@ async fn unavailable_lists_every_attempt() {
     match client(&[&dead, &busy]).get("k").await {
         Err(Error::Unavailable { attempts }) => {
             assert_eq!(attempts.len(), 2);
-            assert!(
-                attempts[0].error.starts_with("cannot connect: "),
-                "{}",
-                attempts[0].error
-            );
+            assert!(attempts[0].error.starts_with("cannot connect: "), "{}", attempts[0].error);
             assert_eq!(attempts[1].error, "503 CLUSTERDOWN: no quorum");
         }
         other => panic!("{other:?}"),
@@ -319,18 +239,11 @@ async fn unavailable_lists_every_attempt() {
 
 #[tokio::test]
 async fn write_after_504_is_not_retried() {
-    let (first, _) =
-        mock(|_| answer(504, r#"{"error":"commit timed out","code":"TIMEOUT"}"#)).await;
+    let (first, _) = mock(|_| answer(504, r#"{"error":"commit timed out","code":"TIMEOUT"}"#)).await;
     let (second, second_log) = mock(|_| answer(200, r#"{"revision":1}"#)).await;
     let c = client(&[&first, &second]);
-    assert!(matches!(
-        c.put("k", "v").await,
-        Err(Error::OutcomeUnknown { .. })
-    ));
-    assert!(matches!(
-        c.delete("k").await,
-        Err(Error::OutcomeUnknown { .. })
-    ));
+    assert!(matches!(c.put("k", "v").await, Err(Error::OutcomeUnknown { .. })));
+    assert!(matches!(c.delete("k").await, Err(Error::OutcomeUnknown { .. })));
     assert!(second_log.lock().unwrap().is_empty());
     // A read after a 504 is safe to retry elsewhere.
     let (third, _) = mock(|_| answer(200, r#"{"items":[],"more":false}"#)).await;
@@ -340,21 +253,11 @@ async fn write_after_504_is_not_retried() {
 
 #[tokio::test]
 async fn write_timeout_is_outcome_unknown_but_read_timeout_moves_on() {
-    let slow = |_: &Seen| Answer {
-        delay: Duration::from_secs(3),
-        ..answer(200, r#"{"revision":1}"#)
-    };
+    let slow = |_: &Seen| Answer { delay: Duration::from_secs(3), ..answer(200, r#"{"revision":1}"#) };
     let (slow_addr, _) = mock(slow).await;
-    let (fast, fast_log) = mock(|_| Answer {
-        headers: vec![("x-rampart-revision", "2".into())],
-        ..answer(200, "v")
-    })
-    .await;
-    let c = Client::new(
-        vec![slow_addr.clone(), fast.clone()],
-        Duration::from_millis(200),
-    )
-    .unwrap();
+    let (fast, fast_log) =
+        mock(|_| Answer { headers: vec![("x-rampart-revision", "2".into())], ..answer(200, "v") }).await;
+    let c = Client::new(vec![slow_addr.clone(), fast.clone()], Duration::from_millis(200)).unwrap();
     match c.put_cas("k", "v", 0).await {
         Err(Error::OutcomeUnknown { reason, .. }) => assert_eq!(reason, "no answer within 200 ms"),
         other => panic!("{other:?}"),
@@ -375,66 +278,47 @@ async fn cas_conflict_and_delete() {
     assert!(
         matches!(c.put_cas("k", "v", 4).await, Err(Error::CasFailed { message, .. }) if message == "revision is 5")
     );
-    assert_eq!(
-        c.delete("k").await.unwrap(),
-        Deleted {
-            deleted: true,
-            revision: 9
-        }
-    );
+    assert_eq!(c.delete("k").await.unwrap(), Deleted { deleted: true, revision: 9 });
     let log = log.lock().unwrap();
     assert_eq!(log[0].path, "/v1/kv/k?cas=4");
-    assert_eq!(
-        (log[1].method.as_str(), log[1].path.as_str()),
-        ("DELETE", "/v1/kv/k")
-    );
+    assert_eq!((log[1].method.as_str(), log[1].path.as_str()), ("DELETE", "/v1/kv/k"));
 }
 
 #[tokio::test]
 async fn membership_calls() {
     let member = r#"{"id":4,"peer_addr":"127.0.0.1:7004","resp_addr":"127.0.0.1:6004","http_addr":"127.0.0.1:8004","voter":false}"#;
     let list = format!(r#"{{"members":[{member}]}}"#);
-    let (addr, log) = mock(
-        move |seen| match (seen.method.as_str(), seen.path.as_str()) {
-            ("GET", "/v1/cluster/members") => answer(
-                200,
-                &format!(r#"{{"leader_id":null,"members":[{member}]}}"#),
-            ),
-            ("POST", "/v1/cluster/members") | ("DELETE", "/v1/cluster/members/4") => {
-                answer(200, &list)
-            }
-            _ => answer(404, r#"{"error":"no route","code":"NOT_FOUND"}"#),
-        },
-    )
+    let (addr, log) = mock(move |seen| match (seen.method.as_str(), seen.path.as_str()) {
+        ("GET", "/v1/cluster/members") => answer(200, &format!(r#"{{"leader_id":null,"members":[{member}]}}"#)),
+        ("POST", "/v1/cluster/members") | ("DELETE", "/v1/cluster/members/4") => answer(200, &list),
+        _ => answer(404, r#"{"error":"no route","code":"NOT_FOUND"}"#),
+    })
     .await;
     let c = client(&[&addr]);
     let m = c.members().await.unwrap();
-    assert_eq!(
-        (m.leader_id, m.members[0].id, m.members[0].voter),
-        (None, 4, false)
-    );
+    assert_eq!((m.leader_id, m.members[0].id, m.members[0].voter), (None, 4, false));
     let new = NewMember {
         id: 4,
         peer_addr: "127.0.0.1:7004".into(),
         resp_addr: "127.0.0.1:6004".into(),
         http_addr: "127.0.0.1:8004".into(),
     };
-    assert_eq!(
-        c.add_member(&new).await.unwrap()[0].http_addr,
-        "127.0.0.1:8004"
-    );
+    assert_eq!(c.add_member(&new).await.unwrap()[0].http_addr, "127.0.0.1:8004");
     assert_eq!(c.remove_member(4).await.unwrap().len(), 1);
-    assert!(matches!(
-        c.remove_member(5).await,
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(c.remove_member(5).await, Err(Error::NotFound { .. })));
     let sent: NewMember = serde_json::from_slice(&log.lock().unwrap()[1].body).unwrap();
     assert_eq!(sent, new);
 }
 
 #[tokio::test]
 async fn status_all_reports_each_node() {
-    let (up, _) = mock(|_| answer(200, r#"{"id":2,"role":"follower","leader_id":1,"term":3,"commit_index":8,"applied_index":8,"members":[]}"#)).await;
+    let (up, _) = mock(|_| {
+        answer(
+            200,
+            r#"{"id":2,"role":"follower","leader_id":1,"term":3,"commit_index":8,"applied_index":8,"members":[]}"#,
+        )
+    })
+    .await;
     let dead = dead_addr().await;
     let c = client(&[&up, &dead]);
     let all = c.status_all().await;
@@ -452,8 +336,5 @@ async fn oversized_and_malformed_responses() {
         matches!(c.scan("", 1).await, Err(Error::BadResponse { reason, .. }) if reason.contains("larger than 1000"))
     );
     let (junk, _) = mock(|_| answer(200, "not json")).await;
-    assert!(matches!(
-        client(&[&junk]).status().await,
-        Err(Error::BadResponse { .. })
-    ));
+    assert!(matches!(client(&[&junk]).status().await, Err(Error::BadResponse { .. })));
 }

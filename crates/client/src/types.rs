@@ -140,9 +140,7 @@ struct WireItem {
 fn pick(text: Option<String>, b64: Option<String>, what: &str) -> Result<Vec<u8>, String> {
     match (text, b64) {
         (Some(t), None) => Ok(t.into_bytes()),
-        (None, Some(b)) => {
-            base64::decode(&b).ok_or_else(|| format!("{what}_b64 is not valid base64"))
-        }
+        (None, Some(b)) => base64::decode(&b).ok_or_else(|| format!("{what}_b64 is not valid base64")),
         (Some(_), Some(_)) => Err(format!("both {what} and {what}_b64 given")),
         (None, None) => Err(format!("neither {what} nor {what}_b64 given")),
     }
@@ -170,13 +168,7 @@ impl From<Item> for WireItem {
     fn from(item: Item) -> Self {
         let (key, key_b64) = split(item.key);
         let (value, value_b64) = split(item.value);
-        WireItem {
-            key,
-            key_b64,
-            value,
-            value_b64,
-            revision: item.revision,
-        }
+        WireItem { key, key_b64, value, value_b64, revision: item.revision }
     }
 }
 
@@ -197,22 +189,8 @@ mod tests {
         let body = r#"{"items":[{"key":"a","value":"1","revision":3},{"key_b64":"/w==","value_b64":"/gE=","revision":4}],"more":true}"#;
         let page: ScanPage = serde_json::from_str(body).unwrap();
         assert!(page.more);
-        assert_eq!(
-            page.items[0],
-            Item {
-                key: b"a".to_vec(),
-                value: b"1".to_vec(),
-                revision: 3
-            }
-        );
-        assert_eq!(
-            page.items[1],
-            Item {
-                key: vec![0xff],
-                value: vec![0xfe, 1],
-                revision: 4
-            }
-        );
+        assert_eq!(page.items[0], Item { key: b"a".to_vec(), value: b"1".to_vec(), revision: 3 });
+        assert_eq!(page.items[1], Item { key: vec![0xff], value: vec![0xfe, 1], revision: 4 });
         // And back to the same wire form.
         assert_eq!(serde_json::to_string(&page).unwrap(), body);
     }
@@ -234,14 +212,7 @@ mod tests {
         let body = r#"{"id":1,"role":"leader","leader_id":1,"term":5,"commit_index":10,"applied_index":9,"members":[{"id":1,"peer_addr":"127.0.0.1:7001","resp_addr":"127.0.0.1:6001","http_addr":"127.0.0.1:8001","voter":true}],"uptime_s":3}"#;
         let s: Status = serde_json::from_str(body).unwrap();
         assert_eq!(
-            (
-                s.id,
-                s.role.as_str(),
-                s.leader_id,
-                s.term,
-                s.commit_index,
-                s.applied_index
-            ),
+            (s.id, s.role.as_str(), s.leader_id, s.term, s.commit_index, s.applied_index),
             (1, "leader", Some(1), 5, 10, 9)
         );
         assert_eq!(s.members[0].http_addr, "127.0.0.1:8001");

@@ -6,10 +6,7 @@ use crate::Error;
 /// Turns `host:port`, `http://host:port` or `http://host:port/` into the
 /// base URL `http://host:port`.
 pub fn normalize_endpoint(raw: &str) -> Result<String, Error> {
-    let invalid = |why: &str| Error::InvalidEndpoint {
-        endpoint: raw.to_owned(),
-        reason: why.to_owned(),
-    };
+    let invalid = |why: &str| Error::InvalidEndpoint { endpoint: raw.to_owned(), reason: why.to_owned() };
     let trimmed = raw.trim();
     if trimmed.starts_with("https://") {
         return Err(invalid("https is not supported; use http://"));
@@ -74,10 +71,7 @@ pub(crate) fn kv_put(base: &str, key: &[u8], cas: Option<u64>) -> String {
 }
 
 pub(crate) fn kv_scan(base: &str, prefix: &[u8], limit: usize, consistency: Consistency) -> String {
-    let mut url = format!(
-        "{base}/v1/kv?prefix={}&limit={limit}",
-        percent_encode(prefix)
-    );
+    let mut url = format!("{base}/v1/kv?prefix={}&limit={limit}", percent_encode(prefix));
     if consistency == Consistency::Stale {
         url.push_str("&consistency=stale");
     }
@@ -102,61 +96,26 @@ mod tests {
 
     #[test]
     fn endpoints_normalise() {
-        for raw in [
-            "127.0.0.1:8001",
-            "http://127.0.0.1:8001",
-            "http://127.0.0.1:8001/",
-            " 127.0.0.1:8001 ",
-        ] {
-            assert_eq!(
-                normalize_endpoint(raw).unwrap(),
-                "http://127.0.0.1:8001",
-                "{raw}"
-            );
+        for raw in ["127.0.0.1:8001", "http://127.0.0.1:8001", "http://127.0.0.1:8001/", " 127.0.0.1:8001 "] {
+            assert_eq!(normalize_endpoint(raw).unwrap(), "http://127.0.0.1:8001", "{raw}");
         }
-        assert_eq!(
-            normalize_endpoint("[::1]:8001").unwrap(),
-            "http://[::1]:8001"
-        );
-        assert_eq!(
-            normalize_endpoint("localhost:80").unwrap(),
-            "http://localhost:80"
-        );
+        assert_eq!(normalize_endpoint("[::1]:8001").unwrap(), "http://[::1]:8001");
+        assert_eq!(normalize_endpoint("localhost:80").unwrap(), "http://localhost:80");
     }
 
     #[test]
     fn bad_endpoints() {
-        for raw in [
-            "",
-            "http://",
-            "https://a:1",
-            "ftp://a:1",
-            "a:1/v1",
-            "a b:1",
-            "user@a:1",
-        ] {
-            assert!(
-                matches!(normalize_endpoint(raw), Err(Error::InvalidEndpoint { .. })),
-                "{raw}"
-            );
+        for raw in ["", "http://", "https://a:1", "ftp://a:1", "a:1/v1", "a b:1", "user@a:1"] {
+            assert!(matches!(normalize_endpoint(raw), Err(Error::InvalidEndpoint { .. })), "{raw}");
         }
     }
 
     #[test]
     fn keys_are_one_path_segment() {
         let base = "http://h:1";
-        assert_eq!(
-            kv_get(base, b"plain-key_1.x~", Consistency::Linearizable),
-            "http://h:1/v1/kv/plain-key_1.x~"
-        );
-        assert_eq!(
-            kv_get(base, b"a/b c?d", Consistency::Stale),
-            "http://h:1/v1/kv/a%2Fb%20c%3Fd?consistency=stale"
-        );
-        assert_eq!(
-            kv_get(base, &[0xff, b'%'], Consistency::Linearizable),
-            "http://h:1/v1/kv/%FF%25"
-        );
+        assert_eq!(kv_get(base, b"plain-key_1.x~", Consistency::Linearizable), "http://h:1/v1/kv/plain-key_1.x~");
+        assert_eq!(kv_get(base, b"a/b c?d", Consistency::Stale), "http://h:1/v1/kv/a%2Fb%20c%3Fd?consistency=stale");
+        assert_eq!(kv_get(base, &[0xff, b'%'], Consistency::Linearizable), "http://h:1/v1/kv/%FF%25");
     }
 
     #[test]
@@ -165,10 +124,7 @@ mod tests {
         assert_eq!(kv_put(base, b"k", None), "http://h:1/v1/kv/k");
         assert_eq!(kv_put(base, b"k", Some(0)), "http://h:1/v1/kv/k?cas=0");
         assert_eq!(kv_put(base, b"k", Some(42)), "http://h:1/v1/kv/k?cas=42");
-        assert_eq!(
-            kv_scan(base, b"", 10, Consistency::Linearizable),
-            "http://h:1/v1/kv?prefix=&limit=10"
-        );
+        assert_eq!(kv_scan(base, b"", 10, Consistency::Linearizable), "http://h:1/v1/kv?prefix=&limit=10");
         assert_eq!(
             kv_scan(base, b"a&b=", 5, Consistency::Stale),
             "http://h:1/v1/kv?prefix=a%26b%3D&limit=5&consistency=stale"

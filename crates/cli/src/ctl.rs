@@ -89,9 +89,9 @@ enum KvCommand {
         /// Only keys starting with this.
         #[arg(default_value = "")]
         prefix: String,
-        /// Most keys to list.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Most keys to list (the server may cap it).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
         /// Read from the first node that answers, without checking it is up to date.
         #[arg(long)]
         stale: bool,
@@ -158,7 +158,7 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
         }
         KvCommand::Scan { prefix, limit, stale } => {
             let consistency = if stale { Consistency::Stale } else { Consistency::Linearizable };
-            let page = block_on(client.scan_with(&prefix, limit, consistency))?;
+            let page = block_on(client.scan_with(&prefix, usize::try_from(limit).unwrap_or(usize::MAX), consistency))?;
             write!(out, "{}", render_scan(&page, json))?;
         }
     }
@@ -472,6 +472,7 @@ mod tests {
             &["put", "k", "v", "extra"],
             &["put", "k", "v", "--cas", "x"],
             &["scan", "--limit", "-1"],
+            &["scan", "--limit", "0"],
             &["frob"],
         ] {
             let argv = std::iter::once("rampart").chain(std::iter::once("kv")).chain(args.iter().copied());

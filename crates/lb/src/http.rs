@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::{BodyExt, Either};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::RwLock;
@@ -23,8 +23,9 @@ use crate::algo::hash64;
 use crate::backend::now_ms;
 use crate::config::HashKey;
 use crate::frontend::{ActiveGuard, FrontendRt};
+use crate::h1client::{H1Body, H1Conn, SendError, Started};
 use crate::io::{idle_expired, Activity, CountingIo};
-use crate::pool::{BackendConn, ReqBody};
+use crate::pool::ReqBody;
 
 /// The frontend a listener currently serves; swapped on reload.
 pub type FrontendCell = Arc<RwLock<Arc<FrontendRt>>>;
@@ -294,17 +295,18 @@ fn cookie_value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     })
 }
 
-/// Response body: a proxied backend body (which returns its connection to the
-/// pool when read to the end) or a local one.
+/// Response body: read from a backend connection (which goes back to the pool
+/// at the end), from hyper's client (streamed uploads), or local bytes.
 pub enum RespBody {
     Full(Option<Bytes>),
-    Proxied(Proxied),
+    Backend(H1Body),
+    Hyper(HyperBody),
 }
 
-pub struct Proxied {
+/// A response from hyper's client; the request counts as done at its end.
+pub struct HyperBody {
     inner: Incoming,
-    /// Present until the body ended; returns the connection to the pool then.
-    done: Option<(BackendConn, ActiveGuard)>,
+    guard: Option<ActiveGuard>,
 }
 
 impl RespBody {
@@ -313,38 +315,26 @@ impl RespBody {
     }
 }
 
-impl Proxied {
-    fn finish(&mut self, ok: bool) {
-        if let Some((conn, mut guard)) = self.done.take() {
-            if ok {
-                guard.backend().pool.put(conn);
-            } else {
-                guard.fail();
-            }
-        }
-    }
-}
-
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespBody::Proxied(p) => {
-                // This body drives its backend connection (see pool.rs).
-                if let Some((conn, _)) = &mut p.done {
-                    conn.poll_io(cx);
-                }
-                let r = Pin::new(&mut p.inner).poll_frame(cx);
+            RespBody::Backend(b) => Pin::new(b).poll_frame(cx),
+            RespBody::Hyper(h) => {
+                let r = Pin::new(&mut h.inner).poll_frame(cx);
                 match &r {
-                    Poll::Ready(None) => p.finish(true),
-                    Poll::Ready(Some(Err(_))) => p.finish(false),
-                    Poll::Ready(Some(Ok(_))) if p.inner.is_end_stream() => p.finish(true),
+                    Poll::Ready(None) => drop(h.guard.take()),
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(mut g) = h.guard.take() {
+                            g.fail();
+                        }
+                    }
                     _ => {}
                 }
-                r
+                r.map(|o| o.map(|f| f.map_err(std::io::Error::other)))
             }
         }
     }
@@ -352,7 +342,8 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RespBody::Full(b) => b.is_none(),
-            RespBody::Proxied(p) => p.inner.is_end_stream(),
+            RespBody::Backend(b) => b.is_end_stream(),
+            RespBody::Hyper(h) => h.inner.is_end_stream(),
         }
     }
 
@@ -360,21 +351,14 @@ impl Body for RespBody {
         match self {
             RespBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RespBody::Full(None) => SizeHint::with_exact(0),
-            RespBody::Proxied(p) => p.inner.size_hint(),
+            RespBody::Backend(b) => b.size_hint(),
+            RespBody::Hyper(h) => h.inner.size_hint(),
         }
     }
 }
 
-/// Connection to `guard`'s backend: a pooled one if any is ready, else a new one.
-/// Returns whether it was reused.
-async fn acquire(guard: &ActiveGuard, connect_timeout: Duration) -> Result<(BackendConn, bool), Failure> {
+async fn connect(guard: &ActiveGuard, connect_timeout: Duration) -> Result<TcpStream, Failure> {
     let b = guard.backend();
-    // Bounded by the pool's idle limit.
-    while let Some(mut c) = b.pool.take() {
-        if c.ready().await {
-            return Ok((c, true));
-        }
-    }
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(b.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -385,15 +369,16 @@ async fn acquire(guard: &ActiveGuard, connect_timeout: Duration) -> Result<(Back
     };
     b.stats.connects.inc();
     let _ = stream.set_nodelay(true);
-    let (sender, io) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, ReqBody>(TokioIo::new(stream))
-        .await
-        .map_err(|_| Failure::Connect)?;
-    let mut conn = BackendConn::new(sender, io);
-    if !conn.ready().await {
-        return Err(Failure::Connect);
+    Ok(stream)
+}
+
+/// A pooled connection to `guard`'s backend if one is open, else a new one.
+/// Returns whether it was reused.
+async fn acquire(guard: &ActiveGuard, connect_timeout: Duration) -> Result<(H1Conn, bool), Failure> {
+    if let Some(c) = guard.backend().pool.take() {
+        return Ok((c, true));
     }
-    Ok((conn, false))
+    Ok((H1Conn::new(connect(guard, connect_timeout).await?), false))
 }
 
 fn build_request(parts: &http::request::Parts, body: ReqBody) -> Request<ReqBody> {
@@ -432,7 +417,7 @@ async fn handle(
     parts.version = Version::HTTP_11;
 
     let request_timeout = Duration::from_millis(fe.cfg.timeouts.request_ms);
-    let work = proxy(&fe, &parts, body, hash);
+    let work = proxy(&fe, &mut parts, body, hash);
     let result = if request_timeout.is_zero() {
         work.await
     } else {
@@ -481,10 +466,9 @@ async fn handle(
 
 type ProxyResult = Result<(Response<RespBody>, u32, SocketAddr), (Failure, u32, Option<SocketAddr>)>;
 
-async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incoming, hash: u64) -> ProxyResult {
+async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Incoming, hash: u64) -> ProxyResult {
     let retries = &fe.cfg.retries;
     // Buffer small bodies so the request can be sent again; stream large ones.
-    let mut streamed: Option<Request<ReqBody>> = None;
     let replay: Option<Bytes> = if body.is_end_stream() {
         Some(Bytes::new())
     } else if body.size_hint().upper().is_some_and(|u| u <= retries.body_bytes_max as u64) {
@@ -493,9 +477,14 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incomin
             Err(_) => return Err((Failure::BadRequestBody, 0, None)),
         }
     } else {
-        streamed = Some(build_request(parts, Either::Right(body)));
-        None
+        return proxy_streamed(fe, parts, body, hash).await;
     };
+    let body = replay.unwrap_or_default();
+    // The body is already here: the backend must not wait for a 100-continue.
+    if parts.headers.contains_key(header::EXPECT) {
+        parts.headers.remove(header::EXPECT);
+    }
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let idempotent = is_idempotent(&parts.method);
     let max_attempts = 1 + retries.max_retries;
     // Backends tried so far; no allocation (attempts are capped by the config).
@@ -523,7 +512,7 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incomin
             backend.stats.retries.inc();
         }
         let (mut conn, reused) = match acquire(&guard, fe.cfg.connect_timeout()).await {
-            Ok(s) => s,
+            Ok(c) => c,
             Err(f) => {
                 guard.fail();
                 backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
@@ -531,15 +520,10 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incomin
                 continue;
             }
         };
-        let req = match (&replay, streamed.take()) {
-            (Some(bytes), _) => build_request(parts, Either::Left(Full::new(bytes.clone()))),
-            (None, Some(r)) => r,
-            (None, None) => break, // a streamed body already went to a backend that failed
-        };
-        match conn.send(req).await {
-            Ok(resp) => {
+        match conn.round_trip(&parts.method, target, &parts.headers, &body).await {
+            Ok((rparts, framing, keep_alive)) => {
                 guard.mark_response();
-                let status = resp.status();
+                let status = rparts.status;
                 if status.is_server_error() {
                     backend.stats.responses_5xx.inc();
                     if fe.cfg.ejection.count_5xx {
@@ -548,48 +532,114 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incomin
                 } else {
                     backend.record_success();
                 }
-                let retry_status = retries.on_statuses.contains(&status.as_u16())
-                    && idempotent
-                    && replay.is_some()
-                    && attempt + 1 < max_attempts;
-                if retry_status {
+                if retries.on_statuses.contains(&status.as_u16()) && idempotent && attempt + 1 < max_attempts {
                     // The connection is dropped with the unread body.
                     last = (Failure::BadResponse, Some(backend.addr));
                     continue;
                 }
-                let (rparts, rbody) = resp.into_parts();
-                let body = if rbody.is_end_stream() {
-                    backend.pool.put(conn);
-                    drop(guard);
-                    RespBody::Full(None)
-                } else {
-                    RespBody::Proxied(Proxied { inner: rbody, done: Some((conn, guard)) })
+                let body = match H1Body::start(conn, framing, keep_alive, guard) {
+                    Started::Complete(bytes) if bytes.is_empty() => RespBody::Full(None),
+                    Started::Complete(bytes) => RespBody::Full(Some(bytes)),
+                    Started::Streaming(rest) => RespBody::Backend(rest),
                 };
                 return Ok((Response::from_parts(rparts, body), attempt + 1, backend.addr));
             }
-            Err(mut e) => {
+            Err(SendError::BadResponse(why)) => {
+                // The backend answered, but not with HTTP: do not retry.
                 guard.fail();
-                let unsent = e.take_message();
-                let err = e.error();
-                tracing::debug!(backend = %backend.addr, reused, "request failed: {err}");
-                if err.is_parse() || err.is_parse_status() {
-                    // The backend answered, but not with HTTP: do not retry.
-                    backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-                    return Err((Failure::BadResponse, attempt + 1, Some(backend.addr)));
-                }
+                tracing::debug!(backend = %backend.addr, "bad response: {why}");
+                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                return Err((Failure::BadResponse, attempt + 1, Some(backend.addr)));
+            }
+            Err(e) => {
+                guard.fail();
+                let unsent = matches!(e, SendError::Unsent(_));
+                tracing::debug!(backend = %backend.addr, reused, "request failed: {e:?}");
                 // A reused connection that the backend closed is not a sign of
                 // a sick backend; a fresh one failing is.
-                if !reused {
-                    backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-                } else {
+                if reused {
                     backend.stats.failures.inc();
+                } else {
+                    backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
                 }
                 last = (Failure::Reset, Some(backend.addr));
-                match unsent {
-                    Some(r) if replay.is_none() => streamed = Some(r),
-                    Some(_) => {}
-                    None if replay.is_some() && idempotent => {}
-                    None => return Err((Failure::Reset, attempt + 1, Some(backend.addr))),
+                if !unsent && !idempotent {
+                    return Err((Failure::Reset, attempt + 1, Some(backend.addr)));
+                }
+            }
+        }
+    }
+    Err((last.0, n_tried as u32, last.1))
+}
+
+/// A request whose body is too large to buffer: sent once through hyper's
+/// client on a fresh connection, retried only if it never left.
+async fn proxy_streamed(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incoming, hash: u64) -> ProxyResult {
+    let mut req = Some(build_request(parts, Either::Right(body)));
+    let max_attempts = 1 + fe.cfg.retries.max_retries;
+    let mut tried_buf = [0usize; crate::config::RETRIES_MAX as usize + 1];
+    let mut n_tried = 0usize;
+    let mut last: (Failure, Option<SocketAddr>) = (Failure::NoBackend, None);
+    for attempt in 0..max_attempts {
+        if attempt > 0 {
+            if !fe.budget.try_withdraw(now_ms()) {
+                fe.stats.retries_denied_by_budget.inc();
+                break;
+            }
+            fe.stats.retries.inc();
+        }
+        let Some(mut guard) = fe.pick(hash, &tried_buf[..n_tried]) else { break };
+        if let Some(slot) = tried_buf.get_mut(n_tried) {
+            *slot = guard.index;
+            n_tried += 1;
+        }
+        let backend = guard.backend().clone();
+        let stream = match connect(&guard, fe.cfg.connect_timeout()).await {
+            Ok(s) => s,
+            Err(f) => {
+                guard.fail();
+                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                last = (f, Some(backend.addr));
+                continue;
+            }
+        };
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::Builder::new().handshake::<_, ReqBody>(TokioIo::new(stream)).await
+        else {
+            guard.fail();
+            last = (Failure::Connect, Some(backend.addr));
+            continue;
+        };
+        let addr = backend.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(backend = %addr, "backend connection ended: {e}");
+            }
+        });
+        let Some(r) = req.take() else { break };
+        match sender.try_send_request(r).await {
+            Ok(resp) => {
+                guard.mark_response();
+                if resp.status().is_server_error() {
+                    backend.stats.responses_5xx.inc();
+                } else {
+                    backend.record_success();
+                }
+                let (rparts, rbody) = resp.into_parts();
+                let body = RespBody::Hyper(HyperBody { inner: rbody, guard: Some(guard) });
+                return Ok((Response::from_parts(rparts, body), attempt + 1, addr));
+            }
+            Err(mut e) => {
+                guard.fail();
+                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                let parse = e.error().is_parse() || e.error().is_parse_status();
+                let failure = if parse { Failure::BadResponse } else { Failure::Reset };
+                match e.take_message() {
+                    Some(r) if !parse => {
+                        req = Some(r);
+                        last = (failure, Some(addr));
+                    }
+                    _ => return Err((failure, attempt + 1, Some(addr))),
                 }
             }
         }

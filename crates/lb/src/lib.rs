@@ -17,6 +17,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod frontend;
+pub mod h1client;
 pub mod health;
 pub mod http;
 pub mod io;

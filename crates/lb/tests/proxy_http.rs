@@ -386,8 +386,69 @@ async fn large_bodies_stream_both_ways_on_a_reused_connection() {
         assert!(body == big, "body changed in transit");
         assert_eq!(c.get("/").await.unwrap(), (200, "ok from b1\n".to_string()));
     }
+    // Each streamed upload has a connection of its own (3); the GETs share one
+    // pooled connection, and so do these large buffered responses.
+    for n in [0usize, 1, 100_000, 1_000_000] {
+        let (status, body) = c.get(&format!("/big/{n}")).await.unwrap();
+        assert_eq!((status, body.len()), (200, n));
+        assert!(body.bytes().all(|b| b == b'x'));
+    }
     let s = stats(&lb).await;
-    assert_eq!(backend_stat(&s, b.addr)["connects"], 1, "backend connection not reused: {s}");
+    assert_eq!(backend_stat(&s, b.addr)["connects"], 4, "backend connection not reused: {s}");
+}
+
+/// A keep-alive backend that answers every request with `reply`.
+async fn scripted_backend(reply: &'static [u8]) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Bounded by the test: the LB closes the connection at the end.
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_and_close_delimited_backend_responses() {
+    let chunked = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    )
+    .await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[chunked], hc_off())).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.get("/").await.unwrap(), (200, "hello world".to_string()));
+    }
+    assert_eq!(backend_stat(&stats(&lb).await, chunked)["connects"], 1, "chunked responses keep the connection");
+
+    let until_close = raw_server(b"HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nuntil the backend closes").await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[until_close], hc_off())).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(c.get("/").await.unwrap(), (200, "until the backend closes".to_string()));
+    }
+    let bad_chunks = scripted_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n").await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[bad_chunks], hc_off())).await;
+    // The head was fine, so the client got a 200 and then a broken body.
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
+    assert!(c.get("/").await.is_err(), "a malformed chunked body must not look complete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,6 +136,9 @@ async fn serve(name: String, f: Flags, req: Request<Incoming>) -> Result<Respons
         }
         return text(200, out);
     }
+    if let Some(n) = path.strip_prefix("/big/") {
+        return text(200, "x".repeat(n.parse().unwrap_or(0)));
+    }
     if path == "/echo" {
         let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         return text(200, String::from_utf8_lossy(&body).into_owned());

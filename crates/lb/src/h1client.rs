@@ -1,0 +1,528 @@
+//! A small HTTP/1.1 client for the proxy's hot path: one request at a time
+//! on a kept-alive TCP connection, the request head written from the already
+//! prepared header map in one write, the response head parsed with `httparse`
+//! straight out of the read buffer, and the response body read from the same
+//! buffer by [`H1Body`]. Compared with a general client there is no
+//! connection task, no channel and no body channel per response.
+//!
+//! Used for requests whose body is buffered (no body, or at most
+//! `retries.body_bytes_max`); larger uploads go through hyper's client.
+//!
+//! Limits: response head [`RESPONSE_HEAD_BYTES_MAX`] bytes and
+//! [`RESPONSE_HEADERS_MAX`] fields, chunk-size lines [`CHUNK_LINE_BYTES_MAX`],
+//! trailers [`TRAILER_BYTES_MAX`] (read and dropped).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use hyper::body::{Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::frontend::ActiveGuard;
+
+pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
+pub const RESPONSE_HEADERS_MAX: usize = 128;
+pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
+pub const TRAILER_BYTES_MAX: usize = 16 * 1024;
+/// Bytes reserved in the read buffer before each read.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Why a round trip failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No byte of the request reached the socket: safe to retry any method.
+    Unsent(io::Error),
+    /// The request went out, then the connection failed before any response byte.
+    NoResponse(io::Error),
+    /// The backend sent something that is not a valid HTTP/1.1 response.
+    BadResponse(String),
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes; the connection is not reused.
+    Close,
+}
+
+pub struct H1Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+impl H1Conn {
+    pub fn new(stream: TcpStream) -> Self {
+        H1Conn { stream, rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES), wbuf: Vec::with_capacity(1024) }
+    }
+
+    /// For a pooled connection: false if the backend closed it (or sent bytes
+    /// nobody asked for). Costs no system call while the socket has no news.
+    pub fn still_open(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes the request and reads the response head.
+    pub async fn round_trip(
+        &mut self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(http::response::Parts, Framing, bool), SendError> {
+        self.wbuf.clear();
+        encode_request(&mut self.wbuf, method, target, headers, body);
+        let mut written = 0;
+        while written < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[written..]).await {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "backend socket closed");
+                    return Err(if written == 0 { SendError::Unsent(e) } else { SendError::NoResponse(e) });
+                }
+                Ok(n) => written += n,
+                Err(e) => return Err(if written == 0 { SendError::Unsent(e) } else { SendError::NoResponse(e) }),
+            }
+        }
+        self.read_head(*method == Method::HEAD).await
+    }
+
+    async fn read_head(&mut self, head_request: bool) -> Result<(http::response::Parts, Framing, bool), SendError> {
+        let mut got_any = !self.rbuf.is_empty();
+        loop {
+            if !self.rbuf.is_empty() {
+                match parse_head(&mut self.rbuf, head_request)? {
+                    Some(Parsed::Interim) => continue,
+                    Some(Parsed::Final(parts, framing, keep_alive)) => return Ok((parts, framing, keep_alive)),
+                    None => {
+                        if self.rbuf.len() >= RESPONSE_HEAD_BYTES_MAX {
+                            return Err(SendError::BadResponse("response head too large".into()));
+                        }
+                    }
+                }
+            }
+            self.rbuf.reserve(READ_CHUNK_BYTES);
+            match tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.rbuf).await {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed the connection");
+                    return Err(if got_any {
+                        SendError::BadResponse("connection closed inside the response head".into())
+                    } else {
+                        SendError::NoResponse(e)
+                    });
+                }
+                Ok(_) => got_any = true,
+                Err(e) => {
+                    return Err(if got_any {
+                        SendError::BadResponse(format!("connection failed inside the response head: {e}"))
+                    } else {
+                        SendError::NoResponse(e)
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Request head (and buffered body) as bytes.
+pub fn encode_request(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, body: &Bytes) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() && !headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+enum Parsed {
+    Interim,
+    Final(http::response::Parts, Framing, bool),
+}
+
+fn bad(msg: impl Into<String>) -> SendError {
+    SendError::BadResponse(msg.into())
+}
+
+/// Parses one response head at the front of `buf`, consuming it; `None` if incomplete.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, SendError> {
+    let mut fields = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(bad(format!("malformed response head: {e}"))),
+    };
+    let code = resp.code.unwrap_or(0);
+    let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    if code == 101 {
+        return Err(bad("protocol upgrades are not supported"));
+    }
+    if (100..200).contains(&code) {
+        buf.advance(len);
+        return Ok(Some(Parsed::Interim));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| bad(format!("invalid status {code}")))?;
+    // Header values become slices of the frozen head: no copies.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(HeaderName, usize, usize)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+            let start = h.value.as_ptr() as usize - base;
+            Ok((name, start, start + h.value.len()))
+        })
+        .collect::<Result<_, SendError>>()?;
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| bad("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let framing = framing_of(&headers, code, head_request)?;
+    let keep_alive = framing != Framing::Close && wants_keep_alive(&headers, version);
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Ok(Some(Parsed::Final(parts, framing, keep_alive)))
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn wants_keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    if has_token(headers, header::CONNECTION, "close") {
+        return false;
+    }
+    version == Version::HTTP_11 || has_token(headers, header::CONNECTION, "keep-alive")
+}
+
+/// RFC 9112 §6.3.
+pub fn framing_of(headers: &HeaderMap, code: u16, head_request: bool) -> Result<Framing, SendError> {
+    if head_request || code == 204 || code == 304 || (100..200).contains(&code) {
+        return Ok(Framing::Empty);
+    }
+    if let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+        let chunked_last = last
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked_last { Framing::Chunked } else { Framing::Close });
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.to_str().map_err(|_| bad("invalid content-length"))?.split(',') {
+            let n: u64 = part.trim().parse().map_err(|_| bad("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers(usize),
+    Close,
+    Done,
+}
+
+/// What [`H1Body::start`] found.
+pub enum Started {
+    /// The whole body was already read; the connection is released.
+    Complete(Bytes),
+    /// The rest comes from the connection.
+    Streaming(H1Body),
+}
+
+/// A backend response body read from an [`H1Conn`]; at its end the connection
+/// goes back to the backend's pool (if reusable) and the request is counted done.
+pub struct H1Body {
+    conn: Option<H1Conn>,
+    state: State,
+    keep_alive: bool,
+    guard: Option<ActiveGuard>,
+}
+
+fn io_err(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+impl H1Body {
+    /// The body that follows a head with `framing` on `conn`. When it is
+    /// already complete in the read buffer the connection is released at once
+    /// and the body is returned as bytes.
+    pub fn start(mut conn: H1Conn, framing: Framing, keep_alive: bool, guard: ActiveGuard) -> Started {
+        match framing {
+            Framing::Empty => {
+                release(conn, keep_alive, guard);
+                Started::Complete(Bytes::new())
+            }
+            Framing::Length(n) if conn.rbuf.len() as u64 >= n => {
+                let data = conn.rbuf.split_to(n as usize).freeze();
+                release(conn, keep_alive, guard);
+                Started::Complete(data)
+            }
+            _ => {
+                let state = match framing {
+                    Framing::Length(n) => State::Length(n),
+                    Framing::Chunked => State::ChunkSize,
+                    _ => State::Close,
+                };
+                Started::Streaming(H1Body { conn: Some(conn), state, keep_alive, guard: Some(guard) })
+            }
+        }
+    }
+
+    fn finish(&mut self, ok: bool) {
+        self.state = State::Done;
+        let conn = self.conn.take();
+        if let Some(mut guard) = self.guard.take() {
+            match conn {
+                Some(c) if ok => release(c, self.keep_alive, guard),
+                _ => {
+                    if !ok {
+                        guard.fail();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn release(conn: H1Conn, keep_alive: bool, guard: ActiveGuard) {
+    if keep_alive && conn.rbuf.is_empty() {
+        guard.backend().pool.put(conn);
+    }
+    drop(guard);
+}
+
+/// Reads more into `conn.rbuf`: Ready(Ok(0)) at end of stream.
+fn poll_fill(conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    // Bounded: each turn either reads, fails, or returns Pending.
+    loop {
+        match conn.stream.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        conn.rbuf.reserve(READ_CHUNK_BYTES);
+        match conn.stream.try_read_buf(&mut conn.rbuf) {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+impl hyper::body::Body for H1Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        // Bounded: every turn consumes buffered bytes, reads, or returns.
+        loop {
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            match this.state {
+                State::Done => {
+                    this.finish(true);
+                    return Poll::Ready(None);
+                }
+                State::Length(n) | State::ChunkData(n) if !conn.rbuf.is_empty() => {
+                    let k = (conn.rbuf.len() as u64).min(n);
+                    let data = conn.rbuf.split_to(k as usize).freeze();
+                    let left = n - k;
+                    match this.state {
+                        State::Length(_) if left == 0 => this.finish(true),
+                        State::Length(_) => this.state = State::Length(left),
+                        _ if left == 0 => this.state = State::ChunkDataEnd,
+                        _ => this.state = State::ChunkData(left),
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Close if !conn.rbuf.is_empty() => {
+                    let data = conn.rbuf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::ChunkSize => {
+                    if let Some(end) = find_crlf(&conn.rbuf) {
+                        let line = &conn.rbuf[..end];
+                        let digits = line.split(|&b| b == b';').next().unwrap_or(&[]);
+                        let size =
+                            std::str::from_utf8(digits).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
+                        let Some(size) = size else {
+                            this.finish(false);
+                            return Poll::Ready(Some(Err(io_err("malformed chunk size"))));
+                        };
+                        conn.rbuf.advance(end + 2);
+                        this.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
+                        continue;
+                    }
+                    if conn.rbuf.len() > CHUNK_LINE_BYTES_MAX {
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(io_err("chunk size line too long"))));
+                    }
+                }
+                State::ChunkDataEnd if conn.rbuf.len() >= 2 => {
+                    if &conn.rbuf[..2] != b"\r\n" {
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(io_err("missing CRLF after chunk"))));
+                    }
+                    conn.rbuf.advance(2);
+                    this.state = State::ChunkSize;
+                    continue;
+                }
+                State::Trailers(seen) => {
+                    if let Some(end) = find_crlf(&conn.rbuf) {
+                        conn.rbuf.advance(end + 2);
+                        if end == 0 {
+                            this.finish(true);
+                            return Poll::Ready(None);
+                        }
+                        this.state = State::Trailers(seen + end + 2);
+                        continue;
+                    }
+                    if seen + conn.rbuf.len() > TRAILER_BYTES_MAX {
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(io_err("trailers too large"))));
+                    }
+                }
+                _ => {}
+            }
+            // Need more bytes.
+            match poll_fill(conn, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if this.state == State::Close {
+                        this.keep_alive = false;
+                        this.finish(true);
+                        return Poll::Ready(None);
+                    }
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(io_err("backend closed the connection inside the body"))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> Result<Option<Parsed>, SendError> {
+        parse_head(&mut BytesMut::from(raw), false)
+    }
+
+    #[test]
+    fn framing_rules() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        assert_eq!(framing_of(&h(&[("content-length", "17")]), 200, false).unwrap(), Framing::Length(17));
+        assert_eq!(framing_of(&h(&[("content-length", "17")]), 200, true).unwrap(), Framing::Empty);
+        assert_eq!(framing_of(&h(&[("content-length", "17")]), 304, false).unwrap(), Framing::Empty);
+        assert_eq!(
+            framing_of(&h(&[("transfer-encoding", "gzip, chunked"), ("content-length", "3")]), 200, false).unwrap(),
+            Framing::Chunked
+        );
+        assert_eq!(framing_of(&h(&[("transfer-encoding", "gzip")]), 200, false).unwrap(), Framing::Close);
+        assert_eq!(framing_of(&h(&[]), 200, false).unwrap(), Framing::Close);
+        assert_eq!(framing_of(&h(&[("content-length", "5, 5")]), 200, false).unwrap(), Framing::Length(5));
+        assert!(framing_of(&h(&[("content-length", "5"), ("content-length", "6")]), 200, false).is_err());
+        assert!(framing_of(&h(&[("content-length", "-1")]), 200, false).is_err());
+    }
+
+    #[test]
+    fn heads() {
+        match parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nhi").unwrap() {
+            Some(Parsed::Final(p, f, ka)) => {
+                assert_eq!(p.status, 200);
+                assert_eq!(p.headers["x-a"], "b");
+                assert_eq!((f, ka), (Framing::Length(2), true));
+            }
+            _ => panic!("not parsed"),
+        }
+        match parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap() {
+            Some(Parsed::Final(_, f, ka)) => assert_eq!((f, ka), (Framing::Empty, false)),
+            _ => panic!("not parsed"),
+        }
+        assert!(matches!(parse(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap(), Some(Parsed::Interim)));
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+        assert!(matches!(parse(b"garbage\r\n\r\n"), Err(SendError::BadResponse(_))));
+        assert!(matches!(parse(b"HTTP/1.1 101 Switching\r\n\r\n"), Err(SendError::BadResponse(_))));
+    }
+
+    #[test]
+    fn request_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("x"));
+        let mut out = Vec::new();
+        encode_request(&mut out, &Method::POST, "/a?b", &h, &Bytes::from_static(b"hey"));
+        assert_eq!(out, b"POST /a?b HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nhey");
+    }
+}

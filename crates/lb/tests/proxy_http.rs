@@ -552,3 +552,18 @@ async fn connect_timeout_gives_504_and_moves_on() {
         assert_eq!(get(addr, "/").await.unwrap(), (200, "ok from good\n".to_string()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_responses_keep_the_connection_in_step() {
+    let b = Backend::start("b1").await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], hc_off())).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
+    for _ in 0..2 {
+        // HEAD: a Content-Length but no body; 204 and 304: no body at all.
+        assert_eq!(c.request("HEAD", "/", "").await.unwrap(), (200, String::new()));
+        assert_eq!(c.get("/status/204").await.unwrap(), (204, String::new()));
+        assert_eq!(c.get("/status/304").await.unwrap(), (304, String::new()));
+        assert_eq!(c.get("/").await.unwrap(), (200, "ok from b1\n".to_string()));
+    }
+    assert_eq!(backend_stat(&stats(&lb).await, b.addr)["connects"], 1);
+}

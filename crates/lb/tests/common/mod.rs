@@ -136,6 +136,9 @@ async fn serve(name: String, f: Flags, req: Request<Incoming>) -> Result<Respons
         }
         return text(200, out);
     }
+    if let Some(code) = path.strip_prefix("/status/") {
+        return text(code.parse().unwrap_or(500), String::new());
+    }
     if let Some(n) = path.strip_prefix("/big/") {
         return text(200, "x".repeat(n.parse().unwrap_or(0)));
     }

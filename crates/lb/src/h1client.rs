@@ -189,7 +189,12 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         .iter()
         .map(|h| {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-            let start = h.value.as_ptr() as usize - base;
+            if h.value.is_empty() {
+                return Ok((name, 0, 0));
+            }
+            // Values are slices of `buf`; anything else would be a parser bug.
+            let start = (h.value.as_ptr() as usize).checked_sub(base).filter(|s| s + h.value.len() <= len);
+            let start = start.ok_or_else(|| bad("header value outside the response head"))?;
             Ok((name, start, start + h.value.len()))
         })
         .collect::<Result<_, SendError>>()?;
@@ -504,6 +509,13 @@ mod tests {
                 assert_eq!(p.status, 200);
                 assert_eq!(p.headers["x-a"], "b");
                 assert_eq!((f, ka), (Framing::Length(2), true));
+            }
+            _ => panic!("not parsed"),
+        }
+        match parse(b"HTTP/1.1 200 OK\r\nX-Empty:\r\nX-B:  \r\nContent-Length: 0\r\n\r\n").unwrap() {
+            Some(Parsed::Final(p, _, _)) => {
+                assert_eq!(p.headers["x-empty"], "");
+                assert_eq!(p.headers["x-b"], "");
             }
             _ => panic!("not parsed"),
         }

@@ -399,6 +399,16 @@ async fn handle(
     let started = Instant::now();
     fe.stats.requests.inc();
     fe.budget.deposit();
+    if req.method() == Method::CONNECT {
+        // Tunnelling is not offered; say so instead of mangling the target.
+        let mut r = Response::new(RespBody::full(Bytes::from_static(
+            b"{\"error\":\"method_not_allowed\",\"message\":\"CONNECT is not supported\"}\n",
+        )));
+        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        fe.stats.record_status(405);
+        return r;
+    }
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     let hash = if fe.cfg.algorithm.uses_hash_key() { request_hash(&fe.cfg.hash_key, &parts, peer) } else { 0 };

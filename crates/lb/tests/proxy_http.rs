@@ -100,6 +100,12 @@ async fn malformed_request_gets_400_and_garbage_backend_gets_502() {
     let addr = lb.local_addr("web").unwrap();
     let reply = raw_exchange(addr, b"NOT A REQUEST\x01\x02\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    let reply = raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    let reply =
+        raw_exchange(addr, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n")
+            .await;
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply:?}");
     let (status, body) = get(addr, "/").await.unwrap();
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("backend_bad_response"), "{body}");

@@ -185,3 +185,58 @@ fn send_reload(pid_file: Option<&PathBuf>, admin: Option<&str>) -> Result<(), Lb
         Err(LbError::Reload(body.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// The shape the `rampart` binary gives it: `rampart lb ...`.
+    #[derive(Parser, Debug)]
+    struct Bin {
+        #[command(subcommand)]
+        cmd: BinCmd,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum BinCmd {
+        Lb(LbArgs),
+    }
+
+    fn parse(args: &[&str]) -> Result<LbArgs, clap::Error> {
+        let mut v = vec!["rampart", "lb"];
+        v.extend_from_slice(args);
+        Bin::try_parse_from(v).map(|b| match b.cmd {
+            BinCmd::Lb(a) => a,
+        })
+    }
+
+    #[test]
+    fn command_line_shapes() {
+        Bin::command().debug_assert();
+        // Exactly what the shared benchmark runs.
+        let a = parse(&[
+            "--listen",
+            "127.0.0.1:18080",
+            "--backends",
+            "127.0.0.1:18101,127.0.0.1:18102,127.0.0.1:18103",
+            "--mode",
+            "tcp",
+            "--algorithm",
+            "consistent_hash",
+            "--threads",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!((a.mode, a.threads, a.algorithm.as_str()), (Mode::Tcp, Some(1), "consistent_hash"));
+        let cfg = load_config(&a).unwrap();
+        assert_eq!(cfg.frontends[0].backends.len(), 3);
+
+        let a = parse(&["reload", "--pid-file", "/run/lb.pid"]).unwrap();
+        assert!(matches!(a.action, Some(LbAction::Reload { pid_file: Some(_), admin: None })));
+        assert!(parse(&["--config", "lb.toml"]).unwrap().config.is_some());
+        assert!(parse(&["--mode", "udp", "--listen", "127.0.0.1:1", "--backends", "127.0.0.1:2"]).is_err());
+        assert!(parse(&["--config", "lb.toml", "--listen", "127.0.0.1:1", "--backends", "127.0.0.1:2"]).is_err());
+        assert!(parse(&["--listen", "127.0.0.1:1"]).is_err(), "--listen without --backends");
+    }
+}

@@ -30,6 +30,9 @@ enum Cmd {
     Kv(ctl::KvArgs),
     /// Inspect and change cluster membership over HTTP.
     Cluster(ctl::ClusterArgs),
+    /// Print a stopped node's log, markers and keys (offline, for debugging).
+    #[command(hide = true)]
+    DebugDump { data_dir: std::path::PathBuf },
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
         }
         Cmd::Kv(args) => ctl::run_kv(args),
         Cmd::Cluster(args) => ctl::run_cluster(args),
+        Cmd::DebugDump { data_dir } => rampart_server::debug_dump(&data_dir).map_err(anyhow::Error::msg),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -295,18 +295,24 @@ async fn paused_leader_steps_down_and_serves_no_stale_read() {
     assert_eq!(st["leader_id"].as_u64(), Some(new));
 }
 
-async fn post_member(c: &Cluster, via: u64, id: u64) -> reqwest::Response {
+/// Adds node `id` through whichever node leads, retrying while leadership moves.
+async fn add_member(c: &Cluster, voters: &[u64], id: u64) {
     let s = &c.specs[&id];
     let body = serde_json::json!({"id": id, "peer_addr": s.peer, "resp_addr": s.resp, "http_addr": s.http});
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-        .post(format!("{}/v1/cluster/members", c.http(via)))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(150)).build().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let leader = wait_leader(c, voters).await;
+        let r = client.post(format!("{}/v1/cluster/members", c.http(leader))).json(&body).send().await.unwrap();
+        let status = r.status();
+        if status.is_success() {
+            return;
+        }
+        let text = r.text().await.unwrap();
+        // 421: leadership moved between the lookup and the call; 503: election.
+        assert!(status == 421 || status == 503, "add member {id}: {status} {text}");
+        assert!(std::time::Instant::now() < deadline, "add member {id} kept failing: {status} {text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,8 +325,7 @@ async fn members_are_added_and_removed_while_writes_continue() {
     c.add_spec(4);
     let ic = c.initial_cluster.clone();
     c.spawn_with_initial(4, &ic);
-    let r = post_member(&c, leader, 4).await;
-    assert!(r.status().is_success(), "add member: {} {}", r.status(), r.text().await.unwrap());
+    add_member(&c, &[1, 2, 3], 4).await;
     let st = wait_for("node 4 to be a voter", Duration::from_secs(30), || async {
         let st = status(&c, leader).await?;
         let members = st["members"].as_array()?.clone();
@@ -331,14 +336,23 @@ async fn members_are_added_and_removed_while_writes_continue() {
     let mark = writers.count.load(Ordering::Relaxed);
     writers.wait_count(mark + 100, "writes after adding node 4").await;
     // Remove a follower, then stop it.
+    let leader = wait_leader(&c, &[1, 2, 3, 4]).await;
     let gone = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
-    let r = reqwest::Client::new()
-        .delete(format!("{}/v1/cluster/members/{gone}", c.http(leader)))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "remove member: {}", r.status());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let leader = wait_leader(&c, &[1, 2, 3, 4]).await;
+        let r = reqwest::Client::new()
+            .delete(format!("{}/v1/cluster/members/{gone}", c.http(leader)))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            break;
+        }
+        assert!(r.status() == 421 || r.status() == 503, "remove member: {}", r.status());
+        assert!(std::time::Instant::now() < deadline, "remove member kept failing");
+    }
     c.kill(gone);
     let mark = writers.count.load(Ordering::Relaxed);
     writers.wait_count(mark + 100, "writes after removing a node").await;
@@ -354,7 +368,8 @@ async fn new_node_catches_up_from_a_snapshot() {
     let leader = wait_leader(&c, &[1, 2, 3]).await;
     let mut l = resp(&c, leader).await;
     for i in 0..300 {
-        assert_eq!(cmd(&mut l, &["SET", &format!("snap/{i}"), &i.to_string()]).await, Value::ok());
+        // Retried on TRYAGAIN/TIMEOUT (plain SET is idempotent).
+        assert_eq!(read_retrying(&mut l, &["SET", &format!("snap/{i}"), &i.to_string()]).await, Value::ok());
     }
     wait_for("a snapshot on the leader", Duration::from_secs(30), || async {
         let st = status(&c, leader).await?;
@@ -364,15 +379,17 @@ async fn new_node_catches_up_from_a_snapshot() {
     c.add_spec(4);
     let ic = c.initial_cluster.clone();
     c.spawn_with_initial(4, &ic);
-    let r = post_member(&c, leader, 4).await;
-    assert!(r.status().is_success(), "add member: {}", r.status());
-    let st = status(&c, 4).await.unwrap();
-    assert!(
-        st["snapshot_index"].as_u64().unwrap() > 0,
-        "node 4 did not install a snapshot: {st}\n{}\nleader:\n{}",
-        c.log_tail(4),
-        c.log_tail(leader)
-    );
+    add_member(&c, &[1, 2, 3], 4).await;
+    // A learner is promoted once it is close behind; wait until it has applied
+    // everything written above before reading locally from it.
+    let leader_now = wait_leader(&c, &[1, 2, 3, 4]).await;
+    let commit = status(&c, leader_now).await.unwrap()["commit_index"].as_u64().unwrap();
+    let st = wait_for("node 4 to apply the leader's log", Duration::from_secs(30), || async {
+        let st = status(&c, 4).await?;
+        (st["applied_index"].as_u64()? >= commit).then_some(st)
+    })
+    .await;
+    assert!(st["snapshot_index"].as_u64().unwrap() > 0, "node 4 did not install a snapshot: {st}");
     let mut n4 = resp(&c, 4).await;
     assert_eq!(cmd(&mut n4, &["READONLY"]).await, Value::ok());
     for i in [0, 150, 299] {

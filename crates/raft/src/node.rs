@@ -32,6 +32,10 @@ use crate::types::{Command, NodeId, NodeInfo, Raft, Response};
 /// cluster settles on the new one.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
+/// After failing to reach the leader (connection refused, reconnect backoff),
+/// wait this long for a new leader before trying again.
+const UNREACHABLE_LEADER_PAUSE: Duration = Duration::from_millis(50);
+
 /// Entries a learner may lag behind the leader and still be promoted.
 pub const LEARNER_LAG_MAX: u64 = 64;
 
@@ -126,6 +130,8 @@ impl ReadCoalescer {
 
 /// The leader-mode node.
 pub struct RaftNode {
+    /// Itself, for tasks that must outlive the request that started them.
+    me: std::sync::Weak<RaftNode>,
     pub id: NodeId,
     cfg: NodeConfig,
     raft: Raft,
@@ -137,6 +143,8 @@ pub struct RaftNode {
     reads: ReadCoalescer,
     /// Round-trip time of the last hello to each peer (absent: unreachable).
     rtts: RwLock<HashMap<NodeId, Duration>>,
+    /// Term and last log index when this process started (see `local_read_index`).
+    boot: (u64, u64),
     /// Quorum silence after which a leader refuses writes as CLUSTERDOWN.
     quorum_silence_ms: u64,
 }
@@ -190,12 +198,15 @@ impl RaftNode {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let quorum_silence_ms = (cfg.election_timeout_ms * 4).max(1000);
+        // Read from disk: openraft's metrics are not loaded yet at this point.
+        let boot = crate::store::boot_state(&store).map_err(|e| StartError::Raft(e.to_string()))?;
         let me = NodeInfo {
             peer_addr: cfg.peer_addr.to_string(),
             resp_addr: cfg.resp_addr.clone(),
             http_addr: cfg.http_addr.clone(),
         };
-        let node = Arc::new(RaftNode {
+        let node = Arc::new_cyclic(|weak| RaftNode {
+            me: weak.clone(),
             id: cfg.id,
             raft,
             store,
@@ -204,6 +215,7 @@ impl RaftNode {
             infos: RwLock::new(HashMap::from([(cfg.id, me)])),
             reads: ReadCoalescer::new(),
             rtts: RwLock::new(HashMap::new()),
+            boot,
             quorum_silence_ms,
             cfg,
         });
@@ -339,8 +351,8 @@ impl RaftNode {
             Ok(PeerResponse::Forward(r)) => r,
             Ok(_) => Err(ForwardError::Unknown("leader answered a forwarded write with the wrong message".into())),
             Err(e) if e.certainly_not_delivered() => {
-                // The leader is unreachable: wait for the election to move on.
-                self.wait_leader_change(leader, deadline).await;
+                // The leader is unreachable: give an election a moment, then retry.
+                self.wait_leader_change(leader, deadline.min(Instant::now() + UNREACHABLE_LEADER_PAUSE)).await;
                 Err(ForwardError::NotLeader { leader: None })
             }
             Err(e) => Err(ForwardError::Unknown(e.to_string())),
@@ -382,27 +394,36 @@ impl RaftNode {
             !std::mem::replace(&mut st.0, true)
         };
         if start_round {
-            // Run rounds until no reader waits; every waiter gets a round that
-            // began after it arrived.
-            loop {
-                let batch: Waiters = {
-                    let mut st = self.reads.state.lock();
-                    if st.1.is_empty() {
-                        st.0 = false;
-                        break;
-                    }
-                    std::mem::take(&mut st.1)
-                };
-                let r = self.read_index_once(deadline).await;
-                for w in batch {
-                    let _ = w.send(r.clone());
-                }
+            // Rounds run in their own task: a caller that goes away (an HTTP
+            // client disconnecting) must not strand the readers queued behind it.
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move { me.run_read_rounds().await });
             }
         }
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(WriteError::TryAgain),
             Err(_) => Err(WriteError::Timeout("read index not confirmed before the request timeout".into())),
+        }
+    }
+
+    /// Runs read-index rounds until no reader waits; every waiter gets a
+    /// round that began after it arrived.
+    async fn run_read_rounds(&self) {
+        loop {
+            let batch: Waiters = {
+                let mut st = self.reads.state.lock();
+                if st.1.is_empty() {
+                    st.0 = false;
+                    return;
+                }
+                std::mem::take(&mut st.1)
+            };
+            let deadline = Instant::now() + self.cfg.request_timeout;
+            let r = self.read_index_once(deadline).await;
+            for w in batch {
+                let _ = w.send(r.clone());
+            }
         }
     }
 
@@ -419,7 +440,7 @@ impl RaftNode {
                     Ok(PeerResponse::ReadIndex(r)) => r,
                     Ok(_) => Err(ForwardError::Unknown("wrong answer to a read index request".into())),
                     Err(e) if e.certainly_not_delivered() => {
-                        self.wait_leader_change(leader, deadline).await;
+                        self.wait_leader_change(leader, deadline.min(Instant::now() + UNREACHABLE_LEADER_PAUSE)).await;
                         Err(ForwardError::NotLeader { leader: None })
                     }
                     Err(e) => Err(ForwardError::Unknown(e.to_string())),
@@ -440,7 +461,20 @@ impl RaftNode {
 
     async fn local_read_index(&self, deadline: Instant) -> Result<u64, ForwardError> {
         match tokio::time::timeout_at(deadline.into(), self.raft.get_read_log_id()).await {
-            Ok(Ok((read, _applied))) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Ok((read, _applied))) => {
+                let mut index = read.map_or(0, |l| l.index);
+                // openraft resumes leadership after a restart when its durable
+                // vote says it was the leader, without a new term or a new
+                // blank entry. Its commit index then comes from storage and can
+                // be behind entries it had committed and acknowledged before
+                // the crash, so its read index would miss them. Every such
+                // entry is in our log as it was at boot: while we lead in the
+                // boot term, reads wait for that whole log to be applied.
+                if self.raft.metrics().borrow().current_term == self.boot.0 {
+                    index = index.max(self.boot.1);
+                }
+                Ok(index)
+            }
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
                 Err(ForwardError::NotLeader { leader: f.leader_id })
             }

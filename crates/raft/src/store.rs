@@ -412,6 +412,65 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
+/// The durable vote's term and the last log index, as they are on disk.
+pub fn boot_state(store: &Store) -> Result<(u64, u64), StorageError> {
+    let (vote, last) = store
+        .read(|v| Ok((v.meta_get(META_VOTE)?, v.log_last()?.map(|(i, _)| i))))
+        .map_err(store_err(ErrorVerb::Read))?;
+    let term = match vote {
+        Some(b) => decode::<Vote>(ErrorSubject::Vote, &b)?.leader_id.term,
+        None => 0,
+    };
+    Ok((term, last.unwrap_or(0)))
+}
+
+/// One line per log entry and per key, for offline inspection of a data dir
+/// (`rampart debug-dump DIR`).
+pub fn dump(store: &Store) -> Result<Vec<String>, StorageError> {
+    let mut out = Vec::new();
+    let (logs, meta) = store
+        .read(|v| {
+            let logs = v.log_range(0, u64::MAX)?;
+            let mut meta = Vec::new();
+            for k in [META_VOTE, META_COMMITTED, META_PURGED, META_APPLIED] {
+                meta.push((k, v.meta_get(k)?));
+            }
+            Ok((logs, meta))
+        })
+        .map_err(store_err(ErrorVerb::Read))?;
+    for (k, v) in meta {
+        let shown = match (k, v) {
+            (_, None) => "none".to_string(),
+            (META_VOTE, Some(b)) => format!("{:?}", decode::<Vote>(ErrorSubject::Vote, &b)?),
+            (_, Some(b)) => format!("{:?}", decode::<Option<LogId>>(ErrorSubject::Store, &b)?),
+        };
+        out.push(format!("meta {k} = {shown}"));
+    }
+    for (i, b) in logs {
+        let e: Entry = decode(ErrorSubject::Logs, &b)?;
+        let payload = match &e.payload {
+            EntryPayload::Normal(c) => format!("{c:?}"),
+            EntryPayload::Blank => "blank".into(),
+            EntryPayload::Membership(m) => format!("membership {m:?}"),
+        };
+        out.push(format!("log {i} {} {}", e.log_id, payload.chars().take(300).collect::<String>()));
+    }
+    store
+        .read(|v| {
+            v.kv_for_each(|k, val| {
+                out.push(format!(
+                    "kv {} rev={} {}",
+                    String::from_utf8_lossy(k),
+                    val.revision,
+                    String::from_utf8_lossy(&val.value)
+                ));
+                Ok(())
+            })
+        })
+        .map_err(store_err(ErrorVerb::Read))?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

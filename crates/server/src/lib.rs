@@ -123,3 +123,12 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Prints a stopped node's log, raft markers and keys, one per line.
+pub fn debug_dump(data_dir: &std::path::Path) -> Result<(), String> {
+    let store = rampart_storage::Store::open_dir(data_dir).map_err(|e| e.to_string())?;
+    for line in rampart_raft::store::dump(&store).map_err(|e| e.to_string())? {
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -300,16 +300,20 @@ async fn write_requests(
                 }
             }
         };
-        if !inner.pending.lock().contains_key(&o.id) {
-            continue; // caller gave up before it was written
+        {
+            // Checked and marked under the lock `fail_all` drains with: a call
+            // is either failed as NotSent (and never written) or marked sent
+            // before any byte of it is written.
+            let pending = inner.pending.lock();
+            if !pending.contains_key(&o.id) {
+                continue; // caller gave up, or the connection failed, before it was written
+            }
+            o.sent.store(true, Ordering::Release);
         }
         let mut header = [0u8; HEADER_BYTES];
         header[..4].copy_from_slice(&((o.payload.len() + 9) as u32).to_be_bytes());
         header[4..12].copy_from_slice(&o.id.to_be_bytes());
         header[12] = KIND_REQUEST;
-        // Mark as sent before writing: a partially written frame may still be
-        // acted upon by the peer, so its outcome is unknown from here on.
-        o.sent.store(true, Ordering::Release);
         if w.write_all(&header).await.is_err() || w.write_all(&o.payload).await.is_err() {
             return false;
         }

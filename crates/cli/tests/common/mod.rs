@@ -14,10 +14,28 @@ use rampart_resp::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rampart");
 
-/// A free loopback port (bound and released; the kernel does not hand it
-/// out again at once).
+/// A free loopback port below the kernel's ephemeral range (32768 and up on
+/// Linux), so the outgoing connections of running nodes, which take
+/// ephemeral ports, can never grab it between this check and the bind. Each
+/// test process starts at its own place in the range.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 pub struct NodeSpec {
@@ -137,6 +155,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(d) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, d).keep();
+                eprintln!("test failed: node data and logs kept in {}", kept.display());
+            }
+        }
         for (_, c) in self.procs.iter_mut() {
             // SAFETY: as in `signal`; a stopped child must be resumed to die cleanly.
             unsafe {

@@ -37,19 +37,25 @@ pub const H2_STREAMS_MAX: u32 = 256;
 const VIA_PSEUDONYM: &str = "rampart";
 
 /// Serves one client connection until it closes, times out or goes idle.
-pub async fn serve_connection(cell: FrontendCell, fe: Arc<FrontendRt>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_connection(
+    cell: FrontendCell,
+    fe: Arc<FrontendRt>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(CountingIo::new(stream, activity.clone()));
     let act = activity.clone();
-    let ip_value = client_ip_value(peer);
+    let client = Arc::new(ClientInfo { peer, ip_value: client_ip_value(peer), local });
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let fe = cell.read().clone();
         let act = act.clone();
-        let ip_value = ip_value.clone();
+        let client = client.clone();
         async move {
             act.in_flight.fetch_add(1, Relaxed);
-            let resp = handle(fe, req, peer, &ip_value).await;
+            let resp = handle(fe, req, &client).await;
             act.in_flight.fetch_sub(1, Relaxed);
             Ok::<_, Infallible>(resp)
         }
@@ -390,12 +396,17 @@ fn build_request(parts: &http::request::Parts, body: ReqBody) -> Request<ReqBody
 }
 
 /// Proxies one request, trying other backends as the retry policy allows.
-async fn handle(
-    fe: Arc<FrontendRt>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    ip_value: &HeaderValue,
-) -> Response<RespBody> {
+/// What is known about a client connection.
+pub struct ClientInfo {
+    pub peer: SocketAddr,
+    /// `peer`'s IP as a header value, for X-Forwarded-For.
+    pub ip_value: HeaderValue,
+    /// The address the client connected to (the listener's).
+    pub local: SocketAddr,
+}
+
+async fn handle(fe: Arc<FrontendRt>, req: Request<Incoming>, client: &ClientInfo) -> Response<RespBody> {
+    let peer = client.peer;
     let started = Instant::now();
     fe.stats.requests.inc();
     fe.budget.deposit();
@@ -412,10 +423,16 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     let hash = if fe.cfg.algorithm.uses_hash_key() { request_hash(&fe.cfg.hash_key, &parts, peer) } else { 0 };
-    prepare_request_headers(&mut parts.headers, ip_value, client_version);
-    // HTTP/2 carries the host in :authority; an HTTP/1.1 backend needs Host.
+    prepare_request_headers(&mut parts.headers, &client.ip_value, client_version);
+    // HTTP/2 carries the host in :authority, and an HTTP/1.0 client may send
+    // none; an HTTP/1.1 backend needs Host (RFC 9112 §3.2): use the authority,
+    // else the address the client connected to.
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        let host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => HeaderValue::from_str(&client.local.to_string()).ok(),
+        };
+        if let Some(v) = host {
             parts.headers.insert(header::HOST, v);
         }
     }

@@ -279,6 +279,10 @@ impl Lb {
 }
 
 async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
+    let Ok(local) = listener.local_addr() else {
+        tracing::error!("listener has no local address; not serving it");
+        return;
+    };
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -303,7 +307,7 @@ async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
         tokio::spawn(async move {
             let stats = fe.stats.clone();
             match fe.cfg.mode {
-                Mode::Http => crate::http::serve_connection(cell, fe, stream, peer).await,
+                Mode::Http => crate::http::serve_connection(cell, fe, stream, peer, local).await,
                 Mode::Tcp => crate::tcp::serve_connection(fe, stream, peer).await,
             }
             stats.conns_active.fetch_sub(1, Relaxed);

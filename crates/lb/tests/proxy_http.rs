@@ -88,6 +88,11 @@ async fn forwarding_headers_and_via() {
     assert!(body.contains("x-forwarded-for: 127.0.0.1\n"), "{body}");
     assert!(body.contains("x-forwarded-proto: http\n"), "{body}");
     assert!(body.contains("via: 1.1 rampart\n"), "{body}");
+    // An HTTP/1.0 request without Host still reaches an HTTP/1.1 backend.
+    let addr = lb.local_addr("web").unwrap();
+    let reply = raw_exchange(addr, b"GET /headers HTTP/1.0\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    assert!(reply.contains(&format!("host: {addr}\n")) && reply.contains("via: 1.0 rampart\n"), "{reply}");
     // A POST body goes through (buffered, so retryable).
     let (status, body) = c.request("POST", "/echo", "hello body").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "hello body"));

@@ -269,9 +269,18 @@ pub struct FrontendStats {
     pub retries_denied_by_budget: Counter,
     pub timeouts: Counter,
     pub latency: Histogram,
+    /// Last time a rate-limited warning was logged (ms, [`now_ms`] clock).
+    last_log_ms: AtomicU64,
 }
 
 impl FrontendStats {
+    /// True at most once a second: keeps an outage from flooding the log.
+    pub fn log_allowed(&self, now_ms: u64) -> bool {
+        let last = self.last_log_ms.load(Relaxed);
+        (last == 0 || now_ms.saturating_sub(last) >= 1000)
+            && self.last_log_ms.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok()
+    }
+
     pub fn record_status(&self, status: u16) {
         match status {
             200..=299 => self.responses_2xx.inc(),

@@ -29,6 +29,8 @@ pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
 pub const RESPONSE_HEADERS_MAX: usize = 128;
 pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
 pub const TRAILER_BYTES_MAX: usize = 16 * 1024;
+/// Write-buffer capacity a connection keeps between requests.
+pub const WRITE_BUFFER_KEEP_BYTES: usize = 16 * 1024;
 /// Bytes reserved in the read buffer before each read.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -94,6 +96,10 @@ impl H1Conn {
                 Ok(n) => written += n,
                 Err(e) => return Err(if written == 0 { SendError::Unsent(e) } else { SendError::NoResponse(e) }),
             }
+        }
+        // Do not keep a large body's buffer alive in an idle pooled connection.
+        if self.wbuf.capacity() > WRITE_BUFFER_KEEP_BYTES {
+            self.wbuf = Vec::with_capacity(1024);
         }
         self.read_head(*method == Method::HEAD).await
     }

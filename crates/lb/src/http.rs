@@ -395,7 +395,6 @@ fn build_request(parts: &http::request::Parts, body: ReqBody) -> Request<ReqBody
     r
 }
 
-/// Proxies one request, trying other backends as the retry policy allows.
 /// What is known about a client connection.
 pub struct ClientInfo {
     pub peer: SocketAddr,
@@ -405,6 +404,7 @@ pub struct ClientInfo {
     pub local: SocketAddr,
 }
 
+/// Proxies one request, trying other backends as the retry policy allows.
 async fn handle(fe: Arc<FrontendRt>, req: Request<Incoming>, client: &ClientInfo) -> Response<RespBody> {
     let peer = client.peer;
     let started = Instant::now();
@@ -461,7 +461,9 @@ async fn handle(fe: Arc<FrontendRt>, req: Request<Incoming>, client: &ClientInfo
         Err((f, attempts, backend)) => {
             if f == Failure::NoBackend {
                 fe.stats.no_backend.inc();
-                tracing::warn!(frontend = %fe.cfg.name, "no backend available for {} {}", parts.method, parts.uri);
+                if fe.stats.log_allowed(now_ms()) {
+                    tracing::warn!(frontend = %fe.cfg.name, "no backend available for {} {} (logged at most once a second)", parts.method, parts.uri);
+                }
             }
             (error_response(f), attempts, backend)
         }
@@ -518,6 +520,8 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Inc
     let mut tried_buf = [0usize; crate::config::RETRIES_MAX as usize + 1];
     let mut n_tried = 0usize;
     let mut last: (Failure, Option<SocketAddr>) = (Failure::NoBackend, None);
+    // A response with a retryable status, answered if no retry works out.
+    let mut held: Option<(Response<RespBody>, u32, SocketAddr)> = None;
     for attempt in 0..max_attempts {
         if attempt > 0 {
             if !fe.budget.try_withdraw(now_ms()) {
@@ -559,17 +563,19 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Inc
                 } else {
                     backend.record_success();
                 }
-                if retries.on_statuses.contains(&status.as_u16()) && idempotent && attempt + 1 < max_attempts {
-                    // The connection is dropped with the unread body.
-                    last = (Failure::BadResponse, Some(backend.addr));
-                    continue;
-                }
+                let retry = retries.on_statuses.contains(&status.as_u16()) && idempotent && attempt + 1 < max_attempts;
                 let body = match H1Body::start(conn, framing, keep_alive, guard) {
                     Started::Complete(bytes) if bytes.is_empty() => RespBody::Full(None),
                     Started::Complete(bytes) => RespBody::Full(Some(bytes)),
                     Started::Streaming(rest) => RespBody::Backend(rest),
                 };
-                return Ok((Response::from_parts(rparts, body), attempt + 1, backend.addr));
+                let resp = (Response::from_parts(rparts, body), attempt + 1, backend.addr);
+                if retry {
+                    // Kept for the client in case no other backend can be tried.
+                    held = Some(resp);
+                    continue;
+                }
+                return Ok(resp);
             }
             Err(SendError::BadResponse(why)) => {
                 // The backend answered, but not with HTTP: do not retry.
@@ -595,6 +601,9 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Inc
                 }
             }
         }
+    }
+    if let Some(resp) = held {
+        return Ok(resp);
     }
     Err((last.0, n_tried as u32, last.1))
 }

@@ -60,7 +60,9 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
     }
     let Some((upstream, guard)) = connected else {
         fe.stats.no_backend.inc();
-        tracing::warn!(frontend = %fe.cfg.name, client = %peer, "no backend available; closing the connection");
+        if fe.stats.log_allowed(now_ms()) {
+            tracing::warn!(frontend = %fe.cfg.name, client = %peer, "no backend available; closing the connection (logged at most once a second)");
+        }
         return;
     };
     let _ = upstream.set_nodelay(true);

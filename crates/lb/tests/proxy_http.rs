@@ -287,6 +287,11 @@ async fn retry_on_status_for_idempotent_only() {
     }
     // POST is not idempotent: its 500s reach the client.
     assert_eq!(posts.get(&500), Some(&5), "{posts:?}");
+    // When every backend answers 500, the client gets a backend's 500 (not a 502).
+    good.flags.fail_all.store(true, Relaxed);
+    let (status, body) = c.get("/").await.unwrap();
+    assert_eq!(status, 500);
+    assert!(body.starts_with("failing"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,20 +190,18 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     let status = StatusCode::from_u16(code).map_err(|_| bad(format!("invalid status {code}")))?;
     // Header values become slices of the frozen head: no copies.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(HeaderName, usize, usize)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
-            if h.value.is_empty() {
-                return Ok((name, 0, 0));
-            }
-            // Values are slices of `buf`; anything else would be a parser bug.
-            let start = (h.value.as_ptr() as usize).checked_sub(base).filter(|s| s + h.value.len() <= len);
-            let start = start.ok_or_else(|| bad("header value outside the response head"))?;
-            Ok((name, start, start + h.value.len()))
-        })
-        .collect::<Result<_, SendError>>()?;
+    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        if h.value.is_empty() {
+            spans.push((name, 0, 0));
+            continue;
+        }
+        // Values are slices of `buf`; anything else would be a parser bug.
+        let start = (h.value.as_ptr() as usize).checked_sub(base).filter(|s| s + h.value.len() <= len);
+        let start = start.ok_or_else(|| bad("header value outside the response head"))?;
+        spans.push((name, start, start + h.value.len()));
+    }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len());
     for (name, start, end) in spans {

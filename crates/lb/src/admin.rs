@@ -166,7 +166,7 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
             json!({
                 "name": f.cfg.name,
                 "listen": lb.local_addr(&f.cfg.name).map(|a| a.to_string()),
-                "mode": match f.cfg.mode { crate::config::Mode::Http => "http", crate::config::Mode::Tcp => "tcp" },
+                "mode": f.cfg.mode.to_string(),
                 "algorithm": f.cfg.algorithm.as_str(),
                 "conns_active": s.conns_active.load(Relaxed),
                 "conns_total": s.conns_total.get(),

@@ -232,7 +232,7 @@ impl Lb {
             let local = listener.local_addr().unwrap_or(fe.cfg.listen);
             let cell: FrontendCell = Arc::new(RwLock::new(fe.clone()));
             let task = tokio::spawn(accept_loop(listener, cell.clone()));
-            tracing::info!(frontend = %name, mode = ?fe.cfg.mode, algorithm = %fe.cfg.algorithm, "listening on {local}");
+            tracing::info!(frontend = %name, mode = %fe.cfg.mode, algorithm = %fe.cfg.algorithm, "listening on {local}");
             st.listeners.insert(name, Listener { configured: fe.cfg.listen, local, cell, task });
         }
         for (name, l) in old_listeners {

@@ -45,10 +45,20 @@ pub async fn serve_connection(
     local: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
+    let client = Arc::new(ClientInfo { peer, ip_value: client_ip_value(peer), local });
+    serve_io(cell, fe, stream, client).await
+}
+
+/// Serves a client connection with hyper; `stream` may replay bytes already
+/// read (see `fast.rs`).
+pub async fn serve_io<S>(cell: FrontendCell, fe: Arc<FrontendRt>, stream: S, client: Arc<ClientInfo>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.peer;
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(CountingIo::new(stream, activity.clone()));
     let act = activity.clone();
-    let client = Arc::new(ClientInfo { peer, ip_value: client_ip_value(peer), local });
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let fe = cell.read().clone();
         let act = act.clone();
@@ -404,13 +414,24 @@ pub struct ClientInfo {
     pub local: SocketAddr,
 }
 
-/// Proxies one request, trying other backends as the retry policy allows.
+/// Proxies one request from hyper's server.
 async fn handle(fe: Arc<FrontendRt>, req: Request<Incoming>, client: &ClientInfo) -> Response<RespBody> {
+    let (parts, body) = req.into_parts();
+    handle_parts(fe, parts, BodyInput::Incoming(body), client).await
+}
+
+/// Proxies one request, trying other backends as the retry policy allows.
+pub async fn handle_parts(
+    fe: Arc<FrontendRt>,
+    mut parts: http::request::Parts,
+    body: BodyInput,
+    client: &ClientInfo,
+) -> Response<RespBody> {
     let peer = client.peer;
     let started = Instant::now();
     fe.stats.requests.inc();
     fe.budget.deposit();
-    if req.method() == Method::CONNECT {
+    if parts.method == Method::CONNECT {
         // Tunnelling is not offered; say so instead of mangling the target.
         let mut r = Response::new(RespBody::full(Bytes::from_static(
             b"{\"error\":\"method_not_allowed\",\"message\":\"CONNECT is not supported\"}\n",
@@ -420,7 +441,6 @@ async fn handle(fe: Arc<FrontendRt>, req: Request<Incoming>, client: &ClientInfo
         fe.stats.record_status(405);
         return r;
     }
-    let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     let hash = if fe.cfg.algorithm.uses_hash_key() { request_hash(&fe.cfg.hash_key, &parts, peer) } else { 0 };
     prepare_request_headers(&mut parts.headers, &client.ip_value, client_version);
@@ -495,20 +515,28 @@ async fn handle(fe: Arc<FrontendRt>, req: Request<Incoming>, client: &ClientInfo
 
 type ProxyResult = Result<(Response<RespBody>, u32, SocketAddr), (Failure, u32, Option<SocketAddr>)>;
 
-async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Incoming, hash: u64) -> ProxyResult {
+/// A request body as the proxy gets it.
+pub enum BodyInput {
+    /// Already read in full (the fast path reads small bodies itself).
+    Buffered(Bytes),
+    /// Still to be read from the client.
+    Incoming(Incoming),
+}
+
+async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: BodyInput, hash: u64) -> ProxyResult {
     let retries = &fe.cfg.retries;
     // Buffer small bodies so the request can be sent again; stream large ones.
-    let replay: Option<Bytes> = if body.is_end_stream() {
-        Some(Bytes::new())
-    } else if body.size_hint().upper().is_some_and(|u| u <= retries.body_bytes_max as u64) {
-        match http_body_util::Limited::new(body, retries.body_bytes_max).collect().await {
-            Ok(c) => Some(c.to_bytes()),
-            Err(_) => return Err((Failure::BadRequestBody, 0, None)),
+    let body = match body {
+        BodyInput::Buffered(b) => b,
+        BodyInput::Incoming(body) if body.is_end_stream() => Bytes::new(),
+        BodyInput::Incoming(body) if body.size_hint().upper().is_some_and(|u| u <= retries.body_bytes_max as u64) => {
+            match http_body_util::Limited::new(body, retries.body_bytes_max).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => return Err((Failure::BadRequestBody, 0, None)),
+            }
         }
-    } else {
-        return proxy_streamed(fe, parts, body, hash).await;
+        BodyInput::Incoming(body) => return proxy_streamed(fe, parts, body, hash).await,
     };
-    let body = replay.unwrap_or_default();
     // The body is already here: the backend must not wait for a 100-continue.
     if parts.headers.contains_key(header::EXPECT) {
         parts.headers.remove(header::EXPECT);

@@ -16,6 +16,7 @@ pub mod algo;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod fast;
 pub mod frontend;
 pub mod h1client;
 pub mod health;

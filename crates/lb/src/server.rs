@@ -307,7 +307,8 @@ async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
         tokio::spawn(async move {
             let stats = fe.stats.clone();
             match fe.cfg.mode {
-                Mode::Http => crate::http::serve_connection(cell, fe, stream, peer, local).await,
+                Mode::Http if fe.cfg.http2 => crate::http::serve_connection(cell, fe, stream, peer, local).await,
+                Mode::Http => crate::fast::serve(cell, fe, stream, peer, local).await,
                 Mode::Tcp => crate::tcp::serve_connection(fe, stream, peer).await,
             }
             stats.conns_active.fetch_sub(1, Relaxed);

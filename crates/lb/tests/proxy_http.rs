@@ -583,3 +583,49 @@ async fn bodiless_responses_keep_the_connection_in_step() {
     }
     assert_eq!(backend_stat(&stats(&lb).await, b.addr)["connects"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_close_chunked_uploads_and_oversized_heads() {
+    let b = Backend::start("b1").await;
+    let extra = format!("request_header_bytes_max = 8192\n{}", hc_off());
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    let bounded = |bytes: Vec<u8>| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&bytes).await.unwrap();
+        let mut out = Vec::new();
+        // The LB must close the connection itself (Connection: close or an error).
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("connection left open")
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // Two pipelined requests in one write, the second asking to close.
+    let reply =
+        bounded(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec())
+            .await;
+    assert_eq!(reply.matches("HTTP/1.1 200 OK").count(), 2, "{reply}");
+    assert_eq!(reply.matches("ok from b1\n").count(), 2, "{reply}");
+    assert!(reply.contains("connection: close"), "{reply}");
+    // A chunked upload (handled by the general path) arrives whole.
+    let reply = bounded(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec(),
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("hello world"), "{reply}");
+    // Expect: 100-continue.
+    let reply = bounded(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nok"
+            .to_vec(),
+    )
+    .await;
+    assert!(reply.contains("HTTP/1.1 200 OK") && reply.ends_with("ok"), "{reply}");
+    // A request head above request_header_bytes_max.
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    let reply = bounded(big).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{}", &reply[..reply.len().min(200)]);
+}

@@ -1,0 +1,333 @@
+//! HTTP/1.1 fast path for client connections.
+//!
+//! Plain HTTP/1.1 requests (no body, or a Content-Length body of at most
+//! `retries.body_bytes_max`) are read with `httparse` straight from the
+//! connection's buffer, proxied, and answered with one write. Anything else
+//! (HTTP/1.0, chunked or large bodies, `Expect`, `Upgrade`, CONNECT, a head
+//! that does not parse or is too large) hands the connection, with the bytes
+//! already read, to hyper's server for the rest of its life ([`http::serve_io`]),
+//! which then answers exactly as it would have from the start (400, 431, ...).
+//! So this module only ever deals with the simple, common case.
+//!
+//! Timeouts: `idle_ms` while waiting for the first byte of a request,
+//! `request_header_ms` from then until its head and body are in.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::frontend::FrontendRt;
+use crate::http::{client_ip_value, handle_parts, serve_io, BodyInput, ClientInfo, FrontendCell, RespBody};
+
+/// Most header fields in a request head taken by the fast path.
+pub const REQUEST_HEADERS_MAX: usize = 100;
+/// Bytes reserved in the read buffer before each read.
+pub const READ_CHUNK_BYTES: usize = 8 * 1024;
+
+/// A socket that first replays bytes already read from it.
+pub struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+/// A request head the fast path takes.
+struct Simple {
+    parts: http::request::Parts,
+    body_len: usize,
+    close: bool,
+}
+
+// Returned once per request and taken apart at once: boxing the large
+// variant would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Parse {
+    /// Complete and simple.
+    Simple(Simple),
+    /// Needs more bytes.
+    Partial,
+    /// Not for the fast path: hand the connection to hyper.
+    HandOff,
+    /// Passed the checks but could not be represented: answer 400 and close.
+    Bad,
+}
+
+fn token_in(v: &[u8], token: &str) -> bool {
+    std::str::from_utf8(v).is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Parses the request head at the front of `buf`; consumes it only when simple.
+fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
+    let mut fields = [httparse::EMPTY_HEADER; REQUEST_HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::HandOff,
+    };
+    if req.version != Some(1) {
+        return Parse::HandOff;
+    }
+    let Some(method) = req.method.and_then(|m| Method::from_bytes(m.as_bytes()).ok()) else {
+        return Parse::HandOff;
+    };
+    if method == Method::CONNECT {
+        return Parse::HandOff;
+    }
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| (s.as_ptr() as usize).checked_sub(base).filter(|o| o + s.len() <= len);
+    let Some(path) = req.path.and_then(|p| offset(p.as_bytes()).map(|o| (o, o + p.len()))) else {
+        return Parse::HandOff;
+    };
+    let mut body_len = 0usize;
+    let mut seen_length = false;
+    let mut close = false;
+    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parse::HandOff };
+        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
+            return Parse::HandOff;
+        }
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
+            match n {
+                Some(n) if !seen_length && n <= body_max => {
+                    body_len = n;
+                    seen_length = true;
+                }
+                _ => return Parse::HandOff,
+            }
+        }
+        if name == header::CONNECTION && token_in(h.value, "close") {
+            close = true;
+        }
+        let span = if h.value.is_empty() {
+            (0, 0)
+        } else {
+            match offset(h.value) {
+                Some(o) => (o, o + h.value.len()),
+                None => return Parse::HandOff,
+            }
+        };
+        spans.push((name, span.0, span.1));
+    }
+    // From here on the head is consumed.
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = http::Uri::from_maybe_shared(head.slice(path.0..path.1)) else { return Parse::Bad };
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, start, end) in spans {
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) else { return Parse::Bad };
+        headers.append(name, value);
+    }
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Parse::Simple(Simple { parts, body_len, close })
+}
+
+/// Reads more bytes within `limit` (zero: no limit); `false` on EOF, error or timeout.
+async fn read_more(c: &mut Conn, limit: Duration) -> bool {
+    c.rbuf.reserve(READ_CHUNK_BYTES);
+    let read = c.stream.read_buf(&mut c.rbuf);
+    let r = if limit.is_zero() {
+        read.await
+    } else {
+        match tokio::time::timeout(limit, read).await {
+            Ok(r) => r,
+            Err(_) => return false,
+        }
+    };
+    matches!(r, Ok(n) if n > 0)
+}
+
+/// Serves one client connection.
+pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let client = Arc::new(ClientInfo { peer, ip_value: client_ip_value(peer), local });
+    let mut c = Conn { stream, rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES), wbuf: Vec::with_capacity(1024) };
+    let idle = Duration::from_millis(first.cfg.timeouts.idle_ms);
+    let header_limit = Duration::from_millis(first.cfg.timeouts.request_header_ms);
+    drop(first);
+    // Bounded by the client: each turn serves a request or ends the connection.
+    loop {
+        let (simple, fe) = loop {
+            if !c.rbuf.is_empty() {
+                // The configuration in force when the request arrived (reloads).
+                let fe = cell.read().clone();
+                match parse(&mut c.rbuf, fe.cfg.retries.body_bytes_max) {
+                    Parse::Simple(s) => break (s, fe),
+                    Parse::Partial if c.rbuf.len() < fe.cfg.request_header_bytes_max => {}
+                    Parse::Partial | Parse::HandOff => {
+                        let stream = Prefixed { prefix: c.rbuf.freeze(), inner: c.stream };
+                        return serve_io(cell, fe, stream, client).await;
+                    }
+                    Parse::Bad => {
+                        let _ = c.stream.write_all(BAD_REQUEST).await;
+                        return;
+                    }
+                }
+            }
+            let limit = if c.rbuf.is_empty() { idle } else { header_limit };
+            if !read_more(&mut c, limit).await {
+                return;
+            }
+        };
+        while c.rbuf.len() < simple.body_len {
+            if !read_more(&mut c, header_limit).await {
+                return;
+            }
+        }
+        let body = c.rbuf.split_to(simple.body_len).freeze();
+        let head_request = simple.parts.method == Method::HEAD;
+        let close = simple.close;
+        let resp = handle_parts(fe, simple.parts, BodyInput::Buffered(body), &client).await;
+        if write_response(&mut c, resp, head_request, close).await.is_err() {
+            return;
+        }
+        if close {
+            let _ = c.stream.shutdown().await;
+            return;
+        }
+        // Do not keep a large response's buffer for an idle connection.
+        if c.wbuf.capacity() > 64 * 1024 {
+            c.wbuf = Vec::with_capacity(1024);
+        }
+    }
+}
+
+const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+fn put_head(out: &mut Vec<u8>, parts: &http::response::Parts, keep_framing: bool, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if !keep_framing && name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+}
+
+fn no_body(status: StatusCode) -> bool {
+    status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
+async fn write_response(
+    c: &mut Conn,
+    resp: http::Response<RespBody>,
+    head_request: bool,
+    close: bool,
+) -> io::Result<()> {
+    let (parts, mut body) = resp.into_parts();
+    c.wbuf.clear();
+    if head_request || no_body(parts.status) {
+        // The head as the backend sent it (HEAD keeps its Content-Length), no body.
+        put_head(&mut c.wbuf, &parts, true, close);
+        c.wbuf.extend_from_slice(b"\r\n");
+        return c.stream.write_all(&c.wbuf).await;
+    }
+    if let RespBody::Full(b) = &mut body {
+        let data = b.take().unwrap_or_default();
+        put_head(&mut c.wbuf, &parts, false, close);
+        c.wbuf.extend_from_slice(format!("content-length: {}\r\n\r\n", data.len()).as_bytes());
+        c.wbuf.extend_from_slice(&data);
+        return c.stream.write_all(&c.wbuf).await;
+    }
+    let exact = body.size_hint().exact();
+    put_head(&mut c.wbuf, &parts, false, close);
+    match exact {
+        Some(n) => c.wbuf.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
+        None => c.wbuf.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+    }
+    c.stream.write_all(&c.wbuf).await?;
+    let mut sent: u64 = 0;
+    // Bounded by the body's length (or the backend closing).
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if exact.is_some_and(|n| sent > n) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "backend body longer than announced"));
+        }
+        if exact.is_some() {
+            c.stream.write_all(&data).await?;
+        } else {
+            c.wbuf.clear();
+            c.wbuf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            c.wbuf.extend_from_slice(&data);
+            c.wbuf.extend_from_slice(b"\r\n");
+            c.stream.write_all(&c.wbuf).await?;
+        }
+    }
+    match exact {
+        Some(n) if sent != n => {
+            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend body shorter than announced"))
+        }
+        Some(_) => Ok(()),
+        None => c.stream.write_all(b"0\r\n\r\n").await,
+    }
+}

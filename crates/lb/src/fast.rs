@@ -198,7 +198,11 @@ pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream
     let client = Arc::new(ClientInfo { peer, ip_value: client_ip_value(peer), local });
     let mut c = Conn { stream, rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES), wbuf: Vec::with_capacity(1024) };
     let idle = Duration::from_millis(first.cfg.timeouts.idle_ms);
-    let header_limit = Duration::from_millis(first.cfg.timeouts.request_header_ms);
+    // Within a request: the header timeout, or the idle one if that is off.
+    let header_limit = match first.cfg.timeouts.request_header_ms {
+        0 => idle,
+        ms => Duration::from_millis(ms),
+    };
     drop(first);
     // Bounded by the client: each turn serves a request or ends the connection.
     loop {
@@ -233,7 +237,8 @@ pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream
         let head_request = simple.parts.method == Method::HEAD;
         let close = simple.close;
         let resp = handle_parts(fe, simple.parts, BodyInput::Buffered(body), &client).await;
-        if write_response(&mut c, resp, head_request, close).await.is_err() {
+        if let Err(e) = write_response(&mut c, resp, head_request, close, idle).await {
+            tracing::debug!(client = %peer, "response not delivered: {e}");
             return;
         }
         if close {
@@ -273,11 +278,25 @@ fn no_body(status: StatusCode) -> bool {
     status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
 }
 
+/// `fut` within `limit` (zero: no limit); a timeout is an error.
+async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    if limit.is_zero() {
+        return fut.await;
+    }
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no progress within the idle timeout")),
+    }
+}
+
+/// Writes `resp`; every step (a write, or waiting for the next piece of a
+/// streamed body) must make progress within `idle`.
 async fn write_response(
     c: &mut Conn,
     resp: http::Response<RespBody>,
     head_request: bool,
     close: bool,
+    idle: Duration,
 ) -> io::Result<()> {
     let (parts, mut body) = resp.into_parts();
     c.wbuf.clear();
@@ -285,14 +304,14 @@ async fn write_response(
         // The head as the backend sent it (HEAD keeps its Content-Length), no body.
         put_head(&mut c.wbuf, &parts, true, close);
         c.wbuf.extend_from_slice(b"\r\n");
-        return c.stream.write_all(&c.wbuf).await;
+        return within(idle, c.stream.write_all(&c.wbuf)).await;
     }
     if let RespBody::Full(b) = &mut body {
         let data = b.take().unwrap_or_default();
         put_head(&mut c.wbuf, &parts, false, close);
         c.wbuf.extend_from_slice(format!("content-length: {}\r\n\r\n", data.len()).as_bytes());
         c.wbuf.extend_from_slice(&data);
-        return c.stream.write_all(&c.wbuf).await;
+        return within(idle, c.stream.write_all(&c.wbuf)).await;
     }
     let exact = body.size_hint().exact();
     put_head(&mut c.wbuf, &parts, false, close);
@@ -300,12 +319,13 @@ async fn write_response(
         Some(n) => c.wbuf.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
         None => c.wbuf.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
     }
-    c.stream.write_all(&c.wbuf).await?;
+    within(idle, c.stream.write_all(&c.wbuf)).await?;
     let mut sent: u64 = 0;
-    // Bounded by the body's length (or the backend closing).
-    while let Some(frame) = body.frame().await {
-        let frame = frame?;
-        let Ok(data) = frame.into_data() else { continue };
+    // Bounded by the body's length (or the backend closing), each step by `idle`.
+    loop {
+        let next = within(idle, async { Ok(body.frame().await) }).await?;
+        let Some(frame) = next else { break };
+        let Ok(data) = frame?.into_data() else { continue };
         if data.is_empty() {
             continue;
         }
@@ -314,13 +334,13 @@ async fn write_response(
             return Err(io::Error::new(io::ErrorKind::InvalidData, "backend body longer than announced"));
         }
         if exact.is_some() {
-            c.stream.write_all(&data).await?;
+            within(idle, c.stream.write_all(&data)).await?;
         } else {
             c.wbuf.clear();
             c.wbuf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             c.wbuf.extend_from_slice(&data);
             c.wbuf.extend_from_slice(b"\r\n");
-            c.stream.write_all(&c.wbuf).await?;
+            within(idle, c.stream.write_all(&c.wbuf)).await?;
         }
     }
     match exact {
@@ -328,6 +348,6 @@ async fn write_response(
             Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend body shorter than announced"))
         }
         Some(_) => Ok(()),
-        None => c.stream.write_all(b"0\r\n\r\n").await,
+        None => within(idle, c.stream.write_all(b"0\r\n\r\n")).await,
     }
 }

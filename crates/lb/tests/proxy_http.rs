@@ -629,3 +629,22 @@ async fn pipelining_close_chunked_uploads_and_oversized_heads() {
     let reply = bounded(big).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{}", &reply[..reply.len().min(200)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_after_the_idle_timeout() {
+    let b = Backend::start("b1").await;
+    let extra = format!("[frontend.timeouts]\nidle_ms = 300\n{}", hc_off());
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
+    let mut s = TcpStream::connect(lb.local_addr("web").unwrap()).await.unwrap();
+    let total = 64_000_000usize;
+    s.write_all(format!("GET /big/{total} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    // Read nothing until the LB's writes stall and it gives up on us.
+    wait_until("the stalled response is abandoned", || async {
+        backend_stat(&stats(&lb).await, b.addr)["active"] == 0 && b.hits() == 1
+    })
+    .await;
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(DEADLINE, s.read_to_end(&mut got)).await;
+    assert!(r.is_ok(), "connection not closed");
+    assert!(got.len() < total, "the whole body arrived although the client stalled");
+}

@@ -3,7 +3,10 @@
 //! - [`algo`]: balancing algorithms, pure (no I/O, no clock).
 //! - [`config`]: TOML and command-line configuration, validation.
 //! - [`backend`], [`frontend`]: run-time state, ejection and retry budget.
-//! - [`http`], [`tcp`]: the proxies; [`pool`]: keep-alive connections to backends.
+//! - [`fast`]: the HTTP/1.1 fast path for clients; [`http`]: hyper-served
+//!   connections and the request logic; [`h1client`]: the HTTP/1.1 client
+//!   to backends; [`pool`]: keep-alive connections to backends; [`tcp`]: L4.
+//! - [`access_log`], [`stats`]: observability; [`io`]: idle detection.
 //! - [`health`]: active health checks.
 //! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API.
 //! - [`cli`]: `rampart lb` flags and entry point.

@@ -71,3 +71,30 @@ async fn no_backend_closes_and_idle_sessions_end() {
     let r = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
     assert!(r.is_ok(), "idle TCP session not closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_session_limit_in_tcp_mode() {
+    let echo = echo_server().await;
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"tcp\"\n{HC_OFF}\
+         [[frontend.backend]]\naddr = \"{echo}\"\nmax_conns = 1\n"
+    );
+    let lb = start_lb(&toml).await;
+    let addr = lb.local_addr("web").unwrap();
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(b"one").await.unwrap();
+    let mut buf = [0u8; 3];
+    first.read_exact(&mut buf).await.unwrap();
+    // The only backend is at its limit: the second session is refused.
+    assert_eq!(raw_exchange(addr, b"two").await, "");
+    assert_eq!(stats(&lb).await["frontends"][0]["no_backend"], 1);
+    // Once the first session ends, there is room again.
+    drop(first);
+    wait_until("first session finished", || async { backend_stat(&stats(&lb).await, echo)["active"] == 0 }).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third.write_all(b"three").await.unwrap();
+    third.shutdown().await.unwrap();
+    let mut out = String::new();
+    third.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "three");
+}

@@ -648,3 +648,35 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_idle_timeout() {
     assert!(r.is_ok(), "connection not closed");
     assert!(got.len() < total, "the whole body arrived although the client stalled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_ramps_a_returning_backend() {
+    let b1 = Backend::start("b1").await;
+    let b2 = Backend::start("b2").await;
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+         algorithm = \"weighted_round_robin\"\nslow_start_ms = 60000\n\
+         [frontend.health]\nkind = \"http\"\npath = \"/health\"\ninterval_ms = 50\nrise = 1\nfall = 1\n\
+         [[frontend.backend]]\naddr = \"{}\"\nweight = 10\n[[frontend.backend]]\naddr = \"{}\"\nweight = 10\n",
+        b1.addr, b2.addr
+    );
+    let lb = start_lb(&toml).await;
+    let addr = lb.local_addr("web").unwrap();
+    // Never went down: full weight from the start.
+    let mut c = Client::connect(addr).await.unwrap();
+    for _ in 0..20 {
+        c.get("/").await.unwrap();
+    }
+    assert_eq!((b1.hits(), b2.hits()), (10, 10));
+    b2.flags.healthy.store(false, Relaxed);
+    wait_until("b2 down", || async { backend_stat(&stats(&lb).await, b2.addr)["state"] == "down" }).await;
+    b2.flags.healthy.store(true, Relaxed);
+    wait_until("b2 up", || async { backend_stat(&stats(&lb).await, b2.addr)["state"] == "up" }).await;
+    // Just back: 10 % of its weight (1 of 10) for the first seconds of a 60 s ramp.
+    assert_eq!(backend_stat(&stats(&lb).await, b2.addr)["effective_weight"], 1);
+    let before = (b1.hits(), b2.hits());
+    for _ in 0..22 {
+        assert_eq!(c.get("/").await.unwrap().0, 200);
+    }
+    assert_eq!((b1.hits() - before.0, b2.hits() - before.1), (20, 2));
+}

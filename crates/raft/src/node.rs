@@ -22,11 +22,11 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use rampart_storage::{Store, Versioned};
 use rampart_transport::{BoxFuture, Handler};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::network::{decode, encode, ForwardError, Network, PeerRequest, PeerResponse, Peers};
 use crate::store::{LogStore, Progress, StateMachineStore};
-use crate::types::{Command, NodeId, NodeInfo, Raft, Response};
+use crate::types::{Command, NodeId, NodeInfo, Outcome, Raft, Response};
 
 /// Pause before retrying a request that a former leader refused, while the
 /// cluster settles on the new one.
@@ -132,6 +132,8 @@ impl ReadCoalescer {
 pub struct RaftNode {
     /// Itself, for tasks that must outlive the request that started them.
     me: std::sync::Weak<RaftNode>,
+    /// Client commands waiting to be batched into log entries.
+    proposals: mpsc::Sender<Proposal>,
     pub id: NodeId,
     cfg: NodeConfig,
     raft: Raft,
@@ -205,8 +207,10 @@ impl RaftNode {
             resp_addr: cfg.resp_addr.clone(),
             http_addr: cfg.http_addr.clone(),
         };
+        let (proposals, proposals_rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
         let node = Arc::new_cyclic(|weak| RaftNode {
             me: weak.clone(),
+            proposals,
             id: cfg.id,
             raft,
             store,
@@ -241,6 +245,7 @@ impl RaftNode {
             tracing::info!("not in --initial-cluster: waiting to be added as a member");
         }
         tokio::spawn(hello_loop(Arc::downgrade(&node)));
+        tokio::spawn(proposer_loop(Arc::downgrade(&node), proposals_rx));
         Ok(node)
     }
 
@@ -305,32 +310,33 @@ impl RaftNode {
 
     /// Proposes on this node. Called on the leader (and by forwarded requests).
     async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Response, ForwardError> {
-        {
-            let m = self.raft.metrics().borrow().clone();
-            if m.state != ServerState::Leader {
-                return Err(ForwardError::NotLeader { leader: m.current_leader });
-            }
-            if let Some(ms) = m.millis_since_quorum_ack {
-                if ms > self.quorum_silence_ms && self.voter_count(&m) > 1 {
-                    return Err(ForwardError::NoQuorum(format!("no quorum acknowledgement for {ms} ms")));
-                }
-            }
+        let (tx, rx) = oneshot::channel();
+        let proposal = Proposal { cmd, tx };
+        match tokio::time::timeout_at(deadline.into(), self.proposals.send(proposal)).await {
+            Ok(Ok(())) => {}
+            // Never queued: certainly not in the log.
+            Ok(Err(_)) => return Err(ForwardError::NotLeader { leader: None }),
+            Err(_) => return Err(ForwardError::NoQuorum("proposal queue full until the request timeout".into())),
         }
-        match tokio::time::timeout_at(deadline.into(), self.raft.client_write(cmd)).await {
-            Ok(Ok(resp)) => match resp.data.outcome {
-                crate::types::Outcome::Rejected(m) => Err(ForwardError::Rejected(m)),
-                _ => Ok(resp.data),
-            },
-            // Once proposed, a ForwardToLeader can also come from the entry
-            // being truncated by a new leader, and such an entry can still be
-            // committed through another node: the outcome is unknown.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ForwardError::Unknown(format!(
-                "leadership changed while proposing (new leader: {:?})",
-                f.leader_id
-            ))),
-            Ok(Err(e)) => Err(ForwardError::Unknown(e.to_string())),
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ForwardError::Unknown("proposer stopped".into())),
             Err(_) => Err(ForwardError::Unknown("no commit before the request timeout".into())),
         }
+    }
+
+    /// Checks, before anything is proposed, that this node may propose.
+    fn may_propose(&self) -> Result<(), ForwardError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return Err(ForwardError::NotLeader { leader: m.current_leader });
+        }
+        if let Some(ms) = m.millis_since_quorum_ack {
+            if ms > self.quorum_silence_ms && self.voter_count(&m) > 1 {
+                return Err(ForwardError::NoQuorum(format!("no quorum acknowledgement for {ms} ms")));
+            }
+        }
+        Ok(())
     }
 
     fn voter_count(&self, m: &openraft::RaftMetrics<NodeId, NodeInfo>) -> usize {
@@ -657,6 +663,120 @@ impl Handler for PeerHandler {
             let resp = node.handle(req).await;
             encode(&resp)
         })
+    }
+}
+
+/// A client command waiting to be proposed, and where its result goes.
+struct Proposal {
+    cmd: Command,
+    tx: oneshot::Sender<Result<Response, ForwardError>>,
+}
+
+/// Proposals queued on one node before callers wait.
+pub const PROPOSAL_QUEUE_MAX: usize = 16_384;
+/// Most commands folded into one log entry.
+pub const BATCH_COMMANDS_MAX: usize = 1_024;
+/// Most key and value bytes folded into one log entry (a single larger
+/// command still goes alone).
+pub const BATCH_BYTES_MAX: usize = 4 << 20;
+/// Batch entries proposed and not yet answered. openraft 0.9 appends and
+/// fsyncs each proposed entry on its own, so proposals beyond this wait here
+/// and join the next batch instead of queueing inside openraft one by one.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
+
+fn command_bytes(c: &Command) -> usize {
+    match c {
+        Command::Set { key, value, .. }
+        | Command::Append { key, value }
+        | Command::PutIfRevision { key, value, .. } => key.len() + value.len(),
+        Command::Cas { key, expected, new } => key.len() + new.len() + expected.as_ref().map_or(0, |e| e.len()),
+        Command::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        Command::Del { keys } => keys.iter().map(|k| k.len()).sum(),
+        Command::Delete { key } | Command::IncrBy { key, .. } => key.len(),
+        Command::Batch(cmds) => cmds.iter().map(command_bytes).sum(),
+    }
+}
+
+/// Folds queued proposals into log entries: everything waiting when a batch
+/// slot frees up goes into one entry, so many writes share one append, one
+/// fsync per node and one replication round.
+async fn proposer_loop(node: std::sync::Weak<RaftNode>, mut rx: mpsc::Receiver<Proposal>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        let mut bytes = command_bytes(&batch[0].cmd);
+        while batch.len() < BATCH_COMMANDS_MAX && bytes < BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += command_bytes(&p.cmd);
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(n) = node.upgrade() else { return };
+        if let Err(e) = n.may_propose() {
+            for p in batch {
+                let _ = p.tx.send(Err(e.clone()));
+            }
+            continue;
+        }
+        let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+        let single = cmds.len() == 1;
+        let entry = if single { cmds.into_iter().next().expect("one command") } else { Command::Batch(cmds) };
+        let waiter = match n.raft.client_write_ff(entry).await {
+            Ok(w) => w,
+            Err(e) => {
+                // The core stopped; whether it took the entry is unknown.
+                for tx in txs {
+                    let _ = tx.send(Err(ForwardError::Unknown(format!("raft stopped: {e}"))));
+                }
+                continue;
+            }
+        };
+        let timeout = n.cfg.request_timeout;
+        drop(n);
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(timeout, waiter).await;
+            drop(permit);
+            let outcomes: Result<(u64, Vec<Outcome>), ForwardError> = match result {
+                Ok(Ok(Ok(resp))) => {
+                    let rev = resp.data.revision;
+                    match resp.data.outcome {
+                        Outcome::Batch(outs) if !single => Ok((rev, outs)),
+                        other if single => Ok((rev, vec![other])),
+                        other => Err(ForwardError::Unknown(format!("unexpected batch result {other:?}"))),
+                    }
+                }
+                // Once proposed, a ForwardToLeader can also come from the entry
+                // being truncated by a new leader, and such an entry can still
+                // be committed through another node: the outcome is unknown.
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(ForwardError::Unknown(format!(
+                    "leadership changed while proposing (new leader: {:?})",
+                    f.leader_id
+                ))),
+                Ok(Ok(Err(e))) => Err(ForwardError::Unknown(e.to_string())),
+                Ok(Err(_)) => Err(ForwardError::Unknown("raft dropped the proposal".into())),
+                Err(_) => Err(ForwardError::Unknown("no commit before the request timeout".into())),
+            };
+            match outcomes {
+                Ok((revision, outs)) => {
+                    for (tx, outcome) in txs.into_iter().zip(outs) {
+                        let r = match outcome {
+                            Outcome::Rejected(m) => Err(ForwardError::Rejected(m)),
+                            outcome => Ok(Response { revision, outcome }),
+                        };
+                        let _ = tx.send(r);
+                    }
+                }
+                Err(e) => {
+                    for tx in txs {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -7,7 +7,18 @@ use crate::types::{Command, Outcome, Response, SetCond};
 
 /// Applies `cmd`, written at log index `index`, inside the batch.
 pub fn apply(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storage::Result<Response> {
+    Ok(Response { revision: index, outcome: apply_one(batch, index, cmd)? })
+}
+
+fn apply_one(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storage::Result<Outcome> {
     let outcome = match cmd {
+        Command::Batch(cmds) => {
+            let mut outs = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                outs.push(apply_one(batch, index, c)?);
+            }
+            Outcome::Batch(outs)
+        }
         Command::Set { key, value, cond, return_old } => {
             let old = batch.kv_get(key)?;
             let write = match cond {
@@ -82,5 +93,5 @@ pub fn apply(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storag
             }
         }
     };
-    Ok(Response { revision: index, outcome })
+    Ok(outcome)
 }

@@ -14,6 +14,7 @@
 // here would only add a conversion at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -25,6 +26,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReade
 use rampart_storage::{Durability, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::log_writer::LogWriter;
 use crate::state_machine;
 use crate::types::{Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 
@@ -67,16 +69,46 @@ pub struct Progress {
     pub committed: AtomicU64,
 }
 
-/// The Raft log and vote.
+/// The Raft log and vote. Log writes are group-committed by
+/// [`LogWriter`]; the vote is written directly and durably.
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
     progress: Arc<Progress>,
+    writer: LogWriter,
 }
 
 impl LogStore {
     pub fn new(store: Arc<Store>, progress: Arc<Progress>) -> Self {
-        LogStore { store, progress }
+        let writer = LogWriter::start(store.clone());
+        LogStore { store, progress, writer }
+    }
+
+    /// Entries in `[start, end)`: queued ones first (newer), then the written
+    /// ones. Read in that order, an entry moving from the queue to the disk
+    /// meanwhile is seen in one place or the other, never in neither.
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let queued: Vec<(u64, Arc<Vec<u8>>)> =
+            self.writer.pending.lock().range(start..end).map(|(i, b)| (*i, b.clone())).collect();
+        let written = self.store.read(|v| v.log_range(start, end)).map_err(store_err(ErrorVerb::Read))?;
+        let mut merged: BTreeMap<u64, Vec<u8>> = written.into_iter().collect();
+        for (i, b) in queued {
+            merged.insert(i, b.as_ref().clone());
+        }
+        // Stop at the first gap: callers expect consecutive entries.
+        let mut out = Vec::with_capacity(merged.len());
+        for (i, b) in merged {
+            if let Some((prev, _)) = out.last() {
+                if i != prev + 1 {
+                    break;
+                }
+            }
+            out.push((i, b));
+        }
+        Ok(out)
     }
 }
 
@@ -95,7 +127,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&e) => e,
             Bound::Unbounded => u64::MAX,
         };
-        let raw = self.store.read(|v| v.log_range(start, end)).map_err(store_err(ErrorVerb::Read))?;
+        let raw = self.entries(start, end)?;
         raw.iter().map(|(i, b)| decode(ErrorSubject::Log(openraft::LogId::new(Default::default(), *i)), b)).collect()
     }
 }
@@ -104,11 +136,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let (last, purged) =
+        let queued_last: Option<(u64, Vec<u8>)> =
+            self.writer.pending.lock().last_key_value().map(|(i, b)| (*i, b.as_ref().clone()));
+        let (last, purged): (Option<(u64, Vec<u8>)>, _) =
             self.store.read(|v| Ok((v.log_last()?, v.meta_get(META_PURGED)?))).map_err(store_err(ErrorVerb::Read))?;
         let last_purged_log_id: Option<LogId> = match purged {
             Some(b) => decode(ErrorSubject::Logs, &b)?,
             None => None,
+        };
+        let last = match (queued_last, last) {
+            (Some(q), Some(w)) => Some(if q.0 >= w.0 { q } else { w }),
+            (q, w) => q.or(w),
         };
         let last_log_id = match last {
             Some((_, b)) => Some(decode::<Entry>(ErrorSubject::Logs, &b)?.log_id),
@@ -143,12 +181,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(c) = &committed {
             self.progress.committed.fetch_max(c.index, Ordering::Relaxed);
         }
-        let b = encode(&committed)?;
-        let store = self.store.clone();
-        blocking(move || {
-            store.write(Durability::Lazy, |w| w.meta_put(META_COMMITTED, &b)).map_err(store_err(ErrorVerb::Write))
-        })
-        .await
+        // Informational only (openraft re-learns the commit index from a
+        // quorum), so it rides along with the next log group commit instead
+        // of stalling openraft's core on a transaction of its own.
+        self.writer.meta_lazy(META_COMMITTED, encode(&committed)?);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -171,52 +208,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             encoded.push((e.log_id.index, encode(&e)?));
         }
-        let store = self.store.clone();
-        let result = blocking(move || {
-            store
-                .write(Durability::Immediate, |w| {
-                    for (i, b) in &encoded {
-                        w.log_put(*i, b)?;
-                    }
-                    Ok(())
-                })
-                .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, io_err(e)))
-        })
-        .await;
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
-            }
-        }
+        // Returns once queued; `callback` fires after the group's fsync.
+        self.writer
+            .append(encoded, callback)
+            .await
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, io_err(e)))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let store = self.store.clone();
-        blocking(move || {
-            store
-                .write(Durability::Immediate, |w| w.log_truncate_from(log_id.index))
-                .map_err(store_err(ErrorVerb::Delete))
-        })
-        .await
+        self.writer
+            .truncate(log_id.index)
+            .await
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Delete, io_err(e)))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let b = encode(&Some(log_id))?;
-        let store = self.store.clone();
-        blocking(move || {
-            store
-                .write(Durability::Immediate, |w| {
-                    w.meta_put(META_PURGED, &b)?;
-                    w.log_purge_upto(log_id.index)
-                })
-                .map_err(store_err(ErrorVerb::Delete))
-        })
-        .await
+        self.writer
+            .purge(log_id.index, META_PURGED, b)
+            .await
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Delete, io_err(e)))
     }
 }
 

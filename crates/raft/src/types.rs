@@ -51,6 +51,9 @@ pub enum Command {
     PutIfRevision { key: Vec<u8>, revision: u64, value: Vec<u8> },
     /// HTTP DELETE of one key (reports the revision of the delete).
     Delete { key: Vec<u8> },
+    /// Many client commands proposed together as one log entry (one fsync),
+    /// applied in order; they share the entry's index as their revision.
+    Batch(Vec<Command>),
 }
 
 impl fmt::Display for Command {
@@ -64,6 +67,7 @@ impl fmt::Display for Command {
             Command::Cas { .. } => "cas",
             Command::PutIfRevision { .. } => "put_if_revision",
             Command::Delete { .. } => "delete",
+            Command::Batch(_) => "batch",
         };
         f.write_str(name)
     }
@@ -88,6 +92,8 @@ pub enum Outcome {
     Swapped(bool),
     /// The command was rejected by the state machine (nothing changed).
     Rejected(String),
+    /// The outcomes of a [`Command::Batch`], in order.
+    Batch(Vec<Outcome>),
 }
 
 openraft::declare_raft_types!(

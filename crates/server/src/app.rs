@@ -156,6 +156,10 @@ impl App {
                 }
             }
             Command::Delete { key } | Command::IncrBy { key, .. } => self.check_key(key)?,
+            // Batches are formed by the proposer from commands checked here.
+            Command::Batch(_) => {
+                return Err(ApiError::BadRequest("batches cannot be submitted by clients".into()));
+            }
         }
         if let Command::Cas { expected: Some(e), .. } = &cmd {
             self.check_value(e)?;

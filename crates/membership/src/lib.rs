@@ -1,0 +1,1 @@
+//! Phi-accrual failure detection (in progress).

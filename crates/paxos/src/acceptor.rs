@@ -1,0 +1,271 @@
+//! The acceptor: one CASPaxos register per key, a pure state machine.
+//!
+//! # The durability contract
+//! [`Acceptor::handle`] updates the in-memory state at once and returns an [`AcceptorOutput`].
+//! When it carries a [`DurableWrite`], the runtime must make that write durable (fsync) before
+//! it sends the reply, and, because a later reply may rest on an earlier unpersisted change (a
+//! duplicate prepare, say), it must release replies in the order `handle` produced them, each
+//! only once every write produced before or with it is durable. Group commit satisfies this:
+//! persist a batch of writes with one fsync, then send that batch's replies. If the process
+//! crashes first, the unsent replies die with it and the acceptor restarts from its durable
+//! state ([`Acceptor::restore`]), so no promise is ever broken. The acceptor must never be used
+//! as a cache of unpersisted state by anything else.
+//!
+//! The acceptor never decreases `promised` or `accepted` (the property tests check it).
+
+use crate::ballot::Ballot;
+use crate::change::{Key, Value};
+use crate::message::{Reply, Request};
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The durable state of one register. Invariant: `promised >= accepted`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterState {
+    /// Ballots below this are refused.
+    pub promised: Ballot,
+    /// The ballot of `value` (`Ballot::ZERO` if nothing was ever accepted).
+    pub accepted: Ballot,
+    /// The accepted value; `None` is absent or a tombstone.
+    pub value: Value,
+}
+
+/// A register state that must be durable before the reply that comes with it is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableWrite {
+    pub key: Key,
+    pub state: RegisterState,
+}
+
+/// What handling one request produced.
+#[must_use = "a reply must be sent, and a durable write persisted before it"]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptorOutput {
+    /// Send this reply (after every write produced earlier is durable: replies stay in order).
+    Reply(Reply),
+    /// Persist `write`, then send `reply`. Never send `reply` if persisting failed.
+    PersistThenReply { write: DurableWrite, reply: Reply },
+}
+
+impl AcceptorOutput {
+    /// The write to persist first, if any, and the reply to send after it.
+    pub fn into_parts(self) -> (Option<DurableWrite>, Reply) {
+        match self {
+            AcceptorOutput::Reply(reply) => (None, reply),
+            AcceptorOutput::PersistThenReply { write, reply } => (Some(write), reply),
+        }
+    }
+}
+
+/// All registers of one node.
+#[derive(Clone, Debug, Default)]
+pub struct Acceptor {
+    registers: BTreeMap<Key, RegisterState>,
+}
+
+impl Acceptor {
+    /// An acceptor with no registers (a fresh node).
+    pub fn new() -> Self {
+        Acceptor::default()
+    }
+
+    /// Rebuilds an acceptor from its durable state after a restart. Refuses a state that breaks
+    /// `promised >= accepted`, which only corruption can produce.
+    pub fn restore(durable: impl IntoIterator<Item = (Key, RegisterState)>) -> Result<Self, Error> {
+        let mut registers = BTreeMap::new();
+        for (key, state) in durable {
+            if state.promised < state.accepted {
+                return Err(Error::CorruptState { reason: "register promised below its accepted ballot" });
+            }
+            registers.insert(key, state);
+        }
+        Ok(Acceptor { registers })
+    }
+
+    /// Handles one request. See the module docs for when the reply may be sent.
+    pub fn handle(&mut self, request: Request) -> AcceptorOutput {
+        match request {
+            Request::Prepare { key, ballot } => {
+                let current = self.registers.get(&key).cloned().unwrap_or_default();
+                if ballot > current.promised {
+                    let state = RegisterState { promised: ballot, ..current };
+                    let reply =
+                        Reply::Promise { key: key.clone(), ballot, accepted: state.accepted, value: state.value.clone() };
+                    self.registers.insert(key.clone(), state.clone());
+                    AcceptorOutput::PersistThenReply { write: DurableWrite { key, state }, reply }
+                } else {
+                    AcceptorOutput::Reply(Reply::Nack { key, ballot, promised: current.promised })
+                }
+            }
+            Request::Accept { key, ballot, value } => {
+                let current = self.registers.get(&key).cloned().unwrap_or_default();
+                if ballot == current.accepted && ballot != Ballot::ZERO {
+                    // A duplicate of an accept we already took: one value per ballot, so say so again.
+                    return AcceptorOutput::Reply(Reply::Accepted { key, ballot });
+                }
+                if ballot >= current.promised && ballot > current.accepted {
+                    // Accepting `ballot` also promises its successor: the piggybacked prepare.
+                    let promised = ballot.successor().unwrap_or(ballot);
+                    let state = RegisterState { promised, accepted: ballot, value };
+                    self.registers.insert(key.clone(), state.clone());
+                    let reply = Reply::Accepted { key: key.clone(), ballot };
+                    AcceptorOutput::PersistThenReply { write: DurableWrite { key, state }, reply }
+                } else {
+                    AcceptorOutput::Reply(Reply::Nack { key, ballot, promised: current.promised })
+                }
+            }
+        }
+    }
+
+    /// The register's state, if this acceptor has ever touched the key.
+    pub fn register(&self, key: &[u8]) -> Option<&RegisterState> {
+        self.registers.get(key)
+    }
+
+    /// The locally accepted value: a stale read (`READONLY`, `?consistency=stale`), not linearizable.
+    pub fn stale_read(&self, key: &[u8]) -> Value {
+        self.registers.get(key).and_then(|s| s.value.clone())
+    }
+
+    /// Number of registers, tombstones included.
+    pub fn len(&self) -> usize {
+        self.registers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registers.is_empty()
+    }
+
+    /// All registers in key order (for scans and snapshots).
+    pub fn registers(&self) -> impl Iterator<Item = (&Key, &RegisterState)> {
+        self.registers.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ballot::NodeId;
+    use proptest::prelude::*;
+
+    fn b(c: u64, n: u64) -> Ballot {
+        Ballot::new(c, NodeId(n))
+    }
+
+    #[test]
+    fn prepare_promises_once_and_reports_accepted() {
+        let mut a = Acceptor::new();
+        let out = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) });
+        let (write, reply) = out.into_parts();
+        assert_eq!(write.unwrap().state.promised, b(1, 1));
+        assert_eq!(reply, Reply::Promise { key: b"k".to_vec(), ballot: b(1, 1), accepted: Ballot::ZERO, value: None });
+        // The same or a lower ballot is refused and nothing is written.
+        for ballot in [b(1, 1), b(1, 0)] {
+            let (write, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot }).into_parts();
+            assert!(write.is_none());
+            assert_eq!(reply, Reply::Nack { key: b"k".to_vec(), ballot, promised: b(1, 1) });
+        }
+    }
+
+    #[test]
+    fn accept_promises_the_successor_and_duplicates_are_idempotent() {
+        let mut a = Acceptor::new();
+        let _ = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) });
+        let accept = Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()) };
+        let (write, reply) = a.handle(accept.clone()).into_parts();
+        assert_eq!(write.unwrap().state, RegisterState { promised: b(2, 1), accepted: b(1, 1), value: Some(b"v".to_vec()) });
+        assert_eq!(reply, Reply::Accepted { key: b"k".to_vec(), ballot: b(1, 1) });
+        let (write, reply) = a.handle(accept).into_parts();
+        assert!(write.is_none());
+        assert_eq!(reply, Reply::Accepted { key: b"k".to_vec(), ballot: b(1, 1) });
+        // Another node's prepare at the same counter is below the implicit promise.
+        let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 9) }).into_parts();
+        assert!(matches!(reply, Reply::Nack { promised, .. } if promised == b(2, 1)));
+        // The fast-path accept at the successor is taken without a prepare.
+        let (_, reply) = a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None }).into_parts();
+        assert!(matches!(reply, Reply::Accepted { .. }));
+        assert_eq!(a.stale_read(b"k"), None);
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn a_higher_prepare_takes_the_key_over_and_the_stale_fast_accept_is_refused() {
+        let mut a = Acceptor::new();
+        let _ = a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()) });
+        let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(3, 2) }).into_parts();
+        assert!(matches!(reply, Reply::Promise { accepted, .. } if accepted == b(1, 1)));
+        let (write, reply) = a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None }).into_parts();
+        assert!(write.is_none());
+        assert_eq!(reply, Reply::Nack { key: b"k".to_vec(), ballot: b(2, 1), promised: b(3, 2) });
+    }
+
+    #[test]
+    fn restore_rejects_corrupt_state() {
+        let bad = RegisterState { promised: b(1, 1), accepted: b(2, 1), value: None };
+        assert!(matches!(Acceptor::restore([(b"k".to_vec(), bad)]), Err(Error::CorruptState { .. })));
+        let good = RegisterState { promised: b(3, 1), accepted: b(2, 1), value: Some(b"x".to_vec()) };
+        let a = Acceptor::restore([(b"k".to_vec(), good.clone())]).unwrap();
+        assert_eq!(a.register(b"k"), Some(&good));
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let ballot = (0u64..6, 0u64..3).prop_map(|(c, n)| b(c, n));
+        let key = prop_oneof![Just(b"a".to_vec()), Just(b"b".to_vec())];
+        prop_oneof![
+            (key.clone(), ballot.clone()).prop_map(|(key, ballot)| Request::Prepare { key, ballot }),
+            (key, ballot, proptest::option::of(proptest::collection::vec(0u8..3, 0..3)))
+                .prop_map(|(key, ballot, value)| Request::Accept { key, ballot, value }),
+        ]
+    }
+
+    proptest! {
+        /// Never promises or accepts below a promise; durable state only moves up; a reply that
+        /// changes state always comes with the write that makes it durable.
+        #[test]
+        fn acceptor_invariants(requests in proptest::collection::vec(request(), 1..60)) {
+            let mut a = Acceptor::new();
+            let mut durable: BTreeMap<Key, RegisterState> = BTreeMap::new();
+            for request in requests {
+                let key = request.key().to_vec();
+                let before = a.register(&key).cloned().unwrap_or_default();
+                let (write, reply) = a.handle(request.clone()).into_parts();
+                let after = a.register(&key).cloned().unwrap_or_default();
+                prop_assert!(after.promised >= before.promised);
+                prop_assert!(after.accepted >= before.accepted);
+                prop_assert!(after.promised >= after.accepted);
+                match (&request, &reply) {
+                    (Request::Prepare { ballot, .. }, Reply::Promise { accepted, .. }) => {
+                        prop_assert!(*ballot > before.promised);
+                        prop_assert_eq!(*accepted, before.accepted);
+                        prop_assert!(write.is_some());
+                    }
+                    (Request::Accept { ballot, .. }, Reply::Accepted { .. }) => {
+                        prop_assert!(*ballot >= before.promised || *ballot == before.accepted);
+                        prop_assert_eq!(after.accepted, *ballot);
+                    }
+                    (_, Reply::Nack { promised, ballot, .. }) => {
+                        prop_assert!(*promised >= *ballot);
+                        prop_assert!(write.is_none());
+                        prop_assert_eq!(&after, &before);
+                    }
+                    (req, rep) => prop_assert!(false, "unexpected reply {:?} to {:?}", rep, req),
+                }
+                match write {
+                    Some(w) => {
+                        let old = durable.get(&w.key).cloned().unwrap_or_default();
+                        prop_assert!(w.state.promised >= old.promised && w.state.accepted >= old.accepted);
+                        prop_assert_eq!(&w.state, &after);
+                        durable.insert(w.key, w.state);
+                    }
+                    None => prop_assert_eq!(&after, &before),
+                }
+            }
+            let restored = Acceptor::restore(durable.clone()).unwrap();
+            for (key, state) in &durable {
+                prop_assert_eq!(restored.register(key), Some(state));
+                prop_assert_eq!(a.register(key), Some(state));
+            }
+        }
+    }
+}

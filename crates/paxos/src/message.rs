@@ -1,0 +1,57 @@
+//! The wire messages between proposers and acceptors. Serde types so the transport can frame
+//! them; the core never serialises anything itself.
+
+use crate::ballot::Ballot;
+use crate::change::{Key, Value};
+use serde::{Deserialize, Serialize};
+
+/// Proposer → acceptor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Phase 1: promise to refuse ballots below `ballot` and report what you accepted.
+    Prepare { key: Key, ballot: Ballot },
+    /// Phase 2: accept `value` at `ballot`. Accepting also promises `ballot.successor()`, which is
+    /// what lets the same proposer skip the next prepare (see `docs/paxos.md`).
+    Accept { key: Key, ballot: Ballot, value: Value },
+}
+
+/// Acceptor → proposer. Each reply echoes the key and the ballot it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The acceptor promised `ballot`; `accepted`/`value` is its last accepted ballot and value
+    /// (`Ballot::ZERO` and `None` if it never accepted one).
+    Promise { key: Key, ballot: Ballot, accepted: Ballot, value: Value },
+    /// The acceptor accepted the value at `ballot`.
+    Accepted { key: Key, ballot: Ballot },
+    /// Refused: the acceptor has promised `promised`, which is at least `ballot`. A proposer
+    /// fast-forwards its counter past it.
+    Nack { key: Key, ballot: Ballot, promised: Ballot },
+}
+
+impl Request {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Request::Prepare { key, .. } | Request::Accept { key, .. } => key,
+        }
+    }
+
+    pub fn ballot(&self) -> Ballot {
+        match self {
+            Request::Prepare { ballot, .. } | Request::Accept { ballot, .. } => *ballot,
+        }
+    }
+}
+
+impl Reply {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Reply::Promise { key, .. } | Reply::Accepted { key, .. } | Reply::Nack { key, .. } => key,
+        }
+    }
+
+    pub fn ballot(&self) -> Ballot {
+        match self {
+            Reply::Promise { ballot, .. } | Reply::Accepted { ballot, .. } | Reply::Nack { ballot, .. } => *ballot,
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The proposer: runs CASPaxos rounds for many keys on one node.
+//!
+//! Inputs: [`Proposer::propose`] (a client's change), [`Proposer::on_reply`] (an acceptor's
+//! reply) and [`Proposer::on_timer`] (a timer it asked for fired). Outputs: [`ProposerOutput`]s
+//! to send, timers to arm and finished proposals. At most one proposal per key is active; later
+//! ones on the same key wait their turn (so sequential changes on one key at one node reuse the
+//! cached ballot and take one round trip).
+//!
+//! # Retrying without applying a change twice
+//! A change may be retried after its accept was sent (loss, conflict). Its value may then sit at a
+//! minority of acceptors and be adopted later by another proposer, so blindly re-applying the
+//! change could apply it twice. Every value that contains this change's effect carries a ballot
+//! at or above `first_accept`, the first ballot at which it was sent. So on a retry's promise
+//! quorum with highest accepted ballot `h`:
+//! - `h` is one of this proposal's own accept ballots: the value is ours, re-accept it unchanged
+//!   (completing the earlier attempt) and report that attempt's outcome;
+//! - `h < first_accept`: the value cannot contain our effect, apply the change afresh;
+//! - otherwise we cannot tell: stop with [`Error::Ambiguous`] (may have been applied).
+//!
+//! Reads are the identity and are always re-applied.
+
+use crate::ballot::{Ballot, NodeId};
+use crate::change::{Change, Key, Outcome, Value};
+use crate::message::{Reply, Request};
+use crate::rng::SplitMix64;
+use crate::{Error, ACCEPTORS_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Logical time, owned by the runtime (the server uses milliseconds).
+pub type Tick = u64;
+
+/// Identifies one client change at one proposer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProposalId(pub u64);
+
+/// A timer the proposer asked for: call [`Proposer::on_timer`] with it at or after `at`. Stale
+/// timers (from a finished attempt) are ignored, so the runtime never needs to cancel one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timer {
+    pub at: Tick,
+    key: Key,
+    proposal: ProposalId,
+    generation: u64,
+}
+
+/// What the runtime must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposerOutput {
+    /// Send `request` to acceptor `to`.
+    Send { to: NodeId, request: Request },
+    /// Call [`Proposer::on_timer`] with this timer at tick `timer.at`.
+    WakeAt(Timer),
+    /// The proposal finished: answer the client.
+    Done { proposal: ProposalId, result: Result<Outcome, Error> },
+}
+
+/// Default for [`ProposerConfig::in_flight_max`].
+pub const IN_FLIGHT_MAX_DEFAULT: usize = 4096;
+/// Default for [`ProposerConfig::cached_keys_max`].
+pub const CACHED_KEYS_MAX_DEFAULT: usize = 65_536;
+
+/// Proposer settings. [`ProposerConfig::new`] documents the defaults.
+#[derive(Clone, Debug)]
+pub struct ProposerConfig {
+    /// This proposer's node id, embedded in its ballots; unique in the cluster.
+    pub node: NodeId,
+    /// The fixed membership: every acceptor. Quorum is a majority of all of them.
+    pub acceptors: Vec<NodeId>,
+    /// Most attempts (rounds) per change, first included.
+    pub attempts_max: u32,
+    /// Total time budget of a change from `propose`, in ticks.
+    pub budget_ticks: u64,
+    /// How long one phase waits for a quorum before it counts as failed.
+    pub attempt_timeout_ticks: u64,
+    /// Backoff before retry `n` is uniform in `1..=min(backoff_max_ticks, backoff_base_ticks * 2^(n-1))`.
+    pub backoff_base_ticks: u64,
+    pub backoff_max_ticks: u64,
+    /// Most changes active or queued at once; more are refused with [`Error::InFlightLimit`].
+    pub in_flight_max: usize,
+    /// Most keys whose (ballot, value) is cached for the one-round-trip path; least recently
+    /// used keys are evicted (they just take two round trips next time).
+    pub cached_keys_max: usize,
+    /// The counter to start ballots above. After a restart pass at least the highest counter
+    /// this node's acceptor has seen, which saves rounds (safety does not depend on it).
+    pub initial_counter: u64,
+    /// Seed for retry jitter.
+    pub seed: u64,
+    quorum_override: Option<usize>,
+}
+
+impl ProposerConfig {
+    /// Defaults: 8 attempts, a budget of 2000 ticks, 200 ticks per phase, backoff 5..=100 ticks,
+    /// [`IN_FLIGHT_MAX_DEFAULT`] in flight, [`CACHED_KEYS_MAX_DEFAULT`] cached keys.
+    pub fn new(node: NodeId, acceptors: Vec<NodeId>, seed: u64) -> Self {
+        ProposerConfig {
+            node,
+            acceptors,
+            attempts_max: 8,
+            budget_ticks: 2000,
+            attempt_timeout_ticks: 200,
+            backoff_base_ticks: 5,
+            backoff_max_ticks: 100,
+            in_flight_max: IN_FLIGHT_MAX_DEFAULT,
+            cached_keys_max: CACHED_KEYS_MAX_DEFAULT,
+            initial_counter: 0,
+            seed,
+            quorum_override: None,
+        }
+    }
+
+    /// BREAKS SAFETY: proceed after `quorum` replies instead of a majority. Only for the
+    /// simulation test that proves the linearizability checker catches a broken protocol.
+    #[doc(hidden)]
+    pub fn with_broken_quorum_for_simulation(mut self, quorum: usize) -> Self {
+        self.quorum_override = Some(quorum);
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Prepare,
+    Accept,
+    Backoff,
+}
+
+#[derive(Debug)]
+struct Proposal {
+    id: ProposalId,
+    change: Change,
+    deadline: Tick,
+    attempts: u32,
+    generation: u64,
+    phase: Phase,
+    ballot: Ballot,
+    granted: Vec<NodeId>,
+    refused: Vec<NodeId>,
+    /// Highest (accepted ballot, value) among this attempt's promises.
+    best: (Ballot, Value),
+    /// The value and outcome this attempt's accept carries.
+    proposed: Option<(Value, Outcome)>,
+    /// Every ballot at which this proposal sent an accept, with the outcome that value implies.
+    ours: Vec<(Ballot, Outcome)>,
+    first_accept: Option<Ballot>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    next: Ballot,
+    value: Value,
+    stamp: u64,
+}
+
+enum Flow {
+    Continue,
+    Finished,
+}
+
+/// The proposer of one node. See the module docs.
+#[derive(Debug)]
+pub struct Proposer {
+    config: ProposerConfig,
+    quorum: usize,
+    counter: u64,
+    next_id: u64,
+    rng: SplitMix64,
+    dead: Vec<NodeId>,
+    active: HashMap<Key, Proposal>,
+    queued: HashMap<Key, VecDeque<(ProposalId, Change, Tick)>>,
+    queued_len: usize,
+    cache: HashMap<Key, Cached>,
+    cache_order: BTreeMap<u64, Key>,
+    cache_stamp: u64,
+}
+
+impl Proposer {
+    pub fn new(config: ProposerConfig) -> Result<Self, Error> {
+        let n = config.acceptors.len();
+        if n == 0 || n > ACCEPTORS_MAX {
+            return Err(Error::Config { reason: "need between 1 and ACCEPTORS_MAX acceptors" });
+        }
+        let mut sorted = config.acceptors.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != n {
+            return Err(Error::Config { reason: "duplicate acceptor id" });
+        }
+        if config.attempts_max == 0 || config.attempt_timeout_ticks == 0 || config.budget_ticks == 0 {
+            return Err(Error::Config { reason: "attempts, timeout and budget must be positive" });
+        }
+        if config.in_flight_max == 0 {
+            return Err(Error::Config { reason: "in_flight_max must be positive" });
+        }
+        let quorum = match config.quorum_override {
+            Some(q) if q >= 1 && q <= n => q,
+            Some(_) => return Err(Error::Config { reason: "quorum override out of range" }),
+            None => n / 2 + 1,
+        };
+        Ok(Proposer {
+            quorum,
+            counter: config.initial_counter,
+            next_id: 0,
+            rng: SplitMix64::new(config.seed),
+            dead: Vec::new(),
+            active: HashMap::new(),
+            queued: HashMap::new(),
+            queued_len: 0,
+            cache: HashMap::new(),
+            cache_order: BTreeMap::new(),
+            cache_stamp: 0,
+            config,
+        })
+    }
+
+    /// Majority of the full membership.
+    pub fn quorum(&self) -> usize {
+        self.quorum
+    }
+
+    /// Changes active or queued.
+    pub fn in_flight(&self) -> usize {
+        self.active.len() + self.queued_len
+    }
+
+    /// Keys whose ballot is cached for the one-round-trip path.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The highest ballot counter this proposer has used or seen.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Tells the proposer which acceptors the failure detector calls dead. Requests still go to
+    /// them, but a phase fails as soon as a quorum cannot be reached without them, rather than
+    /// waiting for its timeout; a change is refused at once when fewer than a quorum are alive.
+    pub fn set_dead_peers(&mut self, dead: &[NodeId]) {
+        self.dead = dead.to_vec();
+    }
+
+    /// Starts a change on `key`. Refusals returned here were never applied.
+    pub fn propose(
+        &mut self,
+        now: Tick,
+        key: Key,
+        change: Change,
+    ) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
+        if key.len() > KEY_BYTES_MAX {
+            return Err(Error::KeyTooLarge { len: key.len(), max: KEY_BYTES_MAX });
+        }
+        if change.value_bytes() > VALUE_BYTES_MAX {
+            return Err(Error::ValueTooLarge { len: change.value_bytes(), max: VALUE_BYTES_MAX });
+        }
+        if self.in_flight() >= self.config.in_flight_max {
+            return Err(Error::InFlightLimit { max: self.config.in_flight_max });
+        }
+        let id = ProposalId(self.next_id);
+        self.next_id += 1;
+        let mut out = Vec::new();
+        if self.active.contains_key(&key) {
+            self.queued.entry(key).or_default().push_back((id, change, now));
+            self.queued_len += 1;
+        } else {
+            self.start(now, key, id, change, now, &mut out);
+        }
+        Ok((id, out))
+    }
+
+    /// Handles a reply from acceptor `from`. Stale, duplicate and unknown replies are ignored.
+    pub fn on_reply(&mut self, now: Tick, from: NodeId, reply: Reply) -> Vec<ProposerOutput> {
+        let mut out = Vec::new();
+        match &reply {
+            Reply::Nack { promised, .. } => self.observe(*promised),
+            Reply::Promise { accepted, .. } => self.observe(*accepted),
+            Reply::Accepted { .. } => {}
+        }
+        if !self.config.acceptors.contains(&from) {
+            return out;
+        }
+        let Some(mut p) = self.active.remove(reply.key()) else { return out };
+        let key = reply.key().to_vec();
+        let flow = self.handle_reply(now, &key, &mut p, from, reply, &mut out);
+        self.settle(now, key, p, flow, &mut out);
+        out
+    }
+
+    /// Handles a timer returned in [`ProposerOutput::WakeAt`].
+    pub fn on_timer(&mut self, now: Tick, timer: Timer) -> Vec<ProposerOutput> {
+        let mut out = Vec::new();
+        let Some(mut p) = self.active.remove(&timer.key) else { return out };
+        if p.id != timer.proposal || p.generation != timer.generation {
+            self.active.insert(timer.key, p);
+            return out;
+        }
+        let flow = match p.phase {
+            Phase::Backoff => self.attempt(now, &timer.key, &mut p, &mut out),
+            Phase::Prepare | Phase::Accept => self.retry(now, &timer.key, &mut p, &mut out),
+        };
+        self.settle(now, timer.key, p, flow, &mut out);
+        out
+    }
+
+    fn observe(&mut self, ballot: Ballot) {
+        self.counter = self.counter.max(ballot.counter);
+    }
+
+    fn start(&mut self, now: Tick, key: Key, id: ProposalId, change: Change, since: Tick, out: &mut Vec<ProposerOutput>) {
+        let mut p = Proposal {
+            id,
+            change,
+            deadline: since.saturating_add(self.config.budget_ticks),
+            attempts: 0,
+            generation: 0,
+            phase: Phase::Backoff,
+            ballot: Ballot::ZERO,
+            granted: Vec::new(),
+            refused: Vec::new(),
+            best: (Ballot::ZERO, None),
+            proposed: None,
+            ours: Vec::new(),
+            first_accept: None,
+        };
+        let flow = if now >= p.deadline {
+            out.push(done(p.id, Err(Error::TimedOut { budget_ticks: self.config.budget_ticks, maybe_applied: false })));
+            Flow::Finished
+        } else {
+            self.attempt(now, &key, &mut p, out)
+        };
+        self.settle(now, key, p, flow, out);
+    }
+
+    /// Puts an unfinished proposal back, or starts the next queued change on a finished key.
+    fn settle(&mut self, now: Tick, key: Key, p: Proposal, flow: Flow, out: &mut Vec<ProposerOutput>) {
+        match flow {
+            Flow::Continue => {
+                self.active.insert(key, p);
+            }
+            Flow::Finished => {
+                let next = self.queued.get_mut(&key).and_then(VecDeque::pop_front);
+                if self.queued.get(&key).is_some_and(VecDeque::is_empty) {
+                    self.queued.remove(&key);
+                }
+                if let Some((id, change, since)) = next {
+                    self.queued_len -= 1;
+                    self.start(now, key, id, change, since, out);
+                }
+            }
+        }
+    }
+
+    fn alive(&self) -> usize {
+        self.config.acceptors.iter().filter(|a| !self.dead.contains(a)).count()
+    }
+
+    fn arm(&self, now: Tick, key: &[u8], p: &Proposal, delay: Tick, out: &mut Vec<ProposerOutput>) {
+        out.push(ProposerOutput::WakeAt(Timer {
+            at: now.saturating_add(delay),
+            key: key.to_vec(),
+            proposal: p.id,
+            generation: p.generation,
+        }));
+    }
+
+    fn broadcast(&self, request: &Request, out: &mut Vec<ProposerOutput>) {
+        for &to in &self.config.acceptors {
+            out.push(ProposerOutput::Send { to, request: request.clone() });
+        }
+    }
+
+    /// Starts one attempt: the fast accept if the key's ballot is cached, else a prepare.
+    fn attempt(&mut self, now: Tick, key: &[u8], p: &mut Proposal, out: &mut Vec<ProposerOutput>) -> Flow {
+        let alive = self.alive();
+        if alive < self.quorum {
+            let error = Error::NoQuorum { alive, needed: self.quorum, maybe_applied: p.first_accept.is_some() };
+            out.push(done(p.id, Err(error)));
+            return Flow::Finished;
+        }
+        p.attempts += 1;
+        p.generation += 1;
+        p.granted.clear();
+        p.refused.clear();
+        p.best = (Ballot::ZERO, None);
+        let cached = if p.attempts == 1 { self.take_cached(key) } else { None };
+        if let Some(cached) = cached {
+            // One round trip: our last accept promised `cached.next` at a quorum.
+            self.counter = self.counter.max(cached.next.counter);
+            p.ballot = cached.next;
+            let (value, outcome) = p.change.apply(&cached.value);
+            self.send_accept(key, p, value, outcome, out);
+        } else {
+            let Some(counter) = self.counter.checked_add(1) else {
+                out.push(done(p.id, Err(self.exhausted(p))));
+                return Flow::Finished;
+            };
+            self.counter = counter;
+            p.ballot = Ballot::new(counter, self.config.node);
+            p.phase = Phase::Prepare;
+            p.proposed = None;
+            self.broadcast(&Request::Prepare { key: key.to_vec(), ballot: p.ballot }, out);
+        }
+        self.arm(now, key, p, self.config.attempt_timeout_ticks, out);
+        Flow::Continue
+    }
+
+    fn exhausted(&self, p: &Proposal) -> Error {
+        if p.first_accept.is_some() {
+            Error::GaveUp { attempts: p.attempts, maybe_applied: true }
+        } else {
+            Error::CounterExhausted
+        }
+    }
+
+    fn send_accept(&mut self, key: &[u8], p: &mut Proposal, value: Value, outcome: Outcome, out: &mut Vec<ProposerOutput>) {
+        p.phase = Phase::Accept;
+        p.granted.clear();
+        p.refused.clear();
+        if !p.change.is_read() {
+            p.first_accept.get_or_insert(p.ballot);
+            p.ours.push((p.ballot, outcome.clone()));
+        }
+        self.broadcast(&Request::Accept { key: key.to_vec(), ballot: p.ballot, value: value.clone() }, out);
+        p.proposed = Some((value, outcome));
+    }
+
+    fn handle_reply(
+        &mut self,
+        now: Tick,
+        key: &[u8],
+        p: &mut Proposal,
+        from: NodeId,
+        reply: Reply,
+        out: &mut Vec<ProposerOutput>,
+    ) -> Flow {
+        if reply.ballot() != p.ballot || p.granted.contains(&from) || p.refused.contains(&from) {
+            return Flow::Continue;
+        }
+        match (p.phase, reply) {
+            (Phase::Prepare, Reply::Promise { accepted, value, .. }) => {
+                p.granted.push(from);
+                if accepted > p.best.0 {
+                    p.best = (accepted, value);
+                }
+                if p.granted.len() >= self.quorum {
+                    return self.choose(now, key, p, out);
+                }
+                Flow::Continue
+            }
+            (Phase::Accept, Reply::Accepted { .. }) => {
+                p.granted.push(from);
+                if p.granted.len() >= self.quorum {
+                    let (value, outcome) = p.proposed.take().unwrap_or((None, Outcome::Value(None)));
+                    if let Some(next) = p.ballot.successor() {
+                        self.put_cached(key, next, value);
+                    }
+                    out.push(done(p.id, Ok(outcome)));
+                    return Flow::Finished;
+                }
+                Flow::Continue
+            }
+            (_, Reply::Nack { promised, .. }) if promised == p.ballot && p.phase == Phase::Prepare => {
+                // A duplicate of our own prepare reached the acceptor twice: it promised us.
+                Flow::Continue
+            }
+            (Phase::Prepare | Phase::Accept, Reply::Nack { .. }) => {
+                p.refused.push(from);
+                let unanswered_alive = self
+                    .config
+                    .acceptors
+                    .iter()
+                    .filter(|a| !p.granted.contains(a) && !p.refused.contains(a) && !self.dead.contains(a))
+                    .count();
+                if p.granted.len() + unanswered_alive < self.quorum {
+                    return self.retry(now, key, p, out);
+                }
+                Flow::Continue
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// A promise quorum is in: pick the value to accept (module docs: no double application).
+    fn choose(&mut self, now: Tick, key: &[u8], p: &mut Proposal, out: &mut Vec<ProposerOutput>) -> Flow {
+        let (highest, current) = p.best.clone();
+        let (value, outcome) = match p.first_accept {
+            _ if p.change.is_read() => p.change.apply(&current),
+            None => p.change.apply(&current),
+            Some(first) => {
+                if let Some((_, outcome)) = p.ours.iter().find(|(b, _)| *b == highest) {
+                    (current, outcome.clone())
+                } else if highest < first {
+                    p.change.apply(&current)
+                } else {
+                    out.push(done(p.id, Err(Error::Ambiguous)));
+                    return Flow::Finished;
+                }
+            }
+        };
+        self.send_accept(key, p, value, outcome, out);
+        p.generation += 1;
+        self.arm(now, key, p, self.config.attempt_timeout_ticks, out);
+        Flow::Continue
+    }
+
+    /// The attempt failed (refused by too many, or timed out): back off, or give up.
+    fn retry(&mut self, now: Tick, key: &[u8], p: &mut Proposal, out: &mut Vec<ProposerOutput>) -> Flow {
+        let maybe_applied = p.first_accept.is_some();
+        if p.attempts >= self.config.attempts_max {
+            out.push(done(p.id, Err(Error::GaveUp { attempts: p.attempts, maybe_applied })));
+            return Flow::Finished;
+        }
+        let shift = (p.attempts.saturating_sub(1)).min(16);
+        let cap = self.config.backoff_max_ticks.min(self.config.backoff_base_ticks.saturating_mul(1 << shift)).max(1);
+        let delay = 1 + self.rng.below(cap);
+        if now.saturating_add(delay) >= p.deadline {
+            out.push(done(p.id, Err(Error::TimedOut { budget_ticks: self.config.budget_ticks, maybe_applied })));
+            return Flow::Finished;
+        }
+        p.phase = Phase::Backoff;
+        p.generation += 1;
+        self.arm(now, key, p, delay, out);
+        Flow::Continue
+    }
+
+    fn take_cached(&mut self, key: &[u8]) -> Option<Cached> {
+        let cached = self.cache.remove(key)?;
+        self.cache_order.remove(&cached.stamp);
+        Some(cached)
+    }
+
+    fn put_cached(&mut self, key: &[u8], next: Ballot, value: Value) {
+        if self.config.cached_keys_max == 0 {
+            return;
+        }
+        let _ = self.take_cached(key);
+        while self.cache.len() >= self.config.cached_keys_max {
+            let Some((_, oldest)) = self.cache_order.pop_first() else { break };
+            self.cache.remove(&oldest);
+        }
+        self.cache_stamp += 1;
+        self.cache.insert(key.to_vec(), Cached { next, value, stamp: self.cache_stamp });
+        self.cache_order.insert(self.cache_stamp, key.to_vec());
+    }
+}
+
+fn done(proposal: ProposalId, result: Result<Outcome, Error>) -> ProposerOutput {
+    ProposerOutput::Done { proposal, result }
+}

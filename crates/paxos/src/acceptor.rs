@@ -90,8 +90,12 @@ impl Acceptor {
                 let current = self.registers.get(&key).cloned().unwrap_or_default();
                 if ballot > current.promised {
                     let state = RegisterState { promised: ballot, ..current };
-                    let reply =
-                        Reply::Promise { key: key.clone(), ballot, accepted: state.accepted, value: state.value.clone() };
+                    let reply = Reply::Promise {
+                        key: key.clone(),
+                        ballot,
+                        accepted: state.accepted,
+                        value: state.value.clone(),
+                    };
                     self.registers.insert(key.clone(), state.clone());
                     AcceptorOutput::PersistThenReply { write: DurableWrite { key, state }, reply }
                 } else {
@@ -174,7 +178,10 @@ mod tests {
         let _ = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) });
         let accept = Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()) };
         let (write, reply) = a.handle(accept.clone()).into_parts();
-        assert_eq!(write.unwrap().state, RegisterState { promised: b(2, 1), accepted: b(1, 1), value: Some(b"v".to_vec()) });
+        assert_eq!(
+            write.unwrap().state,
+            RegisterState { promised: b(2, 1), accepted: b(1, 1), value: Some(b"v".to_vec()) }
+        );
         assert_eq!(reply, Reply::Accepted { key: b"k".to_vec(), ballot: b(1, 1) });
         let (write, reply) = a.handle(accept).into_parts();
         assert!(write.is_none());
@@ -195,7 +202,8 @@ mod tests {
         let _ = a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()) });
         let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(3, 2) }).into_parts();
         assert!(matches!(reply, Reply::Promise { accepted, .. } if accepted == b(1, 1)));
-        let (write, reply) = a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None }).into_parts();
+        let (write, reply) =
+            a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None }).into_parts();
         assert!(write.is_none());
         assert_eq!(reply, Reply::Nack { key: b"k".to_vec(), ballot: b(2, 1), promised: b(3, 2) });
     }

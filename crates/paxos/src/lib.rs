@@ -23,7 +23,10 @@ pub use acceptor::{Acceptor, AcceptorOutput, DurableWrite, RegisterState};
 pub use ballot::{Ballot, NodeId};
 pub use change::{Change, Key, Outcome, Value};
 pub use message::{Reply, Request};
-pub use proposer::{ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer};
+pub use proposer::{
+    ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer, CACHED_KEYS_MAX_DEFAULT, COUNTER_BLOCK,
+    IN_FLIGHT_MAX_DEFAULT,
+};
 
 /// Longest key a proposer takes.
 pub const KEY_BYTES_MAX: usize = 1024;

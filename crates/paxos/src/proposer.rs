@@ -52,7 +52,16 @@ pub enum ProposerOutput {
     WakeAt(Timer),
     /// The proposal finished: answer the client.
     Done { proposal: ProposalId, result: Result<Outcome, Error> },
+    /// Durably record `counter` as this node's ballot counter floor, overwriting the previous
+    /// one, BEFORE carrying out any output that follows it in the same batch. After a restart,
+    /// pass the last recorded floor as [`ProposerConfig::initial_counter`]. This is what stops a
+    /// restarted proposer from reusing a ballot of its previous life (two values at one ballot
+    /// would break Paxos). Counters are reserved in blocks of [`COUNTER_BLOCK`], so this is rare.
+    PersistCounterFloor { counter: u64 },
 }
+
+/// How many ballot counters one [`ProposerOutput::PersistCounterFloor`] reserves.
+pub const COUNTER_BLOCK: u64 = 1 << 16;
 
 /// Default for [`ProposerConfig::in_flight_max`].
 pub const IN_FLIGHT_MAX_DEFAULT: usize = 4096;
@@ -80,8 +89,8 @@ pub struct ProposerConfig {
     /// Most keys whose (ballot, value) is cached for the one-round-trip path; least recently
     /// used keys are evicted (they just take two round trips next time).
     pub cached_keys_max: usize,
-    /// The counter to start ballots above. After a restart pass at least the highest counter
-    /// this node's acceptor has seen, which saves rounds (safety does not depend on it).
+    /// The counter to start ballots above: 0 for a brand-new node, else the last floor recorded
+    /// through [`ProposerOutput::PersistCounterFloor`]. Safety depends on it: never pass less.
     pub initial_counter: u64,
     /// Seed for retry jitter.
     pub seed: u64,
@@ -162,6 +171,8 @@ pub struct Proposer {
     config: ProposerConfig,
     quorum: usize,
     counter: u64,
+    /// Counters up to this are durably reserved; ballots above need a new reservation first.
+    reserved: u64,
     next_id: u64,
     rng: SplitMix64,
     dead: Vec<NodeId>,
@@ -199,6 +210,7 @@ impl Proposer {
         Ok(Proposer {
             quorum,
             counter: config.initial_counter,
+            reserved: config.initial_counter,
             next_id: 0,
             rng: SplitMix64::new(config.seed),
             dead: Vec::new(),
@@ -240,12 +252,7 @@ impl Proposer {
     }
 
     /// Starts a change on `key`. Refusals returned here were never applied.
-    pub fn propose(
-        &mut self,
-        now: Tick,
-        key: Key,
-        change: Change,
-    ) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
+    pub fn propose(&mut self, now: Tick, key: Key, change: Change) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
         if key.len() > KEY_BYTES_MAX {
             return Err(Error::KeyTooLarge { len: key.len(), max: KEY_BYTES_MAX });
         }
@@ -305,7 +312,15 @@ impl Proposer {
         self.counter = self.counter.max(ballot.counter);
     }
 
-    fn start(&mut self, now: Tick, key: Key, id: ProposalId, change: Change, since: Tick, out: &mut Vec<ProposerOutput>) {
+    fn start(
+        &mut self,
+        now: Tick,
+        key: Key,
+        id: ProposalId,
+        change: Change,
+        since: Tick,
+        out: &mut Vec<ProposerOutput>,
+    ) {
         let mut p = Proposal {
             id,
             change,
@@ -385,6 +400,7 @@ impl Proposer {
         if let Some(cached) = cached {
             // One round trip: our last accept promised `cached.next` at a quorum.
             self.counter = self.counter.max(cached.next.counter);
+            self.reserve(cached.next.counter, out);
             p.ballot = cached.next;
             let (value, outcome) = p.change.apply(&cached.value);
             self.send_accept(key, p, value, outcome, out);
@@ -394,6 +410,7 @@ impl Proposer {
                 return Flow::Finished;
             };
             self.counter = counter;
+            self.reserve(counter, out);
             p.ballot = Ballot::new(counter, self.config.node);
             p.phase = Phase::Prepare;
             p.proposed = None;
@@ -401,6 +418,14 @@ impl Proposer {
         }
         self.arm(now, key, p, self.config.attempt_timeout_ticks, out);
         Flow::Continue
+    }
+
+    /// Makes sure `counter` is below the durable floor before a ballot with it is sent.
+    fn reserve(&mut self, counter: u64, out: &mut Vec<ProposerOutput>) {
+        if counter > self.reserved {
+            self.reserved = counter.saturating_add(COUNTER_BLOCK);
+            out.push(ProposerOutput::PersistCounterFloor { counter: self.reserved });
+        }
     }
 
     fn exhausted(&self, p: &Proposal) -> Error {
@@ -411,7 +436,14 @@ impl Proposer {
         }
     }
 
-    fn send_accept(&mut self, key: &[u8], p: &mut Proposal, value: Value, outcome: Outcome, out: &mut Vec<ProposerOutput>) {
+    fn send_accept(
+        &mut self,
+        key: &[u8],
+        p: &mut Proposal,
+        value: Value,
+        outcome: Outcome,
+        out: &mut Vec<ProposerOutput>,
+    ) {
         p.phase = Phase::Accept;
         p.granted.clear();
         p.refused.clear();

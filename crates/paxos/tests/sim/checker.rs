@@ -1,0 +1,206 @@
+//! A linearizability checker for one register, in the style of Wing & Gong with Lowe's
+//! memoisation (as Porcupine does): depth-first search for an order of the operations that
+//! respects real time and the register's sequential semantics, never revisiting a
+//! (set of linearized operations, register value) pair.
+//!
+//! Completed operations must all be linearized; pending operations (the client got "may have
+//! been applied", or its proposer crashed) may be linearized anywhere after their invocation, or
+//! not at all. The register model is `Change::apply` itself: this checks replication, while the
+//! change functions have their own unit tests.
+
+use rampart_paxos::{Change, Outcome, Value};
+use std::collections::HashSet;
+
+/// One operation on one key. Times are unique, increasing simulation stamps.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub invoke: u64,
+    /// `None`: pending (may or may not have taken effect).
+    pub complete: Option<u64>,
+    pub change: Change,
+    /// `None` exactly when pending.
+    pub outcome: Option<Outcome>,
+}
+
+/// Beyond this many distinct search states the checker gives up (reported, never a pass).
+pub const SEARCH_STATES_MAX: usize = 2_000_000;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Linearizable,
+    Violation,
+    Inconclusive,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    fn flip(&mut self, i: usize) {
+        self.0[i / 64] ^= 1 << (i % 64);
+    }
+}
+
+struct Search<'a> {
+    ops: &'a [Op],
+    memo: HashSet<(Bits, Value)>,
+    completed_left: usize,
+    exhausted: bool,
+}
+
+/// Checks one key's history, starting from an absent value.
+pub fn check(history: &[Op]) -> Verdict {
+    let mut ops = history.to_vec();
+    ops.sort_by_key(|op| op.invoke);
+    let completed = ops.iter().filter(|op| op.complete.is_some()).count();
+    let mut search = Search { ops: &ops, memo: HashSet::new(), completed_left: completed, exhausted: false };
+    let mut linearized = Bits::new(ops.len());
+    if search.dfs(&mut linearized, None) {
+        Verdict::Linearizable
+    } else if search.exhausted {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Violation
+    }
+}
+
+impl Search<'_> {
+    fn dfs(&mut self, linearized: &mut Bits, state: Value) -> bool {
+        if self.completed_left == 0 {
+            return true;
+        }
+        // The next operation must have been invoked before every unlinearized completed one returned.
+        let horizon = (0..self.ops.len())
+            .filter(|&i| !linearized.get(i))
+            .filter_map(|i| self.ops[i].complete)
+            .min()
+            .unwrap_or(u64::MAX);
+        for i in 0..self.ops.len() {
+            let op = &self.ops[i];
+            if op.invoke >= horizon {
+                break;
+            }
+            if linearized.get(i) {
+                continue;
+            }
+            let (next, outcome) = op.change.apply(&state);
+            if op.outcome.as_ref().is_some_and(|expected| *expected != outcome) {
+                continue;
+            }
+            linearized.flip(i);
+            if self.memo.len() >= SEARCH_STATES_MAX {
+                self.exhausted = true;
+                linearized.flip(i);
+                return false;
+            }
+            if self.memo.insert((linearized.clone(), next.clone())) {
+                let done = op.complete.is_some();
+                if done {
+                    self.completed_left -= 1;
+                }
+                let found = self.dfs(linearized, next);
+                if done {
+                    self.completed_left += 1;
+                }
+                if found {
+                    return true;
+                }
+            }
+            linearized.flip(i);
+            if self.exhausted {
+                return false;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Value {
+        Some(s.as_bytes().to_vec())
+    }
+    fn op(invoke: u64, complete: u64, change: Change, outcome: Outcome) -> Op {
+        Op { invoke, complete: Some(complete), change, outcome: Some(outcome) }
+    }
+    fn set(invoke: u64, complete: u64, value: &str, previous: Value) -> Op {
+        op(invoke, complete, Change::Set(value.as_bytes().to_vec()), Outcome::Written { previous })
+    }
+    fn read(invoke: u64, complete: u64, value: Value) -> Op {
+        op(invoke, complete, Change::Read, Outcome::Value(value))
+    }
+    fn pending(invoke: u64, change: Change) -> Op {
+        Op { invoke, complete: None, change, outcome: None }
+    }
+
+    #[test]
+    fn sequential_history_is_linearizable() {
+        let h = [set(1, 2, "a", None), read(3, 4, v("a")), set(5, 6, "b", v("a")), read(7, 8, v("b"))];
+        assert_eq!(check(&h), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn concurrent_operations_may_take_either_order() {
+        // The read overlaps the set: seeing either value is fine.
+        assert_eq!(check(&[set(1, 10, "a", None), read(2, 3, v("a"))]), Verdict::Linearizable);
+        assert_eq!(check(&[set(1, 10, "a", None), read(2, 3, None)]), Verdict::Linearizable);
+        // Two overlapping sets, and reads that pin their order.
+        let h = [set(1, 5, "a", v("b")), set(2, 6, "b", None), read(7, 8, v("a"))];
+        assert_eq!(check(&h), Verdict::Linearizable);
+    }
+
+    #[test]
+    fn stale_read_after_a_completed_write_is_a_violation() {
+        assert_eq!(check(&[set(1, 2, "a", None), read(3, 4, None)]), Verdict::Violation);
+    }
+
+    #[test]
+    fn reading_a_value_never_written_is_a_violation() {
+        assert_eq!(check(&[set(1, 2, "a", None), read(3, 4, v("zz"))]), Verdict::Violation);
+    }
+
+    #[test]
+    fn going_back_in_time_is_a_violation() {
+        let h = [set(1, 2, "a", None), set(3, 4, "b", v("a")), read(5, 6, v("b")), read(7, 8, v("a"))];
+        assert_eq!(check(&h), Verdict::Violation);
+    }
+
+    #[test]
+    fn lost_increment_is_a_violation() {
+        let inc = |i, c, n| op(i, c, Change::Increment(1), Outcome::Incremented(n));
+        assert_eq!(check(&[inc(1, 5, 1), inc(2, 6, 2)]), Verdict::Linearizable);
+        assert_eq!(check(&[inc(1, 5, 1), inc(2, 6, 1)]), Verdict::Violation);
+    }
+
+    #[test]
+    fn pending_operations_may_apply_late_or_never() {
+        // A write that may have been applied becomes visible long after it was invoked.
+        let h = [pending(1, Change::Set(b"a".to_vec())), read(5, 6, None), read(9, 10, v("a"))];
+        assert_eq!(check(&h), Verdict::Linearizable);
+        // ...or never.
+        assert_eq!(check(&[pending(1, Change::Set(b"a".to_vec())), read(5, 6, None)]), Verdict::Linearizable);
+        // But not before it was invoked.
+        assert_eq!(check(&[read(1, 2, v("a")), pending(3, Change::Set(b"a".to_vec()))]), Verdict::Violation);
+        // And not twice: one pending increment cannot explain a jump of two.
+        let h = [pending(1, Change::Increment(1)), read(5, 6, v("2"))];
+        assert_eq!(check(&h), Verdict::Violation);
+    }
+
+    #[test]
+    fn compare_and_set_outcomes_are_checked() {
+        let cas = |i, c, swapped, current: Value| {
+            op(i, c, Change::CompareAndSet { expected: None, new: v("x") }, Outcome::Swapped { swapped, current })
+        };
+        // Two concurrent create-if-absent: exactly one may win.
+        assert_eq!(check(&[cas(1, 5, true, v("x")), cas(2, 6, false, v("x"))]), Verdict::Linearizable);
+        assert_eq!(check(&[cas(1, 5, true, v("x")), cas(2, 6, true, v("x"))]), Verdict::Violation);
+    }
+}

@@ -1,0 +1,4 @@
+//! The deterministic simulation of a CASPaxos cluster and the linearizability checker.
+
+pub mod checker;
+pub mod world;

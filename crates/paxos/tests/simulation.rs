@@ -1,0 +1,252 @@
+//! Deterministic simulation of the CASPaxos core under loss, delay, duplication, reordering and
+//! crashes, with every history checked for linearizability.
+//!
+//! `PAXOS_SIM_SEEDS=N` runs N seeds (default [`DEFAULT_SEEDS`], sized for a debug build on two
+//! cores); `PAXOS_SIM_SEED=S` replays one seed exactly (a failure prints the seed).
+
+mod sim;
+
+use rampart_paxos::{Change, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request};
+use sim::world::{Stats, World};
+
+/// Seeds per `cargo test` run; see the module docs.
+const DEFAULT_SEEDS: u64 = 8000;
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("PAXOS_SIM_SEED") {
+        return vec![seed.trim().parse().expect("PAXOS_SIM_SEED must be a u64")];
+    }
+    let n = std::env::var("PAXOS_SIM_SEEDS")
+        .ok()
+        .map(|n| n.trim().parse().expect("PAXOS_SIM_SEEDS must be a u64"))
+        .unwrap_or(DEFAULT_SEEDS);
+    (0..n).collect()
+}
+
+fn run(seed: u64, broken_quorum: bool) -> (Result<(), String>, Stats) {
+    let mut world = World::new(seed, broken_quorum);
+    world.run();
+    (world.check(), world.stats.clone())
+}
+
+/// Runs seeds on every core; each seed is single-threaded and deterministic.
+fn run_all(seeds: &[u64], broken_quorum: bool) -> Vec<(u64, Result<(), String>, Stats)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let chunk = seeds.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = seeds
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&s| {
+                            let (r, st) = run(s, broken_quorum);
+                            (s, r, st)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("simulation thread panicked")).collect()
+    })
+}
+
+#[test]
+fn every_seed_is_linearizable() {
+    let seeds = seeds();
+    let started = std::time::Instant::now();
+    let results = run_all(&seeds, false);
+    let mut total = Stats::default();
+    for (seed, result, stats) in &results {
+        if let Err(violation) = result {
+            panic!("seed {seed} is not linearizable; replay with PAXOS_SIM_SEED={seed}\n{violation}");
+        }
+        total.ok += stats.ok;
+        total.maybe_applied += stats.maybe_applied;
+        total.failed += stats.failed;
+        total.lost_with_proposer += stats.lost_with_proposer;
+        total.messages += stats.messages;
+        total.accepts_without_prepare += stats.accepts_without_prepare;
+    }
+    eprintln!("{} seeds in {:?}: {total:?}", seeds.len(), started.elapsed());
+    // The run must have done real work, through the fast path too, for the check to mean much.
+    if seeds.len() >= 100 {
+        let attempted = total.ok + total.maybe_applied + total.failed + total.lost_with_proposer;
+        assert!(total.ok * 10 >= attempted * 7, "too few changes succeeded: {total:?}");
+        assert!(total.accepts_without_prepare > 0, "the one-round-trip path never ran: {total:?}");
+    }
+}
+
+#[test]
+fn a_broken_quorum_is_caught() {
+    let seeds: Vec<u64> = (0..300).collect();
+    let caught = run_all(&seeds, true).into_iter().filter(|(_, r, _)| r.is_err()).count();
+    eprintln!("quorum of one: {caught} of {} seeds not linearizable", seeds.len());
+    assert!(caught >= 3, "the checker found only {caught} violations with a quorum of one");
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [3, 17, 99] {
+        let mut a = World::new(seed, false);
+        a.run();
+        let mut b = World::new(seed, false);
+        b.run();
+        assert_eq!(format!("{:?}", a.history), format!("{:?}", b.history));
+        assert_eq!(a.stats, b.stats);
+    }
+}
+
+/// A loss-free cluster driven by hand: three acceptors, replies delivered at once.
+struct Bench {
+    acceptors: Vec<rampart_paxos::Acceptor>,
+    sent: Vec<Request>,
+}
+
+impl Bench {
+    fn new() -> Self {
+        Bench { acceptors: (0..3).map(|_| rampart_paxos::Acceptor::new()).collect(), sent: Vec::new() }
+    }
+
+    /// Delivers every send to its acceptor (persisting is a no-op here) and every reply back,
+    /// until the proposal finishes; returns its outcome.
+    fn drive(
+        &mut self,
+        proposer: &mut Proposer,
+        mut outputs: Vec<ProposerOutput>,
+    ) -> Result<Outcome, rampart_paxos::Error> {
+        let mut timers = Vec::new();
+        for _ in 0..1000 {
+            let mut next = Vec::new();
+            for output in outputs {
+                match output {
+                    ProposerOutput::Send { to, request } => {
+                        self.sent.push(request.clone());
+                        let (_, reply) = self.acceptors[(to.0 - 1) as usize].handle(request).into_parts();
+                        next.extend(proposer.on_reply(0, to, reply));
+                    }
+                    ProposerOutput::Done { result, .. } => return result,
+                    ProposerOutput::WakeAt(timer) => timers.push(timer),
+                    ProposerOutput::PersistCounterFloor { .. } => {}
+                }
+            }
+            if next.is_empty() {
+                // Nothing in flight: fire the timers (stale ones are ignored by the proposer).
+                for timer in timers.drain(..) {
+                    next.extend(proposer.on_timer(timer.at, timer));
+                }
+            }
+            assert!(!next.is_empty(), "proposal stalled without loss");
+            outputs = next;
+        }
+        panic!("proposal did not finish");
+    }
+}
+
+fn proposer(node: u64) -> Proposer {
+    Proposer::new(ProposerConfig::new(NodeId(node), vec![NodeId(1), NodeId(2), NodeId(3)], node)).unwrap()
+}
+
+fn prepares(sent: &[Request]) -> usize {
+    sent.iter().filter(|r| matches!(r, Request::Prepare { .. })).count()
+}
+
+#[test]
+fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates_it() {
+    let mut bench = Bench::new();
+    let mut a = proposer(10);
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Set(b"1".to_vec())).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { previous: None }));
+    assert_eq!(prepares(&bench.sent), 3, "the first change needs a prepare round");
+    assert_eq!(a.cached_keys(), 1);
+
+    bench.sent.clear();
+    for n in 2..5 {
+        let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
+        assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Incremented(n)));
+    }
+    assert_eq!(prepares(&bench.sent), 0, "cached ballot: accepts only");
+    assert_eq!(bench.sent.len(), 9);
+
+    // Another node takes the key over with a higher ballot.
+    let mut b = proposer(20);
+    let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(b"4".to_vec()))));
+
+    // A's cached accept is refused by every acceptor. A cannot prove that no acceptor took it
+    // (B's accept is above it), so the change ends "may have been applied"...
+    bench.sent.clear();
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(10)).unwrap();
+    let result = bench.drive(&mut a, out);
+    assert_eq!(result, Err(rampart_paxos::Error::Ambiguous));
+    assert!(result.unwrap_err().maybe_applied());
+    assert_eq!(a.cached_keys(), 0, "the refused fast path drops the cache");
+    // ...though here it was not applied, and A's next change takes a full round and applies once.
+    bench.sent.clear();
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(10)).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Incremented(14)));
+    assert_eq!(prepares(&bench.sent), 3, "no cache: a full round");
+    // And it is back on the one-round-trip path.
+    bench.sent.clear();
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Value(Some(b"14".to_vec()))));
+    assert_eq!(prepares(&bench.sent), 0);
+}
+
+#[test]
+fn limits_and_quorum_are_enforced() {
+    let mut config = ProposerConfig::new(NodeId(9), vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)], 1);
+    config.in_flight_max = 2;
+    config.cached_keys_max = 1;
+    let mut p = Proposer::new(config).unwrap();
+    assert_eq!(p.quorum(), 3);
+    p.propose(0, b"a".to_vec(), Change::Read).unwrap();
+    p.propose(0, b"a".to_vec(), Change::Read).unwrap();
+    assert!(matches!(p.propose(0, b"b".to_vec(), Change::Read), Err(rampart_paxos::Error::InFlightLimit { max: 2 })));
+    let big = vec![0; rampart_paxos::KEY_BYTES_MAX + 1];
+    assert!(matches!(p.propose(0, big, Change::Read), Err(rampart_paxos::Error::KeyTooLarge { .. })));
+
+    // Three of five dead: a change is refused at once, certainly not applied.
+    let mut q = proposer(11);
+    q.set_dead_peers(&[NodeId(1), NodeId(2)]);
+    let (_, out) = q.propose(0, b"k".to_vec(), Change::Set(b"x".to_vec())).unwrap();
+    let done = out.iter().find_map(|o| match o {
+        ProposerOutput::Done { result: Err(e), .. } => Some(e.clone()),
+        _ => None,
+    });
+    assert!(matches!(done, Some(rampart_paxos::Error::NoQuorum { maybe_applied: false, .. })), "{done:?}");
+
+    // The cache holds at most one key.
+    let mut bench = Bench::new();
+    let mut c = Proposer::new({
+        let mut config = ProposerConfig::new(NodeId(12), vec![NodeId(1), NodeId(2), NodeId(3)], 2);
+        config.cached_keys_max = 1;
+        config
+    })
+    .unwrap();
+    for key in [b"x", b"y", b"z"] {
+        let (_, out) = c.propose(0, key.to_vec(), Change::Read).unwrap();
+        bench.drive(&mut c, out).unwrap();
+    }
+    assert_eq!(c.cached_keys(), 1);
+    assert!(Proposer::new(ProposerConfig::new(NodeId(1), vec![NodeId(2), NodeId(2)], 0)).is_err());
+    assert!(Proposer::new(ProposerConfig::new(NodeId(1), vec![], 0)).is_err());
+}
+
+#[test]
+fn a_dead_peer_hint_fails_a_phase_without_waiting_for_the_timeout() {
+    let mut p = proposer(30);
+    p.set_dead_peers(&[NodeId(3)]);
+    let (_, out) = p.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    assert_eq!(out.iter().filter(|o| matches!(o, ProposerOutput::Send { .. })).count(), 3);
+    let ballot = match &out[1] {
+        ProposerOutput::Send { request, .. } => request.ballot(),
+        other => panic!("{other:?}"),
+    };
+    let higher = rampart_paxos::Ballot::new(ballot.counter + 5, NodeId(99));
+    let nack = Reply::Nack { key: b"k".to_vec(), ballot, promised: higher };
+    let out = p.on_reply(1, NodeId(1), nack);
+    // One refusal plus one dead peer: a majority is impossible, so it backs off at once.
+    assert!(out.iter().any(|o| matches!(o, ProposerOutput::WakeAt(_))), "{out:?}");
+    assert!(p.counter() >= higher.counter, "fast-forwards past the highest ballot seen");
+}

@@ -36,6 +36,18 @@ const RETRY_PAUSE: Duration = Duration::from_millis(5);
 /// wait this long for a new leader before trying again.
 const UNREACHABLE_LEADER_PAUSE: Duration = Duration::from_millis(50);
 
+/// Gap between followers' elections after the leader is seen dead (by rank).
+const ELECTION_STAGGER: Duration = Duration::from_millis(20);
+/// Connection attempts (and the gap between them) that decide whether a
+/// leader whose connection closed is still running.
+const LEADER_PROBES: u32 = 5;
+const LEADER_PROBE_GAP: Duration = Duration::from_millis(10);
+
+/// Elections a follower starts by itself after seeing the leader dead, and
+/// the wait for a result after each; then the normal timeouts take over.
+const FAST_ELECTION_ROUNDS: u32 = 3;
+const FAST_ELECTION_ROUND_WAIT: Duration = Duration::from_millis(80);
+
 /// Entries a learner may lag behind the leader and still be promoted.
 pub const LEARNER_LAG_MAX: u64 = 64;
 
@@ -145,6 +157,8 @@ pub struct RaftNode {
     reads: ReadCoalescer,
     /// Round-trip time of the last hello to each peer (absent: unreachable).
     rtts: RwLock<HashMap<NodeId, Duration>>,
+    /// Set while a leader liveness probe runs (one at a time).
+    leader_probe: std::sync::atomic::AtomicBool,
     /// Term and last log index when this process started (see `local_read_index`).
     boot: (u64, u64),
     /// Quorum silence after which a leader refuses writes as CLUSTERDOWN.
@@ -219,6 +233,7 @@ impl RaftNode {
             infos: RwLock::new(HashMap::from([(cfg.id, me)])),
             reads: ReadCoalescer::new(),
             rtts: RwLock::new(HashMap::new()),
+            leader_probe: std::sync::atomic::AtomicBool::new(false),
             boot,
             quorum_silence_ms,
             cfg,
@@ -377,6 +392,69 @@ impl RaftNode {
                 return;
             }
         }
+    }
+
+    /// Called when a peer connection closes. If the leader's process is gone
+    /// (its peer port refuses connections) a follower starts an election at
+    /// once instead of waiting out the election timeout: after `kill -9` of
+    /// the leader, the followers see its connections close within
+    /// microseconds. If both do so, openraft's vote order (term, node id)
+    /// settles it without a split vote. Elections are always safe; this only
+    /// makes the next one start sooner.
+    async fn check_leader_alive(&self) {
+        if self.leader_probe.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let result = self.probe_leader_once().await;
+        self.leader_probe.store(false, Ordering::Release);
+        let Some(dead) = result else { return };
+        // openraft's followers refuse votes for a lease after the last
+        // heartbeat unless they have started an election themselves; among
+        // candidates of one term the higher node id wins, and nobody votes
+        // for a shorter log. So the followers start in id order, lowest
+        // first, ELECTION_STAGGER apart: each one's election releases its
+        // lease and the last candidate usually collects the votes at once.
+        // If the highest has the shorter log the round deadlocks; a second
+        // round (a higher term, lowest id first again) resolves it. Rounds
+        // stop as soon as any leader is known.
+        let rank = {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            m.membership().voter_ids().filter(|id| *id != dead && *id < self.id).count() as u32
+        };
+        for round in 0..FAST_ELECTION_ROUNDS {
+            tokio::time::sleep(ELECTION_STAGGER * rank).await;
+            let m = self.raft.metrics().borrow().clone();
+            let leaderless = m.current_leader.is_none() || m.current_leader == Some(dead);
+            if !leaderless || !matches!(m.state, ServerState::Follower | ServerState::Candidate) {
+                return;
+            }
+            tracing::info!(dead, round, "leader's peer port refuses connections: starting an election");
+            let _ = self.raft.trigger().elect().await;
+            tokio::time::sleep(FAST_ELECTION_ROUND_WAIT).await;
+        }
+    }
+
+    /// Some(leader) when this node is a follower and its leader's peer port refuses connections.
+    async fn probe_leader_once(&self) -> Option<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != ServerState::Follower {
+            return None;
+        }
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
+        let addr = crate::network::resolve(&self.peer_addr_of(leader)?).ok()?;
+        // A dying process's connections reset a moment before its listening
+        // socket closes, so one successful connect proves little: probe a few
+        // times before concluding the leader lives.
+        for _ in 0..LEADER_PROBES {
+            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return (self.raft.metrics().borrow().current_leader == Some(leader)).then_some(leader);
+                }
+                Ok(Ok(_)) => tokio::time::sleep(LEADER_PROBE_GAP).await,
+                _ => return None,
+            }
+        }
+        None
     }
 
     /// Returns once a read on this node's state machine is linearizable.
@@ -655,6 +733,12 @@ struct PeerHandler {
 }
 
 impl Handler for PeerHandler {
+    fn connection_closed(&self, _remote: std::net::SocketAddr) {
+        if let Some(node) = self.node.upgrade() {
+            tokio::spawn(async move { node.check_leader_alive().await });
+        }
+    }
+
     fn handle(&self, request: Bytes) -> BoxFuture<Result<Bytes, String>> {
         let node = self.node.upgrade();
         Box::pin(async move {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 /// Default heartbeat: frequent enough that a dead leader is noticed fast on a LAN.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 50;
 /// Default election timeout (lower bound; the upper bound is twice it).
-pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 250;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_KEY_BYTES_MAX: usize = 64 * 1024;
 pub const DEFAULT_VALUE_BYTES_MAX: usize = 1024 * 1024;

@@ -98,6 +98,10 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// Serves inbound requests. An `Err` is sent back as an error response.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Bytes) -> BoxFuture<Result<Bytes, String>>;
+
+    /// Called when an inbound connection ends (the peer closed it, died, or
+    /// sent garbage). A process killed with SIGKILL shows up here at once.
+    fn connection_closed(&self, _remote: SocketAddr) {}
 }
 
 struct Pending {
@@ -484,6 +488,7 @@ async fn serve_conn(stream: TcpStream, remote: SocketAddr, handler: Arc<dyn Hand
         });
     }
     drop(tx);
+    handler.connection_closed(remote);
     // Let in-flight answers drain; the writer ends when every sender is gone.
     let _ = writer.await;
 }

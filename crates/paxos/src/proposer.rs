@@ -277,13 +277,13 @@ impl Proposer {
     /// Handles a reply from acceptor `from`. Stale, duplicate and unknown replies are ignored.
     pub fn on_reply(&mut self, now: Tick, from: NodeId, reply: Reply) -> Vec<ProposerOutput> {
         let mut out = Vec::new();
+        if !self.config.acceptors.contains(&from) {
+            return out;
+        }
         match &reply {
             Reply::Nack { promised, .. } => self.observe(*promised),
             Reply::Promise { accepted, .. } => self.observe(*accepted),
             Reply::Accepted { .. } => {}
-        }
-        if !self.config.acceptors.contains(&from) {
-            return out;
         }
         let Some(mut p) = self.active.remove(reply.key()) else { return out };
         let key = reply.key().to_vec();

@@ -10,7 +10,7 @@ use rampart_paxos::{Change, NodeId, Outcome, Proposer, ProposerConfig, ProposerO
 use sim::world::{Stats, World};
 
 /// Seeds per `cargo test` run; see the module docs.
-const DEFAULT_SEEDS: u64 = 8000;
+const DEFAULT_SEEDS: u64 = 5000;
 
 fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("PAXOS_SIM_SEED") {
@@ -54,7 +54,6 @@ fn run_all(seeds: &[u64], broken_quorum: bool) -> Vec<(u64, Result<(), String>, 
 #[test]
 fn every_seed_is_linearizable() {
     let seeds = seeds();
-    let started = std::time::Instant::now();
     let results = run_all(&seeds, false);
     let mut total = Stats::default();
     for (seed, result, stats) in &results {
@@ -68,7 +67,7 @@ fn every_seed_is_linearizable() {
         total.messages += stats.messages;
         total.accepts_without_prepare += stats.accepts_without_prepare;
     }
-    eprintln!("{} seeds in {:?}: {total:?}", seeds.len(), started.elapsed());
+    eprintln!("{} seeds: {total:?}", seeds.len());
     // The run must have done real work, through the fast path too, for the check to mean much.
     if seeds.len() >= 100 {
         let attempted = total.ok + total.maybe_applied + total.failed + total.lost_with_proposer;

@@ -480,3 +480,47 @@ fn broken_config_and_corrupt_data_are_refused_clearly() {
     ]);
     assert!(err.contains("corrupt") && err.contains("rampart.redb"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_writes_are_refused_and_refused_writes_never_appear() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = wait_leader(&c, &[1, 2, 3]).await;
+    let mut l = resp(&c, leader).await;
+    assert_eq!(cmd(&mut l, &["SET", "before", "1"]).await, Value::ok());
+    let followers: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    for f in &followers {
+        c.kill(*f);
+    }
+    // Writes proposed before the leader notices may time out (outcome
+    // unknown); once it has heard from no quorum for a while it refuses them
+    // up front with CLUSTERDOWN, which promises they were not applied.
+    let mut refused = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while refused.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "never answered CLUSTERDOWN");
+        i += 1;
+        let key = format!("nq/{i}");
+        match cmd(&mut l, &["SET", &key, "x"]).await {
+            Value::Error(e) if e.starts_with("CLUSTERDOWN") => refused.push(key),
+            Value::Error(e) => assert!(e.starts_with("TIMEOUT"), "unexpected error {e}"),
+            other => panic!("write acknowledged without a quorum: {other:?}"),
+        }
+    }
+    // HTTP says the same with 503 and a code; health is 503 too.
+    let r = reqwest::Client::new().put(format!("{}/v1/kv/nq-http", c.http(leader))).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "CLUSTERDOWN");
+    let h = reqwest::get(format!("{}/v1/health", c.http(leader))).await.unwrap();
+    assert_eq!(h.status(), 503);
+    for f in &followers {
+        c.spawn(*f);
+    }
+    let l2 = wait_leader(&c, &[1, 2, 3]).await;
+    let mut cl = resp(&c, l2).await;
+    assert_eq!(bulk(&read_retrying(&mut cl, &["GET", "before"]).await).as_deref(), Some("1"));
+    for key in refused.iter().chain(std::iter::once(&"nq-http".to_string())) {
+        assert_eq!(read_retrying(&mut cl, &["GET", key]).await, Value::Null, "refused write {key} was applied");
+    }
+}

@@ -58,7 +58,7 @@ fn every_seed_is_linearizable() {
     let mut total = Stats::default();
     for (seed, result, stats) in &results {
         if let Err(violation) = result {
-            panic!("seed {seed} is not linearizable; replay with PAXOS_SIM_SEED={seed}\n{violation}");
+            panic!("seed {seed} failed the linearizability check; replay with PAXOS_SIM_SEED={seed}\n{violation}");
         }
         total.ok += stats.ok;
         total.maybe_applied += stats.maybe_applied;

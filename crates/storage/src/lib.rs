@@ -22,6 +22,11 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 
+/// Memory redb may use to cache pages of the data file. redb's own default
+/// (1 GiB) would let a node's RSS grow far past its working set under
+/// endless writes.
+pub const CACHE_BYTES: usize = 64 << 20;
+
 /// File name of the store inside a node's data directory.
 pub const DATA_FILE_NAME: &str = "rampart.redb";
 
@@ -106,7 +111,8 @@ impl Store {
         // whole file first (cost: one sequential read of it), and a panic
         // while doing so is reported as corruption rather than crashing.
         let opened = std::panic::catch_unwind(|| -> Result<Database> {
-            let mut db = Database::create(path).map_err(|e| map_db_error(&p, e))?;
+            let mut db =
+                Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| map_db_error(&p, e))?;
             match db.check_integrity() {
                 Ok(true) => Ok(db),
                 Ok(false) => Err(Error::Corrupt {

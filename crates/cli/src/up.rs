@@ -118,7 +118,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
 
     let result = tokio::select! {
         r = wait_ready(&args, &ports, &mut procs) => r,
-        _ = stop_signal() => Err(anyhow::anyhow!("interrupted")),
+        _ = rampart_server::wait_for_signal() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
         procs.stop().await;
@@ -132,7 +132,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
     // Run until Ctrl-C or a child dies.
     loop {
         tokio::select! {
-            _ = stop_signal() => break,
+            _ = rampart_server::wait_for_signal() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for (name, c, log) in &mut procs.children {
                     if let Ok(Some(status)) = c.try_wait() {
@@ -206,22 +206,6 @@ async fn node_role(resp_addr: &str) -> Option<String> {
         text.lines().find_map(|l| l.strip_prefix("raft_role:")).map(|r| r.trim().to_string())
     };
     tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()
-}
-
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Makes the child get SIGTERM if `rampart up` itself dies (even by SIGKILL),

@@ -102,7 +102,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
     Ok(Running { node, app })
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

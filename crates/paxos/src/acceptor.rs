@@ -29,6 +29,9 @@ pub struct RegisterState {
     pub accepted: Ballot,
     /// The accepted value; `None` is absent or a tombstone.
     pub value: Value,
+    /// The accepted ballot of the value `value` was computed from. It lets a proposer whose
+    /// change was sent but not confirmed tell whether another proposer built on its value.
+    pub base: Ballot,
 }
 
 /// A register state that must be durable before the reply that comes with it is sent.
@@ -78,6 +81,9 @@ impl Acceptor {
             if state.promised < state.accepted {
                 return Err(Error::CorruptState { reason: "register promised below its accepted ballot" });
             }
+            if state.base > state.accepted {
+                return Err(Error::CorruptState { reason: "register value derived from a later ballot" });
+            }
             registers.insert(key, state);
         }
         Ok(Acceptor { registers })
@@ -95,6 +101,7 @@ impl Acceptor {
                         ballot,
                         accepted: state.accepted,
                         value: state.value.clone(),
+                        base: state.base,
                     };
                     self.registers.insert(key.clone(), state.clone());
                     AcceptorOutput::PersistThenReply { write: DurableWrite { key, state }, reply }
@@ -102,7 +109,7 @@ impl Acceptor {
                     AcceptorOutput::Reply(Reply::Nack { key, ballot, promised: current.promised })
                 }
             }
-            Request::Accept { key, ballot, value } => {
+            Request::Accept { key, ballot, value, base } => {
                 let current = self.registers.get(&key).cloned().unwrap_or_default();
                 if ballot == current.accepted && ballot != Ballot::ZERO {
                     // A duplicate of an accept we already took: one value per ballot, so say so again.
@@ -111,7 +118,7 @@ impl Acceptor {
                 if ballot >= current.promised && ballot > current.accepted {
                     // Accepting `ballot` also promises its successor: the piggybacked prepare.
                     let promised = ballot.successor().unwrap_or(ballot);
-                    let state = RegisterState { promised, accepted: ballot, value };
+                    let state = RegisterState { promised, accepted: ballot, value, base };
                     self.registers.insert(key.clone(), state.clone());
                     let reply = Reply::Accepted { key: key.clone(), ballot };
                     AcceptorOutput::PersistThenReply { write: DurableWrite { key, state }, reply }
@@ -163,7 +170,16 @@ mod tests {
         let out = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) });
         let (write, reply) = out.into_parts();
         assert_eq!(write.unwrap().state.promised, b(1, 1));
-        assert_eq!(reply, Reply::Promise { key: b"k".to_vec(), ballot: b(1, 1), accepted: Ballot::ZERO, value: None });
+        assert_eq!(
+            reply,
+            Reply::Promise {
+                key: b"k".to_vec(),
+                ballot: b(1, 1),
+                accepted: Ballot::ZERO,
+                value: None,
+                base: Ballot::ZERO
+            }
+        );
         // The same or a lower ballot is refused and nothing is written.
         for ballot in [b(1, 1), b(1, 0)] {
             let (write, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot }).into_parts();
@@ -176,11 +192,11 @@ mod tests {
     fn accept_promises_the_successor_and_duplicates_are_idempotent() {
         let mut a = Acceptor::new();
         let _ = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) });
-        let accept = Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()) };
+        let accept = Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()), base: b(0, 0) };
         let (write, reply) = a.handle(accept.clone()).into_parts();
         assert_eq!(
             write.unwrap().state,
-            RegisterState { promised: b(2, 1), accepted: b(1, 1), value: Some(b"v".to_vec()) }
+            RegisterState { promised: b(2, 1), accepted: b(1, 1), value: Some(b"v".to_vec()), base: b(0, 0) }
         );
         assert_eq!(reply, Reply::Accepted { key: b"k".to_vec(), ballot: b(1, 1) });
         let (write, reply) = a.handle(accept).into_parts();
@@ -190,7 +206,8 @@ mod tests {
         let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 9) }).into_parts();
         assert!(matches!(reply, Reply::Nack { promised, .. } if promised == b(2, 1)));
         // The fast-path accept at the successor is taken without a prepare.
-        let (_, reply) = a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None }).into_parts();
+        let (_, reply) =
+            a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(1, 1) }).into_parts();
         assert!(matches!(reply, Reply::Accepted { .. }));
         assert_eq!(a.stale_read(b"k"), None);
         assert_eq!(a.len(), 1);
@@ -199,20 +216,27 @@ mod tests {
     #[test]
     fn a_higher_prepare_takes_the_key_over_and_the_stale_fast_accept_is_refused() {
         let mut a = Acceptor::new();
-        let _ = a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()) });
+        let _ = a.handle(Request::Accept {
+            key: b"k".to_vec(),
+            ballot: b(1, 1),
+            value: Some(b"v".to_vec()),
+            base: b(0, 0),
+        });
         let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(3, 2) }).into_parts();
         assert!(matches!(reply, Reply::Promise { accepted, .. } if accepted == b(1, 1)));
         let (write, reply) =
-            a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None }).into_parts();
+            a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(1, 1) }).into_parts();
         assert!(write.is_none());
         assert_eq!(reply, Reply::Nack { key: b"k".to_vec(), ballot: b(2, 1), promised: b(3, 2) });
     }
 
     #[test]
     fn restore_rejects_corrupt_state() {
-        let bad = RegisterState { promised: b(1, 1), accepted: b(2, 1), value: None };
+        let bad = RegisterState { promised: b(1, 1), accepted: b(2, 1), value: None, base: b(0, 0) };
         assert!(matches!(Acceptor::restore([(b"k".to_vec(), bad)]), Err(Error::CorruptState { .. })));
-        let good = RegisterState { promised: b(3, 1), accepted: b(2, 1), value: Some(b"x".to_vec()) };
+        let derived_later = RegisterState { promised: b(3, 1), accepted: b(2, 1), value: None, base: b(2, 2) };
+        assert!(Acceptor::restore([(b"k".to_vec(), derived_later)]).is_err());
+        let good = RegisterState { promised: b(3, 1), accepted: b(2, 1), value: Some(b"x".to_vec()), base: b(1, 1) };
         let a = Acceptor::restore([(b"k".to_vec(), good.clone())]).unwrap();
         assert_eq!(a.register(b"k"), Some(&good));
     }
@@ -223,7 +247,7 @@ mod tests {
         prop_oneof![
             (key.clone(), ballot.clone()).prop_map(|(key, ballot)| Request::Prepare { key, ballot }),
             (key, ballot, proptest::option::of(proptest::collection::vec(0u8..3, 0..3)))
-                .prop_map(|(key, ballot, value)| Request::Accept { key, ballot, value }),
+                .prop_map(|(key, ballot, value)| Request::Accept { key, ballot, value, base: Ballot::ZERO }),
         ]
     }
 

@@ -11,16 +11,17 @@ pub enum Request {
     /// Phase 1: promise to refuse ballots below `ballot` and report what you accepted.
     Prepare { key: Key, ballot: Ballot },
     /// Phase 2: accept `value` at `ballot`. Accepting also promises `ballot.successor()`, which is
-    /// what lets the same proposer skip the next prepare (see `docs/paxos.md`).
-    Accept { key: Key, ballot: Ballot, value: Value },
+    /// what lets the same proposer skip the next prepare (see `docs/paxos.md`). `base` is the
+    /// accepted ballot of the value the change was applied to (its provenance).
+    Accept { key: Key, ballot: Ballot, value: Value, base: Ballot },
 }
 
 /// Acceptor → proposer. Each reply echoes the key and the ballot it answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// The acceptor promised `ballot`; `accepted`/`value` is its last accepted ballot and value
-    /// (`Ballot::ZERO` and `None` if it never accepted one).
-    Promise { key: Key, ballot: Ballot, accepted: Ballot, value: Value },
+    /// (`Ballot::ZERO` and `None` if it never accepted one), and `base` that value's provenance.
+    Promise { key: Key, ballot: Ballot, accepted: Ballot, value: Value, base: Ballot },
     /// The acceptor accepted the value at `ballot`.
     Accepted { key: Key, ballot: Ballot },
     /// Refused: the acceptor has promised `promised`, which is at least `ballot`. A proposer

@@ -144,8 +144,8 @@ struct Proposal {
     ballot: Ballot,
     granted: Vec<NodeId>,
     refused: Vec<NodeId>,
-    /// Highest (accepted ballot, value) among this attempt's promises.
-    best: (Ballot, Value),
+    /// Highest (accepted ballot, value, base) among this attempt's promises.
+    best: (Ballot, Value, Ballot),
     /// The value and outcome this attempt's accept carries.
     proposed: Option<(Value, Outcome)>,
     /// Every ballot at which this proposal sent an accept, with the outcome that value implies.
@@ -156,6 +156,8 @@ struct Proposal {
 #[derive(Debug)]
 struct Cached {
     next: Ballot,
+    /// The ballot `value` was accepted at: the base of the next fast accept.
+    accepted: Ballot,
     value: Value,
     stamp: u64,
 }
@@ -331,7 +333,7 @@ impl Proposer {
             ballot: Ballot::ZERO,
             granted: Vec::new(),
             refused: Vec::new(),
-            best: (Ballot::ZERO, None),
+            best: (Ballot::ZERO, None, Ballot::ZERO),
             proposed: None,
             ours: Vec::new(),
             first_accept: None,
@@ -395,7 +397,7 @@ impl Proposer {
         p.generation += 1;
         p.granted.clear();
         p.refused.clear();
-        p.best = (Ballot::ZERO, None);
+        p.best = (Ballot::ZERO, None, Ballot::ZERO);
         let cached = if p.attempts == 1 { self.take_cached(key) } else { None };
         if let Some(cached) = cached {
             // One round trip: our last accept promised `cached.next` at a quorum.
@@ -403,7 +405,7 @@ impl Proposer {
             self.reserve(cached.next.counter, out);
             p.ballot = cached.next;
             let (value, outcome) = p.change.apply(&cached.value);
-            self.send_accept(key, p, value, outcome, out);
+            self.send_accept(key, p, value, cached.accepted, outcome, out);
         } else {
             let Some(counter) = self.counter.checked_add(1) else {
                 out.push(done(p.id, Err(self.exhausted(p))));
@@ -441,6 +443,7 @@ impl Proposer {
         key: &[u8],
         p: &mut Proposal,
         value: Value,
+        base: Ballot,
         outcome: Outcome,
         out: &mut Vec<ProposerOutput>,
     ) {
@@ -451,7 +454,7 @@ impl Proposer {
             p.first_accept.get_or_insert(p.ballot);
             p.ours.push((p.ballot, outcome.clone()));
         }
-        self.broadcast(&Request::Accept { key: key.to_vec(), ballot: p.ballot, value: value.clone() }, out);
+        self.broadcast(&Request::Accept { key: key.to_vec(), ballot: p.ballot, value: value.clone(), base }, out);
         p.proposed = Some((value, outcome));
     }
 
@@ -468,10 +471,10 @@ impl Proposer {
             return Flow::Continue;
         }
         match (p.phase, reply) {
-            (Phase::Prepare, Reply::Promise { accepted, value, .. }) => {
+            (Phase::Prepare, Reply::Promise { accepted, value, base, .. }) => {
                 p.granted.push(from);
                 if accepted > p.best.0 {
-                    p.best = (accepted, value);
+                    p.best = (accepted, value, base);
                 }
                 if p.granted.len() >= self.quorum {
                     return self.choose(now, key, p, out);
@@ -483,7 +486,7 @@ impl Proposer {
                 if p.granted.len() >= self.quorum {
                     let (value, outcome) = p.proposed.take().unwrap_or((None, Outcome::Value(None)));
                     if let Some(next) = p.ballot.successor() {
-                        self.put_cached(key, next, value);
+                        self.put_cached(key, next, p.ballot, value);
                     }
                     out.push(done(p.id, Ok(outcome)));
                     return Flow::Finished;
@@ -513,14 +516,18 @@ impl Proposer {
 
     /// A promise quorum is in: pick the value to accept (module docs: no double application).
     fn choose(&mut self, now: Tick, key: &[u8], p: &mut Proposal, out: &mut Vec<ProposerOutput>) -> Flow {
-        let (highest, current) = p.best.clone();
+        let (highest, current, current_base) = p.best.clone();
+        let ours = |ballot: Ballot| p.ours.iter().find(|(b, _)| *b == ballot).map(|(_, outcome)| outcome.clone());
         let (value, outcome) = match p.first_accept {
             _ if p.change.is_read() => p.change.apply(&current),
             None => p.change.apply(&current),
             Some(first) => {
-                if let Some((_, outcome)) = p.ours.iter().find(|(b, _)| *b == highest) {
-                    (current, outcome.clone())
-                } else if highest < first {
+                if let Some(outcome) = ours(highest).or_else(|| ours(current_base)) {
+                    // Our value, or another proposer's change applied on top of our value: our
+                    // effect is in it exactly once. Re-accept it unchanged to complete.
+                    (current, outcome)
+                } else if highest < first || current_base < first {
+                    // Derived from a value older than our first accept: our effect is not in it.
                     p.change.apply(&current)
                 } else {
                     out.push(done(p.id, Err(Error::Ambiguous)));
@@ -528,7 +535,7 @@ impl Proposer {
                 }
             }
         };
-        self.send_accept(key, p, value, outcome, out);
+        self.send_accept(key, p, value, highest, outcome, out);
         p.generation += 1;
         self.arm(now, key, p, self.config.attempt_timeout_ticks, out);
         Flow::Continue
@@ -560,7 +567,7 @@ impl Proposer {
         Some(cached)
     }
 
-    fn put_cached(&mut self, key: &[u8], next: Ballot, value: Value) {
+    fn put_cached(&mut self, key: &[u8], next: Ballot, accepted: Ballot, value: Value) {
         if self.config.cached_keys_max == 0 {
             return;
         }
@@ -570,7 +577,7 @@ impl Proposer {
             self.cache.remove(&oldest);
         }
         self.cache_stamp += 1;
-        self.cache.insert(key.to_vec(), Cached { next, value, stamp: self.cache_stamp });
+        self.cache.insert(key.to_vec(), Cached { next, accepted, value, stamp: self.cache_stamp });
         self.cache_order.insert(self.cache_stamp, key.to_vec());
     }
 }

@@ -172,19 +172,12 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
     assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(b"4".to_vec()))));
 
-    // A's cached accept is refused by every acceptor. A cannot prove that no acceptor took it
-    // (B's accept is above it), so the change ends "may have been applied"...
-    bench.sent.clear();
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(10)).unwrap();
-    let result = bench.drive(&mut a, out);
-    assert_eq!(result, Err(rampart_paxos::Error::Ambiguous));
-    assert!(result.unwrap_err().maybe_applied());
-    assert_eq!(a.cached_keys(), 0, "the refused fast path drops the cache");
-    // ...though here it was not applied, and A's next change takes a full round and applies once.
+    // A's cached accept is refused by every acceptor. Its retry's prepare finds B's value,
+    // derived from a value older than A's refused accept, so A applies the change afresh, once.
     bench.sent.clear();
     let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(10)).unwrap();
     assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Incremented(14)));
-    assert_eq!(prepares(&bench.sent), 3, "no cache: a full round");
+    assert!(prepares(&bench.sent) >= 3, "the stale fast path must fall back to prepare");
     // And it is back on the one-round-trip path.
     bench.sent.clear();
     let (_, out) = a.propose(0, b"k".to_vec(), Change::Read).unwrap();

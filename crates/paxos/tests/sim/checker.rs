@@ -93,7 +93,8 @@ impl Search<'_> {
             // an earlier-invoked one may go anywhere a later one may. Only ever take the earliest
             // unlinearized one of each such class; any linearization can be rearranged that way.
             if op.complete.is_none()
-                && (0..i).any(|j| !linearized.get(j) && self.ops[j].complete.is_none() && self.ops[j].change == op.change)
+                && (0..i)
+                    .any(|j| !linearized.get(j) && self.ops[j].complete.is_none() && self.ops[j].change == op.change)
             {
                 continue;
             }

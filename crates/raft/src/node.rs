@@ -272,6 +272,20 @@ impl RaftNode {
         &self.cfg
     }
 
+    /// Resolves when openraft stops on a fatal error (a failed disk write,
+    /// say); a node in that state cannot serve and should exit.
+    pub async fn wait_fatal(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "raft stopped".to_string();
+            }
+        }
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }

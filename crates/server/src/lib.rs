@@ -23,6 +23,8 @@ pub enum ServerError {
     Listen { what: &'static str, addr: std::net::SocketAddr, reason: String },
     #[error("--replication multi-master is not implemented yet (issue 4); use --replication leader")]
     MultiMasterNotBuilt,
+    #[error("replication stopped on a fatal error: {0}")]
+    Fatal(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(String),
 }
@@ -44,7 +46,13 @@ pub fn run_blocking(args: ServerArgs) -> Result<(), ServerError> {
 /// Starts the node and its listeners; returns on SIGTERM or Ctrl-C.
 pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     let running = start(cfg).await?;
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        reason = running.node.wait_fatal() => {
+            tracing::error!(%reason, "replication stopped on a fatal error; exiting");
+            return Err(ServerError::Fatal(reason));
+        }
+    }
     tracing::info!("shutting down");
     running.node.shutdown().await;
     Ok(())

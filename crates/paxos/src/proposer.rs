@@ -450,6 +450,9 @@ impl Proposer {
         p.phase = Phase::Accept;
         p.granted.clear();
         p.refused.clear();
+        // Acceptors that take this accept promise its successor to us, so a later full round
+        // must start above that, or our own implicit promise would refuse our prepare.
+        self.counter = self.counter.max(p.ballot.counter.saturating_add(1));
         if !p.change.is_read() {
             p.first_accept.get_or_insert(p.ballot);
             p.ours.push((p.ballot, outcome.clone()));

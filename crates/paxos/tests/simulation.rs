@@ -242,3 +242,102 @@ fn a_dead_peer_hint_fails_a_phase_without_waiting_for_the_timeout() {
     assert!(out.iter().any(|o| matches!(o, ProposerOutput::WakeAt(_))), "{out:?}");
     assert!(p.counter() >= higher.counter, "fast-forwards past the highest ballot seen");
 }
+
+/// Delivers the sends among `outputs` to the acceptors in `reach` only (others are lost) and
+/// feeds the replies back; returns everything the proposer produced in response, plus the
+/// non-send outputs of `outputs` itself.
+fn deliver(
+    acceptors: &mut [rampart_paxos::Acceptor],
+    proposer: &mut Proposer,
+    outputs: Vec<ProposerOutput>,
+    reach: &[u64],
+) -> Vec<ProposerOutput> {
+    let mut produced = Vec::new();
+    for output in outputs {
+        match output {
+            ProposerOutput::Send { to, request } if reach.contains(&to.0) => {
+                let (_, reply) = acceptors[(to.0 - 1) as usize].handle(request).into_parts();
+                produced.extend(proposer.on_reply(0, to, reply));
+            }
+            ProposerOutput::Send { .. } => {}
+            other => produced.push(other),
+        }
+    }
+    produced
+}
+
+/// Fires the proposer's pending timers until it sends something again.
+fn fire_timers(proposer: &mut Proposer, outputs: Vec<ProposerOutput>) -> Vec<ProposerOutput> {
+    let mut produced = Vec::new();
+    for output in outputs {
+        if let ProposerOutput::WakeAt(timer) = output {
+            produced.extend(proposer.on_timer(timer.at, timer));
+        }
+    }
+    if produced.iter().any(|o| matches!(o, ProposerOutput::Send { .. })) {
+        produced
+    } else {
+        fire_timers(proposer, produced)
+    }
+}
+
+fn result_of(outputs: &[ProposerOutput]) -> Option<Result<Outcome, rampart_paxos::Error>> {
+    outputs.iter().find_map(|o| match o {
+        ProposerOutput::Done { result, .. } => Some(result.clone()),
+        _ => None,
+    })
+}
+
+fn read_back(acceptors: &mut [rampart_paxos::Acceptor]) -> Outcome {
+    let mut bench = Bench { acceptors: acceptors.to_vec(), sent: Vec::new() };
+    let mut reader = proposer(77);
+    let (_, out) = reader.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    bench.drive(&mut reader, out).unwrap()
+}
+
+/// Keeps delivering to `reach` and firing timers until the proposal finishes.
+fn run_until_done(
+    acceptors: &mut [rampart_paxos::Acceptor],
+    proposer: &mut Proposer,
+    mut out: Vec<ProposerOutput>,
+    reach: &[u64],
+) -> Result<Outcome, rampart_paxos::Error> {
+    for _ in 0..50 {
+        if let Some(result) = result_of(&out) {
+            return result;
+        }
+        let sends = out.iter().any(|o| matches!(o, ProposerOutput::Send { .. }));
+        out = if sends { deliver(acceptors, proposer, out, reach) } else { fire_timers(proposer, out) };
+    }
+    panic!("proposal did not finish");
+}
+
+#[test]
+fn a_retry_completes_its_own_partly_accepted_change_instead_of_applying_it_twice() {
+    let mut acceptors: Vec<_> = (0..3).map(|_| rampart_paxos::Acceptor::new()).collect();
+    let mut a = proposer(10);
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
+    let out = deliver(&mut acceptors, &mut a, out, &[1, 2, 3]);
+    // The accept reaches acceptor 1 only; the other copies are lost and the phase times out.
+    let out = deliver(&mut acceptors, &mut a, out, &[1]);
+    assert_eq!(result_of(&out), None);
+    // The retry's prepare quorum {1, 2} reports A's own value as the highest: complete it.
+    assert_eq!(run_until_done(&mut acceptors, &mut a, out, &[1, 2]), Ok(Outcome::Incremented(1)));
+    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(b"1".to_vec())), "applied once");
+}
+
+#[test]
+fn a_retry_completes_when_another_proposer_built_on_its_value() {
+    let mut acceptors: Vec<_> = (0..3).map(|_| rampart_paxos::Acceptor::new()).collect();
+    let mut a = proposer(10);
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(5)).unwrap();
+    let out = deliver(&mut acceptors, &mut a, out, &[1, 2, 3]);
+    let a_pending = deliver(&mut acceptors, &mut a, out, &[1]);
+    // B increments through acceptors {1, 2}: it adopts A's value (5) and writes 6 on top of it.
+    let mut b = proposer(20);
+    let (_, out) = b.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
+    assert_eq!(run_until_done(&mut acceptors, &mut b, out, &[1, 2]), Ok(Outcome::Incremented(6)));
+    // A retries: the highest value is B's, whose base is A's accept, so A's effect is in it.
+    assert_eq!(run_until_done(&mut acceptors, &mut a, a_pending, &[1, 2, 3]), Ok(Outcome::Incremented(5)));
+    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(b"6".to_vec())), "5 + 1, each once");
+}

@@ -21,6 +21,11 @@ pub struct UpArgs {
     /// Seconds to wait for the cluster to elect a leader.
     #[arg(long, default_value_t = 30)]
     pub ready_timeout_s: u64,
+    /// Use 31 ports from this one instead of the defaults: load balancer RESP
+    /// BASE and HTTP BASE+10, admin BASE+30; node N: RESP BASE+N, HTTP
+    /// BASE+10+N, peer BASE+20+N.
+    #[arg(long)]
+    pub base_port: Option<u16>,
 }
 
 const NODES: u64 = 3;
@@ -32,15 +37,51 @@ pub(crate) struct NodePorts {
     pub http: String,
 }
 
-pub(crate) fn node_ports() -> Vec<NodePorts> {
-    (1..=NODES)
-        .map(|i| NodePorts {
-            id: i,
-            peer: format!("127.0.0.1:{}", 7000 + i),
-            resp: format!("127.0.0.1:{}", 6380 + i),
-            http: format!("127.0.0.1:{}", 8000 + i),
+/// Where everything `up` starts listens.
+pub(crate) struct Layout {
+    pub nodes: Vec<NodePorts>,
+    pub lb_resp: String,
+    pub lb_http: String,
+    pub lb_admin: String,
+}
+
+impl Layout {
+    /// The documented defaults: nodes on 6381-6383 (RESP), 8001-8003 (HTTP),
+    /// 7001-7003 (peers); the load balancer on 6380 and 8000, admin 8100.
+    pub fn standard() -> Layout {
+        Layout {
+            nodes: (1..=NODES)
+                .map(|i| NodePorts {
+                    id: i,
+                    peer: format!("127.0.0.1:{}", 7000 + i),
+                    resp: format!("127.0.0.1:{}", 6380 + i),
+                    http: format!("127.0.0.1:{}", 8000 + i),
+                })
+                .collect(),
+            lb_resp: "127.0.0.1:6380".into(),
+            lb_http: "127.0.0.1:8000".into(),
+            lb_admin: "127.0.0.1:8100".into(),
+        }
+    }
+
+    pub fn from_base(base: u16) -> anyhow::Result<Layout> {
+        let b = u32::from(base);
+        if b + 30 > u32::from(u16::MAX) || base == 0 {
+            bail!("--base-port {base} leaves no room for the 31 ports it needs");
+        }
+        let a = |p: u32| format!("127.0.0.1:{p}");
+        Ok(Layout {
+            nodes: (1..=NODES)
+                .map(|i| {
+                    let n = i as u32;
+                    NodePorts { id: i, peer: a(b + 20 + n), resp: a(b + n), http: a(b + 10 + n) }
+                })
+                .collect(),
+            lb_resp: a(b),
+            lb_http: a(b + 10),
+            lb_admin: a(b + 30),
         })
-        .collect()
+    }
 }
 
 struct Procs {
@@ -86,11 +127,15 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the rampart executable")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
-    let ports = node_ports();
+    let layout = match args.base_port {
+        Some(b) => Layout::from_base(b)?,
+        None => Layout::standard(),
+    };
+    let ports = &layout.nodes;
     let cluster: Vec<String> = ports.iter().map(|p| format!("{}={}", p.id, p.peer)).collect();
     let cluster = cluster.join(",");
     let mut procs = Procs { children: Vec::new() };
-    for p in &ports {
+    for p in ports {
         let log = args.data_dir.join(format!("node{}.log", p.id));
         let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;
@@ -110,14 +155,14 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
         let child = child.spawn().with_context(|| format!("cannot start node {}", p.id))?;
         procs.children.push((format!("node {}", p.id), child, log));
     }
-    let lb = crate::uplb::start(&exe, &args.data_dir, &ports)?;
+    let lb = crate::uplb::start(&exe, &args.data_dir, &layout)?;
     let lb_desc = lb.as_ref().map(|l| l.describe());
     if let Some(l) = lb {
         procs.children.push((l.name.clone(), l.child, l.log));
     }
 
     let result = tokio::select! {
-        r = wait_ready(&args, &ports, &mut procs) => r,
+        r = wait_ready(&args, ports, &mut procs) => r,
         _ = rampart_server::wait_for_signal() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {

@@ -115,7 +115,9 @@ impl Acceptor {
                     // A duplicate of an accept we already took: one value per ballot, so say so again.
                     return AcceptorOutput::Reply(Reply::Accepted { key, ballot });
                 }
-                if ballot >= current.promised && ballot > current.accepted {
+                // An honest proposer's value is always derived from a lower ballot; a malformed
+                // accept is refused rather than stored (it would make the state unrestorable).
+                if ballot >= current.promised && ballot > current.accepted && base < ballot {
                     // Accepting `ballot` also promises its successor: the piggybacked prepare.
                     let promised = ballot.successor().unwrap_or(ballot);
                     let state = RegisterState { promised, accepted: ballot, value, base };
@@ -231,6 +233,16 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_accept_is_refused_and_not_stored() {
+        let mut a = Acceptor::new();
+        let bad = Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(2, 1) };
+        let (write, reply) = a.handle(bad).into_parts();
+        assert!(write.is_none());
+        assert!(matches!(reply, Reply::Nack { .. }));
+        assert!(a.is_empty());
+    }
+
+    #[test]
     fn restore_rejects_corrupt_state() {
         let bad = RegisterState { promised: b(1, 1), accepted: b(2, 1), value: None, base: b(0, 0) };
         assert!(matches!(Acceptor::restore([(b"k".to_vec(), bad)]), Err(Error::CorruptState { .. })));
@@ -246,8 +258,8 @@ mod tests {
         let key = prop_oneof![Just(b"a".to_vec()), Just(b"b".to_vec())];
         prop_oneof![
             (key.clone(), ballot.clone()).prop_map(|(key, ballot)| Request::Prepare { key, ballot }),
-            (key, ballot, proptest::option::of(proptest::collection::vec(0u8..3, 0..3)))
-                .prop_map(|(key, ballot, value)| Request::Accept { key, ballot, value, base: Ballot::ZERO }),
+            ((key, ballot.clone(), proptest::option::of(proptest::collection::vec(0u8..3, 0..3))), ballot)
+                .prop_map(|((key, ballot, value), base)| Request::Accept { key, ballot, value, base }),
         ]
     }
 
@@ -266,6 +278,7 @@ mod tests {
                 prop_assert!(after.promised >= before.promised);
                 prop_assert!(after.accepted >= before.accepted);
                 prop_assert!(after.promised >= after.accepted);
+                prop_assert!(after.accepted >= after.base);
                 match (&request, &reply) {
                     (Request::Prepare { ballot, .. }, Reply::Promise { accepted, .. }) => {
                         prop_assert!(*ballot > before.promised);
@@ -276,8 +289,9 @@ mod tests {
                         prop_assert!(*ballot >= before.promised || *ballot == before.accepted);
                         prop_assert_eq!(after.accepted, *ballot);
                     }
-                    (_, Reply::Nack { promised, ballot, .. }) => {
-                        prop_assert!(*promised >= *ballot);
+                    (req, Reply::Nack { promised, ballot, .. }) => {
+                        let malformed = matches!(req, Request::Accept { base, .. } if base >= ballot);
+                        prop_assert!(*promised >= *ballot || malformed);
                         prop_assert!(write.is_none());
                         prop_assert_eq!(&after, &before);
                     }

@@ -10,7 +10,7 @@ use rampart_paxos::{Change, NodeId, Outcome, Proposer, ProposerConfig, ProposerO
 use sim::world::{Stats, World};
 
 /// Seeds per `cargo test` run; see the module docs.
-const DEFAULT_SEEDS: u64 = 5000;
+const DEFAULT_SEEDS: u64 = 10_000;
 
 fn seeds() -> Vec<u64> {
     if let Ok(seed) = std::env::var("PAXOS_SIM_SEED") {

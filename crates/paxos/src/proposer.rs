@@ -314,6 +314,9 @@ impl Proposer {
         self.counter = self.counter.max(ballot.counter);
     }
 
+    /// Starts a change on an idle key, then, while changes on that key finish at once (no
+    /// quorum alive, budget spent while queued), the next queued ones. A loop, not recursion, so
+    /// a long queue cannot exhaust the stack.
     fn start(
         &mut self,
         now: Tick,
@@ -323,28 +326,50 @@ impl Proposer {
         since: Tick,
         out: &mut Vec<ProposerOutput>,
     ) {
-        let mut p = Proposal {
-            id,
-            change,
-            deadline: since.saturating_add(self.config.budget_ticks),
-            attempts: 0,
-            generation: 0,
-            phase: Phase::Backoff,
-            ballot: Ballot::ZERO,
-            granted: Vec::new(),
-            refused: Vec::new(),
-            best: (Ballot::ZERO, None, Ballot::ZERO),
-            proposed: None,
-            ours: Vec::new(),
-            first_accept: None,
-        };
-        let flow = if now >= p.deadline {
-            out.push(done(p.id, Err(Error::TimedOut { budget_ticks: self.config.budget_ticks, maybe_applied: false })));
-            Flow::Finished
-        } else {
-            self.attempt(now, &key, &mut p, out)
-        };
-        self.settle(now, key, p, flow, out);
+        let mut next = Some((id, change, since));
+        while let Some((id, change, since)) = next.take() {
+            let mut p = Proposal {
+                id,
+                change,
+                deadline: since.saturating_add(self.config.budget_ticks),
+                attempts: 0,
+                generation: 0,
+                phase: Phase::Backoff,
+                ballot: Ballot::ZERO,
+                granted: Vec::new(),
+                refused: Vec::new(),
+                best: (Ballot::ZERO, None, Ballot::ZERO),
+                proposed: None,
+                ours: Vec::new(),
+                first_accept: None,
+            };
+            let flow = if now >= p.deadline {
+                let error = Error::TimedOut { budget_ticks: self.config.budget_ticks, maybe_applied: false };
+                out.push(done(p.id, Err(error)));
+                Flow::Finished
+            } else {
+                self.attempt(now, &key, &mut p, out)
+            };
+            match flow {
+                Flow::Continue => {
+                    self.active.insert(key, p);
+                    return;
+                }
+                Flow::Finished => next = self.pop_queued(&key),
+            }
+        }
+    }
+
+    fn pop_queued(&mut self, key: &[u8]) -> Option<(ProposalId, Change, Tick)> {
+        let queue = self.queued.get_mut(key)?;
+        let next = queue.pop_front();
+        if queue.is_empty() {
+            self.queued.remove(key);
+        }
+        if next.is_some() {
+            self.queued_len -= 1;
+        }
+        next
     }
 
     /// Puts an unfinished proposal back, or starts the next queued change on a finished key.
@@ -354,12 +379,7 @@ impl Proposer {
                 self.active.insert(key, p);
             }
             Flow::Finished => {
-                let next = self.queued.get_mut(&key).and_then(VecDeque::pop_front);
-                if self.queued.get(&key).is_some_and(VecDeque::is_empty) {
-                    self.queued.remove(&key);
-                }
-                if let Some((id, change, since)) = next {
-                    self.queued_len -= 1;
+                if let Some((id, change, since)) = self.pop_queued(&key) {
                     self.start(now, key, id, change, since, out);
                 }
             }

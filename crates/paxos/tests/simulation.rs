@@ -341,3 +341,48 @@ fn a_retry_completes_when_another_proposer_built_on_its_value() {
     assert_eq!(run_until_done(&mut acceptors, &mut a, a_pending, &[1, 2, 3]), Ok(Outcome::Incremented(5)));
     assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(b"6".to_vec())), "5 + 1, each once");
 }
+
+#[test]
+fn a_long_queue_on_one_key_drains_without_recursion_when_every_change_fails_at_once() {
+    let mut config = ProposerConfig::new(NodeId(40), vec![NodeId(1), NodeId(2), NodeId(3)], 4);
+    config.in_flight_max = 100_000;
+    let mut p = Proposer::new(config).unwrap();
+    // The first change holds the key; 50,000 more queue behind it.
+    let (_, out) = p.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    let timer = out
+        .into_iter()
+        .find_map(|o| match o {
+            ProposerOutput::WakeAt(t) => Some(t),
+            _ => None,
+        })
+        .unwrap();
+    for _ in 0..50_000 {
+        p.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
+    }
+    assert_eq!(p.in_flight(), 50_001);
+    // Every acceptor is now dead: when the first change's phase times out and it gives up or
+    // backs off, each queued change fails at once with no quorum, in one call.
+    p.set_dead_peers(&[NodeId(1), NodeId(2), NodeId(3)]);
+    let mut outputs = p.on_timer(timer.at, timer);
+    while p.in_flight() > 0 {
+        let timers: Vec<_> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                ProposerOutput::WakeAt(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(!timers.is_empty(), "in flight but nothing to wait for");
+        outputs = timers.into_iter().flat_map(|t| p.on_timer(t.at, t)).collect();
+    }
+    let failures = outputs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                ProposerOutput::Done { result: Err(rampart_paxos::Error::NoQuorum { maybe_applied: false, .. }), .. }
+            )
+        })
+        .count();
+    assert_eq!(failures, 50_001);
+}

@@ -336,10 +336,28 @@ fn render_members(members: &[Member], leader_id: Option<u64>, json: bool, with_l
             } else {
                 "learner"
             };
-            vec![m.id.to_string(), role.to_owned(), m.peer_addr.clone(), m.resp_addr.clone(), m.http_addr.clone()]
+            // Failure-detector view of the node answering (absent for itself).
+            let extra = |k: &str| m.extra.get(k).filter(|v| !v.is_null());
+            let state = extra("state").and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+            let phi = extra("phi").and_then(|v| v.as_f64()).map_or("-".to_owned(), |p| format!("{p:.1}"));
+            let last = extra("since_last_heartbeat_ms")
+                .and_then(|v| v.as_u64())
+                .map_or("-".to_owned(), |ms| format!("{ms}ms"));
+            let rtt = extra("rtt_ms").and_then(|v| v.as_f64()).map_or("-".to_owned(), |r| format!("{r:.1}ms"));
+            vec![
+                m.id.to_string(),
+                role.to_owned(),
+                state,
+                phi,
+                last,
+                rtt,
+                m.peer_addr.clone(),
+                m.resp_addr.clone(),
+                m.http_addr.clone(),
+            ]
         })
         .collect();
-    format_table(&["ID", "ROLE", "PEER_ADDR", "RESP_ADDR", "HTTP_ADDR"], &rows)
+    format_table(&["ID", "ROLE", "STATE", "PHI", "LAST_HB", "RTT", "PEER_ADDR", "RESP_ADDR", "HTTP_ADDR"], &rows)
 }
 
 /// Left-aligned columns two spaces apart, no trailing spaces.
@@ -557,12 +575,21 @@ ENDPOINT        ID  ROLE         LEADER  TERM  COMMIT  APPLIED
 
     #[test]
     fn members_table() {
-        let members = vec![member(1, true), member(2, true), member(4, false)];
+        let mut members = vec![member(1, true), member(2, true), member(4, false)];
+        for (k, v) in [
+            ("state", serde_json::json!("alive")),
+            ("phi", serde_json::json!(0.42)),
+            ("since_last_heartbeat_ms", serde_json::json!(80)),
+            ("rtt_ms", serde_json::json!(0.5)),
+        ] {
+            members[0].extra.insert(k.into(), v);
+        }
+        members[1].extra.insert("state".into(), serde_json::json!("self"));
         let expected = "\
-ID  ROLE     PEER_ADDR       RESP_ADDR       HTTP_ADDR
-1   voter    127.0.0.1:7001  127.0.0.1:6001  127.0.0.1:8001
-2   leader   127.0.0.1:7002  127.0.0.1:6002  127.0.0.1:8002
-4   learner  127.0.0.1:7004  127.0.0.1:6004  127.0.0.1:8004
+ID  ROLE     STATE  PHI  LAST_HB  RTT    PEER_ADDR       RESP_ADDR       HTTP_ADDR
+1   voter    alive  0.4  80ms     0.5ms  127.0.0.1:7001  127.0.0.1:6001  127.0.0.1:8001
+2   leader   self   -    -        -      127.0.0.1:7002  127.0.0.1:6002  127.0.0.1:8002
+4   learner  -      -    -        -      127.0.0.1:7004  127.0.0.1:6004  127.0.0.1:8004
 ";
         assert_eq!(render_members(&members, Some(2), false, true), expected);
         let parsed: serde_json::Value = serde_json::from_str(&render_members(&members, Some(2), true, true)).unwrap();

@@ -262,6 +262,20 @@ async fn paused_leader_steps_down_and_serves_no_stale_read() {
     let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != old).collect();
     let new = wait_leader(&c, &rest).await;
     assert_ne!(new, old);
+    // The failure detectors of the others call the paused node dead.
+    let member_state = |id: u64, of: u64| {
+        let url = format!("{}/v1/cluster/members", c.http(of));
+        async move {
+            let v: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            let m = v["members"].as_array()?.iter().find(|m| m["id"] == id)?.clone();
+            Some((m["state"].as_str()?.to_string(), m["phi"].as_f64()?))
+        }
+    };
+    wait_for("the paused node to be called dead", Duration::from_secs(20), || async {
+        let (state, phi) = member_state(old, new).await?;
+        (state == "dead" && phi >= 8.0).then_some(())
+    })
+    .await;
     let mut n = resp(&c, new).await;
     read_retrying(&mut n, &["SET", "x", "2"]).await;
     assert_eq!(bulk(&cmd(&mut n, &["GET", "x"]).await).as_deref(), Some("2"));
@@ -293,6 +307,11 @@ async fn paused_leader_steps_down_and_serves_no_stale_read() {
     })
     .await;
     assert_eq!(st["leader_id"].as_u64(), Some(new));
+    wait_for("the resumed node to be alive again", Duration::from_secs(20), || async {
+        let (state, _) = member_state(old, new).await?;
+        (state == "alive").then_some(())
+    })
+    .await;
 }
 
 /// Adds node `id` through whichever node leads, retrying while leadership moves.

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
+use rampart_membership::{Membership, PeerId, PeerSnapshot, PhiConfig};
 use rampart_storage::{Store, Versioned};
 use rampart_transport::{BoxFuture, Handler};
 use tokio::sync::{mpsc, oneshot};
@@ -74,6 +75,8 @@ pub struct NodeConfig {
     pub snapshot_logs_since_last: u64,
     /// Entries kept in the log behind a snapshot, for slow followers.
     pub logs_kept_after_snapshot: u64,
+    /// Interval of the failure-detection heartbeats to every peer.
+    pub peer_heartbeat_ms: u64,
 }
 
 /// Why a write failed, and whether it may have been applied.
@@ -155,8 +158,12 @@ pub struct RaftNode {
     /// Client addresses learned from peers' hellos (membership holds peer addresses).
     infos: RwLock<HashMap<NodeId, NodeInfo>>,
     reads: ReadCoalescer,
-    /// Round-trip time of the last hello to each peer (absent: unreachable).
-    rtts: RwLock<HashMap<NodeId, Duration>>,
+    /// Heartbeats from peers through phi-accrual detectors, and round trips.
+    health: Mutex<Membership>,
+    /// Peers with a heartbeat in flight (one at a time per peer).
+    heartbeats_in_flight: Mutex<std::collections::HashSet<NodeId>>,
+    /// Monotonic zero of the millisecond clock the detectors use.
+    clock: Instant,
     /// Set while a leader liveness probe runs (one at a time).
     leader_probe: std::sync::atomic::AtomicBool,
     /// Term and last log index when this process started (see `local_read_index`).
@@ -221,6 +228,8 @@ impl RaftNode {
             resp_addr: cfg.resp_addr.clone(),
             http_addr: cfg.http_addr.clone(),
         };
+        let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
+        let health = Membership::new(phi, [], 0).map_err(|e| StartError::Config(e.to_string()))?;
         let (proposals, proposals_rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
         let node = Arc::new_cyclic(|weak| RaftNode {
             me: weak.clone(),
@@ -232,7 +241,9 @@ impl RaftNode {
             progress,
             infos: RwLock::new(HashMap::from([(cfg.id, me)])),
             reads: ReadCoalescer::new(),
-            rtts: RwLock::new(HashMap::new()),
+            health: Mutex::new(health),
+            heartbeats_in_flight: Mutex::new(std::collections::HashSet::new()),
+            clock: Instant::now(),
             leader_probe: std::sync::atomic::AtomicBool::new(false),
             boot,
             quorum_silence_ms,
@@ -637,8 +648,15 @@ impl RaftNode {
     }
 
     /// Last measured round trip to each reachable peer.
-    pub fn peer_rtts(&self) -> HashMap<NodeId, Duration> {
-        self.rtts.read().clone()
+    /// What the failure detectors say about every peer (state, phi, time
+    /// since its last heartbeat, smoothed round trip).
+    pub fn peer_health(&self) -> Vec<PeerSnapshot> {
+        let now = self.now_ms();
+        self.health.lock().snapshot(now)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
     }
 
     /// Client addresses of `id`, when known.
@@ -734,6 +752,16 @@ impl RaftNode {
                 PeerResponse::ReadIndex(self.local_read_index(deadline).await)
             }
             PeerRequest::Hello { id, info } => {
+                let now = self.now_ms();
+                {
+                    let mut h = self.health.lock();
+                    if h.heartbeat(PeerId(id), now).is_err() {
+                        // Not (yet) in our table: a member we have not seen in
+                        // the membership metrics yet, or a node being added.
+                        let _ = h.add_peer(PeerId(id), now);
+                        let _ = h.heartbeat(PeerId(id), now);
+                    }
+                }
                 self.infos.write().insert(id, info);
                 let me = self.infos.read().get(&self.id).cloned().unwrap_or_default();
                 PeerResponse::Hello { id: self.id, info: me }
@@ -878,10 +906,16 @@ async fn proposer_loop(node: std::sync::Weak<RaftNode>, mut rx: mpsc::Receiver<P
     }
 }
 
-/// Every 500 ms: says hello to every member, which learns their client
-/// addresses (for INFO, ROLE and status) and measures peer round trips.
+/// Every `peer_heartbeat_ms` (default 100 ms): sends a heartbeat (a hello
+/// carrying our client addresses) to every member, at most one in flight per
+/// peer. Receivers feed their phi-accrual detectors; senders record the round
+/// trip and learn the peer's client addresses (for INFO, ROLE and status).
 async fn hello_loop(node: std::sync::Weak<RaftNode>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    let period = match node.upgrade() {
+        Some(n) => Duration::from_millis(n.cfg.peer_heartbeat_ms),
+        None => return,
+    };
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
@@ -894,24 +928,41 @@ async fn hello_loop(node: std::sync::Weak<RaftNode>) {
                 .map(|(id, info)| (*id, info.peer_addr.clone()))
                 .collect()
         };
-        let me = n.infos.read().get(&n.id).cloned().unwrap_or_default();
-        let calls = members.into_iter().map(|(id, addr)| {
-            let n = n.clone();
-            let req = PeerRequest::Hello { id: n.id, info: me.clone() };
-            async move {
-                let start = Instant::now();
-                match n.peers.call(id, &addr, &req, Duration::from_secs(1)).await {
-                    Ok(PeerResponse::Hello { id: rid, info }) if rid == id => {
-                        n.infos.write().insert(id, info);
-                        n.rtts.write().insert(id, start.elapsed());
-                    }
-                    _ => {
-                        n.rtts.write().remove(&id);
-                    }
+        {
+            // Track exactly the current members.
+            let now = n.now_ms();
+            let mut h = n.health.lock();
+            let known: Vec<PeerId> = h.snapshot(now).into_iter().map(|p| p.id).collect();
+            for p in known {
+                if !members.iter().any(|(id, _)| PeerId(*id) == p) {
+                    h.remove_peer(p);
                 }
             }
-        });
-        futures::future::join_all(calls).await;
-        drop(n);
+            for (id, _) in &members {
+                if h.state(PeerId(*id), now).is_err() {
+                    let _ = h.add_peer(PeerId(*id), now);
+                }
+            }
+        }
+        let me = n.infos.read().get(&n.id).cloned().unwrap_or_default();
+        for (id, addr) in members {
+            if !n.heartbeats_in_flight.lock().insert(id) {
+                continue;
+            }
+            let n = n.clone();
+            let req = PeerRequest::Hello { id: n.id, info: me.clone() };
+            tokio::spawn(async move {
+                let start = Instant::now();
+                if let Ok(PeerResponse::Hello { id: rid, info }) =
+                    n.peers.call(id, &addr, &req, Duration::from_secs(1)).await
+                {
+                    if rid == id {
+                        n.infos.write().insert(id, info);
+                        let _ = n.health.lock().record_rtt(PeerId(id), start.elapsed().as_millis() as u64);
+                    }
+                }
+                n.heartbeats_in_flight.lock().remove(&id);
+            });
+        }
     }
 }

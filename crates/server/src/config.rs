@@ -17,6 +17,7 @@ pub const DEFAULT_KEY_BYTES_MAX: usize = 64 * 1024;
 pub const DEFAULT_VALUE_BYTES_MAX: usize = 1024 * 1024;
 pub const DEFAULT_RESP_CONNECTIONS_MAX: usize = 10_000;
 pub const DEFAULT_SNAPSHOT_LOGS: u64 = 20_000;
+pub const DEFAULT_PEER_HEARTBEAT_MS: u64 = 100;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServerArgs {
@@ -62,6 +63,9 @@ pub struct ServerArgs {
     /// Take a snapshot (and purge the log behind it) after this many entries (default 20000).
     #[arg(long)]
     pub snapshot_logs: Option<u64>,
+    /// Interval of the failure-detection heartbeats sent to every peer (default 100).
+    #[arg(long)]
+    pub peer_heartbeat_ms: Option<u64>,
 }
 
 /// The keys a config file may hold.
@@ -81,6 +85,7 @@ struct FileConfig {
     key_bytes_max: Option<usize>,
     value_bytes_max: Option<usize>,
     snapshot_logs: Option<u64>,
+    peer_heartbeat_ms: Option<u64>,
 }
 
 /// `initial_cluster` in a file: the flag's string form or a table `{ "1" = "addr" }`.
@@ -114,6 +119,7 @@ pub struct ServerConfig {
     pub value_bytes_max: usize,
     pub resp_connections_max: usize,
     pub snapshot_logs: u64,
+    pub peer_heartbeat_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +227,10 @@ impl ServerArgs {
         if snapshot_logs < 10 {
             return Err(field("snapshot_logs", format!("{snapshot_logs} is below the minimum of 10")));
         }
+        let peer_heartbeat_ms = self.peer_heartbeat_ms.or(file.peer_heartbeat_ms).unwrap_or(DEFAULT_PEER_HEARTBEAT_MS);
+        if !(10..=60_000).contains(&peer_heartbeat_ms) {
+            return Err(field("peer_heartbeat_ms", format!("{peer_heartbeat_ms} is outside 10..=60000")));
+        }
         Ok(ServerConfig {
             id,
             data_dir,
@@ -236,6 +246,7 @@ impl ServerArgs {
             value_bytes_max,
             resp_connections_max: DEFAULT_RESP_CONNECTIONS_MAX,
             snapshot_logs,
+            peer_heartbeat_ms,
         })
     }
 }

@@ -215,18 +215,29 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<J
 
 fn members_json(app: &App) -> Vec<Json_> {
     let st = app.node.status();
-    let rtts = app.node.peer_rtts();
+    let health = app.node.peer_health();
     st.members
         .iter()
         .map(|m| {
-            json!({
-                "id": m.id,
-                "peer_addr": m.info.peer_addr,
-                "resp_addr": m.info.resp_addr,
-                "http_addr": m.info.http_addr,
-                "voter": m.voter,
-                "rtt_ms": rtts.get(&m.id).map(|d| d.as_secs_f64() * 1000.0),
-            })
+            let mut obj = serde_json::Map::new();
+            obj.insert("id".into(), json!(m.id));
+            obj.insert("peer_addr".into(), json!(m.info.peer_addr));
+            obj.insert("resp_addr".into(), json!(m.info.resp_addr));
+            obj.insert("http_addr".into(), json!(m.info.http_addr));
+            obj.insert("voter".into(), json!(m.voter));
+            match health.iter().find(|h| h.id.0 == m.id) {
+                Some(h) => {
+                    obj.insert("state".into(), json!(h.state.as_str()));
+                    obj.insert("phi".into(), json!(if h.phi.is_finite() { h.phi } else { f64::MAX }));
+                    obj.insert("since_last_heartbeat_ms".into(), json!(h.since_last_heartbeat_ms));
+                    obj.insert("rtt_ms".into(), json!(h.rtt_ms));
+                }
+                None if m.id == st.id => {
+                    obj.insert("state".into(), json!("self"));
+                }
+                None => {}
+            }
+            Json_::Object(obj)
         })
         .collect()
 }
@@ -327,10 +338,38 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let _ =
         writeln!(out, "# TYPE rampart_raft_snapshot_index gauge\nrampart_raft_snapshot_index {}", st.snapshot_index);
     let _ = writeln!(out, "# TYPE rampart_raft_leader_id gauge\nrampart_raft_leader_id {}", st.leader_id.unwrap_or(0));
-    let _ = writeln!(out, "# HELP rampart_peer_rtt_seconds Round trip of the last hello to each peer.");
+    let health = app.node.peer_health();
+    let _ = writeln!(out, "# HELP rampart_peer_rtt_seconds Smoothed heartbeat round trip to each peer.");
     let _ = writeln!(out, "# TYPE rampart_peer_rtt_seconds gauge");
-    for (id, d) in app.node.peer_rtts() {
-        let _ = writeln!(out, "rampart_peer_rtt_seconds{{peer=\"{id}\"}} {}", d.as_secs_f64());
+    for h in &health {
+        if let Some(r) = h.rtt_ms {
+            let _ = writeln!(out, "rampart_peer_rtt_seconds{{peer=\"{}\"}} {}", h.id, r / 1000.0);
+        }
+    }
+    let _ = writeln!(out, "# HELP rampart_peer_phi Phi-accrual suspicion of each peer (8 and up: dead).");
+    let _ = writeln!(out, "# TYPE rampart_peer_phi gauge");
+    for h in &health {
+        let phi = if h.phi.is_finite() { h.phi } else { f64::MAX };
+        let _ = writeln!(out, "rampart_peer_phi{{peer=\"{}\"}} {phi}", h.id);
+    }
+    let _ = writeln!(out, "# HELP rampart_peer_state 1 for the state the failure detector gives each peer.");
+    let _ = writeln!(out, "# TYPE rampart_peer_state gauge");
+    for h in &health {
+        for state in ["alive", "suspect", "dead"] {
+            let _ = writeln!(
+                out,
+                "rampart_peer_state{{peer=\"{}\",state=\"{state}\"}} {}",
+                h.id,
+                u8::from(h.state.as_str() == state)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP rampart_peer_heartbeat_age_seconds Time since each peer's last heartbeat.");
+    let _ = writeln!(out, "# TYPE rampart_peer_heartbeat_age_seconds gauge");
+    for h in &health {
+        if let Some(ms) = h.since_last_heartbeat_ms {
+            let _ = writeln!(out, "rampart_peer_heartbeat_age_seconds{{peer=\"{}\"}} {}", h.id, ms as f64 / 1000.0);
+        }
     }
     app.metrics.render(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
@@ -342,8 +381,9 @@ async fn dashboard(State(app): State<Arc<App>>) -> Response {
     for m in members_json(&app) {
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             m["id"],
+            html_escape(m["state"].as_str().unwrap_or("-")),
             html_escape(m["peer_addr"].as_str().unwrap_or("")),
             html_escape(m["resp_addr"].as_str().unwrap_or("")),
             html_escape(m["http_addr"].as_str().unwrap_or("")),
@@ -355,7 +395,7 @@ async fn dashboard(State(app): State<Arc<App>>) -> Response {
         "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2><title>rampart node {id}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style></head>\
          <body><h1>rampart node {id}</h1><p>role <b>{role}</b>, leader {leader}, term {term}, commit {commit}, applied {applied}</p>\
-         <table><tr><th>id</th><th>peer</th><th>RESP</th><th>HTTP</th><th>kind</th><th>round trip</th></tr>{rows}</table>\
+         <table><tr><th>id</th><th>state</th><th>peer</th><th>RESP</th><th>HTTP</th><th>kind</th><th>round trip</th></tr>{rows}</table>\
          <p><a href=/v1/status>/v1/status</a> · <a href=/metrics>/metrics</a></p></body></html>",
         id = st.id,
         role = st.role,

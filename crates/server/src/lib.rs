@@ -89,6 +89,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
         // Keep a quarter of a snapshot interval of log behind each snapshot so
         // a briefly lagging follower catches up from the log, not a snapshot.
         logs_kept_after_snapshot: cfg.snapshot_logs / 4,
+        peer_heartbeat_ms: cfg.peer_heartbeat_ms,
     })
     .await?;
     let app = app::App::new(node.clone(), cfg.clone());

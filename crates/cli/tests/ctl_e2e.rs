@@ -1,0 +1,64 @@
+//! `rampart kv` and `rampart cluster` against a real cluster.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn rampart(endpoints: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).args(["--endpoints", endpoints]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_and_cluster_commands_work_against_a_cluster() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = wait_leader(&c, &[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    // Through a follower first: the CLI and the node both handle it.
+    let eps = format!("{},{}", c.specs[&follower].http, c.specs[&leader].http);
+    let (ok, out, err) = rampart(&eps, &["kv", "put", "app/a", "hello"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = rampart(&eps, &["kv", "get", "app/a"]);
+    assert!(ok);
+    assert_eq!(out.trim_end(), "hello");
+    let (ok, out, _) = rampart(&eps, &["kv", "put", "app/b", "world", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rev = v["revision"].as_u64().unwrap();
+    // A CAS on a stale revision fails with a non-zero exit; on the right one it works.
+    let (ok, _, err) = rampart(&eps, &["kv", "put", "app/b", "x", "--cas", &(rev - 1).to_string()]);
+    assert!(!ok && !err.is_empty());
+    let (ok, _, err) = rampart(&eps, &["kv", "put", "app/b", "x", "--cas", &rev.to_string()]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = rampart(&eps, &["kv", "scan", "app/", "--json"]);
+    assert!(ok);
+    assert!(out.contains("app/a") && out.contains("app/b"), "{out}");
+    let (ok, _, _) = rampart(&eps, &["kv", "del", "app/a"]);
+    assert!(ok);
+    let (ok, _, _) = rampart(&eps, &["kv", "get", "app/a"]);
+    assert!(!ok, "a deleted key must not be found");
+    // Cluster status lists every node with its role.
+    let all = (1..=3).map(|i| c.specs[&i].http.clone()).collect::<Vec<_>>().join(",");
+    let (ok, out, err) = rampart(&all, &["cluster", "status"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.lines().filter(|l| l.contains("follower")).count(), 2, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("leader")).count(), 1, "{out}");
+    let (ok, out, _) = rampart(&all, &["cluster", "members", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    // With a node down, status says so and exits non-zero; kv still works.
+    c.kill(follower);
+    let (ok, out, _) = rampart(&all, &["cluster", "status"]);
+    assert!(!ok);
+    assert!(out.contains("unreachable"), "{out}");
+    let (ok, out, _) = rampart(&all, &["kv", "get", "app/b"]);
+    assert!(ok);
+    assert_eq!(out.trim_end(), "x");
+}

@@ -543,3 +543,42 @@ async fn without_quorum_writes_are_refused_and_refused_writes_never_appear() {
         assert_eq!(read_retrying(&mut cl, &["GET", key]).await, Value::Null, "refused write {key} was applied");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_writes_apply_in_order_on_leader_and_follower() {
+    let c = Cluster::start(3, &[]);
+    let leader = wait_leader(&c, &[1, 2, 3]).await;
+    let follower = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    for (node, key) in [(leader, "pl"), (follower, "pf")] {
+        let mut cl = resp(&c, node).await;
+        // 300 commands in one write: INCRs interleaved with SETs of another
+        // key, a GET in the middle and an error in the middle.
+        let mut cmds: Vec<Vec<Vec<u8>>> = Vec::new();
+        for i in 1..=300u32 {
+            match i {
+                150 => cmds.push(vec![b"GET".to_vec(), format!("{key}/s").into_bytes()]),
+                200 => cmds.push(vec![b"INCRBY".to_vec(), format!("{key}/n").into_bytes(), b"notanumber".to_vec()]),
+                i if i % 2 == 0 => {
+                    cmds.push(vec![b"SET".to_vec(), format!("{key}/s").into_bytes(), i.to_string().into_bytes()])
+                }
+                _ => cmds.push(vec![b"INCR".to_vec(), format!("{key}/n").into_bytes()]),
+            }
+        }
+        let replies = cl.pipeline(&cmds).await.unwrap();
+        assert_eq!(replies.len(), 300);
+        let mut expect_n = 0;
+        for (i, r) in (1..=300u32).zip(&replies) {
+            match i {
+                150 => assert_eq!(bulk(r), Some("148".to_string()), "GET sees the SETs before it"),
+                200 => assert!(matches!(r, Value::Error(e) if e.contains("not an integer")), "{r:?}"),
+                i if i % 2 == 0 => assert_eq!(r, &Value::ok()),
+                _ => {
+                    expect_n += 1;
+                    assert_eq!(r, &Value::Integer(expect_n), "INCR replies in order at command {i}");
+                }
+            }
+        }
+        assert_eq!(bulk(&cmd(&mut cl, &["GET", &format!("{key}/s")]).await), Some("300".to_string()));
+        assert_eq!(bulk(&cmd(&mut cl, &["GET", &format!("{key}/n")]).await), Some(expect_n.to_string()));
+    }
+}

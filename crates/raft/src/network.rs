@@ -27,6 +27,8 @@ pub enum PeerRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client write received by a follower, for the leader to propose.
     Forward(Command),
+    /// Pipelined client writes, to be proposed in this order.
+    ForwardMany(Vec<Command>),
     /// A follower asks the leader for a linearizable read index.
     ReadIndex,
     /// Introduces the sender (its client addresses); answered with the receiver's.
@@ -58,6 +60,7 @@ pub enum PeerResponse {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Forward(Result<Response, ForwardError>),
+    ForwardMany(Vec<Result<Response, ForwardError>>),
     ReadIndex(Result<u64, ForwardError>),
     Hello { id: NodeId, info: NodeInfo },
 }

@@ -329,6 +329,112 @@ impl RaftNode {
         }
     }
 
+    /// Applies pipelined commands in their order: they enter the log in that
+    /// order, with one queue insertion each and no waiting in between. If the
+    /// leader refuses all of them before proposing any, they are retried on
+    /// the new leader; otherwise each gets its own result, and a command
+    /// refused after an earlier one was proposed is answered TRYAGAIN rather
+    /// than retried (a retry could reorder it behind later commands).
+    pub async fn write_many(&self, cmds: Vec<Command>) -> Vec<Result<Response, WriteError>> {
+        if cmds.is_empty() {
+            return Vec::new();
+        }
+        if cmds.len() == 1 {
+            let cmd = cmds.into_iter().next().expect("one command");
+            return vec![self.write(cmd).await];
+        }
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        loop {
+            let leader = match self.wait_for_leader(deadline).await {
+                Ok(l) => l,
+                Err(e) => return cmds.iter().map(|_| Err(e.clone())).collect(),
+            };
+            let results = if leader == self.id {
+                self.propose_many(cmds.clone(), deadline).await
+            } else {
+                self.forward_many(leader, cmds.clone(), deadline).await
+            };
+            let none_proposed = results.iter().all(|r| matches!(r, Err(ForwardError::NotLeader { .. })));
+            if none_proposed && Instant::now() < deadline {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            return results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(resp) => Ok(resp),
+                    Err(ForwardError::NotLeader { .. }) => Err(WriteError::TryAgain),
+                    Err(ForwardError::NoQuorum(m)) => Err(WriteError::ClusterDown(m)),
+                    Err(ForwardError::Unknown(m)) => Err(WriteError::Timeout(m)),
+                    Err(ForwardError::Rejected(m)) => Err(WriteError::Rejected(m)),
+                })
+                .collect();
+        }
+    }
+
+    /// Queues every command in order, then waits for all. A command that
+    /// cannot be queued stops the rest from being queued (they are refused
+    /// as never proposed), so the log order is the pipeline's.
+    async fn propose_many(&self, cmds: Vec<Command>, deadline: Instant) -> Vec<Result<Response, ForwardError>> {
+        let mut waiting = Vec::with_capacity(cmds.len());
+        let mut refused: Option<ForwardError> = None;
+        for cmd in cmds {
+            if let Some(e) = &refused {
+                waiting.push(Err(e.clone()));
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            match tokio::time::timeout_at(deadline.into(), self.proposals.send(Proposal { cmd, tx })).await {
+                Ok(Ok(())) => waiting.push(Ok(rx)),
+                Ok(Err(_)) => {
+                    let e = ForwardError::NotLeader { leader: None };
+                    waiting.push(Err(e.clone()));
+                    refused = Some(e);
+                }
+                Err(_) => {
+                    let e = ForwardError::NoQuorum("proposal queue full until the request timeout".into());
+                    waiting.push(Err(e.clone()));
+                    refused = Some(e);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for w in waiting {
+            out.push(match w {
+                Err(e) => Err(e),
+                Ok(rx) => match tokio::time::timeout_at(deadline.into(), rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(ForwardError::Unknown("proposer stopped".into())),
+                    Err(_) => Err(ForwardError::Unknown("no commit before the request timeout".into())),
+                },
+            });
+        }
+        out
+    }
+
+    async fn forward_many(
+        &self,
+        leader: NodeId,
+        cmds: Vec<Command>,
+        deadline: Instant,
+    ) -> Vec<Result<Response, ForwardError>> {
+        let n = cmds.len();
+        let all = |e: ForwardError| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+        let Some(addr) = self.peer_addr_of(leader) else {
+            return all(ForwardError::NotLeader { leader: None });
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.peers.call(leader, &addr, &PeerRequest::ForwardMany(cmds), left).await {
+            Ok(PeerResponse::ForwardMany(r)) if r.len() == n => r,
+            Ok(_) => all(ForwardError::Unknown("leader answered forwarded writes with the wrong message".into())),
+            Err(e) if e.certainly_not_delivered() => {
+                self.wait_leader_change(leader, deadline.min(Instant::now() + UNREACHABLE_LEADER_PAUSE)).await;
+                all(ForwardError::NotLeader { leader: None })
+            }
+            Err(e) => all(ForwardError::Unknown(e.to_string())),
+        }
+    }
+
     /// Waits until some leader is known, or the deadline.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, WriteError> {
         let mut rx = self.raft.metrics();
@@ -743,6 +849,14 @@ impl RaftNode {
                 let deadline = Instant::now() + self.cfg.request_timeout;
                 PeerResponse::Forward(self.propose(cmd, deadline).await)
             }
+            PeerRequest::ForwardMany(cmds) => {
+                if cmds.len() > PIPELINE_COMMANDS_MAX {
+                    let e = ForwardError::Rejected(format!("more than {PIPELINE_COMMANDS_MAX} forwarded commands"));
+                    return PeerResponse::ForwardMany(cmds.iter().map(|_| Err(e.clone())).collect());
+                }
+                let deadline = Instant::now() + self.cfg.request_timeout;
+                PeerResponse::ForwardMany(self.propose_many(cmds, deadline).await)
+            }
             PeerRequest::ReadIndex => {
                 let deadline = Instant::now() + self.cfg.request_timeout;
                 let m = self.raft.metrics().borrow().clone();
@@ -797,6 +911,9 @@ struct Proposal {
     cmd: Command,
     tx: oneshot::Sender<Result<Response, ForwardError>>,
 }
+
+/// Most pipelined commands one connection hands over at once.
+pub const PIPELINE_COMMANDS_MAX: usize = 1_024;
 
 /// Proposals queued on one node before callers wait.
 pub const PROPOSAL_QUEUE_MAX: usize = 16_384;

@@ -125,9 +125,41 @@ impl App {
         Ok(())
     }
 
+    /// Validates each command, then applies the valid ones through the log
+    /// in their order (pipelined writes of one connection).
+    pub async fn write_many(&self, cmds: Vec<Command>) -> Vec<Result<Response, ApiError>> {
+        let mut out: Vec<Option<Result<Response, ApiError>>> = Vec::with_capacity(cmds.len());
+        let mut valid = Vec::new();
+        for cmd in cmds {
+            match self.validate(&cmd) {
+                Ok(()) => {
+                    out.push(None);
+                    valid.push(cmd);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let mut results = self.node.write_many(valid).await.into_iter();
+        out.into_iter()
+            .map(|slot| match slot {
+                Some(r) => r,
+                None => match results.next() {
+                    Some(r) => r.map_err(ApiError::from),
+                    None => Err(ApiError::Internal("missing result of a pipelined write".into())),
+                },
+            })
+            .collect()
+    }
+
     /// Validates sizes, then applies `cmd` through the log.
     pub async fn write(&self, cmd: Command) -> Result<Response, ApiError> {
-        match &cmd {
+        self.validate(&cmd)?;
+        Ok(self.node.write(cmd).await?)
+    }
+
+    /// Refuses keys and values over the limits before anything is proposed.
+    fn validate(&self, cmd: &Command) -> Result<(), ApiError> {
+        match cmd {
             Command::Set { key, value, .. }
             | Command::Append { key, value }
             | Command::PutIfRevision { key, value, .. }
@@ -161,10 +193,10 @@ impl App {
                 return Err(ApiError::BadRequest("batches cannot be submitted by clients".into()));
             }
         }
-        if let Command::Cas { expected: Some(e), .. } = &cmd {
+        if let Command::Cas { expected: Some(e), .. } = cmd {
             self.check_value(e)?;
         }
-        Ok(self.node.write(cmd).await?)
+        Ok(())
     }
 
     /// Runs `f` on this node's state after making the read linearizable

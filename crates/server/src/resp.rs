@@ -20,6 +20,8 @@ use crate::scan::{glob_match, literal_prefix};
 pub const KEYS_RESULT_MAX: usize = 1_000_000;
 /// Largest COUNT honoured by one SCAN call.
 pub const SCAN_COUNT_MAX: usize = 100_000;
+/// Commands of one pipeline handled per pass (the rest wait for the next).
+const PIPELINE_COMMANDS_MAX: usize = rampart_raft::node::PIPELINE_COMMANDS_MAX;
 /// Replies buffered before they are written to the socket.
 const WRITE_BUFFER_FLUSH_BYTES: usize = 64 * 1024;
 
@@ -148,31 +150,60 @@ impl Conn {
         let mut dec = RequestDecoder::new(limits);
         let mut out = BytesMut::with_capacity(16 * 1024);
         loop {
-            // Answer everything already buffered (a pipeline) before reading more.
-            loop {
+            // Answer everything already buffered (a pipeline) before reading
+            // more. Runs of consecutive writes go to the log together, in
+            // order; everything else runs one command at a time.
+            let mut pending: Vec<Vec<Bytes>> = Vec::new();
+            let mut protocol_error = None;
+            while pending.len() < PIPELINE_COMMANDS_MAX {
                 match dec.next_command() {
-                    Ok(Some(args)) => {
-                        let reply = self.execute(args).await;
-                        encode(&reply, self.proto, &mut out);
-                        if self.quit {
-                            let _ = stream.write_all(&out).await;
-                            return;
-                        }
-                        if out.len() >= WRITE_BUFFER_FLUSH_BYTES {
-                            if stream.write_all(&out).await.is_err() {
-                                return;
-                            }
-                            out.clear();
-                        }
-                    }
+                    Ok(Some(args)) => pending.push(args),
                     Ok(None) => break,
                     Err(e) => {
-                        encode(&Value::Error(format!("ERR {e}")), self.proto, &mut out);
+                        protocol_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            let mut i = 0;
+            while i < pending.len() {
+                let run_end = (i..pending.len()).find(|&j| !is_write(&pending[j])).unwrap_or(pending.len());
+                if run_end - i >= 2 {
+                    for reply in self.execute_writes(&pending[i..run_end]).await {
+                        encode(&reply, self.proto, &mut out);
+                    }
+                    i = run_end;
+                } else {
+                    let reply = self.execute(std::mem::take(&mut pending[i])).await;
+                    encode(&reply, self.proto, &mut out);
+                    i += 1;
+                    if self.quit {
                         let _ = stream.write_all(&out).await;
-                        tracing::debug!(client = self.id, error = %e, "closing RESP connection after a protocol error");
                         return;
                     }
                 }
+                if out.len() >= WRITE_BUFFER_FLUSH_BYTES {
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+            }
+            if let Some(e) = protocol_error {
+                encode(&Value::Error(format!("ERR {e}")), self.proto, &mut out);
+                let _ = stream.write_all(&out).await;
+                tracing::debug!(client = self.id, error = %e, "closing RESP connection after a protocol error");
+                return;
+            }
+            if !pending.is_empty() && dec.buffered_bytes() > 0 {
+                // More complete commands may be buffered (the batch cap was hit).
+                if !out.is_empty() {
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                continue;
             }
             if !out.is_empty() {
                 if stream.write_all(&out).await.is_err() {
@@ -188,6 +219,45 @@ impl Conn {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Pipelined writes: one ordered hand-over to the log, one reply each.
+    async fn execute_writes(&mut self, cmds: &[Vec<Bytes>]) -> Vec<Value> {
+        let start = Instant::now();
+        let mut replies: Vec<Option<Value>> = Vec::with_capacity(cmds.len());
+        let mut kinds = Vec::new();
+        let mut batch = Vec::new();
+        let mut names = Vec::with_capacity(cmds.len());
+        for args in cmds {
+            let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+            match parse_write(&name, args) {
+                Some(Ok((cmd, kind))) => {
+                    replies.push(None);
+                    kinds.push(kind);
+                    batch.push(cmd);
+                }
+                Some(Err(reply)) => replies.push(Some(reply)),
+                None => replies.push(Some(err("ERR internal error: not a write"))),
+            }
+            names.push(name);
+        }
+        let mut results = self.app.write_many(batch).await.into_iter().zip(kinds);
+        let took = start.elapsed();
+        replies
+            .into_iter()
+            .zip(names)
+            .map(|(slot, name)| {
+                let reply = match slot {
+                    Some(r) => r,
+                    None => match results.next() {
+                        Some((result, kind)) => render_write(kind, result),
+                        None => err("ERR internal error: missing result"),
+                    },
+                };
+                self.app.metrics.observe("resp", metric_name(&name), took, !matches!(reply, Value::Error(_)));
+                reply
+            })
+            .collect()
     }
 
     async fn execute(&mut self, args: Vec<Bytes>) -> Value {
@@ -208,6 +278,12 @@ impl Conn {
     }
 
     async fn dispatch(&mut self, name: &str, args: &[Bytes]) -> Value {
+        if let Some(parsed) = parse_write(name, args) {
+            return match parsed {
+                Ok((cmd, kind)) => render_write(kind, self.app.write(cmd).await),
+                Err(reply) => reply,
+            };
+        }
         let n = args.len();
         match name {
             "PING" => match n {
@@ -300,137 +376,14 @@ impl Conn {
                 .map_or_else(api_err, |l| Value::Integer(l as i64)),
             "KEYS" if n == 2 => self.keys(args[1].clone()).await,
             "SCAN" if n >= 2 => self.scan(args).await,
-            "SET" if n >= 3 => self.set(args).await,
-            "SETNX" if n == 3 => {
-                let cmd = Command::Set {
-                    key: args[1].to_vec(),
-                    value: args[2].to_vec(),
-                    cond: SetCond::IfAbsent,
-                    return_old: false,
-                };
-                match self.app.write(cmd).await {
-                    Ok(r) => Value::Integer(matches!(r.outcome, Outcome::Written { written: true, .. }) as i64),
-                    Err(e) => api_err(e),
-                }
-            }
-            "GETSET" if n == 3 => {
-                let cmd = Command::Set {
-                    key: args[1].to_vec(),
-                    value: args[2].to_vec(),
-                    cond: SetCond::Always,
-                    return_old: true,
-                };
-                match self.app.write(cmd).await {
-                    Ok(r) => match r.outcome {
-                        Outcome::Written { old, .. } => old.map_or(Value::Null, |o| Value::Bulk(Bytes::from(o))),
-                        other => err(format!("ERR unexpected result {other:?}")),
-                    },
-                    Err(e) => api_err(e),
-                }
-            }
-            "MSET" if n >= 3 && n % 2 == 1 => {
-                let pairs = args[1..].chunks(2).map(|c| (c[0].to_vec(), c[1].to_vec())).collect();
-                self.app.write(Command::MSet { pairs }).await.map_or_else(api_err, |_| Value::ok())
-            }
-            "DEL" | "UNLINK" if n >= 2 => {
-                let keys = args[1..].iter().map(|k| k.to_vec()).collect();
-                match self.app.write(Command::Del { keys }).await {
-                    Ok(r) => match r.outcome {
-                        Outcome::Deleted { count } => Value::Integer(count as i64),
-                        other => err(format!("ERR unexpected result {other:?}")),
-                    },
-                    Err(e) => api_err(e),
-                }
-            }
-            "INCR" | "DECR" if n == 2 => {
-                let delta = if name == "INCR" { 1 } else { -1 };
-                self.incr(&args[1], delta).await
-            }
-            "INCRBY" | "DECRBY" if n == 3 => match parse_i64(&args[2]) {
-                Some(d) if name == "INCRBY" => self.incr(&args[1], d).await,
-                Some(d) => match d.checked_neg() {
-                    Some(d) => self.incr(&args[1], d).await,
-                    None => err("ERR decrement would overflow"),
-                },
-                None => err("ERR value is not an integer or out of range"),
-            },
-            "APPEND" if n == 3 => {
-                match self.app.write(Command::Append { key: args[1].to_vec(), value: args[2].to_vec() }).await {
-                    Ok(r) => match r.outcome {
-                        Outcome::Integer(len) => Value::Integer(len),
-                        other => err(format!("ERR unexpected result {other:?}")),
-                    },
-                    Err(e) => api_err(e),
-                }
-            }
-            "CAS" if n == 4 => {
-                let cmd =
-                    Command::Cas { key: args[1].to_vec(), expected: Some(args[2].to_vec()), new: args[3].to_vec() };
-                match self.app.write(cmd).await {
-                    Ok(r) => match r.outcome {
-                        Outcome::Swapped(ok) => Value::Integer(ok as i64),
-                        other => err(format!("ERR unexpected result {other:?}")),
-                    },
-                    Err(e) => api_err(e),
-                }
-            }
             "INFO" => self.info(args).await,
             "ROLE" if n == 1 => self.role(),
             "ECHO" | "SELECT" | "READONLY" | "READWRITE" | "GET" | "MGET" | "EXISTS" | "STRLEN" | "TYPE" | "DBSIZE"
-            | "KEYS" | "SCAN" | "SET" | "SETNX" | "GETSET" | "MSET" | "DEL" | "UNLINK" | "INCR" | "DECR" | "INCRBY"
-            | "DECRBY" | "APPEND" | "CAS" | "ROLE" | "TIME" => wrong_args(name),
+            | "KEYS" | "SCAN" | "ROLE" | "TIME" => wrong_args(name),
             _ => {
                 let shown: String = String::from_utf8_lossy(&args[0]).chars().take(128).collect();
                 err(format!("ERR unknown command '{shown}'"))
             }
-        }
-    }
-
-    async fn incr(&self, key: &Bytes, delta: i64) -> Value {
-        match self.app.write(Command::IncrBy { key: key.to_vec(), delta }).await {
-            Ok(r) => match r.outcome {
-                Outcome::Integer(v) => Value::Integer(v),
-                other => err(format!("ERR unexpected result {other:?}")),
-            },
-            Err(ApiError::Rejected(m)) => err(format!("ERR {m}")),
-            Err(e) => api_err(e),
-        }
-    }
-
-    async fn set(&self, args: &[Bytes]) -> Value {
-        let mut cond = SetCond::Always;
-        let mut get = false;
-        let mut i = 3;
-        while i < args.len() {
-            let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
-            match opt.as_str() {
-                "NX" if cond == SetCond::Always => cond = SetCond::IfAbsent,
-                "XX" if cond == SetCond::Always => cond = SetCond::IfPresent,
-                "GET" => get = true,
-                "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
-                    return err(
-                        "ERR expiry (EX/PX/EXAT/PXAT/KEEPTTL) is not supported yet: rampart keys do not expire",
-                    );
-                }
-                _ => return err("ERR syntax error"),
-            }
-            i += 1;
-        }
-        let cmd = Command::Set { key: args[1].to_vec(), value: args[2].to_vec(), cond, return_old: get };
-        match self.app.write(cmd).await {
-            Ok(r) => match r.outcome {
-                Outcome::Written { written, old, .. } => {
-                    if get {
-                        old.map_or(Value::Null, |o| Value::Bulk(Bytes::from(o)))
-                    } else if written {
-                        Value::ok()
-                    } else {
-                        Value::Null
-                    }
-                }
-                other => err(format!("ERR unexpected result {other:?}")),
-            },
-            Err(e) => api_err(e),
         }
     }
 
@@ -716,6 +669,121 @@ impl Conn {
         } else {
             Value::Bulk(Bytes::from(out))
         }
+    }
+}
+
+/// True for the commands `parse_write` turns into log commands.
+fn is_write(args: &[Bytes]) -> bool {
+    const WRITES: [&str; 12] =
+        ["SET", "SETNX", "GETSET", "MSET", "DEL", "UNLINK", "INCR", "DECR", "INCRBY", "DECRBY", "APPEND", "CAS"];
+    let name = &args[0];
+    WRITES.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// How a write command's result becomes its RESP reply.
+#[derive(Debug, Clone, Copy)]
+enum WriteReply {
+    /// SET: +OK, or nil when NX/XX prevented it; with GET, the old value.
+    Set { get: bool },
+    /// SETNX: 1 if written.
+    WrittenFlag,
+    /// GETSET: the old value.
+    OldValue,
+    /// MSET: +OK.
+    Ok,
+    /// DEL, UNLINK: the number removed.
+    Count,
+    /// INCR family, APPEND: the integer result.
+    Integer,
+    /// CAS: 1 if swapped.
+    Swapped,
+}
+
+/// The log command for a write, and how to render its result; `None` when
+/// `name` is not a write; `Some(Err(reply))` for a malformed one.
+fn parse_write(name: &str, args: &[Bytes]) -> Option<Result<(Command, WriteReply), Value>> {
+    let n = args.len();
+    let key = || args[1].to_vec();
+    let parsed = match name {
+        "SET" if n >= 3 => {
+            let mut cond = SetCond::Always;
+            let mut get = false;
+            for opt in &args[3..] {
+                match String::from_utf8_lossy(opt).to_ascii_uppercase().as_str() {
+                    "NX" if cond == SetCond::Always => cond = SetCond::IfAbsent,
+                    "XX" if cond == SetCond::Always => cond = SetCond::IfPresent,
+                    "GET" => get = true,
+                    "EX" | "PX" | "EXAT" | "PXAT" | "KEEPTTL" => {
+                        return Some(Err(err(
+                            "ERR expiry (EX/PX/EXAT/PXAT/KEEPTTL) is not supported yet: rampart keys do not expire",
+                        )));
+                    }
+                    _ => return Some(Err(err("ERR syntax error"))),
+                }
+            }
+            Ok((Command::Set { key: key(), value: args[2].to_vec(), cond, return_old: get }, WriteReply::Set { get }))
+        }
+        "SETNX" if n == 3 => Ok((
+            Command::Set { key: key(), value: args[2].to_vec(), cond: SetCond::IfAbsent, return_old: false },
+            WriteReply::WrittenFlag,
+        )),
+        "GETSET" if n == 3 => Ok((
+            Command::Set { key: key(), value: args[2].to_vec(), cond: SetCond::Always, return_old: true },
+            WriteReply::OldValue,
+        )),
+        "MSET" if n >= 3 && n % 2 == 1 => {
+            let pairs = args[1..].chunks(2).map(|c| (c[0].to_vec(), c[1].to_vec())).collect();
+            Ok((Command::MSet { pairs }, WriteReply::Ok))
+        }
+        "DEL" | "UNLINK" if n >= 2 => {
+            Ok((Command::Del { keys: args[1..].iter().map(|k| k.to_vec()).collect() }, WriteReply::Count))
+        }
+        "INCR" | "DECR" if n == 2 => {
+            Ok((Command::IncrBy { key: key(), delta: if name == "INCR" { 1 } else { -1 } }, WriteReply::Integer))
+        }
+        "INCRBY" | "DECRBY" if n == 3 => match parse_i64(&args[2]) {
+            Some(d) if name == "INCRBY" => Ok((Command::IncrBy { key: key(), delta: d }, WriteReply::Integer)),
+            Some(d) => match d.checked_neg() {
+                Some(d) => Ok((Command::IncrBy { key: key(), delta: d }, WriteReply::Integer)),
+                None => Err(err("ERR decrement would overflow")),
+            },
+            None => Err(err("ERR value is not an integer or out of range")),
+        },
+        "APPEND" if n == 3 => Ok((Command::Append { key: key(), value: args[2].to_vec() }, WriteReply::Integer)),
+        "CAS" if n == 4 => Ok((
+            Command::Cas { key: key(), expected: Some(args[2].to_vec()), new: args[3].to_vec() },
+            WriteReply::Swapped,
+        )),
+        "SET" | "SETNX" | "GETSET" | "MSET" | "DEL" | "UNLINK" | "INCR" | "DECR" | "INCRBY" | "DECRBY" | "APPEND"
+        | "CAS" => Err(wrong_args(name)),
+        _ => return None,
+    };
+    Some(parsed)
+}
+
+fn render_write(kind: WriteReply, result: Result<rampart_raft::Response, ApiError>) -> Value {
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => return api_err(e),
+    };
+    match (kind, r.outcome) {
+        (WriteReply::Set { get: true }, Outcome::Written { old, .. })
+        | (WriteReply::OldValue, Outcome::Written { old, .. }) => {
+            old.map_or(Value::Null, |o| Value::Bulk(Bytes::from(o)))
+        }
+        (WriteReply::Set { get: false }, Outcome::Written { written, .. }) => {
+            if written {
+                Value::ok()
+            } else {
+                Value::Null
+            }
+        }
+        (WriteReply::WrittenFlag, Outcome::Written { written, .. }) => Value::Integer(written as i64),
+        (WriteReply::Ok, _) => Value::ok(),
+        (WriteReply::Count, Outcome::Deleted { count }) => Value::Integer(count as i64),
+        (WriteReply::Integer, Outcome::Integer(v)) => Value::Integer(v),
+        (WriteReply::Swapped, Outcome::Swapped(ok)) => Value::Integer(ok as i64),
+        (_, other) => err(format!("ERR unexpected result {other:?}")),
     }
 }
 

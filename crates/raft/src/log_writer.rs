@@ -65,15 +65,13 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn start(store: Arc<Store>) -> LogWriter {
+    /// Starts the writer thread; fails only if the thread cannot be created.
+    pub fn start(store: Arc<Store>) -> std::io::Result<LogWriter> {
         let (tx, rx) = mpsc::channel(LOG_QUEUE_MAX);
         let pending: Pending = Arc::new(Mutex::new(BTreeMap::new()));
         let p = pending.clone();
-        std::thread::Builder::new()
-            .name("rampart-log-writer".into())
-            .spawn(move || writer_loop(store, rx, p))
-            .expect("cannot start the log writer thread");
-        LogWriter { tx, pending }
+        std::thread::Builder::new().name("rampart-log-writer".into()).spawn(move || writer_loop(store, rx, p))?;
+        Ok(LogWriter { tx, pending })
     }
 
     pub async fn append(&self, entries: Vec<(u64, Vec<u8>)>, callback: LogFlushed<TypeConfig>) -> Result<(), String> {

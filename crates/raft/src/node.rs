@@ -215,7 +215,7 @@ impl RaftNode {
             cfg.id,
             Arc::new(raft_cfg),
             Network::new(peers.clone()),
-            LogStore::new(store.clone(), progress.clone()),
+            LogStore::new(store.clone(), progress.clone()).map_err(|e| StartError::Raft(e.to_string()))?,
             StateMachineStore::new(store.clone()),
         )
         .await

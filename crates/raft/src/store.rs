@@ -79,9 +79,10 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    pub fn new(store: Arc<Store>, progress: Arc<Progress>) -> Self {
-        let writer = LogWriter::start(store.clone());
-        LogStore { store, progress, writer }
+    pub fn new(store: Arc<Store>, progress: Arc<Progress>) -> Result<Self, StorageError> {
+        let writer = LogWriter::start(store.clone())
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        Ok(LogStore { store, progress, writer })
     }
 
     /// Entries in `[start, end)`: queued ones first (newer), then the written
@@ -496,7 +497,7 @@ mod tests {
                 .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let store = Arc::new(Store::open_dir(dir.path()).map_err(store_err(ErrorVerb::Read))?);
             self.dirs.lock().push(dir);
-            Ok(((), LogStore::new(store.clone(), Arc::new(Progress::default())), StateMachineStore::new(store)))
+            Ok(((), LogStore::new(store.clone(), Arc::new(Progress::default()))?, StateMachineStore::new(store)))
         }
     }
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -314,10 +314,7 @@ async fn write_requests(
             }
             o.sent.store(true, Ordering::Release);
         }
-        let mut header = [0u8; HEADER_BYTES];
-        header[..4].copy_from_slice(&((o.payload.len() + 9) as u32).to_be_bytes());
-        header[4..12].copy_from_slice(&o.id.to_be_bytes());
-        header[12] = KIND_REQUEST;
+        let header = frame_header(o.payload.len(), o.id, KIND_REQUEST);
         if w.write_all(&header).await.is_err() || w.write_all(&o.payload).await.is_err() {
             return false;
         }
@@ -365,6 +362,16 @@ async fn read_responses(weak: std::sync::Weak<PeerInner>, mut read: OwnedReadHal
     if let Some(inner) = weak.upgrade() {
         inner.fail_all();
     }
+}
+
+/// The length, id and kind that precede a payload of `payload_len` bytes
+/// (callers keep payloads within the frame limit, far below u32::MAX).
+fn frame_header(payload_len: usize, id: u64, kind: u8) -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..4].copy_from_slice(&((payload_len + 9) as u32).to_be_bytes());
+    h[4..12].copy_from_slice(&id.to_be_bytes());
+    h[12] = kind;
+    h
 }
 
 struct Frame {
@@ -449,10 +456,7 @@ async fn serve_conn(stream: TcpStream, remote: SocketAddr, handler: Arc<dyn Hand
                     Ok(p) => (KIND_ERROR, Bytes::from(format!("response of {} bytes exceeds frame limit", p.len()))),
                     Err(msg) => (KIND_ERROR, Bytes::from(msg)),
                 };
-                let mut header = BytesMut::with_capacity(HEADER_BYTES);
-                header.put_u32((payload.len() + 9) as u32);
-                header.put_u64(id);
-                header.put_u8(kind);
+                let header = frame_header(payload.len(), id, kind);
                 if w.write_all(&header).await.is_err() || w.write_all(&payload).await.is_err() {
                     return;
                 }

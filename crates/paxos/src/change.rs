@@ -23,6 +23,10 @@ pub enum Change {
     CompareAndSet { expected: Value, new: Value },
     /// Add to a decimal integer (absent counts as 0), as Redis `INCRBY` does.
     Increment(i64),
+    /// Store a value only if the register holds one (Redis `SET XX`).
+    SetIfPresent(Vec<u8>),
+    /// Append bytes to the value (absent counts as empty), as Redis `APPEND` does.
+    Append(Vec<u8>),
 }
 
 /// What the client gets back from a change that was chosen.
@@ -42,6 +46,13 @@ pub enum Outcome {
     NotAnInteger,
     /// Increment refused: the result would overflow i64. The register is unchanged.
     Overflow,
+    /// A conditional change whose condition did not hold; the register is unchanged and holds
+    /// `current`.
+    Unchanged { current: Value },
+    /// An append succeeded; the new length of the value.
+    Appended(usize),
+    /// An append refused because the value would exceed [`crate::VALUE_BYTES_MAX`]; unchanged.
+    ValueTooLarge { len: usize },
 }
 
 /// Longest decimal i64 with sign: "-9223372036854775808".
@@ -81,6 +92,21 @@ impl Change {
                     None => (current.clone(), Outcome::Overflow),
                 }
             }
+            Change::SetIfPresent(v) => match current {
+                Some(_) => (Some(v.clone()), Outcome::Written { previous: current.clone() }),
+                None => (None, Outcome::Unchanged { current: None }),
+            },
+            Change::Append(tail) => {
+                let head = current.as_deref().unwrap_or_default();
+                let len = head.len() + tail.len();
+                if len > crate::VALUE_BYTES_MAX {
+                    return (current.clone(), Outcome::ValueTooLarge { len });
+                }
+                let mut v = Vec::with_capacity(len);
+                v.extend_from_slice(head);
+                v.extend_from_slice(tail);
+                (Some(v), Outcome::Appended(len))
+            }
         }
     }
 
@@ -92,7 +118,7 @@ impl Change {
     /// The largest value this change can write, for the value size limit.
     pub fn value_bytes(&self) -> usize {
         match self {
-            Change::Set(v) => v.len(),
+            Change::Set(v) | Change::SetIfPresent(v) | Change::Append(v) => v.len(),
             Change::CompareAndSet { expected, new } => {
                 expected.as_ref().map_or(0, Vec::len).max(new.as_ref().map_or(0, Vec::len))
             }
@@ -140,6 +166,19 @@ mod tests {
         let min = i64::MIN.to_string();
         assert_eq!(Change::Increment(-1).apply(&v(&min)), (v(&min), Outcome::Overflow));
         assert_eq!(Change::Increment(0).apply(&v(&min)), (v(&min), Outcome::Incremented(i64::MIN)));
+    }
+
+    #[test]
+    fn set_if_present_and_append() {
+        assert_eq!(Change::SetIfPresent(b"b".to_vec()).apply(&None), (None, Outcome::Unchanged { current: None }));
+        assert_eq!(Change::SetIfPresent(b"b".to_vec()).apply(&v("a")), (v("b"), Outcome::Written { previous: v("a") }));
+        assert_eq!(Change::Append(b"cd".to_vec()).apply(&v("ab")), (v("abcd"), Outcome::Appended(4)));
+        assert_eq!(Change::Append(b"x".to_vec()).apply(&None), (v("x"), Outcome::Appended(1)));
+        let full = Some(vec![b'a'; crate::VALUE_BYTES_MAX]);
+        assert_eq!(
+            Change::Append(b"x".to_vec()).apply(&full),
+            (full.clone(), Outcome::ValueTooLarge { len: crate::VALUE_BYTES_MAX + 1 })
+        );
     }
 
     #[test]

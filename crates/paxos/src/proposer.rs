@@ -253,6 +253,22 @@ impl Proposer {
         self.dead = dead.to_vec();
     }
 
+    /// A hint that another proposer used `ballot` on `key` (this node's acceptor saw its
+    /// message). A cached ballot for the key is then stale: drop it, so the next change on the key
+    /// runs a full round rather than a fast accept that the other acceptors would refuse (a
+    /// refused fast accept is one the proposer cannot prove was refused everywhere, which can end
+    /// a later retry as [`Error::Ambiguous`]). Also moves the ballot counter past `ballot`. Only
+    /// ever makes the proposer more conservative, so a late or wrong hint is harmless.
+    pub fn observe_foreign(&mut self, key: &[u8], ballot: Ballot) {
+        if ballot.node == self.config.node {
+            return;
+        }
+        self.observe(ballot);
+        if self.cache.get(key).is_some_and(|c| ballot > c.accepted) {
+            let _ = self.take_cached(key);
+        }
+    }
+
     /// Starts a change on `key`. Refusals returned here were never applied.
     pub fn propose(&mut self, now: Tick, key: Key, change: Change) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
         if key.len() > KEY_BYTES_MAX {

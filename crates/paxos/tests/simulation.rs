@@ -6,7 +6,7 @@
 
 mod sim;
 
-use rampart_paxos::{Change, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request};
+use rampart_paxos::{Ballot, Change, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request};
 use sim::world::{Stats, World};
 
 /// Seeds per `cargo test` run; see the module docs.
@@ -183,6 +183,39 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     let (_, out) = a.propose(0, b"k".to_vec(), Change::Read).unwrap();
     assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Value(Some(b"14".to_vec()))));
     assert_eq!(prepares(&bench.sent), 0);
+}
+
+#[test]
+fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
+    let mut bench = Bench::new();
+    let mut a = proposer(10);
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Set(b"1".to_vec())).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { previous: None }));
+    assert_eq!(a.cached_keys(), 1);
+    // Its own ballots and other keys leave the cache alone.
+    a.observe_foreign(b"k", Ballot::new(1_000, NodeId(10)));
+    a.observe_foreign(b"other", Ballot::new(1_000, NodeId(20)));
+    assert_eq!(a.cached_keys(), 1);
+
+    let mut b = proposer(20);
+    let (_, out) = b.propose(0, b"k".to_vec(), Change::Set(b"2".to_vec())).unwrap();
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Written { previous: Some(b"1".to_vec()) }));
+    let seen = bench.sent.iter().rev().find_map(|r| match r {
+        Request::Accept { ballot, .. } if ballot.node == NodeId(20) => Some(*ballot),
+        _ => None,
+    });
+    a.observe_foreign(b"k", seen.expect("b sent an accept"));
+    assert_eq!(a.cached_keys(), 0, "the hint drops the stale ballot");
+
+    // No refused fast accept: a full round, and the change applies once.
+    bench.sent.clear();
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Append(b"3".to_vec())).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Appended(2)));
+    assert_eq!(prepares(&bench.sent), 3);
+    assert!(!bench
+        .sent
+        .iter()
+        .any(|r| matches!(r, Request::Accept { ballot, .. } if ballot.counter <= seen.unwrap().counter)));
 }
 
 #[test]

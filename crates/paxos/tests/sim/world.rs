@@ -384,10 +384,12 @@ impl World {
             match roll {
                 0..=29 => Change::Read,
                 30..=59 => Change::Set(unique),
-                60..=84 => {
+                60..=79 => {
                     let expected = self.clients[client].last_seen.get(&key).cloned().flatten();
                     Change::CompareAndSet { expected, new: Some(unique) }
                 }
+                80..=84 => Change::SetIfPresent(unique),
+                85..=89 => Change::Append(unique),
                 _ => Change::Delete,
             }
         };
@@ -454,7 +456,7 @@ impl World {
                 let seen = match &outcome {
                     Outcome::Value(v) | Outcome::Swapped { current: v, .. } => Some(v.clone()),
                     Outcome::Written { .. } => match &record.op.change {
-                        Change::Set(v) => Some(Some(v.clone())),
+                        Change::Set(v) | Change::SetIfPresent(v) => Some(Some(v.clone())),
                         _ => None,
                     },
                     Outcome::Deleted { .. } => Some(None),

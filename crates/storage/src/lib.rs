@@ -3,7 +3,8 @@
 //! It holds three tables: the replicated log (`index -> entry bytes`), a small
 //! `meta` table (vote, committed marker, purge marker, state-machine markers,
 //! the latest snapshot), and the applied key-value state (`key -> revision +
-//! value`). It knows nothing of networks or replication: callers hand it bytes
+//! value`); in multi-master mode a fourth table holds each key's Paxos
+//! register (`key -> register bytes`). It knows nothing of networks or replication: callers hand it bytes
 //! and decide what must be durable.
 //!
 //! Every call here blocks (redb is synchronous and `commit` may fsync); async
@@ -21,6 +22,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
+/// Multi-master mode's Paxos registers: `key -> encoded register` (the
+/// encoding belongs to `rampart-mm`).
+const REGISTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registers");
 
 /// Memory redb may use to cache pages of the data file. redb's own default
 /// (1 GiB) would let a node's RSS grow far past its working set under
@@ -152,6 +156,7 @@ impl Store {
                 log: txn.open_table(LOG).map_err(|e| self.io(e))?,
                 meta: txn.open_table(META).map_err(|e| self.io(e))?,
                 kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+                registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
                 path: &self.path,
             };
             f(&mut batch)?
@@ -167,6 +172,7 @@ impl Store {
             log: txn.open_table(LOG).map_err(|e| self.io(e))?,
             meta: txn.open_table(META).map_err(|e| self.io(e))?,
             kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+            registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
             path: self.path.clone(),
         };
         f(&view)
@@ -211,6 +217,42 @@ fn map_db_error(path: &Path, e: redb::DatabaseError) -> Error {
     }
 }
 
+/// Keys with their decoded values in key order, and whether more remain.
+pub type Scanned<V> = (Vec<(Vec<u8>, V)>, bool);
+
+/// Keys of `table` starting with `prefix`, after `start_after` (exclusive)
+/// if given, in key order; at most `limit` of them, and whether more remain.
+fn prefix_scan<T, V>(
+    table: &T,
+    path: &Path,
+    prefix: &[u8],
+    start_after: Option<&[u8]>,
+    limit: usize,
+    decode: impl Fn(&[u8], &[u8]) -> Result<V>,
+) -> Result<Scanned<V>>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let lower: Bound<&[u8]> = match start_after {
+        Some(k) if k >= prefix => Bound::Excluded(k),
+        _ => Bound::Included(prefix),
+    };
+    let range = table.range::<&[u8]>((lower, Bound::Unbounded)).map_err(|e| io_error(path, e))?;
+    let mut out = Vec::new();
+    for item in range {
+        let (k, v) = item.map_err(|e| io_error(path, e))?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            return Ok((out, false));
+        }
+        if out.len() == limit {
+            return Ok((out, true));
+        }
+        out.push((key.to_vec(), decode(key, v.value())?));
+    }
+    Ok((out, false))
+}
+
 macro_rules! table_reads {
     () => {
         pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -233,24 +275,7 @@ macro_rules! table_reads {
             start_after: Option<&[u8]>,
             limit: usize,
         ) -> Result<(Vec<(Vec<u8>, Versioned)>, bool)> {
-            let lower: Bound<&[u8]> = match start_after {
-                Some(k) if k >= prefix => Bound::Excluded(k),
-                _ => Bound::Included(prefix),
-            };
-            let range = self.kv.range::<&[u8]>((lower, Bound::Unbounded)).map_err(|e| io_error(&self.path, e))?;
-            let mut out = Vec::new();
-            for item in range {
-                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
-                let key = k.value();
-                if !key.starts_with(prefix) {
-                    return Ok((out, false));
-                }
-                if out.len() == limit {
-                    return Ok((out, true));
-                }
-                out.push((key.to_vec(), Versioned::decode(key, v.value())?));
-            }
-            Ok((out, false))
+            prefix_scan(&self.kv, &self.path, prefix, start_after, limit, Versioned::decode)
         }
 
         pub fn kv_len(&self) -> Result<u64> {
@@ -287,6 +312,31 @@ macro_rules! table_reads {
         pub fn log_first_index(&self) -> Result<Option<u64>> {
             Ok(self.log.first().map_err(|e| io_error(&self.path, e))?.map(|(k, _)| k.value()))
         }
+
+        /// Registers whose key starts with `prefix`, after `start_after`
+        /// (exclusive) if given, in key order; at most `limit`, and whether
+        /// more remain.
+        pub fn register_scan(
+            &self,
+            prefix: &[u8],
+            start_after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
+            prefix_scan(&self.registers, &self.path, prefix, start_after, limit, |_, v| Ok(v.to_vec()))
+        }
+
+        pub fn register_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            Ok(self.registers.get(key).map_err(|e| io_error(&self.path, e))?.map(|g| g.value().to_vec()))
+        }
+
+        /// Visits every register in key order.
+        pub fn register_for_each(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+            for item in self.registers.iter().map_err(|e| io_error(&self.path, e))? {
+                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
+                f(k.value(), v.value())?;
+            }
+            Ok(())
+        }
     };
 }
 
@@ -295,6 +345,7 @@ pub struct View {
     log: redb::ReadOnlyTable<u64, &'static [u8]>,
     meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     kv: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    registers: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     path: PathBuf,
 }
 
@@ -307,6 +358,7 @@ pub struct Batch<'t> {
     log: redb::Table<'t, u64, &'static [u8]>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
     kv: redb::Table<'t, &'static [u8], &'static [u8]>,
+    registers: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
 }
 
@@ -337,6 +389,11 @@ impl Batch<'_> {
     /// Removes every key (used before installing a snapshot).
     pub fn kv_clear(&mut self) -> Result<()> {
         self.kv.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    pub fn register_put(&mut self, key: &[u8], register: &[u8]) -> Result<()> {
+        self.registers.insert(key, register).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
 

@@ -1,0 +1,314 @@
+//! The proposer's task: drives `rampart_paxos::Proposer` with real time, the network and disk.
+//!
+//! One task owns the proposer. Each turn it takes every event waiting (client changes, acceptor
+//! replies, failure-detector updates; up to [`EVENTS_PER_TURN_MAX`]), fires due timers, and then
+//! sends what the turn produced: all requests for one peer go out in one frame, so many keys'
+//! messages share one network write. A `PersistCounterFloor` output is made durable before any
+//! output after it is carried out. Time is milliseconds since the node started.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rampart_paxos::{
+    Change, Error as PaxosError, Key, NodeId, Outcome, ProposalId, Proposer, ProposerOutput, Reply, Request, Tick,
+    Timer,
+};
+use rampart_storage::{Durability, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::acceptor_task::AcceptorJob;
+use crate::wire::{self, PeerRequest, PeerResponse};
+use crate::{Shared, COUNTER_FLOOR_META_KEY};
+
+/// Most events handled in one turn before the turn's messages are sent.
+pub const EVENTS_PER_TURN_MAX: usize = 1024;
+/// Most events (client changes, reply batches) waiting for the proposer.
+pub const PROPOSER_QUEUE_MAX: usize = 8192;
+/// Most frames in flight to one peer. While they are all out, requests for the peer accumulate
+/// and leave together in the next frame (adaptive batching).
+pub const PEER_FRAMES_IN_FLIGHT_MAX: usize = 16;
+/// Most turns' request lists waiting for one peer's link; beyond it they are dropped, as the
+/// network might drop them (the proposal retries, or the other peers answer).
+pub const PEER_QUEUE_MAX: usize = 4096;
+/// Largest request batch in one frame; bigger turns are split.
+pub const PEER_BATCH_BYTES_MAX: usize = 8 << 20;
+
+pub type ChangeResult = Result<Outcome, PaxosError>;
+
+pub enum ProposerEvent {
+    /// Client changes, started in this order (changes on one key apply in this order).
+    Propose(Vec<(Key, Change, oneshot::Sender<ChangeResult>)>),
+    /// Replies of one acceptor.
+    Replies { from: NodeId, replies: Vec<Reply> },
+    /// The acceptors the failure detector now calls dead.
+    Dead(Vec<NodeId>),
+    /// Keys and ballots other proposers used, as this node's acceptor saw them.
+    Foreign(Vec<(Key, rampart_paxos::Ballot)>),
+}
+
+pub struct ProposerTask {
+    pub proposer: Proposer,
+    pub store: Arc<Store>,
+    pub shared: Arc<Shared>,
+    pub rx: mpsc::Receiver<ProposerEvent>,
+    pub tx: mpsc::WeakSender<ProposerEvent>,
+    pub acceptor_tx: mpsc::Sender<AcceptorJob>,
+}
+
+struct Turn {
+    waiting: HashMap<ProposalId, oneshot::Sender<ChangeResult>>,
+    timers: BTreeMap<(Tick, u64), Timer>,
+    timer_seq: u64,
+    outbox: BTreeMap<NodeId, Vec<Request>>,
+}
+
+impl ProposerTask {
+    pub async fn run(mut self) {
+        let mut t = Turn { waiting: HashMap::new(), timers: BTreeMap::new(), timer_seq: 0, outbox: BTreeMap::new() };
+        let mut links: HashMap<NodeId, mpsc::Sender<Vec<Request>>> = HashMap::new();
+        for (id, peer) in &self.shared.peers {
+            let Some(tx) = self.tx.upgrade() else { return };
+            let (link_tx, link_rx) = mpsc::channel(PEER_QUEUE_MAX);
+            tokio::spawn(peer_link(NodeId(*id), peer.clone(), link_rx, tx, self.shared.clone()));
+            links.insert(NodeId(*id), link_tx);
+        }
+        loop {
+            let next_timer = t.timers.first_key_value().map(|((at, _), _)| *at);
+            let first = match next_timer {
+                Some(at) => {
+                    let deadline = self.shared.started + Duration::from_millis(at);
+                    tokio::select! {
+                        ev = self.rx.recv() => match ev { Some(ev) => Some(ev), None => return },
+                        _ = tokio::time::sleep_until(deadline.into()) => None,
+                    }
+                }
+                None => match self.rx.recv().await {
+                    Some(ev) => Some(ev),
+                    None => return,
+                },
+            };
+            if let Some(ev) = first {
+                if !self.handle(ev, &mut t).await {
+                    return;
+                }
+                for _ in 1..EVENTS_PER_TURN_MAX {
+                    match self.rx.try_recv() {
+                        Ok(ev) => {
+                            if !self.handle(ev, &mut t).await {
+                                return;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            let now = self.shared.now_ms();
+            while let Some(entry) = t.timers.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let timer = entry.remove();
+                let out = self.proposer.on_timer(now, timer);
+                if !self.carry_out(out, &mut t).await {
+                    return;
+                }
+            }
+            self.shared.stats.proposals_in_flight.store(self.proposer.in_flight() as u64, Ordering::Relaxed);
+            self.shared.stats.cached_keys.store(self.proposer.cached_keys() as u64, Ordering::Relaxed);
+            self.flush(&mut t, &links);
+        }
+    }
+
+    /// Handles one event; false when the node must stop.
+    async fn handle(&mut self, ev: ProposerEvent, t: &mut Turn) -> bool {
+        let now = self.shared.now_ms();
+        match ev {
+            ProposerEvent::Propose(items) => {
+                for (key, change, reply) in items {
+                    self.shared.stats.proposals.fetch_add(1, Ordering::Relaxed);
+                    match self.proposer.propose(now, key, change) {
+                        Ok((id, out)) => {
+                            t.waiting.insert(id, reply);
+                            if !self.carry_out(out, t).await {
+                                return false;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                true
+            }
+            ProposerEvent::Replies { from, replies } => {
+                for reply in replies {
+                    let out = self.proposer.on_reply(now, from, reply);
+                    if !self.carry_out(out, t).await {
+                        return false;
+                    }
+                }
+                true
+            }
+            ProposerEvent::Dead(dead) => {
+                self.proposer.set_dead_peers(&dead);
+                true
+            }
+            ProposerEvent::Foreign(seen) => {
+                for (key, ballot) in seen {
+                    self.proposer.observe_foreign(&key, ballot);
+                }
+                true
+            }
+        }
+    }
+
+    /// Carries out outputs in order; false when the node must stop.
+    async fn carry_out(&mut self, out: Vec<ProposerOutput>, t: &mut Turn) -> bool {
+        for o in out {
+            match o {
+                ProposerOutput::Send { to, request } => t.outbox.entry(to).or_default().push(request),
+                ProposerOutput::WakeAt(timer) => {
+                    t.timer_seq += 1;
+                    t.timers.insert((timer.at, t.timer_seq), timer);
+                }
+                ProposerOutput::Done { proposal, result } => {
+                    match &result {
+                        Ok(_) => self.shared.stats.proposals_ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => self.shared.stats.proposals_failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    if let Some(tx) = t.waiting.remove(&proposal) {
+                        let _ = tx.send(result);
+                    }
+                }
+                ProposerOutput::PersistCounterFloor { counter } => {
+                    let store = self.store.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        store.write(Durability::Immediate, |b| {
+                            b.meta_put(COUNTER_FLOOR_META_KEY, &counter.to_le_bytes())
+                        })
+                    })
+                    .await;
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            self.shared.set_fatal(format!("cannot persist the ballot counter floor: {e}"));
+                            return false;
+                        }
+                        Err(e) => {
+                            self.shared.set_fatal(format!("counter floor task failed: {e}"));
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Hands the turn's requests to each peer's link (and this node's to its acceptor).
+    fn flush(&mut self, t: &mut Turn, links: &HashMap<NodeId, mpsc::Sender<Vec<Request>>>) {
+        let me = NodeId(self.shared.id);
+        for (to, requests) in std::mem::take(&mut t.outbox) {
+            if to == me {
+                let Some(tx) = self.tx.upgrade() else { return };
+                let (reply_tx, reply_rx) = oneshot::channel();
+                if self.acceptor_tx.try_send(AcceptorJob { requests, reply: reply_tx }).is_err() {
+                    self.shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(replies) = reply_rx.await {
+                        let _ = tx.send(ProposerEvent::Replies { from: me, replies }).await;
+                    }
+                });
+            } else if let Some(link) = links.get(&to) {
+                if link.try_send(requests).is_err() {
+                    self.shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// One peer's sender: everything queued for the peer goes out in one frame (split at
+/// [`PEER_BATCH_BYTES_MAX`]), with at most [`PEER_FRAMES_IN_FLIGHT_MAX`] frames unanswered.
+async fn peer_link(
+    to: NodeId,
+    peer: rampart_transport::Peer,
+    mut rx: mpsc::Receiver<Vec<Request>>,
+    events: mpsc::Sender<ProposerEvent>,
+    shared: Arc<Shared>,
+) {
+    let window = Arc::new(tokio::sync::Semaphore::new(PEER_FRAMES_IN_FLIGHT_MAX));
+    let mut pending: Vec<Request> = Vec::new();
+    loop {
+        // Wait for a free slot first: requests keep queueing meanwhile and join this frame.
+        let Ok(permit) = window.clone().acquire_owned().await else { return };
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(first) => pending = first,
+                None => return,
+            }
+        }
+        let mut bytes: usize = pending.iter().map(request_bytes).sum();
+        while bytes < PEER_BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(more) => {
+                    bytes += more.iter().map(request_bytes).sum::<usize>();
+                    pending.extend(more);
+                }
+                Err(_) => break,
+            }
+        }
+        // The first request always goes, even one over the byte limit alone.
+        let frame = split_at_bytes(&mut pending);
+        let payload = match wire::encode(&PeerRequest::Paxos { from: shared.id, requests: frame }) {
+            Ok(p) => bytes::Bytes::from(p),
+            Err(e) => {
+                tracing::error!(error = %e, "dropping a Paxos batch");
+                continue;
+            }
+        };
+        let peer = peer.clone();
+        let events = events.clone();
+        let timeout = shared.peer_call_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let resp = tokio::time::timeout(timeout, peer.call(payload, timeout)).await;
+            if let Ok(Ok(bytes)) = resp {
+                match wire::decode::<PeerResponse>(&bytes) {
+                    Ok(PeerResponse::Paxos(replies)) => {
+                        let _ = events.send(ProposerEvent::Replies { from: to, replies }).await;
+                    }
+                    Ok(_) => tracing::warn!(peer = to.0, "peer answered a Paxos batch with another message"),
+                    Err(e) => tracing::warn!(peer = to.0, error = %e, "undecodable Paxos replies"),
+                }
+            }
+        });
+    }
+}
+
+fn request_bytes(r: &Request) -> usize {
+    match r {
+        Request::Prepare { key, .. } => key.len() + 32,
+        Request::Accept { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len) + 64,
+    }
+}
+
+/// Takes the longest prefix of `pending` within [`PEER_BATCH_BYTES_MAX`] bytes.
+fn split_at_bytes(pending: &mut Vec<Request>) -> Vec<Request> {
+    let mut bytes = 0;
+    let mut n = 0;
+    for r in pending.iter() {
+        let b = request_bytes(r);
+        if n > 0 && bytes + b > PEER_BATCH_BYTES_MAX {
+            break;
+        }
+        bytes += b;
+        n += 1;
+    }
+    let rest = pending.split_off(n);
+    std::mem::replace(pending, rest)
+}

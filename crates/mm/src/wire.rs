@@ -1,0 +1,142 @@
+//! What multi-master nodes say to each other, and how a register is stored.
+
+use rampart_paxos::{Ballot, NodeId, RegisterState, Reply, Request};
+use serde::{Deserialize, Serialize};
+
+/// Where a member can be reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_addr: String,
+    pub resp_addr: String,
+    pub http_addr: String,
+}
+
+/// One register as a scan reports it: enough to merge what several acceptors hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannedRegister {
+    pub key: Vec<u8>,
+    pub accepted: Ballot,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Node to node requests. `from` is the sender's id; a node refuses messages from ids outside
+/// its membership (a misconfigured node cannot vote).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// A failure-detector heartbeat; carries the sender's client addresses.
+    Hello { from: u64, info: PeerInfo },
+    /// Many keys' Paxos messages in one frame; answered by one reply per request, in order.
+    Paxos { from: u64, requests: Vec<Request> },
+    /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`.
+    Scan { from: u64, prefix: Vec<u8>, after: Option<Vec<u8>>, limit: u32 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Hello { id: u64, info: PeerInfo },
+    Paxos(Vec<Reply>),
+    Scan { registers: Vec<ScannedRegister>, more: bool },
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec(v).map_err(|e| format!("cannot encode a peer message: {e}"))
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(b).map_err(|e| format!("malformed peer message: {e}"))
+}
+
+/// Register encoding version byte; anything else is refused as corrupt.
+const REGISTER_FORMAT: u8 = 1;
+const BALLOT_BYTES: usize = 16;
+/// version, three ballots, value tag.
+const REGISTER_HEADER_BYTES: usize = 1 + 3 * BALLOT_BYTES + 1;
+
+fn put_ballot(out: &mut Vec<u8>, b: Ballot) {
+    out.extend_from_slice(&b.counter.to_le_bytes());
+    out.extend_from_slice(&b.node.0.to_le_bytes());
+}
+
+fn get_ballot(b: &[u8]) -> Ballot {
+    let mut c = [0u8; 8];
+    let mut n = [0u8; 8];
+    c.copy_from_slice(&b[..8]);
+    n.copy_from_slice(&b[8..16]);
+    Ballot::new(u64::from_le_bytes(c), NodeId(u64::from_le_bytes(n)))
+}
+
+/// `version | promised | accepted | base | tag (0 tombstone/absent, 1 value) | value`.
+pub fn encode_register(state: &RegisterState) -> Vec<u8> {
+    let len = REGISTER_HEADER_BYTES + state.value.as_ref().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(len);
+    out.push(REGISTER_FORMAT);
+    put_ballot(&mut out, state.promised);
+    put_ballot(&mut out, state.accepted);
+    put_ballot(&mut out, state.base);
+    match &state.value {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(v);
+        }
+        None => out.push(0),
+    }
+    out
+}
+
+pub fn decode_register(raw: &[u8]) -> Result<RegisterState, String> {
+    if raw.len() < REGISTER_HEADER_BYTES {
+        return Err(format!(
+            "register record of {} bytes is shorter than its {REGISTER_HEADER_BYTES}-byte header",
+            raw.len()
+        ));
+    }
+    if raw[0] != REGISTER_FORMAT {
+        return Err(format!("unknown register format {}", raw[0]));
+    }
+    let promised = get_ballot(&raw[1..17]);
+    let accepted = get_ballot(&raw[17..33]);
+    let base = get_ballot(&raw[33..49]);
+    let value = match raw[49] {
+        0 if raw.len() == REGISTER_HEADER_BYTES => None,
+        0 => return Err("tombstone register carries value bytes".into()),
+        1 => Some(raw[REGISTER_HEADER_BYTES..].to_vec()),
+        t => return Err(format!("unknown register value tag {t}")),
+    };
+    Ok(RegisterState { promised, accepted, value, base })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_round_trip_and_garbage_is_refused() {
+        let s = RegisterState {
+            promised: Ballot::new(9, NodeId(2)),
+            accepted: Ballot::new(8, NodeId(2)),
+            value: Some(b"hello".to_vec()),
+            base: Ballot::new(3, NodeId(1)),
+        };
+        assert_eq!(decode_register(&encode_register(&s)).unwrap(), s);
+        let t = RegisterState { value: None, ..s.clone() };
+        assert_eq!(decode_register(&encode_register(&t)).unwrap(), t);
+        let empty = RegisterState { value: Some(vec![]), ..s };
+        assert_eq!(decode_register(&encode_register(&empty)).unwrap(), empty);
+        assert!(decode_register(b"").is_err());
+        assert!(decode_register(&[7u8; 60]).is_err());
+        let mut bad_tag = encode_register(&t);
+        bad_tag[49] = 9;
+        assert!(decode_register(&bad_tag).is_err());
+        let mut tomb_with_bytes = encode_register(&t);
+        tomb_with_bytes.push(1);
+        assert!(decode_register(&tomb_with_bytes).is_err());
+    }
+
+    #[test]
+    fn malformed_peer_messages_are_errors() {
+        assert!(decode::<PeerRequest>(b"\xff\x00garbage").is_err());
+        let m = PeerRequest::Scan { from: 1, prefix: b"a".to_vec(), after: None, limit: 5 };
+        let back: PeerRequest = decode(&encode(&m).unwrap()).unwrap();
+        assert!(matches!(back, PeerRequest::Scan { from: 1, limit: 5, .. }));
+    }
+}

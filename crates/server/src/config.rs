@@ -48,7 +48,7 @@ pub struct ServerArgs {
     /// Leader heartbeat interval; must be well below the election timeout.
     #[arg(long)]
     pub heartbeat_interval_ms: Option<u64>,
-    /// Replication mode: `leader` (Raft). `multi-master` is not built yet.
+    /// Replication mode: `leader` (Raft, default) or `multi-master` (CASPaxos per key, no leader).
     #[arg(long)]
     pub replication: Option<String>,
     /// How long a client request may wait before it is answered TIMEOUT.

@@ -16,7 +16,7 @@ use rampart_raft::{Command, NodeInfo, Outcome};
 use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
-use crate::app::{ApiError, App, Consistency};
+use crate::app::{leader_only, ApiError, App, Backend, Consistency};
 
 /// Most items one `GET /v1/kv?prefix=` returns (`limit` is capped to it).
 pub const LIST_LIMIT_MAX: usize = 10_000;
@@ -94,10 +94,12 @@ async fn get_key(State(app): State<Arc<App>>, Path(key): Path<String>, Query(q):
     let r = async {
         app.check_key(key.as_bytes())?;
         let c = consistency(&q)?;
-        let k = key.clone();
-        let v = app.read(c, move |v| v.kv_get(k.as_bytes())).await?;
+        let v = app.get(c, Bytes::from(key.clone().into_bytes())).await?;
         match v {
-            Some(v) => Ok((revision_header(v.revision), v.value).into_response()),
+            Some(v) => match v.revision {
+                Some(rev) => Ok((revision_header(rev), v.value).into_response()),
+                None => Ok(v.value.into_response()),
+            },
             None => Err(HttpError(StatusCode::NOT_FOUND, format!("key {key:?} not found"), "NOT_FOUND")),
         }
     }
@@ -132,6 +134,9 @@ async fn put_key(
         };
         let resp = app.write(cmd).await?;
         match resp.outcome {
+            Outcome::Written { written: true, .. } if app.is_multi_master() => {
+                Ok(Json(json!({"ok": true})).into_response())
+            }
             Outcome::Written { written: true, current_revision, .. } => {
                 Ok((revision_header(current_revision), Json(json!({"revision": current_revision}))).into_response())
             }
@@ -155,6 +160,7 @@ async fn delete_key(State(app): State<Arc<App>>, Path(key): Path<String>) -> Res
     let r = async {
         let resp = app.write(Command::Delete { key: key.into_bytes() }).await?;
         match resp.outcome {
+            Outcome::Deleted { count } if app.is_multi_master() => Ok(Json(json!({"deleted": count > 0}))),
             Outcome::Deleted { count } => Ok(Json(json!({"deleted": count > 0, "revision": resp.revision}))),
             other => {
                 Err(HttpError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"), "INTERNAL"))
@@ -195,14 +201,18 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<J
         };
         let prefix = q.prefix.clone().unwrap_or_default();
         app.check_key(prefix.as_bytes())?;
-        let (items, more) = app.read(c, move |v| v.kv_scan(prefix.as_bytes(), None, limit)).await?;
-        let items: Vec<Json_> = items
+        let page = app.scan(c, prefix.into_bytes(), None, limit).await?;
+        let more = page.next_after.is_some();
+        let items: Vec<Json_> = page
+            .items
             .into_iter()
             .map(|(k, v)| {
                 let mut o = serde_json::Map::new();
                 bytes_field(&mut o, "key", &k);
                 bytes_field(&mut o, "value", &v.value);
-                o.insert("revision".into(), json!(v.revision));
+                if let Some(rev) = v.revision {
+                    o.insert("revision".into(), json!(rev));
+                }
                 Json_::Object(o)
             })
             .collect();
@@ -213,26 +223,49 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<J
     r
 }
 
+/// A member as the APIs list it: id, peer, RESP and HTTP addresses, voter.
+type MemberRow = (u64, String, String, String, bool);
+
+/// This node's id and every member.
+fn member_rows(app: &App) -> (u64, Vec<MemberRow>) {
+    match &app.backend {
+        Backend::Leader(node) => {
+            let st = node.status();
+            let rows = st
+                .members
+                .iter()
+                .map(|m| (m.id, m.info.peer_addr.clone(), m.info.resp_addr.clone(), m.info.http_addr.clone(), m.voter))
+                .collect();
+            (st.id, rows)
+        }
+        Backend::Multi(node) => {
+            let st = node.status();
+            let rows =
+                st.members.into_iter().map(|(id, i)| (id, i.peer_addr, i.resp_addr, i.http_addr, true)).collect();
+            (st.id, rows)
+        }
+    }
+}
+
 fn members_json(app: &App) -> Vec<Json_> {
-    let st = app.node.status();
-    let health = app.node.peer_health();
-    st.members
-        .iter()
-        .map(|m| {
+    let (me, rows) = member_rows(app);
+    let health = app.peer_health();
+    rows.into_iter()
+        .map(|(id, peer, resp, http, voter)| {
             let mut obj = serde_json::Map::new();
-            obj.insert("id".into(), json!(m.id));
-            obj.insert("peer_addr".into(), json!(m.info.peer_addr));
-            obj.insert("resp_addr".into(), json!(m.info.resp_addr));
-            obj.insert("http_addr".into(), json!(m.info.http_addr));
-            obj.insert("voter".into(), json!(m.voter));
-            match health.iter().find(|h| h.id.0 == m.id) {
+            obj.insert("id".into(), json!(id));
+            obj.insert("peer_addr".into(), json!(peer));
+            obj.insert("resp_addr".into(), json!(resp));
+            obj.insert("http_addr".into(), json!(http));
+            obj.insert("voter".into(), json!(voter));
+            match health.iter().find(|h| h.id.0 == id) {
                 Some(h) => {
                     obj.insert("state".into(), json!(h.state.as_str()));
                     obj.insert("phi".into(), json!(if h.phi.is_finite() { h.phi } else { f64::MAX }));
                     obj.insert("since_last_heartbeat_ms".into(), json!(h.since_last_heartbeat_ms));
                     obj.insert("rtt_ms".into(), json!(h.rtt_ms));
                 }
-                None if m.id == st.id => {
+                None if id == me => {
                     obj.insert("state".into(), json!("self"));
                 }
                 None => {}
@@ -243,7 +276,23 @@ fn members_json(app: &App) -> Vec<Json_> {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Json<Json_> {
-    let st = app.node.status();
+    let node = match &app.backend {
+        Backend::Leader(n) => n,
+        Backend::Multi(n) => {
+            let st = n.status();
+            return Json(json!({
+                "id": st.id,
+                "role": "peer",
+                "leader_id": null,
+                "replication": "multi-master",
+                "quorum": st.quorum,
+                "proposals_in_flight": st.proposals_in_flight,
+                "cached_keys": st.cached_keys,
+                "members": members_json(&app),
+            }));
+        }
+    };
+    let st = node.status();
     Json(json!({
         "id": st.id,
         "role": st.role,
@@ -259,21 +308,22 @@ async fn status(State(app): State<Arc<App>>) -> Json<Json_> {
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
-    if app.node.healthy() {
-        (StatusCode::OK, Json(json!({"ok": true}))).into_response()
-    } else {
-        let st = app.node.status();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ok": false, "role": st.role, "leader_id": st.leader_id, "error": "cannot serve linearizable requests now"})),
-        )
-            .into_response()
+    if app.healthy() {
+        return (StatusCode::OK, Json(json!({"ok": true}))).into_response();
     }
+    let body = match &app.backend {
+        Backend::Leader(n) => {
+            let st = n.status();
+            json!({"ok": false, "role": st.role, "leader_id": st.leader_id, "error": "cannot serve linearizable requests now"})
+        }
+        Backend::Multi(_) => json!({"ok": false, "error": "fewer than a majority of the members are alive"}),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn members(State(app): State<Arc<App>>) -> Json<Json_> {
-    let st = app.node.status();
-    Json(json!({"leader_id": st.leader_id, "members": members_json(&app)}))
+    let leader_id = app.raft().and_then(|n| n.status().leader_id);
+    Json(json!({"leader_id": leader_id, "members": members_json(&app)}))
 }
 
 #[derive(Deserialize)]
@@ -297,6 +347,7 @@ fn membership_error(m: String) -> HttpError {
 }
 
 async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Json_>, HttpError> {
+    let Some(node) = app.raft() else { return Err(leader_only("adding a member").into()) };
     let req: AddMember = serde_json::from_slice(&body)
         .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("invalid member JSON: {e}"), "BAD_REQUEST"))?;
     if req.id == 0 {
@@ -310,35 +361,26 @@ async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Jso
         ));
     }
     let info = NodeInfo { peer_addr: req.peer_addr, resp_addr: req.resp_addr, http_addr: req.http_addr };
-    app.node.add_member(req.id, info).await.map_err(membership_error)?;
+    node.add_member(req.id, info).await.map_err(membership_error)?;
     Ok(Json(json!({"members": members_json(&app)})))
 }
 
 async fn remove_member(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Json_>, HttpError> {
+    let Some(node) = app.raft() else { return Err(leader_only("removing a member").into()) };
     let id: u64 = id
         .parse()
         .map_err(|_| HttpError(StatusCode::BAD_REQUEST, format!("{id:?} is not a node id"), "BAD_REQUEST"))?;
-    app.node.remove_member(id).await.map_err(membership_error)?;
+    node.remove_member(id).await.map_err(membership_error)?;
     Ok(Json(json!({"members": members_json(&app)})))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let st = app.node.status();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP rampart_raft_role 1 for the role this node has now.");
-    let _ = writeln!(out, "# TYPE rampart_raft_role gauge");
-    for role in ["leader", "follower", "candidate", "learner"] {
-        let _ = writeln!(out, "rampart_raft_role{{role=\"{role}\"}} {}", u8::from(st.role == role));
+    match &app.backend {
+        Backend::Leader(node) => raft_metrics(node, &mut out),
+        Backend::Multi(node) => mm_metrics(node, &mut out),
     }
-    let _ = writeln!(out, "# TYPE rampart_raft_term gauge\nrampart_raft_term {}", st.term);
-    let _ = writeln!(out, "# TYPE rampart_raft_commit_index gauge\nrampart_raft_commit_index {}", st.commit_index);
-    let _ = writeln!(out, "# TYPE rampart_raft_applied_index gauge\nrampart_raft_applied_index {}", st.applied_index);
-    let _ =
-        writeln!(out, "# TYPE rampart_raft_last_log_index gauge\nrampart_raft_last_log_index {}", st.last_log_index);
-    let _ =
-        writeln!(out, "# TYPE rampart_raft_snapshot_index gauge\nrampart_raft_snapshot_index {}", st.snapshot_index);
-    let _ = writeln!(out, "# TYPE rampart_raft_leader_id gauge\nrampart_raft_leader_id {}", st.leader_id.unwrap_or(0));
-    let health = app.node.peer_health();
+    let health = app.peer_health();
     let _ = writeln!(out, "# HELP rampart_peer_rtt_seconds Smoothed heartbeat round trip to each peer.");
     let _ = writeln!(out, "# TYPE rampart_peer_rtt_seconds gauge");
     for h in &health {
@@ -375,8 +417,88 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
+fn raft_metrics(node: &rampart_raft::node::RaftNode, out: &mut String) {
+    let st = node.status();
+    let _ = writeln!(out, "# HELP rampart_raft_role 1 for the role this node has now.");
+    let _ = writeln!(out, "# TYPE rampart_raft_role gauge");
+    for role in ["leader", "follower", "candidate", "learner"] {
+        let _ = writeln!(out, "rampart_raft_role{{role=\"{role}\"}} {}", u8::from(st.role == role));
+    }
+    let _ = writeln!(out, "# TYPE rampart_raft_term gauge\nrampart_raft_term {}", st.term);
+    let _ = writeln!(out, "# TYPE rampart_raft_commit_index gauge\nrampart_raft_commit_index {}", st.commit_index);
+    let _ = writeln!(out, "# TYPE rampart_raft_applied_index gauge\nrampart_raft_applied_index {}", st.applied_index);
+    let _ =
+        writeln!(out, "# TYPE rampart_raft_last_log_index gauge\nrampart_raft_last_log_index {}", st.last_log_index);
+    let _ =
+        writeln!(out, "# TYPE rampart_raft_snapshot_index gauge\nrampart_raft_snapshot_index {}", st.snapshot_index);
+    let _ = writeln!(out, "# TYPE rampart_raft_leader_id gauge\nrampart_raft_leader_id {}", st.leader_id.unwrap_or(0));
+}
+
+fn mm_metrics(node: &rampart_mm::MmNode, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = node.stats();
+    let counters = [
+        ("rampart_mm_proposals_total", "Changes submitted to this node's proposer.", s.proposals.load(Relaxed)),
+        ("rampart_mm_proposals_ok_total", "Changes chosen.", s.proposals_ok.load(Relaxed)),
+        ("rampart_mm_proposals_failed_total", "Changes that failed after starting.", s.proposals_failed.load(Relaxed)),
+        (
+            "rampart_mm_acceptor_requests_total",
+            "Paxos requests handled by this acceptor.",
+            s.acceptor_requests.load(Relaxed),
+        ),
+        (
+            "rampart_mm_acceptor_commits_total",
+            "Group commits (fsyncs) of acceptor state.",
+            s.acceptor_commits.load(Relaxed),
+        ),
+        (
+            "rampart_mm_acceptor_registers_written_total",
+            "Registers persisted by group commits.",
+            s.acceptor_registers_written.load(Relaxed),
+        ),
+        (
+            "rampart_mm_peer_batches_dropped_total",
+            "Request batches dropped because a peer had too many in flight or the acceptor queue was full.",
+            s.peer_batches_dropped.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE rampart_mm_proposals_in_flight gauge\nrampart_mm_proposals_in_flight {}",
+        s.proposals_in_flight.load(Relaxed)
+    );
+    let _ =
+        writeln!(out, "# TYPE rampart_mm_cached_keys gauge\nrampart_mm_cached_keys {}", s.cached_keys.load(Relaxed));
+}
+
 async fn dashboard(State(app): State<Arc<App>>) -> Response {
-    let st = app.node.status();
+    let (id, summary) = match &app.backend {
+        Backend::Leader(node) => {
+            let st = node.status();
+            let summary = format!(
+                "leader mode: role <b>{}</b>, leader {}, term {}, commit {}, applied {}",
+                st.role,
+                st.leader_id.map_or("none".to_string(), |l| l.to_string()),
+                st.term,
+                st.commit_index,
+                st.applied_index
+            );
+            (st.id, summary)
+        }
+        Backend::Multi(node) => {
+            let st = node.status();
+            let summary = format!(
+                "<b>multi-master</b> mode: every node takes writes; quorum {} of {}, {} changes in flight",
+                st.quorum,
+                st.members.len(),
+                st.proposals_in_flight
+            );
+            (st.id, summary)
+        }
+    };
     let mut rows = String::new();
     for m in members_json(&app) {
         let _ = write!(
@@ -394,15 +516,9 @@ async fn dashboard(State(app): State<Arc<App>>) -> Response {
     let page = format!(
         "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2><title>rampart node {id}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}}</style></head>\
-         <body><h1>rampart node {id}</h1><p>role <b>{role}</b>, leader {leader}, term {term}, commit {commit}, applied {applied}</p>\
+         <body><h1>rampart node {id}</h1><p>{summary}</p>\
          <table><tr><th>id</th><th>state</th><th>peer</th><th>RESP</th><th>HTTP</th><th>kind</th><th>round trip</th></tr>{rows}</table>\
          <p><a href=/v1/status>/v1/status</a> · <a href=/metrics>/metrics</a></p></body></html>",
-        id = st.id,
-        role = st.role,
-        leader = st.leader_id.map_or("none".to_string(), |l| l.to_string()),
-        term = st.term,
-        commit = st.commit_index,
-        applied = st.applied_index,
     );
     ([("content-type", "text/html; charset=utf-8")], page).into_response()
 }

@@ -5,13 +5,20 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod mm;
 pub mod resp;
 pub mod scan;
 
 use std::sync::Arc;
 
+use app::Backend;
 use config::{Replication, ServerArgs, ServerConfig};
+use rampart_mm::{MmConfig, MmNode};
 use rampart_raft::node::{NodeConfig, RaftNode};
+
+/// File in the data directory naming the replication mode that created it. The two modes keep
+/// different state, so a directory never changes mode.
+pub const MODE_FILE_NAME: &str = "replication-mode";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -19,10 +26,12 @@ pub enum ServerError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Start(#[from] rampart_raft::node::StartError),
+    #[error(transparent)]
+    StartMultiMaster(#[from] rampart_mm::StartError),
+    #[error("{0}")]
+    DataDir(String),
     #[error("cannot listen for {what} on {addr}: {reason}")]
     Listen { what: &'static str, addr: std::net::SocketAddr, reason: String },
-    #[error("--replication multi-master is not implemented yet (issue 4); use --replication leader")]
-    MultiMasterNotBuilt,
     #[error("replication stopped on a fatal error: {0}")]
     Fatal(String),
     #[error("cannot start the async runtime: {0}")]
@@ -32,9 +41,6 @@ pub enum ServerError {
 /// Parses the settings and runs the node until SIGTERM or Ctrl-C.
 pub fn run_blocking(args: ServerArgs) -> Result<(), ServerError> {
     let cfg = args.resolve()?;
-    if cfg.replication == Replication::MultiMaster {
-        return Err(ServerError::MultiMasterNotBuilt);
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rampart")
@@ -46,22 +52,66 @@ pub fn run_blocking(args: ServerArgs) -> Result<(), ServerError> {
 /// Starts the node and its listeners; returns on SIGTERM or Ctrl-C.
 pub async fn run(cfg: ServerConfig) -> Result<(), ServerError> {
     let running = start(cfg).await?;
+    let fatal = async {
+        match &running.app.backend {
+            Backend::Leader(n) => n.wait_fatal().await,
+            Backend::Multi(n) => n.wait_fatal().await,
+        }
+    };
     tokio::select! {
         _ = wait_for_signal() => {}
-        reason = running.node.wait_fatal() => {
+        reason = fatal => {
             tracing::error!(%reason, "replication stopped on a fatal error; exiting");
             return Err(ServerError::Fatal(reason));
         }
     }
     tracing::info!("shutting down");
-    running.node.shutdown().await;
+    if let Backend::Leader(n) = &running.app.backend {
+        n.shutdown().await;
+    }
     Ok(())
 }
 
 /// A started node.
 pub struct Running {
-    pub node: Arc<RaftNode>,
     pub app: Arc<app::App>,
+}
+
+/// Records the mode in a new data directory, or refuses a directory made by the other mode.
+fn check_mode(cfg: &ServerConfig) -> Result<(), ServerError> {
+    let want = match cfg.replication {
+        Replication::Leader => "leader",
+        Replication::MultiMaster => "multi-master",
+    };
+    let dir_err = |e: std::io::Error| ServerError::DataDir(format!("data dir {}: {e}", cfg.data_dir.display()));
+    std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
+    let path = cfg.data_dir.join(MODE_FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == want => Ok(()),
+        Ok(found) => Err(ServerError::DataDir(format!(
+            "data dir {} was created in --replication {} mode and cannot be used with --replication {want}; \
+             the two modes store different state (use another data dir)",
+            cfg.data_dir.display(),
+            found.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_data = cfg.data_dir.join(rampart_storage::DATA_FILE_NAME).exists();
+            if has_data && cfg.replication == Replication::MultiMaster {
+                // Directories from before the marker existed were all leader mode.
+                return Err(ServerError::DataDir(format!(
+                    "data dir {} holds leader-mode data and cannot be used with --replication multi-master",
+                    cfg.data_dir.display()
+                )));
+            }
+            let tmp = cfg.data_dir.join(format!("{MODE_FILE_NAME}.tmp"));
+            std::fs::write(&tmp, format!("{want}\n")).map_err(dir_err)?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(dir_err)?;
+            std::fs::rename(&tmp, &path).map_err(dir_err)?;
+            std::fs::File::open(&cfg.data_dir).and_then(|d| d.sync_all()).map_err(dir_err)?;
+            Ok(())
+        }
+        Err(e) => Err(dir_err(e)),
+    }
 }
 
 pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
@@ -75,7 +125,45 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
         addr: cfg.http_addr,
         reason: e.to_string(),
     })?;
-    let node = RaftNode::start(NodeConfig {
+    check_mode(&cfg)?;
+    let backend = match cfg.replication {
+        Replication::Leader => Backend::Leader(start_leader(&cfg).await?),
+        Replication::MultiMaster => Backend::Multi(
+            MmNode::start(MmConfig {
+                id: cfg.id,
+                data_dir: cfg.data_dir.clone(),
+                peer_addr: cfg.peer_addr,
+                resp_addr: cfg.resp_addr.to_string(),
+                http_addr: cfg.http_addr.to_string(),
+                members: cfg.initial_cluster.clone(),
+                request_timeout: cfg.request_timeout,
+                peer_heartbeat_ms: cfg.peer_heartbeat_ms,
+            })
+            .await?,
+        ),
+    };
+    let app = app::App::new(backend, cfg.clone());
+    tokio::spawn(resp::serve(resp_listener, app.clone()));
+    let router = http::router(app.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(
+        id = cfg.id,
+        replication = ?cfg.replication,
+        peer = %cfg.peer_addr,
+        resp = %cfg.resp_addr,
+        http = %cfg.http_addr,
+        data_dir = %cfg.data_dir.display(),
+        "node started"
+    );
+    Ok(Running { app })
+}
+
+async fn start_leader(cfg: &ServerConfig) -> Result<Arc<RaftNode>, ServerError> {
+    Ok(RaftNode::start(NodeConfig {
         id: cfg.id,
         data_dir: cfg.data_dir.clone(),
         peer_addr: cfg.peer_addr,
@@ -91,24 +179,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
         logs_kept_after_snapshot: cfg.snapshot_logs / 4,
         peer_heartbeat_ms: cfg.peer_heartbeat_ms,
     })
-    .await?;
-    let app = app::App::new(node.clone(), cfg.clone());
-    tokio::spawn(resp::serve(resp_listener, app.clone()));
-    let router = http::router(app.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, router).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    tracing::info!(
-        id = cfg.id,
-        peer = %cfg.peer_addr,
-        resp = %cfg.resp_addr,
-        http = %cfg.http_addr,
-        data_dir = %cfg.data_dir.display(),
-        "node started"
-    );
-    Ok(Running { node, app })
+    .await?)
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::app::{ApiError, App, Consistency};
+use crate::app::{ApiError, App, Backend, Consistency};
 use crate::scan::{glob_match, literal_prefix};
 
 /// Most keys KEYS may return before it refuses (use SCAN for more).
@@ -317,63 +317,32 @@ impl Conn {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 Value::Array(vec![Value::bulk(now.as_secs().to_string()), Value::bulk(now.subsec_micros().to_string())])
             }
-            "GET" if n == 2 => {
-                let key = args[1].clone();
-                match self.app.read(self.consistency(), move |v| v.kv_get(&key)).await {
-                    Ok(Some(v)) => Value::Bulk(Bytes::from(v.value)),
-                    Ok(None) => Value::Null,
-                    Err(e) => api_err(e),
-                }
+            "GET" if n == 2 => match self.app.get(self.consistency(), args[1].clone()).await {
+                Ok(Some(v)) => Value::Bulk(Bytes::from(v.value)),
+                Ok(None) => Value::Null,
+                Err(e) => api_err(e),
+            },
+            "MGET" if n >= 2 => match self.app.get_many(self.consistency(), args[1..].to_vec()).await {
+                Ok(vals) => Value::Array(
+                    vals.into_iter().map(|v| v.map_or(Value::Null, |i| Value::Bulk(Bytes::from(i.value)))).collect(),
+                ),
+                Err(e) => api_err(e),
+            },
+            "EXISTS" if n >= 2 => match self.app.get_many(self.consistency(), args[1..].to_vec()).await {
+                Ok(vals) => Value::Integer(vals.iter().filter(|v| v.is_some()).count() as i64),
+                Err(e) => api_err(e),
+            },
+            "STRLEN" if n == 2 => match self.app.get(self.consistency(), args[1].clone()).await {
+                Ok(v) => Value::Integer(v.map_or(0, |i| i.value.len()) as i64),
+                Err(e) => api_err(e),
+            },
+            "TYPE" if n == 2 => match self.app.get(self.consistency(), args[1].clone()).await {
+                Ok(v) => Value::SimpleString(if v.is_some() { "string" } else { "none" }.into()),
+                Err(e) => api_err(e),
+            },
+            "DBSIZE" if n == 1 => {
+                self.app.dbsize(self.consistency()).await.map_or_else(api_err, |l| Value::Integer(l as i64))
             }
-            "MGET" if n >= 2 => {
-                let keys: Vec<Bytes> = args[1..].to_vec();
-                let r = self
-                    .app
-                    .read(self.consistency(), move |v| {
-                        keys.iter()
-                            .map(|k| Ok(v.kv_get(k)?.map(|x| x.value)))
-                            .collect::<rampart_storage::Result<Vec<_>>>()
-                    })
-                    .await;
-                match r {
-                    Ok(vals) => Value::Array(
-                        vals.into_iter().map(|v| v.map_or(Value::Null, |b| Value::Bulk(Bytes::from(b)))).collect(),
-                    ),
-                    Err(e) => api_err(e),
-                }
-            }
-            "EXISTS" if n >= 2 => {
-                let keys: Vec<Bytes> = args[1..].to_vec();
-                let r = self
-                    .app
-                    .read(self.consistency(), move |v| {
-                        let mut c = 0i64;
-                        for k in &keys {
-                            if v.kv_get(k)?.is_some() {
-                                c += 1;
-                            }
-                        }
-                        Ok(c)
-                    })
-                    .await;
-                r.map_or_else(api_err, Value::Integer)
-            }
-            "STRLEN" if n == 2 => {
-                let key = args[1].clone();
-                let r =
-                    self.app.read(self.consistency(), move |v| Ok(v.kv_get(&key)?.map_or(0, |x| x.value.len()))).await;
-                r.map_or_else(api_err, |l| Value::Integer(l as i64))
-            }
-            "TYPE" if n == 2 => {
-                let key = args[1].clone();
-                let r = self.app.read(self.consistency(), move |v| Ok(v.kv_get(&key)?.is_some())).await;
-                r.map_or_else(api_err, |e| Value::SimpleString(if e { "string" } else { "none" }.into()))
-            }
-            "DBSIZE" if n == 1 => self
-                .app
-                .read(self.consistency(), |v| v.kv_len())
-                .await
-                .map_or_else(api_err, |l| Value::Integer(l as i64)),
             "KEYS" if n == 2 => self.keys(args[1].clone()).await,
             "SCAN" if n >= 2 => self.scan(args).await,
             "INFO" => self.info(args).await,
@@ -389,33 +358,27 @@ impl Conn {
 
     async fn keys(&self, pattern: Bytes) -> Value {
         let prefix = literal_prefix(&pattern);
-        let r = self
-            .app
-            .read(self.consistency(), move |v| {
-                let mut out = Vec::new();
-                let mut after: Option<Vec<u8>> = None;
-                loop {
-                    let (items, more) = v.kv_scan(&prefix, after.as_deref(), 4096)?;
-                    for (k, _) in &items {
-                        if glob_match(&pattern, k) {
-                            out.push(k.clone());
-                        }
-                    }
-                    if out.len() > KEYS_RESULT_MAX {
-                        return Ok(None);
-                    }
-                    if !more {
-                        return Ok(Some(out));
-                    }
-                    after = items.last().map(|(k, _)| k.clone());
-                }
-            })
-            .await;
-        match r {
-            Ok(Some(keys)) => Value::Array(keys.into_iter().map(|k| Value::Bulk(Bytes::from(k))).collect()),
-            Ok(None) => err(format!("ERR KEYS would return more than {KEYS_RESULT_MAX} keys; use SCAN")),
-            Err(e) => api_err(e),
+        let deadline = Instant::now() + self.app.cfg.request_timeout;
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = match self.app.scan(self.consistency(), prefix.clone(), after, 4096).await {
+                Ok(p) => p,
+                Err(e) => return api_err(e),
+            };
+            out.extend(page.items.into_iter().map(|(k, _)| k).filter(|k| glob_match(&pattern, k)));
+            if out.len() > KEYS_RESULT_MAX {
+                return err(format!("ERR KEYS would return more than {KEYS_RESULT_MAX} keys; use SCAN"));
+            }
+            match page.next_after {
+                None => break,
+                Some(k) => after = Some(k),
+            }
+            if Instant::now() > deadline {
+                return err("ERR KEYS took longer than the request timeout; use SCAN");
+            }
         }
+        Value::Array(out.into_iter().map(|k| Value::Bulk(Bytes::from(k))).collect())
     }
 
     async fn scan(&self, args: &[Bytes]) -> Value {
@@ -447,22 +410,15 @@ impl Conn {
             }
         };
         let prefix = pattern.as_ref().map(|p| literal_prefix(p)).unwrap_or_default();
-        let r = self
-            .app
-            .read(self.consistency(), move |v| {
-                let (items, more) = v.kv_scan(&prefix, after.as_deref(), count)?;
-                let last = items.last().map(|(k, _)| k.clone());
-                let keys: Vec<Vec<u8>> = items
+        match self.app.scan(self.consistency(), prefix, after, count).await {
+            Ok(page) => {
+                let keys: Vec<Vec<u8>> = page
+                    .items
                     .into_iter()
                     .map(|(k, _)| k)
                     .filter(|k| pattern.as_ref().is_none_or(|p| glob_match(p, k)))
                     .collect();
-                Ok((keys, if more { last } else { None }))
-            })
-            .await;
-        match r {
-            Ok((keys, next)) => {
-                let next_cursor = next.map_or(0, |k| self.app.scan_cursors.save(k));
+                let next_cursor = page.next_after.map_or(0, |k| self.app.scan_cursors.save(k));
                 Value::Array(vec![
                     Value::bulk(next_cursor.to_string()),
                     Value::Array(keys.into_iter().map(|k| Value::Bulk(Bytes::from(k))).collect()),
@@ -493,14 +449,17 @@ impl Conn {
                 _ => return err("ERR syntax error in HELLO"),
             }
         }
-        let st = self.app.node.status();
+        let master = match self.app.raft() {
+            Some(node) => node.status().role == "leader",
+            None => true,
+        };
         Value::Map(vec![
             (Value::bulk("server"), Value::bulk("redis")),
             (Value::bulk("version"), Value::bulk("7.2.0")),
             (Value::bulk("proto"), Value::Integer(if self.proto == Protocol::Resp3 { 3 } else { 2 })),
             (Value::bulk("id"), Value::Integer(self.id as i64)),
             (Value::bulk("mode"), Value::bulk("standalone")),
-            (Value::bulk("role"), Value::bulk(if st.role == "leader" { "master" } else { "replica" })),
+            (Value::bulk("role"), Value::bulk(if master { "master" } else { "replica" })),
             (Value::bulk("modules"), Value::Array(vec![])),
         ])
     }
@@ -568,7 +527,24 @@ impl Conn {
     }
 
     fn role(&self) -> Value {
-        let st = self.app.node.status();
+        let node = match &self.app.backend {
+            Backend::Leader(n) => n,
+            Backend::Multi(n) => {
+                // Every node is a master; the others are listed as its peers.
+                let st = n.status();
+                let peers = st
+                    .members
+                    .iter()
+                    .filter(|(id, _)| *id != st.id)
+                    .map(|(_, info)| {
+                        let (host, port) = split_host_port(&info.resp_addr);
+                        Value::Array(vec![Value::bulk(host), Value::bulk(port), Value::bulk("0")])
+                    })
+                    .collect();
+                return Value::Array(vec![Value::bulk("master"), Value::Integer(0), Value::Array(peers)]);
+            }
+        };
+        let st = node.status();
         if st.role == "leader" {
             let followers = st
                 .members
@@ -599,7 +575,6 @@ impl Conn {
         let wanted: Vec<String> = args[1..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
         let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
         let want = |s: &str| all || wanted.iter().any(|w| w == s);
-        let st = self.app.node.status();
         let mut out = String::new();
         if want("server") {
             out.push_str("# Server\r\n");
@@ -618,6 +593,45 @@ impl Conn {
                 self.app.metrics.resp_connections.load(Ordering::Relaxed)
             ));
         }
+        match &self.app.backend {
+            Backend::Leader(node) => self.info_leader(node, &want, &mut out),
+            Backend::Multi(node) => self.info_multi_master(node, &want, &mut out).await,
+        }
+        if self.proto == Protocol::Resp3 {
+            Value::Verbatim(out)
+        } else {
+            Value::Bulk(Bytes::from(out))
+        }
+    }
+
+    async fn info_multi_master(
+        &self,
+        node: &rampart_mm::MmNode,
+        want: &(dyn Fn(&str) -> bool + Sync),
+        out: &mut String,
+    ) {
+        let st = node.status();
+        if want("replication") {
+            // No leader: every node takes writes for every key.
+            out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n");
+        }
+        if want("keyspace") {
+            // This node's own registers (a stale count; DBSIZE merges a majority).
+            keyspace_section(self.app.dbsize(Consistency::Stale).await.ok(), out);
+        }
+        if want("rampart") {
+            out.push_str("# Rampart\r\n");
+            out.push_str(&format!("node_id:{}\r\n", st.id));
+            out.push_str("replication_mode:multi-master\r\n");
+            out.push_str(&format!("members:{}\r\n", st.members.len()));
+            out.push_str(&format!("quorum:{}\r\n", st.quorum));
+            out.push_str(&format!("proposals_in_flight:{}\r\n", st.proposals_in_flight));
+            out.push_str(&format!("cached_keys:{}\r\n\r\n", st.cached_keys));
+        }
+    }
+
+    fn info_leader(&self, node: &rampart_raft::node::RaftNode, want: &(dyn Fn(&str) -> bool + Sync), out: &mut String) {
+        let st = node.status();
         if want("replication") {
             out.push_str("# Replication\r\n");
             if st.role == "leader" {
@@ -643,13 +657,7 @@ impl Conn {
             out.push_str(&format!("master_repl_offset:{}\r\n\r\n", st.commit_index));
         }
         if want("keyspace") {
-            out.push_str("# Keyspace\r\n");
-            if let Ok(n) = self.app.node.store().read(|v| v.kv_len()) {
-                if n > 0 {
-                    out.push_str(&format!("db0:keys={n},expires=0,avg_ttl=0\r\n"));
-                }
-            }
-            out.push_str("\r\n");
+            keyspace_section(node.store().read(|v| v.kv_len()).ok(), out);
         }
         if want("rampart") {
             out.push_str("# Rampart\r\n");
@@ -664,12 +672,16 @@ impl Conn {
             out.push_str(&format!("snapshot_index:{}\r\n", st.snapshot_index));
             out.push_str(&format!("members:{}\r\n\r\n", st.members.len()));
         }
-        if self.proto == Protocol::Resp3 {
-            Value::Verbatim(out)
-        } else {
-            Value::Bulk(Bytes::from(out))
-        }
     }
+}
+
+/// INFO's keyspace section for `keys` keys (nothing listed when unknown or empty).
+fn keyspace_section(keys: Option<u64>, out: &mut String) {
+    out.push_str("# Keyspace\r\n");
+    if let Some(n) = keys.filter(|n| *n > 0) {
+        out.push_str(&format!("db0:keys={n},expires=0,avg_ttl=0\r\n"));
+    }
+    out.push_str("\r\n");
 }
 
 /// True for the commands `parse_write` turns into log commands.

@@ -151,6 +151,52 @@ impl Cluster {
     pub fn running(&self) -> Vec<u64> {
         self.procs.keys().copied().collect()
     }
+
+    /// Runs node `id` (its addresses, data dir and the cluster's
+    /// initial-cluster flag) with `extra_args` in place of the cluster's extra
+    /// arguments, for a start that is expected to be refused. Waits up to
+    /// `timeout` for the process to exit on its own and returns its exit
+    /// status and stderr; if it is still running then, kills it and panics.
+    /// The node must not be running (see `kill`).
+    pub fn run_expecting_exit(
+        &self,
+        id: u64,
+        extra_args: &[&str],
+        timeout: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        assert!(!self.procs.contains_key(&id), "node {id} is still running");
+        let s = &self.specs[&id];
+        let err_path = self.dir.path().join(format!("n{id}.refused.stderr"));
+        let err_file = std::fs::File::create(&err_path).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("server")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .args(["--peer-addr", &s.peer, "--resp-addr", &s.resp, "--http-addr", &s.http])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(extra_args)
+            .env("RAMPART_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err_file)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+                panic!("node {id} with {extra_args:?} was expected to refuse to start but still runs; stderr:\n{err}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status, std::fs::read_to_string(&err_path).unwrap_or_default())
+    }
 }
 
 impl Drop for Cluster {

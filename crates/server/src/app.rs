@@ -325,18 +325,23 @@ impl App {
                 if consistency == Consistency::Stale {
                     return keys.iter().map(|k| Ok(to_item(node.stale_get(k)?))).collect();
                 }
-                let reads = keys.iter().map(|k| (k.to_vec(), Change::Read)).collect();
-                node.changes(reads)
-                    .await
-                    .into_iter()
-                    .map(|r| match r {
-                        Ok(rampart_mm::Outcome::Value(v)) => Ok(to_item(v)),
-                        Ok(other) => Err(ApiError::Internal(format!("unexpected read outcome {other:?}"))),
-                        // A read has no effect: an unconfirmed read is simply not served.
-                        Err(MmError::MaybeApplied(m)) => Err(ApiError::Timeout(format!("read not served: {m}"))),
-                        Err(e) => Err(e.into()),
-                    })
-                    .collect()
+                // One read round per key, at most KEYS_PER_COMMAND_MAX at a time.
+                let mut out = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks(crate::mm::KEYS_PER_COMMAND_MAX) {
+                    let reads = chunk.iter().map(|k| (k.to_vec(), Change::Read)).collect();
+                    for r in node.changes(reads).await {
+                        out.push(match r {
+                            Ok(rampart_mm::Outcome::Value(v)) => to_item(v),
+                            Ok(other) => return Err(ApiError::Internal(format!("unexpected read outcome {other:?}"))),
+                            // A read has no effect: an unconfirmed read is simply not served.
+                            Err(MmError::MaybeApplied(m)) => {
+                                return Err(ApiError::Timeout(format!("read not served: {m}")))
+                            }
+                            Err(e) => return Err(e.into()),
+                        });
+                    }
+                }
+                Ok(out)
             }
         }
     }

@@ -13,6 +13,10 @@ use rampart_raft::{Command, Outcome, Response, SetCond};
 
 use crate::app::{leader_only, ApiError};
 
+/// Most keys one command may change in this mode: each key is its own change, and a node runs at
+/// most `rampart_paxos::IN_FLIGHT_MAX_DEFAULT` at once.
+pub const KEYS_PER_COMMAND_MAX: usize = 1024;
+
 const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
 const OVERFLOW: &str = "increment or decrement would overflow";
 
@@ -30,6 +34,16 @@ enum Combine {
 type Changes = Vec<(Vec<u8>, Change)>;
 
 fn plan(cmd: Command) -> Result<(Changes, Combine), ApiError> {
+    let keys = match &cmd {
+        Command::MSet { pairs } => pairs.len(),
+        Command::Del { keys } => keys.len(),
+        _ => 1,
+    };
+    if keys > KEYS_PER_COMMAND_MAX {
+        return Err(ApiError::TooLarge(format!(
+            "a command on {keys} keys exceeds the multi-master limit of {KEYS_PER_COMMAND_MAX} keys per command"
+        )));
+    }
     Ok(match cmd {
         Command::Set { key, value, cond, return_old } => {
             let change = match cond {
@@ -215,6 +229,12 @@ mod tests {
         let maybe =
             combine(Combine::Del, vec![Err(MmError::NoQuorum("a".into())), Err(MmError::MaybeApplied("b".into()))]);
         assert!(matches!(maybe, Err(ApiError::Timeout(_))), "{maybe:?}");
+    }
+
+    #[test]
+    fn too_many_keys_in_one_command_are_refused_before_anything_is_proposed() {
+        let keys = (0..=KEYS_PER_COMMAND_MAX).map(|i| i.to_string().into_bytes()).collect();
+        assert!(matches!(plan(Command::Del { keys }), Err(ApiError::TooLarge(_))));
     }
 
     #[test]

@@ -297,6 +297,12 @@ fn render_status(all: &[(String, Result<Status, rampart_client::Error>)], json: 
         .map(|(endpoint, r)| {
             let endpoint = endpoint.strip_prefix("http://").unwrap_or(endpoint).to_owned();
             match r {
+                // Multi-master mode has no leader, term or log.
+                Ok(s) if s.role == "peer" => {
+                    let mut row = vec![endpoint, s.id.to_string(), "peer (multi-master)".into()];
+                    row.extend(std::iter::repeat_n("-".to_owned(), 4));
+                    row
+                }
                 Ok(s) => vec![
                     endpoint,
                     s.id.to_string(),

@@ -155,7 +155,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
         let child = child.spawn().with_context(|| format!("cannot start node {}", p.id))?;
         procs.children.push((format!("node {}", p.id), child, log));
     }
-    let lb = crate::uplb::start(&exe, &args.data_dir, &layout)?;
+    let lb = crate::uplb::start(&exe, &args.data_dir, &layout, args.replication == "multi-master")?;
     let lb_desc = lb.as_ref().map(|l| l.describe());
     if let Some(l) = lb {
         procs.children.push((l.name.clone(), l.child, l.log));
@@ -238,7 +238,8 @@ async fn wait_ready(args: &UpArgs, ports: &[NodePorts], procs: &mut Procs) -> an
     Ok(())
 }
 
-/// The node's raft role from `INFO rampart`, or None if it does not answer.
+/// The node's raft role from `INFO rampart` (`peer (multi-master)` in that
+/// mode), or None if it does not answer.
 async fn node_role(resp_addr: &str) -> Option<String> {
     let fut = async {
         let mut c = RespClient::connect(resp_addr).await.ok()?;
@@ -248,6 +249,9 @@ async fn node_role(resp_addr: &str) -> Option<String> {
             Value::Verbatim(s) => s,
             _ => return None,
         };
+        if text.lines().any(|l| l.trim() == "replication_mode:multi-master") {
+            return Some("peer (multi-master)".to_string());
+        }
         text.lines().find_map(|l| l.strip_prefix("raft_role:")).map(|r| r.trim().to_string())
     };
     tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()

@@ -31,10 +31,23 @@ async fn resp_get(addr: &str, key: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_survives_killing_any_node_and_stops_cleanly() {
+    up_survives_a_kill(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_in_multi_master_mode_survives_killing_any_node_and_stops_cleanly() {
+    up_survives_a_kill(&["--replication", "multi-master"]).await;
+}
+
+/// `rampart up` with `extra` arguments: ready, a node killed, both load
+/// balanced addresses still serving reads and writes, SIGTERM stops it all.
+async fn up_survives_a_kill(extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let base = free_block();
     let mut up = Command::new(BIN)
-        .args(["up", "--base-port", &base.to_string(), "--data-dir"])
+        .args(["up", "--base-port", &base.to_string()])
+        .args(extra)
+        .arg("--data-dir")
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -45,15 +45,19 @@ pub struct NewMember {
 pub struct Status {
     /// The answering node's id.
     pub id: u64,
-    /// `leader`, `follower`, `candidate` or `learner`.
+    /// `leader`, `follower`, `candidate` or `learner`; `peer` in multi-master mode.
     pub role: String,
-    /// The leader this node knows of, if any.
+    /// The leader this node knows of, if any (none in multi-master mode).
+    #[serde(default)]
     pub leader_id: Option<u64>,
-    /// Current Raft term.
+    /// Current Raft term (0 in multi-master mode, which has none).
+    #[serde(default)]
     pub term: u64,
-    /// Highest log index known committed.
+    /// Highest log index known committed (0 in multi-master mode, which has no log).
+    #[serde(default)]
     pub commit_index: u64,
-    /// Highest log index applied to the key-value state.
+    /// Highest log index applied to the key-value state (0 in multi-master mode).
+    #[serde(default)]
     pub applied_index: u64,
     /// Cluster members as this node sees them.
     #[serde(default)]

@@ -57,7 +57,8 @@ pub async fn run(
         for job in jobs.drain(..) {
             let mut out = Vec::with_capacity(job.requests.len());
             for request in job.requests {
-                if request.ballot().node != me {
+                // A peek changes nothing, so it leaves this node's cached ballot valid.
+                if request.ballot().node != me && !matches!(request, Request::Peek { .. }) {
                     foreign.push((request.key().to_vec(), request.ballot()));
                 }
                 let (write, reply) = acceptor.handle(request).into_parts();

@@ -292,7 +292,7 @@ async fn peer_link(
 
 fn request_bytes(r: &Request) -> usize {
     match r {
-        Request::Prepare { key, .. } => key.len() + 32,
+        Request::Prepare { key, .. } | Request::Peek { key, .. } => key.len() + 32,
         Request::Accept { key, value, .. } => key.len() + value.as_ref().map_or(0, Vec::len) + 64,
     }
 }

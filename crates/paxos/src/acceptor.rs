@@ -128,6 +128,14 @@ impl Acceptor {
                     AcceptorOutput::Reply(Reply::Nack { key, ballot, promised: current.promised })
                 }
             }
+            Request::Peek { key, ballot } => {
+                // No state change, so no write; the reply still waits for every earlier write
+                // to be durable (replies leave in order), so it never reports an accept that a
+                // crash could take back.
+                let current = self.registers.get(&key);
+                let (accepted, value) = current.map_or((Ballot::ZERO, None), |s| (s.accepted, s.value.clone()));
+                AcceptorOutput::Reply(Reply::Peeked { key, ballot, accepted, value })
+            }
         }
     }
 

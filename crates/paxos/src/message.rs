@@ -14,6 +14,9 @@ pub enum Request {
     /// what lets the same proposer skip the next prepare (see `docs/paxos.md`). `base` is the
     /// accepted ballot of the value the change was applied to (its provenance).
     Accept { key: Key, ballot: Ballot, value: Value, base: Ballot },
+    /// A read's first try: report what you accepted, promising nothing and changing nothing.
+    /// `ballot` only tags this attempt so replies can be matched to it.
+    Peek { key: Key, ballot: Ballot },
 }
 
 /// Acceptor → proposer. Each reply echoes the key and the ballot it answers.
@@ -27,18 +30,20 @@ pub enum Reply {
     /// Refused: the acceptor has promised `promised`, which is at least `ballot`. A proposer
     /// fast-forwards its counter past it.
     Nack { key: Key, ballot: Ballot, promised: Ballot },
+    /// The answer to a [`Request::Peek`]: the acceptor's accepted ballot and value.
+    Peeked { key: Key, ballot: Ballot, accepted: Ballot, value: Value },
 }
 
 impl Request {
     pub fn key(&self) -> &[u8] {
         match self {
-            Request::Prepare { key, .. } | Request::Accept { key, .. } => key,
+            Request::Prepare { key, .. } | Request::Accept { key, .. } | Request::Peek { key, .. } => key,
         }
     }
 
     pub fn ballot(&self) -> Ballot {
         match self {
-            Request::Prepare { ballot, .. } | Request::Accept { ballot, .. } => *ballot,
+            Request::Prepare { ballot, .. } | Request::Accept { ballot, .. } | Request::Peek { ballot, .. } => *ballot,
         }
     }
 }
@@ -46,13 +51,19 @@ impl Request {
 impl Reply {
     pub fn key(&self) -> &[u8] {
         match self {
-            Reply::Promise { key, .. } | Reply::Accepted { key, .. } | Reply::Nack { key, .. } => key,
+            Reply::Promise { key, .. }
+            | Reply::Accepted { key, .. }
+            | Reply::Nack { key, .. }
+            | Reply::Peeked { key, .. } => key,
         }
     }
 
     pub fn ballot(&self) -> Ballot {
         match self {
-            Reply::Promise { ballot, .. } | Reply::Accepted { ballot, .. } | Reply::Nack { ballot, .. } => *ballot,
+            Reply::Promise { ballot, .. }
+            | Reply::Accepted { ballot, .. }
+            | Reply::Nack { ballot, .. }
+            | Reply::Peeked { ballot, .. } => *ballot,
         }
     }
 }

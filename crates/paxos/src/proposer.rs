@@ -128,6 +128,8 @@ impl ProposerConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    /// A read's first attempt: ask every acceptor what it accepted, without promising.
+    Peek,
     Prepare,
     Accept,
     Backoff,
@@ -146,6 +148,8 @@ struct Proposal {
     refused: Vec<NodeId>,
     /// Highest (accepted ballot, value, base) among this attempt's promises.
     best: (Ballot, Value, Ballot),
+    /// A peek's answers so far: each accepted ballot reported, how many reported it, its value.
+    peeked: Vec<(Ballot, usize, Value)>,
     /// The value and outcome this attempt's accept carries.
     proposed: Option<(Value, Outcome)>,
     /// Every ballot at which this proposal sent an accept, with the outcome that value implies.
@@ -300,7 +304,7 @@ impl Proposer {
         }
         match &reply {
             Reply::Nack { promised, .. } => self.observe(*promised),
-            Reply::Promise { accepted, .. } => self.observe(*accepted),
+            Reply::Promise { accepted, .. } | Reply::Peeked { accepted, .. } => self.observe(*accepted),
             Reply::Accepted { .. } => {}
         }
         let Some(mut p) = self.active.remove(reply.key()) else { return out };
@@ -320,6 +324,8 @@ impl Proposer {
         }
         let flow = match p.phase {
             Phase::Backoff => self.attempt(now, &timer.key, &mut p, &mut out),
+            // No majority agreed in time: a full round, at once (a peek contends with no one).
+            Phase::Peek => self.after_peek(now, &timer.key, &mut p, &mut out),
             Phase::Prepare | Phase::Accept => self.retry(now, &timer.key, &mut p, &mut out),
         };
         self.settle(now, timer.key, p, flow, &mut out);
@@ -355,6 +361,7 @@ impl Proposer {
                 granted: Vec::new(),
                 refused: Vec::new(),
                 best: (Ballot::ZERO, None, Ballot::ZERO),
+                peeked: Vec::new(),
                 proposed: None,
                 ours: Vec::new(),
                 first_accept: None,
@@ -434,6 +441,24 @@ impl Proposer {
         p.granted.clear();
         p.refused.clear();
         p.best = (Ballot::ZERO, None, Ballot::ZERO);
+        p.peeked.clear();
+        if p.attempts == 1 && p.change.is_read() {
+            // A read first asks what a majority accepted; if they all accepted the same ballot,
+            // that value is chosen and current, and the read is done in one round trip with no
+            // disk write anywhere (docs/paxos.md, "Reads"). The tag ballot is never promised.
+            let Some(counter) = self.counter.checked_add(1) else {
+                out.push(done(p.id, Err(self.exhausted(p))));
+                return Flow::Finished;
+            };
+            self.counter = counter;
+            self.reserve(counter, out);
+            p.ballot = Ballot::new(counter, self.config.node);
+            p.phase = Phase::Peek;
+            p.proposed = None;
+            self.broadcast(&Request::Peek { key: key.to_vec(), ballot: p.ballot }, out);
+            self.arm(now, key, p, self.config.attempt_timeout_ticks, out);
+            return Flow::Continue;
+        }
         let cached = if p.attempts == 1 { self.take_cached(key) } else { None };
         if let Some(cached) = cached {
             // One round trip: our last accept promised `cached.next` at a quorum.
@@ -510,6 +535,32 @@ impl Proposer {
             return Flow::Continue;
         }
         match (p.phase, reply) {
+            (Phase::Peek, Reply::Peeked { accepted, value, .. }) => {
+                p.granted.push(from);
+                let count = match p.peeked.iter_mut().find(|(b, _, _)| *b == accepted) {
+                    Some(entry) => {
+                        entry.1 += 1;
+                        entry.1
+                    }
+                    None => {
+                        p.peeked.push((accepted, 1, value.clone()));
+                        1
+                    }
+                };
+                if count >= self.quorum {
+                    // A majority accepted `accepted`: its value is chosen, and every change
+                    // acknowledged before this read began is at or below it.
+                    out.push(done(p.id, Ok(Outcome::Value(value))));
+                    return Flow::Finished;
+                }
+                let unanswered_alive =
+                    self.config.acceptors.iter().filter(|a| !p.granted.contains(a) && !self.dead.contains(a)).count();
+                let most = p.peeked.iter().map(|(_, n, _)| *n).max().unwrap_or(0);
+                if most + unanswered_alive < self.quorum {
+                    return self.after_peek(now, key, p, out);
+                }
+                Flow::Continue
+            }
             (Phase::Prepare, Reply::Promise { accepted, value, base, .. }) => {
                 p.granted.push(from);
                 if accepted > p.best.0 {
@@ -551,6 +602,16 @@ impl Proposer {
             }
             _ => Flow::Continue,
         }
+    }
+
+    /// The peek found no majority on one ballot (a change in flight, or a lagging acceptor):
+    /// run the read as a full round now.
+    fn after_peek(&mut self, now: Tick, key: &[u8], p: &mut Proposal, out: &mut Vec<ProposerOutput>) -> Flow {
+        if p.attempts >= self.config.attempts_max {
+            out.push(done(p.id, Err(Error::GaveUp { attempts: p.attempts, maybe_applied: false })));
+            return Flow::Finished;
+        }
+        self.attempt(now, key, p, out)
     }
 
     /// A promise quorum is in: pick the value to accept (module docs: no double application).

@@ -66,6 +66,8 @@ fn every_seed_is_linearizable() {
         total.lost_with_proposer += stats.lost_with_proposer;
         total.messages += stats.messages;
         total.accepts_without_prepare += stats.accepts_without_prepare;
+        total.peeks += stats.peeks;
+        total.peek_fallbacks += stats.peek_fallbacks;
     }
     eprintln!("{} seeds: {total:?}", seeds.len());
     // The run must have done real work, through the fast path too, for the check to mean much.
@@ -73,6 +75,7 @@ fn every_seed_is_linearizable() {
         let attempted = total.ok + total.maybe_applied + total.failed + total.lost_with_proposer;
         assert!(total.ok * 10 >= attempted * 7, "too few changes succeeded: {total:?}");
         assert!(total.accepts_without_prepare > 0, "the one-round-trip path never ran: {total:?}");
+        assert!(total.peeks > total.peek_fallbacks, "no read was answered by its peek: {total:?}");
     }
 }
 
@@ -167,10 +170,18 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     assert_eq!(prepares(&bench.sent), 0, "cached ballot: accepts only");
     assert_eq!(bench.sent.len(), 9);
 
-    // Another node takes the key over with a higher ballot.
+    // A read elsewhere is a peek: it changes nothing, so A's cached ballot stays good.
     let mut b = proposer(20);
     let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
     assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(b"4".to_vec()))));
+    assert!(bench
+        .sent
+        .iter()
+        .all(|r| !matches!(r, Request::Prepare { .. } | Request::Accept { .. } if r.ballot().node == NodeId(20))));
+
+    // Another node takes the key over with a higher ballot (writing the same value).
+    let (_, out) = b.propose(0, b"k".to_vec(), Change::Set(b"4".to_vec())).unwrap();
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Written { previous: Some(b"4".to_vec()) }));
 
     // A's cached accept is refused by every acceptor. Its retry's prepare finds B's value,
     // derived from a value older than A's refused accept, so A applies the change afresh, once.
@@ -219,6 +230,47 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
 }
 
 #[test]
+fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
+    let mut bench = Bench::new();
+    let mut a = proposer(10);
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::Set(b"1".to_vec())).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { previous: None }));
+    let before: Vec<_> = bench.acceptors.iter().map(|x| x.register(b"k").cloned()).collect();
+    bench.sent.clear();
+    let mut b = proposer(20);
+    let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(b"1".to_vec()))));
+    assert!(bench.sent.iter().all(|r| matches!(r, Request::Peek { .. })), "{:?}", bench.sent);
+    let after: Vec<_> = bench.acceptors.iter().map(|x| x.register(b"k").cloned()).collect();
+    assert_eq!(before, after, "a peek changes no register");
+
+    // Acceptors that disagree (an accept that reached one of them only) make the read fall back
+    // to a full round, which settles the value.
+    let mut acceptors =
+        vec![rampart_paxos::Acceptor::new(), rampart_paxos::Acceptor::new(), rampart_paxos::Acceptor::new()];
+    let mut w = proposer(30);
+    let (_, out) = w.propose(0, b"k".to_vec(), Change::Set(b"old".to_vec())).unwrap();
+    let out = deliver(&mut acceptors, &mut w, out, &[1, 2, 3]);
+    let out = deliver(&mut acceptors, &mut w, out, &[1, 2, 3]);
+    assert!(out.iter().any(|o| matches!(o, ProposerOutput::Done { result: Ok(_), .. })), "{out:?}");
+    let (_, out) = w.propose(0, b"k".to_vec(), Change::Set(b"new".to_vec())).unwrap();
+    let _ = deliver(&mut acceptors, &mut w, out, &[1]);
+    let mut r = proposer(40);
+    // Acceptor 3 is down: the two answers disagree and no majority can agree any more.
+    r.set_dead_peers(&[NodeId(3)]);
+    let (_, out) = r.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    let out = deliver(&mut acceptors, &mut r, out, &[1, 2]);
+    assert!(out.iter().any(|o| matches!(o, ProposerOutput::Send { request: Request::Prepare { .. }, .. })), "{out:?}");
+    let out = deliver(&mut acceptors, &mut r, out, &[1, 2]);
+    let out = deliver(&mut acceptors, &mut r, out, &[1, 2]);
+    let read = out.iter().find_map(|o| match o {
+        ProposerOutput::Done { result, .. } => Some(result.clone()),
+        _ => None,
+    });
+    assert_eq!(read, Some(Ok(Outcome::Value(Some(b"new".to_vec())))));
+}
+
+#[test]
 fn limits_and_quorum_are_enforced() {
     let mut config = ProposerConfig::new(NodeId(9), vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)], 1);
     config.in_flight_max = 2;
@@ -250,7 +302,7 @@ fn limits_and_quorum_are_enforced() {
     })
     .unwrap();
     for key in [b"x", b"y", b"z"] {
-        let (_, out) = c.propose(0, key.to_vec(), Change::Read).unwrap();
+        let (_, out) = c.propose(0, key.to_vec(), Change::Set(b"v".to_vec())).unwrap();
         bench.drive(&mut c, out).unwrap();
     }
     assert_eq!(c.cached_keys(), 1);
@@ -262,7 +314,7 @@ fn limits_and_quorum_are_enforced() {
 fn a_dead_peer_hint_fails_a_phase_without_waiting_for_the_timeout() {
     let mut p = proposer(30);
     p.set_dead_peers(&[NodeId(3)]);
-    let (_, out) = p.propose(0, b"k".to_vec(), Change::Read).unwrap();
+    let (_, out) = p.propose(0, b"k".to_vec(), Change::Set(b"x".to_vec())).unwrap();
     assert_eq!(out.iter().filter(|o| matches!(o, ProposerOutput::Send { .. })).count(), 3);
     let ballot = match &out[1] {
         ProposerOutput::Send { request, .. } => request.ballot(),

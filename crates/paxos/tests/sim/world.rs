@@ -85,6 +85,8 @@ struct ProposerNode {
     waiting: BTreeMap<ProposalId, (usize, usize)>,
     /// Last ballot this proposer sent a prepare at, per key (for the fast-path statistic).
     prepared: BTreeMap<Key, rampart_paxos::Ballot>,
+    /// Keys whose last read started with a peek (to count peeks that fell back to a prepare).
+    peeked: std::collections::BTreeSet<Key>,
 }
 
 struct Client {
@@ -112,6 +114,9 @@ pub struct Stats {
     pub lost_with_proposer: usize,
     pub messages: usize,
     pub accepts_without_prepare: usize,
+    /// Reads that started with a peek, and peeks followed by a full round on the same key.
+    pub peeks: usize,
+    pub peek_fallbacks: usize,
 }
 
 pub struct World {
@@ -170,6 +175,7 @@ impl World {
                 incarnation: 0,
                 waiting: BTreeMap::new(),
                 prepared: BTreeMap::new(),
+                peeked: std::collections::BTreeSet::new(),
             });
         }
         for c in 0..world.params.clients {
@@ -422,7 +428,16 @@ impl World {
                     let last = self.proposers[proposer].prepared.get(request.key()).copied();
                     match &request {
                         Request::Prepare { key, ballot } => {
+                            if to.0 == 1 && self.proposers[proposer].peeked.remove(key) {
+                                self.stats.peek_fallbacks += 1;
+                            }
                             self.proposers[proposer].prepared.insert(key.clone(), *ballot);
+                        }
+                        Request::Peek { key, .. } => {
+                            if to.0 == 1 {
+                                self.stats.peeks += 1;
+                                self.proposers[proposer].peeked.insert(key.clone());
+                            }
                         }
                         Request::Accept { ballot, .. } if to.0 == 1 && last != Some(*ballot) => {
                             self.stats.accepts_without_prepare += 1;

@@ -24,6 +24,9 @@ pub const ACCEPTOR_BATCH_MAX: usize = 8192;
 /// Most jobs waiting for the acceptor; senders wait (peers) or drop (the local proposer) when full.
 pub const ACCEPTOR_QUEUE_MAX: usize = 4096;
 
+/// A group commit slower than this is logged (it holds up every reply of its batch).
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub struct AcceptorJob {
     pub requests: Vec<Request>,
     pub reply: oneshot::Sender<Vec<Reply>>,
@@ -79,6 +82,7 @@ pub async fn run(
         if !writes.is_empty() {
             let n = writes.len();
             let store = store.clone();
+            let started = std::time::Instant::now();
             let committed = tokio::task::spawn_blocking(move || {
                 store.write(Durability::Immediate, |b| {
                     for (key, state) in &writes {
@@ -90,6 +94,10 @@ pub async fn run(
             .await;
             match committed {
                 Ok(Ok(())) => {
+                    let took = started.elapsed();
+                    if took >= SLOW_COMMIT {
+                        tracing::warn!(registers = n, took_ms = took.as_millis() as u64, "slow acceptor commit");
+                    }
                     shared.stats.acceptor_commits.fetch_add(1, Ordering::Relaxed);
                     shared.stats.acceptor_registers_written.fetch_add(n as u64, Ordering::Relaxed);
                 }

@@ -39,7 +39,7 @@ pub use wire::PeerInfo;
 
 use acceptor_task::AcceptorJob;
 use proposer_task::{ProposerEvent, ProposerTask};
-use wire::{PeerRequest, PeerResponse, ScannedRegister};
+use wire::{Envelope, PeerRequest, PeerResponse, ScannedRegister};
 
 /// Meta key of the proposer's durable ballot counter floor.
 pub const COUNTER_FLOOR_META_KEY: &str = "mm_counter_floor";
@@ -129,6 +129,8 @@ pub struct Stats {
 /// What the tasks of one node share.
 pub struct Shared {
     pub id: u64,
+    /// `wire::membership_fingerprint` of the members, sent with every request.
+    pub cluster: u64,
     pub started: Instant,
     pub peers: BTreeMap<u64, Peer>,
     pub peer_call_timeout: Duration,
@@ -138,6 +140,10 @@ pub struct Shared {
 }
 
 impl Shared {
+    pub fn envelope(&self, request: PeerRequest) -> Envelope {
+        Envelope { from: self.id, cluster: self.cluster, request }
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -260,6 +266,7 @@ impl MmNode {
         }
         let shared = Arc::new(Shared {
             id: cfg.id,
+            cluster: wire::membership_fingerprint(cfg.members.keys().copied()),
             started: Instant::now(),
             peers,
             // A phase waits 200 ms for a quorum; a reply later than that is of no use.
@@ -442,12 +449,11 @@ impl MmNode {
         let mut answers = vec![local];
         let needed = self.quorum();
         let mut set = tokio::task::JoinSet::new();
-        let req = PeerRequest::Scan {
-            from: self.cfg.id,
+        let req = self.shared.envelope(PeerRequest::Scan {
             prefix: prefix.to_vec(),
             after: after.map(<[u8]>::to_vec),
             limit: limit as u32,
-        };
+        });
         let payload = Bytes::from(wire::encode(&req).map_err(MmError::Internal)?);
         let timeout = self.cfg.request_timeout;
         for peer in self.shared.peers.values() {
@@ -516,22 +522,28 @@ impl MmNode {
         }
     }
 
-    async fn handle_peer(&self, req: PeerRequest) -> Result<PeerResponse, String> {
-        let from = match &req {
-            PeerRequest::Hello { from, .. } | PeerRequest::Paxos { from, .. } | PeerRequest::Scan { from, .. } => *from,
-        };
+    async fn handle_peer(&self, env: Envelope) -> Result<PeerResponse, String> {
+        let from = env.from;
         if !self.cfg.members.contains_key(&from) || from == self.cfg.id {
             return Err(format!("node {from} is not a member of this multi-master cluster"));
         }
-        match req {
-            PeerRequest::Hello { from, info } => {
+        if env.cluster != self.shared.cluster {
+            tracing::error!(peer = from, "peer has a different --initial-cluster membership; refusing its requests");
+            return Err(format!(
+                "node {from} was started with a different --initial-cluster membership than node {}; \
+                 every node must list the same member ids",
+                self.cfg.id
+            ));
+        }
+        match env.request {
+            PeerRequest::Hello { info } => {
                 let now = self.shared.now_ms();
                 let _ = self.health.lock().heartbeat(PeerId(from), now);
                 self.infos.write().insert(from, info);
                 let me = self.infos.read().get(&self.cfg.id).cloned().unwrap_or_default();
                 Ok(PeerResponse::Hello { id: self.cfg.id, info: me })
             }
-            PeerRequest::Paxos { requests, .. } => {
+            PeerRequest::Paxos { requests } => {
                 let (tx, rx) = oneshot::channel();
                 self.acceptor_tx
                     .send(AcceptorJob { requests, reply: tx })
@@ -593,8 +605,8 @@ impl Handler for PeerHandler {
         let node = self.node.upgrade();
         Box::pin(async move {
             let Some(node) = node else { return Err("node is shutting down".to_string()) };
-            let req: PeerRequest = wire::decode(&request)?;
-            let resp = node.handle_peer(req).await?;
+            let env: Envelope = wire::decode(&request)?;
+            let resp = node.handle_peer(env).await?;
             wire::encode(&resp).map(Bytes::from)
         })
     }
@@ -628,7 +640,9 @@ async fn hello_loop(node: Weak<MmNode>) {
             if !n.heartbeats_in_flight.lock().insert(id) {
                 continue;
             }
-            let Ok(payload) = wire::encode(&PeerRequest::Hello { from: n.cfg.id, info: me.clone() }) else { continue };
+            let Ok(payload) = wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me.clone() })) else {
+                continue;
+            };
             let peer = peer.clone();
             let n = n.clone();
             tokio::spawn(async move {

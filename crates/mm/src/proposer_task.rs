@@ -264,7 +264,7 @@ async fn peer_link(
         }
         // The first request always goes, even one over the byte limit alone.
         let frame = split_at_bytes(&mut pending);
-        let payload = match wire::encode(&PeerRequest::Paxos { from: shared.id, requests: frame }) {
+        let payload = match wire::encode(&shared.envelope(PeerRequest::Paxos { requests: frame })) {
             Ok(p) => bytes::Bytes::from(p),
             Err(e) => {
                 tracing::error!(error = %e, "dropping a Paxos batch");

@@ -19,16 +19,40 @@ pub struct ScannedRegister {
     pub value: Option<Vec<u8>>,
 }
 
-/// Node to node requests. `from` is the sender's id; a node refuses messages from ids outside
-/// its membership (a misconfigured node cannot vote).
+/// A node to node request with its sender. A node refuses requests from ids outside its
+/// membership, or from a node configured with another membership (`cluster`, see
+/// [`membership_fingerprint`]): a node with a different idea of the quorum must not vote.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: u64,
+    pub cluster: u64,
+    pub request: PeerRequest,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
     /// A failure-detector heartbeat; carries the sender's client addresses.
-    Hello { from: u64, info: PeerInfo },
+    Hello { info: PeerInfo },
     /// Many keys' Paxos messages in one frame; answered by one reply per request, in order.
-    Paxos { from: u64, requests: Vec<Request> },
+    Paxos { requests: Vec<Request> },
     /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`.
-    Scan { from: u64, prefix: Vec<u8>, after: Option<Vec<u8>>, limit: u32 },
+    Scan { prefix: Vec<u8>, after: Option<Vec<u8>>, limit: u32 },
+}
+
+/// A fingerprint of the member ids (FNV-1a over the sorted ids). Addresses are left out: nodes
+/// may name one another differently; what must agree is who votes.
+pub fn membership_fingerprint(ids: impl IntoIterator<Item = u64>) -> u64 {
+    let mut ids: Vec<u64> = ids.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for id in ids {
+        for b in id.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -135,8 +159,19 @@ mod tests {
     #[test]
     fn malformed_peer_messages_are_errors() {
         assert!(decode::<PeerRequest>(b"\xff\x00garbage").is_err());
-        let m = PeerRequest::Scan { from: 1, prefix: b"a".to_vec(), after: None, limit: 5 };
-        let back: PeerRequest = decode(&encode(&m).unwrap()).unwrap();
-        assert!(matches!(back, PeerRequest::Scan { from: 1, limit: 5, .. }));
+        let m = Envelope {
+            from: 1,
+            cluster: 7,
+            request: PeerRequest::Scan { prefix: b"a".to_vec(), after: None, limit: 5 },
+        };
+        let back: Envelope = decode(&encode(&m).unwrap()).unwrap();
+        assert!(matches!(back, Envelope { from: 1, cluster: 7, request: PeerRequest::Scan { limit: 5, .. } }));
+    }
+
+    #[test]
+    fn the_fingerprint_depends_on_the_ids_only() {
+        assert_eq!(membership_fingerprint([3, 1, 2]), membership_fingerprint([1, 2, 3]));
+        assert_ne!(membership_fingerprint([1, 2, 3]), membership_fingerprint([1, 2]));
+        assert_ne!(membership_fingerprint([1, 2, 3]), membership_fingerprint([1, 2, 4]));
     }
 }

@@ -112,3 +112,35 @@ async fn without_a_majority_a_change_is_refused_as_not_applied() {
     let reads = node.change(b"k".to_vec(), Change::Read).await;
     assert!(reads.is_err(), "{reads:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_started_with_different_memberships_refuse_each_other() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (a1, a2, a3) = (free_addr(), free_addr(), free_addr());
+    // Node 1 believes in a two-node cluster, node 2 in a three-node one: their quorums differ,
+    // so they must not form one together.
+    let mut c1 = config(d1.path(), 1, &[(1, a1), (2, a2)]);
+    c1.request_timeout = Duration::from_millis(800);
+    let mut c2 = config(d2.path(), 2, &[(1, a1), (2, a2), (3, a3)]);
+    c2.request_timeout = Duration::from_millis(800);
+    let n1 = MmNode::start(c1).await.unwrap();
+    let n2 = MmNode::start(c2).await.unwrap();
+    assert!(n1.change(b"k".to_vec(), Change::Set(b"1".to_vec())).await.is_err());
+    assert!(n2.change(b"k".to_vec(), Change::Set(b"2".to_vec())).await.is_err());
+    // The same two nodes with the same membership do work together.
+    let d3 = tempfile::tempdir().unwrap();
+    let d4 = tempfile::tempdir().unwrap();
+    let (b1, b2) = (free_addr(), free_addr());
+    let m1 = MmNode::start(config(d3.path(), 1, &[(1, b1), (2, b2)])).await.unwrap();
+    let _m2 = MmNode::start(config(d4.path(), 2, &[(1, b1), (2, b2)])).await.unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        if m1.change(b"k".to_vec(), Change::Set(b"1".to_vec())).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "two nodes with the same membership never agreed");
+}

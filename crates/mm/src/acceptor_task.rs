@@ -30,6 +30,9 @@ const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 pub struct AcceptorJob {
     pub requests: Vec<Request>,
     pub reply: oneshot::Sender<Vec<Reply>>,
+    /// When the job was queued: a job older than the asker's timeout is skipped unanswered
+    /// (no one waits for it, and nothing was changed or promised yet).
+    pub received: std::time::Instant,
 }
 
 pub async fn run(
@@ -58,6 +61,10 @@ pub async fn run(
         // Keys other proposers are working on: this node's cached ballots for them are stale.
         let mut foreign: Vec<(Key, Ballot)> = Vec::new();
         for job in jobs.drain(..) {
+            if job.reply.is_closed() || job.received.elapsed() > shared.peer_call_timeout {
+                shared.stats.acceptor_jobs_expired.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let mut out = Vec::with_capacity(job.requests.len());
             for request in job.requests {
                 // A peek changes nothing, so it leaves this node's cached ballot valid.

@@ -124,6 +124,7 @@ pub struct Stats {
     pub acceptor_commits: AtomicU64,
     pub acceptor_registers_written: AtomicU64,
     pub peer_batches_dropped: AtomicU64,
+    pub acceptor_jobs_expired: AtomicU64,
 }
 
 /// What the tasks of one node share.
@@ -134,6 +135,9 @@ pub struct Shared {
     pub started: Instant,
     pub peers: BTreeMap<u64, Peer>,
     pub peer_call_timeout: Duration,
+    /// Peers the failure detector calls dead: their links send nothing (a stopped peer would
+    /// otherwise pile frames up in the transport) until heartbeats come back.
+    pub peers_dead: BTreeMap<u64, std::sync::atomic::AtomicBool>,
     pub stats: Stats,
     fatal: Mutex<Option<String>>,
     fatal_notify: Notify,
@@ -257,17 +261,26 @@ impl MmNode {
 
         let source_ip = Some(cfg.peer_addr.ip());
         let mut peers = BTreeMap::new();
+        let mut seen: BTreeMap<SocketAddr, u64> = BTreeMap::new();
+        seen.insert(cfg.peer_addr, cfg.id);
         for (id, addr) in &cfg.members {
             if *id == cfg.id {
                 continue;
             }
             let sock = resolve(addr).map_err(StartError::Config)?;
+            if let Some(other) = seen.insert(sock, *id) {
+                // One process would then count as two acceptors.
+                return Err(StartError::Config(format!(
+                    "members {other} and {id} have the same peer address {sock}; every member needs its own"
+                )));
+            }
             peers.insert(*id, Peer::new(sock, source_ip, rampart_transport::Config::default()));
         }
         let shared = Arc::new(Shared {
             id: cfg.id,
             cluster: wire::membership_fingerprint(cfg.members.keys().copied()),
             started: Instant::now(),
+            peers_dead: peers.keys().map(|id| (*id, std::sync::atomic::AtomicBool::new(false))).collect(),
             peers,
             // A phase waits 200 ms for a quorum; a reply later than that is of no use.
             peer_call_timeout: Duration::from_millis(1000),
@@ -307,7 +320,14 @@ impl MmNode {
             infos: RwLock::new(infos),
             heartbeats_in_flight: Mutex::new(HashSet::new()),
         });
-        tokio::spawn(acceptor_task::run(acceptor, store.clone(), acceptor_rx, proposer_tx.downgrade(), shared.clone()));
+        let acceptor = tokio::spawn(acceptor_task::run(
+            acceptor,
+            store.clone(),
+            acceptor_rx,
+            proposer_tx.downgrade(),
+            shared.clone(),
+        ));
+        watch_task("acceptor", acceptor, shared.clone());
         let task = ProposerTask {
             proposer,
             store: store.clone(),
@@ -316,7 +336,7 @@ impl MmNode {
             tx: proposer_tx.downgrade(),
             acceptor_tx,
         };
-        tokio::spawn(task.run());
+        watch_task("proposer", tokio::spawn(task.run()), shared.clone());
         tokio::spawn(rampart_transport::serve(
             listener,
             Arc::new(PeerHandler { node: Arc::downgrade(&node) }),
@@ -419,12 +439,23 @@ impl MmNode {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
+        values: bool,
     ) -> Result<(Vec<ScannedRegister>, bool), String> {
-        let (items, more) = self.store.read(|v| v.register_scan(prefix, after, limit)).map_err(|e| e.to_string())?;
+        let (items, mut more) =
+            self.store.read(|v| v.register_scan(prefix, after, limit)).map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(items.len());
-        for (key, raw) in items {
+        let mut bytes = 0usize;
+        let total = items.len();
+        for (i, (key, raw)) in items.into_iter().enumerate() {
             let s = wire::decode_register(&raw)?;
-            out.push(ScannedRegister { key, accepted: s.accepted, value: s.value });
+            let value = if values { s.value } else { s.value.map(|_| Vec::new()) };
+            bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            out.push(ScannedRegister { key, accepted: s.accepted, value });
+            if bytes >= wire::SCAN_REPLY_BYTES_MAX && i + 1 < total {
+                // The rest of the page would make the reply too big: it continues on the next.
+                more = true;
+                break;
+            }
         }
         Ok((out, more))
     }
@@ -434,15 +465,18 @@ impl MmNode {
     /// the value with the highest accepted ballot among them: every write acknowledged before the
     /// scan began is seen (or a later one), deletes included; a write still in flight may be seen
     /// too. It is not a snapshot of all keys at one instant.
+    ///
+    /// Without `values` the page's values are empty (for KEYS, SCAN and DBSIZE).
     pub async fn scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
         stale: bool,
+        values: bool,
     ) -> Result<ScanPage, MmError> {
         let limit = limit.clamp(1, SCAN_PAGE_MAX);
-        let local = self.local_scan(prefix, after, limit).map_err(MmError::Internal)?;
+        let local = self.local_scan(prefix, after, limit, values).map_err(MmError::Internal)?;
         if stale {
             return Ok(merge(vec![local]));
         }
@@ -453,6 +487,7 @@ impl MmNode {
             prefix: prefix.to_vec(),
             after: after.map(<[u8]>::to_vec),
             limit: limit as u32,
+            values,
         });
         let payload = Bytes::from(wire::encode(&req).map_err(MmError::Internal)?);
         let timeout = self.cfg.request_timeout;
@@ -546,19 +581,42 @@ impl MmNode {
             PeerRequest::Paxos { requests } => {
                 let (tx, rx) = oneshot::channel();
                 self.acceptor_tx
-                    .send(AcceptorJob { requests, reply: tx })
+                    .send(AcceptorJob { requests, reply: tx, received: Instant::now() })
                     .await
                     .map_err(|_| "the acceptor has stopped".to_string())?;
-                let replies = rx.await.map_err(|_| "the acceptor has stopped".to_string())?;
-                Ok(PeerResponse::Paxos(replies))
+                let mut replies = rx.await.map_err(|_| "the acceptor did not answer in time".to_string())?;
+                // Keep the answer within a frame; what is left out looks lost to the proposer.
+                let mut bytes = 0usize;
+                let keep = replies
+                    .iter()
+                    .take_while(|r| {
+                        bytes += wire::reply_bytes(r);
+                        bytes <= wire::PAXOS_REPLY_BYTES_MAX
+                    })
+                    .count()
+                    .max(1);
+                replies.truncate(keep);
+                Ok(PeerResponse::Paxos { id: self.cfg.id, replies })
             }
-            PeerRequest::Scan { prefix, after, limit, .. } => {
+            PeerRequest::Scan { prefix, after, limit, values } => {
                 let limit = (limit as usize).clamp(1, SCAN_PAGE_MAX);
-                let (registers, more) = self.local_scan(&prefix, after.as_deref(), limit)?;
+                let (registers, more) = self.local_scan(&prefix, after.as_deref(), limit, values)?;
                 Ok(PeerResponse::Scan { registers, more })
             }
         }
     }
+}
+
+/// Stops the node (see `MmNode::wait_fatal`) if a core task ends: it only does on a fatal error
+/// (which it reported) or a panic (reported here).
+fn watch_task(name: &'static str, handle: tokio::task::JoinHandle<()>, shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let reason = match handle.await {
+            Ok(()) => format!("the {name} task stopped"),
+            Err(e) => format!("the {name} task failed: {e}"),
+        };
+        shared.set_fatal(reason);
+    });
 }
 
 /// Merges scan pages from several nodes (see [`MmNode::scan`]).
@@ -627,12 +685,20 @@ async fn hello_loop(node: Weak<MmNode>) {
         let Some(n) = node.upgrade() else { return };
         let dead: Vec<NodeId> =
             n.health.lock().dead_peers(n.shared.now_ms()).into_iter().map(|p| NodeId(p.0)).collect();
+        for (id, flag) in &n.shared.peers_dead {
+            flag.store(dead.contains(&NodeId(*id)), Ordering::Relaxed);
+        }
         if dead != last_dead {
-            tracing::info!(?dead, "failure detector: dead peers changed");
-            if n.proposer_tx.send(ProposerEvent::Dead(dead.clone())).await.is_err() {
-                return;
+            // Never block the heartbeats on a busy proposer: if its queue is full, try again at
+            // the next tick.
+            match n.proposer_tx.try_send(ProposerEvent::Dead(dead.clone())) {
+                Ok(()) => {
+                    tracing::info!(?dead, "failure detector: dead peers changed");
+                    last_dead = dead;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-            last_dead = dead;
         }
         let me = n.infos.read().get(&n.cfg.id).cloned().unwrap_or_default();
         for (id, peer) in &n.shared.peers {

@@ -214,7 +214,8 @@ impl ProposerTask {
             if to == me {
                 let Some(tx) = self.tx.upgrade() else { return };
                 let (reply_tx, reply_rx) = oneshot::channel();
-                if self.acceptor_tx.try_send(AcceptorJob { requests, reply: reply_tx }).is_err() {
+                let job = AcceptorJob { requests, reply: reply_tx, received: std::time::Instant::now() };
+                if self.acceptor_tx.try_send(job).is_err() {
                     self.shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -264,6 +265,11 @@ async fn peer_link(
         }
         // The first request always goes, even one over the byte limit alone.
         let frame = split_at_bytes(&mut pending);
+        if shared.peers_dead.get(&to.0).is_some_and(|d| d.load(Ordering::Relaxed)) {
+            // The detector calls the peer dead: drop, as the network would, until it is back.
+            shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let payload = match wire::encode(&shared.envelope(PeerRequest::Paxos { requests: frame })) {
             Ok(p) => bytes::Bytes::from(p),
             Err(e) => {
@@ -279,8 +285,15 @@ async fn peer_link(
             let resp = tokio::time::timeout(timeout, peer.call(payload, timeout)).await;
             if let Ok(Ok(bytes)) = resp {
                 match wire::decode::<PeerResponse>(&bytes) {
-                    Ok(PeerResponse::Paxos(replies)) => {
+                    Ok(PeerResponse::Paxos { id, replies }) if id == to.0 => {
                         let _ = events.send(ProposerEvent::Replies { from: to, replies }).await;
+                    }
+                    Ok(PeerResponse::Paxos { id, .. }) => {
+                        tracing::error!(
+                            peer = to.0,
+                            answered_as = id,
+                            "a different node answered for this peer's address"
+                        );
                     }
                     Ok(_) => tracing::warn!(peer = to.0, "peer answered a Paxos batch with another message"),
                     Err(e) => tracing::warn!(peer = to.0, error = %e, "undecodable Paxos replies"),

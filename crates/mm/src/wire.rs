@@ -35,9 +35,17 @@ pub enum PeerRequest {
     Hello { info: PeerInfo },
     /// Many keys' Paxos messages in one frame; answered by one reply per request, in order.
     Paxos { requests: Vec<Request> },
-    /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`.
-    Scan { prefix: Vec<u8>, after: Option<Vec<u8>>, limit: u32 },
+    /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`
+    /// (and at most [`SCAN_REPLY_BYTES_MAX`]). Without `values`, a live register's value comes
+    /// back empty (keys, counts).
+    Scan { prefix: Vec<u8>, after: Option<Vec<u8>>, limit: u32, values: bool },
 }
+
+/// Most value bytes one scan reply carries; a page stops early (with `more`) past it.
+pub const SCAN_REPLY_BYTES_MAX: usize = 16 << 20;
+/// Most reply bytes one Paxos frame answer carries. Replies past it are left out; the proposer
+/// treats them as lost (it matches replies by key and ballot, never by position).
+pub const PAXOS_REPLY_BYTES_MAX: usize = 32 << 20;
 
 /// A fingerprint of the member ids (FNV-1a over the sorted ids). Addresses are left out: nodes
 /// may name one another differently; what must agree is who votes.
@@ -57,9 +65,20 @@ pub fn membership_fingerprint(ids: impl IntoIterator<Item = u64>) -> u64 {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
-    Hello { id: u64, info: PeerInfo },
-    Paxos(Vec<Reply>),
-    Scan { registers: Vec<ScannedRegister>, more: bool },
+    Hello {
+        id: u64,
+        info: PeerInfo,
+    },
+    /// `id` is the answering node: a reply from another node than the one asked is dropped, so
+    /// one acceptor can never be counted twice (say, two ids configured with one address).
+    Paxos {
+        id: u64,
+        replies: Vec<Reply>,
+    },
+    Scan {
+        registers: Vec<ScannedRegister>,
+        more: bool,
+    },
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
@@ -105,6 +124,16 @@ pub fn encode_register(state: &RegisterState) -> Vec<u8> {
         None => out.push(0),
     }
     out
+}
+
+/// The size of a reply on the wire, roughly (for [`PAXOS_REPLY_BYTES_MAX`]).
+pub fn reply_bytes(r: &Reply) -> usize {
+    let value = match r {
+        Reply::Promise { value, .. } | Reply::Peeked { value, .. } => value.as_ref().map_or(0, Vec::len),
+        Reply::Accepted { .. } | Reply::Nack { .. } => 0,
+    };
+    // rmp-serde writes bytes as an array of integers: up to two bytes each.
+    r.key().len() * 2 + value * 2 + 64
 }
 
 pub fn decode_register(raw: &[u8]) -> Result<RegisterState, String> {
@@ -162,7 +191,7 @@ mod tests {
         let m = Envelope {
             from: 1,
             cluster: 7,
-            request: PeerRequest::Scan { prefix: b"a".to_vec(), after: None, limit: 5 },
+            request: PeerRequest::Scan { prefix: b"a".to_vec(), after: None, limit: 5, values: false },
         };
         let back: Envelope = decode(&encode(&m).unwrap()).unwrap();
         assert!(matches!(back, Envelope { from: 1, cluster: 7, request: PeerRequest::Scan { limit: 5, .. } }));

@@ -41,7 +41,9 @@ async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
             Outcome::Written { previous: None }
         );
         assert_eq!(node.change(b"gone".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { existed: true });
-        let page = node.scan(b"", None, 10, false).await.unwrap();
+        let page = node.scan(b"", None, 10, false, true).await.unwrap();
+        let keys = node.scan(b"", None, 10, false, false).await.unwrap();
+        assert_eq!(keys.items, vec![(b"k".to_vec(), vec![]), (b"n".to_vec(), vec![])], "keys only");
         assert_eq!(page.items, vec![(b"k".to_vec(), b"v1".to_vec()), (b"n".to_vec(), b"5".to_vec())]);
         assert_eq!(page.next_after, None);
     }
@@ -97,6 +99,14 @@ async fn a_node_outside_the_membership_is_refused() {
         .expect("must refuse");
     assert!(matches!(err, StartError::Config(_)), "{err}");
     assert!(err.to_string().contains("fixed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_at_one_address_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a1, a2) = (free_addr(), free_addr());
+    let err = MmNode::start(config(dir.path(), 1, &[(1, a1), (2, a2), (3, a2)])).await.err().expect("must refuse");
+    assert!(err.to_string().contains("same peer address"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,8 +24,8 @@ pub use ballot::{Ballot, NodeId};
 pub use change::{Change, Key, Outcome, Value};
 pub use message::{Reply, Request};
 pub use proposer::{
-    ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer, CACHED_KEYS_MAX_DEFAULT, COUNTER_BLOCK,
-    IN_FLIGHT_MAX_DEFAULT,
+    ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer, CACHED_KEYS_MAX_DEFAULT, CACHED_VALUE_BYTES_MAX,
+    COUNTER_BLOCK, IN_FLIGHT_MAX_DEFAULT,
 };
 
 /// Longest key a proposer takes.

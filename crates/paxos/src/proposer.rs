@@ -65,6 +65,10 @@ pub const COUNTER_BLOCK: u64 = 1 << 16;
 
 /// Default for [`ProposerConfig::in_flight_max`].
 pub const IN_FLIGHT_MAX_DEFAULT: usize = 4096;
+/// Values larger than this are not cached (so the cache holds at most
+/// `cached_keys_max * CACHED_VALUE_BYTES_MAX` value bytes); their keys take full rounds.
+pub const CACHED_VALUE_BYTES_MAX: usize = 16 * 1024;
+
 /// Default for [`ProposerConfig::cached_keys_max`].
 pub const CACHED_KEYS_MAX_DEFAULT: usize = 65_536;
 
@@ -668,10 +672,11 @@ impl Proposer {
     }
 
     fn put_cached(&mut self, key: &[u8], next: Ballot, accepted: Ballot, value: Value) {
-        if self.config.cached_keys_max == 0 {
+        let _ = self.take_cached(key);
+        if self.config.cached_keys_max == 0 || value.as_ref().is_some_and(|v| v.len() > CACHED_VALUE_BYTES_MAX) {
+            // Large values take full rounds rather than pin memory in the cache.
             return;
         }
-        let _ = self.take_cached(key);
         while self.cache.len() >= self.config.cached_keys_max {
             let Some((_, oldest)) = self.cache_order.pop_first() else { break };
             self.cache.remove(&oldest);

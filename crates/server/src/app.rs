@@ -353,12 +353,14 @@ impl App {
     /// Up to `limit` keys starting with `prefix`, after `after`, in order. Multi-master merges a
     /// majority's registers (see `rampart_mm::MmNode::scan`), so a page may hold fewer keys than
     /// `limit` (deleted keys take room) and still have a next page.
+    /// Without `values`, multi-master pages carry empty values (keys and counts only).
     pub async fn scan(
         &self,
         consistency: Consistency,
         prefix: Vec<u8>,
         after: Option<Vec<u8>>,
         limit: usize,
+        values: bool,
     ) -> Result<Page, ApiError> {
         match &self.backend {
             Backend::Leader(node) => {
@@ -370,7 +372,8 @@ impl App {
                 Ok(Page { items, next_after })
             }
             Backend::Multi(node) => {
-                let page = node.scan(&prefix, after.as_deref(), limit, consistency == Consistency::Stale).await?;
+                let stale = consistency == Consistency::Stale;
+                let page = node.scan(&prefix, after.as_deref(), limit, stale, values).await?;
                 let items = page.items.into_iter().map(|(k, value)| (k, Item { value, revision: None })).collect();
                 Ok(Page { items, next_after: page.next_after })
             }
@@ -387,7 +390,7 @@ impl App {
                 let mut after = None;
                 let mut n = 0u64;
                 loop {
-                    let page = self.scan(consistency, Vec::new(), after, rampart_mm::SCAN_PAGE_MAX).await?;
+                    let page = self.scan(consistency, Vec::new(), after, rampart_mm::SCAN_PAGE_MAX, false).await?;
                     n += page.items.len() as u64;
                     match page.next_after {
                         None => return Ok(n),

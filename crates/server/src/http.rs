@@ -201,7 +201,7 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<J
         };
         let prefix = q.prefix.clone().unwrap_or_default();
         app.check_key(prefix.as_bytes())?;
-        let page = app.scan(c, prefix.into_bytes(), None, limit).await?;
+        let page = app.scan(c, prefix.into_bytes(), None, limit, true).await?;
         let more = page.next_after.is_some();
         let items: Vec<Json_> = page
             .items
@@ -455,6 +455,11 @@ fn mm_metrics(node: &rampart_mm::MmNode, out: &mut String) {
             "rampart_mm_acceptor_registers_written_total",
             "Registers persisted by group commits.",
             s.acceptor_registers_written.load(Relaxed),
+        ),
+        (
+            "rampart_mm_acceptor_jobs_expired_total",
+            "Peer batches skipped because they waited for the acceptor longer than the peer timeout.",
+            s.acceptor_jobs_expired.load(Relaxed),
         ),
         (
             "rampart_mm_peer_batches_dropped_total",

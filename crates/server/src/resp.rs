@@ -362,7 +362,7 @@ impl Conn {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = match self.app.scan(self.consistency(), prefix.clone(), after, 4096).await {
+            let page = match self.app.scan(self.consistency(), prefix.clone(), after, 4096, false).await {
                 Ok(p) => p,
                 Err(e) => return api_err(e),
             };
@@ -410,7 +410,7 @@ impl Conn {
             }
         };
         let prefix = pattern.as_ref().map(|p| literal_prefix(p)).unwrap_or_default();
-        match self.app.scan(self.consistency(), prefix, after, count).await {
+        match self.app.scan(self.consistency(), prefix, after, count, false).await {
             Ok(page) => {
                 let keys: Vec<Vec<u8>> = page
                     .items

@@ -14,8 +14,10 @@ pub struct PeerInfo {
 /// One register as a scan reports it: enough to merge what several acceptors hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScannedRegister {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub accepted: Ballot,
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 
@@ -38,7 +40,14 @@ pub enum PeerRequest {
     /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`
     /// (and at most [`SCAN_REPLY_BYTES_MAX`]). Without `values`, a live register's value comes
     /// back empty (keys, counts).
-    Scan { prefix: Vec<u8>, after: Option<Vec<u8>>, limit: u32, values: bool },
+    Scan {
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        after: Option<Vec<u8>>,
+        limit: u32,
+        values: bool,
+    },
 }
 
 /// Most value bytes one scan reply carries; a page stops early (with `more`) past it.
@@ -132,8 +141,7 @@ pub fn reply_bytes(r: &Reply) -> usize {
         Reply::Promise { value, .. } | Reply::Peeked { value, .. } => value.as_ref().map_or(0, Vec::len),
         Reply::Accepted { .. } | Reply::Nack { .. } => 0,
     };
-    // rmp-serde writes bytes as an array of integers: up to two bytes each.
-    r.key().len() * 2 + value * 2 + 64
+    r.key().len() + value + 64
 }
 
 pub fn decode_register(raw: &[u8]) -> Result<RegisterState, String> {
@@ -195,6 +203,23 @@ mod tests {
         };
         let back: Envelope = decode(&encode(&m).unwrap()).unwrap();
         assert!(matches!(back, Envelope { from: 1, cluster: 7, request: PeerRequest::Scan { limit: 5, .. } }));
+    }
+
+    #[test]
+    fn binary_values_travel_as_bytes_not_integer_arrays() {
+        let request = Request::Accept {
+            key: vec![0xfe; 10],
+            ballot: Ballot::new(1, NodeId(1)),
+            value: Some(vec![0xff; 1000]),
+            base: Ballot::ZERO,
+        };
+        let m = Envelope { from: 1, cluster: 2, request: PeerRequest::Paxos { requests: vec![request.clone()] } };
+        let bytes = encode(&m).unwrap();
+        assert!(bytes.len() < 1100, "{} bytes for 1,010 bytes of key and value", bytes.len());
+        match decode::<Envelope>(&bytes).unwrap().request {
+            PeerRequest::Paxos { requests } => assert_eq!(requests, vec![request]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -9,14 +9,29 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Phase 1: promise to refuse ballots below `ballot` and report what you accepted.
-    Prepare { key: Key, ballot: Ballot },
+    Prepare {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        ballot: Ballot,
+    },
     /// Phase 2: accept `value` at `ballot`. Accepting also promises `ballot.successor()`, which is
     /// what lets the same proposer skip the next prepare (see `docs/paxos.md`). `base` is the
     /// accepted ballot of the value the change was applied to (its provenance).
-    Accept { key: Key, ballot: Ballot, value: Value, base: Ballot },
+    Accept {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        ballot: Ballot,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+        base: Ballot,
+    },
     /// A read's first try: report what you accepted, promising nothing and changing nothing.
     /// `ballot` only tags this attempt so replies can be matched to it.
-    Peek { key: Key, ballot: Ballot },
+    Peek {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        ballot: Ballot,
+    },
 }
 
 /// Acceptor → proposer. Each reply echoes the key and the ballot it answers.
@@ -24,14 +39,38 @@ pub enum Request {
 pub enum Reply {
     /// The acceptor promised `ballot`; `accepted`/`value` is its last accepted ballot and value
     /// (`Ballot::ZERO` and `None` if it never accepted one), and `base` that value's provenance.
-    Promise { key: Key, ballot: Ballot, accepted: Ballot, value: Value, base: Ballot },
+    Promise {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        ballot: Ballot,
+        accepted: Ballot,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+        base: Ballot,
+    },
     /// The acceptor accepted the value at `ballot`.
-    Accepted { key: Key, ballot: Ballot },
+    Accepted {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        ballot: Ballot,
+    },
     /// Refused: the acceptor has promised `promised`, which is at least `ballot`. A proposer
     /// fast-forwards its counter past it.
-    Nack { key: Key, ballot: Ballot, promised: Ballot },
+    Nack {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        ballot: Ballot,
+        promised: Ballot,
+    },
     /// The answer to a [`Request::Peek`]: the acceptor's accepted ballot and value.
-    Peeked { key: Key, ballot: Ballot, accepted: Ballot, value: Value },
+    Peeked {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        ballot: Ballot,
+        accepted: Ballot,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+    },
 }
 
 impl Request {

@@ -711,3 +711,31 @@ async fn multi_master_data_dir_is_refused_in_leader_mode() {
     assert_eq!(bulk(&read_retrying(&mut n1, &["GET", "mm/marker"]).await).as_deref(), Some("mm-data"));
     assert_eq!(read_retrying(&mut n1, &["SET", "mm/marker", "again"]).await, Value::ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_data_dir_is_refused_and_the_others_go_on() {
+    let mut c = Cluster::start(3, MM);
+    wait_serving(&c, &ALL).await;
+    // Node 2 takes part: it coordinates writes and answers the others'.
+    let mut n2 = resp(&c, 2).await;
+    for i in 0..20 {
+        let (k, v) = (format!("mm/lost/{i}"), format!("v{i}"));
+        assert_eq!(read_retrying(&mut n2, &["SET", &k, &v]).await, Value::ok());
+    }
+    drop(n2);
+    c.kill(2);
+    let dir = c.specs[&2].data_dir.clone();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Restarted on an empty data dir, it must not vote with forgotten promises: its peers say
+    // they have seen it, and it stops with an error that says why.
+    let (status, stderr) = c.run_expecting_exit(2, MM, Duration::from_secs(30));
+    assert!(!status.success(), "a node with a lost data dir started; stderr:\n{stderr}");
+    assert!(stderr.contains("lost or replaced"), "unclear error; stderr:\n{stderr}");
+    // The other two still hold a majority and every write.
+    let mut n1 = resp(&c, 1).await;
+    assert_eq!(read_retrying(&mut n1, &["SET", "mm/lost/after", "yes"]).await, Value::ok());
+    for i in 0..20 {
+        let got = read_retrying(&mut n1, &["GET", &format!("mm/lost/{i}")]).await;
+        assert_eq!(got, Value::bulk(format!("v{i}")));
+    }
+}

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use rampart_membership::{Membership, PeerId, PeerSnapshot, PhiConfig};
 use rampart_paxos::{Acceptor, NodeId, Proposer, ProposerConfig, RegisterState};
-use rampart_storage::Store;
+use rampart_storage::{Durability, Store};
 use rampart_transport::{BoxFuture, Handler, Peer};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -43,6 +43,10 @@ use wire::{Envelope, PeerRequest, PeerResponse, ScannedRegister};
 
 /// Meta key of the proposer's durable ballot counter floor.
 pub const COUNTER_FLOOR_META_KEY: &str = "mm_counter_floor";
+/// Meta key of the ids of the peers this node has exchanged Paxos messages with (durable).
+pub const SEEN_PEERS_META_KEY: &str = "mm_seen_peers";
+/// Meta key set once this node passed its first-boot check.
+pub const INITIALIZED_META_KEY: &str = "mm_initialized";
 /// Most registers one scan page asks each node for.
 pub const SCAN_PAGE_MAX: usize = 10_000;
 
@@ -139,11 +143,42 @@ pub struct Shared {
     /// otherwise pile frames up in the transport) until heartbeats come back.
     pub peers_dead: BTreeMap<u64, std::sync::atomic::AtomicBool>,
     pub stats: Stats,
+    /// Peers this node has exchanged Paxos messages with; persisted before the first exchange
+    /// with each counts (`SEEN_PEERS_META_KEY`).
+    seen: tokio::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// True until the first-boot check passed: the node neither votes nor proposes.
+    probation: std::sync::atomic::AtomicBool,
+    store: Arc<Store>,
     fatal: Mutex<Option<String>>,
     fatal_notify: Notify,
 }
 
 impl Shared {
+    /// Records durably that this node exchanged Paxos messages with `peer`, before that exchange
+    /// may count toward a quorum. Once per peer for the life of the data dir.
+    pub async fn note_seen(&self, peer: u64) -> Result<(), String> {
+        let mut seen = self.seen.lock().await;
+        if seen.contains(&peer) {
+            return Ok(());
+        }
+        let mut next = seen.clone();
+        next.insert(peer);
+        let bytes: Vec<u8> = next.iter().flat_map(|id| id.to_le_bytes()).collect();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write(Durability::Immediate, |b| b.meta_put(SEEN_PEERS_META_KEY, &bytes))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        *seen = next;
+        Ok(())
+    }
+
+    pub fn in_probation(&self) -> bool {
+        self.probation.load(Ordering::Acquire)
+    }
+
     pub fn envelope(&self, request: PeerRequest) -> Envelope {
         Envelope { from: self.id, cluster: self.cluster, request }
     }
@@ -172,6 +207,8 @@ pub struct MmNode {
     health: Mutex<Membership>,
     infos: RwLock<BTreeMap<u64, PeerInfo>>,
     heartbeats_in_flight: Mutex<HashSet<u64>>,
+    /// First boot: the peers that said they never exchanged Paxos messages with this node.
+    first_boot_confirmed: Mutex<HashSet<u64>>,
 }
 
 /// This node's view of the cluster.
@@ -230,12 +267,23 @@ impl MmNode {
                     })
                 })?;
                 let floor = store.meta_get(COUNTER_FLOOR_META_KEY)?;
-                Ok::<_, rampart_storage::Error>((registers, bad, floor))
+                let seen = store.meta_get(SEEN_PEERS_META_KEY)?;
+                let initialized = store.meta_get(INITIALIZED_META_KEY)?.is_some();
+                Ok::<_, rampart_storage::Error>((registers, bad, floor, seen, initialized))
             })
             .await
             .map_err(|e| StartError::Config(e.to_string()))??
         };
-        let (registers, bad, floor) = loaded;
+        let (registers, bad, floor, seen_raw, initialized) = loaded;
+        let seen: std::collections::BTreeSet<u64> = match seen_raw {
+            None => Default::default(),
+            Some(b) if b.len() % 8 == 0 => {
+                b.chunks(8).map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunks"))).collect()
+            }
+            Some(b) => return Err(corrupt(format!("seen-peers record of {} bytes is not a list of ids", b.len()))),
+        };
+        // A data dir that has registers but no first-boot mark predates the check: it voted.
+        let initialized = initialized || !registers.is_empty() || floor.is_some();
         if let Some(reason) = bad {
             return Err(corrupt(reason));
         }
@@ -261,14 +309,14 @@ impl MmNode {
 
         let source_ip = Some(cfg.peer_addr.ip());
         let mut peers = BTreeMap::new();
-        let mut seen: BTreeMap<SocketAddr, u64> = BTreeMap::new();
-        seen.insert(cfg.peer_addr, cfg.id);
+        let mut addresses: BTreeMap<SocketAddr, u64> = BTreeMap::new();
+        addresses.insert(cfg.peer_addr, cfg.id);
         for (id, addr) in &cfg.members {
             if *id == cfg.id {
                 continue;
             }
             let sock = resolve(addr).map_err(StartError::Config)?;
-            if let Some(other) = seen.insert(sock, *id) {
+            if let Some(other) = addresses.insert(sock, *id) {
                 // One process would then count as two acceptors.
                 return Err(StartError::Config(format!(
                     "members {other} and {id} have the same peer address {sock}; every member needs its own"
@@ -284,6 +332,9 @@ impl MmNode {
             peers,
             // A phase waits 200 ms for a quorum; a reply later than that is of no use.
             peer_call_timeout: Duration::from_millis(1000),
+            seen: tokio::sync::Mutex::new(seen),
+            probation: std::sync::atomic::AtomicBool::new(!initialized && cfg.members.len() > 1),
+            store: store.clone(),
             stats: Stats::default(),
             fatal: Mutex::new(None),
             fatal_notify: Notify::new(),
@@ -319,6 +370,7 @@ impl MmNode {
             health: Mutex::new(health),
             infos: RwLock::new(infos),
             heartbeats_in_flight: Mutex::new(HashSet::new()),
+            first_boot_confirmed: Mutex::new(HashSet::new()),
         });
         let acceptor = tokio::spawn(acceptor_task::run(
             acceptor,
@@ -383,6 +435,11 @@ impl MmNode {
         }
         if let Some(reason) = self.shared.fatal.lock().clone() {
             return items.iter().map(|_| Err(MmError::Internal(format!("node stopped: {reason}")))).collect();
+        }
+        if self.shared.in_probation() {
+            let why = "not applied: this node's data dir is new and it is still asking every other member that it \
+                       never took part before (all members must answer once)";
+            return items.iter().map(|_| Err(MmError::NoQuorum(why.into()))).collect();
         }
         let mut receivers = Vec::with_capacity(items.len());
         let mut batch = Vec::with_capacity(items.len());
@@ -475,6 +532,9 @@ impl MmNode {
         stale: bool,
         values: bool,
     ) -> Result<ScanPage, MmError> {
+        if self.shared.in_probation() {
+            return Err(MmError::NoQuorum("this node's first-boot check has not finished".into()));
+        }
         let limit = limit.clamp(1, SCAN_PAGE_MAX);
         let local = self.local_scan(prefix, after, limit, values).map_err(MmError::Internal)?;
         if stale {
@@ -539,11 +599,36 @@ impl MmNode {
     /// True when this node and enough live peers for a majority are up (by the failure
     /// detector): changes through it can succeed.
     pub fn healthy(&self) -> bool {
-        if self.shared.fatal.lock().is_some() {
+        if self.shared.fatal.lock().is_some() || self.shared.in_probation() {
             return false;
         }
         let dead = self.health.lock().dead_peers(self.shared.now_ms()).len();
         self.cfg.members.len() - dead >= self.quorum()
+    }
+
+    /// Resolves once the first-boot check passed (at once for a data dir that has voted
+    /// before), or with the fatal error that stopped the node. While it waits it logs, every
+    /// 5 s, which members have not answered yet: on first boot every member must answer once.
+    pub async fn wait_first_boot(&self) -> Result<(), String> {
+        let mut last_log = Instant::now();
+        loop {
+            if let Some(r) = self.shared.fatal.lock().clone() {
+                return Err(r);
+            }
+            if !self.shared.in_probation() {
+                return Ok(());
+            }
+            if last_log.elapsed() >= Duration::from_secs(5) {
+                let confirmed = self.first_boot_confirmed.lock().clone();
+                let missing: Vec<u64> = self.shared.peers.keys().filter(|p| !confirmed.contains(p)).copied().collect();
+                tracing::warn!(
+                    ?missing,
+                    "first boot of this data dir: waiting for every member to confirm it never saw this node"
+                );
+                last_log = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Resolves when the node stopped on a fatal error (a failed disk write), with the reason.
@@ -554,6 +639,42 @@ impl MmNode {
                 return r;
             }
             notified.await;
+        }
+    }
+
+    /// First boot: a node whose data dir is new must not vote until every other member says it
+    /// never exchanged Paxos messages with this node id. If one has, this node's data was lost
+    /// or replaced, and voting with forgotten promises and values could lose acknowledged
+    /// writes: the node stops with that error.
+    async fn first_boot_answer(&self, peer: u64, seen_you: bool) {
+        if seen_you {
+            self.shared.set_fatal(format!(
+                "node {} has a new data dir, but node {peer} has exchanged Paxos messages with node {} before: \
+                 this node's data was lost or replaced, and it must not vote with forgotten promises \
+                 (restore its data dir, or run the cluster without it; membership changes are not built yet)",
+                self.cfg.id, self.cfg.id
+            ));
+            return;
+        }
+        let done = {
+            let mut confirmed = self.first_boot_confirmed.lock();
+            confirmed.insert(peer);
+            self.shared.peers.keys().all(|p| confirmed.contains(p))
+        };
+        if done && self.shared.in_probation() {
+            let store = self.store.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                store.write(Durability::Immediate, |b| b.meta_put(INITIALIZED_META_KEY, b"1"))
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => {
+                    self.shared.probation.store(false, Ordering::Release);
+                    tracing::info!("first-boot check passed: no member has seen this node before; voting");
+                }
+                Ok(Err(e)) => self.shared.set_fatal(format!("cannot record the first-boot check: {e}")),
+                Err(e) => self.shared.set_fatal(format!("first-boot check task failed: {e}")),
+            }
         }
     }
 
@@ -576,9 +697,15 @@ impl MmNode {
                 let _ = self.health.lock().heartbeat(PeerId(from), now);
                 self.infos.write().insert(from, info);
                 let me = self.infos.read().get(&self.cfg.id).cloned().unwrap_or_default();
-                Ok(PeerResponse::Hello { id: self.cfg.id, info: me })
+                let seen_you = self.shared.seen.lock().await.contains(&from);
+                Ok(PeerResponse::Hello { id: self.cfg.id, info: me, seen_you })
             }
             PeerRequest::Paxos { requests } => {
+                if self.shared.in_probation() {
+                    return Err("this node's first-boot check has not finished; it does not vote yet".into());
+                }
+                // Durable before our answer can count in the asker's quorum.
+                self.shared.note_seen(from).await?;
                 let (tx, rx) = oneshot::channel();
                 self.acceptor_tx
                     .send(AcceptorJob { requests, reply: tx, received: Instant::now() })
@@ -597,6 +724,9 @@ impl MmNode {
                     .max(1);
                 replies.truncate(keep);
                 Ok(PeerResponse::Paxos { id: self.cfg.id, replies })
+            }
+            PeerRequest::Scan { .. } if self.shared.in_probation() => {
+                Err("this node's first-boot check has not finished".into())
             }
             PeerRequest::Scan { prefix, after, limit, values } => {
                 let limit = (limit as usize).clamp(1, SCAN_PAGE_MAX);
@@ -714,8 +844,11 @@ async fn hello_loop(node: Weak<MmNode>) {
             tokio::spawn(async move {
                 let start = Instant::now();
                 if let Ok(b) = peer.call(Bytes::from(payload), Duration::from_secs(1)).await {
-                    if let Ok(PeerResponse::Hello { id: rid, info }) = wire::decode::<PeerResponse>(&b) {
+                    if let Ok(PeerResponse::Hello { id: rid, info, seen_you }) = wire::decode::<PeerResponse>(&b) {
                         if rid == id {
+                            if n.shared.in_probation() {
+                                n.first_boot_answer(id, seen_you).await;
+                            }
                             n.infos.write().insert(id, info);
                             let _ = n.health.lock().record_rtt(PeerId(id), start.elapsed().as_millis() as u64);
                         }

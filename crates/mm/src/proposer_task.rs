@@ -279,6 +279,7 @@ async fn peer_link(
         };
         let peer = peer.clone();
         let events = events.clone();
+        let shared = shared.clone();
         let timeout = shared.peer_call_timeout;
         tokio::spawn(async move {
             let _permit = permit;
@@ -286,6 +287,11 @@ async fn peer_link(
             if let Ok(Ok(bytes)) = resp {
                 match wire::decode::<PeerResponse>(&bytes) {
                     Ok(PeerResponse::Paxos { id, replies }) if id == to.0 => {
+                        // Durable before the peer's answers can count in a quorum.
+                        if let Err(e) = shared.note_seen(to.0).await {
+                            shared.set_fatal(format!("cannot record a peer as seen: {e}"));
+                            return;
+                        }
                         let _ = events.send(ProposerEvent::Replies { from: to, replies }).await;
                     }
                     Ok(PeerResponse::Paxos { id, .. }) => {

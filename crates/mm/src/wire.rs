@@ -74,9 +74,12 @@ pub fn membership_fingerprint(ids: impl IntoIterator<Item = u64>) -> u64 {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
+    /// `seen_you`: the answering node has exchanged Paxos messages with the asker before (see
+    /// `MmNode`'s first-boot check).
     Hello {
         id: u64,
         info: PeerInfo,
+        seen_you: bool,
     },
     /// `id` is the answering node: a reply from another node than the one asked is dropped, so
     /// one acceptor can never be counted twice (say, two ids configured with one address).

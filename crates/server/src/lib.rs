@@ -142,6 +142,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, ServerError> {
             .await?,
         ),
     };
+    if let Backend::Multi(node) = &backend {
+        // A new data dir votes only once every member confirmed it never saw this node id
+        // (docs/design.md); clients wait in the listen backlog meanwhile.
+        node.wait_first_boot().await.map_err(ServerError::Fatal)?;
+    }
     let app = app::App::new(backend, cfg.clone());
     tokio::spawn(resp::serve(resp_listener, app.clone()));
     let router = http::router(app.clone());

@@ -450,13 +450,11 @@ impl Proposer {
             // A read first asks what a majority accepted; if they all accepted the same ballot,
             // that value is chosen and current, and the read is done in one round trip with no
             // disk write anywhere (docs/paxos.md, "Reads"). The tag ballot is never promised.
-            let Some(counter) = self.counter.checked_add(1) else {
+            let Some(ballot) = self.fresh_ballot(out) else {
                 out.push(done(p.id, Err(self.exhausted(p))));
                 return Flow::Finished;
             };
-            self.counter = counter;
-            self.reserve(counter, out);
-            p.ballot = Ballot::new(counter, self.config.node);
+            p.ballot = ballot;
             p.phase = Phase::Peek;
             p.proposed = None;
             self.broadcast(&Request::Peek { key: key.to_vec(), ballot: p.ballot }, out);
@@ -472,19 +470,26 @@ impl Proposer {
             let (value, outcome) = p.change.apply(&cached.value);
             self.send_accept(key, p, value, cached.accepted, outcome, out);
         } else {
-            let Some(counter) = self.counter.checked_add(1) else {
+            let Some(ballot) = self.fresh_ballot(out) else {
                 out.push(done(p.id, Err(self.exhausted(p))));
                 return Flow::Finished;
             };
-            self.counter = counter;
-            self.reserve(counter, out);
-            p.ballot = Ballot::new(counter, self.config.node);
+            p.ballot = ballot;
             p.phase = Phase::Prepare;
             p.proposed = None;
             self.broadcast(&Request::Prepare { key: key.to_vec(), ballot: p.ballot }, out);
         }
         self.arm(now, key, p, self.config.attempt_timeout_ticks, out);
         Flow::Continue
+    }
+
+    /// The next ballot of this node, above every counter used or seen, reserved durably first.
+    /// `None` when the counter is exhausted.
+    fn fresh_ballot(&mut self, out: &mut Vec<ProposerOutput>) -> Option<Ballot> {
+        let counter = self.counter.checked_add(1)?;
+        self.counter = counter;
+        self.reserve(counter, out);
+        Some(Ballot::new(counter, self.config.node))
     }
 
     /// Makes sure `counter` is below the durable floor before a ballot with it is sent.

@@ -1,0 +1,152 @@
+//! Write commands and the per-key operations they are made of.
+//!
+//! A [`Command`] is what a client asks for (SET, MSET, DEL, INCRBY, ...). [`crate::plan`] turns it
+//! into one [`KeyOp`] per key it touches; a `KeyOp` on one key is the unit both replication modes
+//! apply (leader mode all of a command's ops in one log entry, multi-master mode one CASPaxos
+//! change per key).
+//!
+//! The serde encoding of [`Command`] is leader mode's log entry format: keep variant names and
+//! field order stable.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// How `Set` treats an existing key (Redis NX / XX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetCond {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+/// A write. Leader mode applies it atomically, in log order; multi-master mode applies each key's
+/// part atomically (see [`crate::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// SET (with NX/XX and GET), SETNX, GETSET.
+    Set { key: Vec<u8>, value: Vec<u8>, cond: SetCond, return_old: bool },
+    /// MSET: all pairs.
+    MSet { pairs: Vec<(Vec<u8>, Vec<u8>)> },
+    /// DEL / UNLINK of many keys.
+    Del { keys: Vec<Vec<u8>> },
+    /// INCR/DECR/INCRBY/DECRBY.
+    IncrBy { key: Vec<u8>, delta: i64 },
+    /// APPEND.
+    Append { key: Vec<u8>, value: Vec<u8> },
+    /// CAS key expected new: compare the current value (`None` = absent).
+    Cas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Vec<u8> },
+    /// HTTP PUT ?cas=REV: set only if the key's revision is `revision` (0 = absent).
+    PutIfRevision { key: Vec<u8>, revision: u64, value: Vec<u8> },
+    /// HTTP DELETE of one key (reports the revision of the delete).
+    Delete { key: Vec<u8> },
+    /// Many commands applied together, in order, as one unit: formed by a replica (one log
+    /// entry, one fsync), never accepted from a client ([`crate::Limits::check`] refuses it).
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// A short lowercase name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Set { .. } => "set",
+            Command::MSet { .. } => "mset",
+            Command::Del { .. } => "del",
+            Command::IncrBy { .. } => "incrby",
+            Command::Append { .. } => "append",
+            Command::Cas { .. } => "cas",
+            Command::PutIfRevision { .. } => "put_if_revision",
+            Command::Delete { .. } => "delete",
+            Command::Batch(_) => "batch",
+        }
+    }
+
+    /// Key and value bytes the command carries (for batch size limits).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Command::Set { key, value, .. }
+            | Command::Append { key, value }
+            | Command::PutIfRevision { key, value, .. } => key.len() + value.len(),
+            Command::Cas { key, expected, new } => key.len() + new.len() + expected.as_ref().map_or(0, Vec::len),
+            Command::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            Command::Del { keys } => keys.iter().map(Vec::len).sum(),
+            Command::Delete { key } | Command::IncrBy { key, .. } => key.len(),
+            Command::Batch(cmds) => cmds.iter().map(Command::payload_bytes).sum(),
+        }
+    }
+
+    /// Keys the command touches (a batch: the sum of its commands').
+    pub fn key_count(&self) -> usize {
+        match self {
+            Command::MSet { pairs } => pairs.len(),
+            Command::Del { keys } => keys.len(),
+            Command::Batch(cmds) => cmds.iter().map(Command::key_count).sum(),
+            _ => 1,
+        }
+    }
+
+    /// True when applying the command needs per-key revisions (a mode without them refuses it).
+    pub fn needs_revisions(&self) -> bool {
+        match self {
+            Command::PutIfRevision { .. } => true,
+            Command::Batch(cmds) => cmds.iter().any(Command::needs_revisions),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One operation on one key: the unit of atomicity both modes share. Applied by
+/// [`crate::apply_op`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyOp {
+    /// The identity: a read (multi-master mode makes it linearizable with an accept round).
+    Read,
+    /// Store `value` if `cond` holds; with `return_old`, answer the value before.
+    Set {
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        cond: SetCond,
+        return_old: bool,
+    },
+    /// Remove the key.
+    Delete,
+    /// Add to a decimal integer (absent counts as 0), as Redis `INCRBY` does.
+    IncrBy(i64),
+    /// Append bytes to the value (absent counts as empty), as Redis `APPEND` does.
+    Append(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Store `new` if and only if the current value equals `expected` (`None`: absent).
+    Cas {
+        #[serde(with = "serde_bytes")]
+        expected: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
+        new: Vec<u8>,
+    },
+    /// Store `value` if and only if the key's revision is `revision` (0: absent).
+    PutIfRevision {
+        revision: u64,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+}
+
+impl KeyOp {
+    /// True for the identity: applying it again can never apply an effect twice.
+    pub fn is_read(&self) -> bool {
+        matches!(self, KeyOp::Read)
+    }
+
+    /// The largest value this operation carries, for the value size limit.
+    pub fn value_bytes(&self) -> usize {
+        match self {
+            KeyOp::Set { value, .. } | KeyOp::Append(value) | KeyOp::PutIfRevision { value, .. } => value.len(),
+            KeyOp::Cas { expected, new } => expected.as_ref().map_or(0, Vec::len).max(new.len()),
+            KeyOp::Read | KeyOp::Delete | KeyOp::IncrBy(_) => 0,
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! rampart-kv: the command model shared by both replication modes.
+//!
+//! - [`command`]: the write commands clients send ([`Command`]) and the per-key operations they
+//!   are made of ([`KeyOp`]).
+//! - [`outcome`]: what a command answers ([`Outcome`], [`Response`]).
+//! - [`apply`]: the meaning of every command as pure functions: the current value and its
+//!   metadata in, the new value and the reply out. Leader mode's state machine and multi-master
+//!   mode's change function both call these and nothing else decides a reply.
+//! - [`limits`]: every size limit, named, with its unit.
+//! - [`replica`]: the [`Replica`] trait, the only way the client APIs reach a replication mode,
+//!   and the errors a client can act on ([`KvError`]).
+//!
+//! This crate does no I/O: it never touches a socket, a file, a clock or a thread.
+
+pub mod apply;
+pub mod command;
+pub mod limits;
+pub mod outcome;
+pub mod replica;
+
+pub use apply::{apply_command, apply_op, combine, plan, Combine, Record, State, Write};
+pub use command::{Command, KeyOp, SetCond};
+pub use limits::Limits;
+pub use outcome::{Outcome, Response};
+pub use replica::{
+    write_checked, BoxFuture, Consistency, Item, KvError, Member, MemberInfo, MembershipError, NodeStatus, Page,
+    PeerSnapshot, Replica, Role, StatusField,
+};

@@ -1,0 +1,160 @@
+//! Size limits, named with their units. A request over a limit is refused before anything is
+//! proposed, with an error that names the limit.
+
+use crate::command::Command;
+use crate::replica::KvError;
+
+/// Default longest key, in bytes (`--key-bytes-max`).
+pub const KEY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
+/// Largest `--key-bytes-max` a node accepts.
+pub const KEY_BYTES_MAX_CEILING: usize = 16 << 20;
+/// Default largest value, in bytes (`--value-bytes-max`).
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
+/// Largest `--value-bytes-max` a node accepts. Leader mode's state machine also bounds the value
+/// APPEND builds by it: a constant, so every replica decides the same.
+pub const VALUE_BYTES_MAX_CEILING: usize = 32 << 20;
+/// An MSET (one log entry) carries at most this many values' worth of bytes.
+pub const MSET_VALUES_MAX: usize = 4;
+/// Default most keys one command may name (Redis's argument limit).
+pub const KEYS_PER_COMMAND_MAX_DEFAULT: usize = 1024 * 1024;
+/// Most pipelined commands one connection hands to a replica at once.
+pub const PIPELINE_COMMANDS_MAX: usize = 1_024;
+/// Longest decimal i64 with its sign: "-9223372036854775808".
+pub const INTEGER_BYTES_MAX: usize = 20;
+
+/// The limits a replica enforces on client commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    pub keys_per_command_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            key_bytes_max: KEY_BYTES_MAX_DEFAULT,
+            value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
+            keys_per_command_max: KEYS_PER_COMMAND_MAX_DEFAULT,
+        }
+    }
+}
+
+impl Limits {
+    /// The stricter of two sets of limits, field by field.
+    pub fn min(self, other: Limits) -> Limits {
+        Limits {
+            key_bytes_max: self.key_bytes_max.min(other.key_bytes_max),
+            value_bytes_max: self.value_bytes_max.min(other.value_bytes_max),
+            keys_per_command_max: self.keys_per_command_max.min(other.keys_per_command_max),
+        }
+    }
+
+    pub fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
+        if key.len() > self.key_bytes_max {
+            return Err(KvError::TooLarge(format!(
+                "key of {} bytes exceeds the limit of {} bytes (key_bytes_max)",
+                key.len(),
+                self.key_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_value(&self, value: &[u8]) -> Result<(), KvError> {
+        if value.len() > self.value_bytes_max {
+            return Err(KvError::TooLarge(format!(
+                "value of {} bytes exceeds the limit of {} bytes (value_bytes_max)",
+                value.len(),
+                self.value_bytes_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a client command over the limits before anything is proposed. Replicas call it on
+    /// every command they take, forwarded ones included.
+    pub fn check(&self, cmd: &Command) -> Result<(), KvError> {
+        let keys = cmd.key_count();
+        if keys > self.keys_per_command_max {
+            return Err(KvError::TooLarge(format!(
+                "a command on {keys} keys exceeds the limit of {} keys per command",
+                self.keys_per_command_max
+            )));
+        }
+        match cmd {
+            Command::Set { key, value, .. }
+            | Command::Append { key, value }
+            | Command::PutIfRevision { key, value, .. }
+            | Command::Cas { key, new: value, .. } => {
+                self.check_key(key)?;
+                self.check_value(value)?;
+            }
+            Command::MSet { pairs } => {
+                let mut total = 0usize;
+                for (k, v) in pairs {
+                    self.check_key(k)?;
+                    self.check_value(v)?;
+                    total += k.len() + v.len();
+                }
+                let limit = self.value_bytes_max.saturating_mul(MSET_VALUES_MAX);
+                if total > limit {
+                    return Err(KvError::TooLarge(format!(
+                        "MSET of {total} bytes exceeds the limit of {limit} bytes ({MSET_VALUES_MAX} x value_bytes_max)"
+                    )));
+                }
+            }
+            Command::Del { keys } => {
+                for k in keys {
+                    self.check_key(k)?;
+                }
+            }
+            Command::Delete { key } | Command::IncrBy { key, .. } => self.check_key(key)?,
+            Command::Batch(_) => {
+                return Err(KvError::BadRequest("batches cannot be submitted by clients".into()));
+            }
+        }
+        if let Command::Cas { expected: Some(e), .. } = cmd {
+            self.check_value(e)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_refuse_with_the_limit_named() {
+        let l = Limits { key_bytes_max: 4, value_bytes_max: 8, keys_per_command_max: 2 };
+        let set = |k: &[u8], v: &[u8]| Command::Set {
+            key: k.to_vec(),
+            value: v.to_vec(),
+            cond: crate::SetCond::Always,
+            return_old: false,
+        };
+        assert!(l.check(&set(b"abcd", b"12345678")).is_ok());
+        assert!(matches!(l.check(&set(b"abcde", b"")), Err(KvError::TooLarge(m)) if m.contains("key_bytes_max")));
+        assert!(
+            matches!(l.check(&set(b"a", b"123456789")), Err(KvError::TooLarge(m)) if m.contains("value_bytes_max"))
+        );
+        let del = Command::Del { keys: vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()] };
+        assert!(matches!(l.check(&del), Err(KvError::TooLarge(m)) if m.contains("keys per command")));
+        let mset = Command::MSet { pairs: vec![(b"a".to_vec(), vec![0; 8]); 2] };
+        assert!(l.check(&mset).is_ok());
+        let l1 = Limits { keys_per_command_max: 8, ..l };
+        let big = Command::MSet { pairs: vec![(b"a".to_vec(), vec![0; 8]); 5] };
+        assert!(matches!(l1.check(&big), Err(KvError::TooLarge(m)) if m.contains("MSET")));
+        assert!(matches!(l.check(&Command::Batch(vec![])), Err(KvError::BadRequest(_))));
+        let cas = Command::Cas { key: b"k".to_vec(), expected: Some(vec![0; 9]), new: vec![] };
+        assert!(matches!(l.check(&cas), Err(KvError::TooLarge(_))));
+    }
+
+    #[test]
+    fn min_takes_the_stricter_field() {
+        let a = Limits { key_bytes_max: 10, value_bytes_max: 1, keys_per_command_max: 5 };
+        let b = Limits { key_bytes_max: 3, value_bytes_max: 7, keys_per_command_max: 9 };
+        assert_eq!(a.min(b), Limits { key_bytes_max: 3, value_bytes_max: 1, keys_per_command_max: 5 });
+    }
+}

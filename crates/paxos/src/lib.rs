@@ -21,7 +21,7 @@ pub mod rng;
 
 pub use acceptor::{Acceptor, AcceptorOutput, DurableWrite, RegisterState};
 pub use ballot::{Ballot, NodeId};
-pub use change::{Change, Key, Outcome, Value};
+pub use change::{apply_change, Change, Key, Outcome, Value};
 pub use message::{Reply, Request};
 pub use proposer::{
     ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer, CACHED_KEYS_MAX_DEFAULT, CACHED_VALUE_BYTES_MAX,

@@ -20,7 +20,7 @@
 //! Reads are the identity and are always re-applied.
 
 use crate::ballot::{Ballot, NodeId};
-use crate::change::{Change, Key, Outcome, Value};
+use crate::change::{apply_change, Change, Key, Outcome, Value};
 use crate::message::{Reply, Request};
 use crate::rng::SplitMix64;
 use crate::{Error, ACCEPTORS_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
@@ -467,7 +467,7 @@ impl Proposer {
             self.counter = self.counter.max(cached.next.counter);
             self.reserve(cached.next.counter, out);
             p.ballot = cached.next;
-            let (value, outcome) = p.change.apply(&cached.value);
+            let (value, outcome) = apply_change(&p.change, &cached.value);
             self.send_accept(key, p, value, cached.accepted, outcome, out);
         } else {
             let Some(ballot) = self.fresh_ballot(out) else {
@@ -628,8 +628,8 @@ impl Proposer {
         let (highest, current, current_base) = p.best.clone();
         let ours = |ballot: Ballot| p.ours.iter().find(|(b, _)| *b == ballot).map(|(_, outcome)| outcome.clone());
         let (value, outcome) = match p.first_accept {
-            _ if p.change.is_read() => p.change.apply(&current),
-            None => p.change.apply(&current),
+            _ if p.change.is_read() => apply_change(&p.change, &current),
+            None => apply_change(&p.change, &current),
             Some(first) => {
                 if let Some(outcome) = ours(highest).or_else(|| ours(current_base)) {
                     // Our value, or another proposer's change applied on top of our value: our
@@ -637,7 +637,7 @@ impl Proposer {
                     (current, outcome)
                 } else if highest < first || current_base < first {
                     // Derived from a value older than our first accept: our effect is not in it.
-                    p.change.apply(&current)
+                    apply_change(&p.change, &current)
                 } else {
                     out.push(done(p.id, Err(Error::Ambiguous)));
                     return Flow::Finished;

@@ -157,15 +157,15 @@ fn prepares(sent: &[Request]) -> usize {
 fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates_it() {
     let mut bench = Bench::new();
     let mut a = proposer(10);
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Set(b"1".to_vec())).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { previous: None }));
+    let (_, out) = a.propose(0, b"k".to_vec(), set(b"1")).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, old: None, current_revision: 0 }));
     assert_eq!(prepares(&bench.sent), 3, "the first change needs a prepare round");
     assert_eq!(a.cached_keys(), 1);
 
     bench.sent.clear();
     for n in 2..5 {
-        let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
-        assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Incremented(n)));
+        let (_, out) = a.propose(0, b"k".to_vec(), Change::IncrBy(1)).unwrap();
+        assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(n)));
     }
     assert_eq!(prepares(&bench.sent), 0, "cached ballot: accepts only");
     assert_eq!(bench.sent.len(), 9);
@@ -180,14 +180,17 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
         .all(|r| !matches!(r, Request::Prepare { .. } | Request::Accept { .. } if r.ballot().node == NodeId(20))));
 
     // Another node takes the key over with a higher ballot (writing the same value).
-    let (_, out) = b.propose(0, b"k".to_vec(), Change::Set(b"4".to_vec())).unwrap();
-    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Written { previous: Some(b"4".to_vec()) }));
+    let (_, out) = b.propose(0, b"k".to_vec(), set(b"4")).unwrap();
+    assert_eq!(
+        bench.drive(&mut b, out),
+        Ok(Outcome::Written { written: true, old: Some(b"4".to_vec()), current_revision: 0 })
+    );
 
     // A's cached accept is refused by every acceptor. Its retry's prepare finds B's value,
     // derived from a value older than A's refused accept, so A applies the change afresh, once.
     bench.sent.clear();
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(10)).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Incremented(14)));
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::IncrBy(10)).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(14)));
     assert!(prepares(&bench.sent) >= 3, "the stale fast path must fall back to prepare");
     // And it is back on the one-round-trip path.
     bench.sent.clear();
@@ -200,8 +203,8 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
 fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
     let mut bench = Bench::new();
     let mut a = proposer(10);
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Set(b"1".to_vec())).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { previous: None }));
+    let (_, out) = a.propose(0, b"k".to_vec(), set(b"1")).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, old: None, current_revision: 0 }));
     assert_eq!(a.cached_keys(), 1);
     // Its own ballots and other keys leave the cache alone.
     a.observe_foreign(b"k", Ballot::new(1_000, NodeId(10)));
@@ -209,8 +212,11 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
     assert_eq!(a.cached_keys(), 1);
 
     let mut b = proposer(20);
-    let (_, out) = b.propose(0, b"k".to_vec(), Change::Set(b"2".to_vec())).unwrap();
-    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Written { previous: Some(b"1".to_vec()) }));
+    let (_, out) = b.propose(0, b"k".to_vec(), set(b"2")).unwrap();
+    assert_eq!(
+        bench.drive(&mut b, out),
+        Ok(Outcome::Written { written: true, old: Some(b"1".to_vec()), current_revision: 0 })
+    );
     let seen = bench.sent.iter().rev().find_map(|r| match r {
         Request::Accept { ballot, .. } if ballot.node == NodeId(20) => Some(*ballot),
         _ => None,
@@ -221,7 +227,7 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
     // No refused fast accept: a full round, and the change applies once.
     bench.sent.clear();
     let (_, out) = a.propose(0, b"k".to_vec(), Change::Append(b"3".to_vec())).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Appended(2)));
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(2)));
     assert_eq!(prepares(&bench.sent), 3);
     assert!(!bench
         .sent
@@ -233,8 +239,8 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
 fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
     let mut bench = Bench::new();
     let mut a = proposer(10);
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Set(b"1".to_vec())).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { previous: None }));
+    let (_, out) = a.propose(0, b"k".to_vec(), set(b"1")).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, old: None, current_revision: 0 }));
     let before: Vec<_> = bench.acceptors.iter().map(|x| x.register(b"k").cloned()).collect();
     bench.sent.clear();
     let mut b = proposer(20);
@@ -249,11 +255,11 @@ fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
     let mut acceptors =
         vec![rampart_paxos::Acceptor::new(), rampart_paxos::Acceptor::new(), rampart_paxos::Acceptor::new()];
     let mut w = proposer(30);
-    let (_, out) = w.propose(0, b"k".to_vec(), Change::Set(b"old".to_vec())).unwrap();
+    let (_, out) = w.propose(0, b"k".to_vec(), set(b"old")).unwrap();
     let out = deliver(&mut acceptors, &mut w, out, &[1, 2, 3]);
     let out = deliver(&mut acceptors, &mut w, out, &[1, 2, 3]);
     assert!(out.iter().any(|o| matches!(o, ProposerOutput::Done { result: Ok(_), .. })), "{out:?}");
-    let (_, out) = w.propose(0, b"k".to_vec(), Change::Set(b"new".to_vec())).unwrap();
+    let (_, out) = w.propose(0, b"k".to_vec(), set(b"new")).unwrap();
     let _ = deliver(&mut acceptors, &mut w, out, &[1]);
     let mut r = proposer(40);
     // Acceptor 3 is down: the two answers disagree and no majority can agree any more.
@@ -286,7 +292,7 @@ fn limits_and_quorum_are_enforced() {
     // Three of five dead: a change is refused at once, certainly not applied.
     let mut q = proposer(11);
     q.set_dead_peers(&[NodeId(1), NodeId(2)]);
-    let (_, out) = q.propose(0, b"k".to_vec(), Change::Set(b"x".to_vec())).unwrap();
+    let (_, out) = q.propose(0, b"k".to_vec(), set(b"x")).unwrap();
     let done = out.iter().find_map(|o| match o {
         ProposerOutput::Done { result: Err(e), .. } => Some(e.clone()),
         _ => None,
@@ -302,7 +308,7 @@ fn limits_and_quorum_are_enforced() {
     })
     .unwrap();
     for key in [b"x", b"y", b"z"] {
-        let (_, out) = c.propose(0, key.to_vec(), Change::Set(b"v".to_vec())).unwrap();
+        let (_, out) = c.propose(0, key.to_vec(), set(b"v")).unwrap();
         bench.drive(&mut c, out).unwrap();
     }
     assert_eq!(c.cached_keys(), 1);
@@ -314,7 +320,7 @@ fn limits_and_quorum_are_enforced() {
 fn a_dead_peer_hint_fails_a_phase_without_waiting_for_the_timeout() {
     let mut p = proposer(30);
     p.set_dead_peers(&[NodeId(3)]);
-    let (_, out) = p.propose(0, b"k".to_vec(), Change::Set(b"x".to_vec())).unwrap();
+    let (_, out) = p.propose(0, b"k".to_vec(), set(b"x")).unwrap();
     assert_eq!(out.iter().filter(|o| matches!(o, ProposerOutput::Send { .. })).count(), 3);
     let ballot = match &out[1] {
         ProposerOutput::Send { request, .. } => request.ballot(),
@@ -401,13 +407,13 @@ fn run_until_done(
 fn a_retry_completes_its_own_partly_accepted_change_instead_of_applying_it_twice() {
     let mut acceptors: Vec<_> = (0..3).map(|_| rampart_paxos::Acceptor::new()).collect();
     let mut a = proposer(10);
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::IncrBy(1)).unwrap();
     let out = deliver(&mut acceptors, &mut a, out, &[1, 2, 3]);
     // The accept reaches acceptor 1 only; the other copies are lost and the phase times out.
     let out = deliver(&mut acceptors, &mut a, out, &[1]);
     assert_eq!(result_of(&out), None);
     // The retry's prepare quorum {1, 2} reports A's own value as the highest: complete it.
-    assert_eq!(run_until_done(&mut acceptors, &mut a, out, &[1, 2]), Ok(Outcome::Incremented(1)));
+    assert_eq!(run_until_done(&mut acceptors, &mut a, out, &[1, 2]), Ok(Outcome::Integer(1)));
     assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(b"1".to_vec())), "applied once");
 }
 
@@ -415,15 +421,15 @@ fn a_retry_completes_its_own_partly_accepted_change_instead_of_applying_it_twice
 fn a_retry_completes_when_another_proposer_built_on_its_value() {
     let mut acceptors: Vec<_> = (0..3).map(|_| rampart_paxos::Acceptor::new()).collect();
     let mut a = proposer(10);
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Increment(5)).unwrap();
+    let (_, out) = a.propose(0, b"k".to_vec(), Change::IncrBy(5)).unwrap();
     let out = deliver(&mut acceptors, &mut a, out, &[1, 2, 3]);
     let a_pending = deliver(&mut acceptors, &mut a, out, &[1]);
     // B increments through acceptors {1, 2}: it adopts A's value (5) and writes 6 on top of it.
     let mut b = proposer(20);
-    let (_, out) = b.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
-    assert_eq!(run_until_done(&mut acceptors, &mut b, out, &[1, 2]), Ok(Outcome::Incremented(6)));
+    let (_, out) = b.propose(0, b"k".to_vec(), Change::IncrBy(1)).unwrap();
+    assert_eq!(run_until_done(&mut acceptors, &mut b, out, &[1, 2]), Ok(Outcome::Integer(6)));
     // A retries: the highest value is B's, whose base is A's accept, so A's effect is in it.
-    assert_eq!(run_until_done(&mut acceptors, &mut a, a_pending, &[1, 2, 3]), Ok(Outcome::Incremented(5)));
+    assert_eq!(run_until_done(&mut acceptors, &mut a, a_pending, &[1, 2, 3]), Ok(Outcome::Integer(5)));
     assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(b"6".to_vec())), "5 + 1, each once");
 }
 
@@ -442,7 +448,7 @@ fn a_long_queue_on_one_key_drains_without_recursion_when_every_change_fails_at_o
         })
         .unwrap();
     for _ in 0..50_000 {
-        p.propose(0, b"k".to_vec(), Change::Increment(1)).unwrap();
+        p.propose(0, b"k".to_vec(), Change::IncrBy(1)).unwrap();
     }
     assert_eq!(p.in_flight(), 50_001);
     // Every acceptor is now dead: when the first change's phase times out and it gives up or
@@ -470,4 +476,9 @@ fn a_long_queue_on_one_key_drains_without_recursion_when_every_change_fails_at_o
         })
         .count();
     assert_eq!(failures, 50_001);
+}
+
+/// A plain SET that reports the value it replaced.
+fn set(value: &[u8]) -> Change {
+    Change::Set { value: value.to_vec(), cond: rampart_kv::SetCond::Always, return_old: true }
 }

@@ -98,7 +98,7 @@ impl Search<'_> {
             {
                 continue;
             }
-            let (next, outcome) = op.change.apply(&state);
+            let (next, outcome) = rampart_paxos::apply_change(&op.change, &state);
             if op.outcome.as_ref().is_some_and(|expected| *expected != outcome) {
                 continue;
             }
@@ -141,7 +141,15 @@ mod tests {
         Op { invoke, complete: Some(complete), change, outcome: Some(outcome) }
     }
     fn set(invoke: u64, complete: u64, value: &str, previous: Value) -> Op {
-        op(invoke, complete, Change::Set(value.as_bytes().to_vec()), Outcome::Written { previous })
+        op(
+            invoke,
+            complete,
+            set_op(value.as_bytes()),
+            Outcome::Written { written: true, old: previous, current_revision: 0 },
+        )
+    }
+    fn set_op(value: &[u8]) -> Change {
+        Change::Set { value: value.to_vec(), cond: rampart_kv::SetCond::Always, return_old: true }
     }
     fn read(invoke: u64, complete: u64, value: Value) -> Op {
         op(invoke, complete, Change::Read, Outcome::Value(value))
@@ -184,7 +192,7 @@ mod tests {
 
     #[test]
     fn lost_increment_is_a_violation() {
-        let inc = |i, c, n| op(i, c, Change::Increment(1), Outcome::Incremented(n));
+        let inc = |i, c, n| op(i, c, Change::IncrBy(1), Outcome::Integer(n));
         assert_eq!(check(&[inc(1, 5, 1), inc(2, 6, 2)]), Verdict::Linearizable);
         assert_eq!(check(&[inc(1, 5, 1), inc(2, 6, 1)]), Verdict::Violation);
     }
@@ -192,14 +200,14 @@ mod tests {
     #[test]
     fn pending_operations_may_apply_late_or_never() {
         // A write that may have been applied becomes visible long after it was invoked.
-        let h = [pending(1, Change::Set(b"a".to_vec())), read(5, 6, None), read(9, 10, v("a"))];
+        let h = [pending(1, set_op(b"a")), read(5, 6, None), read(9, 10, v("a"))];
         assert_eq!(check(&h), Verdict::Linearizable);
         // ...or never.
-        assert_eq!(check(&[pending(1, Change::Set(b"a".to_vec())), read(5, 6, None)]), Verdict::Linearizable);
+        assert_eq!(check(&[pending(1, set_op(b"a")), read(5, 6, None)]), Verdict::Linearizable);
         // But not before it was invoked.
-        assert_eq!(check(&[read(1, 2, v("a")), pending(3, Change::Set(b"a".to_vec()))]), Verdict::Violation);
+        assert_eq!(check(&[read(1, 2, v("a")), pending(3, set_op(b"a"))]), Verdict::Violation);
         // And not twice: one pending increment cannot explain a jump of two.
-        let h = [pending(1, Change::Increment(1)), read(5, 6, v("2"))];
+        let h = [pending(1, Change::IncrBy(1)), read(5, 6, v("2"))];
         assert_eq!(check(&h), Verdict::Violation);
     }
 
@@ -207,7 +215,7 @@ mod tests {
     fn many_pending_increments_stay_tractable() {
         // 40 pending increments of three sizes and reads pinning a few sums: without the symmetry
         // reduction this is 2^40 subsets.
-        let mut h: Vec<Op> = (0..40).map(|i| pending(i, Change::Increment(1 + (i % 3) as i64))).collect();
+        let mut h: Vec<Op> = (0..40).map(|i| pending(i, Change::IncrBy(1 + (i % 3) as i64))).collect();
         h.push(read(100, 101, v("7")));
         h.push(read(102, 103, v("30")));
         assert_eq!(check(&h), Verdict::Linearizable);
@@ -217,11 +225,10 @@ mod tests {
 
     #[test]
     fn compare_and_set_outcomes_are_checked() {
-        let cas = |i, c, swapped, current: Value| {
-            op(i, c, Change::CompareAndSet { expected: None, new: v("x") }, Outcome::Swapped { swapped, current })
-        };
+        let cas =
+            |i, c, swapped| op(i, c, Change::Cas { expected: None, new: b"x".to_vec() }, Outcome::Swapped(swapped));
         // Two concurrent create-if-absent: exactly one may win.
-        assert_eq!(check(&[cas(1, 5, true, v("x")), cas(2, 6, false, v("x"))]), Verdict::Linearizable);
-        assert_eq!(check(&[cas(1, 5, true, v("x")), cas(2, 6, true, v("x"))]), Verdict::Violation);
+        assert_eq!(check(&[cas(1, 5, true), cas(2, 6, false)]), Verdict::Linearizable);
+        assert_eq!(check(&[cas(1, 5, true), cas(2, 6, true)]), Verdict::Violation);
     }
 }

@@ -10,6 +10,7 @@
 //! persisted counter floor; wrong and right "dead peer" hints.
 
 use super::checker::{self, Op, Verdict};
+use rampart_kv::SetCond;
 use rampart_paxos::rng::SplitMix64;
 use rampart_paxos::{
     Acceptor, Change, DurableWrite, Error, Key, NodeId, Outcome, ProposalId, Proposer, ProposerConfig, ProposerOutput,
@@ -383,18 +384,18 @@ impl World {
         let change = if key == 0 {
             match roll {
                 0..=34 => Change::Read,
-                35..=89 => Change::Increment(1 + self.rng.below(3) as i64),
+                35..=89 => Change::IncrBy(1 + self.rng.below(3) as i64),
                 _ => Change::Delete,
             }
         } else {
             match roll {
                 0..=29 => Change::Read,
-                30..=59 => Change::Set(unique),
+                30..=59 => Change::Set { value: unique, cond: SetCond::Always, return_old: true },
                 60..=79 => {
                     let expected = self.clients[client].last_seen.get(&key).cloned().flatten();
-                    Change::CompareAndSet { expected, new: Some(unique) }
+                    Change::Cas { expected, new: unique }
                 }
-                80..=84 => Change::SetIfPresent(unique),
+                80..=84 => Change::Set { value: unique, cond: SetCond::IfPresent, return_old: false },
                 85..=89 => Change::Append(unique),
                 _ => Change::Delete,
             }
@@ -468,13 +469,12 @@ impl World {
         match result {
             Ok(outcome) => {
                 self.stats.ok += 1;
-                let seen = match &outcome {
-                    Outcome::Value(v) | Outcome::Swapped { current: v, .. } => Some(v.clone()),
-                    Outcome::Written { .. } => match &record.op.change {
-                        Change::Set(v) | Change::SetIfPresent(v) => Some(Some(v.clone())),
-                        _ => None,
-                    },
-                    Outcome::Deleted { .. } => Some(None),
+                let seen = match (&outcome, &record.op.change) {
+                    (Outcome::Value(v), _) => Some(v.clone()),
+                    (Outcome::Swapped(true), Change::Cas { new, .. }) => Some(Some(new.clone())),
+                    (Outcome::Written { written: true, .. }, Change::Set { value, .. }) => Some(Some(value.clone())),
+                    (Outcome::Written { written: false, old, .. }, _) => old.clone().map(Some),
+                    (Outcome::Deleted { .. }, _) => Some(None),
                     _ => None,
                 };
                 if let Some(seen) = seen {

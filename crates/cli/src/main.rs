@@ -2,6 +2,8 @@
 //! does nothing else of its own beyond argument parsing and process wiring.
 
 mod ctl;
+mod node;
+mod server_config;
 mod up;
 mod uplb;
 
@@ -21,7 +23,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one storage node.
-    Server(rampart_server::config::ServerArgs),
+    Server(server_config::ServerArgs),
     /// Run the load balancer.
     Lb(rampart_lb::cli::LbArgs),
     /// Start a local three-node cluster plus a load balancer.
@@ -40,7 +42,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Cmd::Server(args) => {
             init_tracing();
-            rampart_server::run_blocking(args).map_err(anyhow::Error::from)
+            node::run_blocking(args)
         }
         Cmd::Lb(args) => {
             init_tracing();
@@ -52,7 +54,7 @@ fn main() -> std::process::ExitCode {
         }
         Cmd::Kv(args) => ctl::run_kv(args),
         Cmd::Cluster(args) => ctl::run_cluster(args),
-        Cmd::DebugDump { data_dir } => rampart_server::debug_dump(&data_dir).map_err(anyhow::Error::msg),
+        Cmd::DebugDump { data_dir } => node::debug_dump(&data_dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,11 +1,13 @@
 //! `rampart server` settings: command-line flags, or the same keys in a TOML
-//! file given by `--config` (flags win over the file).
+//! file given by `--config` (flags win over the file). They resolve to [`NodeSettings`], from
+//! which `node.rs` builds the typed configs of the library crates.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rampart_kv::limits::{KEY_BYTES_MAX_CEILING, VALUE_BYTES_MAX_CEILING};
 use serde::Deserialize;
 
 /// Default heartbeat: frequent enough that a dead leader is noticed fast on a LAN.
@@ -13,9 +15,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 50;
 /// Default election timeout (lower bound; the upper bound is twice it).
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 250;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-pub const DEFAULT_KEY_BYTES_MAX: usize = 64 * 1024;
-pub const DEFAULT_VALUE_BYTES_MAX: usize = 1024 * 1024;
-pub const DEFAULT_RESP_CONNECTIONS_MAX: usize = 10_000;
+pub const DEFAULT_KEY_BYTES_MAX: usize = rampart_kv::limits::KEY_BYTES_MAX_DEFAULT;
+pub const DEFAULT_VALUE_BYTES_MAX: usize = rampart_kv::limits::VALUE_BYTES_MAX_DEFAULT;
+pub const DEFAULT_RESP_CONNECTIONS_MAX: usize = rampart_server::RESP_CONNECTIONS_MAX_DEFAULT;
 pub const DEFAULT_SNAPSHOT_LOGS: u64 = 20_000;
 pub const DEFAULT_PEER_HEARTBEAT_MS: u64 = 100;
 
@@ -104,7 +106,7 @@ pub enum Replication {
 
 /// Validated settings of one node.
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
+pub struct NodeSettings {
     pub id: u64,
     pub data_dir: PathBuf,
     pub peer_addr: SocketAddr,
@@ -134,7 +136,7 @@ pub enum ConfigError {
 
 impl ServerArgs {
     /// Merges flags over the config file (if any) and validates the result.
-    pub fn resolve(&self) -> Result<ServerConfig, ConfigError> {
+    pub fn resolve(&self) -> Result<NodeSettings, ConfigError> {
         let file = match &self.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
@@ -217,11 +219,14 @@ impl ServerArgs {
         }
         let key_bytes_max = self.key_bytes_max.or(file.key_bytes_max).unwrap_or(DEFAULT_KEY_BYTES_MAX);
         let value_bytes_max = self.value_bytes_max.or(file.value_bytes_max).unwrap_or(DEFAULT_VALUE_BYTES_MAX);
-        if key_bytes_max == 0 || key_bytes_max > 16 << 20 {
-            return Err(field("key_bytes_max", format!("{key_bytes_max} is outside 1..=16777216")));
+        if key_bytes_max == 0 || key_bytes_max > KEY_BYTES_MAX_CEILING {
+            return Err(field("key_bytes_max", format!("{key_bytes_max} is outside 1..={KEY_BYTES_MAX_CEILING}")));
         }
-        if value_bytes_max == 0 || value_bytes_max > 32 << 20 {
-            return Err(field("value_bytes_max", format!("{value_bytes_max} is outside 1..=33554432")));
+        if value_bytes_max == 0 || value_bytes_max > VALUE_BYTES_MAX_CEILING {
+            return Err(field(
+                "value_bytes_max",
+                format!("{value_bytes_max} is outside 1..={VALUE_BYTES_MAX_CEILING}"),
+            ));
         }
         let snapshot_logs = self.snapshot_logs.or(file.snapshot_logs).unwrap_or(DEFAULT_SNAPSHOT_LOGS);
         if snapshot_logs < 10 {
@@ -231,7 +236,7 @@ impl ServerArgs {
         if !(10..=60_000).contains(&peer_heartbeat_ms) {
             return Err(field("peer_heartbeat_ms", format!("{peer_heartbeat_ms} is outside 10..=60000")));
         }
-        Ok(ServerConfig {
+        Ok(NodeSettings {
             id,
             data_dir,
             peer_addr,

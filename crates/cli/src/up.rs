@@ -252,7 +252,7 @@ async fn node_role(resp_addr: &str) -> Option<String> {
         if text.lines().any(|l| l.trim() == "replication_mode:multi-master") {
             return Some("peer (multi-master)".to_string());
         }
-        text.lines().find_map(|l| l.strip_prefix("raft_role:")).map(|r| r.trim().to_string())
+        text.lines().find_map(|l| l.strip_prefix("role:")).map(|r| r.trim().to_string())
     };
     tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()
 }

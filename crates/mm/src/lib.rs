@@ -12,7 +12,9 @@
 //! Protocol and safety arguments: `docs/paxos.md`.
 
 mod acceptor_task;
+pub mod command;
 mod proposer_task;
+mod replica;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashSet};
@@ -64,6 +66,8 @@ pub struct MmConfig {
     pub request_timeout: Duration,
     /// Interval of the failure-detection heartbeats.
     pub peer_heartbeat_ms: u64,
+    /// Limits on client commands (the Paxos core's own limits apply on top).
+    pub limits: rampart_kv::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path, id: u64, members: &[(u64, std::net::SocketAddr)
         members: members.iter().map(|(id, a)| (*id, a.to_string())).collect::<BTreeMap<_, _>>(),
         request_timeout: Duration::from_secs(5),
         peer_heartbeat_ms: 100,
+        limits: rampart_kv::Limits::default(),
     }
 }
 
@@ -32,15 +33,15 @@ async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
     {
         let node = MmNode::start(config(dir.path(), 1, &members)).await.unwrap();
         assert_eq!(
-            node.change(b"k".to_vec(), Change::Set(b"v1".to_vec())).await.unwrap(),
-            Outcome::Written { previous: None }
+            node.change(b"k".to_vec(), set(b"v1")).await.unwrap(),
+            Outcome::Written { written: true, old: None, current_revision: 0 }
         );
-        assert_eq!(node.change(b"n".to_vec(), Change::Increment(5)).await.unwrap(), Outcome::Incremented(5));
+        assert_eq!(node.change(b"n".to_vec(), Change::IncrBy(5)).await.unwrap(), Outcome::Integer(5));
         assert_eq!(
-            node.change(b"gone".to_vec(), Change::Set(b"x".to_vec())).await.unwrap(),
-            Outcome::Written { previous: None }
+            node.change(b"gone".to_vec(), set(b"x")).await.unwrap(),
+            Outcome::Written { written: true, old: None, current_revision: 0 }
         );
-        assert_eq!(node.change(b"gone".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { existed: true });
+        assert_eq!(node.change(b"gone".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
         let page = node.scan(b"", None, 10, false, true).await.unwrap();
         let keys = node.scan(b"", None, 10, false, false).await.unwrap();
         assert_eq!(keys.items, vec![(b"k".to_vec(), vec![]), (b"n".to_vec(), vec![])], "keys only");
@@ -74,7 +75,7 @@ async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
     let members2 = [(1, free_addr())];
     let node = MmNode::start(config(copy.path(), 1, &members2)).await.unwrap();
     assert_eq!(node.stale_get(b"k").unwrap(), Some(b"v1".to_vec()));
-    assert_eq!(node.change(b"n".to_vec(), Change::Increment(1)).await.unwrap(), Outcome::Incremented(6));
+    assert_eq!(node.change(b"n".to_vec(), Change::IncrBy(1)).await.unwrap(), Outcome::Integer(6));
     assert_eq!(node.change(b"gone".to_vec(), Change::Read).await.unwrap(), Outcome::Value(None));
 }
 
@@ -117,7 +118,7 @@ async fn without_a_majority_a_change_is_refused_as_not_applied() {
     let mut cfg = config(dir.path(), 1, &members);
     cfg.request_timeout = Duration::from_millis(800);
     let node = MmNode::start(cfg).await.unwrap();
-    let r = node.change(b"k".to_vec(), Change::Set(b"v".to_vec())).await;
+    let r = node.change(b"k".to_vec(), set(b"v")).await;
     assert!(r.is_err(), "{r:?}");
     let reads = node.change(b"k".to_vec(), Change::Read).await;
     assert!(reads.is_err(), "{reads:?}");
@@ -136,8 +137,8 @@ async fn nodes_started_with_different_memberships_refuse_each_other() {
     c2.request_timeout = Duration::from_millis(800);
     let n1 = MmNode::start(c1).await.unwrap();
     let n2 = MmNode::start(c2).await.unwrap();
-    assert!(n1.change(b"k".to_vec(), Change::Set(b"1".to_vec())).await.is_err());
-    assert!(n2.change(b"k".to_vec(), Change::Set(b"2".to_vec())).await.is_err());
+    assert!(n1.change(b"k".to_vec(), set(b"1")).await.is_err());
+    assert!(n2.change(b"k".to_vec(), set(b"2")).await.is_err());
     // The same two nodes with the same membership do work together.
     let d3 = tempfile::tempdir().unwrap();
     let d4 = tempfile::tempdir().unwrap();
@@ -146,11 +147,16 @@ async fn nodes_started_with_different_memberships_refuse_each_other() {
     let _m2 = MmNode::start(config(d4.path(), 2, &[(1, b1), (2, b2)])).await.unwrap();
     let mut ok = false;
     for _ in 0..50 {
-        if m1.change(b"k".to_vec(), Change::Set(b"1".to_vec())).await.is_ok() {
+        if m1.change(b"k".to_vec(), set(b"1")).await.is_ok() {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "two nodes with the same membership never agreed");
+}
+
+/// A plain SET that reports the value it replaced.
+fn set(value: &[u8]) -> Change {
+    Change::Set { value: value.to_vec(), cond: rampart_kv::SetCond::Always, return_old: true }
 }

@@ -205,10 +205,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded = Vec::new();
+        let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
         for e in entries {
             encoded.push((e.log_id.index, encode(&e)?));
         }
+        assert!(
+            encoded.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+            "openraft appends log entries at consecutive indexes"
+        );
         // Returns once queued; `callback` fires after the group's fsync.
         self.writer
             .append(encoded, callback)
@@ -330,6 +334,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let Some(last) = entries.last().map(|e| e.log_id) else { return Ok(Vec::new()) };
+        assert!(
+            entries.windows(2).all(|w| w[1].log_id.index == w[0].log_id.index + 1),
+            "entries are applied in log order, without gaps"
+        );
         let store = self.store.clone();
         let applied = self.applied.clone();
         blocking(move || {

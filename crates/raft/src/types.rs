@@ -1,4 +1,5 @@
-//! The replicated command set, its results, and openraft's type configuration.
+//! openraft's type configuration for leader mode. The command set and its results are
+//! `rampart-kv`'s: a log entry is a [`Command`], its result a [`Response`].
 
 use std::fmt;
 use std::io::Cursor;
@@ -24,76 +25,18 @@ impl fmt::Display for NodeInfo {
     }
 }
 
-/// How `Set` treats an existing key (Redis NX / XX).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SetCond {
-    Always,
-    IfAbsent,
-    IfPresent,
-}
+pub use rampart_kv::{Command, Outcome, Response, SetCond};
 
-/// A write that goes through the log. Applied atomically, in log order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// SET (with NX/XX and GET), GETSET.
-    Set { key: Vec<u8>, value: Vec<u8>, cond: SetCond, return_old: bool },
-    /// MSET: all pairs in one entry.
-    MSet { pairs: Vec<(Vec<u8>, Vec<u8>)> },
-    /// DEL of many keys.
-    Del { keys: Vec<Vec<u8>> },
-    /// INCR/DECR/INCRBY/DECRBY.
-    IncrBy { key: Vec<u8>, delta: i64 },
-    /// APPEND.
-    Append { key: Vec<u8>, value: Vec<u8> },
-    /// CAS key expected new: compare the current value (None = absent).
-    Cas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Vec<u8> },
-    /// HTTP PUT ?cas=REV: set only if the key's revision is `revision` (0 = absent).
-    PutIfRevision { key: Vec<u8>, revision: u64, value: Vec<u8> },
-    /// HTTP DELETE of one key (reports the revision of the delete).
-    Delete { key: Vec<u8> },
-    /// Many client commands proposed together as one log entry (one fsync),
-    /// applied in order; they share the entry's index as their revision.
-    Batch(Vec<Command>),
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Command::Set { .. } => "set",
-            Command::MSet { .. } => "mset",
-            Command::Del { .. } => "del",
-            Command::IncrBy { .. } => "incrby",
-            Command::Append { .. } => "append",
-            Command::Cas { .. } => "cas",
-            Command::PutIfRevision { .. } => "put_if_revision",
-            Command::Delete { .. } => "delete",
-            Command::Batch(_) => "batch",
-        };
-        f.write_str(name)
+impl From<NodeInfo> for rampart_kv::MemberInfo {
+    fn from(n: NodeInfo) -> Self {
+        rampart_kv::MemberInfo { peer_addr: n.peer_addr, resp_addr: n.resp_addr, http_addr: n.http_addr }
     }
 }
 
-/// The result of applying a [`Command`]; `revision` is its log index.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    pub revision: u64,
-    pub outcome: Outcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// Set/MSet/PutIfRevision: whether it was written, and the old value if asked.
-    Written { written: bool, old: Option<Vec<u8>>, current_revision: u64 },
-    /// Del/Delete: how many keys were removed.
-    Deleted { count: u64 },
-    /// IncrBy: the new value. Append: the new length.
-    Integer(i64),
-    /// Cas: whether it swapped.
-    Swapped(bool),
-    /// The command was rejected by the state machine (nothing changed).
-    Rejected(String),
-    /// The outcomes of a [`Command::Batch`], in order.
-    Batch(Vec<Outcome>),
+impl From<rampart_kv::MemberInfo> for NodeInfo {
+    fn from(m: rampart_kv::MemberInfo) -> Self {
+        NodeInfo { peer_addr: m.peer_addr, resp_addr: m.resp_addr, http_addr: m.http_addr }
+    }
 }
 
 openraft::declare_raft_types!(

@@ -12,18 +12,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
-use rampart_raft::{Command, NodeInfo, Outcome};
+use rampart_kv::{Command, Consistency, KvError, MemberInfo, MembershipError, NodeStatus, Outcome, StatusField};
 use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
-use crate::app::{leader_only, ApiError, App, Backend, Consistency};
+use crate::app::App;
 
 /// Most items one `GET /v1/kv?prefix=` returns (`limit` is capped to it).
 pub const LIST_LIMIT_MAX: usize = 10_000;
 const LIST_LIMIT_DEFAULT: usize = 1_000;
 
 pub fn router(app: Arc<App>) -> Router {
-    let body_max = app.cfg.value_bytes_max.saturating_mul(2).max(64 * 1024);
+    let body_max = app.replica.limits().value_bytes_max.saturating_mul(2).max(64 * 1024);
     Router::new()
         .route("/", get(dashboard))
         .route("/v1/kv", get(list))
@@ -46,14 +46,14 @@ impl IntoResponse for HttpError {
     }
 }
 
-impl From<ApiError> for HttpError {
-    fn from(e: ApiError) -> Self {
+impl From<KvError> for HttpError {
+    fn from(e: KvError) -> Self {
         let status = match &e {
-            ApiError::TryAgain(_) | ApiError::ClusterDown(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadRequest(_) | ApiError::Rejected(_) => StatusCode::BAD_REQUEST,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            KvError::TryAgain(_) | KvError::ClusterDown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            KvError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            KvError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            KvError::BadRequest(_) | KvError::Rejected(_) => StatusCode::BAD_REQUEST,
+            KvError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         HttpError(status, e.to_string(), e.code())
     }
@@ -122,7 +122,7 @@ async fn put_key(
             None => Command::Set {
                 key: key.clone().into_bytes(),
                 value: body.to_vec(),
-                cond: rampart_raft::SetCond::Always,
+                cond: rampart_kv::SetCond::Always,
                 return_old: false,
             },
             Some(c) => {
@@ -134,7 +134,7 @@ async fn put_key(
         };
         let resp = app.write(cmd).await?;
         match resp.outcome {
-            Outcome::Written { written: true, .. } if app.is_multi_master() => {
+            Outcome::Written { written: true, .. } if !app.replica.has_revisions() => {
                 Ok(Json(json!({"ok": true})).into_response())
             }
             Outcome::Written { written: true, current_revision, .. } => {
@@ -160,7 +160,7 @@ async fn delete_key(State(app): State<Arc<App>>, Path(key): Path<String>) -> Res
     let r = async {
         let resp = app.write(Command::Delete { key: key.into_bytes() }).await?;
         match resp.outcome {
-            Outcome::Deleted { count } if app.is_multi_master() => Ok(Json(json!({"deleted": count > 0}))),
+            Outcome::Deleted { count } if !app.replica.has_revisions() => Ok(Json(json!({"deleted": count > 0}))),
             Outcome::Deleted { count } => Ok(Json(json!({"deleted": count > 0, "revision": resp.revision}))),
             other => {
                 Err(HttpError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"), "INTERNAL"))
@@ -223,41 +223,19 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<J
     r
 }
 
-/// A member as the APIs list it: id, peer, RESP and HTTP addresses, voter.
-type MemberRow = (u64, String, String, String, bool);
-
-/// This node's id and every member.
-fn member_rows(app: &App) -> (u64, Vec<MemberRow>) {
-    match &app.backend {
-        Backend::Leader(node) => {
-            let st = node.status();
-            let rows = st
-                .members
-                .iter()
-                .map(|m| (m.id, m.info.peer_addr.clone(), m.info.resp_addr.clone(), m.info.http_addr.clone(), m.voter))
-                .collect();
-            (st.id, rows)
-        }
-        Backend::Multi(node) => {
-            let st = node.status();
-            let rows =
-                st.members.into_iter().map(|(id, i)| (id, i.peer_addr, i.resp_addr, i.http_addr, true)).collect();
-            (st.id, rows)
-        }
-    }
-}
-
-fn members_json(app: &App) -> Vec<Json_> {
-    let (me, rows) = member_rows(app);
-    let health = app.peer_health();
-    rows.into_iter()
-        .map(|(id, peer, resp, http, voter)| {
+fn members_json(app: &App, st: &NodeStatus) -> Vec<Json_> {
+    let me = st.id;
+    let health = app.replica.peer_health();
+    st.members
+        .iter()
+        .map(|m| {
+            let id = m.id;
             let mut obj = serde_json::Map::new();
             obj.insert("id".into(), json!(id));
-            obj.insert("peer_addr".into(), json!(peer));
-            obj.insert("resp_addr".into(), json!(resp));
-            obj.insert("http_addr".into(), json!(http));
-            obj.insert("voter".into(), json!(voter));
+            obj.insert("peer_addr".into(), json!(m.info.peer_addr));
+            obj.insert("resp_addr".into(), json!(m.info.resp_addr));
+            obj.insert("http_addr".into(), json!(m.info.http_addr));
+            obj.insert("voter".into(), json!(m.voter));
             match health.iter().find(|h| h.id.0 == id) {
                 Some(h) => {
                     obj.insert("state".into(), json!(h.state.as_str()));
@@ -275,55 +253,42 @@ fn members_json(app: &App) -> Vec<Json_> {
         .collect()
 }
 
+/// A mode-specific status figure as JSON.
+fn field_json(f: &StatusField) -> Json_ {
+    match f {
+        StatusField::Number(n) => json!(n),
+        StatusField::Maybe(n) => json!(n),
+    }
+}
+
 async fn status(State(app): State<Arc<App>>) -> Json<Json_> {
-    let node = match &app.backend {
-        Backend::Leader(n) => n,
-        Backend::Multi(n) => {
-            let st = n.status();
-            return Json(json!({
-                "id": st.id,
-                "role": "peer",
-                "leader_id": null,
-                "replication": "multi-master",
-                "quorum": st.quorum,
-                "proposals_in_flight": st.proposals_in_flight,
-                "cached_keys": st.cached_keys,
-                "members": members_json(&app),
-            }));
-        }
-    };
-    let st = node.status();
-    Json(json!({
-        "id": st.id,
-        "role": st.role,
-        "leader_id": st.leader_id,
-        "term": st.term,
-        "commit_index": st.commit_index,
-        "applied_index": st.applied_index,
-        "last_log_index": st.last_log_index,
-        "snapshot_index": st.snapshot_index,
-        "replication": "leader",
-        "members": members_json(&app),
-    }))
+    let st = app.replica.status();
+    let mut obj = serde_json::Map::new();
+    obj.insert("id".into(), json!(st.id));
+    obj.insert("role".into(), json!(st.role.as_str()));
+    obj.insert("leader_id".into(), json!(st.leader_id));
+    obj.insert("replication".into(), json!(st.mode));
+    for (name, f) in &st.fields {
+        obj.insert((*name).into(), field_json(f));
+    }
+    obj.insert("members".into(), json!(members_json(&app, &st)));
+    Json(Json_::Object(obj))
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
-    if app.healthy() {
-        return (StatusCode::OK, Json(json!({"ok": true}))).into_response();
-    }
-    let body = match &app.backend {
-        Backend::Leader(n) => {
-            let st = n.status();
-            json!({"ok": false, "role": st.role, "leader_id": st.leader_id, "error": "cannot serve linearizable requests now"})
+    match app.replica.health() {
+        Ok(()) => (StatusCode::OK, Json(json!({"ok": true}))).into_response(),
+        Err(why) => {
+            let st = app.replica.status();
+            let body = json!({"ok": false, "role": st.role.as_str(), "leader_id": st.leader_id, "error": why});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
-        Backend::Multi(_) => json!({"ok": false, "error": "fewer than a majority of the members are alive"}),
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
 
 async fn members(State(app): State<Arc<App>>) -> Json<Json_> {
-    let leader_id = app.raft().and_then(|n| n.status().leader_id);
-    Json(json!({"leader_id": leader_id, "members": members_json(&app)}))
+    let st = app.replica.status();
+    Json(json!({"leader_id": st.leader_id, "members": members_json(&app, &st)}))
 }
 
 #[derive(Deserialize)]
@@ -336,18 +301,17 @@ struct AddMember {
     http_addr: String,
 }
 
-fn membership_error(m: String) -> HttpError {
-    if m.contains("no leader") {
-        HttpError(StatusCode::SERVICE_UNAVAILABLE, m, "TRYAGAIN")
-    } else if m.contains("not the leader") {
-        HttpError(StatusCode::MISDIRECTED_REQUEST, m, "NOT_LEADER")
-    } else {
-        HttpError(StatusCode::BAD_REQUEST, m, "BAD_REQUEST")
+fn membership_error(e: MembershipError) -> HttpError {
+    match e {
+        MembershipError::TryAgain(m) => HttpError(StatusCode::SERVICE_UNAVAILABLE, m, "TRYAGAIN"),
+        MembershipError::NotLeader(m) => HttpError(StatusCode::MISDIRECTED_REQUEST, m, "NOT_LEADER"),
+        MembershipError::Invalid(m) | MembershipError::Unsupported(m) => {
+            HttpError(StatusCode::BAD_REQUEST, m, "BAD_REQUEST")
+        }
     }
 }
 
 async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Json_>, HttpError> {
-    let Some(node) = app.raft() else { return Err(leader_only("adding a member").into()) };
     let req: AddMember = serde_json::from_slice(&body)
         .map_err(|e| HttpError(StatusCode::BAD_REQUEST, format!("invalid member JSON: {e}"), "BAD_REQUEST"))?;
     if req.id == 0 {
@@ -360,27 +324,23 @@ async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Jso
             "BAD_REQUEST",
         ));
     }
-    let info = NodeInfo { peer_addr: req.peer_addr, resp_addr: req.resp_addr, http_addr: req.http_addr };
-    node.add_member(req.id, info).await.map_err(membership_error)?;
-    Ok(Json(json!({"members": members_json(&app)})))
+    let info = MemberInfo { peer_addr: req.peer_addr, resp_addr: req.resp_addr, http_addr: req.http_addr };
+    app.replica.add_member(req.id, info).await.map_err(membership_error)?;
+    Ok(Json(json!({"members": members_json(&app, &app.replica.status())})))
 }
 
 async fn remove_member(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Json_>, HttpError> {
-    let Some(node) = app.raft() else { return Err(leader_only("removing a member").into()) };
     let id: u64 = id
         .parse()
         .map_err(|_| HttpError(StatusCode::BAD_REQUEST, format!("{id:?} is not a node id"), "BAD_REQUEST"))?;
-    node.remove_member(id).await.map_err(membership_error)?;
-    Ok(Json(json!({"members": members_json(&app)})))
+    app.replica.remove_member(id).await.map_err(membership_error)?;
+    Ok(Json(json!({"members": members_json(&app, &app.replica.status())})))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut out = String::new();
-    match &app.backend {
-        Backend::Leader(node) => raft_metrics(node, &mut out),
-        Backend::Multi(node) => mm_metrics(node, &mut out),
-    }
-    let health = app.peer_health();
+    app.replica.render_metrics(&mut out);
+    let health = app.replica.peer_health();
     let _ = writeln!(out, "# HELP rampart_peer_rtt_seconds Smoothed heartbeat round trip to each peer.");
     let _ = writeln!(out, "# TYPE rampart_peer_rtt_seconds gauge");
     for h in &health {
@@ -417,95 +377,20 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
-fn raft_metrics(node: &rampart_raft::node::RaftNode, out: &mut String) {
-    let st = node.status();
-    let _ = writeln!(out, "# HELP rampart_raft_role 1 for the role this node has now.");
-    let _ = writeln!(out, "# TYPE rampart_raft_role gauge");
-    for role in ["leader", "follower", "candidate", "learner"] {
-        let _ = writeln!(out, "rampart_raft_role{{role=\"{role}\"}} {}", u8::from(st.role == role));
-    }
-    let _ = writeln!(out, "# TYPE rampart_raft_term gauge\nrampart_raft_term {}", st.term);
-    let _ = writeln!(out, "# TYPE rampart_raft_commit_index gauge\nrampart_raft_commit_index {}", st.commit_index);
-    let _ = writeln!(out, "# TYPE rampart_raft_applied_index gauge\nrampart_raft_applied_index {}", st.applied_index);
-    let _ =
-        writeln!(out, "# TYPE rampart_raft_last_log_index gauge\nrampart_raft_last_log_index {}", st.last_log_index);
-    let _ =
-        writeln!(out, "# TYPE rampart_raft_snapshot_index gauge\nrampart_raft_snapshot_index {}", st.snapshot_index);
-    let _ = writeln!(out, "# TYPE rampart_raft_leader_id gauge\nrampart_raft_leader_id {}", st.leader_id.unwrap_or(0));
-}
-
-fn mm_metrics(node: &rampart_mm::MmNode, out: &mut String) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = node.stats();
-    let counters = [
-        ("rampart_mm_proposals_total", "Changes submitted to this node's proposer.", s.proposals.load(Relaxed)),
-        ("rampart_mm_proposals_ok_total", "Changes chosen.", s.proposals_ok.load(Relaxed)),
-        ("rampart_mm_proposals_failed_total", "Changes that failed after starting.", s.proposals_failed.load(Relaxed)),
-        (
-            "rampart_mm_acceptor_requests_total",
-            "Paxos requests handled by this acceptor.",
-            s.acceptor_requests.load(Relaxed),
-        ),
-        (
-            "rampart_mm_acceptor_commits_total",
-            "Group commits (fsyncs) of acceptor state.",
-            s.acceptor_commits.load(Relaxed),
-        ),
-        (
-            "rampart_mm_acceptor_registers_written_total",
-            "Registers persisted by group commits.",
-            s.acceptor_registers_written.load(Relaxed),
-        ),
-        (
-            "rampart_mm_acceptor_jobs_expired_total",
-            "Peer batches skipped because they waited for the acceptor longer than the peer timeout.",
-            s.acceptor_jobs_expired.load(Relaxed),
-        ),
-        (
-            "rampart_mm_peer_batches_dropped_total",
-            "Request batches dropped because a peer had too many in flight or the acceptor queue was full.",
-            s.peer_batches_dropped.load(Relaxed),
-        ),
-    ];
-    for (name, help, v) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    }
-    let _ = writeln!(
-        out,
-        "# TYPE rampart_mm_proposals_in_flight gauge\nrampart_mm_proposals_in_flight {}",
-        s.proposals_in_flight.load(Relaxed)
-    );
-    let _ =
-        writeln!(out, "# TYPE rampart_mm_cached_keys gauge\nrampart_mm_cached_keys {}", s.cached_keys.load(Relaxed));
-}
-
 async fn dashboard(State(app): State<Arc<App>>) -> Response {
-    let (id, summary) = match &app.backend {
-        Backend::Leader(node) => {
-            let st = node.status();
-            let summary = format!(
-                "leader mode: role <b>{}</b>, leader {}, term {}, commit {}, applied {}",
-                st.role,
-                st.leader_id.map_or("none".to_string(), |l| l.to_string()),
-                st.term,
-                st.commit_index,
-                st.applied_index
-            );
-            (st.id, summary)
-        }
-        Backend::Multi(node) => {
-            let st = node.status();
-            let summary = format!(
-                "<b>multi-master</b> mode: every node takes writes; quorum {} of {}, {} changes in flight",
-                st.quorum,
-                st.members.len(),
-                st.proposals_in_flight
-            );
-            (st.id, summary)
-        }
-    };
+    let st = app.replica.status();
+    let id = st.id;
+    let mut summary = format!(
+        "{} mode: role <b>{}</b>, leader {}",
+        html_escape(st.mode),
+        st.role.as_str(),
+        st.leader_id.map_or("none".to_string(), |l| l.to_string())
+    );
+    for (name, f) in &st.fields {
+        let _ = write!(summary, ", {} {}", name.replace('_', " "), field_json(f));
+    }
     let mut rows = String::new();
-    for m in members_json(&app) {
+    for m in members_json(&app, &st) {
         let _ = write!(
             rows,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

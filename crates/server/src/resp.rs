@@ -7,21 +7,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use rampart_raft::{Command, Outcome, SetCond};
+use rampart_kv::limits::PIPELINE_COMMANDS_MAX;
+use rampart_kv::{Command, Consistency, KvError, NodeStatus, Outcome, Role, SetCond, StatusField};
 use rampart_resp::{encode, Limits, Protocol, RequestDecoder, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::app::{ApiError, App, Backend, Consistency};
+use crate::app::App;
 use crate::scan::{glob_match, literal_prefix};
 
 /// Most keys KEYS may return before it refuses (use SCAN for more).
 pub const KEYS_RESULT_MAX: usize = 1_000_000;
 /// Largest COUNT honoured by one SCAN call.
 pub const SCAN_COUNT_MAX: usize = 100_000;
-/// Commands of one pipeline handled per pass (the rest wait for the next).
-const PIPELINE_COMMANDS_MAX: usize = rampart_raft::node::PIPELINE_COMMANDS_MAX;
 /// Replies buffered before they are written to the socket.
 const WRITE_BUFFER_FLUSH_BYTES: usize = 64 * 1024;
 
@@ -77,12 +76,13 @@ fn wrong_args(cmd: &str) -> Value {
     err(format!("ERR wrong number of arguments for '{}' command", cmd.to_ascii_lowercase()))
 }
 
-fn api_err(e: ApiError) -> Value {
+fn api_err(e: KvError) -> Value {
     Value::Error(e.resp_line())
 }
 
+/// Integers in arguments parse as Redis parses them (no `+`, no leading zeros, no spaces).
 fn parse_i64(b: &[u8]) -> Option<i64> {
-    std::str::from_utf8(b).ok()?.parse().ok()
+    rampart_kv::apply::parse_i64(b)
 }
 
 /// A name for metrics, from a fixed set.
@@ -139,7 +139,8 @@ impl Conn {
     }
 
     async fn run(mut self, mut stream: TcpStream) {
-        let max = self.app.cfg.value_bytes_max.max(self.app.cfg.key_bytes_max);
+        let kv_limits = self.app.replica.limits();
+        let max = kv_limits.value_bytes_max.max(kv_limits.key_bytes_max);
         let limits = Limits {
             // Twice the value limit: a value a little too big gets the clear
             // "value too large" reply instead of a protocol error.
@@ -449,10 +450,7 @@ impl Conn {
                 _ => return err("ERR syntax error in HELLO"),
             }
         }
-        let master = match self.app.raft() {
-            Some(node) => node.status().role == "leader",
-            None => true,
-        };
+        let master = self.app.replica.status().role.takes_writes();
         Value::Map(vec![
             (Value::bulk("server"), Value::bulk("redis")),
             (Value::bulk("version"), Value::bulk("7.2.0")),
@@ -527,26 +525,10 @@ impl Conn {
     }
 
     fn role(&self) -> Value {
-        let node = match &self.app.backend {
-            Backend::Leader(n) => n,
-            Backend::Multi(n) => {
-                // Every node is a master; the others are listed as its peers.
-                let st = n.status();
-                let peers = st
-                    .members
-                    .iter()
-                    .filter(|(id, _)| *id != st.id)
-                    .map(|(_, info)| {
-                        let (host, port) = split_host_port(&info.resp_addr);
-                        Value::Array(vec![Value::bulk(host), Value::bulk(port), Value::bulk("0")])
-                    })
-                    .collect();
-                return Value::Array(vec![Value::bulk("master"), Value::Integer(0), Value::Array(peers)]);
-            }
-        };
-        let st = node.status();
-        if st.role == "leader" {
-            let followers = st
+        let st = self.app.replica.status();
+        if st.role.takes_writes() {
+            // A leader lists its followers; a multi-master node lists its peers.
+            let replicas = st
                 .members
                 .iter()
                 .filter(|m| m.id != st.id)
@@ -555,10 +537,9 @@ impl Conn {
                     Value::Array(vec![Value::bulk(host), Value::bulk(port), Value::bulk(st.applied_index.to_string())])
                 })
                 .collect();
-            Value::Array(vec![Value::bulk("master"), Value::Integer(st.commit_index as i64), Value::Array(followers)])
+            Value::Array(vec![Value::bulk("master"), Value::Integer(st.commit_index as i64), Value::Array(replicas)])
         } else {
-            let leader =
-                st.leader_id.and_then(|l| st.members.iter().find(|m| m.id == l)).map(|m| m.info.resp_addr.clone());
+            let leader = leader_of(&st).map(|m| m.info.resp_addr.clone());
             let (host, port) = split_host_port(leader.as_deref().unwrap_or(""));
             let port_num = port.parse::<i64>().unwrap_or(0);
             Value::Array(vec![
@@ -593,9 +574,16 @@ impl Conn {
                 self.app.metrics.resp_connections.load(Ordering::Relaxed)
             ));
         }
-        match &self.app.backend {
-            Backend::Leader(node) => self.info_leader(node, &want, &mut out),
-            Backend::Multi(node) => self.info_multi_master(node, &want, &mut out).await,
+        let st = self.app.replica.status();
+        if want("replication") {
+            self.info_replication(&st, &mut out);
+        }
+        if want("keyspace") {
+            // This node's own count (stale): INFO must answer without a quorum.
+            keyspace_section(self.app.dbsize(Consistency::Stale).await.ok(), &mut out);
+        }
+        if want("rampart") {
+            info_rampart(&st, &mut out);
         }
         if self.proto == Protocol::Resp3 {
             Value::Verbatim(out)
@@ -604,75 +592,50 @@ impl Conn {
         }
     }
 
-    async fn info_multi_master(
-        &self,
-        node: &rampart_mm::MmNode,
-        want: &(dyn Fn(&str) -> bool + Sync),
-        out: &mut String,
-    ) {
-        let st = node.status();
-        if want("replication") {
-            // No leader: every node takes writes for every key.
-            out.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n");
-        }
-        if want("keyspace") {
-            // This node's own registers (a stale count; DBSIZE merges a majority).
-            keyspace_section(self.app.dbsize(Consistency::Stale).await.ok(), out);
-        }
-        if want("rampart") {
-            out.push_str("# Rampart\r\n");
-            out.push_str(&format!("node_id:{}\r\n", st.id));
-            out.push_str("replication_mode:multi-master\r\n");
-            out.push_str(&format!("members:{}\r\n", st.members.len()));
-            out.push_str(&format!("quorum:{}\r\n", st.quorum));
-            out.push_str(&format!("proposals_in_flight:{}\r\n", st.proposals_in_flight));
-            out.push_str(&format!("cached_keys:{}\r\n\r\n", st.cached_keys));
-        }
-    }
-
-    fn info_leader(&self, node: &rampart_raft::node::RaftNode, want: &(dyn Fn(&str) -> bool + Sync), out: &mut String) {
-        let st = node.status();
-        if want("replication") {
-            out.push_str("# Replication\r\n");
-            if st.role == "leader" {
-                out.push_str("role:master\r\n");
-                let followers: Vec<_> = st.members.iter().filter(|m| m.id != st.id).collect();
-                out.push_str(&format!("connected_slaves:{}\r\n", followers.len()));
-                for (i, m) in followers.iter().enumerate() {
-                    let (host, port) = split_host_port(&m.info.resp_addr);
-                    out.push_str(&format!(
-                        "slave{i}:ip={host},port={port},state=online,offset={}\r\n",
-                        st.applied_index
-                    ));
-                }
-            } else {
-                out.push_str("role:slave\r\n");
-                let leader = st.leader_id.and_then(|l| st.members.iter().find(|m| m.id == l));
-                let (host, port) = split_host_port(leader.map_or("", |m| m.info.resp_addr.as_str()));
-                out.push_str(&format!("master_host:{host}\r\nmaster_port:{port}\r\n"));
-                out.push_str(&format!("master_link_status:{}\r\n", if leader.is_some() { "up" } else { "down" }));
-                out.push_str(&format!("slave_repl_offset:{}\r\n", st.applied_index));
-                out.push_str(&format!("slave_read_only:{}\r\n", if self.readonly { 1 } else { 0 }));
+    fn info_replication(&self, st: &NodeStatus, out: &mut String) {
+        out.push_str("# Replication\r\n");
+        if st.role.takes_writes() {
+            out.push_str("role:master\r\n");
+            // A leader's followers replicate from it; multi-master peers replicate from nobody.
+            let followers: Vec<_> = st.members.iter().filter(|m| m.id != st.id && st.role == Role::Leader).collect();
+            out.push_str(&format!("connected_slaves:{}\r\n", followers.len()));
+            for (i, m) in followers.iter().enumerate() {
+                let (host, port) = split_host_port(&m.info.resp_addr);
+                out.push_str(&format!("slave{i}:ip={host},port={port},state=online,offset={}\r\n", st.applied_index));
             }
-            out.push_str(&format!("master_repl_offset:{}\r\n\r\n", st.commit_index));
+        } else {
+            out.push_str("role:slave\r\n");
+            let leader = leader_of(st);
+            let (host, port) = split_host_port(leader.map_or("", |m| m.info.resp_addr.as_str()));
+            out.push_str(&format!("master_host:{host}\r\nmaster_port:{port}\r\n"));
+            out.push_str(&format!("master_link_status:{}\r\n", if leader.is_some() { "up" } else { "down" }));
+            out.push_str(&format!("slave_repl_offset:{}\r\n", st.applied_index));
+            out.push_str(&format!("slave_read_only:{}\r\n", if self.readonly { 1 } else { 0 }));
         }
-        if want("keyspace") {
-            keyspace_section(node.store().read(|v| v.kv_len()).ok(), out);
-        }
-        if want("rampart") {
-            out.push_str("# Rampart\r\n");
-            out.push_str(&format!("node_id:{}\r\n", st.id));
-            out.push_str("replication_mode:leader\r\n");
-            out.push_str(&format!("raft_role:{}\r\n", st.role));
-            out.push_str(&format!("leader_id:{}\r\n", st.leader_id.map_or("none".to_string(), |l| l.to_string())));
-            out.push_str(&format!("term:{}\r\n", st.term));
-            out.push_str(&format!("commit_index:{}\r\n", st.commit_index));
-            out.push_str(&format!("applied_index:{}\r\n", st.applied_index));
-            out.push_str(&format!("last_log_index:{}\r\n", st.last_log_index));
-            out.push_str(&format!("snapshot_index:{}\r\n", st.snapshot_index));
-            out.push_str(&format!("members:{}\r\n\r\n", st.members.len()));
-        }
+        out.push_str(&format!("master_repl_offset:{}\r\n\r\n", st.commit_index));
     }
+}
+
+/// The leader among the members, when one is known.
+fn leader_of(st: &NodeStatus) -> Option<&rampart_kv::Member> {
+    st.leader_id.and_then(|l| st.members.iter().find(|m| m.id == l))
+}
+
+/// INFO's rampart section: the node, its mode and role, and the mode's own figures.
+fn info_rampart(st: &NodeStatus, out: &mut String) {
+    out.push_str("# Rampart\r\n");
+    out.push_str(&format!("node_id:{}\r\n", st.id));
+    out.push_str(&format!("replication_mode:{}\r\n", st.mode));
+    out.push_str(&format!("role:{}\r\n", st.role.as_str()));
+    out.push_str(&format!("leader_id:{}\r\n", st.leader_id.map_or("none".to_string(), |l| l.to_string())));
+    for (name, field) in &st.fields {
+        let v = match field {
+            StatusField::Number(n) => n.to_string(),
+            StatusField::Maybe(n) => n.map_or("none".to_string(), |n| n.to_string()),
+        };
+        out.push_str(&format!("{name}:{v}\r\n"));
+    }
+    out.push_str(&format!("members:{}\r\n\r\n", st.members.len()));
 }
 
 /// INFO's keyspace section for `keys` keys (nothing listed when unknown or empty).
@@ -773,7 +736,7 @@ fn parse_write(name: &str, args: &[Bytes]) -> Option<Result<(Command, WriteReply
     Some(parsed)
 }
 
-fn render_write(kind: WriteReply, result: Result<rampart_raft::Response, ApiError>) -> Value {
+fn render_write(kind: WriteReply, result: Result<rampart_kv::Response, KvError>) -> Value {
     let r = match result {
         Ok(r) => r,
         Err(e) => return api_err(e),

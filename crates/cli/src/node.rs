@@ -1,0 +1,159 @@
+//! `rampart server`: composes one node from the library crates. This is the one place that
+//! chooses a replication mode: it starts a `RaftNode` or an `MmNode` and hands it, as a
+//! `rampart_kv::Replica`, to the client APIs of `rampart-server`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use rampart_kv::{Limits, Replica};
+use rampart_mm::{MmConfig, MmNode};
+use rampart_raft::node::{NodeConfig, RaftNode};
+use rampart_server::ServerConfig;
+
+use crate::server_config::{NodeSettings, Replication, ServerArgs};
+
+/// File in the data directory naming the replication mode that created it. The two modes keep
+/// different state, so a directory never changes mode.
+pub const MODE_FILE_NAME: &str = "replication-mode";
+
+/// Parses the settings and runs the node until SIGTERM or Ctrl-C.
+pub fn run_blocking(args: ServerArgs) -> anyhow::Result<()> {
+    let settings = args.resolve()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rampart")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run(settings))
+}
+
+fn server_config(s: &NodeSettings) -> ServerConfig {
+    ServerConfig {
+        resp_addr: s.resp_addr,
+        http_addr: s.http_addr,
+        request_timeout: s.request_timeout,
+        resp_connections_max: s.resp_connections_max,
+    }
+}
+
+fn limits(s: &NodeSettings) -> Limits {
+    Limits { key_bytes_max: s.key_bytes_max, value_bytes_max: s.value_bytes_max, ..Limits::default() }
+}
+
+/// Starts the node and its listeners; returns on SIGTERM or Ctrl-C, or with an error when
+/// replication stops on a fatal error.
+pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
+    let cfg = server_config(&s);
+    let listeners = rampart_server::bind(&cfg).await?;
+    check_mode(&s)?;
+    let replica: Arc<dyn Replica> = match s.replication {
+        Replication::Leader => start_leader(&s).await?,
+        Replication::MultiMaster => start_multi_master(&s).await?,
+    };
+    rampart_server::serve(listeners, replica.clone(), cfg);
+    tracing::info!(
+        id = s.id,
+        replication = ?s.replication,
+        peer = %s.peer_addr,
+        resp = %s.resp_addr,
+        http = %s.http_addr,
+        data_dir = %s.data_dir.display(),
+        "node started"
+    );
+    tokio::select! {
+        _ = rampart_server::wait_for_signal() => {}
+        reason = replica.wait_fatal() => {
+            tracing::error!(%reason, "replication stopped on a fatal error; exiting");
+            anyhow::bail!("replication stopped on a fatal error: {reason}");
+        }
+    }
+    tracing::info!("shutting down");
+    replica.shutdown().await;
+    Ok(())
+}
+
+async fn start_leader(s: &NodeSettings) -> anyhow::Result<Arc<dyn Replica>> {
+    let node = RaftNode::start(NodeConfig {
+        id: s.id,
+        data_dir: s.data_dir.clone(),
+        peer_addr: s.peer_addr,
+        resp_addr: s.resp_addr.to_string(),
+        http_addr: s.http_addr.to_string(),
+        initial_cluster: s.initial_cluster.clone(),
+        heartbeat_interval_ms: s.heartbeat_interval_ms,
+        election_timeout_ms: s.election_timeout_ms,
+        request_timeout: s.request_timeout,
+        snapshot_logs_since_last: s.snapshot_logs,
+        // Keep a quarter of a snapshot interval of log behind each snapshot so a briefly
+        // lagging follower catches up from the log, not a snapshot.
+        logs_kept_after_snapshot: s.snapshot_logs / 4,
+        peer_heartbeat_ms: s.peer_heartbeat_ms,
+        limits: limits(s),
+    })
+    .await?;
+    Ok(node)
+}
+
+async fn start_multi_master(s: &NodeSettings) -> anyhow::Result<Arc<dyn Replica>> {
+    let node = MmNode::start(MmConfig {
+        id: s.id,
+        data_dir: s.data_dir.clone(),
+        peer_addr: s.peer_addr,
+        resp_addr: s.resp_addr.to_string(),
+        http_addr: s.http_addr.to_string(),
+        members: s.initial_cluster.clone(),
+        request_timeout: s.request_timeout,
+        peer_heartbeat_ms: s.peer_heartbeat_ms,
+        limits: limits(s),
+    })
+    .await?;
+    // A new data dir votes only once every member confirmed it never saw this node id
+    // (docs/design.md); clients wait in the listen backlog meanwhile.
+    node.wait_first_boot().await.map_err(|e| anyhow::anyhow!("replication stopped on a fatal error: {e}"))?;
+    Ok(node)
+}
+
+/// Records the mode in a new data directory, or refuses a directory made by the other mode.
+fn check_mode(s: &NodeSettings) -> anyhow::Result<()> {
+    let want = match s.replication {
+        Replication::Leader => "leader",
+        Replication::MultiMaster => "multi-master",
+    };
+    let dir = s.data_dir.display();
+    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("data dir {dir}"))?;
+    let path = s.data_dir.join(MODE_FILE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == want => Ok(()),
+        Ok(found) => anyhow::bail!(
+            "data dir {dir} was created in --replication {} mode and cannot be used with --replication {want}; \
+             the two modes store different state (use another data dir)",
+            found.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_data = s.data_dir.join(rampart_storage::DATA_FILE_NAME).exists();
+            if has_data && s.replication == Replication::MultiMaster {
+                // Directories from before the marker existed were all leader mode.
+                anyhow::bail!(
+                    "data dir {dir} holds leader-mode data and cannot be used with --replication multi-master"
+                );
+            }
+            let tmp = s.data_dir.join(format!("{MODE_FILE_NAME}.tmp"));
+            let ctx = || format!("data dir {dir}");
+            std::fs::write(&tmp, format!("{want}\n")).with_context(ctx)?;
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(ctx)?;
+            std::fs::rename(&tmp, &path).with_context(ctx)?;
+            std::fs::File::open(&s.data_dir).and_then(|d| d.sync_all()).with_context(ctx)?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("data dir {dir}")),
+    }
+}
+
+/// Prints a stopped node's log, raft markers and keys, one per line.
+pub fn debug_dump(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = rampart_storage::Store::open_dir(data_dir)?;
+    for line in rampart_raft::store::dump(&store)? {
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Multi-master mode as a [`Replica`]: what the client APIs see of an [`MmNode`].
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rampart_kv::{
+    plan, write_checked, BoxFuture, Command, Consistency, Item, KeyOp, KvError, Limits, Member, MemberInfo,
+    MembershipError, NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
+};
+
+use crate::command::{combine_results, KEYS_PER_COMMAND_MAX};
+use crate::{MmError, MmNode, Outcome, KEY_BYTES_MAX, SCAN_PAGE_MAX, VALUE_BYTES_MAX};
+
+/// Why this mode refuses what only leader mode has.
+fn leader_only(what: &str) -> String {
+    format!("{what} is not available in multi-master mode: membership is fixed at bootstrap and there is no global log")
+}
+
+impl MmNode {
+    /// Pipelined commands: all their changes go to the proposer together, in order, so changes on
+    /// one key apply in the pipeline's order; each command gets its own result.
+    async fn write_planned(&self, cmds: Vec<Command>) -> Vec<Result<Response, KvError>> {
+        let mut plans = Vec::with_capacity(cmds.len());
+        let mut all = Vec::new();
+        for cmd in cmds {
+            match plan(cmd) {
+                Ok((changes, how)) => {
+                    plans.push(Ok((changes.len(), how)));
+                    all.extend(changes);
+                }
+                Err(e) => plans.push(Err(e)),
+            }
+        }
+        let mut results = self.changes(all).await.into_iter();
+        plans
+            .into_iter()
+            .map(|p| match p {
+                Ok((n, how)) => combine_results(how, results.by_ref().take(n).collect()),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// Linearizable reads: one read round per key, at most [`KEYS_PER_COMMAND_MAX`] at a time.
+    async fn read_many(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Item>>, KvError> {
+        let to_item = |v: Option<Vec<u8>>| v.map(|value| Item { value, revision: None });
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(KEYS_PER_COMMAND_MAX) {
+            let reads = chunk.iter().map(|k| (k.to_vec(), KeyOp::Read)).collect();
+            for r in self.changes(reads).await {
+                out.push(match r {
+                    Ok(Outcome::Value(v)) => to_item(v),
+                    Ok(other) => return Err(KvError::Internal(format!("unexpected read outcome {other:?}"))),
+                    // A read has no effect: an unconfirmed read is simply not served.
+                    Err(MmError::MaybeApplied(m)) => return Err(KvError::Timeout(format!("read not served: {m}"))),
+                    Err(e) => return Err(e.into()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live keys, counted over merged scan pages within the request timeout.
+    async fn count_keys(&self, consistency: Consistency) -> Result<u64, KvError> {
+        let deadline = Instant::now() + self.config().request_timeout;
+        let mut after: Option<Vec<u8>> = None;
+        let mut n = 0u64;
+        loop {
+            let page = Replica::scan(self, consistency, Vec::new(), after, SCAN_PAGE_MAX, false).await?;
+            n += page.items.len() as u64;
+            match page.next_after {
+                None => return Ok(n),
+                Some(k) => after = Some(k),
+            }
+            if Instant::now() > deadline {
+                return Err(KvError::Timeout("counting keys took longer than the request timeout".into()));
+            }
+        }
+    }
+}
+
+impl Replica for MmNode {
+    fn limits(&self) -> Limits {
+        self.config().limits.min(Limits {
+            key_bytes_max: KEY_BYTES_MAX,
+            value_bytes_max: VALUE_BYTES_MAX,
+            keys_per_command_max: KEYS_PER_COMMAND_MAX,
+        })
+    }
+
+    fn write_many(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<Result<Response, KvError>>> {
+        let no_revisions = |cmd: &Command| {
+            if cmd.needs_revisions() {
+                return Err(KvError::BadRequest(leader_only(
+                    "compare-and-set by revision (cas=REV); use RESP CAS key expected new",
+                )));
+            }
+            Ok(())
+        };
+        Box::pin(write_checked(self.limits(), cmds, no_revisions, move |valid| self.write_planned(valid)))
+    }
+
+    fn get_many(
+        &self,
+        consistency: Consistency,
+        keys: Vec<Bytes>,
+    ) -> BoxFuture<'_, Result<Vec<Option<Item>>, KvError>> {
+        Box::pin(async move {
+            if consistency == Consistency::Stale {
+                return keys
+                    .iter()
+                    .map(|k| Ok(self.stale_get(k)?.map(|value| Item { value, revision: None })))
+                    .collect();
+            }
+            self.read_many(keys).await
+        })
+    }
+
+    fn scan(
+        &self,
+        consistency: Consistency,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+        values: bool,
+    ) -> BoxFuture<'_, Result<Page, KvError>> {
+        Box::pin(async move {
+            let stale = consistency == Consistency::Stale;
+            let page = MmNode::scan(self, &prefix, after.as_deref(), limit, stale, values).await?;
+            let items = page.items.into_iter().map(|(k, value)| (k, Item { value, revision: None })).collect();
+            Ok(Page { items, next_after: page.next_after })
+        })
+    }
+
+    fn count(&self, consistency: Consistency) -> BoxFuture<'_, Result<u64, KvError>> {
+        Box::pin(self.count_keys(consistency))
+    }
+
+    fn has_revisions(&self) -> bool {
+        false
+    }
+
+    fn status(&self) -> NodeStatus {
+        let st = MmNode::status(self);
+        let members = st
+            .members
+            .into_iter()
+            .map(|(id, i)| Member {
+                id,
+                info: MemberInfo { peer_addr: i.peer_addr, resp_addr: i.resp_addr, http_addr: i.http_addr },
+                voter: true,
+            })
+            .collect();
+        NodeStatus {
+            id: st.id,
+            mode: "multi-master",
+            role: Role::Peer,
+            leader_id: None,
+            members,
+            applied_index: 0,
+            commit_index: 0,
+            fields: vec![
+                ("quorum", StatusField::Number(st.quorum as u64)),
+                ("proposals_in_flight", StatusField::Number(st.proposals_in_flight)),
+                ("cached_keys", StatusField::Number(st.cached_keys)),
+            ],
+        }
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if self.healthy() {
+            Ok(())
+        } else {
+            Err("fewer than a majority of the members are alive".into())
+        }
+    }
+
+    fn peer_health(&self) -> Vec<PeerSnapshot> {
+        MmNode::peer_health(self)
+    }
+
+    fn add_member(&self, _id: u64, _info: MemberInfo) -> BoxFuture<'_, Result<(), MembershipError>> {
+        Box::pin(async { Err(MembershipError::Unsupported(leader_only("adding a member"))) })
+    }
+
+    fn remove_member(&self, _id: u64) -> BoxFuture<'_, Result<(), MembershipError>> {
+        Box::pin(async { Err(MembershipError::Unsupported(leader_only("removing a member"))) })
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        let s = self.stats();
+        let counters = [
+            ("rampart_mm_proposals_total", "Changes submitted to this node's proposer.", s.proposals.load(Relaxed)),
+            ("rampart_mm_proposals_ok_total", "Changes chosen.", s.proposals_ok.load(Relaxed)),
+            (
+                "rampart_mm_proposals_failed_total",
+                "Changes that failed after starting.",
+                s.proposals_failed.load(Relaxed),
+            ),
+            (
+                "rampart_mm_acceptor_requests_total",
+                "Paxos requests handled by this acceptor.",
+                s.acceptor_requests.load(Relaxed),
+            ),
+            (
+                "rampart_mm_acceptor_commits_total",
+                "Group commits (fsyncs) of acceptor state.",
+                s.acceptor_commits.load(Relaxed),
+            ),
+            (
+                "rampart_mm_acceptor_registers_written_total",
+                "Registers persisted by group commits.",
+                s.acceptor_registers_written.load(Relaxed),
+            ),
+            (
+                "rampart_mm_acceptor_jobs_expired_total",
+                "Peer batches skipped because they waited for the acceptor longer than the peer timeout.",
+                s.acceptor_jobs_expired.load(Relaxed),
+            ),
+            (
+                "rampart_mm_peer_batches_dropped_total",
+                "Request batches dropped because a peer had too many in flight or the acceptor queue was full.",
+                s.peer_batches_dropped.load(Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        let gauges = [
+            ("rampart_mm_proposals_in_flight", s.proposals_in_flight.load(Relaxed)),
+            ("rampart_mm_cached_keys", s.cached_keys.load(Relaxed)),
+        ];
+        for (name, v) in gauges {
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
+        }
+    }
+
+    fn wait_fatal(&self) -> BoxFuture<'_, String> {
+        Box::pin(MmNode::wait_fatal(self))
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        // Every durable write is committed before it is acknowledged: nothing to flush.
+        Box::pin(async {})
+    }
+}
+
+impl From<MmError> for MembershipError {
+    fn from(e: MmError) -> Self {
+        MembershipError::Invalid(e.to_string())
+    }
+}

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use crate::algo::{self, AlgoParams, BackendView, Balancer, Outcome, RequestCtx};
 use crate::backend::{now_ms, now_us, BackendState, FrontendStats, RetryBudget};
 use crate::config;
+use crate::h1client::{BodyEnd, H1Conn};
 
 struct Selector {
     balancer: Box<dyn Balancer>,
@@ -121,5 +122,18 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         let latency = self.latency.unwrap_or_else(|| self.started.elapsed());
         self.fe.finish(self.index, latency, self.outcome);
+    }
+}
+
+/// A backend response body ended: a reusable connection goes back to the
+/// backend's pool before the request stops counting as in flight.
+impl BodyEnd for ActiveGuard {
+    fn complete(self, conn: Option<H1Conn>) {
+        if let Some(conn) = conn {
+            self.backend().pool.put(conn);
+        }
+    }
+    fn failed(mut self) {
+        self.fail();
     }
 }

@@ -23,8 +23,6 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::frontend::ActiveGuard;
-
 pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
 pub const RESPONSE_HEADERS_MAX: usize = 128;
 pub const CHUNK_LINE_BYTES_MAX: usize = 4096;
@@ -274,40 +272,52 @@ enum State {
     Done,
 }
 
+/// Told how a response body read by [`H1Body`] ended. Through it the
+/// connection goes back to whoever pools it, and the request is counted done,
+/// without this module knowing about pools or frontends (it is the bottom of
+/// the module graph).
+pub trait BodyEnd {
+    /// The body was read to its end; `conn` is the connection when it may be
+    /// reused (keep-alive, nothing unread in its buffer).
+    fn complete(self, conn: Option<H1Conn>);
+    /// Reading the body failed; the connection is dropped.
+    fn failed(self);
+}
+
 /// What [`H1Body::start`] found.
-pub enum Started {
+pub enum Started<E> {
     /// The whole body was already read; the connection is released.
     Complete(Bytes),
     /// The rest comes from the connection.
-    Streaming(H1Body),
+    Streaming(H1Body<E>),
 }
 
-/// A backend response body read from an [`H1Conn`]; at its end the connection
-/// goes back to the backend's pool (if reusable) and the request is counted done.
-pub struct H1Body {
+/// A backend response body read from an [`H1Conn`]; at its end `end` learns
+/// how it went and gets the connection back if it is reusable.
+pub struct H1Body<E> {
     conn: Option<H1Conn>,
     state: State,
     keep_alive: bool,
-    guard: Option<ActiveGuard>,
+    end: Option<E>,
 }
 
 fn io_err(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
-impl H1Body {
+impl<E: BodyEnd> H1Body<E> {
     /// The body that follows a head with `framing` on `conn`. When it is
     /// already complete in the read buffer the connection is released at once
     /// and the body is returned as bytes.
-    pub fn start(mut conn: H1Conn, framing: Framing, keep_alive: bool, guard: ActiveGuard) -> Started {
+    pub fn start(mut conn: H1Conn, framing: Framing, keep_alive: bool, end: E) -> Started<E> {
         match framing {
             Framing::Empty => {
-                release(conn, keep_alive, guard);
+                release(conn, keep_alive, end);
                 Started::Complete(Bytes::new())
             }
             Framing::Length(n) if conn.rbuf.len() as u64 >= n => {
                 let data = conn.rbuf.split_to(n as usize).freeze();
-                release(conn, keep_alive, guard);
+                release(conn, keep_alive, end);
                 Started::Complete(data)
             }
             _ => {
@@ -316,7 +326,7 @@ impl H1Body {
                     Framing::Chunked => State::ChunkSize,
                     _ => State::Close,
                 };
-                Started::Streaming(H1Body { conn: Some(conn), state, keep_alive, guard: Some(guard) })
+                Started::Streaming(H1Body { conn: Some(conn), state, keep_alive, end: Some(end) })
             }
         }
     }
@@ -324,24 +334,19 @@ impl H1Body {
     fn finish(&mut self, ok: bool) {
         self.state = State::Done;
         let conn = self.conn.take();
-        if let Some(mut guard) = self.guard.take() {
+        if let Some(end) = self.end.take() {
             match conn {
-                Some(c) if ok => release(c, self.keep_alive, guard),
-                _ => {
-                    if !ok {
-                        guard.fail();
-                    }
-                }
+                Some(c) if ok => release(c, self.keep_alive, end),
+                None if ok => end.complete(None),
+                _ => end.failed(),
             }
         }
     }
 }
 
-fn release(conn: H1Conn, keep_alive: bool, guard: ActiveGuard) {
-    if keep_alive && conn.rbuf.is_empty() {
-        guard.backend().pool.put(conn);
-    }
-    drop(guard);
+fn release<E: BodyEnd>(conn: H1Conn, keep_alive: bool, end: E) {
+    let reusable = keep_alive && conn.rbuf.is_empty();
+    end.complete(reusable.then_some(conn));
 }
 
 /// Reads more into `conn.rbuf`: Ready(Ok(0)) at end of stream.
@@ -366,7 +371,7 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
 }
 
-impl hyper::body::Body for H1Body {
+impl<E: BodyEnd + Unpin> hyper::body::Body for H1Body<E> {
     type Data = Bytes;
     type Error = io::Error;
 

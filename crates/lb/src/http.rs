@@ -25,7 +25,9 @@ use crate::config::HashKey;
 use crate::frontend::{ActiveGuard, FrontendRt};
 use crate::h1client::{H1Body, H1Conn, SendError, Started};
 use crate::io::{idle_expired, Activity, CountingIo};
-use crate::pool::ReqBody;
+
+/// Body type sent to backends through hyper's client (streamed uploads).
+pub type ReqBody = Either<http_body_util::Full<Bytes>, Incoming>;
 
 /// The frontend a listener currently serves; swapped on reload.
 pub type FrontendCell = Arc<RwLock<Arc<FrontendRt>>>;
@@ -315,7 +317,7 @@ fn cookie_value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 /// at the end), from hyper's client (streamed uploads), or local bytes.
 pub enum RespBody {
     Full(Option<Bytes>),
-    Backend(H1Body),
+    Backend(H1Body<ActiveGuard>),
     Hyper(HyperBody),
 }
 

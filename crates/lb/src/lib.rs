@@ -8,10 +8,36 @@
 //!   to backends; [`pool`]: keep-alive connections to backends; [`tcp`]: L4.
 //! - [`access_log`], [`stats`]: observability; [`io`]: idle detection.
 //! - [`health`]: active health checks.
-//! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API.
+//! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API;
+//!   [`run`]: starting both.
 //! - [`cli`]: `rampart lb` flags and entry point.
 //!
 //! It stands alone: it knows nothing of raft, paxos or storage.
+//!
+//! # Module graph
+//!
+//! Modules form a DAG; an arrow means "uses", and no module may use one
+//! above it. Leaves (`algo`, `stats`, `io`, `access_log`, `h1client`) use no
+//! other module.
+//!
+//! ```text
+//! cli -> run -> admin -> server -> fast -> http -> frontend -> backend -> pool -> h1client
+//!                                  tcp, health     (http also -> h1client, io, access_log)
+//! config -> algo            backend -> stats, config, algo
+//! ```
+//!
+//! In full (every edge): `cli`: config, server, run · `run`: admin, config,
+//! server · `admin`: server, frontend, backend · `server`: fast, http, tcp,
+//! health, frontend, backend, pool, config · `fast`: http, frontend ·
+//! `http`: frontend, backend, h1client, io, access_log, config, algo ·
+//! `tcp`: frontend, backend, io, access_log, algo · `health`: backend,
+//! config, algo · `frontend`: backend, h1client, config, algo · `backend`:
+//! pool, stats, config, algo · `pool`: h1client · `config`: algo.
+//!
+//! The response body read by `h1client` tells whoever owns it how it ended
+//! through the [`h1client::BodyEnd`] trait (the frontend's `ActiveGuard`
+//! implements it), so the client needs neither pools nor frontends; the
+//! admin API is started by `run`, so `server` never reaches up to `admin`.
 
 pub mod access_log;
 pub mod admin;
@@ -26,6 +52,7 @@ pub mod health;
 pub mod http;
 pub mod io;
 pub mod pool;
+pub mod run;
 pub mod server;
 pub mod stats;
 pub mod tcp;

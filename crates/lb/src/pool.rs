@@ -8,14 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 
 use crate::h1client::H1Conn;
-
-/// Body type sent to backends through hyper's client (streamed uploads).
-pub type ReqBody = http_body_util::Either<http_body_util::Full<Bytes>, Incoming>;
 
 struct Idle {
     conn: H1Conn,

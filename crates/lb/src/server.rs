@@ -1,5 +1,5 @@
-//! The running load balancer: listeners, health-check tasks, the admin
-//! server, and configuration reloads.
+//! The running load balancer: listeners, health-check tasks, and
+//! configuration reloads. The admin API sits above it (`admin`, `run`).
 //!
 //! A reload builds every new frontend first (binding new listen addresses);
 //! only if all of that succeeds are the listeners switched over. Connections
@@ -70,9 +70,9 @@ pub struct Lb {
 }
 
 impl Lb {
-    /// Binds every frontend and the admin address and starts serving.
-    /// Must be called inside a tokio runtime.
-    pub async fn start(config: Config) -> Result<Lb, LbError> {
+    /// Binds every frontend and starts serving them; the admin API is started
+    /// on top by [`Lb::start`](crate::run) (this module knows nothing of it).
+    pub(crate) async fn start_frontends(config: Config) -> Result<Lb, LbError> {
         let lb = Lb {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -89,22 +89,14 @@ impl Lb {
                 reload_lock: tokio::sync::Mutex::new(()),
             }),
         };
-        lb.apply(config.clone()).await?;
-        if let Some(addr) = config.admin {
-            let listener = match TcpListener::bind(addr).await {
-                Ok(l) => l,
-                Err(source) => {
-                    lb.shutdown();
-                    return Err(LbError::Bind { addr, source });
-                }
-            };
-            let local = listener.local_addr()?;
-            *lb.shared.admin_addr.lock() = Some(local);
-            let task = tokio::spawn(crate::admin::serve(listener, lb.clone()));
-            *lb.shared.admin_task.lock() = Some(task);
-            tracing::info!("admin API on http://{local}");
-        }
+        lb.apply(config).await?;
         Ok(lb)
+    }
+
+    /// Records the admin API's address and task (stopped by [`Lb::shutdown`]).
+    pub(crate) fn attach_admin(&self, local: SocketAddr, task: JoinHandle<()>) {
+        *self.shared.admin_addr.lock() = Some(local);
+        *self.shared.admin_task.lock() = Some(task);
     }
 
     /// Address a frontend actually listens on (useful with port 0).

@@ -23,7 +23,7 @@ use crate::algo::hash64;
 use crate::backend::now_ms;
 use crate::config::HashKey;
 use crate::frontend::{ActiveGuard, FrontendRt};
-use crate::h1client::{H1Body, H1Conn, SendError, Started};
+use crate::h1client::{Framing, H1Body, H1Conn, SendError, Started};
 use crate::io::{idle_expired, Activity, CountingIo};
 
 /// Body type sent to backends through hyper's client (streamed uploads).
@@ -175,11 +175,6 @@ fn error_response(f: Failure) -> Response<RespBody> {
     *r.status_mut() = f.status();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
-}
-
-/// RFC 9110 §9.2.2.
-fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Removes hop-by-hop fields (RFC 9110 §7.6.1): those named in `Connection`
@@ -537,14 +532,165 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Bod
                 Err(_) => return Err((Failure::BadRequestBody, 0, None)),
             }
         }
-        BodyInput::Incoming(body) => return proxy_streamed(fe, parts, body, hash).await,
+        BodyInput::Incoming(body) => {
+            let mut sender = Streamed { req: Some(build_request(parts, Either::Right(body))) };
+            return attempts(fe, &parts.method, hash, &mut sender).await;
+        }
     };
     // The body is already here: the backend must not wait for a 100-continue.
     if parts.headers.contains_key(header::EXPECT) {
         parts.headers.remove(header::EXPECT);
     }
-    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let idempotent = is_idempotent(&parts.method);
+    let mut sender = Buffered { parts, body };
+    attempts(fe, &sender.parts.method, hash, &mut sender).await
+}
+
+/// How one attempt on one backend went.
+enum Attempt {
+    /// The backend answered with this head; the body follows.
+    Answered(http::response::Parts, PendingBody),
+    /// No answer. `sent`: some bytes of the request reached the backend's
+    /// socket, so it may have acted on them. `blame`: counts towards ejecting
+    /// the backend (a reused keep-alive connection closing does not).
+    Failed { failure: Failure, sent: bool, blame: bool },
+}
+
+/// A backend's response body, not yet tied to its request's [`ActiveGuard`].
+enum PendingBody {
+    H1(H1Conn, Framing, bool),
+    Hyper(Incoming),
+}
+
+impl PendingBody {
+    fn into_body(self, guard: ActiveGuard) -> RespBody {
+        match self {
+            PendingBody::H1(conn, framing, keep_alive) => match H1Body::start(conn, framing, keep_alive, guard) {
+                Started::Complete(bytes) if bytes.is_empty() => RespBody::Full(None),
+                Started::Complete(bytes) => RespBody::Full(Some(bytes)),
+                Started::Streaming(rest) => RespBody::Backend(rest),
+            },
+            PendingBody::Hyper(inner) => RespBody::Hyper(HyperBody { inner, guard: Some(guard) }),
+        }
+    }
+}
+
+/// One way of putting a request on the wire to a backend; [`attempts`]
+/// decides whether and where to try again.
+trait SendToBackend {
+    /// Sends the request to `guard`'s backend and reads the response head.
+    async fn send(&mut self, fe: &FrontendRt, guard: &ActiveGuard) -> Attempt;
+    /// Whether the request is still here to be sent again.
+    fn can_resend(&self) -> bool;
+}
+
+/// A request whose body is in memory: sent on a pooled connection with
+/// [`H1Conn`], and as often as the retry policy allows.
+struct Buffered<'a> {
+    parts: &'a http::request::Parts,
+    body: Bytes,
+}
+
+impl SendToBackend for Buffered<'_> {
+    async fn send(&mut self, fe: &FrontendRt, guard: &ActiveGuard) -> Attempt {
+        let (mut conn, reused) = match acquire(guard, fe.cfg.connect_timeout()).await {
+            Ok(c) => c,
+            Err(failure) => return Attempt::Failed { failure, sent: false, blame: true },
+        };
+        let target = self.parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let addr = guard.backend().addr;
+        match conn.round_trip(&self.parts.method, target, &self.parts.headers, &self.body).await {
+            Ok((rparts, framing, keep_alive)) => Attempt::Answered(rparts, PendingBody::H1(conn, framing, keep_alive)),
+            Err(SendError::BadResponse(why)) => {
+                tracing::debug!(backend = %addr, "bad response: {why}");
+                Attempt::Failed { failure: Failure::BadResponse, sent: true, blame: true }
+            }
+            Err(e) => {
+                tracing::debug!(backend = %addr, reused, "request failed: {e:?}");
+                let sent = !matches!(e, SendError::Unsent(_));
+                Attempt::Failed { failure: Failure::Reset, sent, blame: !reused }
+            }
+        }
+    }
+
+    fn can_resend(&self) -> bool {
+        true
+    }
+}
+
+/// A request whose body is too large to buffer: streamed through hyper's
+/// client on a fresh connection; it can be sent again only if hyper hands it
+/// back unsent.
+struct Streamed {
+    req: Option<Request<ReqBody>>,
+}
+
+impl SendToBackend for Streamed {
+    async fn send(&mut self, fe: &FrontendRt, guard: &ActiveGuard) -> Attempt {
+        let Some(req) = self.req.take() else {
+            // Not reached: `attempts` stops once `can_resend` is false.
+            return Attempt::Failed { failure: Failure::Reset, sent: true, blame: false };
+        };
+        let addr = guard.backend().addr;
+        let stream = match connect(guard, fe.cfg.connect_timeout()).await {
+            Ok(s) => s,
+            Err(failure) => {
+                self.req = Some(req);
+                return Attempt::Failed { failure, sent: false, blame: true };
+            }
+        };
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::Builder::new().handshake::<_, ReqBody>(TokioIo::new(stream)).await
+        else {
+            self.req = Some(req);
+            return Attempt::Failed { failure: Failure::Connect, sent: false, blame: false };
+        };
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(backend = %addr, "backend connection ended: {e}");
+            }
+        });
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                let (rparts, rbody) = resp.into_parts();
+                Attempt::Answered(rparts, PendingBody::Hyper(rbody))
+            }
+            Err(mut e) => {
+                let parse = e.error().is_parse() || e.error().is_parse_status();
+                tracing::debug!(backend = %addr, "streamed request failed: {}", e.error());
+                let failure = if parse { Failure::BadResponse } else { Failure::Reset };
+                // hyper gives the request back only if none of it was written.
+                let sent = match e.take_message() {
+                    Some(r) if !parse => {
+                        self.req = Some(r);
+                        false
+                    }
+                    _ => true,
+                };
+                Attempt::Failed { failure, sent, blame: true }
+            }
+        }
+    }
+
+    fn can_resend(&self) -> bool {
+        self.req.is_some()
+    }
+}
+
+/// RFC 9110 §9.2.1: methods a client expects to have no effect, and so the
+/// only ones sent again once (part of) the request reached a backend.
+fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The retry loop, the same for buffered and streamed requests: tries
+/// backends not yet tried for this request, within `max_retries` and the
+/// retry budget. A request that never left (connect failure, or unsent) may
+/// go to another backend whatever its method; one whose bytes were (even
+/// partly) written, or that got a status in `on_statuses`, only if its method
+/// is safe. A malformed answer is never retried.
+async fn attempts<S: SendToBackend>(fe: &Arc<FrontendRt>, method: &Method, hash: u64, sender: &mut S) -> ProxyResult {
+    let retries = &fe.cfg.retries;
+    let safe = is_safe(method);
     let max_attempts = 1 + retries.max_retries;
     // Backends tried so far; no allocation (attempts are capped by the config).
     let mut tried_buf = [0usize; crate::config::RETRIES_MAX as usize + 1];
@@ -572,17 +718,8 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Bod
         if attempt > 0 {
             backend.stats.retries.inc();
         }
-        let (mut conn, reused) = match acquire(&guard, fe.cfg.connect_timeout()).await {
-            Ok(c) => c,
-            Err(f) => {
-                guard.fail();
-                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-                last = (f, Some(backend.addr));
-                continue;
-            }
-        };
-        match conn.round_trip(&parts.method, target, &parts.headers, &body).await {
-            Ok((rparts, framing, keep_alive)) => {
+        match sender.send(fe, &guard).await {
+            Attempt::Answered(rparts, pending) => {
                 guard.mark_response();
                 let status = rparts.status;
                 if status.is_server_error() {
@@ -593,13 +730,11 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Bod
                 } else {
                     backend.record_success();
                 }
-                let retry = retries.on_statuses.contains(&status.as_u16()) && idempotent && attempt + 1 < max_attempts;
-                let body = match H1Body::start(conn, framing, keep_alive, guard) {
-                    Started::Complete(bytes) if bytes.is_empty() => RespBody::Full(None),
-                    Started::Complete(bytes) => RespBody::Full(Some(bytes)),
-                    Started::Streaming(rest) => RespBody::Backend(rest),
-                };
-                let resp = (Response::from_parts(rparts, body), attempt + 1, backend.addr);
+                let retry = retries.on_statuses.contains(&status.as_u16())
+                    && safe
+                    && sender.can_resend()
+                    && attempt + 1 < max_attempts;
+                let resp = (Response::from_parts(rparts, pending.into_body(guard)), attempt + 1, backend.addr);
                 if retry {
                     // Kept for the client in case no other backend can be tried.
                     held = Some(resp);
@@ -607,108 +742,26 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Bod
                 }
                 return Ok(resp);
             }
-            Err(SendError::BadResponse(why)) => {
-                // The backend answered, but not with HTTP: do not retry.
+            Attempt::Failed { failure, sent, blame } => {
                 guard.fail();
-                tracing::debug!(backend = %backend.addr, "bad response: {why}");
-                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-                return Err((Failure::BadResponse, attempt + 1, Some(backend.addr)));
-            }
-            Err(e) => {
-                guard.fail();
-                let unsent = matches!(e, SendError::Unsent(_));
-                tracing::debug!(backend = %backend.addr, reused, "request failed: {e:?}");
-                // A reused connection that the backend closed is not a sign of
-                // a sick backend; a fresh one failing is.
-                if reused {
-                    backend.stats.failures.inc();
-                } else {
+                if blame {
                     backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+                } else {
+                    backend.stats.failures.inc();
                 }
-                last = (Failure::Reset, Some(backend.addr));
-                if !unsent && !idempotent {
-                    return Err((Failure::Reset, attempt + 1, Some(backend.addr)));
+                last = (failure, Some(backend.addr));
+                let final_failure = failure == Failure::BadResponse || (sent && !safe) || !sender.can_resend();
+                if final_failure {
+                    return match held {
+                        Some(resp) => Ok(resp),
+                        None => Err((failure, attempt + 1, Some(backend.addr))),
+                    };
                 }
             }
         }
     }
     if let Some(resp) = held {
         return Ok(resp);
-    }
-    Err((last.0, n_tried as u32, last.1))
-}
-
-/// A request whose body is too large to buffer: sent once through hyper's
-/// client on a fresh connection, retried only if it never left.
-async fn proxy_streamed(fe: &Arc<FrontendRt>, parts: &http::request::Parts, body: Incoming, hash: u64) -> ProxyResult {
-    let mut req = Some(build_request(parts, Either::Right(body)));
-    let max_attempts = 1 + fe.cfg.retries.max_retries;
-    let mut tried_buf = [0usize; crate::config::RETRIES_MAX as usize + 1];
-    let mut n_tried = 0usize;
-    let mut last: (Failure, Option<SocketAddr>) = (Failure::NoBackend, None);
-    for attempt in 0..max_attempts {
-        if attempt > 0 {
-            if !fe.budget.try_withdraw(now_ms()) {
-                fe.stats.retries_denied_by_budget.inc();
-                break;
-            }
-            fe.stats.retries.inc();
-        }
-        let Some(mut guard) = fe.pick(hash, &tried_buf[..n_tried]) else { break };
-        if let Some(slot) = tried_buf.get_mut(n_tried) {
-            *slot = guard.index;
-            n_tried += 1;
-        }
-        let backend = guard.backend().clone();
-        let stream = match connect(&guard, fe.cfg.connect_timeout()).await {
-            Ok(s) => s,
-            Err(f) => {
-                guard.fail();
-                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-                last = (f, Some(backend.addr));
-                continue;
-            }
-        };
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::Builder::new().handshake::<_, ReqBody>(TokioIo::new(stream)).await
-        else {
-            guard.fail();
-            last = (Failure::Connect, Some(backend.addr));
-            continue;
-        };
-        let addr = backend.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(backend = %addr, "backend connection ended: {e}");
-            }
-        });
-        let Some(r) = req.take() else { break };
-        match sender.try_send_request(r).await {
-            Ok(resp) => {
-                guard.mark_response();
-                if resp.status().is_server_error() {
-                    backend.stats.responses_5xx.inc();
-                } else {
-                    backend.record_success();
-                }
-                let (rparts, rbody) = resp.into_parts();
-                let body = RespBody::Hyper(HyperBody { inner: rbody, guard: Some(guard) });
-                return Ok((Response::from_parts(rparts, body), attempt + 1, addr));
-            }
-            Err(mut e) => {
-                guard.fail();
-                backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-                let parse = e.error().is_parse() || e.error().is_parse_status();
-                let failure = if parse { Failure::BadResponse } else { Failure::Reset };
-                match e.take_message() {
-                    Some(r) if !parse => {
-                        req = Some(r);
-                        last = (failure, Some(addr));
-                    }
-                    _ => return Err((failure, attempt + 1, Some(addr))),
-                }
-            }
-        }
     }
     Err((last.0, n_tried as u32, last.1))
 }

@@ -680,3 +680,57 @@ async fn slow_start_ramps_a_returning_backend() {
     }
     assert_eq!((b1.hits() - before.0, b2.hits() - before.1), (20, 2));
 }
+
+/// A backend that reads each request (head and a one-byte body) in full,
+/// counts it, then closes the connection without answering.
+async fn swallowing_backend(seen: Arc<AtomicU64>) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Bounded by the client: it sends one request per connection here.
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let body_len = if head.contains("content-length: 1") { 1 } else { 0 };
+                    if buf.len() >= end + 4 + body_len {
+                        seen.fetch_add(1, Relaxed);
+                        let _ = s.shutdown().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_unsafe_request_is_never_sent_twice() {
+    let seen = Arc::new(AtomicU64::new(0));
+    let backends = [swallowing_backend(seen.clone()).await, swallowing_backend(seen.clone()).await];
+    let extra = format!("{}[frontend.ejection]\nenabled = false\n", hc_off());
+    let lb = start_lb(&one_frontend("http", "round_robin", &backends, &extra)).await;
+    let addr = lb.local_addr("web").unwrap();
+    for method in ["PUT", "DELETE", "POST"] {
+        let before = seen.load(Relaxed);
+        let mut c = Client::connect(addr).await.unwrap();
+        let (status, body) = c.request(method, "/k", "x").await.unwrap();
+        assert_eq!(status, 502, "{method}: {body}");
+        assert!(body.contains("backend_reset"), "{method}: {body}");
+        assert_eq!(seen.load(Relaxed) - before, 1, "{method} reached the backends more than once");
+    }
+    // A safe method that met the same fate is tried on the other backend too.
+    let before = seen.load(Relaxed);
+    let (status, _) = get(addr, "/k").await.unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(seen.load(Relaxed) - before, 2, "GET should have been retried once");
+}

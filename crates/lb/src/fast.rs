@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::frontend::FrontendRt;
+use crate::h1client::{content_length, content_length_digits};
 use crate::http::{client_ip_value, handle_parts, serve_io, BodyInput, ClientInfo, FrontendCell, RespBody};
 
 /// Most header fields in a request head taken by the fast path.
@@ -98,7 +99,8 @@ enum Parse {
     Partial,
     /// Not for the fast path: hand the connection to hyper.
     HandOff,
-    /// Passed the checks but could not be represented: answer 400 and close.
+    /// Broken framing (a bad Content-Length), or passed the checks but could
+    /// not be represented: answer 400 and close.
     Bad,
 }
 
@@ -139,9 +141,15 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
             return Parse::HandOff;
         }
         if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
-            match n {
-                Some(n) if !seen_length && n <= body_max => {
+            // Not 1*DIGIT (`+5`, `0x5`, ...), or values that disagree: 400. A
+            // repeated field, a list or a large body: hyper decides.
+            let n = match content_length([h.value]) {
+                Ok(Some(n)) => n,
+                Ok(None) | Err(_) => return Parse::Bad,
+            };
+            let single = content_length_digits(h.value.trim_ascii()).is_some();
+            match usize::try_from(n) {
+                Ok(n) if single && !seen_length && n <= body_max => {
                     body_len = n;
                     seen_length = true;
                 }

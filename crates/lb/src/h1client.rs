@@ -207,7 +207,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         headers.append(name, value);
     }
     let framing = framing_of(&headers, code, head_request)?;
-    let keep_alive = framing != Framing::Close && wants_keep_alive(&headers, version);
+    // Both Transfer-Encoding and Content-Length: Transfer-Encoding frames
+    // this response, but the backend and we may disagree about where it
+    // ends (RFC 9112 §6.1: a smuggling sign), so the connection is not reused.
+    let ambiguous = headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH);
+    let keep_alive = framing != Framing::Close && !ambiguous && wants_keep_alive(&headers, version);
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = Version::HTTP_11;
@@ -231,6 +235,41 @@ fn wants_keep_alive(headers: &HeaderMap, version: Version) -> bool {
     version == Version::HTTP_11 || has_token(headers, header::CONNECTION, "keep-alive")
 }
 
+/// Why a Content-Length field was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContentLengthError {
+    #[error("invalid content-length (not 1*DIGIT, or too large)")]
+    Invalid,
+    #[error("conflicting content-length values")]
+    Conflicting,
+}
+
+/// A Content-Length value: `1*DIGIT` and nothing else (no sign, no spaces
+/// inside, no hex), at most `u64::MAX`. `str::parse` would accept `+5`.
+pub fn content_length_digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// The length given by every Content-Length field of a message (RFC 9110
+/// §8.6): each field a comma-separated list of `1*DIGIT` values (optional
+/// whitespace around each); all values must agree. `None` when there is none.
+pub fn content_length<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Option<u64>, ContentLengthError> {
+    let mut length: Option<u64> = None;
+    for v in values {
+        for part in v.split(|&b| b == b',') {
+            let n = content_length_digits(part.trim_ascii()).ok_or(ContentLengthError::Invalid)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ContentLengthError::Conflicting);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
 /// RFC 9112 §6.3.
 pub fn framing_of(headers: &HeaderMap, code: u16, head_request: bool) -> Result<Framing, SendError> {
     if head_request || code == 204 || code == 304 || (100..200).contains(&code) {
@@ -244,16 +283,8 @@ pub fn framing_of(headers: &HeaderMap, code: u16, head_request: bool) -> Result<
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
         return Ok(if chunked_last { Framing::Chunked } else { Framing::Close });
     }
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.to_str().map_err(|_| bad("invalid content-length"))?.split(',') {
-            let n: u64 = part.trim().parse().map_err(|_| bad("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
-    }
+    let length = content_length(headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()))
+        .map_err(|e| bad(e.to_string()))?;
     Ok(match length {
         Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
@@ -509,6 +540,13 @@ mod tests {
         assert_eq!(framing_of(&h(&[("content-length", "5, 5")]), 200, false).unwrap(), Framing::Length(5));
         assert!(framing_of(&h(&[("content-length", "5"), ("content-length", "6")]), 200, false).is_err());
         assert!(framing_of(&h(&[("content-length", "-1")]), 200, false).is_err());
+        for bad in ["+5", "5 5", "0x5", "", " ", "5,", "5;", "99999999999999999999999", "5a"] {
+            assert!(framing_of(&h(&[("content-length", bad)]), 200, false).is_err(), "{bad:?} accepted");
+        }
+        assert!(framing_of(&h(&[("content-length", "5, 6")]), 200, false).is_err());
+        assert_eq!(framing_of(&h(&[("content-length", " 007 ")]), 200, false).unwrap(), Framing::Length(7));
+        assert_eq!(content_length_digits(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(content_length_digits(b"18446744073709551616"), None);
     }
 
     #[test]
@@ -536,6 +574,11 @@ mod tests {
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
         assert!(matches!(parse(b"garbage\r\n\r\n"), Err(SendError::BadResponse(_))));
         assert!(matches!(parse(b"HTTP/1.1 101 Switching\r\n\r\n"), Err(SendError::BadResponse(_))));
+        assert!(matches!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"), Err(SendError::BadResponse(_))));
+        match parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n").unwrap() {
+            Some(Parsed::Final(_, f, ka)) => assert_eq!((f, ka), (Framing::Chunked, false)),
+            _ => panic!("not parsed"),
+        }
     }
 
     #[test]

@@ -734,3 +734,78 @@ async fn a_written_unsafe_request_is_never_sent_twice() {
     assert_eq!(status, 502);
     assert_eq!(seen.load(Relaxed) - before, 2, "GET should have been retried once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_content_length_that_is_not_digits_or_conflicts_gets_400() {
+    // A raw backend that accepts anything: the 400 must come from the LB.
+    let seen = Arc::new(AtomicU64::new(0));
+    let raw = swallowing_backend(seen.clone()).await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[raw], hc_off())).await;
+    let addr = lb.local_addr("web").unwrap();
+    let bad: [&[u8]; 7] = [
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: +5\r\n\r\nhello",
+        // HTTP/1.0 is served by hyper, not the fast path: the same answer.
+        b"POST /echo HTTP/1.0\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+    ];
+    for req in bad {
+        let reply = raw_exchange(addr, req).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{:?} -> {reply:?}", String::from_utf8_lossy(req));
+    }
+    assert_eq!(seen.load(Relaxed), 0, "a request with broken framing reached the backend");
+    // Well-formed lengths still work, including an agreeing repeat.
+    let b = Backend::start("b1").await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], hc_off())).await;
+    let addr = lb.local_addr("web").unwrap();
+    let ok =
+        raw_exchange(addr, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+            .await;
+    assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("hello"), "{ok:?}");
+    let ok = raw_exchange(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("hello"), "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_content_length_that_is_not_digits_is_a_broken_response() {
+    for head in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+    ] {
+        let backend = scripted_backend(Box::leak(head.to_vec().into_boxed_slice())).await;
+        let lb = start_lb(&one_frontend("http", "round_robin", &[backend], hc_off())).await;
+        let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
+        for _ in 0..2 {
+            let (status, body) = c.get("/").await.unwrap();
+            assert_eq!(status, 502, "{body}");
+            assert!(body.contains("backend_bad_response"), "{body}");
+        }
+        let s = stats(&lb).await;
+        assert_eq!(backend_stat(&s, backend)["connects"], 2, "a broken connection was reused: {s}");
+        assert_eq!(backend_stat(&s, backend)["idle_pooled"], 0, "{s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_response_with_transfer_encoding_and_content_length_is_not_pooled() {
+    let backend = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[backend], hc_off())).await;
+    let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.get("/").await.unwrap(), (200, "hello".to_string()));
+    }
+    let s = stats(&lb).await;
+    assert_eq!(backend_stat(&s, backend)["connects"], 3, "the connection went back to the pool: {s}");
+    assert_eq!(backend_stat(&s, backend)["idle_pooled"], 0, "{s}");
+}

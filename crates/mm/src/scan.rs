@@ -1,0 +1,165 @@
+//! Scans: KEYS, SCAN, DBSIZE and `GET /v1/kv?prefix=` merge the durable registers of a majority.
+//! For each key the value with the highest accepted ballot wins and tombstones are dropped; a
+//! page ends at the smallest last key of any node that has more.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::wire::{self, PeerRequest, PeerResponse, ScannedRegister};
+use crate::{MmError, MmNode, SCAN_PAGE_MAX};
+
+/// One page of a merged scan: live keys with their values, in key order, and where the next
+/// page starts (`None` when the scan is complete).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    pub next_after: Option<Vec<u8>>,
+}
+
+impl MmNode {
+    pub(crate) fn local_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        values: bool,
+    ) -> Result<(Vec<ScannedRegister>, bool), String> {
+        let (items, mut more) =
+            self.store.read(|v| v.register_scan(prefix, after, limit)).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut bytes = 0usize;
+        let total = items.len();
+        for (i, (key, raw)) in items.into_iter().enumerate() {
+            let s = wire::decode_register(&raw)?;
+            let value = if values { s.value } else { s.value.map(|_| Vec::new()) };
+            bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            out.push(ScannedRegister { key, accepted: s.accepted, value });
+            if bytes >= wire::SCAN_REPLY_BYTES_MAX && i + 1 < total {
+                // The rest of the page would make the reply too big: it continues on the next.
+                more = true;
+                break;
+            }
+        }
+        Ok((out, more))
+    }
+
+    /// One page of live keys starting with `prefix`, after `after`. `stale`: this node's durable
+    /// registers only. Otherwise the durable registers of a majority are merged, each key taking
+    /// the value with the highest accepted ballot among them: every write acknowledged before the
+    /// scan began is seen (or a later one), deletes included; a write still in flight may be seen
+    /// too. It is not a snapshot of all keys at one instant.
+    ///
+    /// Without `values` the page's values are empty (for KEYS, SCAN and DBSIZE).
+    pub async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        stale: bool,
+        values: bool,
+    ) -> Result<ScanPage, MmError> {
+        if self.shared.in_probation() {
+            return Err(MmError::NoQuorum("this node's first-boot check has not finished".into()));
+        }
+        let limit = limit.clamp(1, SCAN_PAGE_MAX);
+        let local = self.local_scan(prefix, after, limit, values).map_err(MmError::Internal)?;
+        if stale {
+            return Ok(merge(vec![local]));
+        }
+        let mut answers = vec![local];
+        let needed = self.quorum();
+        let mut set = tokio::task::JoinSet::new();
+        let req = self.shared.envelope(PeerRequest::Scan {
+            prefix: prefix.to_vec(),
+            after: after.map(<[u8]>::to_vec),
+            limit: limit as u32,
+            values,
+        });
+        let payload = Bytes::from(wire::encode(&req).map_err(MmError::Internal)?);
+        let timeout = self.cfg.request_timeout;
+        for peer in self.shared.peers.values() {
+            let peer = peer.clone();
+            let payload = payload.clone();
+            set.spawn(async move {
+                match tokio::time::timeout(timeout, peer.call(payload, timeout)).await {
+                    Ok(Ok(b)) => match wire::decode::<PeerResponse>(&b) {
+                        Ok(PeerResponse::Scan { registers, more }) => Some((registers, more)),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            });
+        }
+        while answers.len() < needed {
+            match set.join_next().await {
+                Some(Ok(Some(a))) => answers.push(a),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if answers.len() < needed {
+            return Err(MmError::NoQuorum(format!(
+                "scan: {} of {} nodes answered, {needed} needed",
+                answers.len(),
+                self.cfg.members.len()
+            )));
+        }
+        Ok(merge(answers))
+    }
+}
+
+/// Merges scan pages from several nodes (see [`MmNode::scan`]).
+pub(crate) fn merge(answers: Vec<(Vec<ScannedRegister>, bool)>) -> ScanPage {
+    // Every node returned its first keys in order; past the smallest last key of a node that has
+    // more, some node's keys are unknown, so the page ends there.
+    let bound: Option<Vec<u8>> = answers
+        .iter()
+        .filter(|(regs, more)| *more && !regs.is_empty())
+        .map(|(regs, _)| regs.last().expect("not empty").key.clone())
+        .min();
+    let mut best: BTreeMap<Vec<u8>, (rampart_paxos::Ballot, Option<Vec<u8>>)> = BTreeMap::new();
+    for (regs, _) in answers {
+        for r in regs {
+            if bound.as_ref().is_some_and(|b| r.key > *b) {
+                continue;
+            }
+            match best.get(&r.key) {
+                Some((b, _)) if *b >= r.accepted => {}
+                _ => {
+                    best.insert(r.key, (r.accepted, r.value));
+                }
+            }
+        }
+    }
+    let items = best.into_iter().filter_map(|(k, (_, v))| v.map(|v| (k, v))).collect();
+    ScanPage { items, next_after: bound }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_paxos::{Ballot, NodeId};
+
+    fn reg(key: &str, c: u64, v: Option<&str>) -> ScannedRegister {
+        ScannedRegister {
+            key: key.into(),
+            accepted: Ballot::new(c, NodeId(1)),
+            value: v.map(|s| s.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn merge_takes_the_highest_ballot_and_stops_where_a_node_has_more() {
+        let a = (vec![reg("a", 1, Some("old")), reg("b", 5, None), reg("c", 1, Some("c1"))], true);
+        let b = (vec![reg("a", 3, Some("new")), reg("b", 2, Some("resurrect?")), reg("d", 1, Some("d"))], false);
+        let page = merge(vec![a, b]);
+        // "b" was deleted at ballot 5: the older value at 2 must not come back. "d" lies past
+        // the first node's last key, where it has not reported yet.
+        assert_eq!(page.items, vec![(b"a".to_vec(), b"new".to_vec()), (b"c".to_vec(), b"c1".to_vec())]);
+        assert_eq!(page.next_after, Some(b"c".to_vec()));
+        let done = merge(vec![(vec![reg("x", 1, Some("1"))], false), (vec![], false)]);
+        assert_eq!(done.next_after, None);
+        assert_eq!(done.items.len(), 1);
+    }
+}

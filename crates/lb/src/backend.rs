@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, O
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use rampart_metrics::{Counter, Histogram};
+
 use crate::algo::BackendView;
 use crate::config::{Backend, EjectionConfig, RetryConfig};
 use crate::pool::Pool;
-use crate::stats::{Counter, Histogram};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 

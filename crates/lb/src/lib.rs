@@ -6,7 +6,8 @@
 //! - [`fast`]: the HTTP/1.1 fast path for clients; [`http`]: hyper-served
 //!   connections and the request logic; [`h1client`]: the HTTP/1.1 client
 //!   to backends; [`pool`]: keep-alive connections to backends; [`tcp`]: L4.
-//! - [`access_log`], [`stats`]: observability; [`io`]: idle detection.
+//! - [`access_log`]: observability (counters and latency histograms come
+//!   from the `rampart-metrics` crate); [`io`]: idle detection.
 //! - [`health`]: active health checks.
 //! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API;
 //!   [`run`]: starting both.
@@ -17,22 +18,22 @@
 //! # Module graph
 //!
 //! Modules form a DAG; an arrow means "uses", and no module may use one
-//! above it. Leaves (`algo`, `stats`, `io`, `access_log`, `h1client`) use no
+//! above it. Leaves (`algo`, `io`, `access_log`, `h1client`) use no
 //! other module.
 //!
 //! ```text
 //! cli -> run -> admin -> server -> fast -> http -> frontend -> backend -> pool -> h1client
 //!                                  tcp, health     (http also -> h1client, io, access_log)
-//! config -> algo            backend -> stats, config, algo
+//! config -> algo            backend -> config, algo    fast -> h1client
 //! ```
 //!
 //! In full (every edge): `cli`: config, server, run · `run`: admin, config,
 //! server · `admin`: server, frontend, backend · `server`: fast, http, tcp,
-//! health, frontend, backend, pool, config · `fast`: http, frontend ·
+//! health, frontend, backend, pool, config · `fast`: http, frontend, h1client ·
 //! `http`: frontend, backend, h1client, io, access_log, config, algo ·
 //! `tcp`: frontend, backend, io, access_log, algo · `health`: backend,
 //! config, algo · `frontend`: backend, h1client, config, algo · `backend`:
-//! pool, stats, config, algo · `pool`: h1client · `config`: algo.
+//! pool, config, algo · `pool`: h1client · `config`: algo.
 //!
 //! The response body read by `h1client` tells whoever owns it how it ended
 //! through the [`h1client::BodyEnd`] trait (the frontend's `ActiveGuard`
@@ -54,7 +55,6 @@ pub mod io;
 pub mod pool;
 pub mod run;
 pub mod server;
-pub mod stats;
 pub mod tcp;
 
 pub use server::{Lb, LbError};

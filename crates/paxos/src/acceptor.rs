@@ -11,7 +11,9 @@
 //! state ([`Acceptor::restore`]), so no promise is ever broken. The acceptor must never be used
 //! as a cache of unpersisted state by anything else.
 //!
-//! The acceptor never decreases `promised` or `accepted` (the property tests check it).
+//! The acceptor never decreases `promised` or `accepted`, and never accepts below its promise:
+//! every state change goes through [`Acceptor::advance`], which asserts it (and the property
+//! tests check it from outside).
 
 use crate::ballot::Ballot;
 use crate::change::{Key, Value};
@@ -95,6 +97,7 @@ impl Acceptor {
             Request::Prepare { key, ballot } => {
                 let current = self.registers.get(&key).cloned().unwrap_or_default();
                 if ballot > current.promised {
+                    let before = (current.promised, current.accepted);
                     let state = RegisterState { promised: ballot, ..current };
                     let reply = Reply::Promise {
                         key: key.clone(),
@@ -103,29 +106,31 @@ impl Acceptor {
                         value: state.value.clone(),
                         base: state.base,
                     };
-                    self.registers.insert(key.clone(), state.clone());
+                    self.advance(&key, before, &state);
                     AcceptorOutput::PersistThenReply { write: DurableWrite { key, state }, reply }
                 } else {
                     AcceptorOutput::Reply(Reply::Nack { key, ballot, promised: current.promised })
                 }
             }
             Request::Accept { key, ballot, value, base } => {
-                let current = self.registers.get(&key).cloned().unwrap_or_default();
-                if ballot == current.accepted && ballot != Ballot::ZERO {
+                // Only the ballots: the old value is replaced, never read.
+                let (promised, accepted) =
+                    self.registers.get(&key).map_or((Ballot::ZERO, Ballot::ZERO), |s| (s.promised, s.accepted));
+                if ballot == accepted && ballot != Ballot::ZERO {
                     // A duplicate of an accept we already took: one value per ballot, so say so again.
                     return AcceptorOutput::Reply(Reply::Accepted { key, ballot });
                 }
                 // An honest proposer's value is always derived from a lower ballot; a malformed
                 // accept is refused rather than stored (it would make the state unrestorable).
-                if ballot >= current.promised && ballot > current.accepted && base < ballot {
+                if ballot >= promised && ballot > accepted && base < ballot {
                     // Accepting `ballot` also promises its successor: the piggybacked prepare.
-                    let promised = ballot.successor().unwrap_or(ballot);
-                    let state = RegisterState { promised, accepted: ballot, value, base };
-                    self.registers.insert(key.clone(), state.clone());
+                    let next_promise = ballot.successor().unwrap_or(ballot);
+                    let state = RegisterState { promised: next_promise, accepted: ballot, value, base };
+                    self.advance(&key, (promised, accepted), &state);
                     let reply = Reply::Accepted { key: key.clone(), ballot };
                     AcceptorOutput::PersistThenReply { write: DurableWrite { key, state }, reply }
                 } else {
-                    AcceptorOutput::Reply(Reply::Nack { key, ballot, promised: current.promised })
+                    AcceptorOutput::Reply(Reply::Nack { key, ballot, promised })
                 }
             }
             Request::Peek { key, ballot } => {
@@ -137,6 +142,22 @@ impl Acceptor {
                 AcceptorOutput::Reply(Reply::Peeked { key, ballot, accepted, value })
             }
         }
+    }
+
+    /// Stores the next state of a register, asserting that it moves forward: the promise and
+    /// the accepted ballot never go back, a new accept is at or above the promise it replaces,
+    /// and the state stays restorable (`promised >= accepted >= base`).
+    /// `before` is the register's `(promised, accepted)` until now.
+    fn advance(&mut self, key: &Key, before: (Ballot, Ballot), after: &RegisterState) {
+        let (promised, accepted) = before;
+        assert!(after.promised >= promised, "promise moved back from {promised} to {}", after.promised);
+        assert!(after.accepted >= accepted, "accepted moved back from {accepted} to {}", after.accepted);
+        if after.accepted != accepted {
+            assert!(after.accepted >= promised, "accepted {} below the promise {promised}", after.accepted);
+        }
+        assert!(after.promised >= after.accepted, "promised {} below accepted {}", after.promised, after.accepted);
+        assert!(after.base <= after.accepted, "value at {} derived from a later {}", after.accepted, after.base);
+        self.registers.insert(key.clone(), after.clone());
     }
 
     /// The register's state, if this acceptor has ever touched the key.

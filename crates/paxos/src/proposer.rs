@@ -18,6 +18,12 @@
 //! - otherwise we cannot tell: stop with [`Error::Ambiguous`] (may have been applied).
 //!
 //! Reads are the identity and are always re-applied.
+//!
+//! # Invariants (asserted: a violation is a bug, and the node stops rather than limp on)
+//! - Every ballot this proposer sends is its own and at or below the durable counter floor.
+//! - Fresh ballots only grow, and so do the ballots of one proposal across its attempts.
+//! - An accept's value is derived from a lower ballot (`base < ballot`).
+//! - Every proposal finishes exactly once: one [`ProposerOutput::Done`], in the step that ends it.
 
 use crate::ballot::{Ballot, NodeId};
 use crate::change::{apply_change, Change, Key, Outcome, Value};
@@ -192,6 +198,8 @@ pub struct Proposer {
     cache: HashMap<Key, Cached>,
     cache_order: BTreeMap<u64, Key>,
     cache_stamp: u64,
+    /// The last fresh ballot made: the next must be above it.
+    last_fresh: Ballot,
 }
 
 impl Proposer {
@@ -230,6 +238,7 @@ impl Proposer {
             cache: HashMap::new(),
             cache_order: BTreeMap::new(),
             cache_stamp: 0,
+            last_fresh: Ballot::ZERO,
             config,
         })
     }
@@ -314,6 +323,7 @@ impl Proposer {
         let Some(mut p) = self.active.remove(reply.key()) else { return out };
         let key = reply.key().to_vec();
         let flow = self.handle_reply(now, &key, &mut p, from, reply, &mut out);
+        assert_step(&out, p.id, &flow);
         self.settle(now, key, p, flow, &mut out);
         out
     }
@@ -332,6 +342,7 @@ impl Proposer {
             Phase::Peek => self.after_peek(now, &timer.key, &mut p, &mut out),
             Phase::Prepare | Phase::Accept => self.retry(now, &timer.key, &mut p, &mut out),
         };
+        assert_step(&out, p.id, &flow);
         self.settle(now, timer.key, p, flow, &mut out);
         out
     }
@@ -370,6 +381,7 @@ impl Proposer {
                 ours: Vec::new(),
                 first_accept: None,
             };
+            let mark = out.len();
             let flow = if now >= p.deadline {
                 let error = Error::TimedOut { budget_ticks: self.config.budget_ticks, maybe_applied: false };
                 out.push(done(p.id, Err(error)));
@@ -377,6 +389,7 @@ impl Proposer {
             } else {
                 self.attempt(now, &key, &mut p, out)
             };
+            assert_step(&out[mark..], p.id, &flow);
             match flow {
                 Flow::Continue => {
                     self.active.insert(key, p);
@@ -454,7 +467,7 @@ impl Proposer {
                 out.push(done(p.id, Err(self.exhausted(p))));
                 return Flow::Finished;
             };
-            p.ballot = ballot;
+            self.use_ballot(p, ballot);
             p.phase = Phase::Peek;
             p.proposed = None;
             self.broadcast(&Request::Peek { key: key.to_vec(), ballot: p.ballot }, out);
@@ -466,7 +479,7 @@ impl Proposer {
             // One round trip: our last accept promised `cached.next` at a quorum.
             self.counter = self.counter.max(cached.next.counter);
             self.reserve(cached.next.counter, out);
-            p.ballot = cached.next;
+            self.use_ballot(p, cached.next);
             let (value, outcome) = apply_change(&p.change, &cached.value);
             self.send_accept(key, p, value, cached.accepted, outcome, out);
         } else {
@@ -474,7 +487,7 @@ impl Proposer {
                 out.push(done(p.id, Err(self.exhausted(p))));
                 return Flow::Finished;
             };
-            p.ballot = ballot;
+            self.use_ballot(p, ballot);
             p.phase = Phase::Prepare;
             p.proposed = None;
             self.broadcast(&Request::Prepare { key: key.to_vec(), ballot: p.ballot }, out);
@@ -489,7 +502,19 @@ impl Proposer {
         let counter = self.counter.checked_add(1)?;
         self.counter = counter;
         self.reserve(counter, out);
-        Some(Ballot::new(counter, self.config.node))
+        let ballot = Ballot::new(counter, self.config.node);
+        assert!(ballot > self.last_fresh, "fresh ballot {ballot} is not above the last one, {}", self.last_fresh);
+        self.last_fresh = ballot;
+        Some(ballot)
+    }
+
+    /// Moves `p` to `ballot`: this node's, durably reserved, and above the proposal's last one
+    /// (a proposal never goes back to a ballot it used, or one a restart could reuse).
+    fn use_ballot(&self, p: &mut Proposal, ballot: Ballot) {
+        assert_eq!(ballot.node, self.config.node, "a proposer only uses its own ballots");
+        assert!(ballot.counter <= self.reserved, "ballot {ballot} is above the durable floor {}", self.reserved);
+        assert!(ballot > p.ballot, "a proposal's ballots only grow: {ballot} after {}", p.ballot);
+        p.ballot = ballot;
     }
 
     /// Makes sure `counter` is below the durable floor before a ballot with it is sent.
@@ -517,6 +542,8 @@ impl Proposer {
         outcome: Outcome,
         out: &mut Vec<ProposerOutput>,
     ) {
+        // Acceptors refuse an accept whose value claims to derive from its own ballot or later.
+        assert!(base < p.ballot, "an accept at {} built on a value from {base}", p.ballot);
         p.phase = Phase::Accept;
         p.granted.clear();
         p.refused.clear();
@@ -570,6 +597,11 @@ impl Proposer {
                 }
                 Flow::Continue
             }
+            (Phase::Prepare, Reply::Promise { accepted, .. }) if accepted >= p.ballot => {
+                // An acceptor only promises above what it accepted: a malformed reply, ignored
+                // like any other invalid peer input (it must not become the base of an accept).
+                Flow::Continue
+            }
             (Phase::Prepare, Reply::Promise { accepted, value, base, .. }) => {
                 p.granted.push(from);
                 if accepted > p.best.0 {
@@ -583,7 +615,8 @@ impl Proposer {
             (Phase::Accept, Reply::Accepted { .. }) => {
                 p.granted.push(from);
                 if p.granted.len() >= self.quorum {
-                    let (value, outcome) = p.proposed.take().unwrap_or((None, Outcome::Value(None)));
+                    let (value, outcome) =
+                        p.proposed.take().expect("an accept in flight carries its value and outcome");
                     if let Some(next) = p.ballot.successor() {
                         self.put_cached(key, next, p.ballot, value);
                     }
@@ -694,4 +727,15 @@ impl Proposer {
 
 fn done(proposal: ProposalId, result: Result<Outcome, Error>) -> ProposerOutput {
     ProposerOutput::Done { proposal, result }
+}
+
+/// A chosen (or failed) outcome is returned once: a step that finished proposal `id` produced
+/// exactly one `Done` for it, and a step that did not finish it produced none.
+fn assert_step(out: &[ProposerOutput], id: ProposalId, flow: &Flow) {
+    let dones = out.iter().filter(|o| matches!(o, ProposerOutput::Done { proposal, .. } if *proposal == id)).count();
+    let expected = match flow {
+        Flow::Finished => 1,
+        Flow::Continue => 0,
+    };
+    assert_eq!(dones, expected, "proposal {id:?} answered {dones} times in one step");
 }

@@ -334,6 +334,38 @@ fn a_dead_peer_hint_fails_a_phase_without_waiting_for_the_timeout() {
     assert!(p.counter() >= higher.counter, "fast-forwards past the highest ballot seen");
 }
 
+#[test]
+fn a_promise_claiming_an_accept_at_or_above_its_own_ballot_is_ignored() {
+    let mut p = proposer(31);
+    let (_, out) = p.propose(0, b"k".to_vec(), set(b"x")).unwrap();
+    let ballot = out
+        .iter()
+        .find_map(|o| match o {
+            ProposerOutput::Send { request: Request::Prepare { ballot, .. }, .. } => Some(*ballot),
+            _ => None,
+        })
+        .expect("a prepare");
+    let promise = |accepted: rampart_paxos::Ballot, value: &[u8]| Reply::Promise {
+        key: b"k".to_vec(),
+        ballot,
+        accepted,
+        value: Some(value.to_vec()),
+        base: rampart_paxos::Ballot::ZERO,
+    };
+    // No honest acceptor promises a ballot at or below one it accepted.
+    let bogus = promise(rampart_paxos::Ballot::new(ballot.counter + 5, NodeId(9)), b"bogus");
+    assert!(p.on_reply(1, NodeId(1), bogus).is_empty());
+    assert!(p.on_reply(1, NodeId(2), promise(ballot, b"bogus")).is_empty(), "not a quorum yet");
+    // Two honest promises make the quorum; the accept builds on their value, not the bogus one.
+    assert!(p.on_reply(1, NodeId(3), promise(rampart_paxos::Ballot::ZERO, b"")).is_empty());
+    let out = p.on_reply(1, NodeId(1), promise(rampart_paxos::Ballot::ZERO, b""));
+    let accept = out.iter().find_map(|o| match o {
+        ProposerOutput::Send { request: Request::Accept { base, value, .. }, .. } => Some((*base, value.clone())),
+        _ => None,
+    });
+    assert_eq!(accept, Some((rampart_paxos::Ballot::ZERO, Some(b"x".to_vec()))), "{out:?}");
+}
+
 /// Delivers the sends among `outputs` to the acceptors in `reach` only (others are lost) and
 /// feeds the replies back; returns everything the proposer produced in response, plus the
 /// non-send outputs of `outputs` itself.

@@ -14,9 +14,11 @@
 //! Bowling et al. (2009), computed in a form that never overflows.
 
 mod detector;
+mod heartbeats;
 mod table;
 
 pub use detector::{PeerState, PhiAccrual, PhiConfig, PHI_MAX};
+pub use heartbeats::Heartbeats;
 pub use table::{Membership, PeerId, PeerSnapshot};
 
 /// Every error of this crate.

@@ -46,7 +46,7 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
         let me = n.infos.read().get(&n.cfg.id).cloned().unwrap_or_default();
         for (id, peer) in &n.shared.peers {
             let id = *id;
-            if !n.heartbeats_in_flight.lock().insert(id) {
+            if !n.health.lock().begin(PeerId(id)) {
                 continue;
             }
             let Ok(payload) = wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me.clone() })) else {
@@ -56,6 +56,7 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
             let n = n.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
+                let mut rtt_ms = None;
                 if let Ok(b) = peer.call(Bytes::from(payload), Duration::from_secs(1)).await {
                     if let Ok(PeerResponse::Hello { id: rid, info, seen_you }) = wire::decode::<PeerResponse>(&b) {
                         if rid == id {
@@ -63,11 +64,11 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
                                 n.first_boot_answer(id, seen_you).await;
                             }
                             n.infos.write().insert(id, info);
-                            let _ = n.health.lock().record_rtt(PeerId(id), start.elapsed().as_millis() as u64);
+                            rtt_ms = Some(start.elapsed().as_millis() as u64);
                         }
                     }
                 }
-                n.heartbeats_in_flight.lock().remove(&id);
+                n.health.lock().finish(PeerId(id), rtt_ms);
             });
         }
     }

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use rampart_membership::{Membership, PeerSnapshot};
+use rampart_membership::{Heartbeats, PeerSnapshot};
 use rampart_storage::{Durability, Store};
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -212,9 +212,8 @@ pub struct MmNode {
     store: Arc<Store>,
     proposer_tx: mpsc::Sender<ProposerEvent>,
     acceptor_tx: mpsc::Sender<AcceptorJob>,
-    health: Mutex<Membership>,
+    health: Mutex<Heartbeats>,
     infos: RwLock<BTreeMap<u64, PeerInfo>>,
-    heartbeats_in_flight: Mutex<HashSet<u64>>,
     /// First boot: the peers that said they never exchanged Paxos messages with this node.
     first_boot_confirmed: Mutex<HashSet<u64>>,
 }

@@ -29,8 +29,7 @@ impl MmNode {
         }
         match env.request {
             PeerRequest::Hello { info } => {
-                let now = self.shared.now_ms();
-                let _ = self.health.lock().heartbeat(PeerId(from), now);
+                self.health.lock().received(PeerId(from), self.shared.now_ms());
                 self.infos.write().insert(from, info);
                 let me = self.infos.read().get(&self.cfg.id).cloned().unwrap_or_default();
                 let seen_you = self.shared.seen.lock().await.contains(&from);

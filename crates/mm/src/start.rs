@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use rampart_membership::{Membership, PeerId, PhiConfig};
+use rampart_membership::{Heartbeats, PeerId, PhiConfig};
 use rampart_paxos::{Acceptor, NodeId, Proposer, ProposerConfig, RegisterState};
 use rampart_storage::Store;
 use rampart_transport::Peer;
@@ -48,7 +48,7 @@ impl MmNode {
             fatal_notify: Notify::new(),
         });
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
-        let health = Membership::new(phi, cfg.members.keys().filter(|id| **id != cfg.id).map(|id| PeerId(*id)), 0)
+        let health = Heartbeats::new(phi, cfg.members.keys().filter(|id| **id != cfg.id).map(|id| PeerId(*id)), 0)
             .map_err(|e| StartError::Config(e.to_string()))?;
 
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
@@ -66,7 +66,6 @@ impl MmNode {
             acceptor_tx: acceptor_tx.clone(),
             health: Mutex::new(health),
             infos: RwLock::new(infos),
-            heartbeats_in_flight: Mutex::new(HashSet::new()),
             first_boot_confirmed: Mutex::new(HashSet::new()),
         });
         let acceptor = tokio::spawn(acceptor_task::run(

@@ -30,40 +30,27 @@ pub(super) async fn hello_loop(node: std::sync::Weak<RaftNode>) {
                 .map(|(id, info)| (*id, info.peer_addr.clone()))
                 .collect()
         };
-        {
-            // Track exactly the current members.
-            let now = n.now_ms();
-            let mut h = n.health.lock();
-            let known: Vec<PeerId> = h.snapshot(now).into_iter().map(|p| p.id).collect();
-            for p in known {
-                if !members.iter().any(|(id, _)| PeerId(*id) == p) {
-                    h.remove_peer(p);
-                }
-            }
-            for (id, _) in &members {
-                if h.state(PeerId(*id), now).is_err() {
-                    let _ = h.add_peer(PeerId(*id), now);
-                }
-            }
-        }
+        let ids: Vec<PeerId> = members.iter().map(|(id, _)| PeerId(*id)).collect();
+        n.health.lock().track(&ids, n.now_ms());
         let me = n.infos.read().get(&n.id).cloned().unwrap_or_default();
         for (id, addr) in members {
-            if !n.heartbeats_in_flight.lock().insert(id) {
+            if !n.health.lock().begin(PeerId(id)) {
                 continue;
             }
             let n = n.clone();
             let req = PeerRequest::Hello { id: n.id, info: me.clone() };
             tokio::spawn(async move {
                 let start = Instant::now();
+                let mut rtt_ms = None;
                 if let Ok(PeerResponse::Hello { id: rid, info }) =
                     n.peers.call(id, &addr, &req, Duration::from_secs(1)).await
                 {
                     if rid == id {
                         n.infos.write().insert(id, info);
-                        let _ = n.health.lock().record_rtt(PeerId(id), start.elapsed().as_millis() as u64);
+                        rtt_ms = Some(start.elapsed().as_millis() as u64);
                     }
                 }
-                n.heartbeats_in_flight.lock().remove(&id);
+                n.health.lock().finish(PeerId(id), rtt_ms);
             });
         }
     }

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use openraft::{ServerState, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use rampart_kv::Limits;
-use rampart_membership::{Membership, PeerSnapshot, PhiConfig};
+use rampart_membership::{Heartbeats, PeerSnapshot, PhiConfig};
 use rampart_storage::{Store, Versioned};
 use tokio::sync::mpsc;
 
@@ -141,9 +141,7 @@ pub struct RaftNode {
     infos: RwLock<HashMap<NodeId, NodeInfo>>,
     reads: ReadCoalescer,
     /// Heartbeats from peers through phi-accrual detectors, and round trips.
-    health: Mutex<Membership>,
-    /// Peers with a heartbeat in flight (one at a time per peer).
-    heartbeats_in_flight: Mutex<std::collections::HashSet<NodeId>>,
+    health: Mutex<Heartbeats>,
     /// Monotonic zero of the millisecond clock the detectors use.
     clock: Instant,
     /// Set while a leader liveness probe runs (one at a time).
@@ -216,7 +214,7 @@ impl RaftNode {
             http_addr: cfg.http_addr.clone(),
         };
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
-        let health = Membership::new(phi, [], 0).map_err(|e| StartError::Config(e.to_string()))?;
+        let health = Heartbeats::new(phi, [], 0).map_err(|e| StartError::Config(e.to_string()))?;
         let (proposals, proposals_rx) = mpsc::channel(PROPOSAL_QUEUE_MAX);
         let node = Arc::new_cyclic(|weak| RaftNode {
             me: weak.clone(),
@@ -229,7 +227,6 @@ impl RaftNode {
             infos: RwLock::new(HashMap::from([(cfg.id, me)])),
             reads: ReadCoalescer::new(),
             health: Mutex::new(health),
-            heartbeats_in_flight: Mutex::new(std::collections::HashSet::new()),
             clock: Instant::now(),
             leader_probe: std::sync::atomic::AtomicBool::new(false),
             boot,

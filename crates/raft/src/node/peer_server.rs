@@ -48,16 +48,7 @@ impl RaftNode {
                 PeerResponse::ReadIndex(self.local_read_index(deadline).await)
             }
             PeerRequest::Hello { id, info } => {
-                let now = self.now_ms();
-                {
-                    let mut h = self.health.lock();
-                    if h.heartbeat(PeerId(id), now).is_err() {
-                        // Not (yet) in our table: a member we have not seen in
-                        // the membership metrics yet, or a node being added.
-                        let _ = h.add_peer(PeerId(id), now);
-                        let _ = h.heartbeat(PeerId(id), now);
-                    }
-                }
+                self.health.lock().received(PeerId(id), self.now_ms());
                 self.infos.write().insert(id, info);
                 let me = self.infos.read().get(&self.id).cloned().unwrap_or_default();
                 PeerResponse::Hello { id: self.id, info: me }

@@ -13,6 +13,7 @@
 //! every response it reads ([`Client::with_max_response_bytes`]).
 
 pub mod base64;
+pub mod http;
 mod types;
 mod url;
 
@@ -20,13 +21,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Bytes, HttpClient, Method};
+
 pub use types::{Deleted, Entry, Item, Member, MemberList, NewMember, ScanPage, Status};
 pub use url::{normalize_endpoint, percent_encode, Consistency};
 
 use types::{ErrorBody, MembersOnly, Revision};
 
-/// Default bound on one response body: 64 MiB.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Default bound on one response body: 64 MiB ([`http::RESPONSE_BYTES_MAX`]).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = http::RESPONSE_BYTES_MAX;
 
 /// Header carrying a value's revision on `GET /v1/kv/{key}`.
 pub const REVISION_HEADER: &str = "x-rampart-revision";
@@ -67,9 +70,6 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
-    /// The HTTP client could not be built.
-    #[error("cannot build HTTP client: {0}")]
-    Build(#[source] reqwest::Error),
     /// 404: the key or member does not exist.
     #[error("{}", with_prefix("not found", .message))]
     NotFound {
@@ -207,21 +207,43 @@ pub(crate) fn classify_failure(endpoint: &str, failure: SendFailure, retry: Retr
     }
 }
 
-/// A short description of a transport error. reqwest's own message
-/// ("error sending request for url (...)") hides the useful part, the root
-/// cause at the end of the source chain ("Connection refused").
-fn describe(e: &reqwest::Error, timeout: Duration, phase: &str) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {} ms", timeout.as_millis());
+/// One failed request as [`classify_failure`] sees it. The endpoint is
+/// left out: [`Attempt`] and [`Error`] name it already.
+fn send_failure(e: http::Error) -> SendFailure {
+    match e {
+        http::Error::InvalidRequest { reason, .. } => SendFailure::NotSent(format!("invalid request: {reason}")),
+        http::Error::Connect { reason, .. } => SendFailure::NotSent(format!("cannot connect: {reason}")),
+        http::Error::Timeout { timeout_ms, .. } => SendFailure::MaybeSent(format!("no answer within {timeout_ms} ms")),
+        http::Error::Send { reason, .. } => SendFailure::MaybeSent(format!("request failed: {reason}")),
+        // A failure while reading the body comes after the server acted.
+        http::Error::Receive { reason, .. } => SendFailure::MaybeSent(format!("reading the response failed: {reason}")),
+        http::Error::TooLarge { bytes_max, .. } => SendFailure::TooLarge(bytes_max),
     }
-    let mut root: &dyn std::error::Error = e;
-    while let Some(source) = root.source() {
-        root = source;
+}
+
+/// One request of a call, built afresh for each endpoint tried.
+struct Req {
+    method: Method,
+    url: String,
+    content_type: Option<&'static str>,
+    body: Bytes,
+}
+
+impl Req {
+    fn get(url: String) -> Self {
+        Req { method: Method::GET, url, content_type: None, body: Bytes::new() }
     }
-    if e.is_connect() {
-        format!("cannot connect: {root}")
-    } else {
-        format!("{phase}: {root}")
+
+    fn delete(url: String) -> Self {
+        Req { method: Method::DELETE, url, content_type: None, body: Bytes::new() }
+    }
+
+    fn put(url: String, value: Bytes) -> Self {
+        Req { method: Method::PUT, url, content_type: Some(http::OCTET_STREAM), body: value }
+    }
+
+    fn post_json(url: String, json: Bytes) -> Self {
+        Req { method: Method::POST, url, content_type: Some(http::JSON), body: json }
     }
 }
 
@@ -229,11 +251,9 @@ fn describe(e: &reqwest::Error, timeout: Duration, phase: &str) -> String {
 /// memory of which node answered last.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: HttpClient,
     endpoints: Arc<Vec<String>>,
     preferred: Arc<AtomicUsize>,
-    max_response_bytes: usize,
-    timeout: Duration,
 }
 
 impl Client {
@@ -245,26 +265,18 @@ impl Client {
             return Err(Error::NoEndpoints);
         }
         let endpoints = endpoints.iter().map(|e| normalize_endpoint(e)).collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // Cluster nodes are addressed directly; an HTTP_PROXY in the
-            // environment must not reroute loopback traffic.
-            .no_proxy()
-            .build()
-            .map_err(Error::Build)?;
+        // Cluster nodes are addressed directly: the HTTP client reads no
+        // proxy settings from the environment.
         Ok(Client {
-            http,
+            http: HttpClient::new(timeout),
             endpoints: Arc::new(endpoints),
             preferred: Arc::new(AtomicUsize::new(0)),
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            timeout,
         })
     }
 
     /// Bounds the size of any response body this client reads.
     pub fn with_max_response_bytes(mut self, max: usize) -> Self {
-        self.max_response_bytes = max;
+        self.http = self.http.with_response_bytes_max(max);
         self
     }
 
@@ -287,8 +299,7 @@ impl Client {
     /// Reads `key` with the given consistency.
     pub async fn get_with(&self, key: impl AsRef<[u8]>, consistency: Consistency) -> Result<Option<Entry>, Error> {
         let key = key.as_ref();
-        let reply = match self.call(Retry::Idempotent, |http, base| http.get(url::kv_get(base, key, consistency))).await
-        {
+        let reply = match self.call(Retry::Idempotent, |base| Req::get(url::kv_get(base, key, consistency))).await {
             Ok(reply) => reply,
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -313,20 +324,16 @@ impl Client {
     }
 
     async fn put_inner(&self, key: &[u8], value: &[u8], cas: Option<u64>) -> Result<u64, Error> {
-        let reply = self
-            .call(Retry::NotIdempotent, |http, base| {
-                http.put(url::kv_put(base, key, cas))
-                    .header("content-type", "application/octet-stream")
-                    .body(value.to_vec())
-            })
-            .await?;
+        let value = Bytes::copy_from_slice(value);
+        let reply =
+            self.call(Retry::NotIdempotent, |base| Req::put(url::kv_put(base, key, cas), value.clone())).await?;
         Ok(decode_json::<Revision>(&reply)?.revision)
     }
 
     /// Deletes `key`.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<Deleted, Error> {
         let key = key.as_ref();
-        let reply = self.call(Retry::NotIdempotent, |http, base| http.delete(url::kv_key(base, key))).await?;
+        let reply = self.call(Retry::NotIdempotent, |base| Req::delete(url::kv_key(base, key))).await?;
         decode_json(&reply)
     }
 
@@ -345,13 +352,13 @@ impl Client {
     ) -> Result<ScanPage, Error> {
         let prefix = prefix.as_ref();
         let reply =
-            self.call(Retry::Idempotent, |http, base| http.get(url::kv_scan(base, prefix, limit, consistency))).await?;
+            self.call(Retry::Idempotent, |base| Req::get(url::kv_scan(base, prefix, limit, consistency))).await?;
         decode_json(&reply)
     }
 
     /// The status of the first node that answers.
     pub async fn status(&self) -> Result<Status, Error> {
-        let reply = self.call(Retry::Idempotent, |http, base| http.get(url::status(base))).await?;
+        let reply = self.call(Retry::Idempotent, |base| Req::get(url::status(base))).await?;
         decode_json(&reply)
     }
 
@@ -359,8 +366,7 @@ impl Client {
     pub async fn status_all(&self) -> Vec<(String, Result<Status, Error>)> {
         let mut out = Vec::with_capacity(self.endpoints.len());
         for index in 0..self.endpoints.len() {
-            let result = match self.call_on(&[index], Retry::Idempotent, |http, base| http.get(url::status(base))).await
-            {
+            let result = match self.call_on(&[index], Retry::Idempotent, |base| Req::get(url::status(base))).await {
                 Ok(reply) => decode_json(&reply),
                 Err(e) => Err(e),
             };
@@ -371,26 +377,28 @@ impl Client {
 
     /// The cluster's members and leader.
     pub async fn members(&self) -> Result<MemberList, Error> {
-        let reply = self.call(Retry::Idempotent, |http, base| http.get(url::members(base))).await?;
+        let reply = self.call(Retry::Idempotent, |base| Req::get(url::members(base))).await?;
         decode_json(&reply)
     }
 
     /// Adds a node; returns the new member list.
     pub async fn add_member(&self, member: &NewMember) -> Result<Vec<Member>, Error> {
-        let reply = self.call(Retry::NotIdempotent, |http, base| http.post(url::members(base)).json(member)).await?;
+        // A struct of strings and integers always encodes.
+        let json = Bytes::from(serde_json::to_vec(member).expect("NewMember encodes as JSON"));
+        let reply = self.call(Retry::NotIdempotent, |base| Req::post_json(url::members(base), json.clone())).await?;
         Ok(decode_json::<MembersOnly>(&reply)?.members)
     }
 
     /// Removes node `id`; returns the new member list.
     pub async fn remove_member(&self, id: u64) -> Result<Vec<Member>, Error> {
-        let reply = self.call(Retry::NotIdempotent, |http, base| http.delete(url::member(base, id))).await?;
+        let reply = self.call(Retry::NotIdempotent, |base| Req::delete(url::member(base, id))).await?;
         Ok(decode_json::<MembersOnly>(&reply)?.members)
     }
 
     /// Tries every endpoint once, starting with the one that answered last.
     async fn call<F>(&self, retry: Retry, make: F) -> Result<Reply, Error>
     where
-        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        F: Fn(&str) -> Req,
     {
         let n = self.endpoints.len();
         let start = self.preferred.load(Ordering::Relaxed) % n;
@@ -400,12 +408,12 @@ impl Client {
 
     async fn call_on<F>(&self, order: &[usize], retry: Retry, make: F) -> Result<Reply, Error>
     where
-        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        F: Fn(&str) -> Req,
     {
         let mut attempts = Vec::new();
         for &index in order {
             let base = &self.endpoints[index];
-            let step = match self.send_once(base, make(&self.http, base)).await {
+            let step = match self.send_once(base, make(base)).await {
                 Ok(reply) => match classify(base, reply.status, &reply.body, retry) {
                     None => {
                         self.preferred.store(index, Ordering::Relaxed);
@@ -427,34 +435,15 @@ impl Client {
         Err(Error::Unavailable { attempts })
     }
 
-    async fn send_once(&self, base: &str, request: reqwest::RequestBuilder) -> Result<Reply, SendFailure> {
-        let transport = |e: reqwest::Error| {
-            if e.is_connect() || e.is_builder() {
-                SendFailure::NotSent(describe(&e, self.timeout, "request failed"))
-            } else {
-                SendFailure::MaybeSent(describe(&e, self.timeout, "request failed"))
-            }
-        };
-        let mut response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let revision = response.headers().get(REVISION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let max = self.max_response_bytes;
-        if response.content_length().is_some_and(|len| len > max as u64) {
-            return Err(SendFailure::TooLarge(max));
-        }
-        let mut body = Vec::new();
-        // A failure while reading the body comes after the server acted.
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| SendFailure::MaybeSent(describe(&e, self.timeout, "reading the response failed")))?
-        {
-            if body.len() + chunk.len() > max {
-                return Err(SendFailure::TooLarge(max));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Reply { endpoint: base.to_owned(), status, revision, body })
+    async fn send_once(&self, base: &str, req: Req) -> Result<Reply, SendFailure> {
+        let response = self.http.send(req.method, &req.url, req.content_type, req.body).await.map_err(send_failure)?;
+        let revision = response.headers.get(REVISION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Reply {
+            endpoint: base.to_owned(),
+            status: response.status.as_u16(),
+            revision,
+            body: Vec::from(response.body),
+        })
     }
 }
 

@@ -92,6 +92,7 @@ fn error_messages() {
 struct Seen {
     method: String,
     path: String,
+    content_type: Option<String>,
     body: Vec<u8>,
 }
 
@@ -102,10 +103,13 @@ struct Answer {
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
     delay: Duration,
+    /// Sent with `transfer-encoding: chunked` (no length known up front),
+    /// in chunks of this many bytes.
+    chunk_bytes: Option<usize>,
 }
 
 fn answer(status: u16, body: &str) -> Answer {
-    Answer { status, headers: vec![], body: body.as_bytes().to_vec(), delay: Duration::ZERO }
+    Answer { status, headers: vec![], body: body.as_bytes().to_vec(), delay: Duration::ZERO, chunk_bytes: None }
 }
 
 type Handler = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
@@ -139,29 +143,46 @@ async fn mock(handler: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> (Str
                 let mut first = lines.next().unwrap_or("").split(' ');
                 let method = first.next().unwrap_or("").to_owned();
                 let path = first.next().unwrap_or("").to_owned();
-                let length: usize = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.trim().parse().ok())
-                    .unwrap_or(0);
+                let header = |name: &str| {
+                    lines
+                        .clone()
+                        .filter_map(|l| l.split_once(':'))
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.trim().to_owned())
+                };
+                let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let content_type = header("content-type");
                 while buf.len() < head_end + length {
                     match sock.read(&mut chunk).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let seen = Seen { method, path, body: buf[head_end..head_end + length].to_vec() };
+                let seen = Seen { method, path, content_type, body: buf[head_end..head_end + length].to_vec() };
                 log.lock().unwrap().push(seen.clone());
                 let a = handler(&seen);
                 tokio::time::sleep(a.delay).await;
-                let mut out =
-                    format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n", a.status, a.body.len());
+                let mut out = format!("HTTP/1.1 {} X\r\nconnection: close\r\n", a.status);
+                match a.chunk_bytes {
+                    None => out.push_str(&format!("content-length: {}\r\n", a.body.len())),
+                    Some(_) => out.push_str("transfer-encoding: chunked\r\n"),
+                }
                 for (k, v) in &a.headers {
                     out.push_str(&format!("{k}: {v}\r\n"));
                 }
                 out.push_str("\r\n");
                 let mut bytes = out.into_bytes();
-                bytes.extend_from_slice(&a.body);
+                match a.chunk_bytes {
+                    None => bytes.extend_from_slice(&a.body),
+                    Some(n) => {
+                        for chunk in a.body.chunks(n.max(1)) {
+                            bytes.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                            bytes.extend_from_slice(chunk);
+                            bytes.extend_from_slice(b"\r\n");
+                        }
+                        bytes.extend_from_slice(b"0\r\n\r\n");
+                    }
+                }
                 let _ = sock.write_all(&bytes).await;
                 let _ = sock.shutdown().await;
             });
@@ -337,4 +358,122 @@ async fn oversized_and_malformed_responses() {
     );
     let (junk, _) = mock(|_| answer(200, "not json")).await;
     assert!(matches!(client(&[&junk]).status().await, Err(Error::BadResponse { .. })));
+}
+
+#[tokio::test]
+async fn writes_say_what_their_body_is() {
+    let (addr, log) = mock(|seen| match seen.method.as_str() {
+        "PUT" => answer(200, r#"{"revision":1}"#),
+        _ => answer(200, r#"{"members":[]}"#),
+    })
+    .await;
+    let c = client(&[&addr]);
+    c.put("k", "").await.unwrap();
+    let new = NewMember { id: 4, peer_addr: "p".into(), resp_addr: "r".into(), http_addr: "h".into() };
+    c.add_member(&new).await.unwrap();
+    let log = log.lock().unwrap();
+    assert_eq!(log[0].content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(log[1].content_type.as_deref(), Some("application/json"));
+}
+
+#[tokio::test]
+async fn oversized_chunked_response_is_refused() {
+    let (big, _) = mock(|_| Answer { chunk_bytes: Some(100), ..answer(200, &"x".repeat(2000)) }).await;
+    let c = client(&[&big]).with_max_response_bytes(1000);
+    assert!(
+        matches!(c.scan("", 1).await, Err(Error::BadResponse { reason, .. }) if reason.contains("larger than 1000"))
+    );
+    // At the bound exactly is fine.
+    let (exact, _) = mock(|_| Answer { chunk_bytes: Some(7), ..answer(200, r#"{"items":[],"more":false}"#) }).await;
+    let c = client(&[&exact]).with_max_response_bytes(r#"{"items":[],"more":false}"#.len());
+    assert!(!c.scan("", 1).await.unwrap().more);
+}
+
+mod one_request {
+    use super::*;
+    use crate::http::{self, HttpClient, Method, StatusCode};
+
+    #[tokio::test]
+    async fn answers_status_and_body() {
+        let (addr, log) = mock(|seen| answer(201, &format!("got {}", seen.body.len()))).await;
+        let url = format!("http://{addr}/v1/kv/x");
+        let (status, body) = http::request(Method::PUT, &url, "hello", Duration::from_secs(5)).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::CREATED, &b"got 5"[..]));
+        let (status, body) = http::request(Method::GET, &url, "", Duration::from_secs(5)).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::CREATED, &b"got 0"[..]));
+        let (_, body) = http::request_json(Method::POST, &url, &serde_json::json!({"id": 4}), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"got 8");
+        let log = log.lock().unwrap();
+        let seen: Vec<_> =
+            log.iter().map(|s| (s.method.as_str(), s.path.as_str(), s.content_type.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("PUT", "/v1/kv/x", Some("application/octet-stream")),
+                ("GET", "/v1/kv/x", None),
+                ("POST", "/v1/kv/x", Some("application/json")),
+            ]
+        );
+        assert_eq!(log[2].body, br#"{"id":4}"#);
+    }
+
+    #[tokio::test]
+    async fn https_and_bad_urls_are_refused_before_connecting() {
+        for url in ["https://127.0.0.1:1/v1/status", "127.0.0.1:1/v1/status", "http:///x"] {
+            match http::request(Method::GET, url, "", Duration::from_secs(5)).await {
+                Err(e @ http::Error::InvalidRequest { .. }) => assert!(!e.may_have_been_sent(), "{url}: {e}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        let e = http::request(Method::GET, "https://x:1/", "", Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.to_string().contains("https is not supported"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_was_not_sent() {
+        let dead = dead_addr().await;
+        match http::request(Method::PUT, &format!("http://{dead}/k"), "v", Duration::from_secs(5)).await {
+            Err(e @ http::Error::Connect { .. }) => assert!(!e.may_have_been_sent()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_answer_times_out_and_may_have_been_sent() {
+        let (slow, log) = mock(|_| Answer { delay: Duration::from_secs(3), ..answer(200, "late") }).await;
+        match http::request(Method::PUT, &format!("http://{slow}/k"), "v", Duration::from_millis(100)).await {
+            Err(e @ http::Error::Timeout { timeout_ms: 100, .. }) => {
+                assert!(e.may_have_been_sent());
+                assert!(e.to_string().ends_with("no answer within 100 ms"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(log.lock().unwrap().len(), 1, "the request reached the server");
+    }
+
+    #[tokio::test]
+    async fn body_bound_holds_with_and_without_a_length() {
+        for chunk_bytes in [None, Some(64)] {
+            let (big, _) = mock(move |_| Answer { chunk_bytes, ..answer(200, &"x".repeat(1001)) }).await;
+            let url = format!("http://{big}/");
+            let c = HttpClient::new(Duration::from_secs(5)).with_response_bytes_max(1000);
+            match c.send(Method::GET, &url, None, http::Bytes::new()).await {
+                Err(http::Error::TooLarge { bytes_max: 1000, .. }) => {}
+                other => panic!("{chunk_bytes:?}: {other:?}"),
+            }
+            let c = c.with_response_bytes_max(1001);
+            let r = c.send(Method::GET, &url, None, http::Bytes::new()).await.unwrap();
+            assert_eq!(r.body.len(), 1001, "{chunk_bytes:?}");
+        }
+        assert_eq!(HttpClient::new(Duration::from_secs(1)).response_bytes_max(), http::RESPONSE_BYTES_MAX);
+    }
+
+    #[tokio::test]
+    async fn invalid_content_type_is_an_error() {
+        let c = HttpClient::new(Duration::from_secs(1));
+        let e = c.send(Method::PUT, "http://127.0.0.1:1/", Some("a\nb"), http::Bytes::new()).await.unwrap_err();
+        assert!(matches!(e, http::Error::InvalidRequest { .. }), "{e:?}");
+    }
 }

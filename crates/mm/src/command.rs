@@ -100,4 +100,36 @@ mod tests {
         );
         assert!(matches!(maybe, Err(KvError::Timeout(_))), "{maybe:?}");
     }
+
+    #[test]
+    fn errors_keep_their_client_texts() {
+        let cases = [
+            (MmError::NoQuorum("q".into()), KvError::ClusterDown("not applied: q".into())),
+            (MmError::Busy("b".into()), KvError::TryAgain("not applied: b".into())),
+            (
+                MmError::MaybeApplied("m".into()),
+                KvError::Timeout("outcome unknown, the write may have been applied: m".into()),
+            ),
+            (MmError::TooLarge("t".into()), KvError::TooLarge("t".into())),
+            (MmError::Internal("i".into()), KvError::Internal("i".into())),
+        ];
+        for (mm, kv) in cases {
+            assert_eq!(KvError::from(mm), kv);
+        }
+        // Two of three keys written, then one failed with an unknown outcome: that error is named.
+        let ok = || Ok(Outcome::Deleted { count: 1 });
+        let r = combine_results(Combine::Del, vec![ok(), Err(MmError::MaybeApplied("lost".into())), ok()]);
+        assert_eq!(
+            r,
+            Err(KvError::Timeout(
+                "2 of 3 keys were written before an error; the rest may or may not have been: \
+                 outcome unknown, the write may have been applied: lost"
+                    .into()
+            ))
+        );
+        // Every key failed, none may have been applied: the first error, as it is.
+        let none =
+            combine_results(Combine::Del, vec![Err(MmError::Busy("x".into())), Err(MmError::NoQuorum("y".into()))]);
+        assert_eq!(none, Err(KvError::TryAgain("not applied: x".into())));
+    }
 }

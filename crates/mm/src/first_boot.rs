@@ -1,12 +1,56 @@
 //! First boot: a node whose data dir is new votes only after every other member confirms it
 //! never exchanged Paxos messages with this node id (docs/design.md).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rampart_storage::Durability;
 
 use crate::{MmNode, INITIALIZED_META_KEY};
+
+/// What one member's first-boot answer means for this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The member has exchanged Paxos messages with this node id before: this node's data was
+    /// lost or replaced, and it must stop with this reason rather than vote.
+    Refuse(String),
+    /// Some members have not confirmed yet.
+    Waiting,
+    /// Every other member confirmed: record that durably, then vote.
+    Passed,
+}
+
+/// Folds the answer of member `peer` into `confirmed`, the members that said they never saw
+/// node `me`; `peers` are all the other members. Answering twice changes nothing.
+pub(crate) fn on_answer<'a>(
+    me: u64,
+    peer: u64,
+    seen_you: bool,
+    confirmed: &mut HashSet<u64>,
+    peers: impl IntoIterator<Item = &'a u64>,
+) -> Step {
+    if seen_you {
+        return Step::Refuse(format!(
+            "node {me} has a new data dir, but node {peer} has exchanged Paxos messages with node {me} before: \
+             this node's data was lost or replaced, and it must not vote with forgotten promises \
+             (restore its data dir, or run the cluster without it; membership changes are not built yet)"
+        ));
+    }
+    confirmed.insert(peer);
+    if peers.into_iter().all(|p| confirmed.contains(p)) {
+        Step::Passed
+    } else {
+        Step::Waiting
+    }
+}
+
+/// The members that have not confirmed yet, in id order.
+pub(crate) fn missing<'a>(confirmed: &HashSet<u64>, peers: impl IntoIterator<Item = &'a u64>) -> Vec<u64> {
+    let mut out: Vec<u64> = peers.into_iter().filter(|p| !confirmed.contains(p)).copied().collect();
+    out.sort_unstable();
+    out
+}
 
 impl MmNode {
     /// Resolves once the first-boot check passed (at once for a data dir that has voted
@@ -22,8 +66,7 @@ impl MmNode {
                 return Ok(());
             }
             if last_log.elapsed() >= Duration::from_secs(5) {
-                let confirmed = self.first_boot_confirmed.lock().clone();
-                let missing: Vec<u64> = self.shared.peers.keys().filter(|p| !confirmed.contains(p)).copied().collect();
+                let missing = missing(&self.first_boot_confirmed.lock(), self.shared.peers.keys());
                 tracing::warn!(
                     ?missing,
                     "first boot of this data dir: waiting for every member to confirm it never saw this node"
@@ -39,21 +82,19 @@ impl MmNode {
     /// or replaced, and voting with forgotten promises and values could lose acknowledged
     /// writes: the node stops with that error.
     pub(crate) async fn first_boot_answer(&self, peer: u64, seen_you: bool) {
-        if seen_you {
-            self.shared.set_fatal(format!(
-                "node {} has a new data dir, but node {peer} has exchanged Paxos messages with node {} before: \
-                 this node's data was lost or replaced, and it must not vote with forgotten promises \
-                 (restore its data dir, or run the cluster without it; membership changes are not built yet)",
-                self.cfg.id, self.cfg.id
-            ));
-            return;
-        }
-        let done = {
+        let step = {
             let mut confirmed = self.first_boot_confirmed.lock();
-            confirmed.insert(peer);
-            self.shared.peers.keys().all(|p| confirmed.contains(p))
+            on_answer(self.cfg.id, peer, seen_you, &mut confirmed, self.shared.peers.keys())
         };
-        if done && self.shared.in_probation() {
+        let passed = match step {
+            Step::Refuse(reason) => {
+                self.shared.set_fatal(reason);
+                return;
+            }
+            Step::Waiting => false,
+            Step::Passed => true,
+        };
+        if passed && self.shared.in_probation() {
             let store = self.store.clone();
             let r = tokio::task::spawn_blocking(move || {
                 store.write(Durability::Immediate, |b| b.meta_put(INITIALIZED_META_KEY, b"1"))
@@ -68,5 +109,37 @@ impl MmNode {
                 Err(e) => self.shared.set_fatal(format!("first-boot check task failed: {e}")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_other_member_must_confirm_once_and_repeats_change_nothing() {
+        let peers = [2u64, 3, 4];
+        let mut confirmed = HashSet::new();
+        assert_eq!(missing(&confirmed, &peers), vec![2, 3, 4]);
+        assert_eq!(on_answer(1, 3, false, &mut confirmed, &peers), Step::Waiting);
+        assert_eq!(on_answer(1, 3, false, &mut confirmed, &peers), Step::Waiting, "a repeat is not a new member");
+        assert_eq!(on_answer(1, 2, false, &mut confirmed, &peers), Step::Waiting);
+        assert_eq!(missing(&confirmed, &peers), vec![4]);
+        assert_eq!(on_answer(1, 4, false, &mut confirmed, &peers), Step::Passed);
+        assert!(missing(&confirmed, &peers).is_empty());
+    }
+
+    #[test]
+    fn a_member_that_saw_this_node_before_stops_it_with_both_ids_named() {
+        let mut confirmed = HashSet::new();
+        assert_eq!(on_answer(1, 2, false, &mut confirmed, &[2, 3]), Step::Waiting);
+        match on_answer(1, 3, true, &mut confirmed, &[2, 3]) {
+            Step::Refuse(reason) => {
+                assert!(reason.starts_with("node 1 has a new data dir, but node 3 has exchanged"), "{reason}");
+                assert!(reason.contains("restore its data dir"), "{reason}");
+            }
+            other => panic!("must refuse, got {other:?}"),
+        }
+        assert!(!confirmed.contains(&3), "a refusal is no confirmation");
     }
 }

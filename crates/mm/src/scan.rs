@@ -5,9 +5,14 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use rampart_storage::Store;
 
 use crate::wire::{self, PeerRequest, PeerResponse, ScannedRegister};
 use crate::{MmError, MmNode, SCAN_PAGE_MAX};
+
+/// One node's answer to a scan: its registers in key order (tombstones included, so a merge can
+/// tell a delete from a key it never saw) and whether it has more past the last one.
+pub(crate) type NodePage = (Vec<ScannedRegister>, bool);
 
 /// One page of a merged scan: live keys with their values, in key order, and where the next
 /// page starts (`None` when the scan is complete).
@@ -18,30 +23,15 @@ pub struct ScanPage {
 }
 
 impl MmNode {
+    /// This node's page of a scan (what it answers a peer's [`PeerRequest::Scan`]).
     pub(crate) fn local_scan(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
         values: bool,
-    ) -> Result<(Vec<ScannedRegister>, bool), String> {
-        let (items, mut more) =
-            self.store.read(|v| v.register_scan(prefix, after, limit)).map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(items.len());
-        let mut bytes = 0usize;
-        let total = items.len();
-        for (i, (key, raw)) in items.into_iter().enumerate() {
-            let s = wire::decode_register(&raw)?;
-            let value = if values { s.value } else { s.value.map(|_| Vec::new()) };
-            bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-            out.push(ScannedRegister { key, accepted: s.accepted, value });
-            if bytes >= wire::SCAN_REPLY_BYTES_MAX && i + 1 < total {
-                // The rest of the page would make the reply too big: it continues on the next.
-                more = true;
-                break;
-            }
-        }
-        Ok((out, more))
+    ) -> Result<NodePage, String> {
+        read_page(&self.store, prefix, after, limit, values, wire::SCAN_REPLY_BYTES_MAX)
     }
 
     /// One page of live keys starting with `prefix`, after `after`. `stale`: this node's durable
@@ -67,17 +57,24 @@ impl MmNode {
         if stale {
             return Ok(merge(vec![local]));
         }
-        let mut answers = vec![local];
-        let needed = self.quorum();
-        let mut set = tokio::task::JoinSet::new();
-        let req = self.shared.envelope(PeerRequest::Scan {
+        let req = PeerRequest::Scan {
             prefix: prefix.to_vec(),
             after: after.map(<[u8]>::to_vec),
             limit: limit as u32,
             values,
-        });
-        let payload = Bytes::from(wire::encode(&req).map_err(MmError::Internal)?);
+        };
+        let answers = self.gather(local, req).await?;
+        Ok(merge(answers))
+    }
+
+    /// This node's page and the pages of enough peers for a majority, asked all at once; fails
+    /// when fewer than a majority answer within the request timeout.
+    async fn gather(&self, local: NodePage, req: PeerRequest) -> Result<Vec<NodePage>, MmError> {
+        let mut answers = vec![local];
+        let needed = self.quorum();
+        let payload = Bytes::from(wire::encode(&self.shared.envelope(req)).map_err(MmError::Internal)?);
         let timeout = self.cfg.request_timeout;
+        let mut set = tokio::task::JoinSet::new();
         for peer in self.shared.peers.values() {
             let peer = peer.clone();
             let payload = payload.clone();
@@ -105,12 +102,41 @@ impl MmNode {
                 self.cfg.members.len()
             )));
         }
-        Ok(merge(answers))
+        Ok(answers)
     }
 }
 
+/// Reads one node's page from its store: at most `limit` registers after `after`, and fewer
+/// once their keys and values pass `reply_bytes_max` (the page then says it has more). Without
+/// `values`, live values come back empty and tombstones stay `None`.
+pub(crate) fn read_page(
+    store: &Store,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+    values: bool,
+    reply_bytes_max: usize,
+) -> Result<NodePage, String> {
+    let (items, mut more) = store.read(|v| v.register_scan(prefix, after, limit)).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut bytes = 0usize;
+    let total = items.len();
+    for (i, (key, raw)) in items.into_iter().enumerate() {
+        let s = wire::decode_register(&raw)?;
+        let value = if values { s.value } else { s.value.map(|_| Vec::new()) };
+        bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        out.push(ScannedRegister { key, accepted: s.accepted, value });
+        if bytes >= reply_bytes_max && i + 1 < total {
+            // The rest of the page would make the reply too big: it continues on the next.
+            more = true;
+            break;
+        }
+    }
+    Ok((out, more))
+}
+
 /// Merges scan pages from several nodes (see [`MmNode::scan`]).
-pub(crate) fn merge(answers: Vec<(Vec<ScannedRegister>, bool)>) -> ScanPage {
+pub(crate) fn merge(answers: Vec<NodePage>) -> ScanPage {
     // Every node returned its first keys in order; past the smallest last key of a node that has
     // more, some node's keys are unknown, so the page ends there.
     let bound: Option<Vec<u8>> = answers
@@ -161,5 +187,72 @@ mod tests {
         let done = merge(vec![(vec![reg("x", 1, Some("1"))], false), (vec![], false)]);
         assert_eq!(done.next_after, None);
         assert_eq!(done.items.len(), 1);
+    }
+
+    fn store_with(registers: &[(&str, u64, Option<&str>)]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        store
+            .write(rampart_storage::Durability::Immediate, |b| {
+                for (key, c, value) in registers {
+                    let state = rampart_paxos::RegisterState {
+                        promised: Ballot::new(c + 1, NodeId(1)),
+                        accepted: Ballot::new(*c, NodeId(1)),
+                        value: value.map(|v| v.as_bytes().to_vec()),
+                        base: Ballot::ZERO,
+                    };
+                    b.register_put(key.as_bytes(), &wire::encode_register(&state))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_page_keeps_tombstones_and_without_values_empties_only_live_ones() {
+        let (_dir, store) =
+            store_with(&[("a", 1, Some("1")), ("b", 2, None), ("c", 3, Some("3")), ("x", 1, Some("x"))]);
+        let (regs, more) = read_page(&store, b"", None, 10, false, usize::MAX).unwrap();
+        let seen: Vec<_> = regs.iter().map(|r| (r.key.clone(), r.value.clone())).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (b"a".to_vec(), Some(vec![])),
+                (b"b".to_vec(), None),
+                (b"c".to_vec(), Some(vec![])),
+                (b"x".to_vec(), Some(vec![]))
+            ]
+        );
+        assert!(!more);
+        // A start key and a limit: the page says there is more.
+        let (regs, more) = read_page(&store, b"", Some(b"a"), 2, true, usize::MAX).unwrap();
+        assert_eq!(regs.iter().map(|r| r.key.as_slice()).collect::<Vec<_>>(), vec![&b"b"[..], b"c"]);
+        assert!(more);
+        assert_eq!(regs[1].value, Some(b"3".to_vec()));
+        assert_eq!(merge(vec![(regs, more)]).items, vec![(b"c".to_vec(), b"3".to_vec())], "tombstones drop out");
+    }
+
+    #[test]
+    fn a_page_stops_early_past_the_reply_byte_bound_and_continues_on_the_next() {
+        let (_dir, store) = store_with(&[("a", 1, Some("1111")), ("b", 1, Some("2222")), ("c", 1, Some("3333"))]);
+        // 5 bytes per register: the bound is passed on the second, so the page ends there.
+        let (regs, more) = read_page(&store, b"", None, 10, true, 10).unwrap();
+        assert_eq!(regs.len(), 2);
+        assert!(more, "the page must say it stopped early");
+        let (rest, more) = read_page(&store, b"", Some(b"b"), 10, true, 10).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(!more);
+        // The last register is never held back: a page that reaches the end says so.
+        let (all, more) = read_page(&store, b"", None, 3, true, 15).unwrap();
+        assert_eq!((all.len(), more), (3, false));
+    }
+
+    #[test]
+    fn a_corrupt_register_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        store.write(rampart_storage::Durability::Immediate, |b| b.register_put(b"k", b"\x01garbage")).unwrap();
+        assert!(read_page(&store, b"", None, 10, true, usize::MAX).is_err());
     }
 }

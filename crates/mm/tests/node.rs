@@ -160,3 +160,115 @@ async fn nodes_started_with_different_memberships_refuse_each_other() {
 fn set(value: &[u8]) -> Change {
     Change::Set { value: value.to_vec(), cond: rampart_kv::SetCond::Always, return_old: true }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
+    use rampart_kv::{
+        Command, Consistency, Item, KvError, Limits, MembershipError, Replica, Response, Role, SetCond, StatusField,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut cfg = config(dir.path(), 1, &[(1, addr)]);
+    cfg.limits = Limits { key_bytes_max: 16, value_bytes_max: 1 << 30, keys_per_command_max: 1 << 20 };
+    let node = MmNode::start(cfg).await.unwrap();
+    let r: &dyn Replica = &*node;
+    // The node's limits, capped by the Paxos core's.
+    assert_eq!(
+        r.limits(),
+        Limits {
+            key_bytes_max: 16,
+            value_bytes_max: rampart_mm::VALUE_BYTES_MAX,
+            keys_per_command_max: rampart_mm::command::KEYS_PER_COMMAND_MAX
+        }
+    );
+    assert!(!r.has_revisions());
+
+    let b = |s: &str| s.as_bytes().to_vec();
+    let too_many = (0..=rampart_mm::command::KEYS_PER_COMMAND_MAX).map(|i| i.to_string().into_bytes()).collect();
+    let results = r
+        .write_many(vec![
+            Command::Set { key: b("a"), value: b("1"), cond: SetCond::Always, return_old: true },
+            Command::PutIfRevision { key: b("a"), revision: 1, value: b("2") },
+            Command::Set { key: vec![b'k'; 17], value: b("1"), cond: SetCond::Always, return_old: false },
+            Command::MSet { pairs: vec![(b("b"), b("2")), (b("c"), b("3"))] },
+            Command::IncrBy { key: b("a"), delta: 2 },
+            Command::Append { key: b("b"), value: b("x") },
+            Command::Del { keys: vec![b("a"), b("z")] },
+            Command::Cas { key: b("c"), expected: Some(b("3")), new: b("4") },
+            Command::IncrBy { key: b("b"), delta: 1 },
+            Command::Del { keys: too_many },
+            Command::Set { key: b("c"), value: b("5"), cond: SetCond::IfAbsent, return_old: true },
+        ])
+        .await;
+    let ok = |outcome| Ok(Response { revision: 0, outcome });
+    use rampart_kv::Outcome as O;
+    assert_eq!(results.len(), 11);
+    assert_eq!(results[0], ok(O::Written { written: true, old: None, current_revision: 0 }));
+    assert_eq!(
+        results[1],
+        Err(KvError::BadRequest(
+            "compare-and-set by revision (cas=REV); use RESP CAS key expected new is not available in \
+             multi-master mode: membership is fixed at bootstrap and there is no global log"
+                .into()
+        ))
+    );
+    assert!(matches!(&results[2], Err(KvError::TooLarge(m)) if m.contains("key_bytes_max")), "{:?}", results[2]);
+    assert_eq!(results[3], ok(O::Written { written: true, old: None, current_revision: 0 }));
+    assert_eq!(results[4], ok(O::Integer(3)));
+    assert_eq!(results[5], ok(O::Integer(2)));
+    assert_eq!(results[6], ok(O::Deleted { count: 1 }));
+    assert_eq!(results[7], ok(O::Swapped(true)));
+    assert_eq!(results[8], Err(KvError::Rejected(rampart_kv::apply::NOT_AN_INTEGER.into())));
+    assert!(matches!(&results[9], Err(KvError::TooLarge(m)) if m.contains("1025 keys")), "{:?}", results[9]);
+    assert_eq!(results[10], ok(O::Written { written: false, old: Some(b("4")), current_revision: 0 }));
+
+    let item = |v: &str| Some(Item { value: b(v), revision: None });
+    for consistency in [Consistency::Linearizable, Consistency::Stale] {
+        let got = r.get_many(consistency, vec!["a".into(), "b".into(), "c".into()]).await.unwrap();
+        assert_eq!(got, vec![None, item("2x"), item("4")], "{consistency:?}");
+        let page = r.scan(consistency, Vec::new(), None, 10, true).await.unwrap();
+        assert_eq!(page.items, vec![(b("b"), Item { value: b("2x"), revision: None }), (b("c"), item("4").unwrap())]);
+        assert_eq!(page.next_after, None);
+        assert_eq!(r.count(consistency).await.unwrap(), 2, "{consistency:?}");
+    }
+    // More keys than one command may name: read in chunks, every answer in its place.
+    let many: Vec<bytes::Bytes> =
+        (0..1500).map(|i| if i == 1400 { "c".into() } else { format!("m{i}").into() }).collect();
+    let got = r.get_many(Consistency::Linearizable, many).await.unwrap();
+    assert_eq!(got.len(), 1500);
+    assert_eq!(got.iter().filter(|v| v.is_some()).count(), 1);
+    assert_eq!(got[1400], item("4"));
+
+    let st = r.status();
+    assert_eq!((st.id, st.mode, st.role, st.leader_id), (1, "multi-master", Role::Peer, None));
+    assert_eq!((st.applied_index, st.commit_index), (0, 0));
+    assert_eq!(st.members.len(), 1);
+    assert!(st.members[0].voter);
+    assert_eq!(st.members[0].info.peer_addr, addr.to_string());
+    let names: Vec<_> = st.fields.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, vec!["quorum", "proposals_in_flight", "cached_keys"]);
+    assert_eq!(st.fields[0].1, StatusField::Number(1));
+    assert_eq!(r.health(), Ok(()));
+    assert!(r.peer_health().is_empty(), "a single node has no peers");
+
+    let unsupported = |what: &str| {
+        Err(MembershipError::Unsupported(format!(
+            "{what} is not available in multi-master mode: membership is fixed at bootstrap and there is no global log"
+        )))
+    };
+    assert_eq!(r.add_member(2, Default::default()).await, unsupported("adding a member"));
+    assert_eq!(r.remove_member(1).await, unsupported("removing a member"));
+
+    let mut metrics = String::new();
+    r.render_metrics(&mut metrics);
+    assert!(metrics.contains("# TYPE rampart_mm_proposals_total counter\nrampart_mm_proposals_total "), "{metrics}");
+    let proposals: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rampart_mm_proposals_ok_total "))
+        .expect("the ok counter")
+        .parse()
+        .unwrap();
+    assert!(proposals >= 10, "every change counted: {metrics}");
+    assert!(metrics.contains("# TYPE rampart_mm_cached_keys gauge\nrampart_mm_cached_keys "), "{metrics}");
+    r.shutdown().await;
+}

@@ -164,47 +164,13 @@ impl ServerArgs {
         let peer_addr = addr("peer_addr", &self.peer_addr, file.peer_addr, "127.0.0.1:7001")?;
         let resp_addr = addr("resp_addr", &self.resp_addr, file.resp_addr, "127.0.0.1:6381")?;
         let http_addr = addr("http_addr", &self.http_addr, file.http_addr, "127.0.0.1:8001")?;
-        let initial_cluster = match (&self.initial_cluster, file.initial_cluster) {
-            (Some(text), _) => parse_initial_cluster(text).map_err(|r| field("initial_cluster", r))?,
-            (None, Some(InitialCluster::Text(text))) => {
-                parse_initial_cluster(&text).map_err(|r| field("initial_cluster", r))?
-            }
-            (None, Some(InitialCluster::Table(t))) => {
-                let mut out = BTreeMap::new();
-                for (k, v) in t {
-                    let id: u64 = k.parse().map_err(|_| field("initial_cluster", format!("{k:?} is not a node id")))?;
-                    out.insert(id, check_peer(&v).map_err(|r| field("initial_cluster", r))?);
-                }
-                out
-            }
-            (None, None) => BTreeMap::from([(id, peer_addr.to_string())]),
-        };
-        if initial_cluster.is_empty() {
-            return Err(field("initial_cluster", "names no node".into()));
-        }
-        if let Some(a) = initial_cluster.get(&id) {
-            if a != &peer_addr.to_string() {
-                return Err(field(
-                    "initial_cluster",
-                    format!("lists node {id} at {a} but --peer-addr is {peer_addr}; they must match"),
-                ));
-            }
-        }
+        let initial_cluster =
+            resolve_initial_cluster(&self.initial_cluster, file.initial_cluster, id, peer_addr, &field)?;
         let heartbeat_interval_ms =
             self.heartbeat_interval_ms.or(file.heartbeat_interval_ms).unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS);
         let election_timeout_ms =
             self.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS);
-        if heartbeat_interval_ms == 0 {
-            return Err(field("heartbeat_interval_ms", "must be positive".into()));
-        }
-        if election_timeout_ms < heartbeat_interval_ms * 3 {
-            return Err(field(
-                "election_timeout_ms",
-                format!(
-                    "{election_timeout_ms} must be at least 3x heartbeat_interval_ms ({heartbeat_interval_ms}), or followers start elections while the leader is healthy"
-                ),
-            ));
-        }
+        check_timing(heartbeat_interval_ms, election_timeout_ms, &field)?;
         let replication = match self.replication.clone().or(file.replication).as_deref() {
             None | Some("leader") => Replication::Leader,
             Some("multi-master") => Replication::MultiMaster,
@@ -254,6 +220,65 @@ impl ServerArgs {
             peer_heartbeat_ms,
         })
     }
+}
+
+type FieldError<'a> = dyn Fn(&'static str, String) -> ConfigError + 'a;
+
+/// `initial_cluster` from the flag or the file (text or table); by default this node alone.
+fn resolve_initial_cluster(
+    flag: &Option<String>,
+    file: Option<InitialCluster>,
+    id: u64,
+    peer_addr: SocketAddr,
+    field: &FieldError<'_>,
+) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let initial_cluster = match (flag, file) {
+        (Some(text), _) => parse_initial_cluster(text).map_err(|r| field("initial_cluster", r))?,
+        (None, Some(InitialCluster::Text(text))) => {
+            parse_initial_cluster(&text).map_err(|r| field("initial_cluster", r))?
+        }
+        (None, Some(InitialCluster::Table(t))) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in t {
+                let id: u64 = k.parse().map_err(|_| field("initial_cluster", format!("{k:?} is not a node id")))?;
+                out.insert(id, check_peer(&v).map_err(|r| field("initial_cluster", r))?);
+            }
+            out
+        }
+        (None, None) => BTreeMap::from([(id, peer_addr.to_string())]),
+    };
+    if initial_cluster.is_empty() {
+        return Err(field("initial_cluster", "names no node".into()));
+    }
+    if let Some(a) = initial_cluster.get(&id) {
+        if a != &peer_addr.to_string() {
+            return Err(field(
+                "initial_cluster",
+                format!("lists node {id} at {a} but --peer-addr is {peer_addr}; they must match"),
+            ));
+        }
+    }
+    Ok(initial_cluster)
+}
+
+/// The leader's heartbeat must be well inside the election timeout.
+fn check_timing(
+    heartbeat_interval_ms: u64,
+    election_timeout_ms: u64,
+    field: &FieldError<'_>,
+) -> Result<(), ConfigError> {
+    if heartbeat_interval_ms == 0 {
+        return Err(field("heartbeat_interval_ms", "must be positive".into()));
+    }
+    if election_timeout_ms < heartbeat_interval_ms.saturating_mul(3) {
+        return Err(field(
+            "election_timeout_ms",
+            format!(
+                "{election_timeout_ms} must be at least 3x heartbeat_interval_ms ({heartbeat_interval_ms}), or followers start elections while the leader is healthy"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {

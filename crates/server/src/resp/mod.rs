@@ -133,29 +133,8 @@ impl Conn {
                     }
                 }
             }
-            let mut i = 0;
-            while i < pending.len() {
-                let run_end = (i..pending.len()).find(|&j| !is_write(&pending[j])).unwrap_or(pending.len());
-                if run_end - i >= 2 {
-                    for reply in self.execute_writes(&pending[i..run_end]).await {
-                        encode(&reply, self.proto, &mut out);
-                    }
-                    i = run_end;
-                } else {
-                    let reply = self.execute(std::mem::take(&mut pending[i])).await;
-                    encode(&reply, self.proto, &mut out);
-                    i += 1;
-                    if self.quit {
-                        let _ = stream.write_all(&out).await;
-                        return;
-                    }
-                }
-                if out.len() >= WRITE_BUFFER_FLUSH_BYTES {
-                    if stream.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
-                }
+            if !self.answer(pending.as_mut_slice(), &mut out, &mut stream).await {
+                return;
             }
             if let Some(e) = protocol_error {
                 encode(&Value::Error(format!("ERR {e}")), self.proto, &mut out);
@@ -187,6 +166,37 @@ impl Conn {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Answers a pipeline's commands in order into `out` (written to `stream` whenever it grows
+    /// past [`WRITE_BUFFER_FLUSH_BYTES`]). Runs of consecutive writes go to the replica together.
+    /// False when the connection must end (QUIT, or the client went away).
+    async fn answer(&mut self, pending: &mut [Vec<Bytes>], out: &mut BytesMut, stream: &mut TcpStream) -> bool {
+        let mut i = 0;
+        while i < pending.len() {
+            let run_end = (i..pending.len()).find(|&j| !is_write(&pending[j])).unwrap_or(pending.len());
+            if run_end - i >= 2 {
+                for reply in self.execute_writes(&pending[i..run_end]).await {
+                    encode(&reply, self.proto, out);
+                }
+                i = run_end;
+            } else {
+                let reply = self.execute(std::mem::take(&mut pending[i])).await;
+                encode(&reply, self.proto, out);
+                i += 1;
+                if self.quit {
+                    let _ = stream.write_all(out).await;
+                    return false;
+                }
+            }
+            if out.len() >= WRITE_BUFFER_FLUSH_BYTES {
+                if stream.write_all(out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+            }
+        }
+        true
     }
 
     /// Pipelined writes: one ordered hand-over to the replica, one reply each.

@@ -35,6 +35,70 @@ pub struct AcceptorJob {
     pub received: std::time::Instant,
 }
 
+/// What one batch of jobs produced: the registers to persist (the last state of each key), the
+/// replies held back until they are durable, and the keys other proposers are working on.
+struct Handled {
+    writes: HashMap<Key, RegisterState>,
+    replies: Vec<(oneshot::Sender<Vec<Reply>>, Vec<Reply>)>,
+    foreign: Vec<(Key, Ballot)>,
+}
+
+/// Runs every live job through the acceptor in arrival order; expired jobs are skipped unanswered.
+fn handle_jobs(acceptor: &mut Acceptor, jobs: Vec<AcceptorJob>, me: NodeId, shared: &Shared) -> Handled {
+    let mut h = Handled { writes: HashMap::new(), replies: Vec::with_capacity(jobs.len()), foreign: Vec::new() };
+    for job in jobs {
+        if job.reply.is_closed() || job.received.elapsed() > shared.peer_call_timeout {
+            shared.stats.acceptor_jobs_expired.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let mut out = Vec::with_capacity(job.requests.len());
+        for request in job.requests {
+            // A peek changes nothing, so it leaves this node's cached ballot valid.
+            if request.ballot().node != me && !matches!(request, Request::Peek { .. }) {
+                h.foreign.push((request.key().to_vec(), request.ballot()));
+            }
+            let (write, reply) = acceptor.handle(request).into_parts();
+            if let Some(w) = write {
+                // Later writes of the same key in this batch supersede earlier ones.
+                h.writes.insert(w.key, w.state);
+            }
+            out.push(reply);
+        }
+        h.replies.push((job.reply, out));
+    }
+    h
+}
+
+/// Persists a batch's registers in one fsynced commit. An error stops the node: its replies must
+/// never be sent.
+async fn commit(store: &Arc<Store>, writes: HashMap<Key, RegisterState>, shared: &Shared) -> Result<(), String> {
+    let n = writes.len();
+    let store = store.clone();
+    let started = std::time::Instant::now();
+    let committed = tokio::task::spawn_blocking(move || {
+        store.write(Durability::Immediate, |b| {
+            for (key, state) in &writes {
+                b.register_put(key, &wire::encode_register(state))?;
+            }
+            Ok(())
+        })
+    })
+    .await;
+    match committed {
+        Ok(Ok(())) => {
+            let took = started.elapsed();
+            if took >= SLOW_COMMIT {
+                tracing::warn!(registers = n, took_ms = took.as_millis() as u64, "slow acceptor commit");
+            }
+            shared.stats.acceptor_commits.fetch_add(1, Ordering::Relaxed);
+            shared.stats.acceptor_registers_written.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("cannot persist acceptor state: {e}")),
+        Err(e) => Err(format!("acceptor commit task failed: {e}")),
+    }
+}
+
 pub async fn run(
     mut acceptor: Acceptor,
     store: Arc<Store>,
@@ -43,10 +107,9 @@ pub async fn run(
     shared: Arc<Shared>,
 ) {
     let me = NodeId(shared.id);
-    let mut jobs: Vec<AcceptorJob> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut count = first.requests.len();
-        jobs.push(first);
+        let mut jobs = vec![first];
         while count < ACCEPTOR_BATCH_MAX {
             match rx.try_recv() {
                 Ok(job) => {
@@ -56,30 +119,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let mut writes: HashMap<Key, RegisterState> = HashMap::new();
-        let mut replies: Vec<(oneshot::Sender<Vec<Reply>>, Vec<Reply>)> = Vec::with_capacity(jobs.len());
-        // Keys other proposers are working on: this node's cached ballots for them are stale.
-        let mut foreign: Vec<(Key, Ballot)> = Vec::new();
-        for job in jobs.drain(..) {
-            if job.reply.is_closed() || job.received.elapsed() > shared.peer_call_timeout {
-                shared.stats.acceptor_jobs_expired.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let mut out = Vec::with_capacity(job.requests.len());
-            for request in job.requests {
-                // A peek changes nothing, so it leaves this node's cached ballot valid.
-                if request.ballot().node != me && !matches!(request, Request::Peek { .. }) {
-                    foreign.push((request.key().to_vec(), request.ballot()));
-                }
-                let (write, reply) = acceptor.handle(request).into_parts();
-                if let Some(w) = write {
-                    // Later writes of the same key in this batch supersede earlier ones.
-                    writes.insert(w.key, w.state);
-                }
-                out.push(reply);
-            }
-            replies.push((job.reply, out));
-        }
+        let Handled { writes, replies, foreign } = handle_jobs(&mut acceptor, jobs, me, &shared);
         if !foreign.is_empty() {
             if let Some(p) = proposer.upgrade() {
                 // A hint only: dropped when the proposer is busy.
@@ -87,35 +127,9 @@ pub async fn run(
             }
         }
         if !writes.is_empty() {
-            let n = writes.len();
-            let store = store.clone();
-            let started = std::time::Instant::now();
-            let committed = tokio::task::spawn_blocking(move || {
-                store.write(Durability::Immediate, |b| {
-                    for (key, state) in &writes {
-                        b.register_put(key, &wire::encode_register(state))?;
-                    }
-                    Ok(())
-                })
-            })
-            .await;
-            match committed {
-                Ok(Ok(())) => {
-                    let took = started.elapsed();
-                    if took >= SLOW_COMMIT {
-                        tracing::warn!(registers = n, took_ms = took.as_millis() as u64, "slow acceptor commit");
-                    }
-                    shared.stats.acceptor_commits.fetch_add(1, Ordering::Relaxed);
-                    shared.stats.acceptor_registers_written.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Ok(Err(e)) => {
-                    shared.set_fatal(format!("cannot persist acceptor state: {e}"));
-                    return;
-                }
-                Err(e) => {
-                    shared.set_fatal(format!("acceptor commit task failed: {e}"));
-                    return;
-                }
+            if let Err(reason) = commit(&store, writes, &shared).await {
+                shared.set_fatal(reason);
+                return;
             }
         }
         shared.stats.acceptor_requests.fetch_add(count as u64, Ordering::Relaxed);

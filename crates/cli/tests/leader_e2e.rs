@@ -266,7 +266,7 @@ async fn paused_leader_steps_down_and_serves_no_stale_read() {
     let member_state = |id: u64, of: u64| {
         let url = format!("{}/v1/cluster/members", c.http(of));
         async move {
-            let v: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            let v = http_request(Method::GET, &url, "", Duration::from_secs(5)).await.ok()?.json()?;
             let m = v["members"].as_array()?.iter().find(|m| m["id"] == id)?.clone();
             Some((m["state"].as_str()?.to_string(), m["phi"].as_f64()?))
         }
@@ -318,16 +318,16 @@ async fn paused_leader_steps_down_and_serves_no_stale_read() {
 async fn add_member(c: &Cluster, voters: &[u64], id: u64) {
     let s = &c.specs[&id];
     let body = serde_json::json!({"id": id, "peer_addr": s.peer, "resp_addr": s.resp, "http_addr": s.http});
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(150)).build().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     loop {
         let leader = wait_leader(c, voters).await;
-        let r = client.post(format!("{}/v1/cluster/members", c.http(leader))).json(&body).send().await.unwrap();
-        let status = r.status();
+        let url = format!("{}/v1/cluster/members", c.http(leader));
+        let r = http_request_json(Method::POST, &url, &body, Duration::from_secs(150)).await.unwrap();
+        let status = r.status;
         if status.is_success() {
             return;
         }
-        let text = r.text().await.unwrap();
+        let text = r.text();
         // 421: leadership moved between the lookup and the call; 503: election.
         assert!(status == 421 || status == 503, "add member {id}: {status} {text}");
         assert!(std::time::Instant::now() < deadline, "add member {id} kept failing: {status} {text}");
@@ -360,16 +360,12 @@ async fn members_are_added_and_removed_while_writes_continue() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let leader = wait_leader(&c, &[1, 2, 3, 4]).await;
-        let r = reqwest::Client::new()
-            .delete(format!("{}/v1/cluster/members/{gone}", c.http(leader)))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() {
+        let url = format!("{}/v1/cluster/members/{gone}", c.http(leader));
+        let r = http_request(Method::DELETE, &url, "", Duration::from_secs(60)).await.unwrap();
+        if r.status.is_success() {
             break;
         }
-        assert!(r.status() == 421 || r.status() == 503, "remove member: {}", r.status());
+        assert!(r.status == 421 || r.status == 503, "remove member: {} {}", r.status, r.text());
         assert!(std::time::Instant::now() < deadline, "remove member kept failing");
     }
     c.kill(gone);
@@ -439,10 +435,10 @@ async fn oversized_and_malformed_input_gets_clear_errors() {
         other => panic!("{other:?}"),
     }
     // HTTP: 413 with a JSON body.
-    let r = reqwest::Client::new().put(format!("{}/v1/kv/big", c.http(1))).body(big.clone()).send().await.unwrap();
-    assert_eq!(r.status(), 413);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "TOO_LARGE");
+    let url = format!("{}/v1/kv/big", c.http(1));
+    let r = http_request(Method::PUT, &url, big.clone(), Duration::from_secs(15)).await.unwrap();
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json().unwrap_or_default()["code"], "TOO_LARGE", "{}", r.text());
     // Malformed RESP: an error reply, then the connection is closed.
     let mut s = tokio::net::TcpStream::connect(c.resp_addr(1)).await.unwrap();
     s.write_all(b"*2\r\n$abc\r\n").await.unwrap();
@@ -527,12 +523,13 @@ async fn without_quorum_writes_are_refused_and_refused_writes_never_appear() {
         }
     }
     // HTTP says the same with 503 and a code; health is 503 too.
-    let r = reqwest::Client::new().put(format!("{}/v1/kv/nq-http", c.http(leader))).body("x").send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "CLUSTERDOWN");
-    let h = reqwest::get(format!("{}/v1/health", c.http(leader))).await.unwrap();
-    assert_eq!(h.status(), 503);
+    let url = format!("{}/v1/kv/nq-http", c.http(leader));
+    let r = http_request(Method::PUT, &url, "x", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json().unwrap_or_default()["code"], "CLUSTERDOWN", "{}", r.text());
+    let url = format!("{}/v1/health", c.http(leader));
+    let h = http_request(Method::GET, &url, "", Duration::from_secs(15)).await.unwrap();
+    assert_eq!(h.status, 503);
     for f in &followers {
         c.spawn(*f);
     }

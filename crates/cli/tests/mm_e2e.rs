@@ -247,20 +247,20 @@ async fn concurrent_incr_through_all_nodes_counts_every_acknowledged_increment()
 async fn http_api_works_through_every_node_and_membership_is_fixed() {
     let c = Cluster::start(3, MM);
     wait_serving(&c, &ALL).await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    const T: Duration = Duration::from_secs(15);
     let url = |id: u64, path: &str| format!("{}{path}", c.http(id));
 
-    let r = http.put(url(1, "/v1/kv/mm/http/a")).body("hello").send().await.unwrap();
-    assert!(r.status().is_success(), "PUT through node 1: {}", r.status());
-    let r = http.get(url(2, "/v1/kv/mm/http/a")).send().await.unwrap();
-    assert_eq!(r.status(), 200, "GET through node 2");
-    assert_eq!(r.text().await.unwrap(), "hello");
-    let r = http.put(url(3, "/v1/kv/mm/http/b")).body("world").send().await.unwrap();
-    assert!(r.status().is_success(), "PUT through node 3: {}", r.status());
+    let r = http_request(Method::PUT, &url(1, "/v1/kv/mm/http/a"), "hello", T).await.unwrap();
+    assert!(r.status.is_success(), "PUT through node 1: {} {}", r.status, r.text());
+    let r = http_request(Method::GET, &url(2, "/v1/kv/mm/http/a"), "", T).await.unwrap();
+    assert_eq!(r.status, 200, "GET through node 2");
+    assert_eq!(r.text(), "hello");
+    let r = http_request(Method::PUT, &url(3, "/v1/kv/mm/http/b"), "world", T).await.unwrap();
+    assert!(r.status.is_success(), "PUT through node 3: {} {}", r.status, r.text());
     for id in ALL {
-        let r = http.get(url(id, "/v1/kv?prefix=mm/http/")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "list through node {id}");
-        let body: serde_json::Value = r.json().await.unwrap();
+        let r = http_request(Method::GET, &url(id, "/v1/kv?prefix=mm/http/"), "", T).await.unwrap();
+        assert_eq!(r.status, 200, "list through node {id}");
+        let body = r.json().unwrap_or_else(|| panic!("list through node {id}: not JSON: {}", r.text()));
         let mut items: Vec<(String, String)> = body["items"]
             .as_array()
             .unwrap_or_else(|| panic!("list through node {id}: {body}"))
@@ -275,11 +275,11 @@ async fn http_api_works_through_every_node_and_membership_is_fixed() {
     let mut r1 = resp(&c, 1).await;
     assert_eq!(bulk(&cmd(&mut r1, &["GET", "mm/http/b"]).await).as_deref(), Some("world"));
     // DELETE through another node; gone everywhere.
-    let r = http.delete(url(2, "/v1/kv/mm/http/a")).send().await.unwrap();
-    assert!(r.status().is_success(), "DELETE through node 2: {}", r.status());
+    let r = http_request(Method::DELETE, &url(2, "/v1/kv/mm/http/a"), "", T).await.unwrap();
+    assert!(r.status.is_success(), "DELETE through node 2: {} {}", r.status, r.text());
     for id in ALL {
-        let r = http.get(url(id, "/v1/kv/mm/http/a")).send().await.unwrap();
-        assert_eq!(r.status(), 404, "deleted key through node {id}");
+        let r = http_request(Method::GET, &url(id, "/v1/kv/mm/http/a"), "", T).await.unwrap();
+        assert_eq!(r.status, 404, "deleted key through node {id}");
     }
 
     // Membership is fixed in this mode: adding a member is a client error that says so.
@@ -290,9 +290,9 @@ async fn http_api_works_through_every_node_and_membership_is_fixed() {
         "http_addr": format!("127.0.0.1:{}", free_port()),
     });
     for id in ALL {
-        let r = http.post(url(id, "/v1/cluster/members")).json(&body).send().await.unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
+        let r = http_request_json(Method::POST, &url(id, "/v1/cluster/members"), &body, T).await.unwrap();
+        let status = r.status;
+        let text = r.text();
         assert!(status.is_client_error(), "adding a member through node {id}: {status} {text}");
         assert!(text.to_lowercase().contains("multi-master"), "adding a member through node {id}: {status} {text}");
     }

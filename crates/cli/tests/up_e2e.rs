@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{http_request, Method, BIN};
 use rampart_resp::client::RespClient;
 use rampart_resp::Value;
 
@@ -96,15 +96,11 @@ async fn up_survives_a_kill(extra: &[&str]) {
         assert!(Instant::now() < deadline, "node {node} still answers after SIGKILL");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let via_resp = resp_get(&lb_resp, "k").await;
-        let via_http = http.get(format!("{lb_http}/v1/kv/k")).send().await.ok();
-        let http_ok = match via_http {
-            Some(r) if r.status() == 200 => r.text().await.unwrap() == "v",
-            _ => false,
-        };
+        let via_http = http_request(Method::GET, &format!("{lb_http}/v1/kv/k"), "", Duration::from_secs(5)).await;
+        let http_ok = matches!(via_http, Ok(r) if r.status == 200 && r.body == "v");
         if via_resp == Some(Value::bulk("v")) && http_ok {
             break;
         }

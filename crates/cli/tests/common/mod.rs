@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rampart_client::http::Bytes;
+pub use rampart_client::http::{Method, StatusCode};
 use rampart_resp::client::RespClient;
 use rampart_resp::Value;
 
@@ -234,10 +236,50 @@ where
     }
 }
 
+/// A whole HTTP answer.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl HttpReply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; None if it is not JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// One HTTP request through `rampart_client::http` (the body goes as raw
+/// bytes unless empty); the whole answer must arrive within `timeout`.
+pub async fn http_request(
+    method: Method,
+    url: &str,
+    body: impl Into<Bytes>,
+    timeout: Duration,
+) -> Result<HttpReply, rampart_client::http::Error> {
+    let (status, body) = rampart_client::http::request(method, url, body, timeout).await?;
+    Ok(HttpReply { status, body })
+}
+
+/// [`http_request`] with a JSON body.
+pub async fn http_request_json(
+    method: Method,
+    url: &str,
+    value: &serde_json::Value,
+    timeout: Duration,
+) -> Result<HttpReply, rampart_client::http::Error> {
+    let (status, body) = rampart_client::http::request_json(method, url, value, timeout).await?;
+    Ok(HttpReply { status, body })
+}
+
 pub async fn status(c: &Cluster, id: u64) -> Option<serde_json::Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().ok()?;
-    let r = client.get(format!("{}/v1/status", c.http(id))).send().await.ok()?;
-    r.json().await.ok()
+    let url = format!("{}/v1/status", c.http(id));
+    http_request(Method::GET, &url, "", Duration::from_millis(500)).await.ok()?.json()
 }
 
 /// Waits until every node in `ids` reports the same leader, which is one of `ids`.

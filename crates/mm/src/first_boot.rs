@@ -1,13 +1,51 @@
 //! First boot: a node whose data dir is new votes only after every other member confirms it
-//! never exchanged Paxos messages with this node id (docs/design.md).
+//! never exchanged Paxos messages with this node id (docs/design.md). What makes the answer
+//! possible: every node records durably which peers it exchanged Paxos messages with
+//! ([`Shared::note_seen`], meta `mm_seen_peers`) before such an exchange can count.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rampart_storage::Durability;
 
-use crate::{MmNode, INITIALIZED_META_KEY};
+use crate::{MmNode, Shared, INITIALIZED_META_KEY, SEEN_PEERS_META_KEY};
+
+/// The seen-peers record: the ids, 8 bytes little-endian each, in order.
+pub(crate) fn encode_seen(seen: &BTreeSet<u64>) -> Vec<u8> {
+    seen.iter().flat_map(|id| id.to_le_bytes()).collect()
+}
+
+/// Reads a seen-peers record; anything but a whole number of ids is corrupt.
+pub(crate) fn decode_seen(raw: &[u8]) -> Result<BTreeSet<u64>, String> {
+    if !raw.len().is_multiple_of(8) {
+        return Err(format!("seen-peers record of {} bytes is not a list of ids", raw.len()));
+    }
+    Ok(raw.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
+}
+
+impl Shared {
+    /// Records durably that this node exchanged Paxos messages with `peer`, before that exchange
+    /// may count toward a quorum. Once per peer for the life of the data dir.
+    pub async fn note_seen(&self, peer: u64) -> Result<(), String> {
+        let mut seen = self.seen.lock().await;
+        if seen.contains(&peer) {
+            return Ok(());
+        }
+        let mut next = seen.clone();
+        next.insert(peer);
+        let bytes = encode_seen(&next);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write(Durability::Immediate, |b| b.meta_put(SEEN_PEERS_META_KEY, &bytes))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        *seen = next;
+        Ok(())
+    }
+}
 
 /// What one member's first-boot answer means for this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +153,15 @@ impl MmNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_seen_record_round_trips_and_a_torn_one_is_corrupt() {
+        let seen: BTreeSet<u64> = [3, 1, u64::MAX].into_iter().collect();
+        assert_eq!(decode_seen(&encode_seen(&seen)), Ok(seen));
+        assert_eq!(decode_seen(&[]), Ok(BTreeSet::new()));
+        let err = decode_seen(&[0; 9]).unwrap_err();
+        assert_eq!(err, "seen-peers record of 9 bytes is not a list of ids");
+    }
 
     #[test]
     fn every_other_member_must_confirm_once_and_repeats_change_nothing() {

@@ -1,12 +1,13 @@
 //! Failure-detection heartbeats to every peer; the proposer learns the dead set when it changes.
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rampart_membership::PeerId;
 use rampart_paxos::NodeId;
+use rampart_transport::Peer;
 use tokio::sync::mpsc;
 
 use crate::proposer_task::ProposerEvent;
@@ -26,50 +27,63 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
     loop {
         interval.tick().await;
         let Some(n) = node.upgrade() else { return };
-        let dead: Vec<NodeId> =
-            n.health.lock().dead_peers(n.shared.now_ms()).into_iter().map(|p| NodeId(p.0)).collect();
-        for (id, flag) in &n.shared.peers_dead {
-            flag.store(dead.contains(&NodeId(*id)), Ordering::Relaxed);
-        }
-        if dead != last_dead {
-            // Never block the heartbeats on a busy proposer: if its queue is full, try again at
-            // the next tick.
-            match n.proposer_tx.try_send(ProposerEvent::Dead(dead.clone())) {
-                Ok(()) => {
-                    tracing::info!(?dead, "failure detector: dead peers changed");
-                    last_dead = dead;
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
+        if !publish_dead(&n, &mut last_dead) {
+            return;
         }
         let me = n.infos.read().get(&n.cfg.id).cloned().unwrap_or_default();
-        for (id, peer) in &n.shared.peers {
-            let id = *id;
-            if !n.health.lock().begin(PeerId(id)) {
+        let payload = match wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me })) {
+            Ok(p) => Bytes::from(p),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a heartbeat");
                 continue;
             }
-            let Ok(payload) = wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me.clone() })) else {
-                continue;
-            };
-            let peer = peer.clone();
-            let n = n.clone();
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let mut rtt_ms = None;
-                if let Ok(b) = peer.call(Bytes::from(payload), Duration::from_secs(1)).await {
-                    if let Ok(PeerResponse::Hello { id: rid, info, seen_you }) = wire::decode::<PeerResponse>(&b) {
-                        if rid == id {
-                            if n.shared.in_probation() {
-                                n.first_boot_answer(id, seen_you).await;
-                            }
-                            n.infos.write().insert(id, info);
-                            rtt_ms = Some(start.elapsed().as_millis() as u64);
-                        }
-                    }
-                }
-                n.health.lock().finish(PeerId(id), rtt_ms);
-            });
+        };
+        for (id, peer) in &n.shared.peers {
+            if n.health.lock().begin(PeerId(*id)) {
+                tokio::spawn(hello(n.clone(), *id, peer.clone(), payload.clone()));
+            }
         }
     }
+}
+
+/// Marks the links of dead peers and tells the proposer when the dead set changed. Never blocks
+/// the heartbeats on a busy proposer: with its queue full, it tries again at the next tick.
+/// False once the proposer has stopped.
+fn publish_dead(n: &MmNode, last_dead: &mut Vec<NodeId>) -> bool {
+    let dead: Vec<NodeId> = n.health.lock().dead_peers(n.shared.now_ms()).into_iter().map(|p| NodeId(p.0)).collect();
+    for (id, flag) in &n.shared.peers_dead {
+        flag.store(dead.contains(&NodeId(*id)), Ordering::Relaxed);
+    }
+    if dead == *last_dead {
+        return true;
+    }
+    match n.proposer_tx.try_send(ProposerEvent::Dead(dead.clone())) {
+        Ok(()) => {
+            tracing::info!(?dead, "failure detector: dead peers changed");
+            *last_dead = dead;
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// One hello to peer `id` (begun in the detector): its answer carries the peer's addresses and,
+/// on first boot, whether it saw this node before. Always finished in the detector, answered or
+/// not, so the next tick may send another.
+async fn hello(n: Arc<MmNode>, id: u64, peer: Peer, payload: Bytes) {
+    let start = Instant::now();
+    let mut rtt_ms = None;
+    if let Ok(b) = peer.call(payload, Duration::from_secs(1)).await {
+        if let Ok(PeerResponse::Hello { id: rid, info, seen_you }) = wire::decode::<PeerResponse>(&b) {
+            if rid == id {
+                if n.shared.in_probation() {
+                    n.first_boot_answer(id, seen_you).await;
+                }
+                n.infos.write().insert(id, info);
+                rtt_ms = Some(start.elapsed().as_millis() as u64);
+            }
+        }
+    }
+    n.health.lock().finish(PeerId(id), rtt_ms);
 }

@@ -9,10 +9,18 @@
 //!   dead are passed to the proposer, which then stops waiting for them.
 //! - Scans merge the durable registers of a majority (`MmNode::scan`).
 //!
+//! Files, one mechanism each: `start` (checks, durable state, tasks), `changes` (client changes
+//! to the proposer task), `acceptor_task`, `proposer_task`, `peer_server` (what peers ask),
+//! `heartbeat` (hellos and the dead set), `first_boot`, `scan`, `wire` (peer messages, the
+//! register record), `command` (client commands as per-key changes), `replica` (the
+//! `rampart_kv::Replica` the client APIs use), `error`.
+//!
 //! Protocol and safety arguments: `docs/paxos.md`.
 
 mod acceptor_task;
+mod changes;
 pub mod command;
+mod error;
 mod first_boot;
 mod heartbeat;
 mod peer_server;
@@ -31,11 +39,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use rampart_membership::{Heartbeats, PeerSnapshot};
-use rampart_storage::{Durability, Store};
+use rampart_storage::Store;
 use rampart_transport::Peer;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 
 pub use acceptor_task::{ACCEPTOR_BATCH_MAX, ACCEPTOR_QUEUE_MAX};
+pub use error::{MmError, StartError};
 pub use proposer_task::{
     EVENTS_PER_TURN_MAX, PEER_BATCH_BYTES_MAX, PEER_FRAMES_IN_FLIGHT_MAX, PEER_QUEUE_MAX, PROPOSER_QUEUE_MAX,
 };
@@ -72,56 +81,6 @@ pub struct MmConfig {
     pub peer_heartbeat_ms: u64,
     /// Limits on client commands (the Paxos core's own limits apply on top).
     pub limits: rampart_kv::Limits,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("invalid multi-master configuration: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Storage(#[from] rampart_storage::Error),
-    #[error("acceptor state in {path} is corrupt: {reason}")]
-    Corrupt { path: String, reason: String },
-    #[error("cannot listen for peers on {addr}: {reason}")]
-    Listen { addr: SocketAddr, reason: String },
-}
-
-/// Why a change failed, as a client must treat it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum MmError {
-    /// Not applied: fewer than a majority of the nodes answer.
-    #[error("{0}")]
-    NoQuorum(String),
-    /// Not applied: overloaded or contended; retry.
-    #[error("{0}")]
-    Busy(String),
-    /// The change may or may not have been applied (read to find out).
-    #[error("{0}")]
-    MaybeApplied(String),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<PaxosError> for MmError {
-    fn from(e: PaxosError) -> Self {
-        let msg = e.to_string();
-        if e.maybe_applied() {
-            return MmError::MaybeApplied(msg);
-        }
-        match e {
-            PaxosError::KeyTooLarge { .. } | PaxosError::ValueTooLarge { .. } => MmError::TooLarge(msg),
-            PaxosError::NoQuorum { .. } => MmError::NoQuorum(msg),
-            PaxosError::InFlightLimit { .. } | PaxosError::GaveUp { .. } | PaxosError::TimedOut { .. } => {
-                MmError::Busy(msg)
-            }
-            PaxosError::Ambiguous
-            | PaxosError::Config { .. }
-            | PaxosError::CounterExhausted
-            | PaxosError::CorruptState { .. } => MmError::Internal(msg),
-        }
-    }
 }
 
 /// Counters for `/metrics`.
@@ -162,27 +121,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Records durably that this node exchanged Paxos messages with `peer`, before that exchange
-    /// may count toward a quorum. Once per peer for the life of the data dir.
-    pub async fn note_seen(&self, peer: u64) -> Result<(), String> {
-        let mut seen = self.seen.lock().await;
-        if seen.contains(&peer) {
-            return Ok(());
-        }
-        let mut next = seen.clone();
-        next.insert(peer);
-        let bytes: Vec<u8> = next.iter().flat_map(|id| id.to_le_bytes()).collect();
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            store.write(Durability::Immediate, |b| b.meta_put(SEEN_PEERS_META_KEY, &bytes))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        *seen = next;
-        Ok(())
-    }
-
     pub fn in_probation(&self) -> bool {
         self.probation.load(Ordering::Acquire)
     }
@@ -244,75 +182,6 @@ impl MmNode {
     /// A majority of the fixed membership.
     pub fn quorum(&self) -> usize {
         self.cfg.members.len() / 2 + 1
-    }
-
-    /// Applies one change to one key (linearizable; `Change::Read` is a linearizable read).
-    pub async fn change(&self, key: Vec<u8>, change: Change) -> Result<Outcome, MmError> {
-        self.changes(vec![(key, change)]).await.pop().unwrap_or_else(|| Err(MmError::Internal("no result".into())))
-    }
-
-    /// Applies many changes; changes on the same key apply in the given order. Each has its own
-    /// result.
-    pub async fn changes(&self, items: Vec<(Vec<u8>, Change)>) -> Vec<Result<Outcome, MmError>> {
-        if items.is_empty() {
-            return Vec::new();
-        }
-        if let Some(reason) = self.shared.fatal.lock().clone() {
-            return items.iter().map(|_| Err(MmError::Internal(format!("node stopped: {reason}")))).collect();
-        }
-        if self.shared.in_probation() {
-            let why = "not applied: this node's data dir is new and it is still asking every other member that it \
-                       never took part before (all members must answer once)";
-            return items.iter().map(|_| Err(MmError::NoQuorum(why.into()))).collect();
-        }
-        let mut receivers = Vec::with_capacity(items.len());
-        let mut batch = Vec::with_capacity(items.len());
-        for (key, change) in items {
-            let (tx, rx) = oneshot::channel();
-            batch.push((key, change, tx));
-            receivers.push(rx);
-        }
-        let n = receivers.len();
-        // Not applied: the proposer never saw it.
-        let busy = || MmError::Busy("the proposer queue is full; retry".into());
-        match self.proposer_tx.try_send(ProposerEvent::Propose(batch)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(ProposerEvent::Propose(batch))) => {
-                // Wait briefly for room rather than fail at the first burst.
-                match tokio::time::timeout(
-                    Duration::from_millis(100),
-                    self.proposer_tx.send(ProposerEvent::Propose(batch)),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {}
-                    _ => return (0..n).map(|_| Err(busy())).collect(),
-                }
-            }
-            Err(_) => return (0..n).map(|_| Err(MmError::Internal("the proposer has stopped".into()))).collect(),
-        }
-        // The proposer answers every change within its budget; this guard only covers a
-        // proposer that stopped on a fatal error.
-        let guard = self.cfg.request_timeout + Duration::from_secs(1);
-        let mut out = Vec::with_capacity(n);
-        for rx in receivers {
-            out.push(match tokio::time::timeout(guard, rx).await {
-                Ok(Ok(r)) => r.map_err(MmError::from),
-                Ok(Err(_)) | Err(_) => Err(MmError::MaybeApplied(
-                    "the proposer stopped before answering; the change may have been applied".into(),
-                )),
-            });
-        }
-        out
-    }
-
-    /// This node's durable accepted value for `key`: not linearizable (READONLY, stale reads).
-    pub fn stale_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MmError> {
-        let raw = self.store.read(|v| v.register_get(key)).map_err(|e| MmError::Internal(e.to_string()))?;
-        match raw {
-            None => Ok(None),
-            Some(raw) => Ok(wire::decode_register(&raw).map_err(MmError::Internal)?.value),
-        }
     }
 
     pub fn peer_health(&self) -> Vec<PeerSnapshot> {

@@ -26,71 +26,35 @@ struct Durable {
 }
 
 impl MmNode {
+    /// Starts a node: checks the membership, restores the durable state, binds the peer
+    /// listener, then runs the acceptor, proposer, peer server and heartbeat tasks. Any
+    /// malformed setting or record is a [`StartError`] that names it.
     pub async fn start(cfg: MmConfig) -> Result<Arc<MmNode>, StartError> {
         check_membership(&cfg)?;
         let (store, durable) = load_durable(&cfg).await?;
         let Durable { acceptor, initial_counter, seen, initialized, registers_loaded } = durable;
         let proposer = proposer_for(&cfg, initial_counter)?;
-        let peers = peer_links(&cfg)?;
-        let shared = Arc::new(Shared {
-            id: cfg.id,
-            cluster: wire::membership_fingerprint(cfg.members.keys().copied()),
-            started: Instant::now(),
-            peers_dead: peers.keys().map(|id| (*id, std::sync::atomic::AtomicBool::new(false))).collect(),
-            peers,
-            // A phase waits 200 ms for a quorum; a reply later than that is of no use.
-            peer_call_timeout: Duration::from_millis(1000),
-            seen: tokio::sync::Mutex::new(seen),
-            probation: std::sync::atomic::AtomicBool::new(!initialized && cfg.members.len() > 1),
-            store: store.clone(),
-            stats: Stats::default(),
-            fatal: Mutex::new(None),
-            fatal_notify: Notify::new(),
-        });
+        let shared = shared_state(&cfg, store.clone(), peer_links(&cfg)?, seen, initialized);
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
         let health = Heartbeats::new(phi, cfg.members.keys().filter(|id| **id != cfg.id).map(|id| PeerId(*id)), 0)
             .map_err(|e| StartError::Config(e.to_string()))?;
-
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
             .await
             .map_err(|e| StartError::Listen { addr: cfg.peer_addr, reason: e.to_string() })?;
 
         let (acceptor_tx, acceptor_rx) = mpsc::channel(ACCEPTOR_QUEUE_MAX);
         let (proposer_tx, proposer_rx) = mpsc::channel(PROPOSER_QUEUE_MAX);
-        let infos = initial_infos(&cfg);
         let node = Arc::new(MmNode {
             cfg: cfg.clone(),
-            shared: shared.clone(),
-            store: store.clone(),
-            proposer_tx: proposer_tx.clone(),
-            acceptor_tx: acceptor_tx.clone(),
+            shared,
+            store,
+            proposer_tx,
+            acceptor_tx,
             health: Mutex::new(health),
-            infos: RwLock::new(infos),
+            infos: RwLock::new(initial_infos(&cfg)),
             first_boot_confirmed: Mutex::new(HashSet::new()),
         });
-        let acceptor = tokio::spawn(acceptor_task::run(
-            acceptor,
-            store.clone(),
-            acceptor_rx,
-            proposer_tx.downgrade(),
-            shared.clone(),
-        ));
-        watch_task("acceptor", acceptor, shared.clone());
-        let task = ProposerTask {
-            proposer,
-            store: store.clone(),
-            shared: shared.clone(),
-            rx: proposer_rx,
-            tx: proposer_tx.downgrade(),
-            acceptor_tx,
-        };
-        watch_task("proposer", tokio::spawn(task.run()), shared.clone());
-        tokio::spawn(rampart_transport::serve(
-            listener,
-            Arc::new(peer_server::PeerHandler { node: Arc::downgrade(&node) }),
-            rampart_transport::Config::default(),
-        ));
-        tokio::spawn(heartbeat::hello_loop(Arc::downgrade(&node)));
+        spawn_tasks(&node, acceptor, acceptor_rx, proposer, proposer_rx, listener);
         tracing::info!(
             id = cfg.id,
             members = cfg.members.len(),
@@ -100,6 +64,68 @@ impl MmNode {
         );
         Ok(node)
     }
+}
+
+/// What the tasks share. A new data dir starts in probation (neither voting nor proposing)
+/// unless it is the only member.
+fn shared_state(
+    cfg: &MmConfig,
+    store: Arc<Store>,
+    peers: BTreeMap<u64, Peer>,
+    seen: std::collections::BTreeSet<u64>,
+    initialized: bool,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        id: cfg.id,
+        cluster: wire::membership_fingerprint(cfg.members.keys().copied()),
+        started: Instant::now(),
+        peers_dead: peers.keys().map(|id| (*id, std::sync::atomic::AtomicBool::new(false))).collect(),
+        peers,
+        // A phase waits 200 ms for a quorum; a reply later than that is of no use.
+        peer_call_timeout: Duration::from_millis(1000),
+        seen: tokio::sync::Mutex::new(seen),
+        probation: std::sync::atomic::AtomicBool::new(!initialized && cfg.members.len() > 1),
+        store,
+        stats: Stats::default(),
+        fatal: Mutex::new(None),
+        fatal_notify: Notify::new(),
+    })
+}
+
+/// The acceptor and proposer tasks (watched: if one ends, the node stops), the peer server and
+/// the heartbeats. The last two hold the node weakly, so dropping it stops them.
+fn spawn_tasks(
+    node: &Arc<MmNode>,
+    acceptor: Acceptor,
+    acceptor_rx: mpsc::Receiver<AcceptorJob>,
+    proposer: Proposer,
+    proposer_rx: mpsc::Receiver<ProposerEvent>,
+    listener: tokio::net::TcpListener,
+) {
+    let shared = &node.shared;
+    let acceptor = tokio::spawn(acceptor_task::run(
+        acceptor,
+        node.store.clone(),
+        acceptor_rx,
+        node.proposer_tx.downgrade(),
+        shared.clone(),
+    ));
+    watch_task("acceptor", acceptor, shared.clone());
+    let task = ProposerTask {
+        proposer,
+        store: node.store.clone(),
+        shared: shared.clone(),
+        rx: proposer_rx,
+        tx: node.proposer_tx.downgrade(),
+        acceptor_tx: node.acceptor_tx.clone(),
+    };
+    watch_task("proposer", tokio::spawn(task.run()), shared.clone());
+    tokio::spawn(rampart_transport::serve(
+        listener,
+        Arc::new(peer_server::PeerHandler { node: Arc::downgrade(node) }),
+        rampart_transport::Config::default(),
+    ));
+    tokio::spawn(heartbeat::hello_loop(Arc::downgrade(node)));
 }
 
 fn check_membership(cfg: &MmConfig) -> Result<(), StartError> {
@@ -153,12 +179,9 @@ async fn load_durable(cfg: &MmConfig) -> Result<(Arc<Store>, Durable), StartErro
         .map_err(|e| StartError::Config(e.to_string()))??
     };
     let (registers, bad, floor, seen_raw, initialized) = loaded;
-    let seen: std::collections::BTreeSet<u64> = match seen_raw {
+    let seen = match seen_raw {
         None => Default::default(),
-        Some(b) if b.len() % 8 == 0 => {
-            b.chunks(8).map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunks"))).collect()
-        }
-        Some(b) => return Err(corrupt(format!("seen-peers record of {} bytes is not a list of ids", b.len()))),
+        Some(b) => first_boot::decode_seen(&b).map_err(corrupt)?,
     };
     // A data dir that has registers but no first-boot mark predates the check: it voted.
     let initialized = initialized || !registers.is_empty() || floor.is_some();
@@ -167,13 +190,19 @@ async fn load_durable(cfg: &MmConfig) -> Result<(Arc<Store>, Durable), StartErro
     }
     let initial_counter = match floor {
         None => 0,
-        Some(b) if b.len() == 8 => u64::from_le_bytes(b.try_into().expect("length checked")),
-        Some(b) => return Err(corrupt(format!("counter floor record of {} bytes, expected 8", b.len()))),
+        Some(b) => decode_counter_floor(&b).map_err(corrupt)?,
     };
     let registers_loaded = registers.len();
     let acceptor = Acceptor::restore(registers).map_err(|e| corrupt(e.to_string()))?;
 
     Ok((store, Durable { acceptor, initial_counter, seen, initialized, registers_loaded }))
+}
+
+/// Reads the proposer's counter floor record: one u64, little-endian.
+fn decode_counter_floor(raw: &[u8]) -> Result<u64, String> {
+    let bytes: [u8; 8] =
+        raw.try_into().map_err(|_| format!("counter floor record of {} bytes, expected 8", raw.len()))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 fn proposer_for(cfg: &MmConfig, initial_counter: u64) -> Result<Proposer, StartError> {
@@ -227,4 +256,61 @@ fn initial_infos(cfg: &MmConfig) -> BTreeMap<u64, PeerInfo> {
         infos.entry(*id).or_insert_with(|| PeerInfo { peer_addr: addr.clone(), ..PeerInfo::default() });
     }
     infos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: u64, members: &[u64]) -> MmConfig {
+        MmConfig {
+            id,
+            data_dir: "unused".into(),
+            peer_addr: "127.0.0.1:7001".parse().unwrap(),
+            resp_addr: "127.0.0.1:6379".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            members: members.iter().map(|m| (*m, format!("127.0.0.1:{}", 7000 + m))).collect(),
+            request_timeout: Duration::from_millis(1500),
+            peer_heartbeat_ms: 100,
+            limits: rampart_kv::Limits::default(),
+        }
+    }
+
+    #[test]
+    fn the_counter_floor_record_is_one_u64_or_corrupt() {
+        assert_eq!(decode_counter_floor(&42u64.to_le_bytes()), Ok(42));
+        assert_eq!(decode_counter_floor(&[1; 7]), Err("counter floor record of 7 bytes, expected 8".into()));
+        assert!(decode_counter_floor(&[]).is_err());
+    }
+
+    #[test]
+    fn a_node_must_be_a_member_and_the_membership_bounded() {
+        assert!(check_membership(&config(1, &[1, 2, 3])).is_ok());
+        let outside = check_membership(&config(4, &[1, 2, 3])).unwrap_err().to_string();
+        assert!(outside.contains("node 4 is not in --initial-cluster"), "{outside}");
+        let all: Vec<u64> = (1..=rampart_paxos::ACCEPTORS_MAX as u64 + 1).collect();
+        let big = check_membership(&config(1, &all)).unwrap_err().to_string();
+        assert!(big.contains(&format!("at most {} members", rampart_paxos::ACCEPTORS_MAX)), "{big}");
+    }
+
+    #[test]
+    fn before_any_heartbeat_a_node_knows_its_own_addresses_and_its_peers_peer_addresses() {
+        let infos = initial_infos(&config(1, &[1, 2]));
+        assert_eq!(
+            infos[&1],
+            PeerInfo {
+                peer_addr: "127.0.0.1:7001".into(),
+                resp_addr: "127.0.0.1:6379".into(),
+                http_addr: "127.0.0.1:8080".into()
+            }
+        );
+        assert_eq!(infos[&2], PeerInfo { peer_addr: "127.0.0.1:7002".into(), ..PeerInfo::default() });
+    }
+
+    #[test]
+    fn the_proposer_resumes_at_the_durable_floor_with_a_majority_quorum() {
+        let p = proposer_for(&config(2, &[1, 2, 3]), 5 * rampart_paxos::COUNTER_BLOCK).unwrap();
+        assert_eq!(p.counter(), 5 * rampart_paxos::COUNTER_BLOCK);
+        assert_eq!(p.quorum(), 2);
+    }
 }

@@ -1,0 +1,80 @@
+//! Client changes: handed to the proposer task in one batch, in order, and their results
+//! awaited. Also the stale read of this node's own registers.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proposer_task::ProposerEvent;
+use crate::{wire, Change, MmError, MmNode, Outcome};
+
+impl MmNode {
+    /// Applies one change to one key (linearizable; `Change::Read` is a linearizable read).
+    pub async fn change(&self, key: Vec<u8>, change: Change) -> Result<Outcome, MmError> {
+        self.changes(vec![(key, change)]).await.pop().unwrap_or_else(|| Err(MmError::Internal("no result".into())))
+    }
+
+    /// Applies many changes; changes on the same key apply in the given order. Each has its own
+    /// result.
+    pub async fn changes(&self, items: Vec<(Vec<u8>, Change)>) -> Vec<Result<Outcome, MmError>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        if let Some(reason) = self.shared.fatal.lock().clone() {
+            return items.iter().map(|_| Err(MmError::Internal(format!("node stopped: {reason}")))).collect();
+        }
+        if self.shared.in_probation() {
+            let why = "not applied: this node's data dir is new and it is still asking every other member that it \
+                       never took part before (all members must answer once)";
+            return items.iter().map(|_| Err(MmError::NoQuorum(why.into()))).collect();
+        }
+        let mut receivers = Vec::with_capacity(items.len());
+        let mut batch = Vec::with_capacity(items.len());
+        for (key, change) in items {
+            let (tx, rx) = oneshot::channel();
+            batch.push((key, change, tx));
+            receivers.push(rx);
+        }
+        let n = receivers.len();
+        // Not applied: the proposer never saw it.
+        let busy = || MmError::Busy("the proposer queue is full; retry".into());
+        match self.proposer_tx.try_send(ProposerEvent::Propose(batch)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(ProposerEvent::Propose(batch))) => {
+                // Wait briefly for room rather than fail at the first burst.
+                match tokio::time::timeout(
+                    Duration::from_millis(100),
+                    self.proposer_tx.send(ProposerEvent::Propose(batch)),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    _ => return (0..n).map(|_| Err(busy())).collect(),
+                }
+            }
+            Err(_) => return (0..n).map(|_| Err(MmError::Internal("the proposer has stopped".into()))).collect(),
+        }
+        // The proposer answers every change within its budget; this guard only covers a
+        // proposer that stopped on a fatal error.
+        let guard = self.cfg.request_timeout + Duration::from_secs(1);
+        let mut out = Vec::with_capacity(n);
+        for rx in receivers {
+            out.push(match tokio::time::timeout(guard, rx).await {
+                Ok(Ok(r)) => r.map_err(MmError::from),
+                Ok(Err(_)) | Err(_) => Err(MmError::MaybeApplied(
+                    "the proposer stopped before answering; the change may have been applied".into(),
+                )),
+            });
+        }
+        out
+    }
+
+    /// This node's durable accepted value for `key`: not linearizable (READONLY, stale reads).
+    pub fn stale_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MmError> {
+        let raw = self.store.read(|v| v.register_get(key)).map_err(|e| MmError::Internal(e.to_string()))?;
+        match raw {
+            None => Ok(None),
+            Some(raw) => Ok(wire::decode_register(&raw).map_err(MmError::Internal)?.value),
+        }
+    }
+}

@@ -6,34 +6,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rampart_metrics::{Counter, Histogram};
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS_S: [f64; 15] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS_S.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (i, b) in BUCKETS_S.iter().enumerate() {
-            if s <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-}
+/// Upper bounds of the exported latency buckets, in microseconds (Prometheus `le`, in seconds).
+/// The histogram behind them is `rampart_metrics::Histogram`; each exported count is exact to
+/// within its bucket resolution (12.5 %).
+const BUCKETS_US: [u64; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000,
+];
 
 #[derive(Default)]
 struct CommandStats {
-    errors: AtomicU64,
+    errors: Counter,
     latency: Histogram,
 }
 
@@ -55,9 +40,9 @@ impl Metrics {
 
     pub fn observe(&self, api: &'static str, cmd: &'static str, took: Duration, ok: bool) {
         let s = self.stats(api, cmd);
-        s.latency.observe(took);
+        s.latency.record(took);
         if !ok {
-            s.errors.fetch_add(1, Ordering::Relaxed);
+            s.errors.inc();
         }
     }
 
@@ -67,33 +52,26 @@ impl Metrics {
         let _ = writeln!(out, "# HELP rampart_requests_total Client requests by API and command.");
         let _ = writeln!(out, "# TYPE rampart_requests_total counter");
         for ((api, cmd), s) in &map {
-            let _ = writeln!(
-                out,
-                "rampart_requests_total{{api=\"{api}\",command=\"{cmd}\"}} {}",
-                s.latency.count.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "rampart_requests_total{{api=\"{api}\",command=\"{cmd}\"}} {}", s.latency.count());
         }
         let _ = writeln!(out, "# HELP rampart_request_errors_total Client requests answered with an error.");
         let _ = writeln!(out, "# TYPE rampart_request_errors_total counter");
         for ((api, cmd), s) in &map {
-            let _ = writeln!(
-                out,
-                "rampart_request_errors_total{{api=\"{api}\",command=\"{cmd}\"}} {}",
-                s.errors.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "rampart_request_errors_total{{api=\"{api}\",command=\"{cmd}\"}} {}", s.errors.get());
         }
         let _ = writeln!(out, "# HELP rampart_request_duration_seconds Client request latency.");
         let _ = writeln!(out, "# TYPE rampart_request_duration_seconds histogram");
         for ((api, cmd), s) in &map {
-            let h = &s.latency;
-            for (i, b) in BUCKETS_S.iter().enumerate() {
+            let h = s.latency.snapshot();
+            for b in BUCKETS_US {
+                let le = b as f64 / 1e6;
                 let _ = writeln!(
                     out,
-                    "rampart_request_duration_seconds_bucket{{api=\"{api}\",command=\"{cmd}\",le=\"{b}\"}} {}",
-                    h.buckets[i].load(Ordering::Relaxed)
+                    "rampart_request_duration_seconds_bucket{{api=\"{api}\",command=\"{cmd}\",le=\"{le}\"}} {}",
+                    h.count_at_most_us(b)
                 );
             }
-            let count = h.count.load(Ordering::Relaxed);
+            let count = h.count();
             let _ = writeln!(
                 out,
                 "rampart_request_duration_seconds_bucket{{api=\"{api}\",command=\"{cmd}\",le=\"+Inf\"}} {count}"
@@ -101,7 +79,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "rampart_request_duration_seconds_sum{{api=\"{api}\",command=\"{cmd}\"}} {}",
-                h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+                h.sum_us() as f64 / 1e6
             );
             let _ = writeln!(out, "rampart_request_duration_seconds_count{{api=\"{api}\",command=\"{cmd}\"}} {count}");
         }

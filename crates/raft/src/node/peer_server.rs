@@ -8,9 +8,23 @@ use openraft::ServerState;
 use rampart_membership::PeerId;
 use rampart_transport::{BoxFuture, Handler};
 
+use rampart_kv::{Command, Limits};
+
 use super::batch::PIPELINE_COMMANDS_MAX;
 use super::RaftNode;
 use crate::network::{decode, encode, ForwardError, PeerRequest, PeerResponse};
+
+/// Forwarded commands are untrusted input like a client's: at most a pipeline's worth, each
+/// within this node's limits (a batch is never accepted from a peer).
+fn check_forwarded(limits: &Limits, cmds: &[Command]) -> Result<(), ForwardError> {
+    if cmds.len() > PIPELINE_COMMANDS_MAX {
+        return Err(ForwardError::Rejected(format!("more than {PIPELINE_COMMANDS_MAX} forwarded commands")));
+    }
+    for c in cmds {
+        limits.check(c).map_err(|e| ForwardError::Rejected(e.to_string()))?;
+    }
+    Ok(())
+}
 
 impl RaftNode {
     async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
@@ -19,21 +33,15 @@ impl RaftNode {
             PeerRequest::Vote(r) => PeerResponse::Vote(self.raft.vote(r).await),
             PeerRequest::InstallSnapshot(r) => PeerResponse::InstallSnapshot(self.raft.install_snapshot(r).await),
             PeerRequest::Forward(cmd) => {
-                // A forwarded command is untrusted input like a client's: the same limits apply.
-                if let Err(e) = self.cfg.limits.check(&cmd) {
-                    return PeerResponse::Forward(Err(ForwardError::Rejected(e.to_string())));
+                if let Err(e) = check_forwarded(&self.cfg.limits, std::slice::from_ref(&cmd)) {
+                    return PeerResponse::Forward(Err(e));
                 }
                 let deadline = Instant::now() + self.cfg.request_timeout;
                 PeerResponse::Forward(self.propose(cmd, deadline).await)
             }
             PeerRequest::ForwardMany(cmds) => {
-                if cmds.len() > PIPELINE_COMMANDS_MAX {
-                    let e = ForwardError::Rejected(format!("more than {PIPELINE_COMMANDS_MAX} forwarded commands"));
-                    return PeerResponse::ForwardMany(cmds.iter().map(|_| Err(e.clone())).collect());
-                }
-                if let Some(e) = cmds.iter().find_map(|c| self.cfg.limits.check(c).err()) {
+                if let Err(e) = check_forwarded(&self.cfg.limits, &cmds) {
                     // Refuse the whole pipeline unproposed: proposing the rest would reorder it.
-                    let e = ForwardError::Rejected(e.to_string());
                     return PeerResponse::ForwardMany(cmds.iter().map(|_| Err(e.clone())).collect());
                 }
                 let deadline = Instant::now() + self.cfg.request_timeout;
@@ -76,5 +84,27 @@ impl Handler for PeerHandler {
             let resp = node.handle_peer(req).await;
             encode(&resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_kv::SetCond;
+
+    fn set(value_bytes: usize) -> Command {
+        Command::Set { key: b"k".to_vec(), value: vec![0; value_bytes], cond: SetCond::Always, return_old: false }
+    }
+
+    #[test]
+    fn forwarded_commands_get_the_client_limits() {
+        let limits = Limits { value_bytes_max: 16, ..Limits::default() };
+        assert!(check_forwarded(&limits, &[set(16)]).is_ok());
+        let big = check_forwarded(&limits, &[set(16), set(17)]);
+        assert!(matches!(&big, Err(ForwardError::Rejected(m)) if m.contains("value_bytes_max")), "{big:?}");
+        let batch = check_forwarded(&limits, &[Command::Batch(vec![set(1)])]);
+        assert!(matches!(batch, Err(ForwardError::Rejected(_))), "a peer cannot forward a batch");
+        let many = vec![set(1); PIPELINE_COMMANDS_MAX + 1];
+        assert!(matches!(check_forwarded(&limits, &many), Err(ForwardError::Rejected(_))));
     }
 }

@@ -2,6 +2,7 @@
 //! does nothing else of its own beyond argument parsing and process wiring.
 
 mod ctl;
+mod lb_flags;
 mod node;
 mod server_config;
 mod up;
@@ -25,7 +26,7 @@ enum Cmd {
     /// Run one storage node.
     Server(server_config::ServerArgs),
     /// Run the load balancer.
-    Lb(rampart_lb::cli::LbArgs),
+    Lb(lb_flags::LbArgs),
     /// Start a local three-node cluster plus a load balancer.
     Up(up::UpArgs),
     /// Read and write keys over HTTP.
@@ -46,7 +47,7 @@ fn main() -> std::process::ExitCode {
         }
         Cmd::Lb(args) => {
             init_tracing();
-            rampart_lb::cli::run(args).map_err(anyhow::Error::from)
+            lb_flags::run(args).map_err(anyhow::Error::from)
         }
         Cmd::Up(args) => {
             init_tracing();

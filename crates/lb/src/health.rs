@@ -7,15 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http::Method;
 use tokio::net::TcpStream;
 
 use crate::algo::SplitMix64;
 use crate::backend::{now_ms, AdminState, BackendState};
 use crate::config::{HealthConfig, HealthKind};
-
-/// Bytes of a health-check answer read to find its status line.
-pub const HEALTH_RESPONSE_BYTES_MAX: usize = 1024;
+use crate::probe::{self, BodyLimit, Limits};
 
 /// Rise/fall hysteresis.
 #[derive(Clone, Debug)]
@@ -67,43 +65,22 @@ pub fn jittered(interval_ms: u64, jitter_percent: u32, rng: &mut SplitMix64) -> 
     Duration::from_millis(interval_ms - span + offset)
 }
 
-/// One check; true when healthy.
+/// One check; true when healthy. HTTP checks go through hyper's client
+/// ([`probe`]): the response head is bounded by [`probe::PROBE_HEAD_BYTES_MAX`],
+/// the body is not read, and everything must finish within `timeout_ms`.
 pub async fn check_once(cfg: &HealthConfig, backend: &BackendState) -> bool {
     let timeout = Duration::from_millis(cfg.timeout_ms);
-    let fut = async {
-        let mut stream = TcpStream::connect(backend.addr).await.ok()?;
-        if cfg.kind == HealthKind::Tcp {
-            return Some(true);
+    if cfg.kind == HealthKind::Tcp {
+        return matches!(tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await, Ok(Ok(_)));
+    }
+    let limits = Limits { connect: timeout, total: timeout, body: BodyLimit::Skip };
+    match probe::exchange(Method::GET, backend.addr, &cfg.path, "rampart-lb-health", limits).await {
+        Ok((status, _)) => status.is_success(),
+        Err(e) => {
+            tracing::debug!(backend = %backend.addr, "health check failed: {e}");
+            false
         }
-        let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: rampart-lb-health\r\nConnection: close\r\n\r\n",
-            cfg.path, backend.addr
-        );
-        stream.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = vec![0u8; HEALTH_RESPONSE_BYTES_MAX];
-        let mut len = 0;
-        while len < buf.len() {
-            let n = stream.read(&mut buf[len..]).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-            if buf[..len].windows(2).any(|w| w == b"\r\n") {
-                break;
-            }
-        }
-        Some(status_is_2xx(&buf[..len]))
-    };
-    matches!(tokio::time::timeout(timeout, fut).await, Ok(Some(true)))
-}
-
-/// True if `head` starts with an HTTP/1.x status line carrying a 2xx code.
-pub fn status_is_2xx(head: &[u8]) -> bool {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
-    let mut parts = line.split(|&b| b == b' ');
-    let version = parts.next().unwrap_or(&[]);
-    let code = parts.next().unwrap_or(&[]);
-    version.starts_with(b"HTTP/1.") && code.len() == 3 && code[0] == b'2' && code.iter().all(u8::is_ascii_digit)
+    }
 }
 
 /// Checks `backend` forever (the task is aborted on reload or shutdown).
@@ -158,14 +135,5 @@ mod tests {
             let span = interval * u64::from(pct) / 100;
             prop_assert!(d >= interval - span && d <= interval + span);
         }
-    }
-
-    #[test]
-    fn status_lines() {
-        assert!(status_is_2xx(b"HTTP/1.1 200 OK\r\n"));
-        assert!(status_is_2xx(b"HTTP/1.0 204 No Content\r\n"));
-        assert!(!status_is_2xx(b"HTTP/1.1 503 Unavailable\r\n"));
-        assert!(!status_is_2xx(b"garbage"));
-        assert!(!status_is_2xx(b""));
     }
 }

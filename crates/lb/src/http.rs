@@ -546,6 +546,9 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Bod
 }
 
 /// How one attempt on one backend went.
+// Returned once per attempt and taken apart at once: boxing the large
+// variant would only add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     /// The backend answered with this head; the body follows.
     Answered(http::response::Parts, PendingBody),

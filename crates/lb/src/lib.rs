@@ -8,32 +8,34 @@
 //!   to backends; [`pool`]: keep-alive connections to backends; [`tcp`]: L4.
 //! - [`access_log`]: observability (counters and latency histograms come
 //!   from the `rampart-metrics` crate); [`io`]: idle detection.
-//! - [`health`]: active health checks.
+//! - [`health`]: active health checks; [`probe`]: one bounded HTTP exchange
+//!   through hyper's client (health checks, reload through the admin API).
 //! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API;
-//!   [`run`]: starting both.
-//! - [`cli`]: `rampart lb` flags and entry point.
+//!   [`run`]: starting both, and the typed process entry (`run`,
+//!   `send_reload`); the `rampart lb` flags live in the binary
+//!   (`crates/cli/src/lb_flags.rs`).
 //!
 //! It stands alone: it knows nothing of raft, paxos or storage.
 //!
 //! # Module graph
 //!
 //! Modules form a DAG; an arrow means "uses", and no module may use one
-//! above it. Leaves (`algo`, `io`, `access_log`, `h1client`) use no
+//! above it. Leaves (`algo`, `io`, `access_log`, `h1client`, `probe`) use no
 //! other module.
 //!
 //! ```text
-//! cli -> run -> admin -> server -> fast -> http -> frontend -> backend -> pool -> h1client
+//! run -> admin -> server -> fast -> http -> frontend -> backend -> pool -> h1client
 //!                                  tcp, health     (http also -> h1client, io, access_log)
 //! config -> algo            backend -> config, algo    fast -> h1client
 //! ```
 //!
-//! In full (every edge): `cli`: config, server, run · `run`: admin, config,
-//! server · `admin`: server, frontend, backend · `server`: fast, http, tcp,
-//! health, frontend, backend, pool, config · `fast`: http, frontend, h1client ·
-//! `http`: frontend, backend, h1client, io, access_log, config, algo ·
-//! `tcp`: frontend, backend, io, access_log, algo · `health`: backend,
-//! config, algo · `frontend`: backend, h1client, config, algo · `backend`:
-//! pool, config, algo · `pool`: h1client · `config`: algo.
+//! In full (every edge): `run`: admin, config, server, probe · `admin`:
+//! server, frontend, backend · `server`: fast, http, tcp, health, frontend,
+//! backend, pool, config · `fast`: http, frontend, h1client · `http`:
+//! frontend, backend, h1client, io, access_log, config, algo · `tcp`:
+//! frontend, backend, io, access_log, algo · `health`: backend, config, algo,
+//! probe · `frontend`: backend, h1client, config, algo · `backend`: pool,
+//! config, algo · `pool`: h1client · `config`: algo.
 //!
 //! The response body read by `h1client` tells whoever owns it how it ended
 //! through the [`h1client::BodyEnd`] trait (the frontend's `ActiveGuard`
@@ -44,7 +46,6 @@ pub mod access_log;
 pub mod admin;
 pub mod algo;
 pub mod backend;
-pub mod cli;
 pub mod config;
 pub mod fast;
 pub mod frontend;
@@ -53,6 +54,7 @@ pub mod health;
 pub mod http;
 pub mod io;
 pub mod pool;
+pub mod probe;
 pub mod run;
 pub mod server;
 pub mod tcp;

@@ -1,5 +1,5 @@
-//! `rampart lb` as the binary runs it: `cli::run` with a pid file, SIGHUP
-//! reloads (via `rampart lb reload --pid-file`), a broken reload refused, and
+//! `rampart lb` as the binary runs it: `run::run` with a pid file, SIGHUP
+//! reloads (via `run::send_reload`, behind `rampart lb reload --pid-file`), a broken reload refused, and
 //! SIGTERM ending it. Alone in its own test binary because it signals the
 //! test process itself.
 
@@ -9,23 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rampart_lb::cli::{run, LbAction, LbArgs};
-use rampart_lb::config::Mode;
+use rampart_lb::run::{run, send_reload, ConfigSource, QuickStart, ReloadTarget, RunOptions};
 
-fn args(config: Option<PathBuf>, pid_file: Option<PathBuf>) -> LbArgs {
-    LbArgs {
-        action: None,
-        config,
-        listen: None,
-        backends: None,
-        mode: Mode::Http,
-        algorithm: "round_robin".into(),
-        hash_key: None,
-        admin: None,
-        threads: Some(1),
-        pid_file,
-        check: false,
-    }
+fn opts(source: ConfigSource, pid_file: Option<PathBuf>) -> RunOptions {
+    RunOptions { source, threads: Some(1), pid_file, check: false }
 }
 
 fn free_port() -> std::net::SocketAddr {
@@ -56,19 +43,15 @@ fn run_reload_by_sighup_and_exit_on_sigterm() {
         format!("[[frontend]]\nname = \"web\"\nlisten = \"{listen}\"\n[frontend.health]\nenabled = false\n[[frontend.backend]]\naddr = \"{b}\"\n")
     };
     std::fs::write(&cfg, text(b1.addr)).unwrap();
-    let a = args(Some(cfg.clone()), Some(pid.clone()));
-    let lb = std::thread::spawn(move || run(a));
+    let a = opts(ConfigSource::File(cfg.clone()), Some(pid.clone()));
+    let lb = std::thread::spawn(move || run(&a));
     wait_blocking("pid file", || pid.exists());
     let body =
         |rt: &tokio::runtime::Runtime| rt.block_on(async { get(listen, "/").await.map(|r| r.1).unwrap_or_default() });
     assert_eq!(body(&rt), "ok from b1\n");
 
     std::fs::write(&cfg, text(b2.addr)).unwrap();
-    let reload = |pid: &PathBuf| {
-        let mut a = args(None, None);
-        a.action = Some(LbAction::Reload { pid_file: Some(pid.clone()), admin: None });
-        run(a)
-    };
+    let reload = |pid: &PathBuf| send_reload(&ReloadTarget::PidFile(pid.clone()));
     reload(&pid).expect("reload sends SIGHUP");
     wait_blocking("traffic on b2 after SIGHUP", || body(&rt) == "ok from b2\n");
 
@@ -90,20 +73,30 @@ fn run_reload_by_sighup_and_exit_on_sigterm() {
 }
 
 #[test]
-fn bad_command_lines_are_clear_errors() {
-    let e = run(args(None, None)).unwrap_err().to_string();
-    assert!(e.contains("--config") && e.contains("--listen"), "{e}");
-    let mut a = args(None, None);
-    a.listen = Some("127.0.0.1:0".into());
-    a.backends = Some("127.0.0.1:1".into());
-    a.algorithm = "fastest".into();
-    let e = run(a).unwrap_err().to_string();
+fn bad_options_are_clear_errors() {
+    let quick = |algorithm: &str, threads| RunOptions {
+        source: ConfigSource::QuickStart(QuickStart {
+            listen: "127.0.0.1:0".into(),
+            backends: "127.0.0.1:1".into(),
+            mode: rampart_lb::config::Mode::Http,
+            algorithm: algorithm.into(),
+            hash_key: None,
+            admin: None,
+        }),
+        threads,
+        pid_file: None,
+        check: false,
+    };
+    let e = run(&quick("fastest", Some(1))).unwrap_err().to_string();
     assert!(e.contains("(command line)") && e.contains("algorithm"), "{e}");
-    let mut a = args(Some("/nonexistent/lb.toml".into()), None);
+    let e = run(&quick("round_robin", Some(0))).unwrap_err().to_string();
+    assert!(e.contains("between 1 and 256"), "{e}");
+    let mut a = opts(ConfigSource::File("/nonexistent/lb.toml".into()), None);
     a.check = true;
-    let e = run(a).unwrap_err().to_string();
+    let e = run(&a).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/lb.toml"), "{e}");
-    let mut a = args(None, None);
-    a.action = Some(LbAction::Reload { pid_file: None, admin: None });
-    assert!(run(a).unwrap_err().to_string().contains("--pid-file"));
+    let e = send_reload(&ReloadTarget::PidFile("/nonexistent/lb.pid".into())).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/lb.pid"), "{e}");
+    let e = send_reload(&ReloadTarget::Admin("nowhere".into())).unwrap_err().to_string();
+    assert!(e.contains("not an IP:port"), "{e}");
 }

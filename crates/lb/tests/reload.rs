@@ -72,19 +72,7 @@ async fn reload_good_and_broken() {
     std::fs::write(&path, config_text(b2.addr, None)).unwrap();
     let cmd = |admin: std::net::SocketAddr| {
         tokio::task::spawn_blocking(move || {
-            rampart_lb::cli::run(rampart_lb::cli::LbArgs {
-                action: Some(rampart_lb::cli::LbAction::Reload { pid_file: None, admin: Some(admin.to_string()) }),
-                config: None,
-                listen: None,
-                backends: None,
-                mode: rampart_lb::config::Mode::Http,
-                algorithm: "round_robin".into(),
-                hash_key: None,
-                admin: None,
-                threads: None,
-                pid_file: None,
-                check: false,
-            })
+            rampart_lb::run::send_reload(&rampart_lb::run::ReloadTarget::Admin(admin.to_string()))
         })
     };
     cmd(admin).await.unwrap().expect("reload --admin");

@@ -572,30 +572,7 @@ impl Proposer {
         }
         match (p.phase, reply) {
             (Phase::Peek, Reply::Peeked { accepted, value, .. }) => {
-                p.granted.push(from);
-                let count = match p.peeked.iter_mut().find(|(b, _, _)| *b == accepted) {
-                    Some(entry) => {
-                        entry.1 += 1;
-                        entry.1
-                    }
-                    None => {
-                        p.peeked.push((accepted, 1, value.clone()));
-                        1
-                    }
-                };
-                if count >= self.quorum {
-                    // A majority accepted `accepted`: its value is chosen, and every change
-                    // acknowledged before this read began is at or below it.
-                    out.push(done(p.id, Ok(Outcome::Value(value))));
-                    return Flow::Finished;
-                }
-                let unanswered_alive =
-                    self.config.acceptors.iter().filter(|a| !p.granted.contains(a) && !self.dead.contains(a)).count();
-                let most = p.peeked.iter().map(|(_, n, _)| *n).max().unwrap_or(0);
-                if most + unanswered_alive < self.quorum {
-                    return self.after_peek(now, key, p, out);
-                }
-                Flow::Continue
+                self.on_peeked(now, key, p, from, (accepted, value), out)
             }
             (Phase::Prepare, Reply::Promise { accepted, .. }) if accepted >= p.ballot => {
                 // An acceptor only promises above what it accepted: a malformed reply, ignored
@@ -615,13 +592,7 @@ impl Proposer {
             (Phase::Accept, Reply::Accepted { .. }) => {
                 p.granted.push(from);
                 if p.granted.len() >= self.quorum {
-                    let (value, outcome) =
-                        p.proposed.take().expect("an accept in flight carries its value and outcome");
-                    if let Some(next) = p.ballot.successor() {
-                        self.put_cached(key, next, p.ballot, value);
-                    }
-                    out.push(done(p.id, Ok(outcome)));
-                    return Flow::Finished;
+                    return self.chosen(key, p, out);
                 }
                 Flow::Continue
             }
@@ -644,6 +615,54 @@ impl Proposer {
             }
             _ => Flow::Continue,
         }
+    }
+
+    /// A peek answer: done once a majority reports one accepted ballot; a full round at once
+    /// when no ballot can reach a majority any more.
+    fn on_peeked(
+        &mut self,
+        now: Tick,
+        key: &[u8],
+        p: &mut Proposal,
+        from: NodeId,
+        (accepted, value): (Ballot, Value),
+        out: &mut Vec<ProposerOutput>,
+    ) -> Flow {
+        p.granted.push(from);
+        let count = match p.peeked.iter_mut().find(|(b, _, _)| *b == accepted) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.1
+            }
+            None => {
+                p.peeked.push((accepted, 1, value.clone()));
+                1
+            }
+        };
+        if count >= self.quorum {
+            // A majority accepted `accepted`: its value is chosen, and every change
+            // acknowledged before this read began is at or below it.
+            out.push(done(p.id, Ok(Outcome::Value(value))));
+            return Flow::Finished;
+        }
+        let unanswered_alive =
+            self.config.acceptors.iter().filter(|a| !p.granted.contains(a) && !self.dead.contains(a)).count();
+        let most = p.peeked.iter().map(|(_, n, _)| *n).max().unwrap_or(0);
+        if most + unanswered_alive < self.quorum {
+            return self.after_peek(now, key, p, out);
+        }
+        Flow::Continue
+    }
+
+    /// A majority accepted this attempt's value: it is chosen. Cache the key's next ballot for
+    /// the one-round-trip path and answer the client.
+    fn chosen(&mut self, key: &[u8], p: &mut Proposal, out: &mut Vec<ProposerOutput>) -> Flow {
+        let (value, outcome) = p.proposed.take().expect("an accept in flight carries its value and outcome");
+        if let Some(next) = p.ballot.successor() {
+            self.put_cached(key, next, p.ballot, value);
+        }
+        out.push(done(p.id, Ok(outcome)));
+        Flow::Finished
     }
 
     /// The peek found no majority on one ballot (a change in flight, or a lagging acceptor):

@@ -277,35 +277,36 @@ async fn peer_link(
                 continue;
             }
         };
-        let peer = peer.clone();
-        let events = events.clone();
-        let shared = shared.clone();
-        let timeout = shared.peer_call_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let resp = tokio::time::timeout(timeout, peer.call(payload, timeout)).await;
-            if let Ok(Ok(bytes)) = resp {
-                match wire::decode::<PeerResponse>(&bytes) {
-                    Ok(PeerResponse::Paxos { id, replies }) if id == to.0 => {
-                        // Durable before the peer's answers can count in a quorum.
-                        if let Err(e) = shared.note_seen(to.0).await {
-                            shared.set_fatal(format!("cannot record a peer as seen: {e}"));
-                            return;
-                        }
-                        let _ = events.send(ProposerEvent::Replies { from: to, replies }).await;
-                    }
-                    Ok(PeerResponse::Paxos { id, .. }) => {
-                        tracing::error!(
-                            peer = to.0,
-                            answered_as = id,
-                            "a different node answered for this peer's address"
-                        );
-                    }
-                    Ok(_) => tracing::warn!(peer = to.0, "peer answered a Paxos batch with another message"),
-                    Err(e) => tracing::warn!(peer = to.0, error = %e, "undecodable Paxos replies"),
-                }
+        tokio::spawn(exchange(to, peer.clone(), payload, events.clone(), shared.clone(), permit));
+    }
+}
+
+/// Sends one frame and hands the peer's replies to the proposer. The frame's window slot is held
+/// until the answer (or the timeout); a lost or malformed answer is as if the network lost it.
+async fn exchange(
+    to: NodeId,
+    peer: rampart_transport::Peer,
+    payload: bytes::Bytes,
+    events: mpsc::Sender<ProposerEvent>,
+    shared: Arc<Shared>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let timeout = shared.peer_call_timeout;
+    let Ok(Ok(bytes)) = tokio::time::timeout(timeout, peer.call(payload, timeout)).await else { return };
+    match wire::decode::<PeerResponse>(&bytes) {
+        Ok(PeerResponse::Paxos { id, replies }) if id == to.0 => {
+            // Durable before the peer's answers can count in a quorum.
+            if let Err(e) = shared.note_seen(to.0).await {
+                shared.set_fatal(format!("cannot record a peer as seen: {e}"));
+                return;
             }
-        });
+            let _ = events.send(ProposerEvent::Replies { from: to, replies }).await;
+        }
+        Ok(PeerResponse::Paxos { id, .. }) => {
+            tracing::error!(peer = to.0, answered_as = id, "a different node answered for this peer's address");
+        }
+        Ok(_) => tracing::warn!(peer = to.0, "peer answered a Paxos batch with another message"),
+        Err(e) => tracing::warn!(peer = to.0, error = %e, "undecodable Paxos replies"),
     }
 }
 
@@ -330,4 +331,34 @@ fn split_at_bytes(pending: &mut Vec<Request>) -> Vec<Request> {
     }
     let rest = pending.split_off(n);
     std::mem::replace(pending, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_paxos::Ballot;
+
+    fn accept(value_bytes: usize) -> Request {
+        Request::Accept {
+            key: b"k".to_vec(),
+            ballot: Ballot::ZERO,
+            value: Some(vec![0; value_bytes]),
+            base: Ballot::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_frame_takes_the_longest_prefix_within_the_byte_bound_and_always_one_request() {
+        let half = PEER_BATCH_BYTES_MAX / 2 - 100;
+        let mut pending = vec![accept(half), accept(half), accept(half)];
+        let frame = split_at_bytes(&mut pending);
+        assert_eq!((frame.len(), pending.len()), (2, 1), "two halves fit, the third waits");
+        assert!(frame.iter().map(request_bytes).sum::<usize>() <= PEER_BATCH_BYTES_MAX);
+        // A request over the bound alone still goes, alone.
+        let mut pending = vec![accept(PEER_BATCH_BYTES_MAX), accept(1)];
+        assert_eq!(split_at_bytes(&mut pending).len(), 1);
+        assert_eq!(pending.len(), 1);
+        let mut empty = Vec::new();
+        assert!(split_at_bytes(&mut empty).is_empty());
+    }
 }

@@ -5,7 +5,7 @@
 //! ops and [`combine`] folds their outcomes into the command's. Leader mode's state machine
 //! applies all of a command's ops in one log entry through [`apply_command`]; multi-master mode
 //! proposes each op as the CASPaxos change of its key. Both therefore answer alike by
-//! construction; `crates/mm/tests/command_model.rs` checks it against a plain model.
+//! construction; `crates/raft/tests/command_model.rs` checks it against a plain model.
 
 use crate::command::{Command, KeyOp, SetCond};
 use crate::limits::INTEGER_BYTES_MAX;

@@ -20,11 +20,12 @@ use parking_lot::RwLock;
 use tokio::net::TcpStream;
 
 use crate::algo::hash64;
-use crate::backend::now_ms;
+use crate::backend::{now_ms, BackendState};
 use crate::config::HashKey;
 use crate::frontend::{ActiveGuard, FrontendRt};
 use crate::h1client::{Framing, H1Body, H1Conn, SendError, Started};
 use crate::io::{idle_expired, Activity, CountingIo};
+use crate::retry::{self, Attempts, Delivery};
 
 /// Body type sent to backends through hyper's client (streamed uploads).
 pub type ReqBody = Either<http_body_util::Full<Bytes>, Incoming>;
@@ -34,6 +35,8 @@ pub type FrontendCell = Arc<RwLock<Arc<FrontendRt>>>;
 
 /// Concurrent streams per HTTP/2 client connection.
 pub const H2_STREAMS_MAX: u32 = 256;
+/// Least time an idle connection is given to finish a graceful shutdown.
+pub const GRACEFUL_SHUTDOWN_MIN_MS: u64 = 1_000;
 
 /// What this proxy adds to `Via`.
 const VIA_PSEUDONYM: &str = "rampart";
@@ -95,7 +98,7 @@ where
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            let _ = tokio::time::timeout(idle.max(Duration::from_secs(1)), conn).await;
+            let _ = tokio::time::timeout(idle.max(Duration::from_millis(GRACEFUL_SHUTDOWN_MIN_MS)), conn).await;
         }};
     }
     if fe.cfg.http2 {
@@ -552,10 +555,11 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Bod
 enum Attempt {
     /// The backend answered with this head; the body follows.
     Answered(http::response::Parts, PendingBody),
-    /// No answer. `sent`: some bytes of the request reached the backend's
-    /// socket, so it may have acted on them. `blame`: counts towards ejecting
-    /// the backend (a reused keep-alive connection closing does not).
-    Failed { failure: Failure, sent: bool, blame: bool },
+    /// No usable answer. `delivery`: what reached the backend, which decides
+    /// whether another backend may get the request ([`retry::may_resend`]).
+    /// `blame`: counts towards ejecting the backend (a reused keep-alive
+    /// connection closing does not).
+    Failed { failure: Failure, delivery: Delivery, blame: bool },
 }
 
 /// A backend's response body, not yet tied to its request's [`ActiveGuard`].
@@ -597,7 +601,7 @@ impl SendToBackend for Buffered<'_> {
     async fn send(&mut self, fe: &FrontendRt, guard: &ActiveGuard) -> Attempt {
         let (mut conn, reused) = match acquire(guard, fe.cfg.connect_timeout()).await {
             Ok(c) => c,
-            Err(failure) => return Attempt::Failed { failure, sent: false, blame: true },
+            Err(failure) => return Attempt::Failed { failure, delivery: Delivery::Unsent, blame: true },
         };
         let target = self.parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let addr = guard.backend().addr;
@@ -605,12 +609,12 @@ impl SendToBackend for Buffered<'_> {
             Ok((rparts, framing, keep_alive)) => Attempt::Answered(rparts, PendingBody::H1(conn, framing, keep_alive)),
             Err(SendError::BadResponse(why)) => {
                 tracing::debug!(backend = %addr, "bad response: {why}");
-                Attempt::Failed { failure: Failure::BadResponse, sent: true, blame: true }
+                Attempt::Failed { failure: Failure::BadResponse, delivery: Delivery::BadAnswer, blame: true }
             }
             Err(e) => {
                 tracing::debug!(backend = %addr, reused, "request failed: {e:?}");
-                let sent = !matches!(e, SendError::Unsent(_));
-                Attempt::Failed { failure: Failure::Reset, sent, blame: !reused }
+                let delivery = if matches!(e, SendError::Unsent(_)) { Delivery::Unsent } else { Delivery::Sent };
+                Attempt::Failed { failure: Failure::Reset, delivery, blame: !reused }
             }
         }
     }
@@ -631,21 +635,21 @@ impl SendToBackend for Streamed {
     async fn send(&mut self, fe: &FrontendRt, guard: &ActiveGuard) -> Attempt {
         let Some(req) = self.req.take() else {
             // Not reached: `attempts` stops once `can_resend` is false.
-            return Attempt::Failed { failure: Failure::Reset, sent: true, blame: false };
+            return Attempt::Failed { failure: Failure::Reset, delivery: Delivery::Sent, blame: false };
         };
         let addr = guard.backend().addr;
         let stream = match connect(guard, fe.cfg.connect_timeout()).await {
             Ok(s) => s,
             Err(failure) => {
                 self.req = Some(req);
-                return Attempt::Failed { failure, sent: false, blame: true };
+                return Attempt::Failed { failure, delivery: Delivery::Unsent, blame: true };
             }
         };
         let Ok((mut sender, conn)) =
             hyper::client::conn::http1::Builder::new().handshake::<_, ReqBody>(TokioIo::new(stream)).await
         else {
             self.req = Some(req);
-            return Attempt::Failed { failure: Failure::Connect, sent: false, blame: false };
+            return Attempt::Failed { failure: Failure::Connect, delivery: Delivery::Unsent, blame: false };
         };
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -662,14 +666,15 @@ impl SendToBackend for Streamed {
                 tracing::debug!(backend = %addr, "streamed request failed: {}", e.error());
                 let failure = if parse { Failure::BadResponse } else { Failure::Reset };
                 // hyper gives the request back only if none of it was written.
-                let sent = match e.take_message() {
-                    Some(r) if !parse => {
+                let delivery = match e.take_message() {
+                    _ if parse => Delivery::BadAnswer,
+                    Some(r) => {
                         self.req = Some(r);
-                        false
+                        Delivery::Unsent
                     }
-                    _ => true,
+                    None => Delivery::Sent,
                 };
-                Attempt::Failed { failure, sent, blame: true }
+                Attempt::Failed { failure, delivery, blame: true }
             }
         }
     }
@@ -679,73 +684,34 @@ impl SendToBackend for Streamed {
     }
 }
 
-/// RFC 9110 §9.2.1: methods a client expects to have no effect, and so the
-/// only ones sent again once (part of) the request reached a backend.
-fn is_safe(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// The retry loop, the same for buffered and streamed requests: tries
-/// backends not yet tried for this request, within `max_retries` and the
-/// retry budget. A request that never left (connect failure, or unsent) may
-/// go to another backend whatever its method; one whose bytes were (even
-/// partly) written, or that got a status in `on_statuses`, only if its method
-/// is safe. A malformed answer is never retried.
+/// The retry loop, the same for buffered and streamed requests: the
+/// backends come from [`Attempts`] (untried ones, within `max_retries` and
+/// the retry budget), and whether a failed or refused attempt may be followed
+/// by another is [`retry::may_resend`] / [`retry::may_retry_status`]'s call.
 async fn attempts<S: SendToBackend>(fe: &Arc<FrontendRt>, method: &Method, hash: u64, sender: &mut S) -> ProxyResult {
-    let retries = &fe.cfg.retries;
-    let safe = is_safe(method);
-    let max_attempts = 1 + retries.max_retries;
-    // Backends tried so far; no allocation (attempts are capped by the config).
-    let mut tried_buf = [0usize; crate::config::RETRIES_MAX as usize + 1];
-    let mut n_tried = 0usize;
+    let safe = retry::is_safe(method);
+    let mut plan = Attempts::new(fe, hash);
     let mut last: (Failure, Option<SocketAddr>) = (Failure::NoBackend, None);
     // A response with a retryable status, answered if no retry works out.
     let mut held: Option<(Response<RespBody>, u32, SocketAddr)> = None;
-    for attempt in 0..max_attempts {
-        if attempt > 0 {
-            if !fe.budget.try_withdraw(now_ms()) {
-                fe.stats.retries_denied_by_budget.inc();
-                tracing::debug!(frontend = %fe.cfg.name, "retry denied by the retry budget");
-                break;
-            }
-            fe.stats.retries.inc();
-        }
-        let Some(mut guard) = fe.pick(hash, &tried_buf[..n_tried]) else {
-            break;
-        };
-        if let Some(slot) = tried_buf.get_mut(n_tried) {
-            *slot = guard.index;
-            n_tried += 1;
-        }
+    while let Some(mut guard) = plan.next(now_ms()) {
         let backend = guard.backend().clone();
-        if attempt > 0 {
-            backend.stats.retries.inc();
-        }
         match sender.send(fe, &guard).await {
             Attempt::Answered(rparts, pending) => {
                 guard.mark_response();
-                let status = rparts.status;
-                if status.is_server_error() {
-                    backend.stats.responses_5xx.inc();
-                    if fe.cfg.ejection.count_5xx {
-                        backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-                    }
-                } else {
-                    backend.record_success();
-                }
-                let retry = retries.on_statuses.contains(&status.as_u16())
-                    && safe
+                record_answer(fe, &backend, rparts.status);
+                let retry = fe.cfg.retries.on_statuses.contains(&rparts.status.as_u16())
+                    && retry::may_retry_status(safe)
                     && sender.can_resend()
-                    && attempt + 1 < max_attempts;
-                let resp = (Response::from_parts(rparts, pending.into_body(guard)), attempt + 1, backend.addr);
-                if retry {
-                    // Kept for the client in case no other backend can be tried.
-                    held = Some(resp);
-                    continue;
+                    && plan.another_allowed();
+                let resp = (Response::from_parts(rparts, pending.into_body(guard)), plan.made(), backend.addr);
+                if !retry {
+                    return Ok(resp);
                 }
-                return Ok(resp);
+                // Kept for the client in case no other backend can be tried.
+                held = Some(resp);
             }
-            Attempt::Failed { failure, sent, blame } => {
+            Attempt::Failed { failure, delivery, blame } => {
                 guard.fail();
                 if blame {
                     backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
@@ -753,20 +719,28 @@ async fn attempts<S: SendToBackend>(fe: &Arc<FrontendRt>, method: &Method, hash:
                     backend.stats.failures.inc();
                 }
                 last = (failure, Some(backend.addr));
-                let final_failure = failure == Failure::BadResponse || (sent && !safe) || !sender.can_resend();
-                if final_failure {
-                    return match held {
-                        Some(resp) => Ok(resp),
-                        None => Err((failure, attempt + 1, Some(backend.addr))),
-                    };
+                if !retry::may_resend(delivery, safe) || !sender.can_resend() {
+                    break;
                 }
             }
         }
     }
-    if let Some(resp) = held {
-        return Ok(resp);
+    match held {
+        Some(resp) => Ok(resp),
+        None => Err((last.0, plan.made(), last.1)),
     }
-    Err((last.0, n_tried as u32, last.1))
+}
+
+/// Feeds an answer's status to the backend's counters and ejection.
+fn record_answer(fe: &FrontendRt, backend: &BackendState, status: StatusCode) {
+    if status.is_server_error() {
+        backend.stats.responses_5xx.inc();
+        if fe.cfg.ejection.count_5xx {
+            backend.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+        }
+    } else {
+        backend.record_success();
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ pub mod http;
 pub mod io;
 pub mod pool;
 pub mod probe;
+pub mod retry;
 pub mod run;
 pub mod server;
 pub mod tcp;

@@ -10,12 +10,16 @@ use tokio::net::TcpStream;
 
 use crate::algo::hash64;
 use crate::backend::now_ms;
-use crate::frontend::FrontendRt;
+use crate::frontend::{ActiveGuard, FrontendRt};
 use crate::io::{idle_expired, Activity, CountingIo};
+use crate::retry::Attempts;
 
 /// Copy buffer per direction of a TCP session.
 pub const TCP_COPY_BUFFER_BYTES: usize = 16 * 1024;
 
+/// Serves one client connection: a backend connection (connect failures go
+/// to the next backend, as [`Attempts`] allows; nothing was sent yet), then
+/// bytes both ways until both sides close or the session idles out.
 pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let _ = client.set_nodelay(true);
@@ -25,39 +29,7 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
     };
     fe.stats.requests.inc();
     fe.budget.deposit();
-    let max_attempts = 1 + fe.cfg.retries.max_retries;
-    let mut tried = Vec::with_capacity(max_attempts as usize);
-    let mut connected = None;
-    for attempt in 0..max_attempts {
-        if attempt > 0 {
-            if !fe.budget.try_withdraw(now_ms()) {
-                fe.stats.retries_denied_by_budget.inc();
-                break;
-            }
-            fe.stats.retries.inc();
-        }
-        let Some(mut guard) = fe.pick(hash, &tried) else {
-            break;
-        };
-        tried.push(guard.index);
-        let b = guard.backend().clone();
-        if attempt > 0 {
-            b.stats.retries.inc();
-        }
-        match tokio::time::timeout(fe.cfg.connect_timeout(), TcpStream::connect(b.addr)).await {
-            Ok(Ok(s)) => {
-                b.stats.connects.inc();
-                b.record_success();
-                guard.mark_response();
-                connected = Some((s, guard));
-                break;
-            }
-            Ok(Err(e)) => tracing::debug!(backend = %b.addr, "connect failed: {e}"),
-            Err(_) => tracing::debug!(backend = %b.addr, "connect timed out"),
-        }
-        guard.fail();
-        b.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
-    }
+    let (connected, attempts) = connect_backend(&fe, hash).await;
     let Some((upstream, guard)) = connected else {
         fe.stats.no_backend.inc();
         if fe.stats.log_allowed(now_ms()) {
@@ -65,40 +37,89 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
         }
         return;
     };
+    let session = copy_session(&fe, client, upstream, peer).await;
+    fe.stats.responses_2xx.inc();
+    fe.stats.latency.record(started.elapsed());
+    if let Some(fmt) = &fe.cfg.access_log {
+        log_session(fmt, &fe, peer, &guard, attempts, &session, started);
+    }
+    drop(guard);
+}
+
+/// A connection to the first backend that accepts one, with the request
+/// counted in flight on it; and the number of attempts made.
+async fn connect_backend(fe: &Arc<FrontendRt>, hash: u64) -> (Option<(TcpStream, ActiveGuard)>, u32) {
+    let mut plan = Attempts::new(fe, hash);
+    while let Some(mut guard) = plan.next(now_ms()) {
+        let b = guard.backend().clone();
+        match tokio::time::timeout(fe.cfg.connect_timeout(), TcpStream::connect(b.addr)).await {
+            Ok(Ok(s)) => {
+                b.stats.connects.inc();
+                b.record_success();
+                guard.mark_response();
+                return (Some((s, guard)), plan.made());
+            }
+            Ok(Err(e)) => tracing::debug!(backend = %b.addr, "connect failed: {e}"),
+            Err(_) => tracing::debug!(backend = %b.addr, "connect timed out"),
+        }
+        guard.fail();
+        b.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
+        // Nothing of the session was sent, so it may always go elsewhere
+        // (`retry::may_resend(Delivery::Unsent, _)`).
+    }
+    (None, plan.made())
+}
+
+/// How a TCP session went.
+struct Session {
+    bytes_in: u64,
+    bytes_out: u64,
+    how: &'static str,
+}
+
+/// Copies bytes both ways until both directions are closed, an error, or
+/// `idle_ms` without a byte either way.
+async fn copy_session(fe: &FrontendRt, client: TcpStream, upstream: TcpStream, peer: SocketAddr) -> Session {
     let _ = upstream.set_nodelay(true);
     let activity = Arc::new(Activity::default());
     let mut a = CountingIo::new(client, activity.clone());
     let mut b = CountingIo::new(upstream, activity.clone());
     let idle = Duration::from_millis(fe.cfg.timeouts.idle_ms);
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TCP_COPY_BUFFER_BYTES, TCP_COPY_BUFFER_BYTES);
-    let (bytes_in, bytes_out, how) = tokio::select! {
+    tokio::select! {
         r = copy => match r {
-            Ok((i, o)) => (i, o, "closed"),
+            Ok((bytes_in, bytes_out)) => Session { bytes_in, bytes_out, how: "closed" },
             Err(e) => {
                 tracing::debug!(client = %peer, "tcp session error: {e}");
-                (0, 0, "error")
+                Session { bytes_in: 0, bytes_out: 0, how: "error" }
             }
         },
-        () = idle_expired(&activity, idle) => (0, 0, "idle timeout"),
-    };
-    fe.stats.responses_2xx.inc();
-    fe.stats.latency.record_us(started.elapsed().as_micros() as u64);
-    if let Some(fmt) = &fe.cfg.access_log {
-        crate::access_log::emit(
-            fmt,
-            &[
-                ("client", &peer.to_string()),
-                ("frontend", &fe.cfg.name),
-                ("method", "TCP"),
-                ("uri", how),
-                ("status", "-"),
-                ("backend", &guard.backend().addr.to_string()),
-                ("attempts", &tried.len().to_string()),
-                ("bytes_in", &bytes_in.to_string()),
-                ("bytes_out", &bytes_out.to_string()),
-                ("duration_ms", &format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0)),
-            ],
-        );
+        () = idle_expired(&activity, idle) => Session { bytes_in: 0, bytes_out: 0, how: "idle timeout" },
     }
-    drop(guard);
+}
+
+fn log_session(
+    fmt: &str,
+    fe: &FrontendRt,
+    peer: SocketAddr,
+    guard: &ActiveGuard,
+    attempts: u32,
+    s: &Session,
+    started: Instant,
+) {
+    crate::access_log::emit(
+        fmt,
+        &[
+            ("client", &peer.to_string()),
+            ("frontend", &fe.cfg.name),
+            ("method", "TCP"),
+            ("uri", s.how),
+            ("status", "-"),
+            ("backend", &guard.backend().addr.to_string()),
+            ("attempts", &attempts.to_string()),
+            ("bytes_in", &s.bytes_in.to_string()),
+            ("bytes_out", &s.bytes_out.to_string()),
+            ("duration_ms", &format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0)),
+        ],
+    );
 }

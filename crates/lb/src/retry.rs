@@ -1,0 +1,209 @@
+//! The retry policy, written once for every proxy path (HTTP buffered, HTTP
+//! streamed, TCP): [`Attempts`] hands out the backend for each attempt of one
+//! request (never one already tried by it), within `max_retries` and the
+//! frontend's retry budget, and counts retries where the stats expect them;
+//! [`may_resend`] and [`may_retry_status`] say whether a failed or refused
+//! attempt may be followed by another, from what reached the backend.
+//!
+//! The rule (docs/lb.md, "Failure handling"): a request of which nothing was
+//! sent (connect failure, a write that failed before its first byte, a
+//! streamed request handed back unsent) may go to another backend whatever its
+//! method; a request that was written, even partly, only if its method is
+//! safe (GET, HEAD, OPTIONS: RFC 9110 §9.2.1), since the backend may have
+//! acted on it; a malformed answer is never retried. It must never decide
+//! from anything else (idempotency by configuration, the status of an
+//! earlier attempt), so that a PUT, DELETE or POST is never sent twice.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::RETRIES_MAX;
+use crate::frontend::{ActiveGuard, FrontendRt};
+
+/// Most attempts of one request: the first plus at most `RETRIES_MAX` retries.
+pub const ATTEMPTS_MAX: usize = RETRIES_MAX as usize + 1;
+
+/// RFC 9110 §9.2.1: methods a client expects to have no effect, and so the
+/// only ones sent again once (part of) the request reached a backend.
+pub fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// What reached a backend in an attempt that got no usable answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// No byte of the request reached the backend's socket.
+    Unsent,
+    /// Some or all of the request was written; no response followed.
+    Sent,
+    /// The backend answered with something that is not HTTP.
+    BadAnswer,
+}
+
+/// May a request whose attempt ended as `delivery` be sent to another
+/// backend? (Whether attempts and budget are left is [`Attempts`]'s part.)
+pub fn may_resend(delivery: Delivery, method_safe: bool) -> bool {
+    match delivery {
+        Delivery::Unsent => true,
+        Delivery::Sent => method_safe,
+        Delivery::BadAnswer => false,
+    }
+}
+
+/// May an answer with a status listed in `retries.on_statuses` be replaced
+/// by another backend's? Only for safe methods: the backend acted on it.
+pub fn may_retry_status(method_safe: bool) -> bool {
+    method_safe
+}
+
+/// The attempts of one request on one frontend.
+pub struct Attempts<'a> {
+    fe: &'a Arc<FrontendRt>,
+    hash: u64,
+    /// 1 + `retries.max_retries`.
+    attempts_max: u32,
+    /// Attempts handed out so far (each got a backend).
+    made: u32,
+    /// Backends tried so far, in order; no allocation per request.
+    tried: [usize; ATTEMPTS_MAX],
+}
+
+impl<'a> Attempts<'a> {
+    pub fn new(fe: &'a Arc<FrontendRt>, hash: u64) -> Self {
+        let attempts_max = 1 + fe.cfg.retries.max_retries;
+        // Config validation caps max_retries; the array relies on it.
+        assert!(attempts_max as usize <= ATTEMPTS_MAX, "max_retries {} over {RETRIES_MAX}", attempts_max - 1);
+        Attempts { fe, hash, attempts_max, made: 0, tried: [0; ATTEMPTS_MAX] }
+    }
+
+    /// The backend for the next attempt, counted as in flight on it; `None`
+    /// when every attempt is used, the retry budget refuses a retry, or no
+    /// backend not yet tried is eligible. `now_ms` is the [`now_ms`] clock
+    /// (passed in so that tests decide when the budget refills).
+    pub fn next(&mut self, now_ms: u64) -> Option<ActiveGuard> {
+        if !self.another_allowed() {
+            return None;
+        }
+        let retry = self.made > 0;
+        if retry {
+            if !self.fe.budget.try_withdraw(now_ms) {
+                self.fe.stats.retries_denied_by_budget.inc();
+                tracing::debug!(frontend = %self.fe.cfg.name, "retry denied by the retry budget");
+                return None;
+            }
+            self.fe.stats.retries.inc();
+        }
+        let guard = self.fe.pick(self.hash, self.tried())?;
+        assert!(!self.tried().contains(&guard.index), "backend {} tried twice by one request", guard.index);
+        self.tried[self.made as usize] = guard.index;
+        self.made += 1;
+        if retry {
+            guard.backend().stats.retries.inc();
+        }
+        Some(guard)
+    }
+
+    /// Attempts made so far (each went to a backend).
+    pub fn made(&self) -> u32 {
+        self.made
+    }
+
+    /// Whether `max_retries` leaves room for another attempt (the budget and
+    /// the backends left are asked only by [`Attempts::next`]).
+    pub fn another_allowed(&self) -> bool {
+        self.made < self.attempts_max
+    }
+
+    /// The backends tried so far, in order.
+    pub fn tried(&self) -> &[usize] {
+        &self.tried[..self.made as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{now_ms, FrontendStats};
+    use crate::config::Config;
+
+    #[test]
+    fn written_unsafe_requests_are_never_resent() {
+        let all = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "POST", "PATCH", "TRACE", "CONNECT", "PROPFIND"];
+        for m in all {
+            let method = Method::from_bytes(m.as_bytes()).unwrap();
+            let safe = is_safe(&method);
+            assert_eq!(safe, matches!(m, "GET" | "HEAD" | "OPTIONS"), "{m}");
+            assert!(may_resend(Delivery::Unsent, safe), "{m}: nothing was sent, any method may go elsewhere");
+            assert_eq!(may_resend(Delivery::Sent, safe), safe, "{m}: written");
+            assert!(!may_resend(Delivery::BadAnswer, safe), "{m}: a malformed answer is final");
+            assert_eq!(may_retry_status(safe), safe, "{m}: status retry");
+        }
+    }
+
+    fn frontend(backends: usize, retries: &str) -> Arc<FrontendRt> {
+        let mut toml = format!("[[frontend]]\nname = \"f\"\nlisten = \"127.0.0.1:0\"\n[frontend.retries]\n{retries}\n");
+        for i in 0..backends {
+            toml.push_str(&format!("[[frontend.backend]]\naddr = \"127.0.0.1:{}\"\n", 1000 + i));
+        }
+        let cfg = Config::parse(&toml, "test.toml").unwrap().frontends.remove(0);
+        let states = cfg
+            .backends
+            .iter()
+            .map(|b| {
+                let pool = crate::pool::Pool::new(1, std::time::Duration::from_secs(1));
+                Arc::new(crate::backend::BackendState::new("f", b, pool))
+            })
+            .collect();
+        Arc::new(FrontendRt::new(cfg, states, Arc::new(FrontendStats::default()), 7))
+    }
+
+    #[test]
+    fn attempts_try_each_backend_once_within_max_retries() {
+        let fe = frontend(5, "max_retries = 3\nbudget_min_per_sec = 100");
+        let now = now_ms();
+        let mut a = Attempts::new(&fe, 0);
+        let mut seen = Vec::new();
+        while let Some(g) = a.next(now) {
+            assert!(!seen.contains(&g.index), "backend {} twice", g.index);
+            seen.push(g.index);
+        }
+        assert_eq!((seen.len(), a.made(), a.tried()), (4, 4, &seen[..]));
+        assert!(!a.another_allowed());
+        assert_eq!((fe.stats.retries.get(), fe.stats.retries_denied_by_budget.get()), (3, 0));
+        // Fewer backends than attempts: the untried ones run out first.
+        let fe = frontend(2, "max_retries = 5\nbudget_min_per_sec = 100");
+        let mut a = Attempts::new(&fe, 0);
+        let n = std::iter::from_fn(|| a.next(now)).count();
+        assert_eq!((n, a.made()), (2, 2));
+    }
+
+    #[test]
+    fn an_empty_budget_stops_retries_but_not_first_attempts() {
+        let fe = frontend(3, "max_retries = 2\nbudget_percent = 0\nbudget_min_per_sec = 1");
+        // One instant for every attempt: the budget does not refill meanwhile.
+        let now = now_ms();
+        let mut a = Attempts::new(&fe, 0);
+        assert!(a.next(now).is_some() && a.next(now).is_some(), "the one token pays for one retry");
+        assert!(a.next(now).is_none());
+        assert_eq!((fe.stats.retries.get(), fe.stats.retries_denied_by_budget.get()), (1, 1));
+        let mut b = Attempts::new(&fe, 0);
+        assert!(b.next(now).is_some(), "a first attempt needs no token");
+        assert!(b.next(now).is_none());
+        assert_eq!(fe.stats.retries_denied_by_budget.get(), 2);
+        // A second later the floor pays for one more retry.
+        let mut c = Attempts::new(&fe, 0);
+        assert!(c.next(now + 1_000).is_some() && c.next(now + 1_000).is_some());
+    }
+
+    #[test]
+    fn a_backend_down_is_never_handed_out() {
+        let fe = frontend(3, "max_retries = 2\nbudget_min_per_sec = 100");
+        fe.backends[1].set_healthy(false, now_ms());
+        let mut a = Attempts::new(&fe, 0);
+        let now = now_ms();
+        let picked: Vec<usize> = std::iter::from_fn(|| a.next(now).map(|g| g.index)).collect();
+        assert_eq!(picked.len(), 2);
+        assert!(!picked.contains(&1), "{picked:?}");
+    }
+}

@@ -24,12 +24,14 @@ use crate::server::Lb;
 
 /// Most admin connections served at once.
 pub const ADMIN_CONNS_MAX: usize = 64;
+/// A request head to the admin API must arrive within this time.
+pub const ADMIN_HEADER_TIMEOUT_MS: u64 = 10_000;
 
 pub async fn serve(listener: TcpListener, lb: Lb) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNS_MAX));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(crate::server::ACCEPT_BACKOFF_MS)).await;
             continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -44,7 +46,7 @@ pub async fn serve(listener: TcpListener, lb: Lb) {
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(std::time::Duration::from_millis(ADMIN_HEADER_TIMEOUT_MS))
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
             drop(permit);

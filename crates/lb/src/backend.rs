@@ -26,6 +26,14 @@ pub fn now_us() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
+/// Takes one off an in-flight counter (requests on a backend, connections on
+/// a frontend). It never goes below zero: releasing what was never counted,
+/// or releasing twice, is a bug, and this is where it surfaces.
+pub fn release_one(counter: &AtomicU32, what: &'static str) {
+    let released = counter.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok();
+    assert!(released, "{what}: released more than was counted");
+}
+
 /// Operator-set state of a backend (admin API).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdminState {

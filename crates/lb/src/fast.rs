@@ -35,6 +35,9 @@ use crate::http::{client_ip_value, handle_parts, serve_io, BodyInput, ClientInfo
 pub const REQUEST_HEADERS_MAX: usize = 100;
 /// Bytes reserved in the read buffer before each read.
 pub const READ_CHUNK_BYTES: usize = 8 * 1024;
+/// Largest write buffer a client connection keeps between responses (a
+/// larger one, grown by a large response, is released).
+pub const WRITE_BUFFER_KEEP_BYTES_MAX: usize = 64 * 1024;
 
 /// A socket that first replays bytes already read from it.
 pub struct Prefixed {
@@ -254,7 +257,7 @@ pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream
             return;
         }
         // Do not keep a large response's buffer for an idle connection.
-        if c.wbuf.capacity() > 64 * 1024 {
+        if c.wbuf.capacity() > WRITE_BUFFER_KEEP_BYTES_MAX {
             c.wbuf = Vec::with_capacity(1024);
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::algo::{self, AlgoParams, BackendView, Balancer, Outcome, RequestCtx};
-use crate::backend::{now_ms, now_us, BackendState, FrontendStats, RetryBudget};
+use crate::backend::{now_ms, now_us, release_one, BackendState, FrontendStats, RetryBudget};
 use crate::config;
 use crate::h1client::{BodyEnd, H1Conn};
 
@@ -50,6 +50,10 @@ impl FrontendRt {
 
     /// Picks a backend not in `exclude` and counts a request on it; `None`
     /// when every backend is down, ejected, drained, full or excluded.
+    ///
+    /// Asserted (a balancer that breaks its contract is a bug, not a state to
+    /// serve in): the index is in range, the backend was eligible (healthy,
+    /// enabled, not ejected, below `max_conns`) and not excluded.
     pub fn pick(self: &Arc<Self>, hash_key: u64, exclude: &[usize]) -> Option<ActiveGuard> {
         let now_us = now_us();
         let now = now_us / 1000;
@@ -63,15 +67,13 @@ impl FrontendRt {
             }
         }
         let i = s.balancer.pick(&s.views, &RequestCtx { hash_key, now_us })?;
-        // Invariant: never a backend that is down, ejected, drained or full.
-        if !s.views.get(i).is_some_and(|v| v.eligible()) {
-            tracing::error!(
-                algorithm = s.balancer.name(),
-                index = i,
-                "balancer broke its contract (picked an ineligible backend)"
-            );
-            return None;
-        }
+        let algorithm = s.balancer.name();
+        assert!(i < self.backends.len(), "{algorithm} picked backend {i} of {}", self.backends.len());
+        assert!(
+            s.views[i].eligible(),
+            "{algorithm} picked backend {i}, which is down, ejected, drained, full or excluded"
+        );
+        assert!(!exclude.contains(&i), "{algorithm} picked backend {i}, already tried by this request");
         // Counted under the lock so that max_conns cannot be overshot by a race.
         self.backends[i].active.fetch_add(1, Relaxed);
         s.balancer.on_start(i);
@@ -86,7 +88,7 @@ impl FrontendRt {
     }
 
     fn finish(&self, index: usize, latency: Duration, outcome: Outcome) {
-        self.backends[index].active.fetch_sub(1, Relaxed);
+        release_one(&self.backends[index].active, "backend requests in flight");
         self.selector.lock().balancer.on_finish(index, latency, outcome);
     }
 }

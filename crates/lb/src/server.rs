@@ -7,7 +7,7 @@
 //! state (health, ejection, counters, pooled connections) carries over for
 //! backends that stay.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,11 +17,14 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::backend::{BackendState, FrontendStats};
+use crate::backend::{release_one, BackendState, FrontendStats};
 use crate::config::{Config, ConfigError, Mode};
 use crate::frontend::FrontendRt;
 use crate::http::FrontendCell;
 use crate::pool::Pool;
+
+/// Pause after a failed accept (typically EMFILE) before the next one.
+pub const ACCEPT_BACKOFF_MS: u64 = 50;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {
@@ -151,108 +154,80 @@ impl Lb {
         }
     }
 
+    /// Builds, binds and switches to `cfg`, in that order: any error before
+    /// the switch leaves the running configuration untouched.
     async fn apply(&self, cfg: Config) -> Result<(), LbError> {
         let _serial = self.shared.reload_lock.lock().await;
         let generation = self.shared.state.lock().generation + 1;
-        // 1. Build the new frontends, reusing backend state and stats by name.
-        let mut new_fes = Vec::new();
-        {
-            let mut stats = self.shared.stats.lock();
-            let mut backends = self.shared.backends.lock();
-            for (fi, f) in cfg.frontends.iter().enumerate() {
-                let st = stats.entry(f.name.clone()).or_default().clone();
-                let bs: Vec<Arc<BackendState>> = f
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let key = (f.name.clone(), b.addr);
-                        let state = backends
-                            .entry(key)
-                            .or_insert_with(|| {
-                                Arc::new(BackendState::new(
-                                    &f.name,
-                                    b,
-                                    Pool::new(f.pool_idle_per_backend, f.pool_idle_timeout),
-                                ))
-                            })
-                            .clone();
-                        state.update(b, f.pool_idle_per_backend, f.pool_idle_timeout);
-                        state
-                    })
-                    .collect();
-                let seed = generation.wrapping_mul(0x9e37_79b9).wrapping_add(fi as u64);
-                new_fes.push(Arc::new(FrontendRt::new(f.clone(), bs, st, seed)));
-            }
-        }
-        // 2. Bind the listen addresses that are new; nothing changes if one fails.
-        let mut fresh: HashMap<String, TcpListener> = HashMap::new();
-        {
-            let reusable: Vec<(String, SocketAddr)> = {
-                let st = self.shared.state.lock();
-                st.listeners.iter().map(|(n, l)| (n.clone(), l.configured)).collect()
-            };
-            for fe in &new_fes {
-                let name = &fe.cfg.name;
-                if reusable.iter().any(|(n, a)| n == name && *a == fe.cfg.listen) {
-                    continue;
-                }
-                // A listener moving from one frontend name to another address-wise
-                // must be released first: only allowed when the address differs.
-                let listener = TcpListener::bind(fe.cfg.listen)
-                    .await
-                    .map_err(|source| LbError::Bind { addr: fe.cfg.listen, source })?;
-                fresh.insert(name.clone(), listener);
-            }
-        }
-        // 3. Switch over.
+        let new_fes = self.build_frontends(&cfg, generation);
+        let fresh = self.bind_new_listeners(&new_fes).await?;
         let mut st = self.shared.state.lock();
-        let mut old_listeners = std::mem::take(&mut st.listeners);
-        for fe in &new_fes {
-            let name = fe.cfg.name.clone();
-            if let Some(l) = old_listeners.remove(&name) {
-                if l.configured == fe.cfg.listen && !fresh.contains_key(&name) {
-                    *l.cell.write() = fe.clone();
-                    st.listeners.insert(name, l);
-                    continue;
-                }
-                l.task.abort();
-            }
-            let Some(listener) = fresh.remove(&name) else {
-                tracing::error!(frontend = %name, "listener missing after bind; frontend not served");
-                continue;
-            };
-            let local = listener.local_addr().unwrap_or(fe.cfg.listen);
-            let cell: FrontendCell = Arc::new(RwLock::new(fe.clone()));
-            let task = tokio::spawn(accept_loop(listener, cell.clone()));
-            tracing::info!(frontend = %name, mode = %fe.cfg.mode, algorithm = %fe.cfg.algorithm, "listening on {local}");
-            st.listeners.insert(name, Listener { configured: fe.cfg.listen, local, cell, task });
-        }
-        for (name, l) in old_listeners {
-            tracing::info!(frontend = %name, "frontend removed; no longer listening on {}", l.local);
-            l.task.abort();
-        }
-        for t in st.health_tasks.drain(..) {
-            t.abort();
-        }
-        for (fi, fe) in new_fes.iter().enumerate() {
-            if !fe.cfg.health.enabled {
-                continue;
-            }
-            for (bi, b) in fe.backends.iter().enumerate() {
-                let seed = generation ^ ((fi as u64) << 32) ^ bi as u64;
-                st.health_tasks.push(tokio::spawn(crate::health::run_checks(fe.cfg.health.clone(), b.clone(), seed)));
-            }
-        }
-        // Forget backend state of backends that are gone.
-        {
-            let keep: std::collections::HashSet<(String, SocketAddr)> =
-                new_fes.iter().flat_map(|f| f.backends.iter().map(|b| (f.cfg.name.clone(), b.addr))).collect();
-            self.shared.backends.lock().retain(|k, _| keep.contains(k));
-        }
+        switch_listeners(&mut st, &new_fes, fresh);
+        restart_health_checks(&mut st, &new_fes, generation);
+        self.forget_gone_backends(&new_fes);
         st.config = cfg;
         st.generation = generation;
         *self.shared.frontends.write() = new_fes;
         Ok(())
+    }
+
+    /// The frontends of `cfg`, reusing backend state and stats by name.
+    fn build_frontends(&self, cfg: &Config, generation: u64) -> Vec<Arc<FrontendRt>> {
+        let mut stats = self.shared.stats.lock();
+        let mut backends = self.shared.backends.lock();
+        let mut new_fes = Vec::with_capacity(cfg.frontends.len());
+        for (fi, f) in cfg.frontends.iter().enumerate() {
+            let st = stats.entry(f.name.clone()).or_default().clone();
+            let bs: Vec<Arc<BackendState>> = f
+                .backends
+                .iter()
+                .map(|b| {
+                    let state = backends
+                        .entry((f.name.clone(), b.addr))
+                        .or_insert_with(|| {
+                            let pool = Pool::new(f.pool_idle_per_backend, f.pool_idle_timeout);
+                            Arc::new(BackendState::new(&f.name, b, pool))
+                        })
+                        .clone();
+                    state.update(b, f.pool_idle_per_backend, f.pool_idle_timeout);
+                    state
+                })
+                .collect();
+            assert_eq!(bs.len(), f.backends.len());
+            let seed = generation.wrapping_mul(0x9e37_79b9).wrapping_add(fi as u64);
+            new_fes.push(Arc::new(FrontendRt::new(f.clone(), bs, st, seed)));
+        }
+        new_fes
+    }
+
+    /// Binds the listen addresses that are new (a frontend whose name and
+    /// address stay keeps its socket); nothing changes if one fails.
+    async fn bind_new_listeners(&self, new_fes: &[Arc<FrontendRt>]) -> Result<HashMap<String, TcpListener>, LbError> {
+        let reusable: Vec<(String, SocketAddr)> = {
+            let st = self.shared.state.lock();
+            st.listeners.iter().map(|(n, l)| (n.clone(), l.configured)).collect()
+        };
+        let mut fresh = HashMap::new();
+        for fe in new_fes {
+            let name = &fe.cfg.name;
+            if reusable.iter().any(|(n, a)| n == name && *a == fe.cfg.listen) {
+                continue;
+            }
+            // An address another frontend of the old configuration still
+            // holds fails here: moving it takes two reloads (docs/lb.md).
+            let listener = TcpListener::bind(fe.cfg.listen)
+                .await
+                .map_err(|source| LbError::Bind { addr: fe.cfg.listen, source })?;
+            fresh.insert(name.clone(), listener);
+        }
+        Ok(fresh)
+    }
+
+    /// Forgets the state of backends no frontend lists any more.
+    fn forget_gone_backends(&self, new_fes: &[Arc<FrontendRt>]) {
+        let keep: HashSet<(String, SocketAddr)> =
+            new_fes.iter().flat_map(|f| f.backends.iter().map(|b| (f.cfg.name.clone(), b.addr))).collect();
+        self.shared.backends.lock().retain(|k, _| keep.contains(k));
     }
 
     /// Stops accepting and stops health checks and the admin API.
@@ -270,6 +245,54 @@ impl Lb {
     }
 }
 
+/// Points kept listeners at their new frontend, starts the fresh ones and
+/// stops those of frontends that are gone.
+fn switch_listeners(st: &mut State, new_fes: &[Arc<FrontendRt>], mut fresh: HashMap<String, TcpListener>) {
+    let mut old_listeners = std::mem::take(&mut st.listeners);
+    for fe in new_fes {
+        let name = fe.cfg.name.clone();
+        if let Some(l) = old_listeners.remove(&name) {
+            if l.configured == fe.cfg.listen && !fresh.contains_key(&name) {
+                *l.cell.write() = fe.clone();
+                st.listeners.insert(name, l);
+                continue;
+            }
+            l.task.abort();
+        }
+        let Some(listener) = fresh.remove(&name) else {
+            tracing::error!(frontend = %name, "listener missing after bind; frontend not served");
+            continue;
+        };
+        let local = listener.local_addr().unwrap_or(fe.cfg.listen);
+        let cell: FrontendCell = Arc::new(RwLock::new(fe.clone()));
+        let task = tokio::spawn(accept_loop(listener, cell.clone()));
+        tracing::info!(frontend = %name, mode = %fe.cfg.mode, algorithm = %fe.cfg.algorithm, "listening on {local}");
+        st.listeners.insert(name, Listener { configured: fe.cfg.listen, local, cell, task });
+    }
+    for (name, l) in old_listeners {
+        tracing::info!(frontend = %name, "frontend removed; no longer listening on {}", l.local);
+        l.task.abort();
+    }
+    assert!(st.listeners.len() <= new_fes.len(), "a listener outlived its frontend");
+}
+
+/// One health-check task per backend of every frontend that checks health;
+/// the previous generation's tasks stop.
+fn restart_health_checks(st: &mut State, new_fes: &[Arc<FrontendRt>], generation: u64) {
+    for t in st.health_tasks.drain(..) {
+        t.abort();
+    }
+    for (fi, fe) in new_fes.iter().enumerate() {
+        if !fe.cfg.health.enabled {
+            continue;
+        }
+        for (bi, b) in fe.backends.iter().enumerate() {
+            let seed = generation ^ ((fi as u64) << 32) ^ bi as u64;
+            st.health_tasks.push(tokio::spawn(crate::health::run_checks(fe.cfg.health.clone(), b.clone(), seed)));
+        }
+    }
+}
+
 async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
     let Ok(local) = listener.local_addr() else {
         tracing::error!("listener has no local address; not serving it");
@@ -281,14 +304,14 @@ async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
                 continue;
             }
         };
         let fe = cell.read().clone();
         let active = fe.stats.conns_active.fetch_add(1, Relaxed) + 1;
         if active > fe.cfg.max_conns {
-            fe.stats.conns_active.fetch_sub(1, Relaxed);
+            release_one(&fe.stats.conns_active, "frontend connections");
             fe.stats.conns_rejected.inc();
             tracing::debug!(frontend = %fe.cfg.name, client = %peer, "connection limit {} reached; closing", fe.cfg.max_conns);
             drop(stream);
@@ -303,7 +326,7 @@ async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
                 Mode::Http => crate::fast::serve(cell, fe, stream, peer, local).await,
                 Mode::Tcp => crate::tcp::serve_connection(fe, stream, peer).await,
             }
-            stats.conns_active.fetch_sub(1, Relaxed);
+            release_one(&stats.conns_active, "frontend connections");
         });
     }
 }

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 
 use rampart_lb::config::Mode;
-use rampart_lb::run::{self, ConfigSource, QuickStart, ReloadTarget, RunOptions, THREADS_MAX};
+use rampart_lb::run::{self, ConfigSource, QuickStart, ReloadTarget, RunOptions};
 use rampart_lb::LbError;
 
 #[derive(clap::Args, Debug)]
@@ -95,9 +95,8 @@ fn plan(args: LbArgs) -> Result<Plan, LbError> {
         }),
         _ => return Err(LbError::Usage("give --config FILE, or --listen ADDR and --backends ADDR,ADDR,...".into())),
     };
-    if args.threads.is_some_and(|t| t == 0 || t > THREADS_MAX) {
-        return Err(LbError::Usage(format!("--threads must be between 1 and {THREADS_MAX}")));
-    }
+    // `--threads` is checked by `run` after the configuration, as it always
+    // was: `--check` ignores it, and a broken file is reported first.
     Ok(Plan::Run(RunOptions { source, threads: args.threads, pid_file: args.pid_file, check: args.check }))
 }
 
@@ -180,8 +179,26 @@ mod tests {
         assert!(e.contains("/nonexistent/lb.toml"), "{e}");
         let e = run_with(&["reload"]);
         assert!(e.contains("--pid-file") && e.contains("--admin"), "{e}");
-        let e = run_with(&["--config", "lb.toml", "--threads", "0"]);
+        let e = run_with(&["--config", "/nonexistent/lb.toml", "--threads", "0"]);
+        assert!(e.contains("/nonexistent/lb.toml"), "the file is reported before --threads: {e}");
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("lb.toml");
+        std::fs::write(
+            &good,
+            "[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n[[frontend.backend]]\naddr = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let good = good.to_str().unwrap();
+        let e = run_with(&["--config", good, "--threads", "0"]);
         assert!(e.contains("--threads must be between 1 and 256"), "{e}");
+        let e = run_with(&["--config", good, "--threads", "257"]);
+        assert!(e.contains("--threads must be between 1 and 256"), "{e}");
+        // `--check` validates the configuration only, as before the flags moved here.
+        run(parse(&["--config", good, "--check", "--threads", "0"]).unwrap()).expect("check ignores --threads");
+        // Nothing listens: the operating system's error, not a refused reload.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let e = run_with(&["reload", "--admin", &dead]);
+        assert!(e.contains("refused") && !e.contains("reload refused"), "{e}");
         let e = run_with(&["reload", "--admin", "not-an-address"]);
         assert!(e.contains("not an IP:port"), "{e}");
     }

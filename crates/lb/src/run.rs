@@ -20,6 +20,9 @@ use crate::server::{Lb, LbError};
 
 /// Most worker threads [`RunOptions::threads`] accepts.
 pub const THREADS_MAX: usize = 256;
+/// How long tasks still running at exit (connections being served) are
+/// waited for before the process leaves.
+pub const SHUTDOWN_GRACE_MS: u64 = 1_000;
 
 /// A configuration given inline instead of in a file: one frontend.
 #[derive(Clone, Debug)]
@@ -110,7 +113,7 @@ pub fn run(opts: &RunOptions) -> Result<(), LbError> {
     if let Some(p) = &opts.pid_file {
         let _ = std::fs::remove_file(p);
     }
-    rt.shutdown_timeout(Duration::from_secs(1));
+    rt.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
     result
 }
 
@@ -171,9 +174,9 @@ impl Lb {
 /// Largest admin answer body read by [`send_reload`] to an admin address.
 pub const RELOAD_REPLY_BYTES_MAX: usize = 64 * 1024;
 /// Time allowed to connect to the admin address.
-pub const RELOAD_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RELOAD_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Time allowed for the whole reload exchange (a reload may bind listeners).
-pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub const RELOAD_TIMEOUT_MS: u64 = 30_000;
 
 /// Tells a running instance to re-read its configuration file.
 pub fn send_reload(target: &ReloadTarget) -> Result<(), LbError> {
@@ -183,12 +186,23 @@ pub fn send_reload(target: &ReloadTarget) -> Result<(), LbError> {
     };
     let sock: std::net::SocketAddr =
         addr.parse().map_err(|_| LbError::Usage(format!("`{addr}` is not an IP:port address")))?;
-    let limits =
-        Limits { connect: RELOAD_CONNECT_TIMEOUT, total: RELOAD_TIMEOUT, body: BodyLimit::Max(RELOAD_REPLY_BYTES_MAX) };
+    let limits = Limits {
+        connect: Duration::from_millis(RELOAD_CONNECT_TIMEOUT_MS),
+        total: Duration::from_millis(RELOAD_TIMEOUT_MS),
+        body: BodyLimit::Max(RELOAD_REPLY_BYTES_MAX),
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, body) = rt
         .block_on(probe::exchange(Method::POST, sock, "/reload", "rampart-lb-reload", limits))
-        .map_err(|e| LbError::Reload(e.to_string()))?;
+        .map_err(|e| match e {
+            // Not a refusal: nothing answered. Reported as before the probe
+            // client existed (the operating system's error).
+            probe::ProbeError::Connect { source, .. } => LbError::Io(source),
+            e @ probe::ProbeError::ConnectTimeout(_) => {
+                LbError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string()))
+            }
+            other => LbError::Reload(other.to_string()),
+        })?;
     let body = String::from_utf8_lossy(&body);
     let body = body.trim();
     if status == StatusCode::OK {

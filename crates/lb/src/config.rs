@@ -401,166 +401,206 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     }
     let mut names = HashSet::new();
     let mut listens = HashSet::new();
-    let mut frontends = Vec::new();
+    let mut frontends = Vec::with_capacity(raw.frontends.len());
     for (fi, f) in raw.frontends.into_iter().enumerate() {
-        let at = |field: &str| format!("frontend[{fi}].{field}");
+        let at = Field { file, frontend: fi };
         if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(invalid(file, at("name"), "must be non-empty and use only letters, digits, - and _"));
+            return Err(at.invalid("name", "must be non-empty and use only letters, digits, - and _"));
         }
         if !names.insert(f.name.clone()) {
-            return Err(invalid(file, at("name"), format!("duplicate frontend name `{}`", f.name)));
+            return Err(at.invalid("name", format!("duplicate frontend name `{}`", f.name)));
         }
-        let listen = parse_addr(file, &at("listen"), &f.listen)?;
+        let listen = parse_addr(file, &at.name("listen"), &f.listen)?;
         if listen.port() != 0 && !listens.insert(listen) {
-            return Err(invalid(file, at("listen"), format!("{listen} is used by two frontends")));
+            return Err(at.invalid("listen", format!("{listen} is used by two frontends")));
         }
         if Some(listen) == admin && listen.port() != 0 {
-            return Err(invalid(file, at("listen"), "same address as admin.listen"));
+            return Err(at.invalid("listen", "same address as admin.listen"));
         }
-        let algorithm: Algorithm = f.algorithm.parse().map_err(|e: String| invalid(file, at("algorithm"), e))?;
-        let hash_key = match (&f.hash_key, f.mode) {
-            (Some(k), mode) => {
-                let k: HashKey = k.parse().map_err(|e: String| invalid(file, at("hash_key"), e))?;
-                if mode == Mode::Tcp && k != HashKey::ClientIp {
-                    return Err(invalid(file, at("hash_key"), "a tcp frontend can only hash on client_ip"));
-                }
-                k
-            }
-            (None, Mode::Http) => HashKey::Uri,
-            (None, Mode::Tcp) => HashKey::ClientIp,
-        };
-        let load_bound = match f.load_bound {
-            None => Some(1.25),
-            Some(0.0) => None,
-            Some(c) if (1.0..=100.0).contains(&c) => Some(c),
-            Some(c) => {
-                return Err(invalid(file, at("load_bound"), format!("{c} must be 0 (off) or between 1 and 100")))
-            }
-        };
-        let maglev_table_size = f.maglev_table_size.unwrap_or(65_537);
-        if !is_prime(u64::from(maglev_table_size)) || !(7..=10_000_019).contains(&maglev_table_size) {
-            return Err(invalid(
-                file,
-                at("maglev_table_size"),
-                format!("{maglev_table_size} must be a prime between 7 and 10000019"),
-            ));
-        }
-        if f.max_conns == 0 {
-            return Err(invalid(file, at("max_conns"), "must be at least 1"));
-        }
-        if f.request_header_bytes_max < 8192 || f.request_header_bytes_max > 1 << 20 {
-            return Err(invalid(file, at("request_header_bytes_max"), "must be between 8192 and 1048576"));
-        }
-        if f.http2 && f.mode == Mode::Tcp {
-            return Err(invalid(file, at("http2"), "only an http frontend can speak HTTP/2"));
-        }
-        if f.pool_idle_per_backend > 65_536 {
-            return Err(invalid(file, at("pool_idle_per_backend"), "must be at most 65536"));
-        }
-        let t = &f.timeouts;
-        if t.connect_ms == 0 || t.connect_ms > 600_000 {
-            return Err(invalid(file, at("timeouts.connect_ms"), "must be between 1 and 600000"));
-        }
-        for (name, v) in
-            [("request_header_ms", t.request_header_ms), ("idle_ms", t.idle_ms), ("request_ms", t.request_ms)]
-        {
-            if v > 86_400_000 {
-                return Err(invalid(file, at(&format!("timeouts.{name}")), "must be at most 86400000 (one day)"));
-            }
-        }
-        let h = &f.health;
-        if h.interval_ms < 10 || h.interval_ms > 3_600_000 {
-            return Err(invalid(file, at("health.interval_ms"), "must be between 10 and 3600000"));
-        }
-        if h.timeout_ms == 0 || h.timeout_ms > 600_000 {
-            return Err(invalid(file, at("health.timeout_ms"), "must be between 1 and 600000"));
-        }
-        if h.rise == 0 || h.fall == 0 || h.rise > 1000 || h.fall > 1000 {
-            return Err(invalid(file, at("health.rise"), "rise and fall must be between 1 and 1000"));
-        }
-        if h.jitter_percent > 50 {
-            return Err(invalid(file, at("health.jitter_percent"), "must be at most 50"));
-        }
-        if h.kind == HealthKind::Http && (!h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f)) {
-            return Err(invalid(
-                file,
-                at("health.path"),
-                "must start with / and contain no spaces or control characters",
-            ));
-        }
-        let e = &f.ejection;
-        if e.enabled && (e.consecutive_failures == 0 || e.base_ms == 0 || e.max_ms < e.base_ms) {
-            return Err(invalid(
-                file,
-                at("ejection"),
-                "consecutive_failures and base_ms must be > 0 and max_ms >= base_ms",
-            ));
-        }
-        if e.max_ejected_percent > 100 {
-            return Err(invalid(file, at("ejection.max_ejected_percent"), "must be at most 100"));
-        }
-        let r = &f.retries;
-        if r.max_retries > RETRIES_MAX {
-            return Err(invalid(file, at("retries.max_retries"), format!("must be at most {RETRIES_MAX}")));
-        }
-        if let Some(s) = r.on_statuses.iter().find(|s| !(100..=599).contains(*s)) {
-            return Err(invalid(file, at("retries.on_statuses"), format!("{s} is not an HTTP status")));
-        }
-        if r.budget_percent > 100 {
-            return Err(invalid(file, at("retries.budget_percent"), "must be at most 100"));
-        }
-        if r.body_bytes_max > 16 << 20 {
-            return Err(invalid(file, at("retries.body_bytes_max"), "must be at most 16777216"));
-        }
-        if f.backends.is_empty() {
-            return Err(invalid(file, at("backend"), "at least one [[frontend.backend]] is required"));
-        }
-        if f.backends.len() > BACKENDS_PER_FRONTEND_MAX {
-            return Err(invalid(file, at("backend"), format!("more than {BACKENDS_PER_FRONTEND_MAX} backends")));
-        }
-        let mut seen = HashSet::new();
-        let mut backends = Vec::new();
-        for (bi, b) in f.backends.iter().enumerate() {
-            let bat = |field: &str| at(&format!("backend[{bi}].{field}"));
-            let addr = parse_addr(file, &bat("addr"), &b.addr)?;
-            if addr.port() == 0 {
-                return Err(invalid(file, bat("addr"), "port 0 is not a backend port"));
-            }
-            if !seen.insert(addr) {
-                return Err(invalid(file, bat("addr"), format!("{addr} listed twice")));
-            }
-            if b.weight == 0 || b.weight > 1000 {
-                return Err(invalid(file, bat("weight"), "must be between 1 and 1000"));
-            }
-            if b.max_conns == Some(0) {
-                return Err(invalid(file, bat("max_conns"), "must be at least 1 (omit for no limit)"));
-            }
-            backends.push(Backend { addr, weight: b.weight, max_conns: b.max_conns });
-        }
-        let access_log = f.access_log.then(|| f.access_log_format.clone());
-        frontends.push(Frontend {
-            name: f.name,
-            listen,
-            mode: f.mode,
-            algorithm,
-            hash_key,
-            load_bound,
-            maglev_table_size,
-            max_conns: f.max_conns,
-            slow_start: Duration::from_millis(f.slow_start_ms),
-            pool_idle_per_backend: f.pool_idle_per_backend,
-            pool_idle_timeout: Duration::from_millis(f.pool_idle_timeout_ms),
-            request_header_bytes_max: f.request_header_bytes_max,
-            http2: f.http2,
-            access_log,
-            timeouts: f.timeouts,
-            health: f.health,
-            ejection: f.ejection,
-            retries: f.retries,
-            backends,
-        });
+        frontends.push(validate_frontend(&at, f, listen)?);
     }
+    assert!(!frontends.is_empty() && frontends.len() <= FRONTENDS_MAX);
     Ok(Config { admin, frontends, source: None })
+}
+
+/// Names the fields of one frontend in errors: `frontend[3].retries.max_retries`.
+struct Field<'a> {
+    file: &'a str,
+    frontend: usize,
+}
+
+impl Field<'_> {
+    fn name(&self, field: &str) -> String {
+        format!("frontend[{}].{field}", self.frontend)
+    }
+    fn invalid(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+        invalid(self.file, self.name(field), reason)
+    }
+}
+
+/// One frontend whose name and listen address were checked already.
+fn validate_frontend(at: &Field, f: RawFrontend, listen: SocketAddr) -> Result<Frontend, ConfigError> {
+    let (algorithm, hash_key, load_bound, maglev_table_size) = validate_balancing(at, &f)?;
+    validate_frontend_limits(at, &f)?;
+    validate_timeouts(at, &f.timeouts)?;
+    validate_health(at, &f.health)?;
+    validate_ejection(at, &f.ejection)?;
+    validate_retries(at, &f.retries)?;
+    let backends = validate_backends(at, &f.backends)?;
+    let access_log = f.access_log.then(|| f.access_log_format.clone());
+    Ok(Frontend {
+        name: f.name,
+        listen,
+        mode: f.mode,
+        algorithm,
+        hash_key,
+        load_bound,
+        maglev_table_size,
+        max_conns: f.max_conns,
+        slow_start: Duration::from_millis(f.slow_start_ms),
+        pool_idle_per_backend: f.pool_idle_per_backend,
+        pool_idle_timeout: Duration::from_millis(f.pool_idle_timeout_ms),
+        request_header_bytes_max: f.request_header_bytes_max,
+        http2: f.http2,
+        access_log,
+        timeouts: f.timeouts,
+        health: f.health,
+        ejection: f.ejection,
+        retries: f.retries,
+        backends,
+    })
+}
+
+/// The algorithm and its parameters: hash key, load bound, Maglev table size.
+fn validate_balancing(at: &Field, f: &RawFrontend) -> Result<(Algorithm, HashKey, Option<f64>, u32), ConfigError> {
+    let algorithm: Algorithm = f.algorithm.parse().map_err(|e: String| at.invalid("algorithm", e))?;
+    let hash_key = match (&f.hash_key, f.mode) {
+        (Some(k), mode) => {
+            let k: HashKey = k.parse().map_err(|e: String| at.invalid("hash_key", e))?;
+            if mode == Mode::Tcp && k != HashKey::ClientIp {
+                return Err(at.invalid("hash_key", "a tcp frontend can only hash on client_ip"));
+            }
+            k
+        }
+        (None, Mode::Http) => HashKey::Uri,
+        (None, Mode::Tcp) => HashKey::ClientIp,
+    };
+    let load_bound = match f.load_bound {
+        None => Some(1.25),
+        Some(0.0) => None,
+        Some(c) if (1.0..=100.0).contains(&c) => Some(c),
+        Some(c) => return Err(at.invalid("load_bound", format!("{c} must be 0 (off) or between 1 and 100"))),
+    };
+    let maglev_table_size = f.maglev_table_size.unwrap_or(65_537);
+    if !is_prime(u64::from(maglev_table_size)) || !(7..=10_000_019).contains(&maglev_table_size) {
+        return Err(
+            at.invalid("maglev_table_size", format!("{maglev_table_size} must be a prime between 7 and 10000019"))
+        );
+    }
+    Ok((algorithm, hash_key, load_bound, maglev_table_size))
+}
+
+fn validate_frontend_limits(at: &Field, f: &RawFrontend) -> Result<(), ConfigError> {
+    if f.max_conns == 0 {
+        return Err(at.invalid("max_conns", "must be at least 1"));
+    }
+    if f.request_header_bytes_max < 8192 || f.request_header_bytes_max > 1 << 20 {
+        return Err(at.invalid("request_header_bytes_max", "must be between 8192 and 1048576"));
+    }
+    if f.http2 && f.mode == Mode::Tcp {
+        return Err(at.invalid("http2", "only an http frontend can speak HTTP/2"));
+    }
+    if f.pool_idle_per_backend > 65_536 {
+        return Err(at.invalid("pool_idle_per_backend", "must be at most 65536"));
+    }
+    Ok(())
+}
+
+fn validate_timeouts(at: &Field, t: &TimeoutConfig) -> Result<(), ConfigError> {
+    if t.connect_ms == 0 || t.connect_ms > 600_000 {
+        return Err(at.invalid("timeouts.connect_ms", "must be between 1 and 600000"));
+    }
+    for (name, v) in [("request_header_ms", t.request_header_ms), ("idle_ms", t.idle_ms), ("request_ms", t.request_ms)]
+    {
+        if v > 86_400_000 {
+            return Err(at.invalid(&format!("timeouts.{name}"), "must be at most 86400000 (one day)"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_health(at: &Field, h: &HealthConfig) -> Result<(), ConfigError> {
+    if h.interval_ms < 10 || h.interval_ms > 3_600_000 {
+        return Err(at.invalid("health.interval_ms", "must be between 10 and 3600000"));
+    }
+    if h.timeout_ms == 0 || h.timeout_ms > 600_000 {
+        return Err(at.invalid("health.timeout_ms", "must be between 1 and 600000"));
+    }
+    if h.rise == 0 || h.fall == 0 || h.rise > 1000 || h.fall > 1000 {
+        return Err(at.invalid("health.rise", "rise and fall must be between 1 and 1000"));
+    }
+    if h.jitter_percent > 50 {
+        return Err(at.invalid("health.jitter_percent", "must be at most 50"));
+    }
+    if h.kind == HealthKind::Http && (!h.path.starts_with('/') || h.path.bytes().any(|b| b <= b' ' || b == 0x7f)) {
+        return Err(at.invalid("health.path", "must start with / and contain no spaces or control characters"));
+    }
+    Ok(())
+}
+
+fn validate_ejection(at: &Field, e: &EjectionConfig) -> Result<(), ConfigError> {
+    if e.enabled && (e.consecutive_failures == 0 || e.base_ms == 0 || e.max_ms < e.base_ms) {
+        return Err(at.invalid("ejection", "consecutive_failures and base_ms must be > 0 and max_ms >= base_ms"));
+    }
+    if e.max_ejected_percent > 100 {
+        return Err(at.invalid("ejection.max_ejected_percent", "must be at most 100"));
+    }
+    Ok(())
+}
+
+fn validate_retries(at: &Field, r: &RetryConfig) -> Result<(), ConfigError> {
+    if r.max_retries > RETRIES_MAX {
+        return Err(at.invalid("retries.max_retries", format!("must be at most {RETRIES_MAX}")));
+    }
+    if let Some(s) = r.on_statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        return Err(at.invalid("retries.on_statuses", format!("{s} is not an HTTP status")));
+    }
+    if r.budget_percent > 100 {
+        return Err(at.invalid("retries.budget_percent", "must be at most 100"));
+    }
+    if r.body_bytes_max > 16 << 20 {
+        return Err(at.invalid("retries.body_bytes_max", "must be at most 16777216"));
+    }
+    Ok(())
+}
+
+fn validate_backends(at: &Field, raw: &[BackendConfig]) -> Result<Vec<Backend>, ConfigError> {
+    if raw.is_empty() {
+        return Err(at.invalid("backend", "at least one [[frontend.backend]] is required"));
+    }
+    if raw.len() > BACKENDS_PER_FRONTEND_MAX {
+        return Err(at.invalid("backend", format!("more than {BACKENDS_PER_FRONTEND_MAX} backends")));
+    }
+    let mut seen = HashSet::new();
+    let mut backends = Vec::with_capacity(raw.len());
+    for (bi, b) in raw.iter().enumerate() {
+        let field = |name: &str| format!("backend[{bi}].{name}");
+        let addr = parse_addr(at.file, &at.name(&field("addr")), &b.addr)?;
+        if addr.port() == 0 {
+            return Err(at.invalid(&field("addr"), "port 0 is not a backend port"));
+        }
+        if !seen.insert(addr) {
+            return Err(at.invalid(&field("addr"), format!("{addr} listed twice")));
+        }
+        if b.weight == 0 || b.weight > 1000 {
+            return Err(at.invalid(&field("weight"), "must be between 1 and 1000"));
+        }
+        if b.max_conns == Some(0) {
+            return Err(at.invalid(&field("max_conns"), "must be at least 1 (omit for no limit)"));
+        }
+        backends.push(Backend { addr, weight: b.weight, max_conns: b.max_conns });
+    }
+    Ok(backends)
 }
 
 /// Builds a one-frontend configuration from the quick-start flags, with the

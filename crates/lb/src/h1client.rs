@@ -402,6 +402,119 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
 }
 
+/// What one look at the bytes already buffered gave.
+enum Step {
+    /// A frame, the end of the body, or an error, to hand out.
+    Ready(Option<io::Result<Frame<Bytes>>>),
+    /// The state moved on; look again.
+    Again,
+    /// More bytes from the backend are needed.
+    Fill,
+}
+
+/// A chunk-size line's size (RFC 9112 §7.1): `1*HEXDIG`, then optional
+/// extensions after `;` (ignored). No sign, no `0x`: `u64::from_str_radix`
+/// alone would take `+5`. More than 16 digits overflow and are refused.
+fn chunk_size_of(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let v = (d as char).to_digit(16)?;
+        n.checked_mul(16)?.checked_add(u64::from(v))
+    })
+}
+
+impl<E: BodyEnd> H1Body<E> {
+    /// Advances through the bytes already in the read buffer; never reads
+    /// the socket.
+    fn step(&mut self) -> Step {
+        let Some(conn) = self.conn.as_mut() else { return Step::Ready(None) };
+        match self.state {
+            State::Done => {
+                self.finish(true);
+                Step::Ready(None)
+            }
+            State::Length(n) | State::ChunkData(n) if !conn.rbuf.is_empty() => {
+                let k = (conn.rbuf.len() as u64).min(n);
+                let data = conn.rbuf.split_to(k as usize).freeze();
+                let left = n - k;
+                match self.state {
+                    State::Length(_) if left == 0 => self.finish(true),
+                    State::Length(_) => self.state = State::Length(left),
+                    _ if left == 0 => self.state = State::ChunkDataEnd,
+                    _ => self.state = State::ChunkData(left),
+                }
+                Step::Ready(Some(Ok(Frame::data(data))))
+            }
+            State::Close if !conn.rbuf.is_empty() => Step::Ready(Some(Ok(Frame::data(conn.rbuf.split().freeze())))),
+            State::ChunkSize => self.chunk_size_line(),
+            State::ChunkDataEnd if conn.rbuf.len() >= 2 => {
+                if &conn.rbuf[..2] != b"\r\n" {
+                    return self.broken("missing CRLF after chunk");
+                }
+                conn.rbuf.advance(2);
+                self.state = State::ChunkSize;
+                Step::Again
+            }
+            State::Trailers(seen) => self.trailer_line(seen),
+            _ => Step::Fill,
+        }
+    }
+
+    fn chunk_size_line(&mut self) -> Step {
+        let Some(conn) = self.conn.as_mut() else { return Step::Ready(None) };
+        let Some(end) = find_crlf(&conn.rbuf) else {
+            if conn.rbuf.len() > CHUNK_LINE_BYTES_MAX {
+                return self.broken("chunk size line too long");
+            }
+            return Step::Fill;
+        };
+        let Some(size) = chunk_size_of(&conn.rbuf[..end]) else {
+            return self.broken("malformed chunk size");
+        };
+        conn.rbuf.advance(end + 2);
+        self.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
+        Step::Again
+    }
+
+    /// Trailer fields are read (within [`TRAILER_BYTES_MAX`]) and dropped.
+    fn trailer_line(&mut self, seen_bytes: usize) -> Step {
+        let Some(conn) = self.conn.as_mut() else { return Step::Ready(None) };
+        let Some(end) = find_crlf(&conn.rbuf) else {
+            if seen_bytes + conn.rbuf.len() > TRAILER_BYTES_MAX {
+                return self.broken("trailers too large");
+            }
+            return Step::Fill;
+        };
+        conn.rbuf.advance(end + 2);
+        if end == 0 {
+            self.finish(true);
+            return Step::Ready(None);
+        }
+        self.state = State::Trailers(seen_bytes + end + 2);
+        Step::Again
+    }
+
+    /// The backend closed its side: the end of a close-delimited body, else
+    /// a truncated one.
+    fn at_eof(&mut self) -> Option<io::Result<Frame<Bytes>>> {
+        if self.state == State::Close {
+            self.keep_alive = false;
+            self.finish(true);
+            return None;
+        }
+        self.finish(false);
+        Some(Err(io_err("backend closed the connection inside the body")))
+    }
+
+    fn broken(&mut self, why: &str) -> Step {
+        self.finish(false);
+        Step::Ready(Some(Err(io_err(why))))
+    }
+}
+
 impl<E: BodyEnd + Unpin> hyper::body::Body for H1Body<E> {
     type Data = Bytes;
     type Error = io::Error;
@@ -410,85 +523,15 @@ impl<E: BodyEnd + Unpin> hyper::body::Body for H1Body<E> {
         let this = &mut *self;
         // Bounded: every turn consumes buffered bytes, reads, or returns.
         loop {
-            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
-            match this.state {
-                State::Done => {
-                    this.finish(true);
-                    return Poll::Ready(None);
-                }
-                State::Length(n) | State::ChunkData(n) if !conn.rbuf.is_empty() => {
-                    let k = (conn.rbuf.len() as u64).min(n);
-                    let data = conn.rbuf.split_to(k as usize).freeze();
-                    let left = n - k;
-                    match this.state {
-                        State::Length(_) if left == 0 => this.finish(true),
-                        State::Length(_) => this.state = State::Length(left),
-                        _ if left == 0 => this.state = State::ChunkDataEnd,
-                        _ => this.state = State::ChunkData(left),
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                State::Close if !conn.rbuf.is_empty() => {
-                    let data = conn.rbuf.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                State::ChunkSize => {
-                    if let Some(end) = find_crlf(&conn.rbuf) {
-                        let line = &conn.rbuf[..end];
-                        let digits = line.split(|&b| b == b';').next().unwrap_or(&[]);
-                        let size =
-                            std::str::from_utf8(digits).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
-                        let Some(size) = size else {
-                            this.finish(false);
-                            return Poll::Ready(Some(Err(io_err("malformed chunk size"))));
-                        };
-                        conn.rbuf.advance(end + 2);
-                        this.state = if size == 0 { State::Trailers(0) } else { State::ChunkData(size) };
-                        continue;
-                    }
-                    if conn.rbuf.len() > CHUNK_LINE_BYTES_MAX {
-                        this.finish(false);
-                        return Poll::Ready(Some(Err(io_err("chunk size line too long"))));
-                    }
-                }
-                State::ChunkDataEnd if conn.rbuf.len() >= 2 => {
-                    if &conn.rbuf[..2] != b"\r\n" {
-                        this.finish(false);
-                        return Poll::Ready(Some(Err(io_err("missing CRLF after chunk"))));
-                    }
-                    conn.rbuf.advance(2);
-                    this.state = State::ChunkSize;
-                    continue;
-                }
-                State::Trailers(seen) => {
-                    if let Some(end) = find_crlf(&conn.rbuf) {
-                        conn.rbuf.advance(end + 2);
-                        if end == 0 {
-                            this.finish(true);
-                            return Poll::Ready(None);
-                        }
-                        this.state = State::Trailers(seen + end + 2);
-                        continue;
-                    }
-                    if seen + conn.rbuf.len() > TRAILER_BYTES_MAX {
-                        this.finish(false);
-                        return Poll::Ready(Some(Err(io_err("trailers too large"))));
-                    }
-                }
-                _ => {}
+            match this.step() {
+                Step::Ready(frame) => return Poll::Ready(frame),
+                Step::Again => continue,
+                Step::Fill => {}
             }
-            // Need more bytes.
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
             match poll_fill(conn, cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    if this.state == State::Close {
-                        this.keep_alive = false;
-                        this.finish(true);
-                        return Poll::Ready(None);
-                    }
-                    this.finish(false);
-                    return Poll::Ready(Some(Err(io_err("backend closed the connection inside the body"))));
-                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(this.at_eof()),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => {
                     this.finish(false);
@@ -578,6 +621,17 @@ mod tests {
         match parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n").unwrap() {
             Some(Parsed::Final(_, f, ka)) => assert_eq!((f, ka), (Framing::Chunked, false)),
             _ => panic!("not parsed"),
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_digits_only() {
+        assert_eq!(chunk_size_of(b"5"), Some(5));
+        assert_eq!(chunk_size_of(b"1aF;name=value"), Some(0x1af));
+        assert_eq!(chunk_size_of(b"a ; ext"), Some(10));
+        assert_eq!(chunk_size_of(b"ffffffffffffffff"), Some(u64::MAX));
+        for bad in [&b""[..], b"+5", b"-5", b"0x5", b"5 5", b"g", b";x", b"10000000000000000"] {
+            assert_eq!(chunk_size_of(bad), None, "{:?} accepted", String::from_utf8_lossy(bad));
         }
     }
 

@@ -468,6 +468,22 @@ async fn chunked_and_close_delimited_backend_responses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_size_with_a_sign_or_prefix_is_a_broken_body() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let backend = scripted_backend(Box::leak(reply.to_vec().into_boxed_slice())).await;
+        let lb = start_lb(&one_frontend("http", "round_robin", &[backend], hc_off())).await;
+        let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
+        let got = c.get("/").await;
+        assert!(got.is_err(), "{:?} passed on as {got:?}", String::from_utf8_lossy(reply));
+        let s = stats(&lb).await;
+        assert_eq!(backend_stat(&s, backend)["idle_pooled"], 0, "a broken connection was pooled: {s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_when_enabled() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Empty};

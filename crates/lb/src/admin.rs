@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -19,7 +20,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::backend::{now_ms, AdminState};
+use crate::backend::{now_ms, AdminState, BackendState};
+use crate::frontend::FrontendRt;
 use crate::server::Lb;
 
 /// Most admin connections served at once.
@@ -193,20 +195,33 @@ fn esc(v: &str) -> String {
 }
 
 pub fn metrics_text(lb: &Lb) -> String {
-    let now = now_ms();
-    let mut o = String::new();
     let fes = lb.frontends();
-    let family = |o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(o, "{name}{{{labels}}} {v}");
-        }
-    };
-    let fl = |f: &crate::frontend::FrontendRt| format!("frontend=\"{}\"", esc(&f.cfg.name));
-    let bl = |f: &crate::frontend::FrontendRt, b: &crate::backend::BackendState| {
-        format!("frontend=\"{}\",backend=\"{}\"", esc(&f.cfg.name), esc(&b.key))
-    };
-    type FeGetter = fn(&crate::frontend::FrontendRt) -> u64;
+    let mut o = String::new();
+    frontend_counters(&mut o, &fes);
+    frontend_responses(&mut o, &fes);
+    frontend_latency(&mut o, &fes);
+    backend_families(&mut o, &fes, now_ms());
+    o
+}
+
+/// One metric family: its HELP and TYPE lines, then a row per label set.
+fn family(o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        let _ = writeln!(o, "{name}{{{labels}}} {v}");
+    }
+}
+
+fn fe_labels(f: &FrontendRt) -> String {
+    format!("frontend=\"{}\"", esc(&f.cfg.name))
+}
+
+fn be_labels(f: &FrontendRt, b: &BackendState) -> String {
+    format!("frontend=\"{}\",backend=\"{}\"", esc(&f.cfg.name), esc(&b.key))
+}
+
+fn frontend_counters(o: &mut String, fes: &[Arc<FrontendRt>]) {
+    type FeGetter = fn(&FrontendRt) -> u64;
     let fe_counters: [(&str, &str, &str, FeGetter); 8] = [
         ("rampart_lb_frontend_connections_total", "counter", "Client connections accepted.", |f| {
             f.stats.conns_total.get()
@@ -235,26 +250,34 @@ pub fn metrics_text(lb: &Lb) -> String {
         }),
     ];
     for (name, kind, help, get) in fe_counters {
-        family(&mut o, name, kind, help, fes.iter().map(|f| (fl(f), get(f).to_string())).collect());
+        family(o, name, kind, help, fes.iter().map(|f| (fe_labels(f), get(f).to_string())).collect());
     }
+}
+
+fn frontend_responses(o: &mut String, fes: &[Arc<FrontendRt>]) {
     let mut rows = Vec::new();
-    for f in &fes {
+    for f in fes {
         for (class, c) in [
             ("2xx", &f.stats.responses_2xx),
             ("3xx", &f.stats.responses_3xx),
             ("4xx", &f.stats.responses_4xx),
             ("5xx", &f.stats.responses_5xx),
         ] {
-            rows.push((format!("{},class=\"{class}\"", fl(f)), c.get().to_string()));
+            rows.push((format!("{},class=\"{class}\"", fe_labels(f)), c.get().to_string()));
         }
     }
-    family(&mut o, "rampart_lb_frontend_responses_total", "counter", "Responses by status class.", rows);
+    family(o, "rampart_lb_frontend_responses_total", "counter", "Responses by status class.", rows);
+}
+
+/// Latency as a summary: p50, p90, p99 from one snapshot per frontend.
+fn frontend_latency(o: &mut String, fes: &[Arc<FrontendRt>]) {
     let mut rows = Vec::new();
-    for f in &fes {
+    for f in fes {
+        let latency = f.stats.latency.snapshot();
         for q in [0.5, 0.9, 0.99] {
             rows.push((
-                format!("{},quantile=\"{q}\"", fl(f)),
-                format!("{:.6}", f.stats.latency.quantile_us(q) as f64 / 1e6),
+                format!("{},quantile=\"{q}\"", fe_labels(f)),
+                format!("{:.6}", latency.quantile_us(q) as f64 / 1e6),
             ));
         }
     }
@@ -262,17 +285,24 @@ pub fn metrics_text(lb: &Lb) -> String {
     for (l, v) in rows {
         let _ = writeln!(o, "rampart_lb_frontend_request_duration_seconds{{{l}}} {v}");
     }
-    for f in &fes {
+    for f in fes {
         let _ = writeln!(
             o,
             "rampart_lb_frontend_request_duration_seconds_sum{{{}}} {:.6}",
-            fl(f),
+            fe_labels(f),
             f.stats.latency.sum_us() as f64 / 1e6
         );
-        let _ =
-            writeln!(o, "rampart_lb_frontend_request_duration_seconds_count{{{}}} {}", fl(f), f.stats.latency.count());
+        let _ = writeln!(
+            o,
+            "rampart_lb_frontend_request_duration_seconds_count{{{}}} {}",
+            fe_labels(f),
+            f.stats.latency.count()
+        );
     }
-    type BeGetter = fn(&crate::backend::BackendState, u64) -> u64;
+}
+
+fn backend_families(o: &mut String, fes: &[Arc<FrontendRt>], now: u64) {
+    type BeGetter = fn(&BackendState, u64) -> u64;
     let be: [(&str, &str, &str, BeGetter); 9] = [
         (
             "rampart_lb_backend_up",
@@ -299,9 +329,10 @@ pub fn metrics_text(lb: &Lb) -> String {
         }),
     ];
     for (name, kind, help, get) in be {
-        let rows =
-            fes.iter().flat_map(|f| f.backends.iter().map(move |b| (bl(f, b), get(b, now).to_string()))).collect();
-        family(&mut o, name, kind, help, rows);
+        let rows = fes
+            .iter()
+            .flat_map(|f| f.backends.iter().map(move |b| (be_labels(f, b), get(b, now).to_string())))
+            .collect();
+        family(o, name, kind, help, rows);
     }
-    o
 }

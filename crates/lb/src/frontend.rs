@@ -139,3 +139,120 @@ impl BodyEnd for ActiveGuard {
         self.fail();
     }
 }
+
+/// A frontend over `backends` loopback addresses that nothing connects to,
+/// with `extra` lines of TOML in its table (tests of the modules above).
+#[cfg(test)]
+pub(crate) fn test_frontend(backends: usize, extra: &str) -> Arc<FrontendRt> {
+    let mut toml = format!("[[frontend]]\nname = \"f\"\nlisten = \"127.0.0.1:0\"\n{extra}\n");
+    for i in 0..backends {
+        toml.push_str(&format!("[[frontend.backend]]\naddr = \"127.0.0.1:{}\"\n", 1000 + i));
+    }
+    let cfg = config::Config::parse(&toml, "test.toml").expect("test config").frontends.remove(0);
+    let states = cfg
+        .backends
+        .iter()
+        .map(|b| Arc::new(BackendState::new("f", b, crate::pool::Pool::new(1, Duration::from_secs(1)))))
+        .collect();
+    Arc::new(FrontendRt::new(cfg, states, Arc::new(FrontendStats::default()), 7))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algo::{BackendView, RequestCtx};
+    use crate::backend::AdminState;
+    use proptest::prelude::*;
+
+    /// A balancer that always answers `Some(self.0)`, whatever it is shown.
+    struct Broken(usize);
+
+    impl Balancer for Broken {
+        fn pick(&mut self, _: &[BackendView], _: &RequestCtx) -> Option<usize> {
+            Some(self.0)
+        }
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+    }
+
+    fn with_broken_balancer(pick: usize) -> Arc<FrontendRt> {
+        let fe = test_frontend(2, "");
+        fe.selector.lock().balancer = Box::new(Broken(pick));
+        fe
+    }
+
+    #[test]
+    #[should_panic(expected = "which is down, ejected, drained, full or excluded")]
+    fn picking_a_down_backend_is_a_bug_that_surfaces() {
+        let fe = with_broken_balancer(0);
+        fe.backends[0].set_healthy(false, now_ms());
+        let _ = fe.pick(0, &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "broken picked backend 7 of 2")]
+    fn picking_out_of_range_is_a_bug_that_surfaces() {
+        let _ = with_broken_balancer(7).pick(0, &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "picked backend 1, which is down, ejected, drained, full or excluded")]
+    fn picking_an_excluded_backend_is_a_bug_that_surfaces() {
+        let _ = with_broken_balancer(1).pick(0, &[1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "released more than was counted")]
+    fn releasing_more_than_was_counted_is_a_bug_that_surfaces() {
+        let n = std::sync::atomic::AtomicU32::new(1);
+        release_one(&n, "test");
+        release_one(&n, "test");
+    }
+
+    const ALGORITHMS: [&str; 7] =
+        ["round_robin", "weighted_round_robin", "least_connections", "consistent_hash", "maglev", "random", "p2c"];
+
+    proptest! {
+        /// Whatever the algorithm and the state of the backends, a pick is an
+        /// eligible, untried backend, and every request counted in flight is
+        /// released when its guard goes.
+        #[test]
+        fn picks_are_eligible_and_in_flight_counts_return_to_zero(
+            algo in 0usize..ALGORITHMS.len(),
+            states in proptest::collection::vec((any::<bool>(), 0u8..3, any::<bool>(), any::<bool>()), 1..8),
+            keys in proptest::collection::vec(any::<u64>(), 1..20),
+        ) {
+            let extra = format!(
+                "algorithm = \"{}\"\nmaglev_table_size = 101\n[frontend.ejection]\nconsecutive_failures = 1\nmax_ejected_percent = 100\n",
+                ALGORITHMS[algo]
+            );
+            let fe = test_frontend(states.len(), &extra);
+            let now = now_ms();
+            let mut exclude = Vec::new();
+            for (i, &(healthy, admin, eject, excluded)) in states.iter().enumerate() {
+                let b = &fe.backends[i];
+                b.set_healthy(healthy, now);
+                b.set_admin([AdminState::Enabled, AdminState::Draining, AdminState::Disabled][admin as usize]);
+                if eject {
+                    b.record_failure(&fe.cfg.ejection, &fe.backends, now);
+                }
+                if excluded {
+                    exclude.push(i);
+                }
+            }
+            let mut guards = Vec::new();
+            for &k in &keys {
+                let Some(g) = fe.pick(k, &exclude) else { continue };
+                let b = g.backend();
+                prop_assert!(b.is_healthy() && b.admin() == AdminState::Enabled && !b.is_ejected(now_ms()));
+                prop_assert!(!exclude.contains(&g.index));
+                guards.push(g);
+            }
+            let in_flight: u32 = fe.backends.iter().map(|b| b.active.load(Relaxed)).sum();
+            prop_assert_eq!(in_flight as usize, guards.len());
+            drop(guards);
+            prop_assert!(fe.backends.iter().all(|b| b.active.load(Relaxed) == 0));
+        }
+    }
+}

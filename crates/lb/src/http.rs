@@ -427,7 +427,6 @@ pub async fn handle_parts(
     body: BodyInput,
     client: &ClientInfo,
 ) -> Response<RespBody> {
-    let peer = client.peer;
     let started = Instant::now();
     fe.stats.requests.inc();
     fe.budget.deposit();
@@ -441,42 +440,9 @@ pub async fn handle_parts(
         fe.stats.record_status(405);
         return r;
     }
-    let client_version = parts.version;
-    let hash = if fe.cfg.algorithm.uses_hash_key() { request_hash(&fe.cfg.hash_key, &parts, peer) } else { 0 };
-    prepare_request_headers(&mut parts.headers, &client.ip_value, client_version);
-    // HTTP/2 carries the host in :authority, and an HTTP/1.0 client may send
-    // none; an HTTP/1.1 backend needs Host (RFC 9112 §3.2): use the authority,
-    // else the address the client connected to.
-    if !parts.headers.contains_key(header::HOST) {
-        let host = match parts.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => HeaderValue::from_str(&client.local.to_string()).ok(),
-        };
-        if let Some(v) = host {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
-    // Backends get origin-form targets over HTTP/1.1.
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        parts.uri = pq.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-    }
-    parts.version = Version::HTTP_11;
-
-    let request_timeout = Duration::from_millis(fe.cfg.timeouts.request_ms);
-    let work = proxy(&fe, &mut parts, body, hash);
-    let result = if request_timeout.is_zero() {
-        work.await
-    } else {
-        match tokio::time::timeout(request_timeout, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                fe.stats.timeouts.inc();
-                Err((Failure::Timeout, 0, None))
-            }
-        }
-    };
-    let (mut resp, attempts, backend) = match result {
+    let hash = if fe.cfg.algorithm.uses_hash_key() { request_hash(&fe.cfg.hash_key, &parts, client.peer) } else { 0 };
+    prepare_for_backend(&mut parts, client);
+    let (mut resp, attempts, backend) = match proxy_within_timeout(&fe, &mut parts, body, hash).await {
         Ok((resp, attempts, backend)) => (resp, attempts, Some(backend)),
         Err((f, attempts, backend)) => {
             if f == Failure::NoBackend {
@@ -493,13 +459,13 @@ pub async fn handle_parts(
     let status = resp.status().as_u16();
     fe.stats.record_status(status);
     let elapsed = started.elapsed();
-    fe.stats.latency.record_us(elapsed.as_micros() as u64);
+    fe.stats.latency.record(elapsed);
     if let Some(fmt) = &fe.cfg.access_log {
         let backend = backend.map(|a: SocketAddr| a.to_string()).unwrap_or_else(|| "-".into());
         crate::access_log::emit(
             fmt,
             &[
-                ("client", &peer.to_string()),
+                ("client", &client.peer.to_string()),
                 ("frontend", &fe.cfg.name),
                 ("method", parts.method.as_str()),
                 ("uri", &parts.uri.to_string()),
@@ -511,6 +477,50 @@ pub async fn handle_parts(
         );
     }
     resp
+}
+
+/// The request as an HTTP/1.1 backend should get it: hop-by-hop fields out,
+/// forwarding fields in, a Host, an origin-form target.
+fn prepare_for_backend(parts: &mut http::request::Parts, client: &ClientInfo) {
+    prepare_request_headers(&mut parts.headers, &client.ip_value, parts.version);
+    // HTTP/2 carries the host in :authority, and an HTTP/1.0 client may send
+    // none; an HTTP/1.1 backend needs Host (RFC 9112 §3.2): use the authority,
+    // else the address the client connected to.
+    if !parts.headers.contains_key(header::HOST) {
+        let host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => HeaderValue::from_str(&client.local.to_string()).ok(),
+        };
+        if let Some(v) = host {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        parts.uri = pq.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    }
+    parts.version = Version::HTTP_11;
+}
+
+/// [`proxy`] within `timeouts.request_ms` (all attempts; 0: no limit).
+async fn proxy_within_timeout(
+    fe: &Arc<FrontendRt>,
+    parts: &mut http::request::Parts,
+    body: BodyInput,
+    hash: u64,
+) -> ProxyResult {
+    let request_timeout = Duration::from_millis(fe.cfg.timeouts.request_ms);
+    let work = proxy(fe, parts, body, hash);
+    if request_timeout.is_zero() {
+        return work.await;
+    }
+    match tokio::time::timeout(request_timeout, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            fe.stats.timeouts.inc();
+            Err((Failure::Timeout, 0, None))
+        }
+    }
 }
 
 type ProxyResult = Result<(Response<RespBody>, u32, SocketAddr), (Failure, u32, Option<SocketAddr>)>;

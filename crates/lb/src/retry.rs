@@ -124,8 +124,7 @@ impl<'a> Attempts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{now_ms, FrontendStats};
-    use crate::config::Config;
+    use crate::backend::now_ms;
 
     #[test]
     fn written_unsafe_requests_are_never_resent() {
@@ -142,20 +141,7 @@ mod tests {
     }
 
     fn frontend(backends: usize, retries: &str) -> Arc<FrontendRt> {
-        let mut toml = format!("[[frontend]]\nname = \"f\"\nlisten = \"127.0.0.1:0\"\n[frontend.retries]\n{retries}\n");
-        for i in 0..backends {
-            toml.push_str(&format!("[[frontend.backend]]\naddr = \"127.0.0.1:{}\"\n", 1000 + i));
-        }
-        let cfg = Config::parse(&toml, "test.toml").unwrap().frontends.remove(0);
-        let states = cfg
-            .backends
-            .iter()
-            .map(|b| {
-                let pool = crate::pool::Pool::new(1, std::time::Duration::from_secs(1));
-                Arc::new(crate::backend::BackendState::new("f", b, pool))
-            })
-            .collect();
-        Arc::new(FrontendRt::new(cfg, states, Arc::new(FrontendStats::default()), 7))
+        crate::frontend::test_frontend(backends, &format!("[frontend.retries]\n{retries}"))
     }
 
     #[test]

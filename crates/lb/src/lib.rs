@@ -2,7 +2,8 @@
 //!
 //! - [`algo`]: balancing algorithms, pure (no I/O, no clock).
 //! - [`config`]: TOML and command-line configuration, validation.
-//! - [`backend`], [`frontend`]: run-time state, ejection and retry budget.
+//! - [`backend`], [`frontend`]: run-time state, ejection and retry budget;
+//!   [`retry`]: the retry policy every proxy path shares.
 //! - [`fast`]: the HTTP/1.1 fast path for clients; [`http`]: hyper-served
 //!   connections and the request logic; [`h1client`]: the HTTP/1.1 client
 //!   to backends; [`pool`]: keep-alive connections to backends; [`tcp`]: L4.
@@ -11,9 +12,9 @@
 //! - [`health`]: active health checks; [`probe`]: one bounded HTTP exchange
 //!   through hyper's client (health checks, reload through the admin API).
 //! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API;
-//!   [`run`]: starting both, and the typed process entry (`run`,
-//!   `send_reload`); the `rampart lb` flags live in the binary
-//!   (`crates/cli/src/lb_flags.rs`).
+//!   [`run`]: starting both, and the typed process entry ([`run::run`] with
+//!   [`run::RunOptions`], [`run::send_reload`] with [`run::ReloadTarget`]);
+//!   the `rampart lb` flags live in the binary (`crates/cli/src/lb_flags.rs`).
 //!
 //! It stands alone: it knows nothing of raft, paxos or storage.
 //!
@@ -24,23 +25,33 @@
 //! other module.
 //!
 //! ```text
-//! run -> admin -> server -> fast -> http -> frontend -> backend -> pool -> h1client
-//!                                  tcp, health     (http also -> h1client, io, access_log)
-//! config -> algo            backend -> config, algo    fast -> h1client
+//! run ─> admin ─> server ─┬─> fast ─> http ─┬─> retry ─> frontend ─> backend ─> pool ─> h1client
+//!  │                      ├─> tcp ──────────┘                           └─> config ─> algo
+//!  └─> probe <─ health <──┘       (http, tcp also -> io, access_log; http, fast, frontend -> h1client)
 //! ```
 //!
-//! In full (every edge): `run`: admin, config, server, probe · `admin`:
-//! server, frontend, backend · `server`: fast, http, tcp, health, frontend,
-//! backend, pool, config · `fast`: http, frontend, h1client · `http`:
-//! frontend, backend, h1client, io, access_log, config, algo · `tcp`:
-//! frontend, backend, io, access_log, algo · `health`: backend, config, algo,
-//! probe · `frontend`: backend, h1client, config, algo · `backend`: pool,
-//! config, algo · `pool`: h1client · `config`: algo.
+//! In full, every edge (checked against the code by `tests/module_graph.rs`):
 //!
-//! The response body read by `h1client` tells whoever owns it how it ended
-//! through the [`h1client::BodyEnd`] trait (the frontend's `ActiveGuard`
-//! implements it), so the client needs neither pools nor frontends; the
-//! admin API is started by `run`, so `server` never reaches up to `admin`.
+//! - `run`: admin, config, probe, server
+//! - `admin`: backend, frontend, server
+//! - `server`: backend, config, fast, frontend, health, http, pool, tcp
+//! - `fast`: frontend, h1client, http
+//! - `http`: access_log, algo, backend, config, frontend, h1client, io, retry
+//! - `tcp`: access_log, algo, backend, frontend, io, retry
+//! - `health`: algo, backend, config, probe
+//! - `retry`: backend, config, frontend
+//! - `frontend`: algo, backend, config, h1client, pool
+//! - `backend`: algo, config, pool
+//! - `pool`: h1client
+//! - `config`: algo
+//! - `algo`, `io`, `access_log`, `h1client`, `probe`: none
+//!
+//! Where the cuts are: the response body read by `h1client` tells whoever
+//! owns it how it ended through the [`h1client::BodyEnd`] trait (the
+//! frontend's `ActiveGuard` implements it), so the client needs neither pools
+//! nor frontends; the admin API is started by `run`, so `server` never
+//! reaches up to `admin`; which backend an attempt goes to, and whether a
+//! failed one may be retried, is `retry`'s alone, below both proxies.
 
 pub mod access_log;
 pub mod admin;

@@ -756,10 +756,10 @@ async fn client_content_length_that_is_not_digits_or_conflicts_gets_400() {
     // A raw backend that accepts anything: the 400 must come from the LB.
     let seen = Arc::new(AtomicU64::new(0));
     let raw = swallowing_backend(seen.clone()).await;
-    let lb = start_lb(&one_frontend("http", "round_robin", &[raw], hc_off())).await;
-    let addr = lb.local_addr("web").unwrap();
-    let bad: [&[u8]; 7] = [
+    let bad: [&[u8]; 9] = [
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\nhello",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\nhello",
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\nhello",
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\nhello",
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello",
@@ -768,9 +768,19 @@ async fn client_content_length_that_is_not_digits_or_conflicts_gets_400() {
         // HTTP/1.0 is served by hyper, not the fast path: the same answer.
         b"POST /echo HTTP/1.0\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
     ];
-    for req in bad {
-        let reply = raw_exchange(addr, req).await;
-        assert!(reply.starts_with("HTTP/1.1 400"), "{:?} -> {reply:?}", String::from_utf8_lossy(req));
+    // The fast path, and hyper alone (a frontend that also takes HTTP/2).
+    for http2 in [false, true] {
+        let lb =
+            start_lb(&one_frontend("http", "round_robin", &[raw], &format!("http2 = {http2}\n{}", hc_off()))).await;
+        let addr = lb.local_addr("web").unwrap();
+        for req in bad {
+            let reply = raw_exchange(addr, req).await;
+            assert!(
+                reply.starts_with("HTTP/1.1 400"),
+                "http2 = {http2}: {:?} -> {reply:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
     }
     assert_eq!(seen.load(Relaxed), 0, "a request with broken framing reached the backend");
     // Well-formed lengths still work, including an agreeing repeat.
@@ -793,6 +803,8 @@ async fn client_content_length_that_is_not_digits_or_conflicts_gets_400() {
 async fn backend_content_length_that_is_not_digits_is_a_broken_response() {
     for head in [
         &b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
     ] {
@@ -824,4 +836,25 @@ async fn backend_response_with_transfer_encoding_and_content_length_is_not_poole
     let s = stats(&lb).await;
     assert_eq!(backend_stat(&s, backend)["connects"], 3, "the connection went back to the pool: {s}");
     assert_eq!(backend_stat(&s, backend)["idle_pooled"], 0, "{s}");
+}
+
+/// RFC 9112 §6.3: a request with both Transfer-Encoding and Content-Length
+/// is framed by Transfer-Encoding and its connection closed after the answer,
+/// so bytes after it are never taken for a next request (smuggling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_request_with_transfer_encoding_and_content_length_closes_the_connection() {
+    let b = Backend::start("b1").await;
+    for http2 in [false, true] {
+        let lb =
+            start_lb(&one_frontend("http", "round_robin", &[b.addr], &format!("http2 = {http2}\n{}", hc_off()))).await;
+        let reply = raw_exchange(
+            lb.local_addr("web").unwrap(),
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("\r\n\r\nhello"), "http2 = {http2}: {reply:?}");
+        assert!(reply.contains("connection: close"), "http2 = {http2}: {reply:?}");
+        assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "a second request was read: {reply:?}");
+    }
+    assert_eq!(b.hits(), 2, "only the framed request reached the backend, once per frontend");
 }

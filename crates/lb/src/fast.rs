@@ -134,21 +134,65 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
     let Some(path) = req.path.and_then(|p| offset(p.as_bytes()).map(|o| (o, o + p.len()))) else {
         return Parse::HandOff;
     };
+    let fields = match scan_fields(req.headers, &offset, body_max) {
+        Ok(f) => f,
+        Err(NotSimple::HandOff) => return Parse::HandOff,
+        Err(NotSimple::Bad) => return Parse::Bad,
+    };
+    // From here on the head is consumed.
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = http::Uri::from_maybe_shared(head.slice(path.0..path.1)) else { return Parse::Bad };
+    let mut headers = HeaderMap::with_capacity(fields.spans.len());
+    for (name, start, end) in fields.spans {
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) else { return Parse::Bad };
+        headers.append(name, value);
+    }
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Parse::Simple(Simple { parts, body_len: fields.body_len, close: fields.close })
+}
+
+/// What the fast path takes from a simple request's header fields.
+struct Fields {
+    /// Name and value position in the head, per field.
+    spans: Vec<(HeaderName, usize, usize)>,
+    body_len: usize,
+    close: bool,
+}
+
+/// Why header fields keep a request off the fast path.
+enum NotSimple {
+    /// Hyper takes the connection ([`Parse::HandOff`]).
+    HandOff,
+    /// Broken framing: 400 ([`Parse::Bad`]).
+    Bad,
+}
+
+/// Checks the header fields of a request the fast path may take.
+/// `offset` places a slice of the head buffer (`None`: not inside it).
+fn scan_fields(
+    fields: &[httparse::Header<'_>],
+    offset: &dyn Fn(&[u8]) -> Option<usize>,
+    body_max: usize,
+) -> Result<Fields, NotSimple> {
     let mut body_len = 0usize;
     let mut seen_length = false;
     let mut close = false;
-    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parse::HandOff };
+    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(fields.len());
+    for h in fields {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Err(NotSimple::HandOff) };
         if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
-            return Parse::HandOff;
+            return Err(NotSimple::HandOff);
         }
         if name == header::CONTENT_LENGTH {
             // Not 1*DIGIT (`+5`, `0x5`, ...), or values that disagree: 400. A
             // repeated field, a list or a large body: hyper decides.
             let n = match content_length([h.value]) {
                 Ok(Some(n)) => n,
-                Ok(None) | Err(_) => return Parse::Bad,
+                Ok(None) | Err(_) => return Err(NotSimple::Bad),
             };
             let single = content_length_digits(h.value.trim_ascii()).is_some();
             match usize::try_from(n) {
@@ -156,7 +200,7 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
                     body_len = n;
                     seen_length = true;
                 }
-                _ => return Parse::HandOff,
+                _ => return Err(NotSimple::HandOff),
             }
         }
         if name == header::CONNECTION && token_in(h.value, "close") {
@@ -167,25 +211,13 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
         } else {
             match offset(h.value) {
                 Some(o) => (o, o + h.value.len()),
-                None => return Parse::HandOff,
+                None => return Err(NotSimple::HandOff),
             }
         };
         spans.push((name, span.0, span.1));
     }
-    // From here on the head is consumed.
-    let head = buf.split_to(len).freeze();
-    let Ok(uri) = http::Uri::from_maybe_shared(head.slice(path.0..path.1)) else { return Parse::Bad };
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, start, end) in spans {
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) else { return Parse::Bad };
-        headers.append(name, value);
-    }
-    let mut parts = http::Request::new(()).into_parts().0;
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.headers = headers;
-    Parse::Simple(Simple { parts, body_len, close })
+    assert!(body_len <= body_max, "a fast-path body is at most retries.body_bytes_max");
+    Ok(Fields { spans, body_len, close })
 }
 
 /// Reads more bytes within `limit` (zero: no limit); `false` on EOF, error or timeout.

@@ -111,4 +111,50 @@ mod tests {
         assert!(s.contains("command=\"get\",le=\"0.005\"} 2"), "{s}");
         assert!(s.contains("command=\"get\",le=\"+Inf\"} 2"), "{s}");
     }
+
+    /// The exposition is byte for byte what it was before the histogram
+    /// moved to `rampart-metrics` (same families, labels, `le` bounds and
+    /// number formats), for samples away from bucket edges.
+    #[test]
+    fn prometheus_text_is_unchanged() {
+        let m = Metrics::default();
+        m.observe("resp", "get", Duration::from_micros(50), true);
+        m.observe("resp", "get", Duration::from_millis(3), false);
+        m.observe("http", "put", Duration::from_millis(700), true);
+        m.resp_connections.store(3, Ordering::Relaxed);
+        let mut s = String::new();
+        m.render(&mut s);
+        let mut want = String::from(
+            "# HELP rampart_requests_total Client requests by API and command.\n\
+             # TYPE rampart_requests_total counter\n\
+             rampart_requests_total{api=\"http\",command=\"put\"} 1\n\
+             rampart_requests_total{api=\"resp\",command=\"get\"} 2\n\
+             # HELP rampart_request_errors_total Client requests answered with an error.\n\
+             # TYPE rampart_request_errors_total counter\n\
+             rampart_request_errors_total{api=\"http\",command=\"put\"} 0\n\
+             rampart_request_errors_total{api=\"resp\",command=\"get\"} 1\n\
+             # HELP rampart_request_duration_seconds Client request latency.\n\
+             # TYPE rampart_request_duration_seconds histogram\n",
+        );
+        let les = ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1"];
+        let les_high = ["0.25", "0.5", "1", "2.5", "5", "+Inf"];
+        let put = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1];
+        let get = [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+        for (api, cmd, counts, sum, count) in [("http", "put", put, "0.7", 1), ("resp", "get", get, "0.00305", 2)] {
+            for (le, n) in les.iter().chain(les_high.iter()).zip(counts) {
+                want.push_str(&format!(
+                    "rampart_request_duration_seconds_bucket{{api=\"{api}\",command=\"{cmd}\",le=\"{le}\"}} {n}\n"
+                ));
+            }
+            want.push_str(&format!("rampart_request_duration_seconds_sum{{api=\"{api}\",command=\"{cmd}\"}} {sum}\n"));
+            want.push_str(&format!(
+                "rampart_request_duration_seconds_count{{api=\"{api}\",command=\"{cmd}\"}} {count}\n"
+            ));
+        }
+        want.push_str(
+            "# TYPE rampart_resp_connections gauge\nrampart_resp_connections 3\n\
+             # TYPE rampart_resp_connections_rejected_total counter\nrampart_resp_connections_rejected_total 0\n",
+        );
+        assert_eq!(s, want);
+    }
 }

@@ -158,7 +158,9 @@ mod tests {
 
         let a = parse(&["reload", "--pid-file", "/run/lb.pid"]).unwrap();
         assert!(matches!(a.action, Some(LbAction::Reload { pid_file: Some(_), admin: None })));
-        assert!(matches!(plan(a), Ok(Plan::Reload(ReloadTarget::PidFile(p))) if p == PathBuf::from("/run/lb.pid")));
+        assert!(
+            matches!(plan(a), Ok(Plan::Reload(ReloadTarget::PidFile(p))) if p == std::path::Path::new("/run/lb.pid"))
+        );
         let a = parse(&["reload", "--admin", "127.0.0.1:9900"]).unwrap();
         assert!(matches!(plan(a), Ok(Plan::Reload(ReloadTarget::Admin(a))) if a == "127.0.0.1:9900"));
         assert!(parse(&["--config", "lb.toml"]).unwrap().config.is_some());

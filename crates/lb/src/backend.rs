@@ -209,12 +209,10 @@ impl BackendState {
     /// The algorithm's view of this backend right now.
     pub fn view(&self, now_ms: u64, slow_start: Duration) -> BackendView {
         let available = self.is_healthy() && self.admin() == AdminState::Enabled && !self.is_ejected(now_ms);
-        BackendView {
-            weight: self.effective_weight(now_ms, slow_start),
-            available,
-            active: self.active.load(Relaxed),
-            max_conns: self.max_conns(),
-        }
+        let weight = self.effective_weight(now_ms, slow_start);
+        // The algorithms divide by it; configuration keeps weights >= 1.
+        assert!(weight >= 1, "backend {} has effective weight 0", self.addr);
+        BackendView { weight, available, active: self.active.load(Relaxed), max_conns: self.max_conns() }
     }
 
     /// A request or session to this backend succeeded.
@@ -327,6 +325,8 @@ impl RetryBudget {
     }
 
     fn add(&self, milli: i64) {
+        // Only deposits and refills add; withdrawals never take below zero.
+        assert!(milli >= 0, "a deposit of {milli} milli-tokens");
         let cap = RETRY_BUDGET_TOKENS_MAX * 1000;
         let _ = self.balance.fetch_update(Relaxed, Relaxed, |b| Some((b + milli).min(cap)));
     }

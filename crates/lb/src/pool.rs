@@ -60,6 +60,7 @@ impl Pool {
         if g.idle.len() < g.idle_max {
             g.idle.push(Idle { conn, since: Instant::now() });
         }
+        assert!(g.idle.len() <= g.idle_max, "pool holds {} idle connections, limit {}", g.idle.len(), g.idle_max);
     }
 
     pub fn idle_len(&self) -> usize {

@@ -5,7 +5,7 @@
 //! connection's buffer, proxied, and answered with one write. Anything else
 //! (HTTP/1.0, chunked or large bodies, `Expect`, `Upgrade`, CONNECT, a head
 //! that does not parse or is too large) hands the connection, with the bytes
-//! already read, to hyper's server for the rest of its life ([`http::serve_io`]),
+//! already read, to hyper's server for the rest of its life ([`crate::http::serve_io`]),
 //! which then answers exactly as it would have from the start (400, 431, ...).
 //! So this module only ever deals with the simple, common case.
 //!

@@ -79,7 +79,7 @@ impl<'a> Attempts<'a> {
 
     /// The backend for the next attempt, counted as in flight on it; `None`
     /// when every attempt is used, the retry budget refuses a retry, or no
-    /// backend not yet tried is eligible. `now_ms` is the [`now_ms`] clock
+    /// backend not yet tried is eligible. `now_ms` is the [`crate::backend::now_ms`] clock
     /// (passed in so that tests decide when the budget refills).
     pub fn next(&mut self, now_ms: u64) -> Option<ActiveGuard> {
         if !self.another_allowed() {

@@ -93,12 +93,22 @@ pub struct Page {
     pub next_after: Option<Vec<u8>>,
 }
 
-/// Where a member can be reached.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where a member can be reached: its peer address, and the client addresses it announces in
+/// heartbeats. Both modes carry it in peer messages (and leader mode in its membership log
+/// entries), so its serde form is stable: keep the field order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberInfo {
     pub peer_addr: String,
+    #[serde(default)]
     pub resp_addr: String,
+    #[serde(default)]
     pub http_addr: String,
+}
+
+impl std::fmt::Display for MemberInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.peer_addr)
+    }
 }
 
 /// One member of the cluster.

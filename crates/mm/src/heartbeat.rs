@@ -32,7 +32,7 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
         }
         let me = n.infos.read().get(&n.cfg.id).cloned().unwrap_or_default();
         let payload = match wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me })) {
-            Ok(p) => Bytes::from(p),
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a heartbeat");
                 continue;

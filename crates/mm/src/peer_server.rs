@@ -97,7 +97,7 @@ impl Handler for PeerHandler {
             let Some(node) = node else { return Err("node is shutting down".to_string()) };
             let env: Envelope = wire::decode(&request)?;
             let resp = node.handle_peer(env).await?;
-            wire::encode(&resp).map(Bytes::from)
+            wire::encode(&resp)
         })
     }
 }

@@ -271,7 +271,7 @@ async fn peer_link(
             continue;
         }
         let payload = match wire::encode(&shared.envelope(PeerRequest::Paxos { requests: frame })) {
-            Ok(p) => bytes::Bytes::from(p),
+            Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "dropping a Paxos batch");
                 continue;

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use rampart_storage::Store;
 
 use crate::wire::{self, PeerRequest, PeerResponse, ScannedRegister};
@@ -72,7 +71,7 @@ impl MmNode {
     async fn gather(&self, local: NodePage, req: PeerRequest) -> Result<Vec<NodePage>, MmError> {
         let mut answers = vec![local];
         let needed = self.quorum();
-        let payload = Bytes::from(wire::encode(&self.shared.envelope(req)).map_err(MmError::Internal)?);
+        let payload = wire::encode(&self.shared.envelope(req)).map_err(MmError::Internal)?;
         let timeout = self.cfg.request_timeout;
         let mut set = tokio::task::JoinSet::new();
         for peer in self.shared.peers.values() {

@@ -3,13 +3,8 @@
 use rampart_paxos::{Ballot, NodeId, RegisterState, Reply, Request};
 use serde::{Deserialize, Serialize};
 
-/// Where a member can be reached.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerInfo {
-    pub peer_addr: String,
-    pub resp_addr: String,
-    pub http_addr: String,
-}
+/// Where a member can be reached (the same type as leader mode's).
+pub use rampart_kv::MemberInfo as PeerInfo;
 
 /// One register as a scan reports it: enough to merge what several acceptors hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,13 +88,7 @@ pub enum PeerResponse {
     },
 }
 
-pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    rmp_serde::to_vec(v).map_err(|e| format!("cannot encode a peer message: {e}"))
-}
-
-pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, String> {
-    rmp_serde::from_slice(b).map_err(|e| format!("malformed peer message: {e}"))
-}
+pub use rampart_transport::codec::{decode, encode};
 
 /// Register encoding version byte; anything else is refused as corrupt.
 const REGISTER_FORMAT: u8 = 1;

@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -65,13 +64,7 @@ pub enum PeerResponse {
     Hello { id: NodeId, info: NodeInfo },
 }
 
-pub fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
-    rmp_serde::to_vec(v).map(Bytes::from).map_err(|e| format!("encode: {e}"))
-}
-
-pub fn decode<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, String> {
-    rmp_serde::from_slice(b).map_err(|e| format!("malformed peer message: {e}"))
-}
+pub use rampart_transport::codec::{decode, encode};
 
 /// Clients for every peer, created on first use and replaced when a peer's
 /// address changes.

@@ -102,11 +102,7 @@ impl Replica for RaftNode {
 
     fn status(&self) -> NodeStatus {
         let st = RaftNode::status(self);
-        let members = st
-            .members
-            .iter()
-            .map(|m| Member { id: m.id, info: MemberInfo::from(m.info.clone()), voter: m.voter })
-            .collect();
+        let members = st.members.iter().map(|m| Member { id: m.id, info: m.info.clone(), voter: m.voter }).collect();
         NodeStatus {
             id: st.id,
             mode: "leader",
@@ -138,7 +134,7 @@ impl Replica for RaftNode {
     }
 
     fn add_member(&self, id: u64, info: MemberInfo) -> BoxFuture<'_, Result<(), MembershipError>> {
-        Box::pin(RaftNode::add_member(self, id, info.into()))
+        Box::pin(RaftNode::add_member(self, id, info))
     }
 
     fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), MembershipError>> {

@@ -17,6 +17,7 @@
 //! [`CallError::NotSent`] means it certainly did not (safe to report "not
 //! applied"); [`CallError::Lost`] and [`CallError::Timeout`] mean it may have.
 
+pub mod codec;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -282,9 +282,10 @@ pub async fn status(c: &Cluster, id: u64) -> Option<serde_json::Value> {
     http_request(Method::GET, &url, "", Duration::from_millis(500)).await.ok()?.json()
 }
 
-/// Waits until every node in `ids` reports the same leader, which is one of `ids`.
+/// Waits until every node in `ids` reports the same leader, which is one of `ids`. The deadline
+/// is generous: on a loaded 2-core machine, restarted nodes can take a while to rejoin.
 pub async fn wait_leader(c: &Cluster, ids: &[u64]) -> u64 {
-    wait_for("a leader agreed by all running nodes", Duration::from_secs(30), || async {
+    wait_for("a leader agreed by all running nodes", Duration::from_secs(60), || async {
         let mut leader = None;
         for id in ids {
             let st = status(c, *id).await?;

@@ -81,6 +81,9 @@ pub struct MmConfig {
     pub peer_heartbeat_ms: u64,
     /// Limits on client commands (the Paxos core's own limits apply on top).
     pub limits: rampart_kv::Limits,
+    /// The peer transport: its limits, timeouts, peer TLS and counters (shared by the peer
+    /// listener and the links to every peer).
+    pub transport: rampart_transport::Config,
 }
 
 /// Counters for `/metrics`.

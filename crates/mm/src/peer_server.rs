@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use rampart_membership::PeerId;
 use rampart_paxos::Reply;
-use rampart_transport::{BoxFuture, Handler};
+use rampart_transport::{BoxFuture, Handler, PeerIdentity};
 use tokio::sync::oneshot;
 
 use crate::acceptor_task::AcceptorJob;
@@ -91,11 +91,15 @@ pub(crate) struct PeerHandler {
 }
 
 impl Handler for PeerHandler {
-    fn handle(&self, request: Bytes) -> BoxFuture<Result<Bytes, String>> {
+    fn handle(&self, from: &PeerIdentity, request: Bytes) -> BoxFuture<Result<Bytes, String>> {
         let node = self.node.upgrade();
+        let from = *from;
         Box::pin(async move {
             let Some(node) = node else { return Err("node is shutting down".to_string()) };
             let env: Envelope = wire::decode(&request)?;
+            // With peer TLS a member speaks only for itself: the envelope's sender must be the
+            // node its certificate names (without TLS nothing can be checked).
+            from.check_claim(env.from)?;
             let resp = node.handle_peer(env).await?;
             wire::encode(&resp)
         })

@@ -235,6 +235,7 @@ impl Replica for MmNode {
         for (name, v) in gauges {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
         }
+        self.config().transport.stats.render_prometheus(out);
     }
 
     fn wait_fatal(&self) -> BoxFuture<'_, String> {

@@ -123,7 +123,7 @@ fn spawn_tasks(
     tokio::spawn(rampart_transport::serve(
         listener,
         Arc::new(peer_server::PeerHandler { node: Arc::downgrade(node) }),
-        rampart_transport::Config::default(),
+        node.cfg.transport.clone(),
     ));
     tokio::spawn(heartbeat::hello_loop(Arc::downgrade(node)));
 }
@@ -236,7 +236,7 @@ fn peer_links(cfg: &MmConfig) -> Result<BTreeMap<u64, Peer>, StartError> {
                 "members {other} and {id} have the same peer address {sock}; every member needs its own"
             )));
         }
-        peers.insert(*id, Peer::new(sock, source_ip, rampart_transport::Config::default()));
+        peers.insert(*id, Peer::new(*id, sock, source_ip, cfg.transport.clone()));
     }
     Ok(peers)
 }
@@ -273,6 +273,7 @@ mod tests {
             request_timeout: Duration::from_millis(1500),
             peer_heartbeat_ms: 100,
             limits: rampart_kv::Limits::default(),
+            transport: rampart_transport::Config::default(),
         }
     }
 

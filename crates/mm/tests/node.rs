@@ -23,6 +23,7 @@ fn config(dir: &std::path::Path, id: u64, members: &[(u64, std::net::SocketAddr)
         request_timeout: Duration::from_secs(5),
         peer_heartbeat_ms: 100,
         limits: rampart_kv::Limits::default(),
+        transport: rampart_transport::Config::default(),
     }
 }
 

@@ -88,7 +88,7 @@ impl Peers {
             }
         }
         let sock = resolve(addr)?;
-        let peer = Peer::new(sock, self.source_ip, self.cfg.clone());
+        let peer = Peer::new(id, sock, self.source_ip, self.cfg.clone());
         map.insert(id, (addr.to_string(), peer.clone()));
         Ok(peer)
     }

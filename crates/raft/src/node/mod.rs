@@ -73,6 +73,9 @@ pub struct NodeConfig {
     pub peer_heartbeat_ms: u64,
     /// Limits on client commands, forwarded ones included.
     pub limits: Limits,
+    /// The peer transport: its limits, timeouts, peer TLS and counters (shared by the peer
+    /// listener and the clients of every peer).
+    pub transport: rampart_transport::Config,
 }
 
 /// Why a write failed, and whether it may have been applied.
@@ -195,7 +198,7 @@ impl RaftNode {
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
             .await
             .map_err(|e| StartError::Listen { addr: cfg.peer_addr, reason: e.to_string() })?;
-        let peers = Peers::new(Some(cfg.peer_addr.ip()), rampart_transport::Config::default());
+        let peers = Peers::new(Some(cfg.peer_addr.ip()), cfg.transport.clone());
         let raft = Raft::new(
             cfg.id,
             Arc::new(raft_cfg),
@@ -236,7 +239,7 @@ impl RaftNode {
         tokio::spawn(rampart_transport::serve(
             listener,
             Arc::new(peer_server::PeerHandler { node: Arc::downgrade(&node) }),
-            rampart_transport::Config::default(),
+            node.cfg.transport.clone(),
         ));
         node.bootstrap_if_new().await?;
         tokio::spawn(heartbeat::hello_loop(Arc::downgrade(&node)));

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use openraft::ServerState;
 use rampart_membership::PeerId;
-use rampart_transport::{BoxFuture, Handler};
+use rampart_transport::{BoxFuture, Handler, PeerIdentity};
 
 use rampart_kv::{Command, Limits};
 
@@ -24,6 +24,25 @@ fn check_forwarded(limits: &Limits, cmds: &[Command]) -> Result<(), ForwardError
         limits.check(c).map_err(|e| ForwardError::Rejected(e.to_string()))?;
     }
     Ok(())
+}
+
+/// With peer TLS a member speaks only for itself: the node a Raft message claims to come from
+/// (the candidate or leader in its vote, the id of a hello) must be the node its certificate
+/// names. Forwarded writes and read-index requests name no sender; a member certificate (the
+/// transport admits no other) is enough for them. Without TLS nothing can be checked.
+fn check_claimed_sender(from: &PeerIdentity, req: &PeerRequest) -> Result<(), String> {
+    let claimed = match req {
+        PeerRequest::AppendEntries(r) => r.vote.leader_id().voted_for(),
+        PeerRequest::Vote(r) => r.vote.leader_id().voted_for(),
+        PeerRequest::InstallSnapshot(r) => r.vote.leader_id().voted_for(),
+        PeerRequest::Hello { id, .. } => Some(*id),
+        PeerRequest::Forward(_) | PeerRequest::ForwardMany(_) | PeerRequest::ReadIndex => return Ok(()),
+    };
+    match (claimed, from.node) {
+        (Some(id), _) => from.check_claim(id),
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err("refused: the Raft message names no sender".to_string()),
+    }
 }
 
 impl RaftNode {
@@ -76,11 +95,13 @@ impl Handler for PeerHandler {
         }
     }
 
-    fn handle(&self, request: Bytes) -> BoxFuture<Result<Bytes, String>> {
+    fn handle(&self, from: &PeerIdentity, request: Bytes) -> BoxFuture<Result<Bytes, String>> {
         let node = self.node.upgrade();
+        let from = *from;
         Box::pin(async move {
             let Some(node) = node else { return Err("node is shutting down".to_string()) };
             let req: PeerRequest = decode(&request)?;
+            check_claimed_sender(&from, &req)?;
             let resp = node.handle_peer(req).await;
             encode(&resp)
         })
@@ -94,6 +115,26 @@ mod tests {
 
     fn set(value_bytes: usize) -> Command {
         Command::Set { key: b"k".to_vec(), value: vec![0; value_bytes], cond: SetCond::Always, return_old: false }
+    }
+
+    #[test]
+    fn with_tls_a_raft_message_must_come_from_the_node_it_names() {
+        use openraft::raft::VoteRequest;
+        use openraft::Vote;
+        let remote = "127.0.0.1:1".parse().unwrap();
+        let node2 = PeerIdentity { remote, node: Some(2) };
+        let plain = PeerIdentity { remote, node: None };
+        let vote_from_3 = PeerRequest::Vote(VoteRequest::new(Vote::new(1000, 3), None));
+        let e = check_claimed_sender(&node2, &vote_from_3).unwrap_err();
+        assert!(e.contains("names node 2") && e.contains("from node 3"), "{e}");
+        assert_eq!(check_claimed_sender(&plain, &vote_from_3), Ok(()), "without TLS as before");
+        let vote_from_2 = PeerRequest::Vote(VoteRequest::new(Vote::new(1000, 2), None));
+        assert_eq!(check_claimed_sender(&node2, &vote_from_2), Ok(()));
+        let hello = PeerRequest::Hello { id: 3, info: Default::default() };
+        assert!(check_claimed_sender(&node2, &hello).is_err());
+        for any_member in [PeerRequest::ReadIndex, PeerRequest::Forward(set(1)), PeerRequest::ForwardMany(vec![])] {
+            assert_eq!(check_claimed_sender(&node2, &any_member), Ok(()));
+        }
     }
 
     #[test]

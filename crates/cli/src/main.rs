@@ -1,6 +1,7 @@
 //! The `rampart` binary: composes the library crates into subcommands and
 //! does nothing else of its own beyond argument parsing and process wiring.
 
+mod certs;
 mod ctl;
 mod lb_flags;
 mod node;
@@ -29,6 +30,8 @@ enum Cmd {
     Lb(lb_flags::LbArgs),
     /// Start a local three-node cluster plus a load balancer.
     Up(up::UpArgs),
+    /// Make a development CA and TLS certificates for nodes and client listeners.
+    Certs(certs::CertsArgs),
     /// Read and write keys over HTTP.
     Kv(ctl::KvArgs),
     /// Inspect and change cluster membership over HTTP.
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
             init_tracing();
             up::run(args)
         }
+        Cmd::Certs(args) => certs::run(args),
         Cmd::Kv(args) => ctl::run_kv(args),
         Cmd::Cluster(args) => ctl::run_cluster(args),
         Cmd::DebugDump { data_dir } => node::debug_dump(&data_dir),

@@ -36,6 +36,39 @@ fn server_config(s: &NodeSettings) -> ServerConfig {
     }
 }
 
+/// The peer transport of the node: its connection cap and, when configured, peer TLS. The
+/// node's own certificate must name this node's id, so a node started with another node's
+/// certificate fails here rather than being refused by every peer.
+fn peer_transport(s: &NodeSettings) -> anyhow::Result<rampart_transport::Config> {
+    let tls = match &s.peer_tls {
+        None => {
+            if !s.peer_addr.ip().is_loopback() {
+                tracing::warn!(
+                    peer = %s.peer_addr,
+                    "PEER TLS IS OFF on a peer address that is not loopback: anyone who can reach it can \
+                     send this node Raft or Paxos messages as any member. Start every node with \
+                     --peer-tls-ca, --peer-tls-cert and --peer-tls-key (`rampart certs` makes a dev set)"
+                );
+            }
+            None
+        }
+        Some(f) => {
+            let tls = rampart_transport::PeerTls::from_files(&f.ca, &f.cert, &f.key)
+                .with_context(|| format!("peer TLS ({})", f.cert.display()))?;
+            if tls.node_id() != s.id {
+                anyhow::bail!(
+                    "peer TLS: the certificate {} names node {} but this node's id is {}",
+                    f.cert.display(),
+                    tls.node_id(),
+                    s.id
+                );
+            }
+            Some(Arc::new(tls))
+        }
+    };
+    Ok(rampart_transport::Config { tls, inbound_connections_max: s.peer_connections_max, ..Default::default() })
+}
+
 fn limits(s: &NodeSettings) -> Limits {
     Limits { key_bytes_max: s.key_bytes_max, value_bytes_max: s.value_bytes_max, ..Limits::default() }
 }
@@ -44,17 +77,19 @@ fn limits(s: &NodeSettings) -> Limits {
 /// replication stops on a fatal error.
 pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     let cfg = server_config(&s);
+    let transport = peer_transport(&s)?;
     let listeners = rampart_server::bind(&cfg).await?;
     check_mode(&s)?;
     let replica: Arc<dyn Replica> = match s.replication {
-        Replication::Leader => start_leader(&s).await?,
-        Replication::MultiMaster => start_multi_master(&s).await?,
+        Replication::Leader => start_leader(&s, transport).await?,
+        Replication::MultiMaster => start_multi_master(&s, transport).await?,
     };
     rampart_server::serve(listeners, replica.clone(), cfg);
     tracing::info!(
         id = s.id,
         replication = ?s.replication,
         peer = %s.peer_addr,
+        peer_tls = s.peer_tls.is_some(),
         resp = %s.resp_addr,
         http = %s.http_addr,
         data_dir = %s.data_dir.display(),
@@ -72,7 +107,7 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_leader(s: &NodeSettings) -> anyhow::Result<Arc<dyn Replica>> {
+async fn start_leader(s: &NodeSettings, transport: rampart_transport::Config) -> anyhow::Result<Arc<dyn Replica>> {
     let node = RaftNode::start(NodeConfig {
         id: s.id,
         data_dir: s.data_dir.clone(),
@@ -89,12 +124,16 @@ async fn start_leader(s: &NodeSettings) -> anyhow::Result<Arc<dyn Replica>> {
         logs_kept_after_snapshot: s.snapshot_logs / 4,
         peer_heartbeat_ms: s.peer_heartbeat_ms,
         limits: limits(s),
+        transport,
     })
     .await?;
     Ok(node)
 }
 
-async fn start_multi_master(s: &NodeSettings) -> anyhow::Result<Arc<dyn Replica>> {
+async fn start_multi_master(
+    s: &NodeSettings,
+    transport: rampart_transport::Config,
+) -> anyhow::Result<Arc<dyn Replica>> {
     let node = MmNode::start(MmConfig {
         id: s.id,
         data_dir: s.data_dir.clone(),
@@ -105,6 +144,7 @@ async fn start_multi_master(s: &NodeSettings) -> anyhow::Result<Arc<dyn Replica>
         request_timeout: s.request_timeout,
         peer_heartbeat_ms: s.peer_heartbeat_ms,
         limits: limits(s),
+        transport,
     })
     .await?;
     // A new data dir votes only once every member confirmed it never saw this node id

@@ -20,6 +20,9 @@ pub const DEFAULT_VALUE_BYTES_MAX: usize = rampart_kv::limits::VALUE_BYTES_MAX_D
 pub const DEFAULT_RESP_CONNECTIONS_MAX: usize = rampart_server::RESP_CONNECTIONS_MAX_DEFAULT;
 pub const DEFAULT_SNAPSHOT_LOGS: u64 = 20_000;
 pub const DEFAULT_PEER_HEARTBEAT_MS: u64 = 100;
+pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = rampart_transport::INBOUND_CONNECTIONS_MAX_DEFAULT;
+/// Highest `peer_connections_max` accepted.
+pub const PEER_CONNECTIONS_MAX_CEILING: usize = 65_536;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServerArgs {
@@ -68,6 +71,19 @@ pub struct ServerArgs {
     /// Interval of the failure-detection heartbeats sent to every peer (default 100).
     #[arg(long)]
     pub peer_heartbeat_ms: Option<u64>,
+    /// Cluster CA certificate (PEM) for mutual TLS between peers. Peer TLS needs all three of
+    /// --peer-tls-ca, --peer-tls-cert and --peer-tls-key (see `rampart certs`).
+    #[arg(long)]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// This node's peer certificate (PEM); it must name this node (node-<id>.rampart.internal).
+    #[arg(long)]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// This node's peer private key (PEM).
+    #[arg(long)]
+    pub peer_tls_key: Option<PathBuf>,
+    /// Most inbound peer connections open at once; more are closed at once (default 256).
+    #[arg(long)]
+    pub peer_connections_max: Option<usize>,
 }
 
 /// The keys a config file may hold.
@@ -88,6 +104,10 @@ struct FileConfig {
     value_bytes_max: Option<usize>,
     snapshot_logs: Option<u64>,
     peer_heartbeat_ms: Option<u64>,
+    peer_tls_ca: Option<PathBuf>,
+    peer_tls_cert: Option<PathBuf>,
+    peer_tls_key: Option<PathBuf>,
+    peer_connections_max: Option<usize>,
 }
 
 /// `initial_cluster` in a file: the flag's string form or a table `{ "1" = "addr" }`.
@@ -122,6 +142,17 @@ pub struct NodeSettings {
     pub resp_connections_max: usize,
     pub snapshot_logs: u64,
     pub peer_heartbeat_ms: u64,
+    /// Mutual TLS between peers; `None` for plaintext.
+    pub peer_tls: Option<PeerTlsFiles>,
+    pub peer_connections_max: usize,
+}
+
+/// The PEM files of a node's peer TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +233,22 @@ impl ServerArgs {
         if !(10..=60_000).contains(&peer_heartbeat_ms) {
             return Err(field("peer_heartbeat_ms", format!("{peer_heartbeat_ms} is outside 10..=60000")));
         }
+        let peer_tls = resolve_peer_tls(
+            [
+                self.peer_tls_ca.clone().or(file.peer_tls_ca),
+                self.peer_tls_cert.clone().or(file.peer_tls_cert),
+                self.peer_tls_key.clone().or(file.peer_tls_key),
+            ],
+            &field,
+        )?;
+        let peer_connections_max =
+            self.peer_connections_max.or(file.peer_connections_max).unwrap_or(DEFAULT_PEER_CONNECTIONS_MAX);
+        if !(1..=PEER_CONNECTIONS_MAX_CEILING).contains(&peer_connections_max) {
+            return Err(field(
+                "peer_connections_max",
+                format!("{peer_connections_max} is outside 1..={PEER_CONNECTIONS_MAX_CEILING}"),
+            ));
+        }
         Ok(NodeSettings {
             id,
             data_dir,
@@ -218,7 +265,34 @@ impl ServerArgs {
             resp_connections_max: DEFAULT_RESP_CONNECTIONS_MAX,
             snapshot_logs,
             peer_heartbeat_ms,
+            peer_tls,
+            peer_connections_max,
         })
+    }
+}
+
+/// Peer TLS needs its CA, certificate and key together; any one alone is a config error.
+fn resolve_peer_tls(
+    [ca, cert, key]: [Option<PathBuf>; 3],
+    field: &FieldError<'_>,
+) -> Result<Option<PeerTlsFiles>, ConfigError> {
+    match (ca, cert, key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(PeerTlsFiles { ca, cert, key })),
+        (ca, cert, key) => {
+            let missing: Vec<&str> =
+                [("peer_tls_ca", ca.is_none()), ("peer_tls_cert", cert.is_none()), ("peer_tls_key", key.is_none())]
+                    .into_iter()
+                    .filter_map(|(name, absent)| absent.then_some(name))
+                    .collect();
+            Err(field(
+                "peer_tls",
+                format!(
+                    "peer TLS needs all three of peer_tls_ca, peer_tls_cert and peer_tls_key; missing: {}",
+                    missing.join(", ")
+                ),
+            ))
+        }
     }
 }
 
@@ -359,6 +433,39 @@ mod tests {
         assert_eq!(c.id, 2);
         assert_eq!(c.heartbeat_interval_ms, 20);
         assert_eq!(c.initial_cluster.len(), 2);
+    }
+
+    #[test]
+    fn peer_tls_takes_all_three_files_or_none() {
+        let c = args().resolve().unwrap();
+        assert_eq!(c.peer_tls, None);
+        assert_eq!(c.peer_connections_max, DEFAULT_PEER_CONNECTIONS_MAX);
+        let mut a = args();
+        a.peer_tls_ca = Some("ca.pem".into());
+        a.peer_tls_key = Some("k.pem".into());
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("peer_tls") && e.contains("missing: peer_tls_cert"), "{e}");
+        a.peer_tls_cert = Some("c.pem".into());
+        let files = a.resolve().unwrap().peer_tls.unwrap();
+        assert_eq!((files.ca, files.cert, files.key), ("ca.pem".into(), "c.pem".into(), "k.pem".into()));
+        let mut a = args();
+        a.peer_connections_max = Some(0);
+        assert!(a.resolve().unwrap_err().to_string().contains("peer_connections_max"));
+    }
+
+    #[test]
+    fn peer_tls_files_come_from_the_config_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        std::fs::write(
+            &p,
+            "id = 1\ndata_dir = \"/tmp/d\"\npeer_tls_ca = \"/c/ca.pem\"\npeer_tls_cert = \"/c/node-1.pem\"\n\
+             peer_tls_key = \"/c/node-1-key.pem\"\npeer_connections_max = 32\n",
+        )
+        .unwrap();
+        let c = ServerArgs { config: Some(p), ..Default::default() }.resolve().unwrap();
+        assert_eq!(c.peer_tls.unwrap().cert, PathBuf::from("/c/node-1.pem"));
+        assert_eq!(c.peer_connections_max, 32);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct UpArgs {
     /// BASE+10+N, peer BASE+20+N.
     #[arg(long)]
     pub base_port: Option<u16>,
+    /// Mutual TLS between the nodes: makes a dev CA and node certificates under
+    /// DATA_DIR/certs (kept across runs) and starts every node with them.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 const NODES: u64 = 3;
@@ -134,6 +138,10 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
     let ports = &layout.nodes;
     let cluster: Vec<String> = ports.iter().map(|p| format!("{}={}", p.id, p.peer)).collect();
     let cluster = cluster.join(",");
+    let certs = match args.tls {
+        false => None,
+        true => Some(peer_certs(&args, ports)?),
+    };
     let mut procs = Procs { children: Vec::new() };
     for p in ports {
         let log = args.data_dir.join(format!("node{}.log", p.id));
@@ -147,6 +155,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
             .arg(args.data_dir.join(format!("n{}", p.id)))
             .args(["--peer-addr", &p.peer, "--resp-addr", &p.resp, "--http-addr", &p.http])
             .args(["--initial-cluster", &cluster, "--replication", &args.replication])
+            .args(certs.as_ref().map(|c| c.node_flags(p.id)).unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -172,6 +181,9 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
     if let Some(d) = lb_desc {
         println!("{d}");
     }
+    if let Some(c) = &certs {
+        println!("peer TLS on: nodes authenticate each other with certificates in {}", c.dir.display());
+    }
     println!("cluster ready; data in {}; press Ctrl-C to stop", args.data_dir.display());
 
     // Run until Ctrl-C or a child dies.
@@ -195,6 +207,18 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
     procs.stop().await;
     println!("stopped");
     Ok(())
+}
+
+/// The dev CA and node certificates of `up --tls`, made under the data dir on first use.
+fn peer_certs(args: &UpArgs, ports: &[NodePorts]) -> anyhow::Result<crate::certs::Layout> {
+    let dir = args.data_dir.join("certs");
+    let ids: Vec<u64> = ports.iter().map(|p| p.id).collect();
+    let names: Vec<String> = crate::certs::DEFAULT_SERVER_NAMES.split(',').map(String::from).collect();
+    let report = crate::certs::ensure(&dir, &ids, &names).context("cannot set up peer TLS certificates")?;
+    if !report.created.is_empty() {
+        println!("made a development CA and certificates in {}", dir.display());
+    }
+    Ok(crate::certs::Layout { dir })
 }
 
 /// Waits until every node answers and one reports itself leader, then prints

@@ -9,6 +9,8 @@ use rcgen::{
     SanType,
 };
 
+pub use rcgen;
+
 use crate::name::node_dns_name;
 use crate::TlsError;
 

@@ -40,18 +40,11 @@ fn server_config(s: &NodeSettings) -> ServerConfig {
 /// node's own certificate must name this node's id, so a node started with another node's
 /// certificate fails here rather than being refused by every peer.
 fn peer_transport(s: &NodeSettings) -> anyhow::Result<rampart_transport::Config> {
+    if let Some(warning) = plaintext_peer_warning(s) {
+        tracing::warn!(peer = %s.peer_addr, "{warning}");
+    }
     let tls = match &s.peer_tls {
-        None => {
-            if !s.peer_addr.ip().is_loopback() {
-                tracing::warn!(
-                    peer = %s.peer_addr,
-                    "PEER TLS IS OFF on a peer address that is not loopback: anyone who can reach it can \
-                     send this node Raft or Paxos messages as any member. Start every node with \
-                     --peer-tls-ca, --peer-tls-cert and --peer-tls-key (`rampart certs` makes a dev set)"
-                );
-            }
-            None
-        }
+        None => None,
         Some(f) => {
             let tls = rampart_transport::PeerTls::from_files(&f.ca, &f.cert, &f.key)
                 .with_context(|| format!("peer TLS ({})", f.cert.display()))?;
@@ -67,6 +60,16 @@ fn peer_transport(s: &NodeSettings) -> anyhow::Result<rampart_transport::Config>
         }
     };
     Ok(rampart_transport::Config { tls, inbound_connections_max: s.peer_connections_max, ..Default::default() })
+}
+
+/// The loud start-up warning of a node that listens for peers in plaintext on an address
+/// other nodes can reach (anything but loopback, `0.0.0.0` included).
+fn plaintext_peer_warning(s: &NodeSettings) -> Option<&'static str> {
+    (s.peer_tls.is_none() && !s.peer_addr.ip().is_loopback()).then_some(
+        "PEER TLS IS OFF on a peer address that is not loopback: anyone who can reach it can send this \
+         node Raft or Paxos messages as any member. Start every node with --peer-tls-ca, --peer-tls-cert \
+         and --peer-tls-key (`rampart certs` makes a dev set)",
+    )
 }
 
 fn limits(s: &NodeSettings) -> Limits {
@@ -196,4 +199,24 @@ pub fn debug_dump(data_dir: &std::path::Path) -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server_config::PeerTlsFiles;
+
+    #[test]
+    fn plaintext_on_a_reachable_peer_address_is_warned_about() {
+        let base = ServerArgs { id: Some(1), data_dir: Some("/tmp/x".into()), ..Default::default() };
+        let loopback = base.resolve().unwrap();
+        assert_eq!(plaintext_peer_warning(&loopback), None);
+        for addr in ["0.0.0.0:7001", "10.1.2.3:7001", "[::]:7001"] {
+            let mut s = loopback.clone();
+            s.peer_addr = addr.parse().unwrap();
+            assert!(plaintext_peer_warning(&s).is_some_and(|w| w.starts_with("PEER TLS IS OFF")), "{addr}");
+            s.peer_tls = Some(PeerTlsFiles { ca: "a".into(), cert: "b".into(), key: "c".into() });
+            assert_eq!(plaintext_peer_warning(&s), None, "{addr} with TLS");
+        }
+    }
 }

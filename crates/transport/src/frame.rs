@@ -116,16 +116,23 @@ pub(crate) async fn read_frame(
         // Room for what the frame still needs, up to one chunk; the buffer never grows to the
         // claimed length before the bytes are there.
         buf.reserve(missing.min(FRAME_READ_CHUNK_BYTES));
-        let n = match deadline {
+        let read = match deadline {
             Some(d) => tokio::time::timeout_at(d, read.read_buf(buf))
                 .await
-                .map_err(|_| FrameError::Stalled(frame_timeout.as_millis() as u64))??,
+                .map_err(|_| FrameError::Stalled(frame_timeout.as_millis() as u64))?,
             None => match wait.limit {
                 Some(w) => tokio::time::timeout(w, read.read_buf(buf))
                     .await
-                    .map_err(|_| FrameError::Idle(w.as_millis() as u64, wait.kind))??,
-                None => read.read_buf(buf).await?,
+                    .map_err(|_| FrameError::Idle(w.as_millis() as u64, wait.kind))?,
+                None => read.read_buf(buf).await,
             },
+        };
+        let n = match read {
+            Ok(n) => n,
+            // A TLS peer that closed without close_notify (a killed process): the end of the
+            // stream like any other. Frames carry their length, so a cut frame is still seen.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e.into()),
         };
         if n == 0 {
             return if buf.is_empty() { Ok(None) } else { Err(FrameError::Truncated) };

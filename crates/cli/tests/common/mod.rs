@@ -55,11 +55,18 @@ pub struct Cluster {
     pub procs: BTreeMap<u64, Child>,
     pub initial_cluster: String,
     pub extra_args: Vec<String>,
+    /// Arguments of one node only (after `extra_args`), such as its own certificate.
+    pub node_args: BTreeMap<u64, Vec<String>>,
 }
 
 impl Cluster {
     /// Starts nodes 1..=n as one cluster.
     pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra_args, |_| Vec::new())
+    }
+
+    /// Starts nodes 1..=n as one cluster, node `id` with `node_args(id)` too.
+    pub fn start_with(n: u64, extra_args: &[&str], node_args: impl Fn(u64) -> Vec<String>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Cluster {
             dir,
@@ -67,6 +74,7 @@ impl Cluster {
             procs: BTreeMap::new(),
             initial_cluster: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            node_args: (1..=n).map(|id| (id, node_args(id))).collect(),
         };
         for id in 1..=n {
             c.add_spec(id);
@@ -108,6 +116,7 @@ impl Cluster {
             .args(["--peer-addr", &s.peer, "--resp-addr", &s.resp, "--http-addr", &s.http])
             .args(["--initial-cluster", initial_cluster])
             .args(&self.extra_args)
+            .args(self.node_args.get(&id).into_iter().flatten())
             .env("RAMPART_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -163,6 +163,7 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
                         "ejections": st.ejections.get(),
                         "health_checks_failed": st.health_checks_failed.get(),
                         "connects": st.connects.get(),
+                        "tls_failures": st.tls_failures.get(),
                         "latency_us": {"p50": st.latency.quantile_us(0.5), "p90": st.latency.quantile_us(0.9), "p99": st.latency.quantile_us(0.99)},
                     })
                 })
@@ -172,9 +173,18 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
                 "listen": lb.local_addr(&f.cfg.name).map(|a| a.to_string()),
                 "mode": f.cfg.mode.to_string(),
                 "algorithm": f.cfg.algorithm.as_str(),
+                "tls": f.cfg.tls.is_some(),
+                "backend_tls": f.cfg.backend_tls.is_some(),
+                "max_conns": f.cfg.max_conns,
                 "conns_active": s.conns_active.load(Relaxed),
                 "conns_total": s.conns_total.get(),
                 "conns_rejected": s.conns_rejected.get(),
+                "conns_closed": {
+                    "first_byte_timeout": s.closed_first_byte_timeout.get(),
+                    "header_timeout": s.closed_header_timeout.get(),
+                    "idle_timeout": s.closed_idle_timeout.get(),
+                },
+                "tls_handshake_failures": s.tls_handshake_failures.get(),
                 "requests": s.requests.get(),
                 "responses": {"2xx": s.responses_2xx.get(), "3xx": s.responses_3xx.get(), "4xx": s.responses_4xx.get(), "5xx": s.responses_5xx.get()},
                 "no_backend": s.no_backend.get(),
@@ -198,6 +208,7 @@ pub fn metrics_text(lb: &Lb) -> String {
     let fes = lb.frontends();
     let mut o = String::new();
     frontend_counters(&mut o, &fes);
+    frontend_closed(&mut o, &fes);
     frontend_responses(&mut o, &fes);
     frontend_latency(&mut o, &fes);
     backend_families(&mut o, &fes, now_ms());
@@ -222,7 +233,7 @@ fn be_labels(f: &FrontendRt, b: &BackendState) -> String {
 
 fn frontend_counters(o: &mut String, fes: &[Arc<FrontendRt>]) {
     type FeGetter = fn(&FrontendRt) -> u64;
-    let fe_counters: [(&str, &str, &str, FeGetter); 8] = [
+    let fe_counters: [(&str, &str, &str, FeGetter); 10] = [
         ("rampart_lb_frontend_connections_total", "counter", "Client connections accepted.", |f| {
             f.stats.conns_total.get()
         }),
@@ -235,6 +246,15 @@ fn frontend_counters(o: &mut String, fes: &[Arc<FrontendRt>]) {
         ("rampart_lb_frontend_connections_active", "gauge", "Open client connections.", |f| {
             u64::from(f.stats.conns_active.load(Relaxed))
         }),
+        ("rampart_lb_frontend_connections_max", "gauge", "Connection cap of the listener (max_conns).", |f| {
+            u64::from(f.cfg.max_conns)
+        }),
+        (
+            "rampart_lb_frontend_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes with clients that failed (timeouts are in connections_closed_total).",
+            |f| f.stats.tls_handshake_failures.get(),
+        ),
         ("rampart_lb_frontend_requests_total", "counter", "Requests (HTTP) or sessions (TCP).", |f| {
             f.stats.requests.get()
         }),
@@ -252,6 +272,27 @@ fn frontend_counters(o: &mut String, fes: &[Arc<FrontendRt>]) {
     for (name, kind, help, get) in fe_counters {
         family(o, name, kind, help, fes.iter().map(|f| (fe_labels(f), get(f).to_string())).collect());
     }
+}
+
+/// Client connections the balancer closed, by the timeout that closed them.
+fn frontend_closed(o: &mut String, fes: &[Arc<FrontendRt>]) {
+    let mut rows = Vec::new();
+    for f in fes {
+        for (reason, c) in [
+            ("first_byte_timeout", &f.stats.closed_first_byte_timeout),
+            ("header_timeout", &f.stats.closed_header_timeout),
+            ("idle_timeout", &f.stats.closed_idle_timeout),
+        ] {
+            rows.push((format!("{},reason=\"{reason}\"", fe_labels(f)), c.get().to_string()));
+        }
+    }
+    family(
+        o,
+        "rampart_lb_frontend_connections_closed_total",
+        "counter",
+        "Client connections (and TCP sessions) closed by a timeout, by timeout.",
+        rows,
+    );
 }
 
 fn frontend_responses(o: &mut String, fes: &[Arc<FrontendRt>]) {
@@ -303,7 +344,7 @@ fn frontend_latency(o: &mut String, fes: &[Arc<FrontendRt>]) {
 
 fn backend_families(o: &mut String, fes: &[Arc<FrontendRt>], now: u64) {
     type BeGetter = fn(&BackendState, u64) -> u64;
-    let be: [(&str, &str, &str, BeGetter); 9] = [
+    let be: [(&str, &str, &str, BeGetter); 10] = [
         (
             "rampart_lb_backend_up",
             "gauge",
@@ -324,6 +365,12 @@ fn backend_families(o: &mut String, fes: &[Arc<FrontendRt>], now: u64) {
         ("rampart_lb_backend_responses_5xx_total", "counter", "5xx answers.", |b, _| b.stats.responses_5xx.get()),
         ("rampart_lb_backend_retries_total", "counter", "Retries sent to this backend.", |b, _| b.stats.retries.get()),
         ("rampart_lb_backend_ejections_total", "counter", "Passive ejections.", |b, _| b.stats.ejections.get()),
+        (
+            "rampart_lb_backend_tls_failures_total",
+            "counter",
+            "TLS handshakes with the backend that failed (requests and health checks).",
+            |b, _| b.stats.tls_failures.get(),
+        ),
         ("rampart_lb_backend_health_checks_failed_total", "counter", "Failed active health checks.", |b, _| {
             b.stats.health_checks_failed.get()
         }),

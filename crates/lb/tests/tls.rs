@@ -228,6 +228,11 @@ async fn a_backend_with_a_bad_certificate_fails_requests_and_health_checks() {
         .await;
         let s = stats(&lb).await;
         assert_eq!(backend_stat(&s, good.addr)["healthy"], true, "{kind}: {s}");
+        assert_eq!(
+            backend_stat(&s, good.addr)["health_checks_failed"],
+            0,
+            "{kind}: checks of the good backend failed: {s}"
+        );
         assert!(backend_stat(&s, rogue.addr)["tls_failures"].as_u64().unwrap() >= 2, "{kind}: {s}");
         let mut c = Client::connect(lb.local_addr("web").unwrap()).await.unwrap();
         for _ in 0..4 {
@@ -291,4 +296,63 @@ fn broken_tls_configuration_is_refused_with_the_field_and_file() {
     let ok = format!("{base}[frontend.tls]\ncert = {cert:?}\nkey = {key:?}\n{backend}");
     let cfg = rampart_lb::config::Config::parse(&ok, "lb.toml").unwrap();
     assert!(cfg.frontends[0].tls.is_some() && cfg.frontends[0].backend_tls.is_none());
+}
+
+#[test]
+fn the_shipped_tls_example_loads_with_its_certificates_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let ca = Ca::new("example ca");
+    let lb = ca.server(&["localhost"]);
+    t::write(&certs, "ca.pem", &ca.pem());
+    t::write(&certs, "lb.pem", &lb.cert);
+    t::write(&certs, "lb-key.pem", &lb.key);
+    let example = include_str!("../../../examples/lb-tls.toml");
+    let path = t::write(dir.path(), "lb-tls.toml", example);
+    let cfg = rampart_lb::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let https = &cfg.frontends[0];
+    assert_eq!(https.tls.as_ref().unwrap().cert, certs.join("lb.pem"));
+    assert_eq!(https.backend_tls.as_ref().unwrap().server_name.as_deref(), Some("backend.internal"));
+    assert!(cfg.frontends[1].tls.is_some() && cfg.frontends[1].backend_tls.is_none());
+    // Without the files beside it, it names the missing one.
+    std::fs::remove_file(certs.join("lb-key.pem")).unwrap();
+    let e = rampart_lb::config::Config::load(&path).unwrap_err().to_string();
+    assert!(e.contains("lb-key.pem: cannot read") && e.contains("frontend[0].tls"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_is_chosen_by_alpn_when_enabled() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test ca");
+    let b = Backend::start("b1").await;
+    let tls = frontend_tls(dir.path(), &ca.server(&["localhost"]), None);
+    for http2 in [true, false] {
+        let extra = format!("http2 = {http2}\n{HC_OFF}{tls}");
+        let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], &extra)).await;
+        let mut cfg = (*t::client_config(&ca.pem(), None)).clone();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let s = t::connect(lb.local_addr("web").unwrap(), &std::sync::Arc::new(cfg), "localhost").await.unwrap();
+        let alpn = s.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+        if !http2 {
+            assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]), "h2 offered by a frontend without http2");
+            continue;
+        }
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder().uri("https://localhost/headers").body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.expect("h2 response");
+        assert_eq!((resp.status().as_u16(), resp.version()), (200, hyper::Version::HTTP_2));
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("x-forwarded-proto: https\n") && body.contains("via: 2 rampart\n"), "{body}");
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,42 +17,79 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rampart_metrics::Counter;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::backend::{now_ms, AdminState, BackendState};
+use crate::config::AdminLimits;
 use crate::frontend::FrontendRt;
+use crate::io::{idle_expired, Activity, CountingIo};
 use crate::server::Lb;
 
-/// Most admin connections served at once.
-pub const ADMIN_CONNS_MAX: usize = 64;
-/// A request head to the admin API must arrive within this time.
-pub const ADMIN_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// The admin listener's counters (`rampart_lb_admin_*` in `/metrics`).
+#[derive(Default)]
+pub struct AdminStats {
+    pub conns_active: AtomicU32,
+    pub conns_total: Counter,
+    /// Closed at accept: `admin.max_conns` were open.
+    pub conns_rejected: Counter,
+    /// No request head within `admin.request_header_ms`.
+    pub closed_header_timeout: Counter,
+    /// No byte either way for `admin.idle_ms`.
+    pub closed_idle_timeout: Counter,
+}
 
-pub async fn serve(listener: TcpListener, lb: Lb) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNS_MAX));
+/// Serves the admin API on `listener` within `limits` until aborted.
+pub async fn serve(listener: TcpListener, lb: Lb, limits: AdminLimits) {
+    let stats = Arc::new(AdminStats::default());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(crate::server::ACCEPT_BACKOFF_MS)).await;
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let active = stats.conns_active.fetch_add(1, Relaxed) + 1;
+        if active > limits.max_conns {
+            crate::backend::release_one(&stats.conns_active, "admin connections");
+            stats.conns_rejected.inc();
             drop(stream);
             continue;
-        };
-        let lb = lb.clone();
+        }
+        stats.conns_total.inc();
+        let (lb, stats) = (lb.clone(), stats.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let lb = lb.clone();
-                async move { Ok::<_, Infallible>(route(&lb, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_millis(ADMIN_HEADER_TIMEOUT_MS))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-            drop(permit);
+            serve_connection(&lb, &stats, stream, limits).await;
+            crate::backend::release_one(&stats.conns_active, "admin connections");
         });
+    }
+}
+
+async fn serve_connection(lb: &Lb, stats: &Arc<AdminStats>, stream: tokio::net::TcpStream, limits: AdminLimits) {
+    let activity = Arc::new(Activity::default());
+    let act = activity.clone();
+    let (lb, st) = (lb.clone(), stats.clone());
+    let svc = hyper::service::service_fn(move |req| {
+        let (lb, st, act) = (lb.clone(), st.clone(), act.clone());
+        async move {
+            act.in_flight.fetch_add(1, Relaxed);
+            let resp = route(&lb, &st, req).await;
+            act.in_flight.fetch_sub(1, Relaxed);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new());
+    if !limits.request_header.is_zero() {
+        builder.header_read_timeout(limits.request_header);
+    }
+    let conn = builder.serve_connection(TokioIo::new(CountingIo::new(stream, activity.clone())), svc);
+    tokio::select! {
+        r = conn => {
+            if r.is_err_and(|e| e.is_timeout()) {
+                stats.closed_header_timeout.inc();
+            }
+        }
+        () = idle_expired(&activity, limits.idle) => stats.closed_idle_timeout.inc(),
     }
 }
 
@@ -69,12 +106,20 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>>
     reply(status, "application/json", format!("{v}\n"))
 }
 
-async fn route(lb: &Lb, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(lb: &Lb, admin: &AdminStats, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segs.as_slice()) {
-        (&Method::GET, ["stats"]) => json_reply(StatusCode::OK, stats_json(lb)),
-        (&Method::GET, ["metrics"]) => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics_text(lb)),
+        (&Method::GET, ["stats"]) => {
+            let mut v = stats_json(lb);
+            v["admin"] = admin_json(admin);
+            json_reply(StatusCode::OK, v)
+        }
+        (&Method::GET, ["metrics"]) => {
+            let mut text = metrics_text(lb);
+            admin_metrics(&mut text, admin);
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         (&Method::GET, ["health"]) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::POST, ["reload"]) => match lb.reload_from_source().await {
             Ok(()) => json_reply(StatusCode::OK, json!({"reloaded": true, "generation": lb.generation()})),
@@ -200,6 +245,52 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
     json!({"generation": lb.generation(), "frontends": fes})
 }
 
+fn admin_json(a: &AdminStats) -> serde_json::Value {
+    json!({
+        "conns_active": a.conns_active.load(Relaxed),
+        "conns_total": a.conns_total.get(),
+        "conns_rejected": a.conns_rejected.get(),
+        "conns_closed": {"header_timeout": a.closed_header_timeout.get(), "idle_timeout": a.closed_idle_timeout.get()},
+    })
+}
+
+/// The admin listener's own limits, beside the frontends'.
+fn admin_metrics(o: &mut String, a: &AdminStats) {
+    let one = |v: u64| vec![(String::new(), v.to_string())];
+    family(
+        o,
+        "rampart_lb_admin_connections_active",
+        "gauge",
+        "Open admin API connections.",
+        one(u64::from(a.conns_active.load(Relaxed))),
+    );
+    family(
+        o,
+        "rampart_lb_admin_connections_total",
+        "counter",
+        "Admin API connections accepted.",
+        one(a.conns_total.get()),
+    );
+    family(
+        o,
+        "rampart_lb_admin_connections_rejected_total",
+        "counter",
+        "Admin API connections closed at admin.max_conns.",
+        one(a.conns_rejected.get()),
+    );
+    let rows = vec![
+        ("reason=\"header_timeout\"".to_string(), a.closed_header_timeout.get().to_string()),
+        ("reason=\"idle_timeout\"".to_string(), a.closed_idle_timeout.get().to_string()),
+    ];
+    family(
+        o,
+        "rampart_lb_admin_connections_closed_total",
+        "counter",
+        "Admin API connections closed by a timeout.",
+        rows,
+    );
+}
+
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -219,7 +310,11 @@ pub fn metrics_text(lb: &Lb) -> String {
 fn family(o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, v) in rows {
-        let _ = writeln!(o, "{name}{{{labels}}} {v}");
+        if labels.is_empty() {
+            let _ = writeln!(o, "{name} {v}");
+        } else {
+            let _ = writeln!(o, "{name}{{{labels}}} {v}");
+        }
     }
 }
 

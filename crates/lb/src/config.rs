@@ -373,10 +373,47 @@ fn default_access_log_format() -> String {
     DEFAULT_ACCESS_LOG_FORMAT.into()
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Default `admin.max_conns`: admin API connections open at once.
+pub const DEFAULT_ADMIN_CONNS: u32 = 64;
+/// Default `admin.request_header_ms`: a request head to the admin API,
+/// counted from the accept or from the previous answer.
+pub const DEFAULT_ADMIN_REQUEST_HEADER_MS: u64 = 10_000;
+/// Default `admin.idle_ms`: an admin connection moving no byte is closed.
+pub const DEFAULT_ADMIN_IDLE_MS: u64 = 60_000;
+/// Largest `admin.max_conns` (and `max_conns` of a frontend).
+pub const CONNS_MAX: u32 = 1_000_000;
+
+/// `[admin]`: the admin API's address and the limits of its listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub max_conns: u32,
+    pub request_header_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: None,
+            max_conns: DEFAULT_ADMIN_CONNS,
+            request_header_ms: DEFAULT_ADMIN_REQUEST_HEADER_MS,
+            idle_ms: DEFAULT_ADMIN_IDLE_MS,
+        }
+    }
+}
+
+/// The admin listener's limits after validation (fixed at start, like its address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Connections open at once; more are closed at accept.
+    pub max_conns: u32,
+    /// Waiting for a request head, from the accept or the previous answer
+    /// (first byte and head alike); zero: off.
+    pub request_header: Duration,
+    /// No byte either way for this long closes the connection; zero: off.
+    pub idle: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -435,6 +472,7 @@ impl Frontend {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub admin: Option<SocketAddr>,
+    pub admin_limits: AdminLimits,
     pub frontends: Vec<Frontend>,
     /// Where it came from, for reloads and messages (`None`: command line).
     pub source: Option<PathBuf>,
@@ -496,6 +534,7 @@ pub fn validate_in(raw: RawConfig, file: &str, base: &Path) -> Result<Config, Co
         Some(a) => Some(parse_addr(file, "admin.listen", a)?),
         None => None,
     };
+    let admin_limits = validate_admin(file, &raw.admin)?;
     if raw.frontends.is_empty() {
         return Err(invalid(file, "frontend", "at least one [[frontend]] is required"));
     }
@@ -523,7 +562,23 @@ pub fn validate_in(raw: RawConfig, file: &str, base: &Path) -> Result<Config, Co
         frontends.push(validate_frontend(&at, f, listen)?);
     }
     assert!(!frontends.is_empty() && frontends.len() <= FRONTENDS_MAX);
-    Ok(Config { admin, frontends, source: None })
+    Ok(Config { admin, admin_limits, frontends, source: None })
+}
+
+fn validate_admin(file: &str, a: &RawAdmin) -> Result<AdminLimits, ConfigError> {
+    if a.max_conns == 0 || a.max_conns > CONNS_MAX {
+        return Err(invalid(file, "admin.max_conns", format!("must be between 1 and {CONNS_MAX}")));
+    }
+    for (name, v) in [("request_header_ms", a.request_header_ms), ("idle_ms", a.idle_ms)] {
+        if v > TIMEOUT_MS_MAX {
+            return Err(invalid(file, format!("admin.{name}"), format!("must be at most {TIMEOUT_MS_MAX} (one day)")));
+        }
+    }
+    Ok(AdminLimits {
+        max_conns: a.max_conns,
+        request_header: Duration::from_millis(a.request_header_ms),
+        idle: Duration::from_millis(a.idle_ms),
+    })
 }
 
 /// Names the fields of one frontend in errors: `frontend[3].retries.max_retries`.
@@ -658,8 +713,8 @@ fn validate_balancing(at: &Field, f: &RawFrontend) -> Result<(Algorithm, HashKey
 }
 
 fn validate_frontend_limits(at: &Field, f: &RawFrontend) -> Result<(), ConfigError> {
-    if f.max_conns == 0 {
-        return Err(at.invalid("max_conns", "must be at least 1"));
+    if f.max_conns == 0 || f.max_conns > CONNS_MAX {
+        return Err(at.invalid("max_conns", format!("must be between 1 and {CONNS_MAX}")));
     }
     if f.request_header_bytes_max < 8192 || f.request_header_bytes_max > 1 << 20 {
         return Err(at.invalid("request_header_bytes_max", "must be between 8192 and 1048576"));
@@ -775,7 +830,7 @@ pub fn quick_start(
     admin: Option<&str>,
 ) -> Result<Config, ConfigError> {
     let raw = RawConfig {
-        admin: RawAdmin { listen: admin.map(str::to_string) },
+        admin: RawAdmin { listen: admin.map(str::to_string), ..RawAdmin::default() },
         frontends: vec![RawFrontend {
             name: "default".into(),
             listen: listen.into(),

@@ -35,7 +35,7 @@
 //! In full, every edge (checked against the code by `tests/module_graph.rs`):
 //!
 //! - `run`: admin, config, probe, server
-//! - `admin`: backend, frontend, server
+//! - `admin`: backend, config, frontend, io, server
 //! - `server`: backend, config, fast, frontend, health, http, pool, tcp
 //! - `fast`: backend, frontend, h1client, http
 //! - `http`: access_log, algo, backend, config, frontend, h1client, io, retry, tls

@@ -135,9 +135,17 @@ impl Lb {
 
     /// Applies a new configuration; on any error the old one stays in force.
     pub async fn reload(&self, cfg: Config) -> Result<(), LbError> {
-        let old_admin = self.shared.state.lock().config.admin;
+        let (old_admin, old_limits) = {
+            let st = self.shared.state.lock();
+            (st.config.admin, st.config.admin_limits)
+        };
         if cfg.admin != old_admin {
             tracing::warn!("admin.listen changed; the admin address changes only on restart");
+        }
+        if cfg.admin_limits != old_limits {
+            tracing::warn!(
+                "admin limits changed; max_conns, request_header_ms and idle_ms of [admin] change only on restart"
+            );
         }
         match self.apply(cfg).await {
             Ok(()) => {

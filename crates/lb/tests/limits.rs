@@ -160,3 +160,77 @@ async fn a_connection_over_the_cap_is_refused_while_the_others_are_served() {
         assert_eq!(get(addr, "/").await.unwrap().0, 200, "{mode}");
     }
 }
+
+/// GET /stats on an admin connection already open.
+async fn stats_on(c: &mut Client) -> serde_json::Value {
+    serde_json::from_str(&c.get("/stats").await.unwrap().1).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_its_own_cap_and_timeouts() {
+    let b = Backend::start("b1").await;
+    let with_admin = |admin: &str| one_frontend("http", "round_robin", &[b.addr], HC_OFF).replace("[admin]\n", admin);
+    // The cap: the third connection is closed at once, the two go on.
+    let lb = start_lb(&with_admin("[admin]\nmax_conns = 2\n")).await;
+    let admin = lb.admin_addr().unwrap();
+    let mut c1 = Client::connect(admin).await.unwrap();
+    let mut c2 = Client::connect(admin).await.unwrap();
+    assert_eq!(c1.get("/health").await.unwrap().0, 200);
+    assert_eq!(raw_exchange(admin, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await, "");
+    let s = stats_on(&mut c2).await;
+    assert_eq!((s["admin"]["conns_rejected"].as_u64(), s["admin"]["conns_active"].as_u64()), (Some(1), Some(2)), "{s}");
+    // Once c1 is gone its slot is free again (watched through c2: a new
+    // connection could be refused meanwhile).
+    drop(c1);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while stats_on(&mut c2).await["admin"]["conns_active"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "c1's admin connection never closed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(admin, "/health").await.unwrap().0, 200);
+    let (_, metrics) = c2.get("/metrics").await.unwrap();
+    assert!(metrics.contains("rampart_lb_admin_connections_rejected_total 1\n"), "{metrics}");
+
+    // One byte, then silence: dropped after request_header_ms.
+    let lb = start_lb(&with_admin("[admin]\nrequest_header_ms = 200\nidle_ms = 600000\n")).await;
+    let admin = lb.admin_addr().unwrap();
+    let mut slow = TcpStream::connect(admin).await.unwrap();
+    slow.write_all(b"G").await.unwrap();
+    let got = closed_by_peer(&mut slow).await.expect("a one-byte admin client was not dropped");
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    let (_, metrics) = get(admin, "/metrics").await.unwrap();
+    assert!(metrics.contains("rampart_lb_admin_connections_closed_total{reason=\"header_timeout\"} 1\n"), "{metrics}");
+
+    // Idle: with the header timeout off, a silent connection is closed after idle_ms.
+    let lb = start_lb(&with_admin("[admin]\nrequest_header_ms = 0\nidle_ms = 200\n")).await;
+    let mut silent = TcpStream::connect(lb.admin_addr().unwrap()).await.unwrap();
+    closed_by_peer(&mut silent).await.expect("an idle admin connection was not closed");
+    let s = stats(&lb).await;
+    assert_eq!(s["admin"]["conns_closed"]["idle_timeout"], 1, "{s}");
+}
+
+#[test]
+fn listener_limits_are_checked() {
+    let base = "[[frontend]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n[[frontend.backend]]\naddr = \"127.0.0.1:9\"\n";
+    for (text, want) in [
+        (format!("[admin]\nmax_conns = 0\n{base}"), "admin.max_conns"),
+        (format!("[admin]\nidle_ms = 99999999999\n{base}"), "admin.idle_ms"),
+        (
+            base.replace("listen = \"127.0.0.1:0\"\n", "listen = \"127.0.0.1:0\"\nmax_conns = 0\n"),
+            "frontend[0].max_conns",
+        ),
+        (format!("{base}[frontend.timeouts]\nfirst_byte_ms = 99999999999\n"), "frontend[0].timeouts.first_byte_ms"),
+    ] {
+        let e = rampart_lb::config::Config::parse(&text, "lb.toml").unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    let c = rampart_lb::config::Config::parse(base, "lb.toml").unwrap();
+    let (f, a) = (&c.frontends[0], &c.admin_limits);
+    use rampart_lb::config::*;
+    assert_eq!(
+        (f.max_conns, f.timeouts.first_byte_ms, f.timeouts.request_header_ms, f.timeouts.idle_ms),
+        (DEFAULT_FRONTEND_CONNS, DEFAULT_FIRST_BYTE_MS, DEFAULT_REQUEST_HEADER_MS, DEFAULT_IDLE_MS)
+    );
+    assert_eq!(a.max_conns, DEFAULT_ADMIN_CONNS);
+    assert_eq!(a.request_header.as_millis() as u64, DEFAULT_ADMIN_REQUEST_HEADER_MS);
+}

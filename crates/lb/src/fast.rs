@@ -318,9 +318,10 @@ pub async fn serve<S>(
                         return serve_io(cell, fe, stream, client).await;
                     }
                     Parse::Bad => {
-                        let _ = c.stream.write_all(BAD_REQUEST).await;
-                        let _ = c.stream.flush().await;
-                        let _ = c.stream.shutdown().await;
+                        // A client that does not read cannot hold the connection.
+                        if send(&mut c.stream, idle, BAD_REQUEST).await.is_ok() {
+                            let _ = within(idle, c.stream.shutdown()).await;
+                        }
                         return;
                     }
                 }

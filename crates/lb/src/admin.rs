@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,42 +17,79 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rampart_metrics::Counter;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::backend::{now_ms, AdminState, BackendState};
+use crate::config::AdminLimits;
 use crate::frontend::FrontendRt;
+use crate::io::{idle_expired, Activity, CountingIo};
 use crate::server::Lb;
 
-/// Most admin connections served at once.
-pub const ADMIN_CONNS_MAX: usize = 64;
-/// A request head to the admin API must arrive within this time.
-pub const ADMIN_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// The admin listener's counters (`rampart_lb_admin_*` in `/metrics`).
+#[derive(Default)]
+pub struct AdminStats {
+    pub conns_active: AtomicU32,
+    pub conns_total: Counter,
+    /// Closed at accept: `admin.max_conns` were open.
+    pub conns_rejected: Counter,
+    /// No request head within `admin.request_header_ms`.
+    pub closed_header_timeout: Counter,
+    /// No byte either way for `admin.idle_ms`.
+    pub closed_idle_timeout: Counter,
+}
 
-pub async fn serve(listener: TcpListener, lb: Lb) {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNS_MAX));
+/// Serves the admin API on `listener` within `limits` until aborted.
+pub async fn serve(listener: TcpListener, lb: Lb, limits: AdminLimits) {
+    let stats = Arc::new(AdminStats::default());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(crate::server::ACCEPT_BACKOFF_MS)).await;
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let active = stats.conns_active.fetch_add(1, Relaxed) + 1;
+        if active > limits.max_conns {
+            crate::backend::release_one(&stats.conns_active, "admin connections");
+            stats.conns_rejected.inc();
             drop(stream);
             continue;
-        };
-        let lb = lb.clone();
+        }
+        stats.conns_total.inc();
+        let (lb, stats) = (lb.clone(), stats.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let lb = lb.clone();
-                async move { Ok::<_, Infallible>(route(&lb, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_millis(ADMIN_HEADER_TIMEOUT_MS))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-            drop(permit);
+            serve_connection(&lb, &stats, stream, limits).await;
+            crate::backend::release_one(&stats.conns_active, "admin connections");
         });
+    }
+}
+
+async fn serve_connection(lb: &Lb, stats: &Arc<AdminStats>, stream: tokio::net::TcpStream, limits: AdminLimits) {
+    let activity = Arc::new(Activity::default());
+    let act = activity.clone();
+    let (lb, st) = (lb.clone(), stats.clone());
+    let svc = hyper::service::service_fn(move |req| {
+        let (lb, st, act) = (lb.clone(), st.clone(), act.clone());
+        async move {
+            act.in_flight.fetch_add(1, Relaxed);
+            let resp = route(&lb, &st, req).await;
+            act.in_flight.fetch_sub(1, Relaxed);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new());
+    if !limits.request_header.is_zero() {
+        builder.header_read_timeout(limits.request_header);
+    }
+    let conn = builder.serve_connection(TokioIo::new(CountingIo::new(stream, activity.clone())), svc);
+    tokio::select! {
+        r = conn => {
+            if r.is_err_and(|e| e.is_timeout()) {
+                stats.closed_header_timeout.inc();
+            }
+        }
+        () = idle_expired(&activity, limits.idle) => stats.closed_idle_timeout.inc(),
     }
 }
 
@@ -69,12 +106,20 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>>
     reply(status, "application/json", format!("{v}\n"))
 }
 
-async fn route(lb: &Lb, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(lb: &Lb, admin: &AdminStats, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segs.as_slice()) {
-        (&Method::GET, ["stats"]) => json_reply(StatusCode::OK, stats_json(lb)),
-        (&Method::GET, ["metrics"]) => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics_text(lb)),
+        (&Method::GET, ["stats"]) => {
+            let mut v = stats_json(lb);
+            v["admin"] = admin_json(admin);
+            json_reply(StatusCode::OK, v)
+        }
+        (&Method::GET, ["metrics"]) => {
+            let mut text = metrics_text(lb);
+            admin_metrics(&mut text, admin);
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         (&Method::GET, ["health"]) => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         (&Method::POST, ["reload"]) => match lb.reload_from_source().await {
             Ok(()) => json_reply(StatusCode::OK, json!({"reloaded": true, "generation": lb.generation()})),
@@ -163,6 +208,7 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
                         "ejections": st.ejections.get(),
                         "health_checks_failed": st.health_checks_failed.get(),
                         "connects": st.connects.get(),
+                        "tls_failures": st.tls_failures.get(),
                         "latency_us": {"p50": st.latency.quantile_us(0.5), "p90": st.latency.quantile_us(0.9), "p99": st.latency.quantile_us(0.99)},
                     })
                 })
@@ -172,9 +218,18 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
                 "listen": lb.local_addr(&f.cfg.name).map(|a| a.to_string()),
                 "mode": f.cfg.mode.to_string(),
                 "algorithm": f.cfg.algorithm.as_str(),
+                "tls": f.cfg.tls.is_some(),
+                "backend_tls": f.cfg.backend_tls.is_some(),
+                "max_conns": f.cfg.max_conns,
                 "conns_active": s.conns_active.load(Relaxed),
                 "conns_total": s.conns_total.get(),
                 "conns_rejected": s.conns_rejected.get(),
+                "conns_closed": {
+                    "first_byte_timeout": s.closed_first_byte_timeout.get(),
+                    "header_timeout": s.closed_header_timeout.get(),
+                    "idle_timeout": s.closed_idle_timeout.get(),
+                },
+                "tls_handshake_failures": s.tls_handshake_failures.get(),
                 "requests": s.requests.get(),
                 "responses": {"2xx": s.responses_2xx.get(), "3xx": s.responses_3xx.get(), "4xx": s.responses_4xx.get(), "5xx": s.responses_5xx.get()},
                 "no_backend": s.no_backend.get(),
@@ -190,6 +245,52 @@ pub fn stats_json(lb: &Lb) -> serde_json::Value {
     json!({"generation": lb.generation(), "frontends": fes})
 }
 
+fn admin_json(a: &AdminStats) -> serde_json::Value {
+    json!({
+        "conns_active": a.conns_active.load(Relaxed),
+        "conns_total": a.conns_total.get(),
+        "conns_rejected": a.conns_rejected.get(),
+        "conns_closed": {"header_timeout": a.closed_header_timeout.get(), "idle_timeout": a.closed_idle_timeout.get()},
+    })
+}
+
+/// The admin listener's own limits, beside the frontends'.
+fn admin_metrics(o: &mut String, a: &AdminStats) {
+    let one = |v: u64| vec![(String::new(), v.to_string())];
+    family(
+        o,
+        "rampart_lb_admin_connections_active",
+        "gauge",
+        "Open admin API connections.",
+        one(u64::from(a.conns_active.load(Relaxed))),
+    );
+    family(
+        o,
+        "rampart_lb_admin_connections_total",
+        "counter",
+        "Admin API connections accepted.",
+        one(a.conns_total.get()),
+    );
+    family(
+        o,
+        "rampart_lb_admin_connections_rejected_total",
+        "counter",
+        "Admin API connections closed at admin.max_conns.",
+        one(a.conns_rejected.get()),
+    );
+    let rows = vec![
+        ("reason=\"header_timeout\"".to_string(), a.closed_header_timeout.get().to_string()),
+        ("reason=\"idle_timeout\"".to_string(), a.closed_idle_timeout.get().to_string()),
+    ];
+    family(
+        o,
+        "rampart_lb_admin_connections_closed_total",
+        "counter",
+        "Admin API connections closed by a timeout.",
+        rows,
+    );
+}
+
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -198,6 +299,7 @@ pub fn metrics_text(lb: &Lb) -> String {
     let fes = lb.frontends();
     let mut o = String::new();
     frontend_counters(&mut o, &fes);
+    frontend_closed(&mut o, &fes);
     frontend_responses(&mut o, &fes);
     frontend_latency(&mut o, &fes);
     backend_families(&mut o, &fes, now_ms());
@@ -208,7 +310,11 @@ pub fn metrics_text(lb: &Lb) -> String {
 fn family(o: &mut String, name: &str, kind: &str, help: &str, rows: Vec<(String, String)>) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, v) in rows {
-        let _ = writeln!(o, "{name}{{{labels}}} {v}");
+        if labels.is_empty() {
+            let _ = writeln!(o, "{name} {v}");
+        } else {
+            let _ = writeln!(o, "{name}{{{labels}}} {v}");
+        }
     }
 }
 
@@ -222,7 +328,7 @@ fn be_labels(f: &FrontendRt, b: &BackendState) -> String {
 
 fn frontend_counters(o: &mut String, fes: &[Arc<FrontendRt>]) {
     type FeGetter = fn(&FrontendRt) -> u64;
-    let fe_counters: [(&str, &str, &str, FeGetter); 8] = [
+    let fe_counters: [(&str, &str, &str, FeGetter); 10] = [
         ("rampart_lb_frontend_connections_total", "counter", "Client connections accepted.", |f| {
             f.stats.conns_total.get()
         }),
@@ -235,6 +341,15 @@ fn frontend_counters(o: &mut String, fes: &[Arc<FrontendRt>]) {
         ("rampart_lb_frontend_connections_active", "gauge", "Open client connections.", |f| {
             u64::from(f.stats.conns_active.load(Relaxed))
         }),
+        ("rampart_lb_frontend_connections_max", "gauge", "Connection cap of the listener (max_conns).", |f| {
+            u64::from(f.cfg.max_conns)
+        }),
+        (
+            "rampart_lb_frontend_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes with clients that failed (timeouts are in connections_closed_total).",
+            |f| f.stats.tls_handshake_failures.get(),
+        ),
         ("rampart_lb_frontend_requests_total", "counter", "Requests (HTTP) or sessions (TCP).", |f| {
             f.stats.requests.get()
         }),
@@ -252,6 +367,27 @@ fn frontend_counters(o: &mut String, fes: &[Arc<FrontendRt>]) {
     for (name, kind, help, get) in fe_counters {
         family(o, name, kind, help, fes.iter().map(|f| (fe_labels(f), get(f).to_string())).collect());
     }
+}
+
+/// Client connections the balancer closed, by the timeout that closed them.
+fn frontend_closed(o: &mut String, fes: &[Arc<FrontendRt>]) {
+    let mut rows = Vec::new();
+    for f in fes {
+        for (reason, c) in [
+            ("first_byte_timeout", &f.stats.closed_first_byte_timeout),
+            ("header_timeout", &f.stats.closed_header_timeout),
+            ("idle_timeout", &f.stats.closed_idle_timeout),
+        ] {
+            rows.push((format!("{},reason=\"{reason}\"", fe_labels(f)), c.get().to_string()));
+        }
+    }
+    family(
+        o,
+        "rampart_lb_frontend_connections_closed_total",
+        "counter",
+        "Client connections (and TCP sessions) closed by a timeout, by timeout.",
+        rows,
+    );
 }
 
 fn frontend_responses(o: &mut String, fes: &[Arc<FrontendRt>]) {
@@ -303,7 +439,7 @@ fn frontend_latency(o: &mut String, fes: &[Arc<FrontendRt>]) {
 
 fn backend_families(o: &mut String, fes: &[Arc<FrontendRt>], now: u64) {
     type BeGetter = fn(&BackendState, u64) -> u64;
-    let be: [(&str, &str, &str, BeGetter); 9] = [
+    let be: [(&str, &str, &str, BeGetter); 10] = [
         (
             "rampart_lb_backend_up",
             "gauge",
@@ -324,6 +460,12 @@ fn backend_families(o: &mut String, fes: &[Arc<FrontendRt>], now: u64) {
         ("rampart_lb_backend_responses_5xx_total", "counter", "5xx answers.", |b, _| b.stats.responses_5xx.get()),
         ("rampart_lb_backend_retries_total", "counter", "Retries sent to this backend.", |b, _| b.stats.retries.get()),
         ("rampart_lb_backend_ejections_total", "counter", "Passive ejections.", |b, _| b.stats.ejections.get()),
+        (
+            "rampart_lb_backend_tls_failures_total",
+            "counter",
+            "TLS handshakes with the backend that failed (requests and health checks).",
+            |b, _| b.stats.tls_failures.get(),
+        ),
         ("rampart_lb_backend_health_checks_failed_total", "counter", "Failed active health checks.", |b, _| {
             b.stats.health_checks_failed.get()
         }),

@@ -78,6 +78,8 @@ pub struct BackendStats {
     pub ejections: Counter,
     pub health_checks_failed: Counter,
     pub connects: Counter,
+    /// TLS handshakes with the backend that failed (requests and health checks).
+    pub tls_failures: Counter,
     pub latency: Histogram,
 }
 
@@ -275,6 +277,17 @@ pub struct FrontendStats {
     pub retries: Counter,
     pub retries_denied_by_budget: Counter,
     pub timeouts: Counter,
+    /// Client connections closed because no request byte came within
+    /// `timeouts.first_byte_ms` of accepting them (TLS handshake included).
+    pub closed_first_byte_timeout: Counter,
+    /// Client connections closed because a request head was not complete
+    /// within `timeouts.request_header_ms` of its first byte.
+    pub closed_header_timeout: Counter,
+    /// Client connections and TCP sessions closed after `timeouts.idle_ms` without progress.
+    pub closed_idle_timeout: Counter,
+    /// TLS handshakes with clients that failed (bad certificate, no client
+    /// certificate where one is required, not TLS at all).
+    pub tls_handshake_failures: Counter,
     pub latency: Histogram,
     /// Last time a rate-limited warning was logged (ms, [`now_ms`] clock).
     last_log_ms: AtomicU64,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::algo::{maglev::is_prime, Algorithm};
+use crate::tls::{Acceptor, Connector};
 
 /// Largest accepted configuration file.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
@@ -184,13 +185,36 @@ impl Default for RetryConfig {
     }
 }
 
+/// Default `timeouts.connect_ms`: a TCP connect (and TLS handshake) to a backend, per attempt.
+pub const DEFAULT_CONNECT_MS: u64 = 1_000;
+/// Default `timeouts.first_byte_ms`: from accepting a client connection to
+/// the first byte of its first request, the TLS handshake included.
+pub const DEFAULT_FIRST_BYTE_MS: u64 = 10_000;
+/// Default `timeouts.request_header_ms`: from a request's first byte to the
+/// end of its head (slowloris guard).
+pub const DEFAULT_REQUEST_HEADER_MS: u64 = 10_000;
+/// Default `timeouts.idle_ms`: a keep-alive connection waiting for its next
+/// request, or a TCP session moving no byte either way.
+pub const DEFAULT_IDLE_MS: u64 = 60_000;
+/// Default `timeouts.request_ms`: request to response header, all attempts.
+pub const DEFAULT_REQUEST_MS: u64 = 30_000;
+/// Default `max_conns` of a frontend: client connections open at once on its
+/// listener; more are closed as soon as they are accepted.
+pub const DEFAULT_FRONTEND_CONNS: u32 = 10_000;
+/// Largest value of any timeout (one day).
+pub const TIMEOUT_MS_MAX: u64 = 86_400_000;
+
 /// Timeouts, in milliseconds; 0 disables one (except connect).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutConfig {
-    /// TCP connect to a backend (per attempt).
+    /// TCP connect to a backend, and the TLS handshake with it (per attempt).
     pub connect_ms: u64,
-    /// Whole request header from a client (slowloris guard).
+    /// From accept to the first byte of the first request (HTTP), the TLS
+    /// handshake included; a TCP frontend uses it for the TLS handshake only
+    /// (plain TCP clients may wait for the server to speak first).
+    pub first_byte_ms: u64,
+    /// From a request's first byte to the end of its head (slowloris guard).
     pub request_header_ms: u64,
     /// A client or TCP session with no bytes either way is closed.
     pub idle_ms: u64,
@@ -200,8 +224,65 @@ pub struct TimeoutConfig {
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
-        TimeoutConfig { connect_ms: 1_000, request_header_ms: 10_000, idle_ms: 60_000, request_ms: 30_000 }
+        TimeoutConfig {
+            connect_ms: DEFAULT_CONNECT_MS,
+            first_byte_ms: DEFAULT_FIRST_BYTE_MS,
+            request_header_ms: DEFAULT_REQUEST_HEADER_MS,
+            idle_ms: DEFAULT_IDLE_MS,
+            request_ms: DEFAULT_REQUEST_MS,
+        }
     }
+}
+
+/// `[frontend.tls]`: the frontend terminates TLS. Paths are relative to the
+/// configuration file's folder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrontendTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key of the leaf.
+    pub key: String,
+    /// PEM CA certificates: when set, clients must present a certificate one
+    /// of them signed (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<String>,
+}
+
+/// `[frontend.backend_tls]`: the frontend speaks TLS to its backends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    /// PEM CA certificates the backends' certificates must chain to (only
+    /// these are trusted; there is no way to skip the check).
+    pub ca: String,
+    /// Name the backends' certificates must carry, sent as SNI; default:
+    /// each backend's IP address (then an IP SAN).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Client certificate chain and key to present to the backends.
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// A frontend's TLS after validation: the files, and the loaded acceptor.
+#[derive(Clone, Debug)]
+pub struct FrontendTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub acceptor: Acceptor,
+}
+
+/// TLS to a frontend's backends after validation.
+#[derive(Clone, Debug)]
+pub struct BackendTls {
+    pub ca: PathBuf,
+    pub server_name: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub connector: Connector,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -258,6 +339,10 @@ pub struct RawFrontend {
     pub ejection: EjectionConfig,
     #[serde(default)]
     pub retries: RetryConfig,
+    #[serde(default)]
+    pub tls: Option<RawFrontendTls>,
+    #[serde(default)]
+    pub backend_tls: Option<RawBackendTls>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
@@ -269,7 +354,7 @@ fn default_algo() -> String {
     "round_robin".into()
 }
 fn default_frontend_conns() -> u32 {
-    10_000
+    DEFAULT_FRONTEND_CONNS
 }
 fn default_pool_idle() -> usize {
     128
@@ -288,10 +373,47 @@ fn default_access_log_format() -> String {
     DEFAULT_ACCESS_LOG_FORMAT.into()
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Default `admin.max_conns`: admin API connections open at once.
+pub const DEFAULT_ADMIN_CONNS: u32 = 64;
+/// Default `admin.request_header_ms`: a request head to the admin API,
+/// counted from the accept or from the previous answer.
+pub const DEFAULT_ADMIN_REQUEST_HEADER_MS: u64 = 10_000;
+/// Default `admin.idle_ms`: an admin connection moving no byte is closed.
+pub const DEFAULT_ADMIN_IDLE_MS: u64 = 60_000;
+/// Largest `admin.max_conns` (and `max_conns` of a frontend).
+pub const CONNS_MAX: u32 = 1_000_000;
+
+/// `[admin]`: the admin API's address and the limits of its listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub max_conns: u32,
+    pub request_header_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: None,
+            max_conns: DEFAULT_ADMIN_CONNS,
+            request_header_ms: DEFAULT_ADMIN_REQUEST_HEADER_MS,
+            idle_ms: DEFAULT_ADMIN_IDLE_MS,
+        }
+    }
+}
+
+/// The admin listener's limits after validation (fixed at start, like its address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Connections open at once; more are closed at accept.
+    pub max_conns: u32,
+    /// Waiting for a request head, from the accept or the previous answer
+    /// (first byte and head alike); zero: off.
+    pub request_header: Duration,
+    /// No byte either way for this long closes the connection; zero: off.
+    pub idle: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -333,6 +455,10 @@ pub struct Frontend {
     pub health: HealthConfig,
     pub ejection: EjectionConfig,
     pub retries: RetryConfig,
+    /// TLS with clients (`None`: cleartext).
+    pub tls: Option<FrontendTls>,
+    /// TLS to the backends (`None`: cleartext).
+    pub backend_tls: Option<BackendTls>,
     pub backends: Vec<Backend>,
 }
 
@@ -346,6 +472,7 @@ impl Frontend {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub admin: Option<SocketAddr>,
+    pub admin_limits: AdminLimits,
     pub frontends: Vec<Frontend>,
     /// Where it came from, for reloads and messages (`None`: command line).
     pub source: Option<PathBuf>,
@@ -364,18 +491,25 @@ impl Config {
             });
         }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        let mut cfg = Config::parse(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let mut cfg = Config::parse_in(&text, &file, base)?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
 
-    /// Parses and validates TOML text; `file` names it in errors.
+    /// Parses and validates TOML text; `file` names it in errors. Relative
+    /// certificate paths are taken from the current directory.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, file, Path::new(""))
+    }
+
+    /// As [`Config::parse`], with relative paths taken from `base`.
+    pub fn parse_in(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        validate(raw, file)
+        validate_in(raw, file, base)
     }
 }
 
@@ -387,12 +521,20 @@ fn parse_addr(file: &str, field: &str, s: &str) -> Result<SocketAddr, ConfigErro
     s.parse::<SocketAddr>().map_err(|_| invalid(file, field, format!("`{s}` is not an IP:port address")))
 }
 
-/// Checks every field of `raw` and returns the typed configuration.
+/// Checks every field of `raw` and returns the typed configuration
+/// (relative certificate paths from the current directory).
 pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+    validate_in(raw, file, Path::new(""))
+}
+
+/// As [`validate`], with relative certificate paths taken from `base`; the
+/// certificate and key files are read and checked here.
+pub fn validate_in(raw: RawConfig, file: &str, base: &Path) -> Result<Config, ConfigError> {
     let admin = match &raw.admin.listen {
         Some(a) => Some(parse_addr(file, "admin.listen", a)?),
         None => None,
     };
+    let admin_limits = validate_admin(file, &raw.admin)?;
     if raw.frontends.is_empty() {
         return Err(invalid(file, "frontend", "at least one [[frontend]] is required"));
     }
@@ -403,7 +545,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     let mut listens = HashSet::new();
     let mut frontends = Vec::with_capacity(raw.frontends.len());
     for (fi, f) in raw.frontends.into_iter().enumerate() {
-        let at = Field { file, frontend: fi };
+        let at = Field { file, frontend: fi, base };
         if f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(at.invalid("name", "must be non-empty and use only letters, digits, - and _"));
         }
@@ -420,13 +562,31 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         frontends.push(validate_frontend(&at, f, listen)?);
     }
     assert!(!frontends.is_empty() && frontends.len() <= FRONTENDS_MAX);
-    Ok(Config { admin, frontends, source: None })
+    Ok(Config { admin, admin_limits, frontends, source: None })
+}
+
+fn validate_admin(file: &str, a: &RawAdmin) -> Result<AdminLimits, ConfigError> {
+    if a.max_conns == 0 || a.max_conns > CONNS_MAX {
+        return Err(invalid(file, "admin.max_conns", format!("must be between 1 and {CONNS_MAX}")));
+    }
+    for (name, v) in [("request_header_ms", a.request_header_ms), ("idle_ms", a.idle_ms)] {
+        if v > TIMEOUT_MS_MAX {
+            return Err(invalid(file, format!("admin.{name}"), format!("must be at most {TIMEOUT_MS_MAX} (one day)")));
+        }
+    }
+    Ok(AdminLimits {
+        max_conns: a.max_conns,
+        request_header: Duration::from_millis(a.request_header_ms),
+        idle: Duration::from_millis(a.idle_ms),
+    })
 }
 
 /// Names the fields of one frontend in errors: `frontend[3].retries.max_retries`.
 struct Field<'a> {
     file: &'a str,
     frontend: usize,
+    /// Folder relative paths are taken from.
+    base: &'a Path,
 }
 
 impl Field<'_> {
@@ -435,6 +595,13 @@ impl Field<'_> {
     }
     fn invalid(&self, field: &str, reason: impl Into<String>) -> ConfigError {
         invalid(self.file, self.name(field), reason)
+    }
+    /// A path from the file: relative ones are taken from the file's folder.
+    fn path(&self, field: &str, p: &str) -> Result<PathBuf, ConfigError> {
+        if p.is_empty() {
+            return Err(self.invalid(field, "must name a file"));
+        }
+        Ok(self.base.join(p))
     }
 }
 
@@ -447,6 +614,8 @@ fn validate_frontend(at: &Field, f: RawFrontend, listen: SocketAddr) -> Result<F
     validate_ejection(at, &f.ejection)?;
     validate_retries(at, &f.retries)?;
     let backends = validate_backends(at, &f.backends)?;
+    let tls = validate_frontend_tls(at, &f)?;
+    let backend_tls = validate_backend_tls(at, &f)?;
     let access_log = f.access_log.then(|| f.access_log_format.clone());
     Ok(Frontend {
         name: f.name,
@@ -467,8 +636,51 @@ fn validate_frontend(at: &Field, f: RawFrontend, listen: SocketAddr) -> Result<F
         health: f.health,
         ejection: f.ejection,
         retries: f.retries,
+        tls,
+        backend_tls,
         backends,
     })
+}
+
+/// ALPN protocols a frontend of `mode` offers clients.
+fn frontend_alpn(mode: Mode, http2: bool) -> &'static [&'static [u8]] {
+    match (mode, http2) {
+        (Mode::Tcp, _) => &[],
+        (Mode::Http, true) => &[b"h2", b"http/1.1"],
+        (Mode::Http, false) => &[b"http/1.1"],
+    }
+}
+
+/// `[frontend.tls]`: the files exist and make a usable server configuration.
+fn validate_frontend_tls(at: &Field, f: &RawFrontend) -> Result<Option<FrontendTls>, ConfigError> {
+    let Some(t) = &f.tls else { return Ok(None) };
+    let cert = at.path("tls.cert", &t.cert)?;
+    let key = at.path("tls.key", &t.key)?;
+    let client_ca = match &t.client_ca {
+        Some(c) => Some(at.path("tls.client_ca", c)?),
+        None => None,
+    };
+    let acceptor = Acceptor::new(&cert, &key, client_ca.as_deref(), frontend_alpn(f.mode, f.http2))
+        .map_err(|e| at.invalid("tls", e.to_string()))?;
+    Ok(Some(FrontendTls { cert, key, client_ca, acceptor }))
+}
+
+/// `[frontend.backend_tls]`: a CA to check backends against, a valid server
+/// name, and a client certificate only together with its key.
+fn validate_backend_tls(at: &Field, f: &RawFrontend) -> Result<Option<BackendTls>, ConfigError> {
+    let Some(t) = &f.backend_tls else { return Ok(None) };
+    let ca = at.path("backend_tls.ca", &t.ca)?;
+    let client = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((at.path("backend_tls.cert", c)?, at.path("backend_tls.key", k)?)),
+        (None, None) => None,
+        _ => return Err(at.invalid("backend_tls", "cert and key go together (both or neither)")),
+    };
+    // Backends are spoken to in HTTP/1.1 (http mode); a TCP frontend passes bytes.
+    let alpn: &[&[u8]] = if f.mode == Mode::Http { &[b"http/1.1"] } else { &[] };
+    let connector =
+        Connector::new(&ca, t.server_name.as_deref(), client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), alpn)
+            .map_err(|e| at.invalid("backend_tls", e.to_string()))?;
+    Ok(Some(BackendTls { ca, server_name: t.server_name.clone(), cert: client.map(|(c, _)| c), connector }))
 }
 
 /// The algorithm and its parameters: hash key, load bound, Maglev table size.
@@ -501,8 +713,8 @@ fn validate_balancing(at: &Field, f: &RawFrontend) -> Result<(Algorithm, HashKey
 }
 
 fn validate_frontend_limits(at: &Field, f: &RawFrontend) -> Result<(), ConfigError> {
-    if f.max_conns == 0 {
-        return Err(at.invalid("max_conns", "must be at least 1"));
+    if f.max_conns == 0 || f.max_conns > CONNS_MAX {
+        return Err(at.invalid("max_conns", format!("must be between 1 and {CONNS_MAX}")));
     }
     if f.request_header_bytes_max < 8192 || f.request_header_bytes_max > 1 << 20 {
         return Err(at.invalid("request_header_bytes_max", "must be between 8192 and 1048576"));
@@ -520,10 +732,14 @@ fn validate_timeouts(at: &Field, t: &TimeoutConfig) -> Result<(), ConfigError> {
     if t.connect_ms == 0 || t.connect_ms > 600_000 {
         return Err(at.invalid("timeouts.connect_ms", "must be between 1 and 600000"));
     }
-    for (name, v) in [("request_header_ms", t.request_header_ms), ("idle_ms", t.idle_ms), ("request_ms", t.request_ms)]
-    {
-        if v > 86_400_000 {
-            return Err(at.invalid(&format!("timeouts.{name}"), "must be at most 86400000 (one day)"));
+    for (name, v) in [
+        ("first_byte_ms", t.first_byte_ms),
+        ("request_header_ms", t.request_header_ms),
+        ("idle_ms", t.idle_ms),
+        ("request_ms", t.request_ms),
+    ] {
+        if v > TIMEOUT_MS_MAX {
+            return Err(at.invalid(&format!("timeouts.{name}"), format!("must be at most {TIMEOUT_MS_MAX} (one day)")));
         }
     }
     Ok(())
@@ -614,7 +830,7 @@ pub fn quick_start(
     admin: Option<&str>,
 ) -> Result<Config, ConfigError> {
     let raw = RawConfig {
-        admin: RawAdmin { listen: admin.map(str::to_string) },
+        admin: RawAdmin { listen: admin.map(str::to_string), ..RawAdmin::default() },
         frontends: vec![RawFrontend {
             name: "default".into(),
             listen: listen.into(),
@@ -635,6 +851,8 @@ pub fn quick_start(
             health: HealthConfig::default(),
             ejection: EjectionConfig::default(),
             retries: RetryConfig::default(),
+            tls: None,
+            backend_tls: None,
             backends: backends
                 .split(',')
                 .map(str::trim)

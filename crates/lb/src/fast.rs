@@ -9,11 +9,16 @@
 //! which then answers exactly as it would have from the start (400, 431, ...).
 //! So this module only ever deals with the simple, common case.
 //!
-//! Timeouts: `idle_ms` while waiting for the first byte of a request,
-//! `request_header_ms` from then until its head and body are in.
+//! Timeouts: `first_byte_ms` from accepting the connection (TLS handshake
+//! included) to the first byte of its first request, `idle_ms` while waiting
+//! for the first byte of each later request, `request_header_ms` from a
+//! request's first byte until its head and body are in. Each one that closes
+//! a connection is counted in the frontend's stats (`/metrics`).
+//!
+//! The client's stream is plain TCP or TLS: this module only reads and
+//! writes bytes (and flushes after each response, which TLS needs).
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,11 +30,11 @@ use http::{Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::frontend::FrontendRt;
 use crate::h1client::{content_length, content_length_digits};
-use crate::http::{client_ip_value, handle_parts, serve_io, BodyInput, ClientInfo, FrontendCell, RespBody};
+use crate::http::{handle_parts, serve_io, BodyInput, ClientInfo, FrontendCell, RespBody};
 
 /// Most header fields in a request head taken by the fast path.
 pub const REQUEST_HEADERS_MAX: usize = 100;
@@ -40,12 +45,12 @@ pub const READ_CHUNK_BYTES: usize = 8 * 1024;
 pub const WRITE_BUFFER_KEEP_BYTES_MAX: usize = 64 * 1024;
 
 /// A socket that first replays bytes already read from it.
-pub struct Prefixed {
+pub struct Prefixed<S> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
@@ -57,7 +62,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
@@ -79,8 +84,8 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
 }
@@ -171,6 +176,19 @@ enum NotSimple {
     Bad,
 }
 
+/// Both `Transfer-Encoding` and `Content-Length`: RFC 9112 §6.3 lets a
+/// server reject such a request, and a proxy must (two parsers may disagree
+/// on where the body ends: request smuggling). Checked before anything can
+/// hand the request to hyper, which would frame it by Transfer-Encoding.
+fn has_both_framings(fields: &[httparse::Header<'_>]) -> bool {
+    let (mut te, mut cl) = (false, false);
+    for h in fields {
+        te |= h.name.eq_ignore_ascii_case("transfer-encoding");
+        cl |= h.name.eq_ignore_ascii_case("content-length");
+    }
+    te && cl
+}
+
 /// Checks the header fields of a request the fast path may take.
 /// `offset` places a slice of the head buffer (`None`: not inside it).
 fn scan_fields(
@@ -178,6 +196,9 @@ fn scan_fields(
     offset: &dyn Fn(&[u8]) -> Option<usize>,
     body_max: usize,
 ) -> Result<Fields, NotSimple> {
+    if has_both_framings(fields) {
+        return Err(NotSimple::Bad);
+    }
     let mut body_len = 0usize;
     let mut seen_length = false;
     let mut close = false;
@@ -220,25 +241,58 @@ fn scan_fields(
     Ok(Fields { spans, body_len, close })
 }
 
-/// Reads more bytes within `limit` (zero: no limit); `false` on EOF, error or timeout.
-async fn read_more(c: &mut Conn, limit: Duration) -> bool {
-    c.rbuf.reserve(READ_CHUNK_BYTES);
-    let read = c.stream.read_buf(&mut c.rbuf);
-    let r = if limit.is_zero() {
-        read.await
-    } else {
-        match tokio::time::timeout(limit, read).await {
-            Ok(r) => r,
-            Err(_) => return false,
-        }
-    };
-    matches!(r, Ok(n) if n > 0)
+/// How a read for more request bytes ended.
+enum Read {
+    Data,
+    /// End of stream or an error: the connection is over.
+    Closed,
+    /// Nothing arrived in time.
+    TimedOut,
 }
 
-/// Serves one client connection.
-pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let client = Arc::new(ClientInfo { peer, ip_value: client_ip_value(peer), local });
+/// Reads more bytes before `deadline` (`None`: no limit).
+async fn read_more<S: AsyncRead + Unpin>(c: &mut Conn<S>, deadline: Option<Instant>) -> Read {
+    c.rbuf.reserve(READ_CHUNK_BYTES);
+    let read = c.stream.read_buf(&mut c.rbuf);
+    let r = match deadline {
+        None => read.await,
+        Some(d) => match tokio::time::timeout_at(d, read).await {
+            Ok(r) => r,
+            Err(_) => return Read::TimedOut,
+        },
+    };
+    match r {
+        Ok(n) if n > 0 => Read::Data,
+        _ => Read::Closed,
+    }
+}
+
+/// `now + limit`, or `None` when `limit` is zero (off).
+fn deadline_in(limit: Duration) -> Option<Instant> {
+    (!limit.is_zero()).then(|| Instant::now() + limit)
+}
+
+/// Which wait a read was for, to count the timeout that ended it.
+#[derive(Clone, Copy)]
+enum Wait {
+    FirstByte,
+    Idle,
+    Header,
+}
+
+/// Serves one client connection (plain or TLS). `first_byte`: when the
+/// first request's first byte must have arrived (`None`: no limit).
+pub async fn serve<S>(
+    cell: FrontendCell,
+    first: Arc<FrontendRt>,
+    stream: S,
+    client: Arc<ClientInfo>,
+    first_byte: Option<Instant>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.peer;
+    let stats = first.stats.clone();
     let mut c = Conn { stream, rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES), wbuf: Vec::with_capacity(1024) };
     let idle = Duration::from_millis(first.cfg.timeouts.idle_ms);
     // Within a request: the header timeout, or the idle one if that is off.
@@ -247,8 +301,11 @@ pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream
         ms => Duration::from_millis(ms),
     };
     drop(first);
+    let mut served: u64 = 0;
     // Bounded by the client: each turn serves a request or ends the connection.
     loop {
+        // Set at a request's first byte: its head and body must be in by then.
+        let mut header_deadline: Option<Instant> = None;
         let (simple, fe) = loop {
             if !c.rbuf.is_empty() {
                 // The configuration in force when the request arrived (reloads).
@@ -261,26 +318,58 @@ pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream
                         return serve_io(cell, fe, stream, client).await;
                     }
                     Parse::Bad => {
-                        let _ = c.stream.write_all(BAD_REQUEST).await;
+                        // A client that does not read cannot hold the connection.
+                        if send(&mut c.stream, idle, BAD_REQUEST).await.is_ok() {
+                            let _ = within(idle, c.stream.shutdown()).await;
+                        }
                         return;
                     }
                 }
             }
-            let limit = if c.rbuf.is_empty() { idle } else { header_limit };
-            if !read_more(&mut c, limit).await {
-                return;
+            let (wait, deadline) = match (c.rbuf.is_empty(), served) {
+                (true, 0) => (Wait::FirstByte, first_byte),
+                (true, _) => (Wait::Idle, deadline_in(idle)),
+                (false, _) => {
+                    // Bytes of a pipelined request were already here.
+                    if header_deadline.is_none() {
+                        header_deadline = deadline_in(header_limit);
+                    }
+                    (Wait::Header, header_deadline)
+                }
+            };
+            match read_more(&mut c, deadline).await {
+                Read::Data => {
+                    if header_deadline.is_none() {
+                        header_deadline = deadline_in(header_limit);
+                    }
+                }
+                Read::Closed => return,
+                Read::TimedOut => {
+                    count_timeout(&stats, wait);
+                    tracing::debug!(client = %peer, "closing: {} timeout", wait.name());
+                    return;
+                }
             }
         };
         while c.rbuf.len() < simple.body_len {
-            if !read_more(&mut c, header_limit).await {
-                return;
+            match read_more(&mut c, header_deadline).await {
+                Read::Data => {}
+                Read::Closed => return,
+                Read::TimedOut => {
+                    count_timeout(&stats, Wait::Header);
+                    return;
+                }
             }
         }
+        served += 1;
         let body = c.rbuf.split_to(simple.body_len).freeze();
         let head_request = simple.parts.method == Method::HEAD;
         let close = simple.close;
         let resp = handle_parts(fe, simple.parts, BodyInput::Buffered(body), &client).await;
         if let Err(e) = write_response(&mut c, resp, head_request, close, idle).await {
+            if e.kind() == io::ErrorKind::TimedOut {
+                count_timeout(&stats, Wait::Idle);
+            }
             tracing::debug!(client = %peer, "response not delivered: {e}");
             return;
         }
@@ -292,6 +381,24 @@ pub async fn serve(cell: FrontendCell, first: Arc<FrontendRt>, stream: TcpStream
         if c.wbuf.capacity() > WRITE_BUFFER_KEEP_BYTES_MAX {
             c.wbuf = Vec::with_capacity(1024);
         }
+    }
+}
+
+impl Wait {
+    fn name(self) -> &'static str {
+        match self {
+            Wait::FirstByte => "first-byte",
+            Wait::Idle => "idle",
+            Wait::Header => "request header",
+        }
+    }
+}
+
+fn count_timeout(stats: &crate::backend::FrontendStats, wait: Wait) {
+    match wait {
+        Wait::FirstByte => stats.closed_first_byte_timeout.inc(),
+        Wait::Idle => stats.closed_idle_timeout.inc(),
+        Wait::Header => stats.closed_header_timeout.inc(),
     }
 }
 
@@ -332,10 +439,20 @@ async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = io::R
     }
 }
 
+/// Writes `data` and flushes it (TLS keeps the last record until then),
+/// within `idle`.
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, idle: Duration, data: &[u8]) -> io::Result<()> {
+    within(idle, async {
+        stream.write_all(data).await?;
+        stream.flush().await
+    })
+    .await
+}
+
 /// Writes `resp`; every step (a write, or waiting for the next piece of a
 /// streamed body) must make progress within `idle`.
-async fn write_response(
-    c: &mut Conn,
+async fn write_response<S: AsyncWrite + Unpin>(
+    c: &mut Conn<S>,
     resp: http::Response<RespBody>,
     head_request: bool,
     close: bool,
@@ -347,14 +464,14 @@ async fn write_response(
         // The head as the backend sent it (HEAD keeps its Content-Length), no body.
         put_head(&mut c.wbuf, &parts, true, close);
         c.wbuf.extend_from_slice(b"\r\n");
-        return within(idle, c.stream.write_all(&c.wbuf)).await;
+        return send(&mut c.stream, idle, &c.wbuf).await;
     }
     if let RespBody::Full(b) = &mut body {
         let data = b.take().unwrap_or_default();
         put_head(&mut c.wbuf, &parts, false, close);
         c.wbuf.extend_from_slice(format!("content-length: {}\r\n\r\n", data.len()).as_bytes());
         c.wbuf.extend_from_slice(&data);
-        return within(idle, c.stream.write_all(&c.wbuf)).await;
+        return send(&mut c.stream, idle, &c.wbuf).await;
     }
     let exact = body.size_hint().exact();
     put_head(&mut c.wbuf, &parts, false, close);
@@ -362,7 +479,7 @@ async fn write_response(
         Some(n) => c.wbuf.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
         None => c.wbuf.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
     }
-    within(idle, c.stream.write_all(&c.wbuf)).await?;
+    send(&mut c.stream, idle, &c.wbuf).await?;
     let mut sent: u64 = 0;
     // Bounded by the body's length (or the backend closing), each step by `idle`.
     loop {
@@ -377,13 +494,13 @@ async fn write_response(
             return Err(io::Error::new(io::ErrorKind::InvalidData, "backend body longer than announced"));
         }
         if exact.is_some() {
-            within(idle, c.stream.write_all(&data)).await?;
+            send(&mut c.stream, idle, &data).await?;
         } else {
             c.wbuf.clear();
             c.wbuf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
             c.wbuf.extend_from_slice(&data);
             c.wbuf.extend_from_slice(b"\r\n");
-            within(idle, c.stream.write_all(&c.wbuf)).await?;
+            send(&mut c.stream, idle, &c.wbuf).await?;
         }
     }
     match exact {
@@ -391,6 +508,6 @@ async fn write_response(
             Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend body shorter than announced"))
         }
         Some(_) => Ok(()),
-        None => within(idle, c.stream.write_all(b"0\r\n\r\n")).await,
+        None => send(&mut c.stream, idle, b"0\r\n\r\n").await,
     }
 }

@@ -32,7 +32,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use hyper::body::{Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+
+use crate::tls::BackendStream;
 
 pub const RESPONSE_HEAD_BYTES_MAX: usize = 64 * 1024;
 pub const RESPONSE_HEADERS_MAX: usize = 128;
@@ -65,24 +66,20 @@ pub enum Framing {
 }
 
 pub struct H1Conn {
-    stream: TcpStream,
+    stream: BackendStream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
 }
 
 impl H1Conn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: BackendStream) -> Self {
         H1Conn { stream, rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES), wbuf: Vec::with_capacity(1024) }
     }
 
     /// For a pooled connection: false if the backend closed it (or sent bytes
     /// nobody asked for). Costs no system call while the socket has no news.
     pub fn still_open(&mut self) -> bool {
-        if !self.rbuf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.rbuf.is_empty() && self.stream.idle_and_open()
     }
 
     /// Writes the request and reads the response head.
@@ -106,6 +103,8 @@ impl H1Conn {
                 Err(e) => return Err(if written == 0 { SendError::Unsent(e) } else { SendError::NoResponse(e) }),
             }
         }
+        // TLS may hold the last record until flushed (a no-op for plain TCP).
+        self.stream.flush().await.map_err(SendError::NoResponse)?;
         // Do not keep a large body's buffer alive in an idle pooled connection.
         if self.wbuf.capacity() > WRITE_BUFFER_KEEP_BYTES {
             self.wbuf = Vec::with_capacity(1024);
@@ -393,15 +392,22 @@ fn release<E: BodyEnd>(conn: H1Conn, keep_alive: bool, end: E) {
 
 /// Reads more into `conn.rbuf`: Ready(Ok(0)) at end of stream.
 fn poll_fill(conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    let stream = match &mut conn.stream {
+        BackendStream::Plain(s) => s,
+        BackendStream::Tls(t) => {
+            conn.rbuf.reserve(READ_CHUNK_BYTES);
+            return tokio_util::io::poll_read_buf(Pin::new(t.as_mut()), cx, &mut conn.rbuf);
+        }
+    };
     // Bounded: each turn either reads, fails, or returns Pending.
     loop {
-        match conn.stream.poll_read_ready(cx) {
+        match stream.poll_read_ready(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) => {}
         }
         conn.rbuf.reserve(READ_CHUNK_BYTES);
-        match conn.stream.try_read_buf(&mut conn.rbuf) {
+        match stream.try_read_buf(&mut conn.rbuf) {
             Ok(n) => return Poll::Ready(Ok(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Poll::Ready(Err(e)),

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
-use tokio::net::TcpStream;
 
 use crate::algo::SplitMix64;
 use crate::backend::{now_ms, AdminState, BackendState};
 use crate::config::{HealthConfig, HealthKind};
 use crate::probe::{self, BodyLimit, Limits};
+use crate::tls::{self, ConnectError, Connector};
 
 /// Rise/fall hysteresis.
 #[derive(Clone, Debug)]
@@ -65,40 +65,56 @@ pub fn jittered(interval_ms: u64, jitter_percent: u32, rng: &mut SplitMix64) -> 
     Duration::from_millis(interval_ms - span + offset)
 }
 
-/// One check; true when healthy. HTTP checks go through hyper's client
-/// ([`probe`]): the response head is bounded by [`probe::PROBE_HEAD_BYTES_MAX`],
-/// the body is not read, and everything must finish within `timeout_ms`.
-pub async fn check_once(cfg: &HealthConfig, backend: &BackendState) -> bool {
+/// One check; `Err` says why it failed. With `tls` (the frontend's
+/// `backend_tls`) a TCP check also completes the TLS handshake, and an HTTP
+/// check is made over TLS: a backend whose certificate is refused fails.
+/// HTTP checks go through hyper's client ([`probe`]): the response head is
+/// bounded by [`probe::PROBE_HEAD_BYTES_MAX`], the body is not read, and
+/// everything must finish within `timeout_ms`.
+pub async fn check_once(cfg: &HealthConfig, tls: Option<&Connector>, backend: &BackendState) -> Result<(), String> {
     let timeout = Duration::from_millis(cfg.timeout_ms);
     if cfg.kind == HealthKind::Tcp {
-        return matches!(tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await, Ok(Ok(_)));
+        return match tls::connect(backend.addr, tls, timeout).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if matches!(e, ConnectError::Tls(_)) {
+                    backend.stats.tls_failures.inc();
+                }
+                Err(e.to_string())
+            }
+        };
     }
     let limits = Limits { connect: timeout, total: timeout, body: BodyLimit::Skip };
-    match probe::exchange(Method::GET, backend.addr, &cfg.path, "rampart-lb-health", limits).await {
-        Ok((status, _)) => status.is_success(),
+    match probe::exchange_via(Method::GET, backend.addr, tls, &cfg.path, "rampart-lb-health", limits).await {
+        Ok((status, _)) if status.is_success() => Ok(()),
+        Ok((status, _)) => Err(format!("GET {} answered {status}", cfg.path)),
         Err(e) => {
-            tracing::debug!(backend = %backend.addr, "health check failed: {e}");
-            false
+            if matches!(e, probe::ProbeError::Tls { .. }) {
+                backend.stats.tls_failures.inc();
+            }
+            Err(e.to_string())
         }
     }
 }
 
 /// Checks `backend` forever (the task is aborted on reload or shutdown).
-pub async fn run_checks(cfg: HealthConfig, backend: Arc<BackendState>, seed: u64) {
+pub async fn run_checks(cfg: HealthConfig, tls: Option<Connector>, backend: Arc<BackendState>, seed: u64) {
     let mut rng = SplitMix64::new(seed);
     let mut tracker = HealthTracker::new(backend.is_healthy(), cfg.rise, cfg.fall);
     loop {
         if backend.admin() != AdminState::Disabled {
-            let ok = check_once(&cfg, &backend).await;
-            if !ok {
+            let result = check_once(&cfg, tls.as_ref(), &backend).await;
+            if let Err(why) = &result {
                 backend.stats.health_checks_failed.inc();
+                tracing::debug!(backend = %backend.addr, "health check failed: {why}");
             }
-            if let Some(up) = tracker.observe(ok) {
+            if let Some(up) = tracker.observe(result.is_ok()) {
                 backend.set_healthy(up, now_ms());
                 if up {
                     tracing::info!(frontend = %backend.frontend, backend = %backend.addr, "backend is up ({} checks passed)", cfg.rise);
                 } else {
-                    tracing::warn!(frontend = %backend.frontend, backend = %backend.addr, "backend is down ({} checks failed)", cfg.fall);
+                    let why = result.err().unwrap_or_default();
+                    tracing::warn!(frontend = %backend.frontend, backend = %backend.addr, "backend is down ({} checks failed, last: {why})", cfg.fall);
                 }
             }
         }

@@ -17,7 +17,6 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::RwLock;
-use tokio::net::TcpStream;
 
 use crate::algo::hash64;
 use crate::backend::{now_ms, BackendState};
@@ -26,6 +25,7 @@ use crate::frontend::{ActiveGuard, FrontendRt};
 use crate::h1client::{Framing, H1Body, H1Conn, SendError, Started};
 use crate::io::{idle_expired, Activity, CountingIo};
 use crate::retry::{self, Attempts, Delivery};
+use crate::tls::{self, BackendStream, ConnectError};
 
 /// Body type sent to backends through hyper's client (streamed uploads).
 pub type ReqBody = Either<http_body_util::Full<Bytes>, Incoming>;
@@ -40,19 +40,6 @@ pub const GRACEFUL_SHUTDOWN_MIN_MS: u64 = 1_000;
 
 /// What this proxy adds to `Via`.
 const VIA_PSEUDONYM: &str = "rampart";
-
-/// Serves one client connection until it closes, times out or goes idle.
-pub async fn serve_connection(
-    cell: FrontendCell,
-    fe: Arc<FrontendRt>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-) {
-    let _ = stream.set_nodelay(true);
-    let client = Arc::new(ClientInfo { peer, ip_value: client_ip_value(peer), local });
-    serve_io(cell, fe, stream, client).await
-}
 
 /// Serves a client connection with hyper; `stream` may replay bytes already
 /// read (see `fast.rs`).
@@ -80,6 +67,7 @@ where
         ms => Some(Duration::from_millis(ms)),
     };
     let idle = Duration::from_millis(fe.cfg.timeouts.idle_ms);
+    let stats = fe.stats.clone();
     // Serves `conn` until it ends, or until the connection idles out; then
     // shuts it down gracefully, within a bounded time.
     macro_rules! drive {
@@ -89,11 +77,15 @@ where
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
+                        if ConnError::is_header_timeout(&e) {
+                            stats.closed_header_timeout.inc();
+                        }
                         tracing::debug!(client = %peer, "client connection ended: {e}");
                     }
                     return;
                 }
                 () = idle_expired(&activity, idle) => {
+                    stats.closed_idle_timeout.inc();
                     tracing::debug!(client = %peer, "closing idle client connection");
                     conn.as_mut().graceful_shutdown();
                 }
@@ -127,6 +119,24 @@ where
     }
 }
 
+/// The error a hyper server connection ends with (HTTP/1 alone, or auto).
+trait ConnError: std::fmt::Display {
+    /// Whether it is hyper's header read timeout.
+    fn is_header_timeout(&self) -> bool;
+}
+
+impl ConnError for hyper::Error {
+    fn is_header_timeout(&self) -> bool {
+        self.is_timeout()
+    }
+}
+
+impl ConnError for Box<dyn std::error::Error + Send + Sync> {
+    fn is_header_timeout(&self) -> bool {
+        self.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+    }
+}
+
 /// Why a request got no backend answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
@@ -137,13 +147,15 @@ enum Failure {
     BadResponse,
     Timeout,
     BadRequestBody,
+    /// The TLS handshake with the backend failed (its certificate refused).
+    BackendTls,
 }
 
 impl Failure {
     fn status(self) -> StatusCode {
         match self {
             Failure::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
-            Failure::Connect | Failure::Reset | Failure::BadResponse => StatusCode::BAD_GATEWAY,
+            Failure::Connect | Failure::Reset | Failure::BadResponse | Failure::BackendTls => StatusCode::BAD_GATEWAY,
             Failure::ConnectTimeout | Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::BadRequestBody => StatusCode::BAD_REQUEST,
         }
@@ -157,6 +169,7 @@ impl Failure {
             Failure::BadResponse => "backend_bad_response",
             Failure::Timeout => "request_timeout",
             Failure::BadRequestBody => "bad_request_body",
+            Failure::BackendTls => "backend_tls_failed",
         }
     }
     fn message(self) -> &'static str {
@@ -168,6 +181,7 @@ impl Failure {
             Failure::BadResponse => "the backend sent a malformed response",
             Failure::Timeout => "the backend did not answer in time",
             Failure::BadRequestBody => "could not read the request body",
+            Failure::BackendTls => "the TLS handshake with the backend failed (its certificate was not accepted)",
         }
     }
 }
@@ -259,8 +273,10 @@ pub fn client_ip_value(client: SocketAddr) -> HeaderValue {
     HeaderValue::from_str(&client.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Request headers as the backend should see them.
-pub fn prepare_request_headers(h: &mut HeaderMap, client_ip: &HeaderValue, version: Version) {
+/// Request headers as the backend should see them. `tls`: the client
+/// connection is TLS; `X-Forwarded-Proto` always says what the client used
+/// (one sent by the client is replaced, so it cannot claim https).
+pub fn prepare_request_headers(h: &mut HeaderMap, client_ip: &HeaderValue, version: Version, tls: bool) {
     strip_hop_by_hop(h);
     let xff = HeaderName::from_static("x-forwarded-for");
     if h.contains_key(&xff) {
@@ -279,10 +295,8 @@ pub fn prepare_request_headers(h: &mut HeaderMap, client_ip: &HeaderValue, versi
     } else {
         h.insert(xff, client_ip.clone());
     }
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    if !h.contains_key(&xfp) {
-        h.insert(xfp, HeaderValue::from_static("http"));
-    }
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    h.insert(HeaderName::from_static("x-forwarded-proto"), proto);
     append_via(h, version);
 }
 
@@ -373,28 +387,39 @@ impl Body for RespBody {
     }
 }
 
-async fn connect(guard: &ActiveGuard, connect_timeout: Duration) -> Result<TcpStream, Failure> {
+/// A new connection to `guard`'s backend (TLS when the frontend has
+/// `backend_tls`), within `timeouts.connect_ms`.
+async fn connect(fe: &FrontendRt, guard: &ActiveGuard) -> Result<BackendStream, Failure> {
     let b = guard.backend();
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(b.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(backend = %b.addr, "connect failed: {e}");
-            return Err(Failure::Connect);
+    let tls = fe.cfg.backend_tls.as_ref().map(|t| &t.connector);
+    match tls::connect(b.addr, tls, fe.cfg.connect_timeout()).await {
+        Ok(s) => {
+            b.stats.connects.inc();
+            Ok(s)
         }
-        Err(_) => return Err(Failure::ConnectTimeout),
-    };
-    b.stats.connects.inc();
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        Err(ConnectError::Tcp(e)) => {
+            tracing::debug!(backend = %b.addr, "connect failed: {e}");
+            Err(Failure::Connect)
+        }
+        Err(ConnectError::Timeout(_)) => Err(Failure::ConnectTimeout),
+        Err(e @ ConnectError::Tls(_)) => {
+            // An operator's problem (a certificate), not a client's: say it.
+            if fe.stats.log_allowed(now_ms()) {
+                tracing::warn!(frontend = %fe.cfg.name, backend = %b.addr, "backend refused: {e} (logged at most once a second)");
+            }
+            b.stats.tls_failures.inc();
+            Err(Failure::BackendTls)
+        }
+    }
 }
 
 /// A pooled connection to `guard`'s backend if one is open, else a new one.
 /// Returns whether it was reused.
-async fn acquire(guard: &ActiveGuard, connect_timeout: Duration) -> Result<(H1Conn, bool), Failure> {
+async fn acquire(fe: &FrontendRt, guard: &ActiveGuard) -> Result<(H1Conn, bool), Failure> {
     if let Some(c) = guard.backend().pool.take() {
         return Ok((c, true));
     }
-    Ok((H1Conn::new(connect(guard, connect_timeout).await?), false))
+    Ok((H1Conn::new(connect(fe, guard).await?), false))
 }
 
 fn build_request(parts: &http::request::Parts, body: ReqBody) -> Request<ReqBody> {
@@ -412,6 +437,14 @@ pub struct ClientInfo {
     pub ip_value: HeaderValue,
     /// The address the client connected to (the listener's).
     pub local: SocketAddr,
+    /// The connection is TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
+}
+
+impl ClientInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+        ClientInfo { peer, ip_value: client_ip_value(peer), local, tls }
+    }
 }
 
 /// Proxies one request from hyper's server.
@@ -482,7 +515,7 @@ pub async fn handle_parts(
 /// The request as an HTTP/1.1 backend should get it: hop-by-hop fields out,
 /// forwarding fields in, a Host, an origin-form target.
 fn prepare_for_backend(parts: &mut http::request::Parts, client: &ClientInfo) {
-    prepare_request_headers(&mut parts.headers, &client.ip_value, parts.version);
+    prepare_request_headers(&mut parts.headers, &client.ip_value, parts.version, client.tls);
     // HTTP/2 carries the host in :authority, and an HTTP/1.0 client may send
     // none; an HTTP/1.1 backend needs Host (RFC 9112 §3.2): use the authority,
     // else the address the client connected to.
@@ -546,16 +579,18 @@ async fn proxy(fe: &Arc<FrontendRt>, parts: &mut http::request::Parts, body: Bod
             }
         }
         BodyInput::Incoming(body) => {
+            let again = retry::may_send_again(&parts.method, &parts.headers);
             let mut sender = Streamed { req: Some(build_request(parts, Either::Right(body))) };
-            return attempts(fe, &parts.method, hash, &mut sender).await;
+            return attempts(fe, again, hash, &mut sender).await;
         }
     };
     // The body is already here: the backend must not wait for a 100-continue.
     if parts.headers.contains_key(header::EXPECT) {
         parts.headers.remove(header::EXPECT);
     }
+    let again = retry::may_send_again(&parts.method, &parts.headers);
     let mut sender = Buffered { parts, body };
-    attempts(fe, &sender.parts.method, hash, &mut sender).await
+    attempts(fe, again, hash, &mut sender).await
 }
 
 /// How one attempt on one backend went.
@@ -609,7 +644,7 @@ struct Buffered<'a> {
 
 impl SendToBackend for Buffered<'_> {
     async fn send(&mut self, fe: &FrontendRt, guard: &ActiveGuard) -> Attempt {
-        let (mut conn, reused) = match acquire(guard, fe.cfg.connect_timeout()).await {
+        let (mut conn, reused) = match acquire(fe, guard).await {
             Ok(c) => c,
             Err(failure) => return Attempt::Failed { failure, delivery: Delivery::Unsent, blame: true },
         };
@@ -648,7 +683,7 @@ impl SendToBackend for Streamed {
             return Attempt::Failed { failure: Failure::Reset, delivery: Delivery::Sent, blame: false };
         };
         let addr = guard.backend().addr;
-        let stream = match connect(guard, fe.cfg.connect_timeout()).await {
+        let stream = match connect(fe, guard).await {
             Ok(s) => s,
             Err(failure) => {
                 self.req = Some(req);
@@ -697,9 +732,9 @@ impl SendToBackend for Streamed {
 /// The retry loop, the same for buffered and streamed requests: the
 /// backends come from [`Attempts`] (untried ones, within `max_retries` and
 /// the retry budget), and whether a failed or refused attempt may be followed
-/// by another is [`retry::may_resend`] / [`retry::may_retry_status`]'s call.
-async fn attempts<S: SendToBackend>(fe: &Arc<FrontendRt>, method: &Method, hash: u64, sender: &mut S) -> ProxyResult {
-    let safe = retry::is_safe(method);
+/// by another is [`retry::may_resend`] / [`retry::may_retry_status`]'s call
+/// (`again`: [`retry::may_send_again`] for this request).
+async fn attempts<S: SendToBackend>(fe: &Arc<FrontendRt>, again: bool, hash: u64, sender: &mut S) -> ProxyResult {
     let mut plan = Attempts::new(fe, hash);
     let mut last: (Failure, Option<SocketAddr>) = (Failure::NoBackend, None);
     // A response with a retryable status, answered if no retry works out.
@@ -711,7 +746,7 @@ async fn attempts<S: SendToBackend>(fe: &Arc<FrontendRt>, method: &Method, hash:
                 guard.mark_response();
                 record_answer(fe, &backend, rparts.status);
                 let retry = fe.cfg.retries.on_statuses.contains(&rparts.status.as_u16())
-                    && retry::may_retry_status(safe)
+                    && retry::may_retry_status(again)
                     && sender.can_resend()
                     && plan.another_allowed();
                 let resp = (Response::from_parts(rparts, pending.into_body(guard)), plan.made(), backend.addr);
@@ -729,7 +764,7 @@ async fn attempts<S: SendToBackend>(fe: &Arc<FrontendRt>, method: &Method, hash:
                     backend.stats.failures.inc();
                 }
                 last = (failure, Some(backend.addr));
-                if !retry::may_resend(delivery, safe) || !sender.can_resend() {
+                if !retry::may_resend(delivery, again) || !sender.can_resend() {
                     break;
                 }
             }
@@ -767,14 +802,18 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        prepare_request_headers(&mut h, &client_ip_value("192.168.1.9:5000".parse().unwrap()), Version::HTTP_11);
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        prepare_request_headers(&mut h, &client_ip_value("192.168.1.9:5000".parse().unwrap()), Version::HTTP_11, false);
         for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.168.1.9");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-proto"], "http", "a client's claim of https is replaced");
         assert_eq!(h["via"], "1.1 rampart");
         assert_eq!(h["x-kept"], "yes");
+        let mut h = HeaderMap::new();
+        prepare_request_headers(&mut h, &client_ip_value("192.168.1.9:5000".parse().unwrap()), Version::HTTP_11, true);
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   to backends; [`pool`]: keep-alive connections to backends; [`tcp`]: L4.
 //! - [`access_log`]: observability (counters and latency histograms come
 //!   from the `rampart-metrics` crate); [`io`]: idle detection.
+//! - [`tls`]: TLS with rustls: frontends that terminate it, backends spoken
+//!   to over it, and the one function that opens a backend connection.
 //! - [`health`]: active health checks; [`probe`]: one bounded HTTP exchange
 //!   through hyper's client (health checks, reload through the admin API).
 //! - [`server`]: listeners, reloads; [`admin`]: the admin HTTP API;
@@ -21,30 +23,31 @@
 //! # Module graph
 //!
 //! Modules form a DAG; an arrow means "uses", and no module may use one
-//! above it. Leaves (`algo`, `io`, `access_log`, `h1client`, `probe`) use no
-//! other module.
+//! above it. Leaves (`algo`, `io`, `access_log`, `tls`) use no other module.
 //!
 //! ```text
-//! run ─> admin ─> server ─┬─> fast ─> http ─┬─> retry ─> frontend ─> backend ─> pool ─> h1client
-//!  │                      ├─> tcp ──────────┘                           └─> config ─> algo
-//!  └─> probe <─ health <──┘       (http, tcp also -> io, access_log; http, fast, frontend -> h1client)
+//! run ─> admin ─> server ─┬─> fast ─> http ─┬─> retry ─> frontend ─> backend ─> pool ─> h1client ─> tls
+//!  │                      ├─> tcp ──────────┘                           └─> config ─> algo    (config -> tls)
+//!  └─> probe <─ health <──┘       (http, tcp also -> io, access_log; http, fast, frontend -> h1client;
+//!        └─> tls                   http, tcp, health -> tls)
 //! ```
 //!
 //! In full, every edge (checked against the code by `tests/module_graph.rs`):
 //!
 //! - `run`: admin, config, probe, server
-//! - `admin`: backend, frontend, server
+//! - `admin`: backend, config, frontend, io, server
 //! - `server`: backend, config, fast, frontend, health, http, pool, tcp
-//! - `fast`: frontend, h1client, http
-//! - `http`: access_log, algo, backend, config, frontend, h1client, io, retry
-//! - `tcp`: access_log, algo, backend, frontend, io, retry
-//! - `health`: algo, backend, config, probe
+//! - `fast`: backend, frontend, h1client, http
+//! - `http`: access_log, algo, backend, config, frontend, h1client, io, retry, tls
+//! - `tcp`: access_log, algo, backend, frontend, io, retry, tls
+//! - `health`: algo, backend, config, probe, tls
 //! - `retry`: backend, config, frontend
 //! - `frontend`: algo, backend, config, h1client, pool
 //! - `backend`: algo, config, pool
 //! - `pool`: h1client
-//! - `config`: algo
-//! - `algo`, `io`, `access_log`, `h1client`, `probe`: none
+//! - `config`: algo, tls
+//! - `h1client`, `probe`: tls
+//! - `algo`, `io`, `access_log`, `tls`: none
 //!
 //! Where the cuts are: the response body read by `h1client` tells whoever
 //! owns it how it ended through the [`h1client::BodyEnd`] trait (the
@@ -70,5 +73,6 @@ pub mod retry;
 pub mod run;
 pub mod server;
 pub mod tcp;
+pub mod tls;
 
 pub use server::{Lb, LbError};

@@ -2,7 +2,8 @@
 //! active health checks and `rampart lb reload --admin`. A fresh connection
 //! each time, a connect timeout, a deadline for the whole exchange, a cap on
 //! the response head ([`PROBE_HEAD_BYTES_MAX`]) and on the body read. Never
-//! on the proxy's request path (that is `h1client`). Uses no other module.
+//! on the proxy's request path (that is `h1client`). Speaks TLS when given a
+//! [`Connector`] (health checks of TLS backends). Uses only `tls`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+
+use crate::tls::{self, ConnectError, Connector};
 
 /// Largest response head a probe accepts (hyper's read buffer; its minimum is 8 KiB).
 pub const PROBE_HEAD_BYTES_MAX: usize = 16 * 1024;
@@ -40,6 +42,8 @@ pub enum ProbeError {
     Connect { addr: SocketAddr, source: std::io::Error },
     #[error("timed out connecting to {0}")]
     ConnectTimeout(SocketAddr),
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls { addr: SocketAddr, source: std::io::Error },
     #[error("no complete answer from {0} in time")]
     Timeout(SocketAddr),
     #[error("HTTP exchange with {addr} failed: {source}")]
@@ -68,11 +72,25 @@ pub async fn exchange(
     user_agent: &'static str,
     limits: Limits,
 ) -> Result<(StatusCode, Bytes), ProbeError> {
+    exchange_via(method, addr, None, path, user_agent, limits).await
+}
+
+/// As [`exchange`], over TLS when `tls` is given (the backend's certificate
+/// checked as for proxied requests).
+pub async fn exchange_via(
+    method: Method,
+    addr: SocketAddr,
+    tls: Option<&Connector>,
+    path: &str,
+    user_agent: &'static str,
+    limits: Limits,
+) -> Result<(StatusCode, Bytes), ProbeError> {
     let work = async {
-        let stream = match tokio::time::timeout(limits.connect, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(ProbeError::Connect { addr, source }),
-            Err(_) => return Err(ProbeError::ConnectTimeout(addr)),
+        let stream = match tls::connect(addr, tls, limits.connect).await {
+            Ok(s) => s,
+            Err(ConnectError::Tcp(source)) => return Err(ProbeError::Connect { addr, source }),
+            Err(ConnectError::Timeout(_)) => return Err(ProbeError::ConnectTimeout(addr)),
+            Err(ConnectError::Tls(source)) => return Err(ProbeError::Tls { addr, source }),
         };
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(PROBE_HEAD_BYTES_MAX)

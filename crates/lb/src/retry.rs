@@ -6,13 +6,16 @@
 //! attempt may be followed by another, from what reached the backend.
 //!
 //! The rule (docs/lb.md, "Failure handling"): a request of which nothing was
-//! sent (connect failure, a write that failed before its first byte, a
-//! streamed request handed back unsent) may go to another backend whatever its
-//! method; a request that was written, even partly, only if its method is
-//! safe (GET, HEAD, OPTIONS: RFC 9110 §9.2.1), since the backend may have
-//! acted on it; a malformed answer is never retried. It must never decide
-//! from anything else (idempotency by configuration, the status of an
-//! earlier attempt), so that a PUT, DELETE or POST is never sent twice.
+//! sent (connect failure, a failed TLS handshake, a write that failed before
+//! its first byte, a streamed request handed back unsent) may go to another
+//! backend whatever its method; a request that was written, even partly,
+//! only if it may be sent again ([`may_send_again`]): its method is safe
+//! (GET, HEAD, OPTIONS: RFC 9110 §9.2.1), or the client gave it an
+//! `Idempotency-Key` header, which tells the backend to apply it at most
+//! once; otherwise the backend may have acted on it. A malformed answer is
+//! never retried. It must never decide from anything else (idempotency by
+//! configuration, the status of an earlier attempt), so that a PUT, DELETE
+//! or POST without a key is never sent twice.
 
 use std::sync::Arc;
 
@@ -30,6 +33,17 @@ pub fn is_safe(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// The header with which a client marks a request as safe to apply more
+/// than once: the backend deduplicates by its value
+/// (draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// May this request be sent again once (part of) it reached a backend? Its
+/// method is safe, or it carries a non-empty `Idempotency-Key`.
+pub fn may_send_again(m: &Method, headers: &http::HeaderMap) -> bool {
+    is_safe(m) || headers.get(IDEMPOTENCY_KEY).is_some_and(|v| !v.as_bytes().trim_ascii().is_empty())
+}
+
 /// What reached a backend in an attempt that got no usable answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -42,19 +56,20 @@ pub enum Delivery {
 }
 
 /// May a request whose attempt ended as `delivery` be sent to another
-/// backend? (Whether attempts and budget are left is [`Attempts`]'s part.)
-pub fn may_resend(delivery: Delivery, method_safe: bool) -> bool {
+/// backend? `again`: [`may_send_again`] for it. (Whether attempts and budget
+/// are left is [`Attempts`]'s part.)
+pub fn may_resend(delivery: Delivery, again: bool) -> bool {
     match delivery {
         Delivery::Unsent => true,
-        Delivery::Sent => method_safe,
+        Delivery::Sent => again,
         Delivery::BadAnswer => false,
     }
 }
 
 /// May an answer with a status listed in `retries.on_statuses` be replaced
-/// by another backend's? Only for safe methods: the backend acted on it.
-pub fn may_retry_status(method_safe: bool) -> bool {
-    method_safe
+/// by another backend's? Only if [`may_send_again`]: the backend acted on it.
+pub fn may_retry_status(again: bool) -> bool {
+    again
 }
 
 /// The attempts of one request on one frontend.
@@ -125,6 +140,23 @@ impl<'a> Attempts<'a> {
 mod tests {
     use super::*;
     use crate::backend::now_ms;
+
+    #[test]
+    fn an_idempotency_key_makes_a_written_request_resendable() {
+        let mut h = http::HeaderMap::new();
+        for m in [Method::PUT, Method::DELETE, Method::POST, Method::PATCH] {
+            assert!(!may_send_again(&m, &h), "{m} without a key");
+        }
+        h.insert(IDEMPOTENCY_KEY, http::HeaderValue::from_static("  "));
+        assert!(!may_send_again(&Method::POST, &h), "a blank key is no key");
+        h.insert("Idempotency-Key", http::HeaderValue::from_static("\"8e03978e-40d5-43e8-bc93-6894a57f9324\""));
+        for m in [Method::PUT, Method::DELETE, Method::POST, Method::PATCH, Method::GET] {
+            let again = may_send_again(&m, &h);
+            assert!(again && may_resend(Delivery::Sent, again) && may_retry_status(again), "{m} with a key");
+            assert!(!may_resend(Delivery::BadAnswer, again), "{m}: a malformed answer is final, key or not");
+        }
+        assert!(may_send_again(&Method::GET, &http::HeaderMap::new()));
+    }
 
     #[test]
     fn written_unsafe_requests_are_never_resent() {

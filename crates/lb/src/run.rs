@@ -146,7 +146,7 @@ impl Lb {
     /// Binds every frontend and the admin address and starts serving.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Lb, LbError> {
-        let admin = config.admin;
+        let (admin, limits) = (config.admin, config.admin_limits);
         let lb = Lb::start_frontends(config).await?;
         if let Some(addr) = admin {
             let listener = match TcpListener::bind(addr).await {
@@ -163,7 +163,7 @@ impl Lb {
                     return Err(e.into());
                 }
             };
-            let task = tokio::spawn(crate::admin::serve(listener, lb.clone()));
+            let task = tokio::spawn(crate::admin::serve(listener, lb.clone(), limits));
             lb.attach_admin(local, task);
             tracing::info!("admin API on http://{local}");
         }

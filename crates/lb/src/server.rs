@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::backend::{release_one, BackendState, FrontendStats};
 use crate::config::{Config, ConfigError, Mode};
 use crate::frontend::FrontendRt;
-use crate::http::FrontendCell;
+use crate::http::{ClientInfo, FrontendCell};
 use crate::pool::Pool;
 
 /// Pause after a failed accept (typically EMFILE) before the next one.
@@ -135,9 +135,17 @@ impl Lb {
 
     /// Applies a new configuration; on any error the old one stays in force.
     pub async fn reload(&self, cfg: Config) -> Result<(), LbError> {
-        let old_admin = self.shared.state.lock().config.admin;
+        let (old_admin, old_limits) = {
+            let st = self.shared.state.lock();
+            (st.config.admin, st.config.admin_limits)
+        };
         if cfg.admin != old_admin {
             tracing::warn!("admin.listen changed; the admin address changes only on restart");
+        }
+        if cfg.admin_limits != old_limits {
+            tracing::warn!(
+                "admin limits changed; max_conns, request_header_ms and idle_ms of [admin] change only on restart"
+            );
         }
         match self.apply(cfg).await {
             Ok(()) => {
@@ -288,7 +296,8 @@ fn restart_health_checks(st: &mut State, new_fes: &[Arc<FrontendRt>], generation
         }
         for (bi, b) in fe.backends.iter().enumerate() {
             let seed = generation ^ ((fi as u64) << 32) ^ bi as u64;
-            st.health_tasks.push(tokio::spawn(crate::health::run_checks(fe.cfg.health.clone(), b.clone(), seed)));
+            let tls = fe.cfg.backend_tls.as_ref().map(|t| t.connector.clone());
+            st.health_tasks.push(tokio::spawn(crate::health::run_checks(fe.cfg.health.clone(), tls, b.clone(), seed)));
         }
     }
 }
@@ -321,12 +330,58 @@ async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
         let cell = cell.clone();
         tokio::spawn(async move {
             let stats = fe.stats.clone();
-            match fe.cfg.mode {
-                Mode::Http if fe.cfg.http2 => crate::http::serve_connection(cell, fe, stream, peer, local).await,
-                Mode::Http => crate::fast::serve(cell, fe, stream, peer, local).await,
-                Mode::Tcp => crate::tcp::serve_connection(fe, stream, peer).await,
-            }
+            serve_client(cell, fe, stream, peer, local).await;
             release_one(&stats.conns_active, "frontend connections");
         });
+    }
+}
+
+/// One accepted client connection: the TLS handshake if the frontend has
+/// TLS (within `timeouts.first_byte_ms` of the accept), then its mode's proxy.
+async fn serve_client(cell: FrontendCell, fe: Arc<FrontendRt>, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let first_byte = match fe.cfg.timeouts.first_byte_ms {
+        0 => None,
+        ms => Some(tokio::time::Instant::now() + Duration::from_millis(ms)),
+    };
+    let Some(tls) = fe.cfg.tls.as_ref() else {
+        return serve_stream(cell, fe, stream, ClientInfo::new(peer, local, false), first_byte).await;
+    };
+    let handshake = tls.acceptor.accept(stream);
+    let done = match first_byte {
+        None => handshake.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(r) => r,
+            Err(_) => {
+                fe.stats.closed_first_byte_timeout.inc();
+                tracing::debug!(frontend = %fe.cfg.name, client = %peer, "TLS handshake not done within first_byte_ms; closing");
+                return;
+            }
+        },
+    };
+    match done {
+        Ok(s) => serve_stream(cell, fe, s, ClientInfo::new(peer, local, true), first_byte).await,
+        Err(e) => {
+            fe.stats.tls_handshake_failures.inc();
+            tracing::debug!(frontend = %fe.cfg.name, client = %peer, "TLS handshake failed: {e}");
+        }
+    }
+}
+
+/// Serves a (plain or TLS) client stream in the frontend's mode. HTTP goes
+/// through the fast path, which hands anything it does not take (HTTP/2,
+/// HTTP/1.0, chunked uploads, ...) to hyper.
+async fn serve_stream<S>(
+    cell: FrontendCell,
+    fe: Arc<FrontendRt>,
+    stream: S,
+    client: ClientInfo,
+    first_byte: Option<tokio::time::Instant>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match fe.cfg.mode {
+        Mode::Http => crate::fast::serve(cell, fe, stream, Arc::new(client), first_byte).await,
+        Mode::Tcp => crate::tcp::serve_connection(fe, stream, client.peer).await,
     }
 }

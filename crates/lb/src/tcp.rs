@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::algo::hash64;
 use crate::backend::now_ms;
 use crate::frontend::{ActiveGuard, FrontendRt};
 use crate::io::{idle_expired, Activity, CountingIo};
 use crate::retry::Attempts;
+use crate::tls::{self, BackendStream, ConnectError};
 
 /// Copy buffer per direction of a TCP session.
 pub const TCP_COPY_BUFFER_BYTES: usize = 16 * 1024;
@@ -20,9 +21,11 @@ pub const TCP_COPY_BUFFER_BYTES: usize = 16 * 1024;
 /// Serves one client connection: a backend connection (connect failures go
 /// to the next backend, as [`Attempts`] allows; nothing was sent yet), then
 /// bytes both ways until both sides close or the session idles out.
-pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: SocketAddr) {
+pub async fn serve_connection<S>(fe: Arc<FrontendRt>, client: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let started = Instant::now();
-    let _ = client.set_nodelay(true);
     let hash = match peer.ip() {
         std::net::IpAddr::V4(a) => hash64(&a.octets()),
         std::net::IpAddr::V6(a) => hash64(&a.octets()),
@@ -48,19 +51,25 @@ pub async fn serve_connection(fe: Arc<FrontendRt>, client: TcpStream, peer: Sock
 
 /// A connection to the first backend that accepts one, with the request
 /// counted in flight on it; and the number of attempts made.
-async fn connect_backend(fe: &Arc<FrontendRt>, hash: u64) -> (Option<(TcpStream, ActiveGuard)>, u32) {
+async fn connect_backend(fe: &Arc<FrontendRt>, hash: u64) -> (Option<(BackendStream, ActiveGuard)>, u32) {
     let mut plan = Attempts::new(fe, hash);
+    let tls = fe.cfg.backend_tls.as_ref().map(|t| &t.connector);
     while let Some(mut guard) = plan.next(now_ms()) {
         let b = guard.backend().clone();
-        match tokio::time::timeout(fe.cfg.connect_timeout(), TcpStream::connect(b.addr)).await {
-            Ok(Ok(s)) => {
+        match tls::connect(b.addr, tls, fe.cfg.connect_timeout()).await {
+            Ok(s) => {
                 b.stats.connects.inc();
                 b.record_success();
                 guard.mark_response();
                 return (Some((s, guard)), plan.made());
             }
-            Ok(Err(e)) => tracing::debug!(backend = %b.addr, "connect failed: {e}"),
-            Err(_) => tracing::debug!(backend = %b.addr, "connect timed out"),
+            Err(e @ ConnectError::Tls(_)) => {
+                b.stats.tls_failures.inc();
+                if fe.stats.log_allowed(now_ms()) {
+                    tracing::warn!(frontend = %fe.cfg.name, backend = %b.addr, "backend refused: {e} (logged at most once a second)");
+                }
+            }
+            Err(e) => tracing::debug!(backend = %b.addr, "{e}"),
         }
         guard.fail();
         b.record_failure(&fe.cfg.ejection, &fe.backends, now_ms());
@@ -79,8 +88,10 @@ struct Session {
 
 /// Copies bytes both ways until both directions are closed, an error, or
 /// `idle_ms` without a byte either way.
-async fn copy_session(fe: &FrontendRt, client: TcpStream, upstream: TcpStream, peer: SocketAddr) -> Session {
-    let _ = upstream.set_nodelay(true);
+async fn copy_session<S>(fe: &FrontendRt, client: S, upstream: BackendStream, peer: SocketAddr) -> Session
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let activity = Arc::new(Activity::default());
     let mut a = CountingIo::new(client, activity.clone());
     let mut b = CountingIo::new(upstream, activity.clone());
@@ -94,7 +105,10 @@ async fn copy_session(fe: &FrontendRt, client: TcpStream, upstream: TcpStream, p
                 Session { bytes_in: 0, bytes_out: 0, how: "error" }
             }
         },
-        () = idle_expired(&activity, idle) => Session { bytes_in: 0, bytes_out: 0, how: "idle timeout" },
+        () = idle_expired(&activity, idle) => {
+            fe.stats.closed_idle_timeout.inc();
+            Session { bytes_in: 0, bytes_out: 0, how: "idle timeout" }
+        }
     }
 }
 

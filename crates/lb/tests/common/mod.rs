@@ -2,6 +2,8 @@
 //! and waiting for conditions with deadlines (never fixed sleeps).
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,7 +3,9 @@
 //! through it; [`request`] and [`request_json`] are the same thing for code
 //! that needs a single request (test harnesses, probes).
 //!
-//! Only `http://` URLs. It never follows redirects, never reads a proxy from
+//! `http://` URLs, and `https://` ones for a client made with
+//! [`HttpClient::with_tls`] (the server's certificate is checked against the
+//! given CA; there is no way to skip the check). It never follows redirects, never reads a proxy from
 //! the environment, and never sends a request twice: the one resend it
 //! allows is hyper's, of a request that a reused idle connection closed
 //! before any of it was written.
@@ -18,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -122,23 +125,55 @@ pub struct Response {
 /// sending needs tokio.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    inner: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    inner: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     response_bytes_max: usize,
+    /// Whether `https://` URLs may be used (a CA was given).
+    tls: bool,
 }
 
 impl HttpClient {
-    /// A client giving each request `timeout`, connecting included.
+    /// A client giving each request `timeout`, connecting included, for
+    /// `http://` URLs only.
     pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
+        // Never used for a handshake: `https://` URLs are refused before
+        // anything is sent when no CA was given.
+        let no_roots = rampart_tls::rustls::ClientConfig::builder_with_provider(rampart_tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports the default protocol versions")
+            .with_root_certificates(rampart_tls::rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Self::build(timeout, no_roots, false)
+    }
+
+    /// A client for `http://` and `https://` URLs; an `https://` server
+    /// must present a certificate that chains to the CA in `tls`
+    /// (see [`rampart_tls::load_client_config`]).
+    pub fn with_tls(timeout: Duration, tls: std::sync::Arc<rampart_tls::rustls::ClientConfig>) -> Self {
+        Self::build(timeout, (*tls).clone(), true)
+    }
+
+    fn build(timeout: Duration, tls_config: rampart_tls::rustls::ClientConfig, tls: bool) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(IDLE_CONNECTION_TIMEOUT_S))
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST_MAX)
             .build(connector);
-        HttpClient { inner, timeout, response_bytes_max: RESPONSE_BYTES_MAX }
+        HttpClient { inner, timeout, response_bytes_max: RESPONSE_BYTES_MAX, tls }
+    }
+
+    /// Whether this client can reach `https://` URLs.
+    pub fn has_tls(&self) -> bool {
+        self.tls
     }
 
     /// Bounds the size of any response body this client reads.
@@ -167,7 +202,7 @@ impl HttpClient {
         body: Bytes,
     ) -> Result<Response, Error> {
         let invalid = |reason: String| Error::InvalidRequest { url: url.to_owned(), reason };
-        let mut builder = Request::builder().method(method).uri(parse_url(url)?);
+        let mut builder = Request::builder().method(method).uri(parse_url(url, self.tls)?);
         if let Some(content_type) = content_type {
             let value = HeaderValue::from_str(content_type)
                 .map_err(|_| invalid(format!("invalid content-type {content_type:?}")))?;
@@ -248,14 +283,16 @@ pub async fn request_json<T: serde::Serialize + ?Sized>(
     Ok((response.status, response.body))
 }
 
-/// Parses an absolute `http://host[:port]/...` URL.
-fn parse_url(url: &str) -> Result<Uri, Error> {
+/// Parses an absolute `http://host[:port]/...` URL (or `https://` when the
+/// client has a CA to check servers against).
+fn parse_url(url: &str, tls: bool) -> Result<Uri, Error> {
     let invalid = |reason: &str| Error::InvalidRequest { url: url.to_owned(), reason: reason.to_owned() };
     let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| invalid(&e.to_string()))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => return Err(invalid("https is not supported; use http://")),
-        Some(_) => return Err(invalid("only http:// is supported")),
+        Some("https") if tls => {}
+        Some("https") => return Err(invalid("https needs a CA certificate to check the server against (--cacert)")),
+        Some(_) => return Err(invalid("only http:// and https:// are supported")),
         None => return Err(invalid("expected an absolute http:// URL")),
     }
     if uri.host().is_none_or(str::is_empty) {
@@ -281,13 +318,13 @@ mod tests {
     #[test]
     fn urls_are_checked_before_anything_is_sent() {
         for (url, why) in [
-            ("https://127.0.0.1:1/x", "https is not supported"),
-            ("ftp://127.0.0.1:1/x", "only http://"),
+            ("https://127.0.0.1:1/x", "https needs a CA certificate"),
+            ("ftp://127.0.0.1:1/x", "only http:// and https://"),
             ("/v1/status", "absolute"),
             ("http://[::1/x", ""),
             ("not a url", ""),
         ] {
-            match parse_url(url) {
+            match parse_url(url, false) {
                 Err(e @ Error::InvalidRequest { .. }) => {
                     assert!(!e.may_have_been_sent());
                     assert!(e.to_string().contains(why), "{url}: {e}");
@@ -295,7 +332,8 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             }
         }
-        assert_eq!(parse_url("http://127.0.0.1:8001/v1/kv/a%2Fb?x=1").unwrap().path(), "/v1/kv/a%2Fb");
+        assert_eq!(parse_url("http://127.0.0.1:8001/v1/kv/a%2Fb?x=1", false).unwrap().path(), "/v1/kv/a%2Fb");
+        assert_eq!(parse_url("https://localhost:8001/v1/status", true).unwrap().scheme_str(), Some("https"));
     }
 
     #[test]

@@ -261,17 +261,29 @@ impl Client {
     /// `http://host:port`, tried in this order), giving each request
     /// `timeout` per endpoint (connecting included).
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Self, Error> {
+        Self::with_http(endpoints, HttpClient::new(timeout))
+    }
+
+    /// [`Client::new`] for nodes that serve HTTPS: a bare `host:port`
+    /// means `https://host:port`, and every server's certificate must chain
+    /// to the CA in `tls` (see [`rampart_tls::load_client_config`]).
+    pub fn with_tls(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        tls: Arc<rampart_tls::rustls::ClientConfig>,
+    ) -> Result<Self, Error> {
+        Self::with_http(endpoints, HttpClient::with_tls(timeout, tls))
+    }
+
+    fn with_http(endpoints: Vec<String>, http: HttpClient) -> Result<Self, Error> {
         if endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
-        let endpoints = endpoints.iter().map(|e| normalize_endpoint(e)).collect::<Result<Vec<_>, _>>()?;
+        let tls = http.has_tls();
+        let endpoints = endpoints.iter().map(|e| normalize_endpoint(e, tls)).collect::<Result<Vec<_>, _>>()?;
         // Cluster nodes are addressed directly: the HTTP client reads no
         // proxy settings from the environment.
-        Ok(Client {
-            http: HttpClient::new(timeout),
-            endpoints: Arc::new(endpoints),
-            preferred: Arc::new(AtomicUsize::new(0)),
-        })
+        Ok(Client { http, endpoints: Arc::new(endpoints), preferred: Arc::new(AtomicUsize::new(0)) })
     }
 
     /// Bounds the size of any response body this client reads.

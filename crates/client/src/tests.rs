@@ -420,7 +420,7 @@ mod one_request {
     }
 
     #[tokio::test]
-    async fn https_and_bad_urls_are_refused_before_connecting() {
+    async fn https_without_a_ca_and_bad_urls_are_refused_before_connecting() {
         for url in ["https://127.0.0.1:1/v1/status", "127.0.0.1:1/v1/status", "http:///x"] {
             match http::request(Method::GET, url, "", Duration::from_secs(5)).await {
                 Err(e @ http::Error::InvalidRequest { .. }) => assert!(!e.may_have_been_sent(), "{url}: {e}"),
@@ -428,7 +428,7 @@ mod one_request {
             }
         }
         let e = http::request(Method::GET, "https://x:1/", "", Duration::from_secs(5)).await.unwrap_err();
-        assert!(e.to_string().contains("https is not supported"), "{e}");
+        assert!(e.to_string().contains("https needs a CA certificate"), "{e}");
     }
 
     #[tokio::test]
@@ -476,4 +476,61 @@ mod one_request {
         let e = c.send(Method::PUT, "http://127.0.0.1:1/", Some("a\nb"), http::Bytes::new()).await.unwrap_err();
         assert!(matches!(e, http::Error::InvalidRequest { .. }), "{e:?}");
     }
+}
+
+/// Serves every connection on a TLS listener with the certificate of
+/// `server_ca` for `localhost`, answering `200 ok` to one request.
+async fn tls_server(server_ca: &rampart_tls::dev::DevCa) -> u16 {
+    let cert = server_ca.server_cert(&["localhost"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("s.pem"), dir.path().join("s-key.pem"));
+    std::fs::write(&c, &cert.cert).unwrap();
+    std::fs::write(&k, &cert.key).unwrap();
+    let acceptor = rampart_tls::tokio_rustls::TlsAcceptor::from(rampart_tls::load_server_config(&c, &k).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok").await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn https_checks_the_server_against_the_given_ca() {
+    let ca = rampart_tls::dev::DevCa::generate().unwrap();
+    let port = tls_server(&ca).await;
+    let url = format!("https://localhost:{port}/v1/status");
+    let trusting = rampart_tls::client_config_from_pem(ca.pem().cert.as_bytes()).unwrap();
+    let client = http::HttpClient::with_tls(Duration::from_secs(10), trusting);
+    let r = client.send(Method::GET, &url, None, Bytes::new()).await.unwrap();
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"ok"[..]));
+
+    // A server whose certificate is not from the CA is refused during the
+    // handshake: nothing was sent.
+    let other = rampart_tls::dev::DevCa::generate().unwrap();
+    let stranger = rampart_tls::client_config_from_pem(other.pem().cert.as_bytes()).unwrap();
+    let client = http::HttpClient::with_tls(Duration::from_secs(10), stranger);
+    let e = client.send(Method::GET, &url, None, Bytes::new()).await.unwrap_err();
+    assert!(matches!(e, http::Error::Connect { .. }) && !e.may_have_been_sent(), "{e:?}");
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    // Without a CA, https is refused before anything is sent.
+    let e =
+        http::HttpClient::new(Duration::from_secs(10)).send(Method::GET, &url, None, Bytes::new()).await.unwrap_err();
+    assert!(matches!(e, http::Error::InvalidRequest { .. }), "{e:?}");
 }

@@ -4,25 +4,35 @@
 use crate::Error;
 
 /// Turns `host:port`, `http://host:port` or `http://host:port/` into the
-/// base URL `http://host:port`.
-pub fn normalize_endpoint(raw: &str) -> Result<String, Error> {
+/// base URL `http://host:port`. `https://host:port` keeps its scheme only
+/// when `tls` is true (the client has a CA to check servers against); with
+/// `tls`, a bare `host:port` becomes `https://host:port`.
+pub fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, Error> {
     let invalid = |why: &str| Error::InvalidEndpoint { endpoint: raw.to_owned(), reason: why.to_owned() };
     let trimmed = raw.trim();
-    if trimmed.starts_with("https://") {
-        return Err(invalid("https is not supported; use http://"));
-    }
-    let rest = trimmed.strip_prefix("http://").unwrap_or(trimmed);
+    let (scheme, rest) = if let Some(rest) = trimmed.strip_prefix("https://") {
+        if !tls {
+            return Err(invalid("https needs a CA certificate to check the server against (--cacert)"));
+        }
+        ("https", rest)
+    } else if let Some(rest) = trimmed.strip_prefix("http://") {
+        ("http", rest)
+    } else if tls {
+        ("https", trimmed)
+    } else {
+        ("http", trimmed)
+    };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() {
         return Err(invalid("empty address"));
     }
     if rest.contains("://") {
-        return Err(invalid("only http:// is supported"));
+        return Err(invalid("only http:// and https:// are supported"));
     }
     if rest.contains(['/', '?', '#', ' ', '@']) {
         return Err(invalid("expected host:port with no path"));
     }
-    Ok(format!("http://{rest}"))
+    Ok(format!("{scheme}://{rest}"))
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved characters, so any
@@ -97,16 +107,19 @@ mod tests {
     #[test]
     fn endpoints_normalise() {
         for raw in ["127.0.0.1:8001", "http://127.0.0.1:8001", "http://127.0.0.1:8001/", " 127.0.0.1:8001 "] {
-            assert_eq!(normalize_endpoint(raw).unwrap(), "http://127.0.0.1:8001", "{raw}");
+            assert_eq!(normalize_endpoint(raw, false).unwrap(), "http://127.0.0.1:8001", "{raw}");
         }
-        assert_eq!(normalize_endpoint("[::1]:8001").unwrap(), "http://[::1]:8001");
-        assert_eq!(normalize_endpoint("localhost:80").unwrap(), "http://localhost:80");
+        assert_eq!(normalize_endpoint("[::1]:8001", false).unwrap(), "http://[::1]:8001");
+        assert_eq!(normalize_endpoint("localhost:80", false).unwrap(), "http://localhost:80");
+        assert_eq!(normalize_endpoint("localhost:80", true).unwrap(), "https://localhost:80");
+        assert_eq!(normalize_endpoint("https://localhost:80/", true).unwrap(), "https://localhost:80");
+        assert_eq!(normalize_endpoint("http://localhost:80", true).unwrap(), "http://localhost:80");
     }
 
     #[test]
     fn bad_endpoints() {
         for raw in ["", "http://", "https://a:1", "ftp://a:1", "a:1/v1", "a b:1", "user@a:1"] {
-            assert!(matches!(normalize_endpoint(raw), Err(Error::InvalidEndpoint { .. })), "{raw}");
+            assert!(matches!(normalize_endpoint(raw, false), Err(Error::InvalidEndpoint { .. })), "{raw}");
         }
     }
 

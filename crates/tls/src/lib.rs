@@ -212,6 +212,27 @@ pub fn load_server_config(cert: &Path, key_path: &Path) -> Result<Arc<ServerConf
     Ok(Arc::new(cfg))
 }
 
+/// A client configuration for Rampart's client-facing listeners (HTTP API, RESP): the server
+/// certificate must chain to one of the CA certificates in the PEM file `ca`. TLS 1.2 and 1.3,
+/// no client certificate.
+pub fn load_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_from_pem(&read("client TLS CA file", ca)?)
+}
+
+/// [`load_client_config`] from PEM bytes.
+pub fn client_config_from_pem(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in certs("client TLS CA", ca_pem)? {
+        roots.add(c).map_err(|e| TlsError::Config(format!("client TLS CA certificate refused: {e}")))?;
+    }
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::dev::{CertPem, DevCa};

@@ -4,6 +4,7 @@
 //! The binary (`crates/cli`) starts a replica and hands it to [`serve`].
 
 pub mod app;
+pub mod glob;
 pub mod http;
 pub mod metrics;
 pub mod resp;

@@ -10,7 +10,7 @@ use rampart_resp::{Protocol, Value};
 
 use super::table::{describe, Op, COMMANDS};
 use super::{api_err, err, parse_i64, split_host_port, wrong_args, Conn, KEYS_RESULT_MAX, SCAN_COUNT_MAX};
-use crate::scan::{glob_match, literal_prefix};
+use crate::glob::KeyPattern;
 
 impl Conn {
     /// Runs `op` (its arity already checked against the table).
@@ -79,7 +79,11 @@ impl Conn {
     }
 
     async fn keys(&self, pattern: Bytes) -> Value {
-        let prefix = literal_prefix(&pattern);
+        let pattern = match KeyPattern::new(&pattern) {
+            Ok(p) => p,
+            Err(e) => return err(e),
+        };
+        let prefix = pattern.literal_prefix();
         let deadline = Instant::now() + self.app.cfg.request_timeout;
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -88,7 +92,7 @@ impl Conn {
                 Ok(p) => p,
                 Err(e) => return api_err(e),
             };
-            out.extend(page.items.into_iter().map(|(k, _)| k).filter(|k| glob_match(&pattern, k)));
+            out.extend(page.items.into_iter().map(|(k, _)| k).filter(|k| pattern.matches(k)));
             if out.len() > KEYS_RESULT_MAX {
                 return err(format!("ERR KEYS would return more than {KEYS_RESULT_MAX} keys; use SCAN"));
             }
@@ -107,13 +111,16 @@ impl Conn {
         let Some(cursor) = std::str::from_utf8(&args[1]).ok().and_then(|s| s.parse::<u64>().ok()) else {
             return err("ERR invalid cursor");
         };
-        let mut pattern: Option<Bytes> = None;
+        let mut pattern: Option<KeyPattern> = None;
         let mut count = 10usize;
         let mut i = 2;
         while i < args.len() {
             let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
             match (opt.as_str(), args.get(i + 1)) {
-                ("MATCH", Some(p)) => pattern = Some(p.clone()),
+                ("MATCH", Some(p)) => match KeyPattern::new(p) {
+                    Ok(p) => pattern = Some(p),
+                    Err(e) => return err(e),
+                },
                 ("COUNT", Some(c)) => match parse_i64(c) {
                     Some(c) if c >= 1 => count = (c as usize).min(SCAN_COUNT_MAX),
                     _ => return err("ERR value is not an integer or out of range"),
@@ -131,14 +138,14 @@ impl Conn {
                 None => return err("ERR invalid cursor (unknown or expired; restart the scan from 0)"),
             }
         };
-        let prefix = pattern.as_ref().map(|p| literal_prefix(p)).unwrap_or_default();
+        let prefix = pattern.as_ref().map(KeyPattern::literal_prefix).unwrap_or_default();
         match self.app.scan(self.consistency(), prefix, after, count, false).await {
             Ok(page) => {
                 let keys: Vec<Vec<u8>> = page
                     .items
                     .into_iter()
                     .map(|(k, _)| k)
-                    .filter(|k| pattern.as_ref().is_none_or(|p| glob_match(p, k)))
+                    .filter(|k| pattern.as_ref().is_none_or(|p| p.matches(k)))
                     .collect();
                 let next_cursor = page.next_after.map_or(0, |k| self.app.scan_cursors.save(k));
                 Value::Array(vec![

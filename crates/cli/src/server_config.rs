@@ -88,12 +88,12 @@ pub struct ServerArgs {
     /// Most HTTP client connections at once; more are answered 503 (default 10000).
     #[arg(long)]
     pub http_connections_max: Option<usize>,
-    /// Time a client has to send a whole request: RESP, the first command and any started
-    /// one; HTTP, a request head, also between kept-alive requests (default 30000).
+    /// Time a client has to send a whole request (RESP: a command; HTTP: a request head),
+    /// counted from its first byte (default 30000).
     #[arg(long)]
     pub client_header_timeout_ms: Option<u64>,
-    /// Time a client connection may make no progress: no RESP command, or no byte of a body
-    /// or reply moved (default 300000). Must exceed request_timeout_ms.
+    /// Time a client connection may make no progress: no request, a new connection included,
+    /// or no byte of a body or reply moved (default 300000). Must exceed request_timeout_ms.
     #[arg(long)]
     pub client_idle_timeout_ms: Option<u64>,
     /// Most KEYS/SCAN/DBSIZE/list requests running at once off the async workers (default 4).

@@ -182,7 +182,8 @@ async fn slow_and_surplus_clients_are_turned_away_and_the_node_serves_on() {
     let (cluster, _) = node(&flags).await;
     let resp_addr = cluster.resp_addr(1);
     let http_addr = cluster.specs[&1].http.clone();
-    // One byte each, then nothing: both listeners close them after the header timeout.
+    // One byte of a request each, then nothing: both listeners close them after the header
+    // timeout.
     let mut slow_resp = TcpStream::connect(&resp_addr).await.unwrap();
     slow_resp.write_all(b"*").await.unwrap();
     let mut slow_http = TcpStream::connect(&http_addr).await.unwrap();
@@ -194,8 +195,7 @@ async fn slow_and_surplus_clients_are_turned_away_and_the_node_serves_on() {
         let name = format!("rampart_client_connections_closed_total{{api=\"{api}\",reason=\"header_timeout\"}}");
         wait_for("the close counted", T, || async { (metric(&cluster, &name).await? >= 1.0).then_some(()) }).await;
     }
-    // The cap: with four clients in, a fifth is refused as Redis refuses it. (Each sends its
-    // first command at once: a client silent for the header timeout is closed.)
+    // The cap: with four clients in, a fifth is refused as Redis refuses it.
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut h = RespClient::connect(&resp_addr).await.unwrap().with_read_timeout(T);

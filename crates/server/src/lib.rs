@@ -24,13 +24,13 @@ pub const RESP_CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Default most HTTP connections served at once (`--http-connections-max`; more are answered
 /// 503 and closed).
 pub const HTTP_CONNECTIONS_MAX_DEFAULT: usize = 10_000;
-/// Default time a client has to send a whole request (`--client-header-timeout-ms`): on RESP, the
-/// first command from the connect, and any command from its first byte; on HTTP, a request's
-/// head, counted from when the connection is ready for it (so it also ends a kept-alive
-/// connection that sends nothing more). Slow-loris clients are closed by it.
+/// Default time a client has to send a whole request once it began (`--client-header-timeout-ms`):
+/// on RESP a command, on HTTP a request head, counted from its first byte. Slow-loris clients are
+/// closed by it.
 pub const CLIENT_HEADER_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-/// Default time a connection may make no progress (`--client-idle-timeout-ms`): a RESP client
-/// that sends no command, or any client that reads none of its reply or sends none of a body.
+/// Default time a connection may make no progress (`--client-idle-timeout-ms`): one waiting for
+/// its next request (a new one included, as Redis lets pools open connections ahead of use), or
+/// a client that reads none of its reply or sends none of a body.
 pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// Default most KEYS / SCAN / DBSIZE / `GET /v1/kv?prefix=` requests (and large MGET / EXISTS)
 /// running at once on the blocking pool (`--scan-jobs-max`); more wait up to the request

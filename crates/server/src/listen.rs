@@ -1,6 +1,7 @@
 //! What both client listeners share: the connection cap (a connection past it gets one error and
 //! is closed, while the others go on), the refusal itself, and the HTTP accept loop with its
-//! header and idle timeouts. The RESP accept loop is in [`crate::resp`]; its timeouts are part
+//! header and idle timeouts (the same as RESP's: a request must be complete within the header
+//! timeout of its first byte; a connection may wait or stall for the idle timeout). The RESP accept loop is in [`crate::resp`]; its timeouts are part
 //! of its connection loop.
 //!
 //! Nothing here may wait on a client without a deadline.
@@ -8,13 +9,13 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -105,8 +106,11 @@ async fn refuse(mut stream: TcpStream, reply: &[u8]) {
 }
 
 /// Serves HTTP/1.1 on `listener` with hyper: at most `http_connections_max` connections, each
-/// with hyper's header-read timeout (`client_header_timeout`) and an idle timeout on its socket
-/// (`client_idle_timeout`: no byte moves either way).
+/// watched by [`TimedIo`]: a request head must be complete within `client_header_timeout` of its
+/// first byte, and a connection may make no progress for `client_idle_timeout` (waiting for a
+/// request, a new connection included, reading a body, or writing a reply the client does not
+/// read). A kept-alive connection may so wait as long as a RESP one, longer than the clients'
+/// pools keep idle connections, so a client never sends on a connection the server is closing.
 pub async fn serve_http(listener: TcpListener, router: Router, app: Arc<App>) {
     let gate = Gate::new(app.cfg.http_connections_max);
     let refusal: Arc<[u8]> = http_refusal(app.cfg.http_connections_max).into();
@@ -124,26 +128,34 @@ pub async fn serve_http(listener: TcpListener, router: Router, app: Arc<App>) {
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let router = router.clone();
+        let handlers = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let stats: &ListenerStats = &app.metrics.http;
             let _open = stats.open_guard();
-            let idle = IdleIo::new(stream, app.cfg.client_idle_timeout);
-            let idle_fired = idle.fired.clone();
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(app.cfg.client_header_timeout)
-                .serve_connection(TokioIo::new(idle), TowerToHyperService::new(router));
+            let io = TimedIo::new(stream, app.cfg.client_header_timeout, app.cfg.client_idle_timeout);
+            let (phase, fired) = (io.phase.clone(), io.fired.clone());
+            let service = hyper::service::service_fn(move |req| {
+                // The head is complete: the handler runs, and the next bytes start a new head.
+                phase.store(BUSY, Ordering::Relaxed);
+                let phase = phase.clone();
+                let call = hyper::service::Service::call(&handlers, req);
+                async move {
+                    let response = call.await;
+                    phase.store(WAITING, Ordering::Relaxed);
+                    response
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
             let ended = conn.await;
             // A body that stops arriving fails inside the handler, which answers it, so the
-            // connection can end without an error even when the idle timeout ended it.
-            if idle_fired.load(Ordering::Relaxed) {
-                stats.closed(Closed::IdleTimeout);
-            } else if let Err(e) = ended {
-                if e.is_timeout() {
-                    stats.closed(Closed::HeaderTimeout);
-                } else {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+            // connection can end without an error even when a timeout ended it.
+            match fired.load(Ordering::Relaxed) {
+                FIRED_IDLE => stats.closed(Closed::IdleTimeout),
+                FIRED_HEADER => stats.closed(Closed::HeaderTimeout),
+                _ => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
                 }
             }
             drop(permit);
@@ -151,31 +163,70 @@ pub async fn serve_http(listener: TcpListener, router: Router, app: Arc<App>) {
     }
 }
 
-/// A socket that fails with `TimedOut` once no byte has moved either way for `idle` while the
-/// server waits on it (reading a body, or writing a reply the client does not read).
-pub struct IdleIo<S> {
+/// [`TimedIo::phase`]: no request under way (the next byte starts a head).
+const WAITING: u8 = 0;
+/// A head has begun and is not complete yet.
+const HEAD: u8 = 1;
+/// The head is complete; the server is at work on the request.
+const BUSY: u8 = 2;
+/// [`TimedIo::fired`]: which timeout ended the connection.
+const FIRED_IDLE: u8 = 1;
+const FIRED_HEADER: u8 = 2;
+
+/// A socket that fails with `TimedOut` when a request head is not complete within `header` of
+/// its first byte, or when no byte has moved either way for `idle` while the server waits on
+/// it. The service tells it when a head is complete ([`BUSY`]) and when the reply is handed
+/// back ([`WAITING`]).
+pub struct TimedIo<S> {
     inner: S,
+    header: Duration,
     idle: Duration,
-    deadline: Pin<Box<Sleep>>,
-    /// Set when the timeout fired (read by the accept loop for `/metrics`).
-    pub fired: Arc<AtomicBool>,
+    idle_deadline: Pin<Box<Sleep>>,
+    head_deadline: Pin<Box<Sleep>>,
+    pub phase: Arc<AtomicU8>,
+    /// Which timeout fired, if one did (read by the accept loop for `/metrics`).
+    pub fired: Arc<AtomicU8>,
 }
 
-impl<S> IdleIo<S> {
-    pub fn new(inner: S, idle: Duration) -> IdleIo<S> {
-        IdleIo { inner, idle, deadline: Box::pin(tokio::time::sleep(idle)), fired: Arc::new(AtomicBool::new(false)) }
+impl<S> TimedIo<S> {
+    pub fn new(inner: S, header: Duration, idle: Duration) -> TimedIo<S> {
+        TimedIo {
+            inner,
+            header,
+            idle,
+            idle_deadline: Box::pin(tokio::time::sleep(idle)),
+            head_deadline: Box::pin(tokio::time::sleep(header)),
+            phase: Arc::new(AtomicU8::new(WAITING)),
+            fired: Arc::new(AtomicU8::new(0)),
+        }
     }
 
     fn progressed(&mut self) {
         let next = Instant::now() + self.idle;
-        self.deadline.as_mut().reset(next);
+        self.idle_deadline.as_mut().reset(next);
     }
 
-    /// After the inner I/O said Pending: an error if the idle time has run out.
+    /// After bytes arrived: the first ones of a head start its clock.
+    fn received(&mut self) {
+        self.progressed();
+        if self.phase.compare_exchange(WAITING, HEAD, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let deadline = Instant::now() + self.header;
+            self.head_deadline.as_mut().reset(deadline);
+        }
+    }
+
+    /// After the inner I/O said Pending: an error if a timeout has run out.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        match self.deadline.as_mut().poll(cx) {
+        if self.phase.load(Ordering::Relaxed) == HEAD && self.head_deadline.as_mut().poll(cx).is_ready() {
+            self.fired.store(FIRED_HEADER, Ordering::Relaxed);
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not complete within client_header_timeout_ms",
+            ));
+        }
+        match self.idle_deadline.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                self.fired.store(true, Ordering::Relaxed);
+                self.fired.store(FIRED_IDLE, Ordering::Relaxed);
                 Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "no progress within client_idle_timeout_ms"))
             }
             Poll::Pending => Poll::Pending,
@@ -183,12 +234,15 @@ impl<S> IdleIo<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                this.progressed();
+                if buf.filled().len() > before {
+                    this.received();
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => this.check(cx).map(Err),
@@ -196,7 +250,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, data) {

@@ -43,7 +43,7 @@ pub struct Metrics {
 /// Why a client connection was closed by the server (the reasons `/metrics` counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
-    /// No complete request (the first, or the one in progress) within the header timeout.
+    /// A request (RESP: one begun; HTTP: a head) not complete within the header timeout.
     HeaderTimeout,
     /// No request, or no progress on a reply, within the idle timeout.
     IdleTimeout,

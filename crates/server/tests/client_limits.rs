@@ -44,13 +44,14 @@ fn pong() -> Value {
 #[tokio::test]
 async fn a_slow_resp_client_is_closed_after_the_header_timeout() {
     let s = start(config(|c| c.client_header_timeout = Duration::from_millis(500)), Limits::default()).await;
-    // One byte of a command, then nothing; and a client that sends nothing at all.
+    // One byte of a command, then nothing; and a command all there but its last byte.
     let mut slow = TcpStream::connect(s.resp).await.unwrap();
     slow.write_all(b"*").await.unwrap();
-    let mut silent = TcpStream::connect(s.resp).await.unwrap();
+    let mut almost = TcpStream::connect(s.resp).await.unwrap();
+    almost.write_all(b"PING\r").await.unwrap();
     let said = read_to_close(&mut slow).await;
     assert_eq!(said, b"-ERR timeout: no complete request within client_header_timeout_ms (500 ms)\r\n");
-    read_to_close(&mut silent).await;
+    assert_eq!(read_to_close(&mut almost).await, said);
     let closed = "rampart_client_connections_closed_total{api=\"resp\",reason=\"header_timeout\"}";
     wait_until("both closes counted", DEADLINE, || metric(&s.app, closed) == Some(2.0)).await;
     wait_until("no connection left open", DEADLINE, || {
@@ -80,10 +81,13 @@ async fn an_idle_resp_client_is_closed_after_the_idle_timeout() {
     .await;
     let mut c = TcpStream::connect(s.resp).await.unwrap();
     c.write_all(b"PING\r\n").await.unwrap();
-    // Redis closes an idle client without a word; so does this server.
+    // Redis closes an idle client without a word; so does this server. A client that never
+    // sent anything is idle too.
+    let mut silent = TcpStream::connect(s.resp).await.unwrap();
     assert_eq!(read_to_close(&mut c).await, b"+PONG\r\n");
+    assert_eq!(read_to_close(&mut silent).await, b"");
     let closed = "rampart_client_connections_closed_total{api=\"resp\",reason=\"idle_timeout\"}";
-    wait_until("the close counted", DEADLINE, || metric(&s.app, closed) == Some(1.0)).await;
+    wait_until("both closes counted", DEADLINE, || metric(&s.app, closed) == Some(2.0)).await;
     assert_eq!(ping(s.resp).await, pong());
 }
 
@@ -135,13 +139,42 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn a_slow_http_client_is_closed_after_the_header_timeout() {
     let s = start(config(|c| c.client_header_timeout = Duration::from_millis(200)), Limits::default()).await;
-    let mut slow = TcpStream::connect(s.http).await.unwrap();
-    slow.write_all(b"G").await.unwrap();
-    let mut silent = TcpStream::connect(s.http).await.unwrap();
-    read_to_close(&mut slow).await;
-    read_to_close(&mut silent).await;
+    // A kept-alive connection that finished a request before the slow one began.
+    let mut kept = TcpStream::connect(s.http).await.unwrap();
+    let health = b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n";
+    kept.write_all(health).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    for head in [&b"G"[..], b"GET /v1/health HTTP/1.1\r\nhost: x\r\n"] {
+        let mut slow = TcpStream::connect(s.http).await.unwrap();
+        slow.write_all(head).await.unwrap();
+        read_to_close(&mut slow).await;
+    }
     let closed = "rampart_client_connections_closed_total{api=\"http\",reason=\"header_timeout\"}";
     wait_until("both closes counted", DEADLINE, || metric(&s.app, closed) == Some(2.0)).await;
+    // Waiting between requests is idling, not a slow head: the kept-alive connection, silent
+    // for longer than the header timeout, is still served.
+    kept.write_all(health).await.unwrap();
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(http_get(s.http, "/v1/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_silent_http_connection_is_closed_after_the_idle_timeout() {
+    let s = start(
+        config(|c| {
+            c.client_idle_timeout = Duration::from_millis(300);
+            c.request_timeout = Duration::from_millis(100);
+        }),
+        Limits::default(),
+    )
+    .await;
+    let mut silent = TcpStream::connect(s.http).await.unwrap();
+    assert_eq!(read_to_close(&mut silent).await, b"");
+    let closed = "rampart_client_connections_closed_total{api=\"http\",reason=\"idle_timeout\"}";
+    wait_until("the close counted", DEADLINE, || metric(&s.app, closed) == Some(1.0)).await;
     assert_eq!(http_get(s.http, "/v1/health").await.0, 200);
 }
 

@@ -118,8 +118,6 @@ impl Conn {
         };
         let header_timeout = self.app.cfg.client_header_timeout;
         let idle = self.app.cfg.client_idle_timeout;
-        let connected = Instant::now();
-        let mut served_one = false;
         // When the first bytes of the request still incomplete in the buffer were seen.
         let mut request_started: Option<Instant> = None;
         let mut dec = RequestDecoder::new(limits);
@@ -165,17 +163,16 @@ impl Conn {
                 out = BytesMut::with_capacity(16 * 1024);
             }
             let now = Instant::now();
-            served_one |= !pending.is_empty();
             request_started = match (dec.buffered_bytes() > 0, pending.is_empty()) {
                 (false, _) => None,
                 // The bytes of a new request arrived with the end of the last one.
                 (true, false) => Some(now),
                 (true, true) => Some(request_started.unwrap_or(now)),
             };
-            // A request under way, and the first one, must be complete within the header
-            // timeout; between requests the connection may idle for the idle timeout.
+            // A request under way must be complete within the header timeout of its first
+            // byte; a connection with none under way (a new one too: pools open connections
+            // ahead of use, as Redis allows) may be silent for the idle timeout.
             let (deadline, why) = match request_started {
-                _ if !served_one => (connected + header_timeout, Closed::HeaderTimeout),
                 Some(t) => (t + header_timeout, Closed::HeaderTimeout),
                 None => (now + idle, Closed::IdleTimeout),
             };

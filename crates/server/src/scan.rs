@@ -11,9 +11,18 @@ use parking_lot::Mutex;
 
 /// Live SCAN cursors kept per node.
 pub const SCAN_CURSORS_MAX: usize = 10_000;
+/// Bytes of keys the live cursors may hold together (a cursor keeps the last key it returned,
+/// up to `key_bytes_max` long); past it the oldest cursors are evicted.
+pub const SCAN_CURSORS_BYTES_MAX: usize = 64 << 20;
 
-/// Cursor id -> last key returned, and the ids in creation order (for eviction).
-type Cursors = (HashMap<u64, Vec<u8>>, VecDeque<u64>);
+/// Cursor id -> last key returned, the ids in creation order (for eviction), and the bytes of
+/// keys held.
+#[derive(Default)]
+struct Cursors {
+    keys: HashMap<u64, Vec<u8>>,
+    order: VecDeque<u64>,
+    bytes: usize,
+}
 
 pub struct CursorTable {
     inner: Mutex<Cursors>,
@@ -21,7 +30,7 @@ pub struct CursorTable {
 
 impl CursorTable {
     pub fn new() -> Self {
-        CursorTable { inner: Mutex::new((HashMap::new(), VecDeque::new())) }
+        CursorTable { inner: Mutex::new(Cursors::default()) }
     }
 
     /// Remembers `last_key` and returns a fresh cursor for it.
@@ -29,25 +38,31 @@ impl CursorTable {
         let mut g = self.inner.lock();
         let id = loop {
             let id = rand::random::<u64>() >> 2;
-            if id != 0 && !g.0.contains_key(&id) {
+            if id != 0 && !g.keys.contains_key(&id) {
                 break id;
             }
         };
-        while g.1.len() >= SCAN_CURSORS_MAX {
-            if let Some(old) = g.1.pop_front() {
-                g.0.remove(&old);
+        while g.order.len() >= SCAN_CURSORS_MAX
+            || (g.bytes + last_key.len() > SCAN_CURSORS_BYTES_MAX && !g.order.is_empty())
+        {
+            if let Some(old) = g.order.pop_front() {
+                if let Some(k) = g.keys.remove(&old) {
+                    g.bytes -= k.len();
+                }
             }
         }
-        g.0.insert(id, last_key);
-        g.1.push_back(id);
+        g.bytes += last_key.len();
+        g.keys.insert(id, last_key);
+        g.order.push_back(id);
         id
     }
 
     /// The key a cursor stands for; cursors are single-use.
     pub fn take(&self, id: u64) -> Option<Vec<u8>> {
         let mut g = self.inner.lock();
-        let k = g.0.remove(&id)?;
-        g.1.retain(|x| *x != id);
+        let k = g.keys.remove(&id)?;
+        g.bytes -= k.len();
+        g.order.retain(|x| *x != id);
         Some(k)
     }
 }
@@ -73,5 +88,17 @@ mod tests {
         let c = t.save(b"z".to_vec());
         assert_eq!(t.take(c), Some(b"z".to_vec()));
         assert_eq!(t.take(c), None);
+    }
+
+    #[test]
+    fn cursor_table_is_bounded_in_bytes() {
+        let t = CursorTable::new();
+        let big = vec![b'k'; SCAN_CURSORS_BYTES_MAX / 4];
+        let ids: Vec<u64> = (0..5).map(|_| t.save(big.clone())).collect();
+        assert_eq!(t.take(ids[0]), None, "the oldest went to make room");
+        for id in &ids[1..] {
+            assert_eq!(t.take(*id).map(|k| k.len()), Some(big.len()));
+        }
+        assert_eq!(t.inner.lock().bytes, 0);
     }
 }

@@ -38,13 +38,24 @@ struct Connection {
     /// unless a write may already have been applied).
     #[arg(long, global = true, default_value_t = 5000, value_name = "MS")]
     timeout_ms: u64,
+    /// Talk HTTPS to the nodes and check their certificates against this CA
+    /// (PEM); bare host:port endpoints then mean https://host:port.
+    #[arg(long, global = true, value_name = "PEM", env = "RAMPART_CACERT")]
+    cacert: Option<std::path::PathBuf>,
 }
 
 impl Connection {
     fn client(&self) -> anyhow::Result<Client> {
         let endpoints: Vec<String> =
             self.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
-        Client::new(endpoints, Duration::from_millis(self.timeout_ms)).context("bad --endpoints")
+        let timeout = Duration::from_millis(self.timeout_ms);
+        match &self.cacert {
+            None => Client::new(endpoints, timeout).context("bad --endpoints"),
+            Some(ca) => {
+                let tls = rampart_tls::load_client_config(ca).context("bad --cacert")?;
+                Client::with_tls(endpoints, timeout, tls).context("bad --endpoints")
+            }
+        }
     }
 }
 

@@ -33,6 +33,10 @@ fn server_config(s: &NodeSettings) -> ServerConfig {
         http_addr: s.http_addr,
         request_timeout: s.request_timeout,
         resp_connections_max: s.resp_connections_max,
+        http_connections_max: s.http_connections_max,
+        client_header_timeout: s.client_header_timeout,
+        client_idle_timeout: s.client_idle_timeout,
+        scan_jobs_max: s.scan_jobs_max,
     }
 }
 
@@ -73,7 +77,12 @@ fn plaintext_peer_warning(s: &NodeSettings) -> Option<&'static str> {
 }
 
 fn limits(s: &NodeSettings) -> Limits {
-    Limits { key_bytes_max: s.key_bytes_max, value_bytes_max: s.value_bytes_max, ..Limits::default() }
+    Limits {
+        key_bytes_max: s.key_bytes_max,
+        value_bytes_max: s.value_bytes_max,
+        reply_bytes_max: s.reply_bytes_max,
+        ..Limits::default()
+    }
 }
 
 /// Starts the node and its listeners; returns on SIGTERM or Ctrl-C, or with an error when

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rampart_kv::limits::{KEY_BYTES_MAX_CEILING, VALUE_BYTES_MAX_CEILING};
+use rampart_kv::limits::{KEY_BYTES_MAX_CEILING, REPLY_BYTES_MAX_CEILING, VALUE_BYTES_MAX_CEILING};
 use serde::Deserialize;
 
 /// Default heartbeat: frequent enough that a dead leader is noticed fast on a LAN.
@@ -18,6 +18,15 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_KEY_BYTES_MAX: usize = rampart_kv::limits::KEY_BYTES_MAX_DEFAULT;
 pub const DEFAULT_VALUE_BYTES_MAX: usize = rampart_kv::limits::VALUE_BYTES_MAX_DEFAULT;
 pub const DEFAULT_RESP_CONNECTIONS_MAX: usize = rampart_server::RESP_CONNECTIONS_MAX_DEFAULT;
+pub const DEFAULT_HTTP_CONNECTIONS_MAX: usize = rampart_server::HTTP_CONNECTIONS_MAX_DEFAULT;
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = rampart_server::CLIENT_HEADER_TIMEOUT_MS_DEFAULT;
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = rampart_server::CLIENT_IDLE_TIMEOUT_MS_DEFAULT;
+pub const DEFAULT_SCAN_JOBS_MAX: usize = rampart_server::SCAN_JOBS_MAX_DEFAULT;
+pub const DEFAULT_REPLY_BYTES_MAX: usize = rampart_kv::limits::REPLY_BYTES_MAX_DEFAULT;
+/// Largest `--resp-connections-max` / `--http-connections-max` accepted.
+pub const CONNECTIONS_MAX_CEILING: usize = 1_000_000;
+/// Largest `--scan-jobs-max` accepted (each runs on a thread of the blocking pool).
+pub const SCAN_JOBS_MAX_CEILING: usize = 256;
 pub const DEFAULT_SNAPSHOT_LOGS: u64 = 20_000;
 pub const DEFAULT_PEER_HEARTBEAT_MS: u64 = 100;
 pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = rampart_transport::INBOUND_CONNECTIONS_MAX_DEFAULT;
@@ -84,6 +93,28 @@ pub struct ServerArgs {
     /// Most inbound peer connections open at once; more are closed at once (default 256).
     #[arg(long)]
     pub peer_connections_max: Option<usize>,
+    /// Largest reply to one request: MGET values, KEYS keys, one SCAN or list page (default
+    /// 67108864). At least value_bytes_max.
+    #[arg(long)]
+    pub reply_bytes_max: Option<usize>,
+    /// Most RESP client connections at once; more are answered `-ERR max number of clients
+    /// reached` (default 10000).
+    #[arg(long)]
+    pub resp_connections_max: Option<usize>,
+    /// Most HTTP client connections at once; more are answered 503 (default 10000).
+    #[arg(long)]
+    pub http_connections_max: Option<usize>,
+    /// Time a client has to send a whole request (RESP: a command; HTTP: a request head),
+    /// counted from its first byte (default 30000).
+    #[arg(long)]
+    pub client_header_timeout_ms: Option<u64>,
+    /// Time a client connection may make no progress: no request, a new connection included,
+    /// or no byte of a body or reply moved (default 300000). Must exceed request_timeout_ms.
+    #[arg(long)]
+    pub client_idle_timeout_ms: Option<u64>,
+    /// Most KEYS/SCAN/DBSIZE/list requests running at once off the async workers (default 4).
+    #[arg(long)]
+    pub scan_jobs_max: Option<usize>,
 }
 
 /// The keys a config file may hold.
@@ -108,6 +139,12 @@ struct FileConfig {
     peer_tls_cert: Option<PathBuf>,
     peer_tls_key: Option<PathBuf>,
     peer_connections_max: Option<usize>,
+    reply_bytes_max: Option<usize>,
+    resp_connections_max: Option<usize>,
+    http_connections_max: Option<usize>,
+    client_header_timeout_ms: Option<u64>,
+    client_idle_timeout_ms: Option<u64>,
+    scan_jobs_max: Option<usize>,
 }
 
 /// `initial_cluster` in a file: the flag's string form or a table `{ "1" = "addr" }`.
@@ -139,7 +176,12 @@ pub struct NodeSettings {
     pub request_timeout: Duration,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
+    pub reply_bytes_max: usize,
     pub resp_connections_max: usize,
+    pub http_connections_max: usize,
+    pub client_header_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub scan_jobs_max: usize,
     pub snapshot_logs: u64,
     pub peer_heartbeat_ms: u64,
     /// Mutual TLS between peers; `None` for plaintext.
@@ -249,6 +291,53 @@ impl ServerArgs {
                 format!("{peer_connections_max} is outside 1..={PEER_CONNECTIONS_MAX_CEILING}"),
             ));
         }
+        let reply_bytes_max = self.reply_bytes_max.or(file.reply_bytes_max).unwrap_or(DEFAULT_REPLY_BYTES_MAX);
+        if reply_bytes_max < value_bytes_max || reply_bytes_max > REPLY_BYTES_MAX_CEILING {
+            return Err(field(
+                "reply_bytes_max",
+                format!(
+                    "{reply_bytes_max} is outside {value_bytes_max}..={REPLY_BYTES_MAX_CEILING} (a reply must hold at least one value of value_bytes_max)"
+                ),
+            ));
+        }
+        let connections = |name: &'static str, flag: Option<usize>, file: Option<usize>, default: usize| {
+            let n = flag.or(file).unwrap_or(default);
+            if n == 0 || n > CONNECTIONS_MAX_CEILING {
+                return Err(field(name, format!("{n} is outside 1..={CONNECTIONS_MAX_CEILING}")));
+            }
+            Ok(n)
+        };
+        let resp_connections_max = connections(
+            "resp_connections_max",
+            self.resp_connections_max,
+            file.resp_connections_max,
+            DEFAULT_RESP_CONNECTIONS_MAX,
+        )?;
+        let http_connections_max = connections(
+            "http_connections_max",
+            self.http_connections_max,
+            file.http_connections_max,
+            DEFAULT_HTTP_CONNECTIONS_MAX,
+        )?;
+        let client_header_timeout_ms =
+            self.client_header_timeout_ms.or(file.client_header_timeout_ms).unwrap_or(DEFAULT_CLIENT_HEADER_TIMEOUT_MS);
+        if client_header_timeout_ms == 0 {
+            return Err(field("client_header_timeout_ms", "must be positive".into()));
+        }
+        let client_idle_timeout_ms =
+            self.client_idle_timeout_ms.or(file.client_idle_timeout_ms).unwrap_or(DEFAULT_CLIENT_IDLE_TIMEOUT_MS);
+        if client_idle_timeout_ms <= request_timeout_ms {
+            return Err(field(
+                "client_idle_timeout_ms",
+                format!(
+                    "{client_idle_timeout_ms} must exceed request_timeout_ms ({request_timeout_ms}), or a connection waiting on a slow request counts as idle"
+                ),
+            ));
+        }
+        let scan_jobs_max = self.scan_jobs_max.or(file.scan_jobs_max).unwrap_or(DEFAULT_SCAN_JOBS_MAX);
+        if scan_jobs_max == 0 || scan_jobs_max > SCAN_JOBS_MAX_CEILING {
+            return Err(field("scan_jobs_max", format!("{scan_jobs_max} is outside 1..={SCAN_JOBS_MAX_CEILING}")));
+        }
         Ok(NodeSettings {
             id,
             data_dir,
@@ -262,7 +351,12 @@ impl ServerArgs {
             request_timeout: Duration::from_millis(request_timeout_ms),
             key_bytes_max,
             value_bytes_max,
-            resp_connections_max: DEFAULT_RESP_CONNECTIONS_MAX,
+            reply_bytes_max,
+            resp_connections_max,
+            http_connections_max,
+            client_header_timeout: Duration::from_millis(client_header_timeout_ms),
+            client_idle_timeout: Duration::from_millis(client_idle_timeout_ms),
+            scan_jobs_max,
             snapshot_logs,
             peer_heartbeat_ms,
             peer_tls,
@@ -421,6 +515,47 @@ mod tests {
         let mut a = args();
         a.peer_addr = Some("127.0.0.1:9999".into());
         assert!(a.resolve().unwrap_err().to_string().contains("must match"));
+    }
+
+    #[test]
+    fn client_limits_resolve_and_bad_ones_name_the_field() {
+        let c = args().resolve().unwrap();
+        assert_eq!(c.resp_connections_max, DEFAULT_RESP_CONNECTIONS_MAX);
+        assert_eq!(c.http_connections_max, DEFAULT_HTTP_CONNECTIONS_MAX);
+        assert_eq!(c.client_header_timeout, Duration::from_millis(DEFAULT_CLIENT_HEADER_TIMEOUT_MS));
+        assert_eq!(c.client_idle_timeout, Duration::from_millis(DEFAULT_CLIENT_IDLE_TIMEOUT_MS));
+        assert_eq!((c.scan_jobs_max, c.reply_bytes_max), (DEFAULT_SCAN_JOBS_MAX, DEFAULT_REPLY_BYTES_MAX));
+        let c = ServerArgs { http_connections_max: Some(7), client_header_timeout_ms: Some(250), ..args() }
+            .resolve()
+            .unwrap();
+        assert_eq!((c.http_connections_max, c.client_header_timeout), (7, Duration::from_millis(250)));
+        let bad = [
+            (ServerArgs { resp_connections_max: Some(0), ..args() }, "resp_connections_max"),
+            (ServerArgs { http_connections_max: Some(0), ..args() }, "http_connections_max"),
+            (ServerArgs { client_header_timeout_ms: Some(0), ..args() }, "client_header_timeout_ms"),
+            (ServerArgs { client_idle_timeout_ms: Some(5_000), ..args() }, "client_idle_timeout_ms"),
+            (ServerArgs { scan_jobs_max: Some(0), ..args() }, "scan_jobs_max"),
+            (ServerArgs { reply_bytes_max: Some(1000), ..args() }, "reply_bytes_max"),
+        ];
+        for (a, name) in bad {
+            let e = a.resolve().unwrap_err().to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn client_limits_come_from_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        std::fs::write(
+            &p,
+            "id = 1\ndata_dir = \"/tmp/d\"\nresp_connections_max = 3\nclient_idle_timeout_ms = 9000\nscan_jobs_max = 2\nreply_bytes_max = 2000000\n",
+        )
+        .unwrap();
+        let c = ServerArgs { config: Some(p), ..Default::default() }.resolve().unwrap();
+        assert_eq!(c.resp_connections_max, 3);
+        assert_eq!(c.client_idle_timeout, Duration::from_millis(9000));
+        assert_eq!((c.scan_jobs_max, c.reply_bytes_max), (2, 2_000_000));
     }
 
     #[test]

@@ -130,6 +130,149 @@ async fn compare_with_redis(extra_args: &[&str]) {
     assert!(mismatches.is_empty(), "replies differ from redis-server:\n{}", mismatches.join("\n"));
 }
 
+/// Keys for the glob comparison: the bytes glob patterns treat specially, high bytes (Redis
+/// compares class ranges as signed `char`s) and the empty key.
+const GLOB_KEYS: &[&[u8]] = &[
+    b"",
+    b"[",
+    b"]",
+    b"a",
+    b"b",
+    b"z",
+    b"A",
+    b"^",
+    b"\\",
+    b"-",
+    b"*",
+    b"?",
+    b"ab",
+    b"a]",
+    b"a[",
+    b"ba",
+    b"abc",
+    b"a*b",
+    b"a?b",
+    b"\x80",
+    b"\xff",
+    b"a\xff",
+    b"user:1",
+    b"user:*",
+    b"user:1:x",
+    b"h\x00x",
+];
+
+/// Patterns whose KEYS and SCAN MATCH answers must be the same key sets as redis-server's,
+/// the corners of its `stringmatchlen` included (unterminated classes, `[a-]`, `[]`, trailing
+/// backslashes, signed range bounds, and `*` against the empty key).
+const GLOB_PATTERNS: &[&[u8]] = &[
+    b"*",
+    b"**",
+    b"?",
+    b"??",
+    b"*?",
+    b"[",
+    b"[^",
+    b"[]",
+    b"[^]",
+    b"[]a]",
+    b"[a-]",
+    b"[b-a]",
+    b"[a",
+    b"[\\",
+    b"\\",
+    b"a\\",
+    b"\\*",
+    b"\\[",
+    b"[\\]]",
+    b"[\\-]",
+    b"[a-\xff]",
+    b"[\x80-\xff]",
+    b"[^a-z]",
+    b"a*",
+    b"*b",
+    b"a*b",
+    b"*a*",
+    b"a?b",
+    b"a[*?]b",
+    b"user:*",
+    b"user:?",
+    b"user:*:x",
+    b"user:\\*",
+    b"h?x",
+    b"h\x00x",
+    b"[[]",
+    b"*[",
+    b"*[a",
+    b"[-a]",
+    b"[a-b-c]",
+    b"",
+    b"***a***",
+];
+
+/// Sorted keys of a KEYS reply, or of one SCAN reply's key array (COUNT covers every key).
+fn sorted_keys(reply: &Value) -> Result<Vec<Vec<u8>>, String> {
+    let items = match reply {
+        Value::Array(items) if items.len() == 2 && matches!(items[1], Value::Array(_)) => match &items[1] {
+            Value::Array(keys) => keys,
+            _ => unreachable!(),
+        },
+        Value::Array(items) => items,
+        other => return Err(format!("not a key list: {other:?}")),
+    };
+    let mut keys = items
+        .iter()
+        .map(|v| match v {
+            Value::Bulk(b) => Ok(b.to_vec()),
+            other => Err(format!("not a key: {other:?}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.sort();
+    Ok(keys)
+}
+
+async fn compare_globs_with_redis(extra_args: &[&str]) {
+    let (_redis, mut redis) = start_redis().await;
+    let cluster = Cluster::start(1, extra_args);
+    let mut rampart = resp(&cluster, 1).await;
+    wait_for("the node to take writes", Duration::from_secs(30), || {
+        let addr = cluster.resp_addr(1);
+        async move {
+            let mut c = RespClient::connect(addr).await.ok()?;
+            matches!(c.cmd_str(&["SET", "ready", "1"]).await.ok()?, Value::SimpleString(_)).then_some(())
+        }
+    })
+    .await;
+    for client in [&mut redis, &mut rampart] {
+        client.cmd(&[b"DEL", b"ready"]).await.unwrap();
+        for key in GLOB_KEYS {
+            assert_eq!(client.cmd(&[b"SET", key, b"v"]).await.unwrap(), Value::SimpleString("OK".into()), "{key:?}");
+        }
+    }
+    let mut mismatches = Vec::new();
+    for pattern in GLOB_PATTERNS {
+        let queries: [&[&[u8]]; 2] = [&[b"KEYS", pattern], &[b"SCAN", b"0", b"MATCH", pattern, b"COUNT", b"1000"]];
+        for q in queries {
+            let want = sorted_keys(&redis.cmd(q).await.unwrap());
+            let got = sorted_keys(&rampart.cmd(q).await.unwrap());
+            if want != got {
+                let shown: Vec<String> = q.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                mismatches.push(format!("{shown:?}: redis {want:?}, rampart {got:?}"));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "glob matches differ from redis-server:\n{}", mismatches.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_mode_matches_globs_like_redis() {
+    compare_globs_with_redis(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_master_mode_matches_globs_like_redis() {
+    compare_globs_with_redis(&["--replication", "multi-master"]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_mode_answers_string_commands_like_redis() {
     compare_with_redis(&[]).await;

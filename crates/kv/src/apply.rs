@@ -8,7 +8,7 @@
 //! construction; `crates/raft/tests/command_model.rs` checks it against a plain model.
 
 use crate::command::{Command, KeyOp, SetCond};
-use crate::limits::INTEGER_BYTES_MAX;
+use crate::limits::{value_too_large, INTEGER_BYTES_MAX};
 use crate::outcome::Outcome;
 use crate::replica::KvError;
 
@@ -70,8 +70,9 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
 }
 
 /// Applies `op` to a key holding `current` (`None`: absent). `revision` is the revision this
-/// write gets (0 in a mode without revisions); `value_bytes_max` bounds the value APPEND may
-/// build and must be the same constant on every replica.
+/// write gets (0 in a mode without revisions); `value_bytes_max` is the mode's ceiling on the
+/// value APPEND may build (the op's own bound applies below it) and must be the same constant
+/// on every replica.
 pub fn apply_op(op: &KeyOp, current: Option<Current<'_>>, revision: u64, value_bytes_max: usize) -> (Write, Outcome) {
     let current_revision = current.map_or(0, |c| c.revision);
     match op {
@@ -106,13 +107,13 @@ pub fn apply_op(op: &KeyOp, current: Option<Current<'_>>, revision: u64, value_b
                 None => (Write::Keep, Outcome::Rejected(OVERFLOW.into())),
             }
         }
-        KeyOp::Append(tail) => {
+        KeyOp::Append { value: tail, value_bytes_max: bound } => {
             let head = current.map_or(&[][..], |c| c.value);
             let len = head.len() + tail.len();
-            if len > value_bytes_max {
-                let msg =
-                    format!("APPEND would make a value of {len} bytes, over the limit of {value_bytes_max} bytes");
-                return (Write::Keep, Outcome::Rejected(msg));
+            let max = value_bytes_max.min(*bound);
+            if len > max {
+                // The words of `Limits::check_value`, so APPEND and SET refuse alike.
+                return (Write::Keep, Outcome::Rejected(value_too_large(len, max)));
             }
             let mut v = Vec::with_capacity(len);
             v.extend_from_slice(head);
@@ -167,7 +168,9 @@ pub fn plan(cmd: Command) -> Result<(Ops, Combine), KvError> {
         Command::Del { keys } => (keys.into_iter().map(|k| (k, KeyOp::Delete)).collect(), Combine::Del),
         Command::Delete { key } => (vec![(key, KeyOp::Delete)], Combine::Del),
         Command::IncrBy { key, delta } => (vec![(key, KeyOp::IncrBy(delta))], Combine::One),
-        Command::Append { key, value } => (vec![(key, KeyOp::Append(value))], Combine::One),
+        Command::Append { key, value, value_bytes_max } => {
+            (vec![(key, KeyOp::Append { value, value_bytes_max: value_bytes_max.unwrap_or(usize::MAX) })], Combine::One)
+        }
         Command::Cas { key, expected, new } => (vec![(key, KeyOp::Cas { expected, new })], Combine::One),
         Command::PutIfRevision { key, revision, value } => {
             (vec![(key, KeyOp::PutIfRevision { revision, value })], Combine::One)
@@ -293,10 +296,16 @@ mod tests {
 
     #[test]
     fn append_is_bounded_and_cas_compares_values() {
-        assert_eq!(apply_op(&KeyOp::Append(b"cd".to_vec()), cur(b"ab"), 1, MAX).1, Outcome::Integer(4));
-        let (w, o) = apply_op(&KeyOp::Append(vec![0; 3]), cur(&[0; 14]), 1, MAX);
+        let append = |v: &[u8], bound| KeyOp::Append { value: v.to_vec(), value_bytes_max: bound };
+        assert_eq!(apply_op(&append(b"cd", usize::MAX), cur(b"ab"), 1, MAX).1, Outcome::Integer(4));
+        let (w, o) = apply_op(&append(&[0; 3], usize::MAX), cur(&[0; 14]), 1, MAX);
         assert_eq!(w, Write::Keep);
-        assert!(matches!(o, Outcome::Rejected(m) if m.contains("17 bytes")));
+        assert_eq!(o, Outcome::Rejected("value of 17 bytes exceeds the limit of 16 bytes (value_bytes_max)".into()));
+        // The op's own bound (the limit of the replica that took it) applies below the ceiling.
+        let (w, o) = apply_op(&append(b"cd", 3), cur(b"ab"), 1, MAX);
+        assert_eq!(w, Write::Keep);
+        assert_eq!(o, Outcome::Rejected("value of 4 bytes exceeds the limit of 3 bytes (value_bytes_max)".into()));
+        assert_eq!(apply_op(&append(b"c", 3), cur(b"ab"), 1, MAX).1, Outcome::Integer(3));
         let cas = KeyOp::Cas { expected: Some(b"a".to_vec()), new: b"b".to_vec() };
         assert_eq!(apply_op(&cas, cur(b"a"), 1, MAX), (Write::Put(b"b".to_vec()), Outcome::Swapped(true)));
         assert_eq!(apply_op(&cas, None, 1, MAX), (Write::Keep, Outcome::Swapped(false)));

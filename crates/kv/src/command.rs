@@ -32,8 +32,16 @@ pub enum Command {
     Del { keys: Vec<Vec<u8>> },
     /// INCR/DECR/INCRBY/DECRBY.
     IncrBy { key: Vec<u8>, delta: i64 },
-    /// APPEND.
-    Append { key: Vec<u8>, value: Vec<u8> },
+    /// APPEND. `value_bytes_max` bounds the value it may build: the limit of the replica that
+    /// took the command, set by [`crate::write_checked`] (so every replica applying the log entry
+    /// decides the same). `None` (entries written before the field existed) leaves only the
+    /// mode's ceiling.
+    Append {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        #[serde(default)]
+        value_bytes_max: Option<usize>,
+    },
     /// CAS key expected new: compare the current value (`None` = absent).
     Cas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Vec<u8> },
     /// HTTP PUT ?cas=REV: set only if the key's revision is `revision` (0 = absent).
@@ -65,7 +73,7 @@ impl Command {
     pub fn payload_bytes(&self) -> usize {
         match self {
             Command::Set { key, value, .. }
-            | Command::Append { key, value }
+            | Command::Append { key, value, .. }
             | Command::PutIfRevision { key, value, .. } => key.len() + value.len(),
             Command::Cas { key, expected, new } => key.len() + new.len() + expected.as_ref().map_or(0, Vec::len),
             Command::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
@@ -118,8 +126,13 @@ pub enum KeyOp {
     Delete,
     /// Add to a decimal integer (absent counts as 0), as Redis `INCRBY` does.
     IncrBy(i64),
-    /// Append bytes to the value (absent counts as empty), as Redis `APPEND` does.
-    Append(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Append bytes to the value (absent counts as empty), as Redis `APPEND` does; refused when
+    /// the result would pass `value_bytes_max`.
+    Append {
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        value_bytes_max: usize,
+    },
     /// Store `new` if and only if the current value equals `expected` (`None`: absent).
     Cas {
         #[serde(with = "serde_bytes")]
@@ -144,7 +157,7 @@ impl KeyOp {
     /// The largest value this operation carries, for the value size limit.
     pub fn value_bytes(&self) -> usize {
         match self {
-            KeyOp::Set { value, .. } | KeyOp::Append(value) | KeyOp::PutIfRevision { value, .. } => value.len(),
+            KeyOp::Set { value, .. } | KeyOp::Append { value, .. } | KeyOp::PutIfRevision { value, .. } => value.len(),
             KeyOp::Cas { expected, new } => expected.as_ref().map_or(0, Vec::len).max(new.len()),
             KeyOp::Read | KeyOp::Delete | KeyOp::IncrBy(_) => 0,
         }

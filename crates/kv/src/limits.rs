@@ -21,6 +21,20 @@ pub const KEYS_PER_COMMAND_MAX_DEFAULT: usize = 1024 * 1024;
 pub const PIPELINE_COMMANDS_MAX: usize = 1_024;
 /// Longest decimal i64 with its sign: "-9223372036854775808".
 pub const INTEGER_BYTES_MAX: usize = 20;
+/// Default largest reply to one request, in bytes (`--reply-bytes-max`): the values of an MGET,
+/// the keys of a KEYS, one page of SCAN or of `GET /v1/kv?prefix=`. A reply that would pass it
+/// is refused (or, for pages, ends early with a continuation) before it is built.
+pub const REPLY_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// Reads of more keys than this (MGET, EXISTS) run off the async workers: a replica reads them
+/// on a blocking thread, and the server counts them among its scan jobs.
+pub const INLINE_READ_KEYS_MAX: usize = 64;
+/// Largest `--reply-bytes-max` a node accepts.
+pub const REPLY_BYTES_MAX_CEILING: usize = 1 << 30;
+
+/// The error of a value over `max` bytes, in the words both SET and APPEND use.
+pub fn value_too_large(len: usize, max: usize) -> String {
+    format!("value of {len} bytes exceeds the limit of {max} bytes (value_bytes_max)")
+}
 
 /// The limits a replica enforces on client commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +42,8 @@ pub struct Limits {
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub keys_per_command_max: usize,
+    /// Largest reply to one request ([`REPLY_BYTES_MAX_DEFAULT`]).
+    pub reply_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -36,8 +52,41 @@ impl Default for Limits {
             key_bytes_max: KEY_BYTES_MAX_DEFAULT,
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
             keys_per_command_max: KEYS_PER_COMMAND_MAX_DEFAULT,
+            reply_bytes_max: REPLY_BYTES_MAX_DEFAULT,
         }
     }
+}
+
+/// What is left of [`Limits::reply_bytes_max`] while a reply is gathered: each part is taken
+/// before it is kept, so a reply over the limit fails having held at most the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyBudget {
+    max: usize,
+    used: usize,
+}
+
+impl ReplyBudget {
+    pub fn new(max: usize) -> ReplyBudget {
+        ReplyBudget { max, used: 0 }
+    }
+
+    /// Counts `bytes` more of the reply; the error names the limit when they do not fit.
+    pub fn take(&mut self, bytes: usize) -> Result<(), KvError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max {
+            return Err(reply_too_large(self.max));
+        }
+        Ok(())
+    }
+
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
+/// The error of a reply over `reply_bytes_max`.
+pub fn reply_too_large(max: usize) -> KvError {
+    KvError::TooLarge(format!("reply would exceed reply_bytes_max ({max} bytes)"))
 }
 
 impl Limits {
@@ -47,6 +96,23 @@ impl Limits {
             key_bytes_max: self.key_bytes_max.min(other.key_bytes_max),
             value_bytes_max: self.value_bytes_max.min(other.value_bytes_max),
             keys_per_command_max: self.keys_per_command_max.min(other.keys_per_command_max),
+            reply_bytes_max: self.reply_bytes_max.min(other.reply_bytes_max),
+        }
+    }
+
+    /// A budget for one reply.
+    pub fn reply_budget(&self) -> ReplyBudget {
+        ReplyBudget::new(self.reply_bytes_max)
+    }
+
+    /// Binds what the command's meaning depends on to these limits: an APPEND not yet bounded
+    /// gets `value_bytes_max`, so the log entry carries the bound and every replica applying it
+    /// decides the same.
+    pub fn bind(&self, cmd: &mut Command) {
+        match cmd {
+            Command::Append { value_bytes_max: bound @ None, .. } => *bound = Some(self.value_bytes_max),
+            Command::Batch(cmds) => cmds.iter_mut().for_each(|c| self.bind(c)),
+            _ => {}
         }
     }
 
@@ -63,11 +129,7 @@ impl Limits {
 
     pub fn check_value(&self, value: &[u8]) -> Result<(), KvError> {
         if value.len() > self.value_bytes_max {
-            return Err(KvError::TooLarge(format!(
-                "value of {} bytes exceeds the limit of {} bytes (value_bytes_max)",
-                value.len(),
-                self.value_bytes_max
-            )));
+            return Err(KvError::TooLarge(value_too_large(value.len(), self.value_bytes_max)));
         }
         Ok(())
     }
@@ -83,8 +145,15 @@ impl Limits {
             )));
         }
         match cmd {
+            Command::Append { value_bytes_max: Some(bound), .. } if *bound > self.value_bytes_max => {
+                // Only a peer can send one: a client's APPEND is bound by the replica taking it.
+                return Err(KvError::TooLarge(format!(
+                    "APPEND bound of {bound} bytes exceeds the limit of {} bytes (value_bytes_max)",
+                    self.value_bytes_max
+                )));
+            }
             Command::Set { key, value, .. }
-            | Command::Append { key, value }
+            | Command::Append { key, value, .. }
             | Command::PutIfRevision { key, value, .. }
             | Command::Cas { key, new: value, .. } => {
                 self.check_key(key)?;
@@ -127,7 +196,7 @@ mod tests {
 
     #[test]
     fn limits_refuse_with_the_limit_named() {
-        let l = Limits { key_bytes_max: 4, value_bytes_max: 8, keys_per_command_max: 2 };
+        let l = Limits { key_bytes_max: 4, value_bytes_max: 8, keys_per_command_max: 2, reply_bytes_max: 100 };
         let set = |k: &[u8], v: &[u8]| Command::Set {
             key: k.to_vec(),
             value: v.to_vec(),
@@ -153,8 +222,31 @@ mod tests {
 
     #[test]
     fn min_takes_the_stricter_field() {
-        let a = Limits { key_bytes_max: 10, value_bytes_max: 1, keys_per_command_max: 5 };
-        let b = Limits { key_bytes_max: 3, value_bytes_max: 7, keys_per_command_max: 9 };
-        assert_eq!(a.min(b), Limits { key_bytes_max: 3, value_bytes_max: 1, keys_per_command_max: 5 });
+        let a = Limits { key_bytes_max: 10, value_bytes_max: 1, keys_per_command_max: 5, reply_bytes_max: 2 };
+        let b = Limits { key_bytes_max: 3, value_bytes_max: 7, keys_per_command_max: 9, reply_bytes_max: 1 };
+        assert_eq!(
+            a.min(b),
+            Limits { key_bytes_max: 3, value_bytes_max: 1, keys_per_command_max: 5, reply_bytes_max: 1 }
+        );
+    }
+
+    #[test]
+    fn appends_are_bound_to_the_value_limit_and_peers_cannot_raise_it() {
+        let l = Limits { value_bytes_max: 8, ..Limits::default() };
+        let mut cmd = Command::Append { key: b"k".to_vec(), value: b"v".to_vec(), value_bytes_max: None };
+        l.bind(&mut cmd);
+        assert!(matches!(cmd, Command::Append { value_bytes_max: Some(8), .. }));
+        assert!(l.check(&cmd).is_ok());
+        let forged = Command::Append { key: b"k".to_vec(), value: b"v".to_vec(), value_bytes_max: Some(9) };
+        assert!(matches!(l.check(&forged), Err(KvError::TooLarge(m)) if m.contains("value_bytes_max")));
+    }
+
+    #[test]
+    fn a_reply_budget_refuses_past_the_limit_naming_it() {
+        let mut b = Limits { reply_bytes_max: 10, ..Limits::default() }.reply_budget();
+        assert!(b.take(6).is_ok() && b.take(4).is_ok());
+        let e = b.take(1).unwrap_err();
+        assert_eq!(e.resp_line(), "ERR reply would exceed reply_bytes_max (10 bytes)");
+        assert_eq!(b.used(), 11);
     }
 }

@@ -210,12 +210,19 @@ pub trait Replica: Send + Sync + 'static {
         })
     }
 
-    /// The values of `keys` (`None`: absent), in order.
+    /// The values of `keys` (`None`: absent), in order. Once the values pass
+    /// [`Limits::reply_bytes_max`] it fails with the error of [`crate::limits::reply_too_large`],
+    /// having held no more than that; reads of many keys run off the async workers.
     fn get_many(&self, consistency: Consistency, keys: Vec<Bytes>)
         -> BoxFuture<'_, Result<Vec<Option<Item>>, KvError>>;
 
+    /// How many of `keys` are present (a key named twice counts twice), holding no values.
+    fn exists(&self, consistency: Consistency, keys: Vec<Bytes>) -> BoxFuture<'_, Result<u64, KvError>>;
+
     /// Up to `limit` keys starting with `prefix`, after `after`, in order. A page may hold fewer
-    /// keys than `limit` and still have a next page. Without `values`, values may be empty.
+    /// keys than `limit` and still have a next page: it also ends once its keys (and values)
+    /// reach about [`Limits::reply_bytes_max`] bytes. Without `values`, values may be empty.
+    /// The storage work runs off the async workers.
     fn scan(
         &self,
         consistency: Consistency,
@@ -254,8 +261,9 @@ pub trait Replica: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }
 
-/// The shared front half of [`Replica::write_many`]: checks every command against `limits` (and
-/// `check`), hands the valid ones in their order to `propose`, and puts each result back in its
+/// The shared front half of [`Replica::write_many`]: binds every command to `limits`
+/// ([`Limits::bind`]), checks it against them (and `check`), hands the valid ones in their order
+/// to `propose`, and puts each result back in its
 /// command's place. A refused command gets its error and is never proposed.
 pub async fn write_checked<F, Fut>(
     limits: Limits,
@@ -269,7 +277,8 @@ where
 {
     let mut slots: Vec<Option<Result<Response, KvError>>> = Vec::with_capacity(cmds.len());
     let mut valid = Vec::with_capacity(cmds.len());
-    for cmd in cmds {
+    for mut cmd in cmds {
+        limits.bind(&mut cmd);
         match limits.check(&cmd).and_then(|()| check(&cmd)) {
             Ok(()) => {
                 slots.push(None);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use rampart_storage::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proposer_task::ProposerEvent;
@@ -71,10 +72,15 @@ impl MmNode {
 
     /// This node's durable accepted value for `key`: not linearizable (READONLY, stale reads).
     pub fn stale_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MmError> {
-        let raw = self.store.read(|v| v.register_get(key)).map_err(|e| MmError::Internal(e.to_string()))?;
-        match raw {
-            None => Ok(None),
-            Some(raw) => Ok(wire::decode_register(&raw).map_err(MmError::Internal)?.value),
-        }
+        stale_read(&self.store, key)
+    }
+}
+
+/// `key`'s durable accepted value in `store` (see [`MmNode::stale_get`]).
+pub(crate) fn stale_read(store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, MmError> {
+    let raw = store.read(|v| v.register_get(key)).map_err(|e| MmError::Internal(e.to_string()))?;
+    match raw {
+        None => Ok(None),
+        Some(raw) => Ok(wire::decode_register(&raw).map_err(MmError::Internal)?.value),
     }
 }

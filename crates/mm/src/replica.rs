@@ -10,6 +10,8 @@ use rampart_kv::{
     MembershipError, NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
 };
 
+use rampart_kv::limits::INLINE_READ_KEYS_MAX;
+
 use crate::command::{combine_results, KEYS_PER_COMMAND_MAX};
 use crate::{MmError, MmNode, Outcome, KEY_BYTES_MAX, SCAN_PAGE_MAX, VALUE_BYTES_MAX};
 
@@ -43,23 +45,54 @@ impl MmNode {
             .collect()
     }
 
-    /// Linearizable reads: one read round per key, at most [`KEYS_PER_COMMAND_MAX`] at a time.
-    async fn read_many(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Item>>, KvError> {
-        let to_item = |v: Option<Vec<u8>>| v.map(|value| Item { value, revision: None });
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(KEYS_PER_COMMAND_MAX) {
+    /// Linearizable reads: one read round per key, in chunks of at most [`KEYS_PER_COMMAND_MAX`]
+    /// keys and of no more than the reply budget could hold at the value limit, so a chunk's
+    /// answers never hold much more than `reply_bytes_max`. Each value is handed to `keep`.
+    async fn read_each(
+        &self,
+        keys: &[Bytes],
+        mut keep: impl FnMut(Option<Vec<u8>>) -> Result<(), KvError>,
+    ) -> Result<(), KvError> {
+        let limits = Replica::limits(self);
+        let chunk_keys = (limits.reply_bytes_max / limits.value_bytes_max.max(1)).clamp(1, KEYS_PER_COMMAND_MAX);
+        for chunk in keys.chunks(chunk_keys) {
             let reads = chunk.iter().map(|k| (k.to_vec(), KeyOp::Read)).collect();
             for r in self.changes(reads).await {
-                out.push(match r {
-                    Ok(Outcome::Value(v)) => to_item(v),
+                match r {
+                    Ok(Outcome::Value(v)) => keep(v)?,
                     Ok(other) => return Err(KvError::Internal(format!("unexpected read outcome {other:?}"))),
                     // A read has no effect: an unconfirmed read is simply not served.
                     Err(MmError::MaybeApplied(m)) => return Err(KvError::Timeout(format!("read not served: {m}"))),
                     Err(e) => return Err(e.into()),
-                });
+                }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// This node's own values of `keys` (stale reads), each handed to `keep`; on the blocking
+    /// pool when there are many.
+    async fn stale_each<T: Send + 'static>(
+        &self,
+        keys: Vec<Bytes>,
+        mut acc: T,
+        mut keep: impl FnMut(&mut T, Option<Vec<u8>>) -> Result<(), KvError> + Send + 'static,
+    ) -> Result<T, KvError> {
+        let store = self.store.clone();
+        let many = keys.len() > INLINE_READ_KEYS_MAX;
+        let run = move || {
+            for k in &keys {
+                keep(&mut acc, crate::changes::stale_read(&store, k)?)?;
+            }
+            Ok(acc)
+        };
+        if many {
+            tokio::task::spawn_blocking(run)
+                .await
+                .unwrap_or_else(|e| Err(KvError::Internal(format!("read task failed: {e}"))))
+        } else {
+            run()
+        }
     }
 
     /// Live keys, counted over merged scan pages within the request timeout.
@@ -87,6 +120,7 @@ impl Replica for MmNode {
             key_bytes_max: KEY_BYTES_MAX,
             value_bytes_max: VALUE_BYTES_MAX,
             keys_per_command_max: KEYS_PER_COMMAND_MAX,
+            reply_bytes_max: usize::MAX,
         })
     }
 
@@ -107,14 +141,37 @@ impl Replica for MmNode {
         consistency: Consistency,
         keys: Vec<Bytes>,
     ) -> BoxFuture<'_, Result<Vec<Option<Item>>, KvError>> {
+        let mut budget = Replica::limits(self).reply_budget();
+        let mut keep = move |out: &mut Vec<Option<Item>>, v: Option<Vec<u8>>| {
+            if let Some(v) = &v {
+                budget.take(v.len())?;
+            }
+            out.push(v.map(|value| Item { value, revision: None }));
+            Ok(())
+        };
+        Box::pin(async move {
+            let out = Vec::with_capacity(keys.len().min(INLINE_READ_KEYS_MAX));
+            if consistency == Consistency::Stale {
+                return self.stale_each(keys, out, keep).await;
+            }
+            let mut out = out;
+            self.read_each(&keys, |v| keep(&mut out, v)).await?;
+            Ok(out)
+        })
+    }
+
+    fn exists(&self, consistency: Consistency, keys: Vec<Bytes>) -> BoxFuture<'_, Result<u64, KvError>> {
+        let count = |n: &mut u64, v: Option<Vec<u8>>| {
+            *n += u64::from(v.is_some());
+            Ok(())
+        };
         Box::pin(async move {
             if consistency == Consistency::Stale {
-                return keys
-                    .iter()
-                    .map(|k| Ok(self.stale_get(k)?.map(|value| Item { value, revision: None })))
-                    .collect();
+                return self.stale_each(keys, 0u64, count).await;
             }
-            self.read_many(keys).await
+            let mut n = 0u64;
+            self.read_each(&keys, |v| count(&mut n, v)).await?;
+            Ok(n)
         })
     }
 

@@ -52,7 +52,17 @@ impl MmNode {
             return Err(MmError::NoQuorum("this node's first-boot check has not finished".into()));
         }
         let limit = limit.clamp(1, SCAN_PAGE_MAX);
-        let local = self.local_scan(prefix, after, limit, values).map_err(MmError::Internal)?;
+        // This node's page is read on the blocking pool: a long read must not hold an async
+        // worker, which also runs the heartbeats. Its bytes are bounded by the client reply
+        // limit too (peers bound theirs by the wire's).
+        let local = {
+            let (store, prefix, after) = (self.store.clone(), prefix.to_vec(), after.map(<[u8]>::to_vec));
+            let bytes_max = self.config().limits.reply_bytes_max.min(wire::SCAN_REPLY_BYTES_MAX);
+            tokio::task::spawn_blocking(move || read_page(&store, &prefix, after.as_deref(), limit, values, bytes_max))
+                .await
+                .map_err(|e| MmError::Internal(format!("scan task failed: {e}")))?
+                .map_err(MmError::Internal)?
+        };
         if stale {
             return Ok(merge(vec![local]));
         }
@@ -106,8 +116,9 @@ impl MmNode {
 }
 
 /// Reads one node's page from its store: at most `limit` registers after `after`, and fewer
-/// once their keys and values pass `reply_bytes_max` (the page then says it has more). Without
-/// `values`, live values come back empty and tombstones stay `None`.
+/// once their keys and values pass `reply_bytes_max` (the page then says it has more). Each
+/// register is decoded straight from the store as it is read, so the page never holds more than
+/// about that bound. Without `values`, live values come back empty and tombstones stay `None`.
 pub(crate) fn read_page(
     store: &Store,
     prefix: &[u8],
@@ -116,21 +127,19 @@ pub(crate) fn read_page(
     values: bool,
     reply_bytes_max: usize,
 ) -> Result<NodePage, String> {
-    let (items, mut more) = store.read(|v| v.register_scan(prefix, after, limit)).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(items.len());
-    let mut bytes = 0usize;
-    let total = items.len();
-    for (i, (key, raw)) in items.into_iter().enumerate() {
-        let s = wire::decode_register(&raw)?;
+    let decode = |key: &[u8], raw: &[u8]| {
+        let s = wire::decode_register(raw).map_err(|reason| rampart_storage::Error::Malformed {
+            what: format!("register {:?}", String::from_utf8_lossy(key)),
+            reason,
+        })?;
         let value = if values { s.value } else { s.value.map(|_| Vec::new()) };
-        bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-        out.push(ScannedRegister { key, accepted: s.accepted, value });
-        if bytes >= reply_bytes_max && i + 1 < total {
-            // The rest of the page would make the reply too big: it continues on the next.
-            more = true;
-            break;
-        }
-    }
+        let weight = key.len() + value.as_ref().map_or(0, Vec::len);
+        Ok(((s.accepted, value), weight))
+    };
+    let (items, more) = store
+        .read(|v| v.register_scan_with(prefix, after, limit, reply_bytes_max, decode))
+        .map_err(|e| e.to_string())?;
+    let out = items.into_iter().map(|(key, (accepted, value))| ScannedRegister { key, accepted, value }).collect();
     Ok((out, more))
 }
 

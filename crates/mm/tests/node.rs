@@ -170,7 +170,8 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let mut cfg = config(dir.path(), 1, &[(1, addr)]);
-    cfg.limits = Limits { key_bytes_max: 16, value_bytes_max: 1 << 30, keys_per_command_max: 1 << 20 };
+    cfg.limits =
+        Limits { key_bytes_max: 16, value_bytes_max: 1 << 30, keys_per_command_max: 1 << 20, reply_bytes_max: 1 << 20 };
     let node = MmNode::start(cfg).await.unwrap();
     let r: &dyn Replica = &*node;
     // The node's limits, capped by the Paxos core's.
@@ -179,7 +180,8 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
         Limits {
             key_bytes_max: 16,
             value_bytes_max: rampart_mm::VALUE_BYTES_MAX,
-            keys_per_command_max: rampart_mm::command::KEYS_PER_COMMAND_MAX
+            keys_per_command_max: rampart_mm::command::KEYS_PER_COMMAND_MAX,
+            reply_bytes_max: 1 << 20,
         }
     );
     assert!(!r.has_revisions());
@@ -193,7 +195,7 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
             Command::Set { key: vec![b'k'; 17], value: b("1"), cond: SetCond::Always, return_old: false },
             Command::MSet { pairs: vec![(b("b"), b("2")), (b("c"), b("3"))] },
             Command::IncrBy { key: b("a"), delta: 2 },
-            Command::Append { key: b("b"), value: b("x") },
+            Command::Append { key: b("b"), value: b("x"), value_bytes_max: None },
             Command::Del { keys: vec![b("a"), b("z")] },
             Command::Cas { key: b("c"), expected: Some(b("3")), new: b("4") },
             Command::IncrBy { key: b("b"), delta: 1 },

@@ -16,8 +16,8 @@ pub type Change = rampart_kv::KeyOp;
 pub type Outcome = rampart_kv::Outcome;
 
 /// Applies `change` to a register holding `current`: the value to accept and the client's
-/// outcome. Registers carry no revision (0), and APPEND is bounded by [`crate::VALUE_BYTES_MAX`]
-/// on every node alike.
+/// outcome. Registers carry no revision (0), and APPEND is bounded by its op's own bound (the
+/// value limit of the node that took the command) under [`crate::VALUE_BYTES_MAX`].
 pub fn apply_change(change: &Change, current: &Value) -> (Value, Outcome) {
     let cur = current.as_deref().map(|value| Current { value, revision: 0 });
     let (write, outcome) = apply_op(change, cur, 0, crate::VALUE_BYTES_MAX);
@@ -56,8 +56,8 @@ mod tests {
     #[test]
     fn append_is_bounded_by_the_core_value_limit() {
         let full = Some(vec![b'a'; crate::VALUE_BYTES_MAX]);
-        let (next, outcome) = apply_change(&KeyOp::Append(b"x".to_vec()), &full);
+        let (next, outcome) = apply_change(&KeyOp::Append { value: b"x".to_vec(), value_bytes_max: usize::MAX }, &full);
         assert_eq!(next, full);
-        assert!(matches!(outcome, Outcome::Rejected(m) if m.contains("over the limit")));
+        assert!(matches!(outcome, Outcome::Rejected(m) if m.contains("value_bytes_max")));
     }
 }

@@ -226,7 +226,8 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
 
     // No refused fast accept: a full round, and the change applies once.
     bench.sent.clear();
-    let (_, out) = a.propose(0, b"k".to_vec(), Change::Append(b"3".to_vec())).unwrap();
+    let (_, out) =
+        a.propose(0, b"k".to_vec(), Change::Append { value: b"3".to_vec(), value_bytes_max: usize::MAX }).unwrap();
     assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(2)));
     assert_eq!(prepares(&bench.sent), 3);
     assert!(!bench

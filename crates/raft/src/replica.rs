@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use openraft::ServerState;
+use rampart_kv::limits::INLINE_READ_KEYS_MAX;
 use rampart_kv::{
     write_checked, BoxFuture, Command, Consistency, Item, KvError, Limits, Member, MemberInfo, MembershipError,
     NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
@@ -35,17 +36,56 @@ fn role_of(state: ServerState) -> Role {
     }
 }
 
+/// A failed read: of the store, or over a limit.
+enum ReadError {
+    Store(rampart_storage::Error),
+    Limit(KvError),
+}
+
+impl From<rampart_storage::Error> for ReadError {
+    fn from(e: rampart_storage::Error) -> Self {
+        ReadError::Store(e)
+    }
+}
+
 impl RaftNode {
-    /// Runs `f` on this node's state, after making the read linearizable unless `Stale`.
-    async fn read<T>(
+    /// Runs `f` on this node's state, after making the read linearizable unless `Stale`. With
+    /// `blocking`, `f` runs on the blocking pool: a long read never holds an async worker, which
+    /// also runs this node's heartbeats and elections.
+    async fn read<T: Send + 'static>(
         &self,
         consistency: Consistency,
-        f: impl FnOnce(&View) -> rampart_storage::Result<T>,
+        blocking: bool,
+        f: impl FnOnce(&View) -> Result<T, ReadError> + Send + 'static,
     ) -> Result<T, KvError> {
         if consistency == Consistency::Linearizable {
             self.read_barrier().await.map_err(|e| KvError::from(e).for_read())?;
         }
-        self.store().read(f).map_err(|e| KvError::Internal(e.to_string()))
+        let store = self.store().clone();
+        let run = move || {
+            let mut limit = None;
+            let r = store.read(|v| match f(v) {
+                Ok(t) => Ok(Some(t)),
+                Err(ReadError::Store(e)) => Err(e),
+                Err(ReadError::Limit(e)) => {
+                    limit = Some(e);
+                    Ok(None)
+                }
+            });
+            match (r, limit) {
+                (Ok(Some(t)), _) => Ok(t),
+                (Ok(None), Some(e)) => Err(e),
+                (Ok(None), None) => Err(KvError::Internal("read ended without a result".into())),
+                (Err(e), _) => Err(KvError::Internal(e.to_string())),
+            }
+        };
+        if blocking {
+            tokio::task::spawn_blocking(run)
+                .await
+                .unwrap_or_else(|e| Err(KvError::Internal(format!("read task failed: {e}"))))
+        } else {
+            run()
+        }
     }
 }
 
@@ -70,8 +110,29 @@ impl Replica for RaftNode {
         consistency: Consistency,
         keys: Vec<Bytes>,
     ) -> BoxFuture<'_, Result<Vec<Option<Item>>, KvError>> {
-        Box::pin(self.read(consistency, move |v| {
-            keys.iter().map(|k| Ok(v.kv_get(k)?.map(|x| Item { value: x.value, revision: Some(x.revision) }))).collect()
+        let mut budget = self.limits().reply_budget();
+        let blocking = keys.len() > INLINE_READ_KEYS_MAX;
+        Box::pin(self.read(consistency, blocking, move |v| {
+            let mut out = Vec::with_capacity(keys.len().min(INLINE_READ_KEYS_MAX));
+            for k in &keys {
+                let item = v.kv_get(k)?;
+                if let Some(x) = &item {
+                    budget.take(x.value.len()).map_err(ReadError::Limit)?;
+                }
+                out.push(item.map(|x| Item { value: x.value, revision: Some(x.revision) }));
+            }
+            Ok(out)
+        }))
+    }
+
+    fn exists(&self, consistency: Consistency, keys: Vec<Bytes>) -> BoxFuture<'_, Result<u64, KvError>> {
+        let blocking = keys.len() > INLINE_READ_KEYS_MAX;
+        Box::pin(self.read(consistency, blocking, move |v| {
+            let mut n = 0u64;
+            for k in &keys {
+                n += u64::from(v.kv_exists(k)?);
+            }
+            Ok(n)
         }))
     }
 
@@ -81,10 +142,15 @@ impl Replica for RaftNode {
         prefix: Vec<u8>,
         after: Option<Vec<u8>>,
         limit: usize,
-        _values: bool,
+        values: bool,
     ) -> BoxFuture<'_, Result<Page, KvError>> {
+        let bytes_max = self.limits().reply_bytes_max;
         Box::pin(async move {
-            let (items, more) = self.read(consistency, move |v| v.kv_scan(&prefix, after.as_deref(), limit)).await?;
+            let (items, more) = self
+                .read(consistency, true, move |v| {
+                    Ok(v.kv_scan_bounded(&prefix, after.as_deref(), limit, bytes_max, values)?)
+                })
+                .await?;
             let next_after = if more { items.last().map(|(k, _)| k.clone()) } else { None };
             let items =
                 items.into_iter().map(|(k, v)| (k, Item { value: v.value, revision: Some(v.revision) })).collect();
@@ -93,7 +159,8 @@ impl Replica for RaftNode {
     }
 
     fn count(&self, consistency: Consistency) -> BoxFuture<'_, Result<u64, KvError>> {
-        Box::pin(self.read(consistency, |v| v.kv_len()))
+        // O(1): redb keeps the table's length.
+        Box::pin(self.read(consistency, false, |v| Ok(v.kv_len()?)))
     }
 
     fn has_revisions(&self) -> bool {

@@ -35,3 +35,47 @@ pub fn apply(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storag
     let outcome = apply_command(&mut BatchState(batch), index, cmd, APPEND_VALUE_BYTES_MAX)?;
     Ok(Response { revision: index, outcome })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_kv::Outcome;
+    use rampart_storage::{Durability, Store};
+
+    /// The log entry format before APPEND carried its bound, variant for variant up to it.
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum OldCommand {
+        Set { key: Vec<u8>, value: Vec<u8>, cond: rampart_kv::SetCond, return_old: bool },
+        MSet { pairs: Vec<(Vec<u8>, Vec<u8>)> },
+        Del { keys: Vec<Vec<u8>> },
+        IncrBy { key: Vec<u8>, delta: i64 },
+        Append { key: Vec<u8>, value: Vec<u8> },
+    }
+
+    #[test]
+    fn appends_apply_the_bound_their_entry_carries_and_old_entries_still_decode() {
+        let old = rmp_serde::to_vec(&OldCommand::Append { key: b"k".to_vec(), value: b"v".to_vec() }).unwrap();
+        let decoded: Command = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(decoded, Command::Append { key: b"k".to_vec(), value: b"v".to_vec(), value_bytes_max: None });
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let append = |bound| Command::Append { key: b"k".to_vec(), value: vec![b'x'; 4], value_bytes_max: bound };
+        let outcomes: Vec<Outcome> = store
+            .write(Durability::Immediate, |b| {
+                Ok(vec![
+                    apply(b, 1, &append(Some(6)))?.outcome,
+                    apply(b, 2, &append(Some(6)))?.outcome,
+                    apply(b, 3, &append(None))?.outcome,
+                ])
+            })
+            .unwrap();
+        assert_eq!(outcomes[0], Outcome::Integer(4));
+        assert_eq!(
+            outcomes[1],
+            Outcome::Rejected("value of 8 bytes exceeds the limit of 6 bytes (value_bytes_max)".into())
+        );
+        assert_eq!(outcomes[2], Outcome::Integer(8), "an entry without a bound has only the mode's ceiling");
+    }
+}

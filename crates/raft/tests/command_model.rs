@@ -67,10 +67,15 @@ impl Model {
                 self.keys.insert(key.clone(), (n.to_string().into_bytes(), rev));
                 Outcome::Integer(n)
             }
-            Command::Append { key, value } => {
+            Command::Append { key, value, value_bytes_max } => {
                 let mut v = self.keys.get(key).map(|x| x.0.clone()).unwrap_or_default();
                 v.extend_from_slice(value);
                 let len = v.len();
+                if let Some(max) = value_bytes_max.filter(|max| len > *max) {
+                    return Outcome::Rejected(format!(
+                        "value of {len} bytes exceeds the limit of {max} bytes (value_bytes_max)"
+                    ));
+                }
                 self.keys.insert(key.clone(), (v, rev));
                 Outcome::Integer(len as i64)
             }
@@ -160,7 +165,11 @@ fn command() -> impl Strategy<Value = Command> {
         key().prop_map(|key| Command::Delete { key }),
         (key(), prop_oneof![-3i64..3, Just(i64::MAX), Just(i64::MIN)])
             .prop_map(|(key, delta)| Command::IncrBy { key, delta }),
-        (key(), value()).prop_map(|(key, value)| Command::Append { key, value }),
+        (key(), value(), prop::option::of(0usize..8)).prop_map(|(key, value, value_bytes_max)| Command::Append {
+            key,
+            value,
+            value_bytes_max
+        }),
         (key(), prop::option::of(value()), value()).prop_map(|(key, expected, new)| Command::Cas {
             key,
             expected,

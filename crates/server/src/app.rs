@@ -1,12 +1,20 @@
-//! What both client APIs share: the replica behind them, the server's own settings, metrics
-//! and SCAN cursors. Every request reaches the replicated store through [`Replica`]; nothing
-//! here knows which replication mode runs.
+//! What both client APIs share: the replica behind them, the server's own settings, metrics,
+//! SCAN cursors, and the slots of long requests. Every request reaches the replicated store
+//! through [`Replica`]; nothing here knows which replication mode runs.
+//!
+//! Long requests (KEYS, SCAN, DBSIZE, `GET /v1/kv?prefix=`, MGET and EXISTS of many keys) take
+//! one of `scan_jobs_max` slots and do their CPU work on the blocking pool ([`App::off_workers`]):
+//! the async workers also run the node's heartbeats and elections, which must never wait behind
+//! a client's pattern match.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use rampart_kv::limits::INLINE_READ_KEYS_MAX;
 use rampart_kv::{Command, Consistency, Item, KvError, Page, Replica, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 use crate::ServerConfig;
@@ -18,17 +26,67 @@ pub struct App {
     pub metrics: Metrics,
     pub started: Instant,
     pub scan_cursors: crate::scan::CursorTable,
+    scan_jobs: Arc<Semaphore>,
+}
+
+/// One of the `scan_jobs_max` slots, held for a long request's whole life.
+pub struct ScanSlot {
+    app: Arc<App>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for ScanSlot {
+    fn drop(&mut self) {
+        self.app.metrics.scan_jobs_running.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
+    /// Runs `f` on the blocking pool, off the async workers (counted in
+    /// `rampart_offloaded_jobs_total`). Callers hold a [`ScanSlot`], which bounds how many run.
+    pub async fn off_workers<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, KvError> {
+        self.metrics.offloaded_jobs.inc();
+        tokio::task::spawn_blocking(f).await.map_err(|e| KvError::Internal(format!("background task failed: {e}")))
+    }
+
     pub fn new(replica: Arc<dyn Replica>, cfg: ServerConfig) -> Arc<App> {
+        let scan_jobs = Arc::new(Semaphore::new(cfg.scan_jobs_max));
         Arc::new(App {
             replica,
             cfg,
             metrics: Metrics::default(),
             started: Instant::now(),
             scan_cursors: crate::scan::CursorTable::new(),
+            scan_jobs,
         })
+    }
+
+    /// A slot for a long request: waits up to the request timeout for one of `scan_jobs_max`,
+    /// then refuses with an error naming the limit (nothing was done; retry).
+    pub async fn scan_slot(self: &Arc<Self>) -> Result<ScanSlot, KvError> {
+        match tokio::time::timeout(self.cfg.request_timeout, self.scan_jobs.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                self.metrics.scan_jobs_running.fetch_add(1, Ordering::Relaxed);
+                self.metrics.scan_jobs_total.inc();
+                Ok(ScanSlot { app: self.clone(), _permit: permit })
+            }
+            _ => {
+                self.metrics.scan_jobs_refused.inc();
+                Err(KvError::TryAgain(format!(
+                    "{} long requests (KEYS, SCAN, DBSIZE, lists) are running, the most at once (scan_jobs_max); retry",
+                    self.cfg.scan_jobs_max
+                )))
+            }
+        }
+    }
+
+    /// A slot if a read of `keys` keys is long (see [`INLINE_READ_KEYS_MAX`]).
+    async fn slot_for_read(self: &Arc<Self>, keys: usize) -> Result<Option<ScanSlot>, KvError> {
+        if keys > INLINE_READ_KEYS_MAX {
+            Ok(Some(self.scan_slot().await?))
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
@@ -44,16 +102,30 @@ impl App {
         self.replica.write(cmd).await
     }
 
-    pub async fn get_many(&self, consistency: Consistency, keys: Vec<Bytes>) -> Result<Vec<Option<Item>>, KvError> {
+    /// The values of `keys`; refused past `reply_bytes_max` (see [`Replica::get_many`]).
+    pub async fn get_many(
+        self: &Arc<Self>,
+        consistency: Consistency,
+        keys: Vec<Bytes>,
+    ) -> Result<Vec<Option<Item>>, KvError> {
+        let _slot = self.slot_for_read(keys.len()).await?;
         self.replica.get_many(consistency, keys).await
     }
 
-    pub async fn get(&self, consistency: Consistency, key: Bytes) -> Result<Option<Item>, KvError> {
+    pub async fn get(self: &Arc<Self>, consistency: Consistency, key: Bytes) -> Result<Option<Item>, KvError> {
         Ok(self.get_many(consistency, vec![key]).await?.pop().flatten())
     }
 
+    /// How many of `keys` exist.
+    pub async fn exists(self: &Arc<Self>, consistency: Consistency, keys: Vec<Bytes>) -> Result<u64, KvError> {
+        let _slot = self.slot_for_read(keys.len()).await?;
+        self.replica.exists(consistency, keys).await
+    }
+
+    /// One page of a scan; the caller holds a [`ScanSlot`].
     pub async fn scan(
         &self,
+        _slot: &ScanSlot,
         consistency: Consistency,
         prefix: Vec<u8>,
         after: Option<Vec<u8>>,
@@ -63,7 +135,9 @@ impl App {
         self.replica.scan(consistency, prefix, after, limit, values).await
     }
 
-    pub async fn dbsize(&self, consistency: Consistency) -> Result<u64, KvError> {
+    /// The number of keys (a scan in multi-master mode, so it takes a slot).
+    pub async fn dbsize(self: &Arc<Self>, consistency: Consistency) -> Result<u64, KvError> {
+        let _slot = self.scan_slot().await?;
         self.replica.count(consistency).await
     }
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
-use rampart_kv::{Command, Consistency, KvError, MemberInfo, MembershipError, NodeStatus, Outcome, StatusField};
+use rampart_kv::{Command, Consistency, KvError, MemberInfo, MembershipError, NodeStatus, Outcome, Page, StatusField};
 use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
@@ -34,7 +34,27 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster/members/{id}", axum::routing::delete(remove_member))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_max))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), deadline))
         .with_state(app)
+}
+
+/// Bounds a request's whole life after its head: its body must arrive within the header
+/// timeout (as a RESP command must), and the work within the request timeout, which the
+/// handlers enforce themselves first. A body trickled in byte by byte ends here with 408.
+async fn deadline(State(app): State<Arc<App>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let limit = app.cfg.client_header_timeout + app.cfg.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => HttpError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request not complete within client_header_timeout_ms + request_timeout_ms ({} ms)",
+                limit.as_millis()
+            ),
+            "TIMEOUT",
+        )
+        .into_response(),
+    }
 }
 
 /// An error response: JSON body `{"error": ..., "code": ...}`.
@@ -69,6 +89,9 @@ struct KvQuery {
     cas: Option<String>,
     prefix: Option<String>,
     limit: Option<String>,
+    /// Where a list continues: the `continue` of the page before.
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
 }
 
 fn consistency(q: &KvQuery) -> Result<Consistency, HttpError> {
@@ -184,7 +207,7 @@ fn bytes_field(obj: &mut serde_json::Map<String, Json_>, name: &str, b: &[u8]) {
     }
 }
 
-async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<Json<Json_>, HttpError> {
+async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<Response, HttpError> {
     let start = Instant::now();
     let r = async {
         let c = consistency(&q)?;
@@ -201,26 +224,71 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<J
         };
         let prefix = q.prefix.clone().unwrap_or_default();
         app.check_key(prefix.as_bytes())?;
-        let page = app.scan(c, prefix.into_bytes(), None, limit, true).await?;
-        let more = page.next_after.is_some();
-        let items: Vec<Json_> = page
-            .items
-            .into_iter()
-            .map(|(k, v)| {
-                let mut o = serde_json::Map::new();
-                bytes_field(&mut o, "key", &k);
-                bytes_field(&mut o, "value", &v.value);
-                if let Some(rev) = v.revision {
-                    o.insert("revision".into(), json!(rev));
-                }
-                Json_::Object(o)
-            })
-            .collect();
-        Ok(Json(json!({"items": items, "more": more})))
+        let after = match q.continue_token.as_deref() {
+            None => None,
+            Some(t) => Some(decode_continue(t)?),
+        };
+        let slot = app.scan_slot().await?;
+        let page = app.scan(&slot, c, prefix.into_bytes(), after, limit, true).await?;
+        let body_max = app.replica.limits().reply_bytes_max.saturating_sub(LIST_ENVELOPE_BYTES).max(1);
+        let body = app.off_workers(move || list_body(page, body_max)).await?;
+        drop(slot);
+        Ok(([("content-type", "application/json")], body).into_response())
     }
     .await;
     observe(&app, "list", start, &r);
     r
+}
+
+/// Bytes of a list reply kept for everything around its items (`more`, `continue`).
+const LIST_ENVELOPE_BYTES: usize = 1024;
+
+/// The JSON of one list page: `{"items": [...], "more": bool, "continue": token}`. Items are
+/// encoded one by one and the page ends before the item that would take `body_max` bytes past
+/// (one item at least), so a reply never holds much more than `reply_bytes_max`; `continue` then
+/// names where the next page starts. The token is opaque to clients (the last key, base64url).
+fn list_body(page: Page, body_max: usize) -> Vec<u8> {
+    let mut body = b"{\"items\":[".to_vec();
+    let mut next = page.next_after;
+    let mut last_kept: Option<Vec<u8>> = None;
+    for (kept, (k, v)) in page.items.into_iter().enumerate() {
+        let mut o = serde_json::Map::new();
+        bytes_field(&mut o, "key", &k);
+        bytes_field(&mut o, "value", &v.value);
+        if let Some(rev) = v.revision {
+            o.insert("revision".into(), json!(rev));
+        }
+        let item = serde_json::to_vec(&Json_::Object(o)).unwrap_or_default();
+        if kept > 0 && body.len() + 1 + item.len() > body_max {
+            next = last_kept;
+            break;
+        }
+        if kept > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&item);
+        last_kept = Some(k);
+    }
+    body.extend_from_slice(b"]");
+    match next {
+        Some(k) => {
+            let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&k);
+            body.extend_from_slice(format!(",\"more\":true,\"continue\":\"{token}\"}}").as_bytes());
+        }
+        None => body.extend_from_slice(b",\"more\":false}"),
+    }
+    body
+}
+
+/// The key a `continue` token names.
+fn decode_continue(token: &str) -> Result<Vec<u8>, HttpError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            format!("continue={token:?} is not a token from an earlier page"),
+            "BAD_REQUEST",
+        )
+    })
 }
 
 fn members_json(app: &App, st: &NodeStatus) -> Vec<Json_> {

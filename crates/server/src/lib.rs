@@ -4,7 +4,9 @@
 //! The binary (`crates/cli`) starts a replica and hands it to [`serve`].
 
 pub mod app;
+pub mod glob;
 pub mod http;
+pub mod listen;
 pub mod metrics;
 pub mod resp;
 pub mod scan;
@@ -16,8 +18,24 @@ use std::time::Duration;
 use rampart_kv::Replica;
 use tokio::net::TcpListener;
 
-/// Default most RESP connections served at once (more are refused with an error reply).
+/// Default most RESP connections served at once (`--resp-connections-max`; more are answered
+/// `-ERR max number of clients reached` and closed).
 pub const RESP_CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// Default most HTTP connections served at once (`--http-connections-max`; more are answered
+/// 503 and closed).
+pub const HTTP_CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// Default time a client has to send a whole request once it began (`--client-header-timeout-ms`):
+/// on RESP a command, on HTTP a request head, counted from its first byte. Slow-loris clients are
+/// closed by it.
+pub const CLIENT_HEADER_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default time a connection may make no progress (`--client-idle-timeout-ms`): one waiting for
+/// its next request (a new one included, as Redis lets pools open connections ahead of use), or
+/// a client that reads none of its reply or sends none of a body.
+pub const CLIENT_IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// Default most KEYS / SCAN / DBSIZE / `GET /v1/kv?prefix=` requests (and large MGET / EXISTS)
+/// running at once on the blocking pool (`--scan-jobs-max`); more wait up to the request
+/// timeout, then get an error naming the limit.
+pub const SCAN_JOBS_MAX_DEFAULT: usize = 4;
 
 /// Settings of the client APIs.
 #[derive(Debug, Clone)]
@@ -27,6 +45,26 @@ pub struct ServerConfig {
     /// How long a client request may wait (bounds KEYS and other multi-page requests).
     pub request_timeout: Duration,
     pub resp_connections_max: usize,
+    pub http_connections_max: usize,
+    pub client_header_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub scan_jobs_max: usize,
+}
+
+impl ServerConfig {
+    /// The defaults, listening on `resp_addr` and `http_addr`.
+    pub fn new(resp_addr: SocketAddr, http_addr: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            resp_addr,
+            http_addr,
+            request_timeout: Duration::from_secs(5),
+            resp_connections_max: RESP_CONNECTIONS_MAX_DEFAULT,
+            http_connections_max: HTTP_CONNECTIONS_MAX_DEFAULT,
+            client_header_timeout: Duration::from_millis(CLIENT_HEADER_TIMEOUT_MS_DEFAULT),
+            client_idle_timeout: Duration::from_millis(CLIENT_IDLE_TIMEOUT_MS_DEFAULT),
+            scan_jobs_max: SCAN_JOBS_MAX_DEFAULT,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +79,13 @@ pub struct Listeners {
     http: TcpListener,
 }
 
+impl Listeners {
+    /// Where the RESP and HTTP listeners are bound (useful with port 0).
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.resp.local_addr()?, self.http.local_addr()?))
+    }
+}
+
 pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
     let listen = |what, addr| move |e: std::io::Error| ServerError::Listen { what, addr, reason: e.to_string() };
     let resp = TcpListener::bind(cfg.resp_addr).await.map_err(listen("RESP clients", cfg.resp_addr))?;
@@ -52,13 +97,7 @@ pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
 pub fn serve(listeners: Listeners, replica: Arc<dyn Replica>, cfg: ServerConfig) -> Arc<app::App> {
     let app = app::App::new(replica, cfg);
     tokio::spawn(resp::serve(listeners.resp, app.clone()));
-    let router = http::router(app.clone());
-    let http = listeners.http;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, router).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    tokio::spawn(listen::serve_http(listeners.http, http::router(app.clone()), app.clone()));
     app
 }
 

@@ -27,8 +27,62 @@ struct CommandStats {
 #[derive(Default)]
 pub struct Metrics {
     commands: Mutex<BTreeMap<(&'static str, &'static str), &'static CommandStats>>,
-    pub resp_connections: AtomicU64,
-    pub resp_connections_rejected: AtomicU64,
+    /// The RESP listener's connections (also exported under the older names
+    /// `rampart_resp_connections` and `rampart_resp_connections_rejected_total`).
+    pub resp: ListenerStats,
+    pub http: ListenerStats,
+    /// KEYS, SCAN, DBSIZE and list requests running on the blocking pool now.
+    pub scan_jobs_running: AtomicU64,
+    pub scan_jobs_total: Counter,
+    /// Long requests refused because `scan_jobs_max` were running for the whole request timeout.
+    pub scan_jobs_refused: Counter,
+    /// Pieces of request work (pattern matching, list encoding) run on the blocking pool.
+    pub offloaded_jobs: Counter,
+}
+
+/// Why a client connection was closed by the server (the reasons `/metrics` counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// A request (RESP: one begun; HTTP: a head) not complete within the header timeout.
+    HeaderTimeout,
+    /// No request, or no progress on a reply, within the idle timeout.
+    IdleTimeout,
+}
+
+/// What one client listener counts.
+#[derive(Default)]
+pub struct ListenerStats {
+    pub open: AtomicU64,
+    pub accepted: Counter,
+    /// Connections refused because the listener's connection cap was reached.
+    pub refused: Counter,
+    pub closed_header_timeout: Counter,
+    pub closed_idle_timeout: Counter,
+}
+
+impl ListenerStats {
+    pub fn closed(&self, why: Closed) {
+        match why {
+            Closed::HeaderTimeout => self.closed_header_timeout.inc(),
+            Closed::IdleTimeout => self.closed_idle_timeout.inc(),
+        }
+    }
+
+    /// Counts a served connection as open until the guard drops.
+    pub fn open_guard(&self) -> OpenGuard<'_> {
+        self.accepted.inc();
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(self)
+    }
+}
+
+/// Holds one connection in [`ListenerStats::open`].
+pub struct OpenGuard<'a>(&'a ListenerStats);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -84,19 +138,97 @@ impl Metrics {
             let _ = writeln!(out, "rampart_request_duration_seconds_count{{api=\"{api}\",command=\"{cmd}\"}} {count}");
         }
         let _ = writeln!(out, "# TYPE rampart_resp_connections gauge");
-        let _ = writeln!(out, "rampart_resp_connections {}", self.resp_connections.load(Ordering::Relaxed));
+        let _ = writeln!(out, "rampart_resp_connections {}", self.resp.open.load(Ordering::Relaxed));
         let _ = writeln!(out, "# TYPE rampart_resp_connections_rejected_total counter");
+        let _ = writeln!(out, "rampart_resp_connections_rejected_total {}", self.resp.refused.get());
+        self.render_listeners(out);
         let _ = writeln!(
             out,
-            "rampart_resp_connections_rejected_total {}",
-            self.resp_connections_rejected.load(Ordering::Relaxed)
+            "# HELP rampart_scan_jobs_running KEYS/SCAN/DBSIZE/list requests running off the async workers."
         );
+        let _ = writeln!(out, "# TYPE rampart_scan_jobs_running gauge");
+        let _ = writeln!(out, "rampart_scan_jobs_running {}", self.scan_jobs_running.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# TYPE rampart_scan_jobs_total counter");
+        let _ = writeln!(out, "rampart_scan_jobs_total {}", self.scan_jobs_total.get());
+        let _ = writeln!(out, "# HELP rampart_scan_jobs_refused_total Long requests refused: scan_jobs_max were busy.");
+        let _ = writeln!(out, "# TYPE rampart_scan_jobs_refused_total counter");
+        let _ = writeln!(out, "rampart_scan_jobs_refused_total {}", self.scan_jobs_refused.get());
+        let _ = writeln!(
+            out,
+            "# HELP rampart_offloaded_jobs_total Request work run on the blocking pool, off the async workers."
+        );
+        let _ = writeln!(out, "# TYPE rampart_offloaded_jobs_total counter");
+        let _ = writeln!(out, "rampart_offloaded_jobs_total {}", self.offloaded_jobs.get());
+    }
+
+    fn render_listeners(&self, out: &mut String) {
+        let apis = [("resp", &self.resp), ("http", &self.http)];
+        let _ = writeln!(out, "# HELP rampart_client_connections Client connections open, by listener.");
+        let _ = writeln!(out, "# TYPE rampart_client_connections gauge");
+        for (api, s) in apis {
+            let _ = writeln!(out, "rampart_client_connections{{api=\"{api}\"}} {}", s.open.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "# TYPE rampart_client_connections_accepted_total counter");
+        for (api, s) in apis {
+            let _ = writeln!(out, "rampart_client_connections_accepted_total{{api=\"{api}\"}} {}", s.accepted.get());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rampart_client_connections_refused_total Connections refused by the listener's connection cap."
+        );
+        let _ = writeln!(out, "# TYPE rampart_client_connections_refused_total counter");
+        for (api, s) in apis {
+            let _ = writeln!(out, "rampart_client_connections_refused_total{{api=\"{api}\"}} {}", s.refused.get());
+        }
+        let _ =
+            writeln!(out, "# HELP rampart_client_connections_closed_total Connections the server closed, by reason.");
+        let _ = writeln!(out, "# TYPE rampart_client_connections_closed_total counter");
+        for (api, s) in apis {
+            for (reason, c) in [("header_timeout", &s.closed_header_timeout), ("idle_timeout", &s.closed_idle_timeout)]
+            {
+                let _ = writeln!(
+                    out,
+                    "rampart_client_connections_closed_total{{api=\"{api}\",reason=\"{reason}\"}} {}",
+                    c.get()
+                );
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listener_figures_are_exported_by_api_and_reason() {
+        let m = Metrics::default();
+        let guard = m.http.open_guard();
+        m.http.closed(Closed::HeaderTimeout);
+        m.resp.refused.inc();
+        m.resp.closed(Closed::IdleTimeout);
+        m.scan_jobs_total.inc();
+        let mut s = String::new();
+        m.render(&mut s);
+        for line in [
+            "rampart_client_connections{api=\"http\"} 1",
+            "rampart_client_connections{api=\"resp\"} 0",
+            "rampart_client_connections_accepted_total{api=\"http\"} 1",
+            "rampart_client_connections_refused_total{api=\"resp\"} 1",
+            "rampart_resp_connections_rejected_total 1",
+            "rampart_client_connections_closed_total{api=\"http\",reason=\"header_timeout\"} 1",
+            "rampart_client_connections_closed_total{api=\"resp\",reason=\"idle_timeout\"} 1",
+            "rampart_client_connections_closed_total{api=\"resp\",reason=\"header_timeout\"} 0",
+            "rampart_scan_jobs_total 1",
+            "rampart_scan_jobs_running 0",
+        ] {
+            assert!(s.lines().any(|l| l == line), "missing {line:?} in:\n{s}");
+        }
+        drop(guard);
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.lines().any(|l| l == "rampart_client_connections{api=\"http\"} 0"), "{s}");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
@@ -121,7 +253,7 @@ mod tests {
         m.observe("resp", "get", Duration::from_micros(50), true);
         m.observe("resp", "get", Duration::from_millis(3), false);
         m.observe("http", "put", Duration::from_millis(700), true);
-        m.resp_connections.store(3, Ordering::Relaxed);
+        m.resp.open.store(3, Ordering::Relaxed);
         let mut s = String::new();
         m.render(&mut s);
         let mut want = String::from(
@@ -155,6 +287,8 @@ mod tests {
             "# TYPE rampart_resp_connections gauge\nrampart_resp_connections 3\n\
              # TYPE rampart_resp_connections_rejected_total counter\nrampart_resp_connections_rejected_total 0\n",
         );
-        assert_eq!(s, want);
+        // The listener and scan families follow (they have tests of their own).
+        assert_eq!(&s[..want.len()], want);
+        assert!(s[want.len()..].starts_with("# HELP rampart_client_connections "), "{}", &s[want.len()..]);
     }
 }

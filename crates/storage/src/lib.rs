@@ -222,13 +222,17 @@ pub type Scanned<V> = (Vec<(Vec<u8>, V)>, bool);
 
 /// Keys of `table` starting with `prefix`, after `start_after` (exclusive)
 /// if given, in key order; at most `limit` of them, and whether more remain.
+/// `decode` turns a stored pair into the caller's item and says how many bytes
+/// it weighs; the page ends once it weighs `bytes_max` or more (the item that
+/// reaches the bound is kept, so a page is never empty while keys remain).
 fn prefix_scan<T, V>(
     table: &T,
     path: &Path,
     prefix: &[u8],
     start_after: Option<&[u8]>,
     limit: usize,
-    decode: impl Fn(&[u8], &[u8]) -> Result<V>,
+    bytes_max: usize,
+    mut decode: impl FnMut(&[u8], &[u8]) -> Result<(V, usize)>,
 ) -> Result<Scanned<V>>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
@@ -239,16 +243,19 @@ where
     };
     let range = table.range::<&[u8]>((lower, Bound::Unbounded)).map_err(|e| io_error(path, e))?;
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     for item in range {
         let (k, v) = item.map_err(|e| io_error(path, e))?;
         let key = k.value();
         if !key.starts_with(prefix) {
             return Ok((out, false));
         }
-        if out.len() == limit {
+        if out.len() == limit || bytes >= bytes_max {
             return Ok((out, true));
         }
-        out.push((key.to_vec(), decode(key, v.value())?));
+        let (value, weight) = decode(key, v.value())?;
+        bytes = bytes.saturating_add(weight);
+        out.push((key.to_vec(), value));
     }
     Ok((out, false))
 }
@@ -275,7 +282,35 @@ macro_rules! table_reads {
             start_after: Option<&[u8]>,
             limit: usize,
         ) -> Result<(Vec<(Vec<u8>, Versioned)>, bool)> {
-            prefix_scan(&self.kv, &self.path, prefix, start_after, limit, Versioned::decode)
+            self.kv_scan_bounded(prefix, start_after, limit, usize::MAX, true)
+        }
+
+        /// [`Self::kv_scan`] that also ends the page once its keys (and, with `values`, values)
+        /// reach `bytes_max` bytes, so no page holds much more than that in memory. Without
+        /// `values`, values come back empty and are never copied.
+        pub fn kv_scan_bounded(
+            &self,
+            prefix: &[u8],
+            start_after: Option<&[u8]>,
+            limit: usize,
+            bytes_max: usize,
+            values: bool,
+        ) -> Result<(Vec<(Vec<u8>, Versioned)>, bool)> {
+            prefix_scan(&self.kv, &self.path, prefix, start_after, limit, bytes_max, |key, raw| {
+                if values {
+                    let v = Versioned::decode(key, raw)?;
+                    let weight = key.len() + v.value.len();
+                    Ok((v, weight))
+                } else {
+                    let v = Versioned::decode(key, &raw[..raw.len().min(8)])?;
+                    Ok((v, key.len()))
+                }
+            })
+        }
+
+        /// Whether `key` is present, without copying its value.
+        pub fn kv_exists(&self, key: &[u8]) -> Result<bool> {
+            Ok(self.kv.get(key).map_err(|e| io_error(&self.path, e))?.is_some())
         }
 
         pub fn kv_len(&self) -> Result<u64> {
@@ -322,7 +357,21 @@ macro_rules! table_reads {
             start_after: Option<&[u8]>,
             limit: usize,
         ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool)> {
-            prefix_scan(&self.registers, &self.path, prefix, start_after, limit, |_, v| Ok(v.to_vec()))
+            self.register_scan_with(prefix, start_after, limit, usize::MAX, |_, v| Ok((v.to_vec(), 0)))
+        }
+
+        /// Registers as [`Self::register_scan`] finds them, each decoded by `decode` (which
+        /// also weighs it) straight from the stored bytes; the page ends once it weighs
+        /// `bytes_max` or more.
+        pub fn register_scan_with<V>(
+            &self,
+            prefix: &[u8],
+            start_after: Option<&[u8]>,
+            limit: usize,
+            bytes_max: usize,
+            decode: impl FnMut(&[u8], &[u8]) -> Result<(V, usize)>,
+        ) -> Result<Scanned<V>> {
+            prefix_scan(&self.registers, &self.path, prefix, start_after, limit, bytes_max, decode)
         }
 
         pub fn register_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -452,6 +501,31 @@ mod tests {
         let logs = s.read(|v| v.log_range(0, 10)).unwrap();
         assert_eq!(logs, vec![(2, b"two".to_vec())]);
         assert_eq!(s.read(|v| v.kv_len()).unwrap(), 3);
+        assert_eq!(s.read(|v| Ok((v.kv_exists(b"b/1")?, v.kv_exists(b"b/2")?))).unwrap(), (true, false));
+    }
+
+    #[test]
+    fn bounded_scans_stop_at_the_byte_bound_and_can_skip_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(dir.path()).unwrap();
+        s.write(Durability::Immediate, |b| {
+            for k in [b"k1", b"k2", b"k3"] {
+                b.kv_put(k, 1, &[7u8; 100])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        // 102 bytes per pair: the page ends with the pair that reaches 150.
+        let (items, more) = s.read(|v| v.kv_scan_bounded(b"k", None, 10, 150, true)).unwrap();
+        assert_eq!((items.len(), more), (2, true));
+        assert_eq!(items[1].1.value.len(), 100);
+        // Without values only keys count, and values stay empty.
+        let (items, more) = s.read(|v| v.kv_scan_bounded(b"k", None, 10, 150, false)).unwrap();
+        assert_eq!((items.len(), more), (3, false));
+        assert!(items.iter().all(|(_, v)| v.value.is_empty() && v.revision == 1));
+        // A single pair above the bound still makes a page of one.
+        let (items, more) = s.read(|v| v.kv_scan_bounded(b"k", Some(b"k2"), 10, 1, true)).unwrap();
+        assert_eq!((items.len(), more), (1, false));
     }
 
     #[test]

@@ -396,7 +396,7 @@ impl World {
                     Change::Cas { expected, new: unique }
                 }
                 80..=84 => Change::Set { value: unique, cond: SetCond::IfPresent, return_old: false },
-                85..=89 => Change::Append(unique),
+                85..=89 => Change::Append { value: unique, value_bytes_max: usize::MAX },
                 _ => Change::Delete,
             }
         };

@@ -2,15 +2,17 @@
 //! `HELLO`, `COMMAND`, `CLIENT`, `CONFIG`). Writes go to the replica through `writes.rs`.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use rampart_kv::{Consistency, NodeStatus, Role, StatusField};
+use rampart_kv::{Consistency, KvError, NodeStatus, Page, Role, StatusField};
 use rampart_resp::{Protocol, Value};
 
 use super::table::{describe, Op, COMMANDS};
 use super::{api_err, err, parse_i64, split_host_port, wrong_args, Conn, KEYS_RESULT_MAX, SCAN_COUNT_MAX};
-use crate::scan::{glob_match, literal_prefix};
+use crate::app::App;
+use crate::glob::KeyPattern;
 
 impl Conn {
     /// Runs `op` (its arity already checked against the table).
@@ -58,8 +60,8 @@ impl Conn {
                 ),
                 Err(e) => api_err(e),
             },
-            Op::Exists => match self.app.get_many(self.consistency(), args[1..].to_vec()).await {
-                Ok(vals) => Value::Integer(vals.iter().filter(|v| v.is_some()).count() as i64),
+            Op::Exists => match self.app.exists(self.consistency(), args[1..].to_vec()).await {
+                Ok(n) => Value::Integer(n as i64),
                 Err(e) => api_err(e),
             },
             Op::Strlen => match self.app.get(self.consistency(), args[1].clone()).await {
@@ -78,21 +80,44 @@ impl Conn {
         }
     }
 
+    /// KEYS: every matching key, in pages, the matching done off the async workers. Refused
+    /// past [`KEYS_RESULT_MAX`] keys, past `reply_bytes_max` bytes of keys, or past the request
+    /// timeout (SCAN has none of these limits).
     async fn keys(&self, pattern: Bytes) -> Value {
-        let prefix = literal_prefix(&pattern);
+        let pattern = match KeyPattern::new(&pattern) {
+            Ok(p) => Arc::new(p),
+            Err(e) => return err(e),
+        };
+        let slot = match self.app.scan_slot().await {
+            Ok(s) => s,
+            Err(e) => return api_err(e),
+        };
+        let prefix = pattern.literal_prefix();
         let deadline = Instant::now() + self.app.cfg.request_timeout;
-        let mut out = Vec::new();
+        let mut budget = self.app.replica.limits().reply_budget();
+        let mut out: Vec<Vec<u8>> = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = match self.app.scan(self.consistency(), prefix.clone(), after, 4096, false).await {
-                Ok(p) => p,
+            let page =
+                match self.app.scan(&slot, self.consistency(), prefix.clone(), after, KEYS_PAGE_KEYS, false).await {
+                    Ok(p) => p,
+                    Err(e) => return api_err(e),
+                };
+            let next = page.next_after.clone();
+            let matched = match matching_keys(&self.app, &pattern, page).await {
+                Ok(keys) => keys,
                 Err(e) => return api_err(e),
             };
-            out.extend(page.items.into_iter().map(|(k, _)| k).filter(|k| glob_match(&pattern, k)));
+            for k in &matched {
+                if let Err(e) = budget.take(k.len()) {
+                    return api_err(e);
+                }
+            }
+            out.extend(matched);
             if out.len() > KEYS_RESULT_MAX {
                 return err(format!("ERR KEYS would return more than {KEYS_RESULT_MAX} keys; use SCAN"));
             }
-            match page.next_after {
+            match next {
                 None => break,
                 Some(k) => after = Some(k),
             }
@@ -107,13 +132,16 @@ impl Conn {
         let Some(cursor) = std::str::from_utf8(&args[1]).ok().and_then(|s| s.parse::<u64>().ok()) else {
             return err("ERR invalid cursor");
         };
-        let mut pattern: Option<Bytes> = None;
+        let mut pattern: Option<KeyPattern> = None;
         let mut count = 10usize;
         let mut i = 2;
         while i < args.len() {
             let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
             match (opt.as_str(), args.get(i + 1)) {
-                ("MATCH", Some(p)) => pattern = Some(p.clone()),
+                ("MATCH", Some(p)) => match KeyPattern::new(p) {
+                    Ok(p) => pattern = Some(p),
+                    Err(e) => return err(e),
+                },
                 ("COUNT", Some(c)) => match parse_i64(c) {
                     Some(c) if c >= 1 => count = (c as usize).min(SCAN_COUNT_MAX),
                     _ => return err("ERR value is not an integer or out of range"),
@@ -131,23 +159,35 @@ impl Conn {
                 None => return err("ERR invalid cursor (unknown or expired; restart the scan from 0)"),
             }
         };
-        let prefix = pattern.as_ref().map(|p| literal_prefix(p)).unwrap_or_default();
-        match self.app.scan(self.consistency(), prefix, after, count, false).await {
-            Ok(page) => {
-                let keys: Vec<Vec<u8>> = page
-                    .items
-                    .into_iter()
-                    .map(|(k, _)| k)
-                    .filter(|k| pattern.as_ref().is_none_or(|p| glob_match(p, k)))
-                    .collect();
-                let next_cursor = page.next_after.map_or(0, |k| self.app.scan_cursors.save(k));
-                Value::Array(vec![
-                    Value::bulk(next_cursor.to_string()),
-                    Value::Array(keys.into_iter().map(|k| Value::Bulk(Bytes::from(k))).collect()),
-                ])
-            }
-            Err(e) => api_err(e),
+        let slot = match self.app.scan_slot().await {
+            Ok(s) => s,
+            Err(e) => return api_err(e),
+        };
+        let pattern = Arc::new(pattern.unwrap_or(KeyPattern::All));
+        let prefix = pattern.literal_prefix();
+        let page = match self.app.scan(&slot, self.consistency(), prefix, after, count, false).await {
+            Ok(page) => page,
+            Err(e) => return api_err(e),
+        };
+        // A page the replica made bigger than one reply (several nodes' pages merged) ends
+        // early; the cursor then names the last key kept.
+        let mut next_after = page.next_after.clone();
+        let mut budget = self.app.replica.limits().reply_budget();
+        let mut items = page.items;
+        if let Some(cut) = items.iter().position(|(k, _)| budget.take(k.len()).is_err()) {
+            let cut = cut.max(1);
+            items.truncate(cut);
+            next_after = items.last().map(|(k, _)| k.clone());
         }
+        let keys = match matching_keys(&self.app, &pattern, Page { items, next_after: None }).await {
+            Ok(keys) => keys,
+            Err(e) => return api_err(e),
+        };
+        let next_cursor = next_after.map_or(0, |k| self.app.scan_cursors.save(k));
+        Value::Array(vec![
+            Value::bulk(next_cursor.to_string()),
+            Value::Array(keys.into_iter().map(|k| Value::Bulk(Bytes::from(k))).collect()),
+        ])
     }
 
     fn hello(&mut self, args: &[Bytes]) -> Value {
@@ -276,10 +316,7 @@ impl Conn {
         }
         if want("clients") {
             out.push_str("# Clients\r\n");
-            out.push_str(&format!(
-                "connected_clients:{}\r\n\r\n",
-                self.app.metrics.resp_connections.load(Ordering::Relaxed)
-            ));
+            out.push_str(&format!("connected_clients:{}\r\n\r\n", self.app.metrics.resp.open.load(Ordering::Relaxed)));
         }
         let st = self.app.replica.status();
         if want("replication") {
@@ -321,6 +358,18 @@ impl Conn {
         }
         out.push_str(&format!("master_repl_offset:{}\r\n\r\n", st.commit_index));
     }
+}
+
+/// Most keys one page of KEYS asks the replica for.
+const KEYS_PAGE_KEYS: usize = 4096;
+
+/// The keys of `page` that match `pattern`, matched on the blocking pool.
+async fn matching_keys(app: &App, pattern: &Arc<KeyPattern>, page: Page) -> Result<Vec<Vec<u8>>, KvError> {
+    if matches!(**pattern, KeyPattern::All) {
+        return Ok(page.items.into_iter().map(|(k, _)| k).collect());
+    }
+    let pattern = pattern.clone();
+    app.off_workers(move || page.items.into_iter().map(|(k, _)| k).filter(|k| pattern.matches(k)).collect()).await
 }
 
 /// The leader among the members, when one is known.

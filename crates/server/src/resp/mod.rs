@@ -12,17 +12,18 @@ mod writes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rampart_kv::limits::PIPELINE_COMMANDS_MAX;
 use rampart_kv::{Consistency, KvError};
 use rampart_resp::{encode, Limits, Protocol, RequestDecoder, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::app::App;
+use crate::listen::{Gate, ACCEPT_RETRY_DELAY, REFUSAL_TIMEOUT};
+use crate::metrics::Closed;
 use table::{lookup, unknown_command, Exec};
 
 /// Most keys KEYS may return before it refuses (use SCAN for more).
@@ -34,36 +35,35 @@ const WRITE_BUFFER_FLUSH_BYTES: usize = 64 * 1024;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Redis's reply to a connection past `maxclients` (ours: `--resp-connections-max`).
+pub const MAX_CLIENTS_REPLY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Serves RESP clients on `listener`: at most `resp_connections_max` at once, each with the
+/// header and idle timeouts of [`crate::ServerConfig`].
 pub async fn serve(listener: TcpListener, app: Arc<App>) {
-    let slots = Arc::new(Semaphore::new(app.cfg.resp_connections_max));
+    let gate = Gate::new(app.cfg.resp_connections_max);
+    let refusal: Arc<[u8]> = MAX_CLIENTS_REPLY.into();
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(x) => x,
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "RESP accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
                 continue;
             }
         };
+        let Some((stream, permit)) = gate.admit(stream, refusal.clone(), || app.metrics.resp.refused.inc()) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let app = app.clone();
-                tokio::spawn(async move {
-                    app.metrics.resp_connections.fetch_add(1, Ordering::Relaxed);
-                    Conn::new(app.clone()).run(stream).await;
-                    app.metrics.resp_connections.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
-                });
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _open = app.metrics.resp.open_guard();
+            if let Some(why) = Conn::new(app.clone()).run(stream).await {
+                app.metrics.resp.closed(why);
             }
-            Err(_) => {
-                app.metrics.resp_connections_rejected.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let mut s = stream;
-                    let _ = s.write_all(b"-ERR max number of clients reached\r\n").await;
-                });
-            }
-        }
+            drop(permit);
+        });
     }
 }
 
@@ -105,7 +105,8 @@ impl Conn {
         }
     }
 
-    async fn run(mut self, mut stream: TcpStream) {
+    /// Serves the connection until it ends; `Some(why)` when the server closed it on a timeout.
+    async fn run(mut self, mut stream: TcpStream) -> Option<Closed> {
         let kv_limits = self.app.replica.limits();
         let max = kv_limits.value_bytes_max.max(kv_limits.key_bytes_max);
         let limits = Limits {
@@ -115,6 +116,10 @@ impl Conn {
             request_bytes_max: max.saturating_mul(8).max(1 << 20),
             ..Limits::default()
         };
+        let header_timeout = self.app.cfg.client_header_timeout;
+        let idle = self.app.cfg.client_idle_timeout;
+        // When the first bytes of the request still incomplete in the buffer were seen.
+        let mut request_started: Option<Instant> = None;
         let mut dec = RequestDecoder::new(limits);
         let mut out = BytesMut::with_capacity(16 * 1024);
         loop {
@@ -133,48 +138,80 @@ impl Conn {
                     }
                 }
             }
-            if !self.answer(pending.as_mut_slice(), &mut out, &mut stream).await {
-                return;
+            if let Err(end) = self.answer(pending.as_mut_slice(), &mut out, &mut stream).await {
+                return end;
             }
             if let Some(e) = protocol_error {
                 encode(&Value::Error(format!("ERR {e}")), self.proto, &mut out);
-                let _ = stream.write_all(&out).await;
+                let _ = send(&mut stream, &mut out, idle).await;
                 tracing::debug!(client = self.id, error = %e, "closing RESP connection after a protocol error");
-                return;
+                return None;
             }
             if !pending.is_empty() && dec.buffered_bytes() > 0 {
                 // More complete commands may be buffered (the batch cap was hit).
-                if !out.is_empty() {
-                    if stream.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
+                if let Err(end) = send(&mut stream, &mut out, idle).await {
+                    return end;
                 }
+                request_started = Some(Instant::now());
                 continue;
             }
-            if !out.is_empty() {
-                if stream.write_all(&out).await.is_err() {
-                    return;
-                }
-                out.clear();
-                if out.capacity() > 1 << 20 {
-                    out = BytesMut::with_capacity(16 * 1024);
-                }
+            if let Err(end) = send(&mut stream, &mut out, idle).await {
+                return end;
             }
-            match dec.read_from(&mut stream).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            out.clear();
+            if out.capacity() > 1 << 20 {
+                out = BytesMut::with_capacity(16 * 1024);
+            }
+            let now = Instant::now();
+            request_started = match (dec.buffered_bytes() > 0, pending.is_empty()) {
+                (false, _) => None,
+                // The bytes of a new request arrived with the end of the last one.
+                (true, false) => Some(now),
+                (true, true) => Some(request_started.unwrap_or(now)),
+            };
+            // A request under way must be complete within the header timeout of its first
+            // byte; a connection with none under way (a new one too: pools open connections
+            // ahead of use, as Redis allows) may be silent for the idle timeout.
+            let (deadline, why) = match request_started {
+                Some(t) => (t + header_timeout, Closed::HeaderTimeout),
+                None => (now + idle, Closed::IdleTimeout),
+            };
+            match tokio::time::timeout_at(deadline.into(), dec.read_from(&mut stream)).await {
+                Err(_) => {
+                    if why == Closed::HeaderTimeout {
+                        let line = format!(
+                            "-ERR timeout: no complete request within client_header_timeout_ms ({} ms)\r\n",
+                            header_timeout.as_millis()
+                        );
+                        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, stream.write_all(line.as_bytes())).await;
+                    }
+                    tracing::debug!(client = self.id, ?why, "closing RESP connection");
+                    return Some(why);
+                }
+                Ok(Ok(0) | Err(_)) => return None,
+                Ok(Ok(_)) => {}
             }
         }
     }
 
     /// Answers a pipeline's commands in order into `out` (written to `stream` whenever it grows
     /// past [`WRITE_BUFFER_FLUSH_BYTES`]). Runs of consecutive writes go to the replica together.
-    /// False when the connection must end (QUIT, or the client went away).
-    async fn answer(&mut self, pending: &mut [Vec<Bytes>], out: &mut BytesMut, stream: &mut TcpStream) -> bool {
+    /// `Err` when the connection must end: `Err(None)` on QUIT or when the client went away,
+    /// `Err(Some(why))` when it stopped reading its replies for the idle timeout.
+    async fn answer(
+        &mut self,
+        pending: &mut [Vec<Bytes>],
+        out: &mut BytesMut,
+        stream: &mut TcpStream,
+    ) -> Result<(), Option<Closed>> {
+        let idle = self.app.cfg.client_idle_timeout;
+        let limits = self.app.replica.limits();
+        // Writes that answer an old value (SET .. GET, GETSET) answer up to a value each: a run
+        // holds no more of them than fit in one reply's worth.
+        let old_values_max = (limits.reply_bytes_max / limits.value_bytes_max.max(1)).max(1);
         let mut i = 0;
         while i < pending.len() {
-            let run_end = (i..pending.len()).find(|&j| !is_write(&pending[j])).unwrap_or(pending.len());
+            let run_end = write_run_end(pending, i, old_values_max);
             if run_end - i >= 2 {
                 for reply in self.execute_writes(&pending[i..run_end]).await {
                     encode(&reply, self.proto, out);
@@ -183,20 +220,19 @@ impl Conn {
             } else {
                 let reply = self.execute(std::mem::take(&mut pending[i])).await;
                 encode(&reply, self.proto, out);
+                drop(reply);
                 i += 1;
                 if self.quit {
-                    let _ = stream.write_all(out).await;
-                    return false;
+                    send(stream, out, idle).await?;
+                    return Err(None);
                 }
             }
             if out.len() >= WRITE_BUFFER_FLUSH_BYTES {
-                if stream.write_all(out).await.is_err() {
-                    return false;
-                }
+                send(stream, out, idle).await?;
                 out.clear();
             }
         }
-        true
+        Ok(())
     }
 
     /// Pipelined writes: one ordered hand-over to the replica, one reply each.
@@ -271,6 +307,48 @@ fn is_write(args: &[Bytes]) -> bool {
     lookup(&args[0]).is_some_and(table::Spec::is_write)
 }
 
+/// True for a write whose reply is the key's old value (GETSET, SET with GET).
+fn answers_old_value(args: &[Bytes]) -> bool {
+    match lookup(&args[0]).map(|s| s.name) {
+        Some("getset") => true,
+        Some("set") => args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"GET")),
+        _ => false,
+    }
+}
+
+/// Where the run of consecutive writes starting at `start` ends: at the first command that is
+/// not a write, or before the write that would make more than `old_values_max` answer an old
+/// value.
+fn write_run_end(pending: &[Vec<Bytes>], start: usize, old_values_max: usize) -> usize {
+    let mut old_values = 0;
+    for (j, args) in pending.iter().enumerate().skip(start) {
+        if !is_write(args) {
+            return j;
+        }
+        if answers_old_value(args) {
+            old_values += 1;
+            if old_values > old_values_max {
+                return j.max(start + 1);
+            }
+        }
+    }
+    pending.len()
+}
+
+/// Writes all of `out` to the client and empties it. `Err(Some(IdleTimeout))` when no byte
+/// goes out for `idle` (the client does not read its replies: what it has not taken stays
+/// bounded by one reply and [`WRITE_BUFFER_FLUSH_BYTES`]); `Err(None)` when the client went away.
+async fn send(stream: &mut TcpStream, out: &mut BytesMut, idle: Duration) -> Result<(), Option<Closed>> {
+    while !out.is_empty() {
+        match tokio::time::timeout(idle, stream.write(out)).await {
+            Err(_) => return Err(Some(Closed::IdleTimeout)),
+            Ok(Ok(0) | Err(_)) => return Err(None),
+            Ok(Ok(n)) => out.advance(n),
+        }
+    }
+    Ok(())
+}
+
 /// A write's command and reply kind, after the arity check.
 fn prepare_write(spec: &table::Spec, args: &[Bytes]) -> Result<(rampart_kv::Command, writes::WriteReply), Value> {
     match spec.exec {
@@ -284,5 +362,25 @@ fn split_host_port(addr: &str) -> (String, String) {
     match addr.rsplit_once(':') {
         Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.to_string()),
         None => (addr.to_string(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmds(list: &[&str]) -> Vec<Vec<Bytes>> {
+        list.iter().map(|c| c.split(' ').map(|w| Bytes::from(w.to_string())).collect()).collect()
+    }
+
+    #[test]
+    fn a_write_run_holds_no_more_old_values_than_one_reply_can() {
+        let p = cmds(&["SET a 1", "GETSET a 2", "SET a 3 GET", "set a 4 get", "INCR n", "GET a", "SET b 1"]);
+        assert_eq!(write_run_end(&p, 0, 10), 5, "a run ends at the first read");
+        assert_eq!(write_run_end(&p, 0, 2), 3, "and before a third write answering an old value");
+        assert_eq!(write_run_end(&p, 3, 1), 5);
+        assert_eq!(write_run_end(&p, 5, 1), 5, "a read starts no run");
+        assert_eq!(write_run_end(&p, 6, 1), 7);
+        assert!(!answers_old_value(&p[0]) && answers_old_value(&p[1]) && answers_old_value(&p[3]));
     }
 }

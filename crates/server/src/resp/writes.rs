@@ -98,7 +98,8 @@ pub fn decrby(args: &[Bytes]) -> Parsed {
 }
 
 pub fn append(args: &[Bytes]) -> Parsed {
-    Ok((Command::Append { key: key(args), value: args[2].to_vec() }, WriteReply::Integer))
+    // The replica binds it to its value limit (`Limits::bind`).
+    Ok((Command::Append { key: key(args), value: args[2].to_vec(), value_bytes_max: None }, WriteReply::Integer))
 }
 
 pub fn cas(args: &[Bytes]) -> Parsed {

@@ -63,6 +63,15 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The `rampart server` flags that give a node's client listeners TLS with the dev
+    /// server certificate.
+    pub fn client_flags(&self) -> Vec<String> {
+        let s = self.server();
+        vec!["--tls-cert".into(), s.cert.display().to_string(), "--tls-key".into(), s.key.display().to_string()]
+    }
+}
+
 /// True if both files exist, false if neither; an error if only one does.
 fn exists(p: &Pair) -> anyhow::Result<bool> {
     match (p.cert.exists(), p.key.exists()) {

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one storage node.
-    Server(server_config::ServerArgs),
+    Server(Box<server_config::ServerArgs>),
     /// Run the load balancer.
     Lb(lb_flags::LbArgs),
     /// Start a local three-node cluster plus a load balancer.
@@ -46,7 +46,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.cmd {
         Cmd::Server(args) => {
             init_tracing();
-            node::run_blocking(args)
+            node::run_blocking(*args)
         }
         Cmd::Lb(args) => {
             init_tracing();

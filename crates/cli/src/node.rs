@@ -27,8 +27,14 @@ pub fn run_blocking(args: ServerArgs) -> anyhow::Result<()> {
     rt.block_on(run(settings))
 }
 
-fn server_config(s: &NodeSettings) -> ServerConfig {
-    ServerConfig {
+fn server_config(s: &NodeSettings) -> anyhow::Result<ServerConfig> {
+    let tls = match &s.client_tls {
+        None => None,
+        Some((cert, key)) => Some(
+            rampart_tls::load_server_config(cert, key).with_context(|| format!("client TLS ({})", cert.display()))?,
+        ),
+    };
+    Ok(ServerConfig {
         resp_addr: s.resp_addr,
         http_addr: s.http_addr,
         request_timeout: s.request_timeout,
@@ -37,7 +43,8 @@ fn server_config(s: &NodeSettings) -> ServerConfig {
         client_header_timeout: s.client_header_timeout,
         client_idle_timeout: s.client_idle_timeout,
         scan_jobs_max: s.scan_jobs_max,
-    }
+        tls,
+    })
 }
 
 /// The peer transport of the node: its connection cap and, when configured, peer TLS. The
@@ -88,7 +95,7 @@ fn limits(s: &NodeSettings) -> Limits {
 /// Starts the node and its listeners; returns on SIGTERM or Ctrl-C, or with an error when
 /// replication stops on a fatal error.
 pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
-    let cfg = server_config(&s);
+    let cfg = server_config(&s)?;
     let transport = peer_transport(&s)?;
     let listeners = rampart_server::bind(&cfg).await?;
     check_mode(&s)?;

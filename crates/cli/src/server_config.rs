@@ -93,6 +93,13 @@ pub struct ServerArgs {
     /// Most inbound peer connections open at once; more are closed at once (default 256).
     #[arg(long)]
     pub peer_connections_max: Option<usize>,
+    /// Server certificate chain (PEM) for TLS on the client listeners (RESP and HTTP); needs
+    /// --tls-key too. Clients then use `redis-cli --tls --cacert CA` and `curl --cacert CA https://…`.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Largest reply to one request: MGET values, KEYS keys, one SCAN or list page (default
     /// 67108864). At least value_bytes_max.
     #[arg(long)]
@@ -139,6 +146,8 @@ struct FileConfig {
     peer_tls_cert: Option<PathBuf>,
     peer_tls_key: Option<PathBuf>,
     peer_connections_max: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     reply_bytes_max: Option<usize>,
     resp_connections_max: Option<usize>,
     http_connections_max: Option<usize>,
@@ -187,6 +196,8 @@ pub struct NodeSettings {
     /// Mutual TLS between peers; `None` for plaintext.
     pub peer_tls: Option<PeerTlsFiles>,
     pub peer_connections_max: usize,
+    /// TLS on the client listeners: (certificate chain, key); `None` for plaintext.
+    pub client_tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The PEM files of a node's peer TLS.
@@ -283,6 +294,12 @@ impl ServerArgs {
             ],
             &field,
         )?;
+        let client_tls = match (self.tls_cert.clone().or(file.tls_cert), self.tls_key.clone().or(file.tls_key)) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => return Err(field("tls_key", "tls_cert needs tls_key too".into())),
+            (None, Some(_)) => return Err(field("tls_cert", "tls_key needs tls_cert too".into())),
+        };
         let peer_connections_max =
             self.peer_connections_max.or(file.peer_connections_max).unwrap_or(DEFAULT_PEER_CONNECTIONS_MAX);
         if !(1..=PEER_CONNECTIONS_MAX_CEILING).contains(&peer_connections_max) {
@@ -361,6 +378,7 @@ impl ServerArgs {
             peer_heartbeat_ms,
             peer_tls,
             peer_connections_max,
+            client_tls,
         })
     }
 }

@@ -26,8 +26,10 @@ pub struct UpArgs {
     /// BASE+10+N, peer BASE+20+N.
     #[arg(long)]
     pub base_port: Option<u16>,
-    /// Mutual TLS between the nodes: makes a dev CA and node certificates under
-    /// DATA_DIR/certs (kept across runs) and starts every node with them.
+    /// TLS everywhere: makes a dev CA and certificates under DATA_DIR/certs
+    /// (kept across runs); the nodes authenticate each other with mutual TLS,
+    /// and the nodes' and the balancer's RESP and HTTP listeners serve TLS
+    /// (`redis-cli --tls --cacert DATA_DIR/certs/ca.pem`, `curl --cacert …`).
     #[arg(long)]
     pub tls: bool,
 }
@@ -156,6 +158,7 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
             .args(["--peer-addr", &p.peer, "--resp-addr", &p.resp, "--http-addr", &p.http])
             .args(["--initial-cluster", &cluster, "--replication", &args.replication])
             .args(certs.as_ref().map(|c| c.node_flags(p.id)).unwrap_or_default())
+            .args(certs.as_ref().map(|c| c.client_flags()).unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -164,14 +167,14 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
         let child = child.spawn().with_context(|| format!("cannot start node {}", p.id))?;
         procs.children.push((format!("node {}", p.id), child, log));
     }
-    let lb = crate::uplb::start(&exe, &args.data_dir, &layout, args.replication == "multi-master")?;
+    let lb = crate::uplb::start(&exe, &args.data_dir, &layout, args.replication == "multi-master", certs.as_ref())?;
     let lb_desc = lb.as_ref().map(|l| l.describe());
     if let Some(l) = lb {
         procs.children.push((l.name.clone(), l.child, l.log));
     }
 
     let result = tokio::select! {
-        r = wait_ready(&args, ports, &mut procs) => r,
+        r = wait_ready(&args, ports, &mut procs, certs.as_ref()) => r,
         _ = rampart_server::wait_for_signal() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = result {
@@ -183,6 +186,10 @@ async fn run_async(args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(c) = &certs {
         println!("peer TLS on: nodes authenticate each other with certificates in {}", c.dir.display());
+        println!(
+            "client TLS on: redis-cli --tls --cacert {ca} -p <RESP port>; curl --cacert {ca} https://localhost:<HTTP port>/v1/status",
+            ca = c.ca().cert.display()
+        );
     }
     println!("cluster ready; data in {}; press Ctrl-C to stop", args.data_dir.display());
 
@@ -223,7 +230,16 @@ fn peer_certs(args: &UpArgs, ports: &[NodePorts]) -> anyhow::Result<crate::certs
 
 /// Waits until every node answers and one reports itself leader, then prints
 /// one line per node.
-async fn wait_ready(args: &UpArgs, ports: &[NodePorts], procs: &mut Procs) -> anyhow::Result<()> {
+async fn wait_ready(
+    args: &UpArgs,
+    ports: &[NodePorts],
+    procs: &mut Procs,
+    certs: Option<&crate::certs::Layout>,
+) -> anyhow::Result<()> {
+    let tls = match certs {
+        None => None,
+        Some(c) => Some(rampart_tls::load_client_config(&c.ca().cert).context("the dev CA of up --tls")?),
+    };
     let deadline = Instant::now() + Duration::from_secs(args.ready_timeout_s);
     let mut roles: Vec<Option<String>> = vec![None; ports.len()];
     loop {
@@ -233,7 +249,10 @@ async fn wait_ready(args: &UpArgs, ports: &[NodePorts], procs: &mut Procs) -> an
             }
         }
         for (i, p) in ports.iter().enumerate() {
-            roles[i] = node_role(&p.resp).await;
+            roles[i] = match &tls {
+                None => node_role(&p.resp).await,
+                Some(tls) => node_role_https(&p.http, tls.clone()).await,
+            };
         }
         let leader = roles.iter().any(|r| r.as_deref() == Some("leader"));
         let multi = args.replication == "multi-master";
@@ -251,9 +270,11 @@ async fn wait_ready(args: &UpArgs, ports: &[NodePorts], procs: &mut Procs) -> an
     }
     for (i, p) in ports.iter().enumerate() {
         println!(
-            "node {} ready: RESP {}  HTTP http://{}  role {}  (log {})",
+            "node {} ready: RESP {}{}  HTTP {}://{}  role {}  (log {})",
             p.id,
             p.resp,
+            if tls.is_some() { " (TLS)" } else { "" },
+            if tls.is_some() { "https" } else { "http" },
             p.http,
             roles[i].as_deref().unwrap_or("?"),
             args.data_dir.join(format!("node{}.log", p.id)).display()
@@ -279,6 +300,13 @@ async fn node_role(resp_addr: &str) -> Option<String> {
         text.lines().find_map(|l| l.strip_prefix("role:")).map(|r| r.trim().to_string())
     };
     tokio::time::timeout(Duration::from_secs(1), fut).await.ok().flatten()
+}
+
+/// The node's role from `GET /v1/status` over HTTPS (`up --tls`), or None if it does not answer.
+async fn node_role_https(http_addr: &str, tls: std::sync::Arc<rampart_tls::rustls::ClientConfig>) -> Option<String> {
+    let client = rampart_client::Client::with_tls(vec![http_addr.to_string()], Duration::from_secs(1), tls).ok()?;
+    let status = client.status().await.ok()?;
+    Some(if status.role == "peer" { "peer (multi-master)".to_string() } else { status.role })
 }
 
 /// Makes the child get SIGTERM if `rampart up` itself dies (even by SIGKILL),

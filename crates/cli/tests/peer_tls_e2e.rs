@@ -261,6 +261,31 @@ fn free_block() -> u16 {
     panic!("no block of 31 free ports");
 }
 
+/// Runs `redis-cli --tls` against 127.0.0.1:`port` until it prints `want` (the balancer may
+/// still be checking its backends), within a deadline; returns the output.
+fn until_cli_ok(ca: &Path, port: u16, args: &[&str], want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(ca)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed (.ci/run installs redis-server)");
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if got == want {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-cli {args:?} on port {port}: {got:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_tls_starts_a_cluster_whose_peers_refuse_plaintext() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,10 +315,32 @@ async fn up_with_tls_starts_a_cluster_whose_peers_refuse_plaintext() {
     assert!(lines.iter().any(|l| l.starts_with("peer TLS on")), "{lines:?}");
     assert!(dir.path().join("certs/node-3.pem").exists());
 
-    let mut lb =
-        RespClient::connect(format!("127.0.0.1:{base}")).await.unwrap().with_read_timeout(Duration::from_secs(10));
-    assert_eq!(until_ok(&mut lb, &["SET", "up/tls", "yes"]).await, Value::ok());
-    assert_eq!(bulk(&until_ok(&mut lb, &["GET", "up/tls"]).await).as_deref(), Some("yes"));
+    let ca = dir.path().join("certs/ca.pem");
+    assert!(lines.iter().any(|l| l.starts_with("client TLS on")), "{lines:?}");
+    // The balancer's RESP frontend and a node's RESP port speak TLS to redis-cli.
+    for port in [base, base + 1] {
+        let set = until_cli_ok(&ca, port, &["SET", "up/tls", "yes"], "OK");
+        assert_eq!(set, "OK");
+        assert_eq!(until_cli_ok(&ca, port, &["GET", "up/tls"], "yes"), "yes");
+    }
+    // A plaintext RESP client gets no answer from a TLS listener.
+    let mut plain = RespClient::connect(format!("127.0.0.1:{}", base + 1))
+        .await
+        .unwrap()
+        .with_read_timeout(Duration::from_secs(10));
+    assert!(plain.cmd_str(&["PING"]).await.is_err(), "plaintext RESP must not be served");
+    // curl over HTTPS, through the balancer and straight to node 2.
+    for port in [base + 10, base + 12] {
+        let url = format!("https://localhost:{port}/v1/kv/up/tls");
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+            .arg(&ca)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "yes", "{url}");
+    }
     // Node 1's peer port speaks only TLS.
     let got = send_plaintext(&format!("127.0.0.1:{}", base + 21), b"hello").await;
     assert!(got.is_empty() || got[0] == 0x15, "{got:?}");

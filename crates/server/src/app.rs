@@ -27,6 +27,8 @@ pub struct App {
     pub started: Instant,
     pub scan_cursors: crate::scan::CursorTable,
     scan_jobs: Arc<Semaphore>,
+    /// Terminates TLS on both client listeners when [`ServerConfig::tls`] is set.
+    pub tls: Option<rampart_tls::tokio_rustls::TlsAcceptor>,
 }
 
 /// One of the `scan_jobs_max` slots, held for a long request's whole life.
@@ -51,7 +53,9 @@ impl App {
 
     pub fn new(replica: Arc<dyn Replica>, cfg: ServerConfig) -> Arc<App> {
         let scan_jobs = Arc::new(Semaphore::new(cfg.scan_jobs_max));
+        let tls = cfg.tls.clone().map(rampart_tls::tokio_rustls::TlsAcceptor::from);
         Arc::new(App {
+            tls,
             replica,
             cfg,
             metrics: Metrics::default(),

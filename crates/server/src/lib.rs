@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub scan_jobs_max: usize,
+    /// TLS for both client listeners (RESP and HTTP): the server certificate, from
+    /// [`rampart_tls::load_server_config`]. `None` serves plaintext.
+    pub tls: Option<Arc<rampart_tls::rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -63,6 +66,7 @@ impl ServerConfig {
             client_header_timeout: Duration::from_millis(CLIENT_HEADER_TIMEOUT_MS_DEFAULT),
             client_idle_timeout: Duration::from_millis(CLIENT_IDLE_TIMEOUT_MS_DEFAULT),
             scan_jobs_max: SCAN_JOBS_MAX_DEFAULT,
+            tls: None,
         }
     }
 }

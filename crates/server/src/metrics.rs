@@ -47,6 +47,8 @@ pub enum Closed {
     HeaderTimeout,
     /// No request, or no progress on a reply, within the idle timeout.
     IdleTimeout,
+    /// The TLS handshake failed or was not complete within the header timeout.
+    TlsHandshake,
 }
 
 /// What one client listener counts.
@@ -58,6 +60,7 @@ pub struct ListenerStats {
     pub refused: Counter,
     pub closed_header_timeout: Counter,
     pub closed_idle_timeout: Counter,
+    pub closed_tls_handshake: Counter,
 }
 
 impl ListenerStats {
@@ -65,6 +68,7 @@ impl ListenerStats {
         match why {
             Closed::HeaderTimeout => self.closed_header_timeout.inc(),
             Closed::IdleTimeout => self.closed_idle_timeout.inc(),
+            Closed::TlsHandshake => self.closed_tls_handshake.inc(),
         }
     }
 
@@ -184,8 +188,11 @@ impl Metrics {
             writeln!(out, "# HELP rampart_client_connections_closed_total Connections the server closed, by reason.");
         let _ = writeln!(out, "# TYPE rampart_client_connections_closed_total counter");
         for (api, s) in apis {
-            for (reason, c) in [("header_timeout", &s.closed_header_timeout), ("idle_timeout", &s.closed_idle_timeout)]
-            {
+            for (reason, c) in [
+                ("header_timeout", &s.closed_header_timeout),
+                ("idle_timeout", &s.closed_idle_timeout),
+                ("tls_handshake", &s.closed_tls_handshake),
+            ] {
                 let _ = writeln!(
                     out,
                     "rampart_client_connections_closed_total{{api=\"{api}\",reason=\"{reason}\"}} {}",

@@ -19,10 +19,10 @@ use rampart_kv::limits::PIPELINE_COMMANDS_MAX;
 use rampart_kv::{Consistency, KvError};
 use rampart_resp::{encode, Limits, Protocol, RequestDecoder, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::listen::{Gate, ACCEPT_RETRY_DELAY, REFUSAL_TIMEOUT};
+use crate::listen::{client_stream, ClientStream, Gate, ACCEPT_RETRY_DELAY, REFUSAL_TIMEOUT};
 use crate::metrics::Closed;
 use table::{lookup, unknown_command, Exec};
 
@@ -59,6 +59,14 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
         let app = app.clone();
         tokio::spawn(async move {
             let _open = app.metrics.resp.open_guard();
+            let stream = match client_stream(stream, app.tls.as_ref(), app.cfg.client_header_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "RESP TLS handshake failed");
+                    app.metrics.resp.closed(Closed::TlsHandshake);
+                    return;
+                }
+            };
             if let Some(why) = Conn::new(app.clone()).run(stream).await {
                 app.metrics.resp.closed(why);
             }
@@ -106,7 +114,7 @@ impl Conn {
     }
 
     /// Serves the connection until it ends; `Some(why)` when the server closed it on a timeout.
-    async fn run(mut self, mut stream: TcpStream) -> Option<Closed> {
+    async fn run(mut self, mut stream: ClientStream) -> Option<Closed> {
         let kv_limits = self.app.replica.limits();
         let max = kv_limits.value_bytes_max.max(kv_limits.key_bytes_max);
         let limits = Limits {
@@ -202,7 +210,7 @@ impl Conn {
         &mut self,
         pending: &mut [Vec<Bytes>],
         out: &mut BytesMut,
-        stream: &mut TcpStream,
+        stream: &mut ClientStream,
     ) -> Result<(), Option<Closed>> {
         let idle = self.app.cfg.client_idle_timeout;
         let limits = self.app.replica.limits();
@@ -338,7 +346,7 @@ fn write_run_end(pending: &[Vec<Bytes>], start: usize, old_values_max: usize) ->
 /// Writes all of `out` to the client and empties it. `Err(Some(IdleTimeout))` when no byte
 /// goes out for `idle` (the client does not read its replies: what it has not taken stays
 /// bounded by one reply and [`WRITE_BUFFER_FLUSH_BYTES`]); `Err(None)` when the client went away.
-async fn send(stream: &mut TcpStream, out: &mut BytesMut, idle: Duration) -> Result<(), Option<Closed>> {
+async fn send(stream: &mut ClientStream, out: &mut BytesMut, idle: Duration) -> Result<(), Option<Closed>> {
     while !out.is_empty() {
         match tokio::time::timeout(idle, stream.write(out)).await {
             Err(_) => return Err(Some(Closed::IdleTimeout)),

@@ -258,8 +258,8 @@ const FIRED_HEADER: u8 = 2;
 
 /// A socket that fails with `TimedOut` when a request head is not complete within `header` of
 /// its first byte, or when no byte has moved either way for `idle` while the server waits on
-/// it. The service tells it when a head is complete ([`BUSY`]) and when the reply is handed
-/// back ([`WAITING`]).
+/// it. The service tells it when a head is complete (busy) and when the reply is handed
+/// back (waiting).
 pub struct TimedIo<S> {
     inner: S,
     header: Duration,

@@ -150,6 +150,8 @@ pub struct RaftNode {
     boot: (u64, u64),
     /// Quorum silence after which a leader refuses writes as CLUSTERDOWN.
     quorum_silence_ms: u64,
+    /// The snapshot being received, for `validate::SnapshotProgress`.
+    snapshot_progress: Mutex<crate::validate::SnapshotProgress>,
 }
 
 /// openraft's settings for a node.
@@ -161,7 +163,8 @@ fn openraft_config(cfg: &NodeConfig) -> Result<openraft::Config, StartError> {
         election_timeout_max: cfg.election_timeout_ms * 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
-        max_payload_entries: 512,
+        // Receivers refuse appends with more (`validate`).
+        max_payload_entries: crate::validate::APPEND_ENTRIES_MAX as u64,
         install_snapshot_timeout: 5_000,
         // A learner counts as caught up (and may be promoted) once it is within this many
         // entries of the leader.
@@ -183,6 +186,14 @@ pub enum StartError {
     Config(String),
     #[error("raft failed to start: {0}")]
     Raft(String),
+    /// The data dir holds a term or log index above the bounds peers' messages are held to:
+    /// state a forged or buggy message left before they were checked. openraft would panic on
+    /// it (a term near `u64::MAX` overflows at the next election), so the node does not start.
+    #[error(
+        "refusing to start: {0}; the data dir was written from a forged or buggy peer message (or this node's \
+         clock is far behind). Restore the data dir from a backup, or wipe it and re-add the node"
+    )]
+    OutOfBounds(String),
 }
 
 impl RaftNode {
@@ -190,6 +201,7 @@ impl RaftNode {
     /// pristine data dir whose node is in `initial_cluster`, bootstraps it.
     pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
         let store = Arc::new(Store::open_dir(&cfg.data_dir)?);
+        crate::store::check_bounds(&store, &crate::validate::Bounds::now()).map_err(StartError::OutOfBounds)?;
         let progress = Arc::new(Progress::default());
         let raft_cfg = openraft_config(&cfg)?;
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
@@ -231,6 +243,7 @@ impl RaftNode {
             leader_probe: std::sync::atomic::AtomicBool::new(false),
             boot,
             quorum_silence_ms,
+            snapshot_progress: Mutex::new(Default::default()),
             cfg,
         });
         tokio::spawn(rampart_transport::serve(

@@ -160,7 +160,7 @@ fn openraft_config(cfg: &NodeConfig) -> Result<openraft::Config, StartError> {
         cluster_name: "rampart".into(),
         heartbeat_interval: cfg.heartbeat_interval_ms,
         election_timeout_min: cfg.election_timeout_ms,
-        election_timeout_max: cfg.election_timeout_ms * 2,
+        election_timeout_max: cfg.election_timeout_ms.saturating_mul(2),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
         // Receivers refuse appends with more (`validate`).
@@ -217,7 +217,7 @@ impl RaftNode {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let quorum_silence_ms = (cfg.election_timeout_ms * 4).max(1000);
+        let quorum_silence_ms = cfg.election_timeout_ms.saturating_mul(4).max(1000);
         // Read from disk: openraft's metrics are not loaded yet at this point.
         let boot = crate::store::boot_state(&store).map_err(|e| StartError::Raft(e.to_string()))?;
         let me = NodeInfo {

@@ -32,6 +32,15 @@ pub const DEFAULT_PEER_HEARTBEAT_MS: u64 = 100;
 pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = rampart_transport::INBOUND_CONNECTIONS_MAX_DEFAULT;
 /// Highest `peer_connections_max` accepted.
 pub const PEER_CONNECTIONS_MAX_CEILING: usize = 65_536;
+/// Largest `election_timeout_ms` (one minute). The node computes with multiples of it (the upper
+/// bound of the randomized timeout, the quorum-silence limit), which must not overflow.
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+/// Largest `request_timeout_ms` (one hour): deadlines are `now + request_timeout`, which must
+/// stay representable.
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 3_600_000;
+/// Largest `snapshot_logs`: a log this long between snapshots is already far beyond memory and
+/// disk sense, and openraft adds it to log indexes.
+pub const SNAPSHOT_LOGS_MAX: u64 = 100_000_000;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServerArgs {
@@ -254,6 +263,12 @@ impl ServerArgs {
             self.heartbeat_interval_ms.or(file.heartbeat_interval_ms).unwrap_or(DEFAULT_HEARTBEAT_INTERVAL_MS);
         let election_timeout_ms =
             self.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(DEFAULT_ELECTION_TIMEOUT_MS);
+        if election_timeout_ms > ELECTION_TIMEOUT_MS_MAX {
+            return Err(field(
+                "election_timeout_ms",
+                format!("{election_timeout_ms} is above the maximum of {ELECTION_TIMEOUT_MS_MAX}"),
+            ));
+        }
         check_timing(heartbeat_interval_ms, election_timeout_ms, &field)?;
         let replication = match self.replication.clone().or(file.replication).as_deref() {
             None | Some("leader") => Replication::Leader,
@@ -264,8 +279,11 @@ impl ServerArgs {
         };
         let request_timeout_ms =
             self.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS);
-        if request_timeout_ms == 0 {
-            return Err(field("request_timeout_ms", "must be positive".into()));
+        if !(1..=REQUEST_TIMEOUT_MS_MAX).contains(&request_timeout_ms) {
+            return Err(field(
+                "request_timeout_ms",
+                format!("{request_timeout_ms} is outside 1..={REQUEST_TIMEOUT_MS_MAX}"),
+            ));
         }
         let key_bytes_max = self.key_bytes_max.or(file.key_bytes_max).unwrap_or(DEFAULT_KEY_BYTES_MAX);
         let value_bytes_max = self.value_bytes_max.or(file.value_bytes_max).unwrap_or(DEFAULT_VALUE_BYTES_MAX);
@@ -281,6 +299,9 @@ impl ServerArgs {
         let snapshot_logs = self.snapshot_logs.or(file.snapshot_logs).unwrap_or(DEFAULT_SNAPSHOT_LOGS);
         if snapshot_logs < 10 {
             return Err(field("snapshot_logs", format!("{snapshot_logs} is below the minimum of 10")));
+        }
+        if snapshot_logs > SNAPSHOT_LOGS_MAX {
+            return Err(field("snapshot_logs", format!("{snapshot_logs} is above the maximum of {SNAPSHOT_LOGS_MAX}")));
         }
         let peer_heartbeat_ms = self.peer_heartbeat_ms.or(file.peer_heartbeat_ms).unwrap_or(DEFAULT_PEER_HEARTBEAT_MS);
         if !(10..=60_000).contains(&peer_heartbeat_ms) {
@@ -515,6 +536,35 @@ mod tests {
         assert_eq!(c.peer_addr.to_string(), "127.0.0.1:7001");
         assert_eq!(c.heartbeat_interval_ms, DEFAULT_HEARTBEAT_INTERVAL_MS);
         assert_eq!(c.replication, Replication::Leader);
+    }
+
+    /// Found by reading along the `server_config` fuzz target: `--election-timeout-ms
+    /// 18446744073709551615` passed validation and the node panicked multiplying it at start
+    /// (and a huge request timeout would panic adding it to `Instant::now()` on a request).
+    #[test]
+    fn timings_and_counts_that_would_overflow_at_run_time_are_refused() {
+        let mut a = args();
+        a.election_timeout_ms = Some(u64::MAX);
+        a.heartbeat_interval_ms = Some(u64::MAX / 4);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("election_timeout_ms") && e.contains("maximum of 60000"), "{e}");
+        let mut a = args();
+        a.election_timeout_ms = Some(ELECTION_TIMEOUT_MS_MAX);
+        assert!(a.resolve().is_ok());
+        let mut a = args();
+        a.request_timeout_ms = Some(u64::MAX);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("request_timeout_ms") && e.contains("1..=3600000"), "{e}");
+        let c = {
+            let mut a = args();
+            a.request_timeout_ms = Some(REQUEST_TIMEOUT_MS_MAX);
+            a.resolve().unwrap()
+        };
+        assert!(std::time::Instant::now().checked_add(c.request_timeout).is_some());
+        let mut a = args();
+        a.snapshot_logs = Some(u64::MAX);
+        let e = a.resolve().unwrap_err().to_string();
+        assert!(e.contains("snapshot_logs") && e.contains("maximum"), "{e}");
     }
 
     #[test]

@@ -160,6 +160,21 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
     Parse::Simple(Simple { parts, body_len: fields.body_len, close: fields.close })
 }
 
+/// Runs the fast path's request-head parser on `input`, for the fuzz target in `fuzz/`: what it
+/// decided (`simple`, `partial`, `handoff`, `bad`), the bytes it consumed, and a simple
+/// request's body length.
+#[doc(hidden)]
+pub fn parse_head_for_fuzzing(input: &[u8], body_max: usize) -> (&'static str, usize, usize) {
+    let mut buf = BytesMut::from(input);
+    let (kind, body_len) = match parse(&mut buf, body_max) {
+        Parse::Simple(s) => ("simple", s.body_len),
+        Parse::Partial => ("partial", 0),
+        Parse::HandOff => ("handoff", 0),
+        Parse::Bad => ("bad", 0),
+    };
+    (kind, input.len() - buf.len(), body_len)
+}
+
 /// What the fast path takes from a simple request's header fields.
 struct Fields {
     /// Name and value position in the head, per field.

@@ -46,6 +46,7 @@ struct Handled {
 /// Runs every live job through the acceptor in arrival order; expired jobs are skipped unanswered.
 fn handle_jobs(acceptor: &mut Acceptor, jobs: Vec<AcceptorJob>, me: NodeId, shared: &Shared) -> Handled {
     let mut h = Handled { writes: HashMap::new(), replies: Vec::with_capacity(jobs.len()), foreign: Vec::new() };
+    let ceiling = shared.ballot_ceiling();
     for job in jobs {
         if job.reply.is_closed() || job.received.elapsed() > shared.peer_call_timeout {
             shared.stats.acceptor_jobs_expired.fetch_add(1, Ordering::Relaxed);
@@ -57,7 +58,7 @@ fn handle_jobs(acceptor: &mut Acceptor, jobs: Vec<AcceptorJob>, me: NodeId, shar
             if request.ballot().node != me && !matches!(request, Request::Peek { .. }) {
                 h.foreign.push((request.key().to_vec(), request.ballot()));
             }
-            let (write, reply) = acceptor.handle(request).into_parts();
+            let (write, reply) = acceptor.handle(request, ceiling).into_parts();
             if let Some(w) = write {
                 // Later writes of the same key in this batch supersede earlier ones.
                 h.writes.insert(w.key, w.state);

@@ -50,7 +50,8 @@ impl From<PaxosError> for MmError {
             PaxosError::Ambiguous
             | PaxosError::Config { .. }
             | PaxosError::CounterExhausted
-            | PaxosError::CorruptState { .. } => MmError::Internal(msg),
+            | PaxosError::CorruptState { .. }
+            | PaxosError::AboveCeiling { .. } => MmError::Internal(msg),
         }
     }
 }

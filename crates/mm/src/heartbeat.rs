@@ -76,7 +76,9 @@ async fn hello(n: Arc<MmNode>, id: u64, peer: Peer, payload: Bytes) {
     let mut rtt_ms = None;
     if let Ok(b) = peer.call(payload, Duration::from_secs(1)).await {
         if let Ok(PeerResponse::Hello { id: rid, info, seen_you }) = wire::decode::<PeerResponse>(&b) {
-            if rid == id {
+            if let Err(e) = crate::validate::check_info(&info) {
+                tracing::warn!(peer = id, error = %e, "ignoring an invalid hello answer");
+            } else if rid == id {
                 if n.shared.in_probation() {
                     n.first_boot_answer(id, seen_you).await;
                 }

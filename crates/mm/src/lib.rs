@@ -12,7 +12,7 @@
 //! Files, one mechanism each: `start` (checks, durable state, tasks), `changes` (client changes
 //! to the proposer task), `acceptor_task`, `proposer_task`, `peer_server` (what peers ask),
 //! `heartbeat` (hellos and the dead set), `first_boot`, `scan`, `wire` (peer messages, the
-//! register record), `command` (client commands as per-key changes), `replica` (the
+//! register record), `validate` (what every peer message must keep to), `command` (client commands as per-key changes), `replica` (the
 //! `rampart_kv::Replica` the client APIs use), `error`.
 //!
 //! Protocol and safety arguments: `docs/paxos.md`.
@@ -28,6 +28,7 @@ mod proposer_task;
 mod replica;
 mod scan;
 mod start;
+pub mod validate;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashSet};
@@ -107,12 +108,17 @@ pub struct Shared {
     /// `wire::membership_fingerprint` of the members, sent with every request.
     pub cluster: u64,
     pub started: Instant,
+    /// The wall clock at `started`, in milliseconds since 1970: with `started`, the clock the
+    /// ballot ceiling follows (monotonic from here on, so a clock step after start moves nothing).
+    pub unix_ms_at_start: u64,
     pub peers: BTreeMap<u64, Peer>,
     pub peer_call_timeout: Duration,
     /// Peers the failure detector calls dead: their links send nothing (a stopped peer would
     /// otherwise pile frames up in the transport) until heartbeats come back.
     pub peers_dead: BTreeMap<u64, std::sync::atomic::AtomicBool>,
     pub stats: Stats,
+    /// What peers' Paxos requests and scans must keep to (`validate`).
+    pub peer_limits: validate::PeerLimits,
     /// Peers this node has exchanged Paxos messages with; persisted before the first exchange
     /// with each counts (`SEEN_PEERS_META_KEY`).
     seen: tokio::sync::Mutex<std::collections::BTreeSet<u64>>,
@@ -134,6 +140,12 @@ impl Shared {
 
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// The ballot counter ceiling now (`docs/paxos.md`, "Ballot bounds"): the same clock the
+    /// proposer's ceiling follows.
+    pub fn ballot_ceiling(&self) -> rampart_paxos::CounterCeiling {
+        rampart_paxos::CounterCeiling::at_unix_ms(self.unix_ms_at_start.saturating_add(self.now_ms()))
     }
 
     fn set_fatal(&self, reason: String) {

@@ -11,6 +11,7 @@ use rampart_transport::{BoxFuture, Handler, PeerIdentity};
 use tokio::sync::oneshot;
 
 use crate::acceptor_task::AcceptorJob;
+use crate::validate;
 use crate::wire::{self, Envelope, PeerRequest, PeerResponse};
 use crate::{MmNode, SCAN_PAGE_MAX};
 
@@ -18,6 +19,7 @@ impl MmNode {
     pub(crate) async fn handle_peer(&self, env: Envelope) -> Result<PeerResponse, String> {
         let from = env.from;
         check_sender(self.cfg.id, |id| self.cfg.members.contains_key(&id), self.shared.cluster, &env)?;
+        validate::check_request(&env, &self.shared.peer_limits)?;
         match env.request {
             PeerRequest::Hello { info } => {
                 self.health.lock().received(PeerId(from), self.shared.now_ms());
@@ -45,6 +47,7 @@ impl MmNode {
                 Err("this node's first-boot check has not finished".into())
             }
             PeerRequest::Scan { prefix, after, limit, values } => {
+                // Checked to be within 1..=SCAN_PAGE_MAX by `validate::check_request`.
                 let limit = (limit as usize).clamp(1, SCAN_PAGE_MAX);
                 let (registers, more) = self.local_scan(&prefix, after.as_deref(), limit, values)?;
                 Ok(PeerResponse::Scan { registers, more })

@@ -19,6 +19,7 @@ use rampart_storage::{Durability, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::acceptor_task::AcceptorJob;
+use crate::validate::{self, PAXOS_REQUESTS_PER_FRAME_MAX};
 use crate::wire::{self, PeerRequest, PeerResponse};
 use crate::{Shared, COUNTER_FLOOR_META_KEY};
 
@@ -157,7 +158,7 @@ impl ProposerTask {
             }
             ProposerEvent::Foreign(seen) => {
                 for (key, ballot) in seen {
-                    self.proposer.observe_foreign(&key, ballot);
+                    self.proposer.observe_foreign(now, &key, ballot);
                 }
                 true
             }
@@ -265,6 +266,7 @@ async fn peer_link(
         }
         // The first request always goes, even one over the byte limit alone.
         let frame = split_at_bytes(&mut pending);
+        let sent = frame.len();
         if shared.peers_dead.get(&to.0).is_some_and(|d| d.load(Ordering::Relaxed)) {
             // The detector calls the peer dead: drop, as the network would, until it is back.
             shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +279,7 @@ async fn peer_link(
                 continue;
             }
         };
-        tokio::spawn(exchange(to, peer.clone(), payload, events.clone(), shared.clone(), permit));
+        tokio::spawn(exchange(to, peer.clone(), (payload, sent), events.clone(), shared.clone(), permit));
     }
 }
 
@@ -286,7 +288,7 @@ async fn peer_link(
 async fn exchange(
     to: NodeId,
     peer: rampart_transport::Peer,
-    payload: bytes::Bytes,
+    (payload, sent): (bytes::Bytes, usize),
     events: mpsc::Sender<ProposerEvent>,
     shared: Arc<Shared>,
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -295,6 +297,10 @@ async fn exchange(
     let Ok(Ok(bytes)) = tokio::time::timeout(timeout, peer.call(payload, timeout)).await else { return };
     match wire::decode::<PeerResponse>(&bytes) {
         Ok(PeerResponse::Paxos { id, replies }) if id == to.0 => {
+            if let Err(e) = validate::check_replies(&replies, sent, &shared.peer_limits) {
+                tracing::warn!(peer = to.0, error = %e, "dropping invalid Paxos replies");
+                return;
+            }
             // Durable before the peer's answers can count in a quorum.
             if let Err(e) = shared.note_seen(to.0).await {
                 shared.set_fatal(format!("cannot record a peer as seen: {e}"));
@@ -317,13 +323,14 @@ fn request_bytes(r: &Request) -> usize {
     }
 }
 
-/// Takes the longest prefix of `pending` within [`PEER_BATCH_BYTES_MAX`] bytes.
+/// Takes the longest prefix of `pending` within [`PEER_BATCH_BYTES_MAX`] bytes and
+/// [`PAXOS_REQUESTS_PER_FRAME_MAX`] requests (what the receiving peer accepts in one frame).
 fn split_at_bytes(pending: &mut Vec<Request>) -> Vec<Request> {
     let mut bytes = 0;
     let mut n = 0;
     for r in pending.iter() {
         let b = request_bytes(r);
-        if n > 0 && bytes + b > PEER_BATCH_BYTES_MAX {
+        if n == PAXOS_REQUESTS_PER_FRAME_MAX || (n > 0 && bytes + b > PEER_BATCH_BYTES_MAX) {
             break;
         }
         bytes += b;
@@ -360,5 +367,9 @@ mod tests {
         assert_eq!(pending.len(), 1);
         let mut empty = Vec::new();
         assert!(split_at_bytes(&mut empty).is_empty());
+        // Small requests: the count bound splits them, as the receiver requires.
+        let mut small = vec![accept(1); PAXOS_REQUESTS_PER_FRAME_MAX + 5];
+        assert_eq!(split_at_bytes(&mut small).len(), PAXOS_REQUESTS_PER_FRAME_MAX);
+        assert_eq!(small.len(), 5);
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use rampart_storage::Store;
 
+use crate::validate;
 use crate::wire::{self, PeerRequest, PeerResponse, ScannedRegister};
 use crate::{MmError, MmNode, SCAN_PAGE_MAX};
 
@@ -72,13 +73,21 @@ impl MmNode {
             limit: limit as u32,
             values,
         };
-        let answers = self.gather(local, req).await?;
+        let answers = self.gather(local, req, (prefix, after, limit)).await?;
         Ok(merge(answers))
     }
 
     /// This node's page and the pages of enough peers for a majority, asked all at once; fails
     /// when fewer than a majority answer within the request timeout.
-    async fn gather(&self, local: NodePage, req: PeerRequest) -> Result<Vec<NodePage>, MmError> {
+    /// Each answer must fit what was asked (`asked`: prefix, cursor, page size), see
+    /// [`validate::check_scan_page`]; one that does not counts as no answer.
+    async fn gather(
+        &self,
+        local: NodePage,
+        req: PeerRequest,
+        asked: (&[u8], Option<&[u8]>, usize),
+    ) -> Result<Vec<NodePage>, MmError> {
+        let (prefix, after, limit) = asked;
         let mut answers = vec![local];
         let needed = self.quorum();
         let payload = wire::encode(&self.shared.envelope(req)).map_err(MmError::Internal)?;
@@ -87,10 +96,28 @@ impl MmNode {
         for peer in self.shared.peers.values() {
             let peer = peer.clone();
             let payload = payload.clone();
+            let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+            let shared = self.shared.clone();
             set.spawn(async move {
                 match tokio::time::timeout(timeout, peer.call(payload, timeout)).await {
                     Ok(Ok(b)) => match wire::decode::<PeerResponse>(&b) {
-                        Ok(PeerResponse::Scan { registers, more }) => Some((registers, more)),
+                        Ok(PeerResponse::Scan { registers, more }) => {
+                            let checked = validate::check_scan_page(
+                                &registers,
+                                &prefix,
+                                after.as_deref(),
+                                limit,
+                                &shared.peer_limits,
+                                shared.ballot_ceiling(),
+                            );
+                            match checked {
+                                Ok(()) => Some((registers, more)),
+                                Err(e) => {
+                                    tracing::warn!(peer = %peer.addr(), error = %e, "dropping an invalid scan page");
+                                    None
+                                }
+                            }
+                        }
                         _ => None,
                     },
                     _ => None,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use rampart_membership::{Heartbeats, PeerId, PhiConfig};
-use rampart_paxos::{Acceptor, NodeId, Proposer, ProposerConfig, RegisterState};
+use rampart_paxos::{Acceptor, CounterCeiling, NodeId, Proposer, ProposerConfig, RegisterState};
 use rampart_storage::Store;
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, Notify};
@@ -31,10 +31,13 @@ impl MmNode {
     /// malformed setting or record is a [`StartError`] that names it.
     pub async fn start(cfg: MmConfig) -> Result<Arc<MmNode>, StartError> {
         check_membership(&cfg)?;
-        let (store, durable) = load_durable(&cfg).await?;
+        // One clock for the ballot ceiling of the acceptor and the proposer: the wall clock
+        // now, then monotonic time since (`Shared::ballot_ceiling`).
+        let clock = (Instant::now(), unix_now_ms());
+        let (store, durable) = load_durable(&cfg, CounterCeiling::at_unix_ms(clock.1)).await?;
         let Durable { acceptor, initial_counter, seen, initialized, registers_loaded } = durable;
-        let proposer = proposer_for(&cfg, initial_counter)?;
-        let shared = shared_state(&cfg, store.clone(), peer_links(&cfg)?, seen, initialized);
+        let proposer = proposer_for(&cfg, initial_counter, clock.1)?;
+        let shared = shared_state(&cfg, store.clone(), peer_links(&cfg)?, (seen, initialized), clock);
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
         let health = Heartbeats::new(phi, cfg.members.keys().filter(|id| **id != cfg.id).map(|id| PeerId(*id)), 0)
             .map_err(|e| StartError::Config(e.to_string()))?;
@@ -72,13 +75,15 @@ fn shared_state(
     cfg: &MmConfig,
     store: Arc<Store>,
     peers: BTreeMap<u64, Peer>,
-    seen: std::collections::BTreeSet<u64>,
-    initialized: bool,
+    (seen, initialized): (std::collections::BTreeSet<u64>, bool),
+    (started, unix_ms_at_start): (Instant, u64),
 ) -> Arc<Shared> {
     Arc::new(Shared {
         id: cfg.id,
         cluster: wire::membership_fingerprint(cfg.members.keys().copied()),
-        started: Instant::now(),
+        started,
+        unix_ms_at_start,
+        peer_limits: validate::PeerLimits::new(&cfg.limits),
         peers_dead: peers.keys().map(|id| (*id, std::sync::atomic::AtomicBool::new(false))).collect(),
         peers,
         // A phase waits 200 ms for a quorum; a reply later than that is of no use.
@@ -141,9 +146,16 @@ fn check_membership(cfg: &MmConfig) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Milliseconds since 1970 by the wall clock (0 if it reads earlier).
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Opens the data dir and reads the acceptor's registers, the proposer's counter floor and the
-/// first-boot marks; anything malformed is a clear start error.
-async fn load_durable(cfg: &MmConfig) -> Result<(Arc<Store>, Durable), StartError> {
+/// first-boot marks; anything malformed is a clear start error, and so is a register or floor
+/// above the ballot `ceiling` (left by a forged message before ballots were bounded: serving it
+/// would answer "ballot counter exhausted" forever).
+async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<Store>, Durable), StartError> {
     let dir = cfg.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open_dir(&dir))
         .await
@@ -192,8 +204,14 @@ async fn load_durable(cfg: &MmConfig) -> Result<(Arc<Store>, Durable), StartErro
         None => 0,
         Some(b) => decode_counter_floor(&b).map_err(corrupt)?,
     };
+    rampart_paxos::counter_floor_allowed(initial_counter, ceiling)
+        .map_err(|e| corrupt(format!("the proposer's counter floor ({COUNTER_FLOOR_META_KEY}): {e}")))?;
     let registers_loaded = registers.len();
-    let acceptor = Acceptor::restore(registers).map_err(|e| corrupt(e.to_string()))?;
+    if let Some((key, state)) = registers.iter().find(|(_, s)| !ceiling.allows(s.promised)) {
+        let e = rampart_paxos::Error::AboveCeiling { counter: state.promised.counter, ceiling: ceiling.counter() };
+        return Err(corrupt(format!("key {:?}: {e}", String::from_utf8_lossy(key))));
+    }
+    let acceptor = Acceptor::restore(registers, ceiling).map_err(|e| corrupt(e.to_string()))?;
 
     Ok((store, Durable { acceptor, initial_counter, seen, initialized, registers_loaded }))
 }
@@ -205,13 +223,14 @@ fn decode_counter_floor(raw: &[u8]) -> Result<u64, String> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-fn proposer_for(cfg: &MmConfig, initial_counter: u64) -> Result<Proposer, StartError> {
+fn proposer_for(cfg: &MmConfig, initial_counter: u64, unix_ms_at_start: u64) -> Result<Proposer, StartError> {
     let me = NodeId(cfg.id);
     let acceptors: Vec<NodeId> = cfg.members.keys().map(|id| NodeId(*id)).collect();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ cfg.id.rotate_left(32);
     let mut pcfg = ProposerConfig::new(me, acceptors, seed);
     pcfg.initial_counter = initial_counter;
+    pcfg.unix_ms_at_tick_zero = unix_ms_at_start;
     let budget_ms = cfg.request_timeout.as_millis().max(1) as u64;
     pcfg.budget_ticks = budget_ms;
     pcfg.attempts_max = 16;
@@ -310,7 +329,7 @@ mod tests {
 
     #[test]
     fn the_proposer_resumes_at_the_durable_floor_with_a_majority_quorum() {
-        let p = proposer_for(&config(2, &[1, 2, 3]), 5 * rampart_paxos::COUNTER_BLOCK).unwrap();
+        let p = proposer_for(&config(2, &[1, 2, 3]), 5 * rampart_paxos::COUNTER_BLOCK, unix_now_ms()).unwrap();
         assert_eq!(p.counter(), 5 * rampart_paxos::COUNTER_BLOCK);
         assert_eq!(p.quorum(), 2);
     }

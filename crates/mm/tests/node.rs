@@ -275,3 +275,118 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
     assert!(metrics.contains("# TYPE rampart_mm_cached_keys gauge\nrampart_mm_cached_keys "), "{metrics}");
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_or_counter_floor_above_the_ballot_ceiling_is_a_clear_start_error() {
+    use rampart_paxos::{Ballot, NodeId, RegisterState};
+    // What a forged prepare at u64::MAX left behind before ballots were bounded.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let poisoned = RegisterState {
+            promised: Ballot::new(u64::MAX, NodeId(2)),
+            accepted: Ballot::ZERO,
+            value: None,
+            base: Ballot::ZERO,
+        };
+        let store = Store::open_dir(dir.path()).unwrap();
+        let raw = rampart_mm::wire::encode_register(&poisoned);
+        store.write(Durability::Immediate, |b| b.register_put(b"victim", &raw)).unwrap();
+    }
+    let err = MmNode::start(config(dir.path(), 1, &[(1, free_addr())])).await.err().expect("must refuse");
+    assert!(matches!(err, StartError::Corrupt { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("victim") && msg.contains("ballot counter ceiling"), "{msg}");
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_dir(dir.path()).unwrap();
+        store
+            .write(Durability::Immediate, |b| b.meta_put(rampart_mm::COUNTER_FLOOR_META_KEY, &u64::MAX.to_le_bytes()))
+            .unwrap();
+    }
+    let err = MmNode::start(config(dir.path(), 1, &[(1, free_addr())])).await.err().expect("must refuse");
+    let msg = err.to_string();
+    assert!(msg.contains("counter floor") && msg.contains("ballot counter ceiling"), "{msg}");
+}
+
+/// Sends one envelope to a peer port as an outsider would, and decodes the answer.
+async fn send_as_outsider(
+    to: std::net::SocketAddr,
+    env: &rampart_mm::wire::Envelope,
+) -> Result<rampart_mm::wire::PeerResponse, String> {
+    let peer = rampart_transport::Peer::new(env.from, to, None, rampart_transport::Config::default());
+    let payload = rampart_mm::wire::encode(env).unwrap();
+    let raw = peer.call(payload, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    rampart_mm::wire::decode(&raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
+    use rampart_mm::wire::{membership_fingerprint, Envelope, PeerRequest, PeerResponse};
+    use rampart_paxos::{Ballot, NodeId, Reply, Request};
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let members: Vec<(u64, std::net::SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(MmNode::start(config(dir.path(), i as u64 + 1, &members)).await.unwrap());
+    }
+    let mut ok = false;
+    for _ in 0..100 {
+        if nodes[0].change(b"k".to_vec(), Change::IncrBy(1)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the cluster never came up");
+
+    // The sender id and fingerprint are self-reported: the outsider claims to be node 2.
+    let cluster = membership_fingerprint([1, 2, 3]);
+    let forged = |request| Envelope { from: 2, cluster, request };
+    for counter in [u64::MAX, u64::MAX - 1, 1 << 63] {
+        for key in [&b"k"[..], b"fresh"] {
+            let prepare = Request::Prepare { key: key.to_vec(), ballot: Ballot::new(counter, NodeId(2)) };
+            let accept = Request::Accept {
+                key: key.to_vec(),
+                ballot: Ballot::new(counter, NodeId(2)),
+                value: Some(b"forged".to_vec()),
+                base: Ballot::ZERO,
+            };
+            for (id, addr) in &members {
+                if *id == 2 {
+                    continue;
+                }
+                let answer = send_as_outsider(
+                    *addr,
+                    &forged(PeerRequest::Paxos { requests: vec![prepare.clone(), accept.clone()] }),
+                )
+                .await
+                .unwrap();
+                let PeerResponse::Paxos { replies, .. } = answer else { panic!("{answer:?}") };
+                assert_eq!(replies.len(), 2);
+                for reply in replies {
+                    assert!(matches!(&reply, Reply::Nack { promised, .. } if promised.counter < 1 << 40), "{reply:?}");
+                }
+            }
+        }
+    }
+    // Oversized frames are refused whole, with the limit named.
+    let many = vec![Request::Prepare { key: b"k".to_vec(), ballot: Ballot::new(1, NodeId(2)) }; 100_000];
+    let e = send_as_outsider(members[0].1, &forged(PeerRequest::Paxos { requests: many })).await.unwrap_err();
+    assert!(e.contains("PAXOS_REQUESTS_PER_FRAME_MAX"), "{e}");
+    let long = Request::Prepare { key: vec![b'k'; 5000], ballot: Ballot::new(1, NodeId(2)) };
+    let e = send_as_outsider(members[0].1, &forged(PeerRequest::Paxos { requests: vec![long] })).await.unwrap_err();
+    assert!(e.contains("key_bytes_max"), "{e}");
+    let scan = PeerRequest::Scan { prefix: vec![], after: None, limit: u32::MAX, values: true };
+    let e = send_as_outsider(members[0].1, &forged(scan)).await.unwrap_err();
+    assert!(e.contains("SCAN_PAGE_MAX"), "{e}");
+
+    // Every node still writes the poisoned-to-be keys and new ones.
+    for (i, node) in nodes.iter().enumerate() {
+        let n = node.change(b"k".to_vec(), Change::IncrBy(1)).await.unwrap();
+        assert_eq!(n, Outcome::Integer(i as i64 + 2));
+        let key = format!("after-{i}").into_bytes();
+        assert!(node.change(key, set(b"v")).await.is_ok());
+        assert!(node.change(b"fresh".to_vec(), Change::IncrBy(1)).await.is_ok());
+    }
+}

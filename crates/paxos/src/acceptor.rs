@@ -11,11 +11,17 @@
 //! state ([`Acceptor::restore`]), so no promise is ever broken. The acceptor must never be used
 //! as a cache of unpersisted state by anything else.
 //!
+//! # Ballot bounds
+//! A request whose ballot counter is above the [`CounterCeiling`] the runtime passes in is
+//! refused (a [`Reply::Nack`] carrying the current promise), as is an accept whose implicit
+//! promise of the successor would be; such a request changes nothing, so no message,
+//! however forged, can push a register toward the end of the counter space.
+//!
 //! The acceptor never decreases `promised` or `accepted`, and never accepts below its promise:
 //! every state change goes through [`Acceptor::advance`], which asserts it (and the property
 //! tests check it from outside).
 
-use crate::ballot::Ballot;
+use crate::ballot::{Ballot, CounterCeiling};
 use crate::change::{Key, Value};
 use crate::message::{Reply, Request};
 use crate::Error;
@@ -76,10 +82,18 @@ impl Acceptor {
     }
 
     /// Rebuilds an acceptor from its durable state after a restart. Refuses a state that breaks
-    /// `promised >= accepted`, which only corruption can produce.
-    pub fn restore(durable: impl IntoIterator<Item = (Key, RegisterState)>) -> Result<Self, Error> {
+    /// `promised >= accepted`, which only corruption can produce, and a register whose promise is
+    /// above `ceiling` ([`Error::AboveCeiling`]: left by a forged message before ballots were
+    /// bounded; serving it would answer "counter exhausted" for the key forever).
+    pub fn restore(
+        durable: impl IntoIterator<Item = (Key, RegisterState)>,
+        ceiling: CounterCeiling,
+    ) -> Result<Self, Error> {
         let mut registers = BTreeMap::new();
         for (key, state) in durable {
+            if !ceiling.allows(state.promised) {
+                return Err(Error::AboveCeiling { counter: state.promised.counter, ceiling: ceiling.counter() });
+            }
             if state.promised < state.accepted {
                 return Err(Error::CorruptState { reason: "register promised below its accepted ballot" });
             }
@@ -91,8 +105,22 @@ impl Acceptor {
         Ok(Acceptor { registers })
     }
 
-    /// Handles one request. See the module docs for when the reply may be sent.
-    pub fn handle(&mut self, request: Request) -> AcceptorOutput {
+    /// Handles one request, refusing it when its ballot is above `ceiling` (module docs). See
+    /// the module docs for when the reply may be sent.
+    pub fn handle(&mut self, request: Request, ceiling: CounterCeiling) -> AcceptorOutput {
+        // An accept also promises its ballot's successor, which must be within the ceiling too.
+        let highest_promised = match &request {
+            Request::Accept { ballot, .. } => ballot.successor(),
+            Request::Prepare { ballot, .. } | Request::Peek { ballot, .. } => Some(*ballot),
+        };
+        if !highest_promised.is_some_and(|b| ceiling.allows(b)) {
+            let promised = self.registers.get(request.key()).map_or(Ballot::ZERO, |s| s.promised);
+            let ballot = request.ballot();
+            let key = match request {
+                Request::Prepare { key, .. } | Request::Accept { key, .. } | Request::Peek { key, .. } => key,
+            };
+            return AcceptorOutput::Reply(Reply::Nack { key, ballot, promised });
+        }
         match request {
             Request::Prepare { key, ballot } => {
                 let current = self.registers.get(&key).cloned().unwrap_or_default();
@@ -189,6 +217,8 @@ impl Acceptor {
 mod tests {
     use super::*;
     use crate::ballot::NodeId;
+
+    const C: CounterCeiling = CounterCeiling::at_unix_ms(0);
     use proptest::prelude::*;
 
     fn b(c: u64, n: u64) -> Ballot {
@@ -198,7 +228,7 @@ mod tests {
     #[test]
     fn prepare_promises_once_and_reports_accepted() {
         let mut a = Acceptor::new();
-        let out = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) });
+        let out = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) }, C);
         let (write, reply) = out.into_parts();
         assert_eq!(write.unwrap().state.promised, b(1, 1));
         assert_eq!(
@@ -213,7 +243,7 @@ mod tests {
         );
         // The same or a lower ballot is refused and nothing is written.
         for ballot in [b(1, 1), b(1, 0)] {
-            let (write, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot }).into_parts();
+            let (write, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot }, C).into_parts();
             assert!(write.is_none());
             assert_eq!(reply, Reply::Nack { key: b"k".to_vec(), ballot, promised: b(1, 1) });
         }
@@ -222,23 +252,24 @@ mod tests {
     #[test]
     fn accept_promises_the_successor_and_duplicates_are_idempotent() {
         let mut a = Acceptor::new();
-        let _ = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) });
+        let _ = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 1) }, C);
         let accept = Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()), base: b(0, 0) };
-        let (write, reply) = a.handle(accept.clone()).into_parts();
+        let (write, reply) = a.handle(accept.clone(), C).into_parts();
         assert_eq!(
             write.unwrap().state,
             RegisterState { promised: b(2, 1), accepted: b(1, 1), value: Some(b"v".to_vec()), base: b(0, 0) }
         );
         assert_eq!(reply, Reply::Accepted { key: b"k".to_vec(), ballot: b(1, 1) });
-        let (write, reply) = a.handle(accept).into_parts();
+        let (write, reply) = a.handle(accept, C).into_parts();
         assert!(write.is_none());
         assert_eq!(reply, Reply::Accepted { key: b"k".to_vec(), ballot: b(1, 1) });
         // Another node's prepare at the same counter is below the implicit promise.
-        let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 9) }).into_parts();
+        let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(1, 9) }, C).into_parts();
         assert!(matches!(reply, Reply::Nack { promised, .. } if promised == b(2, 1)));
         // The fast-path accept at the successor is taken without a prepare.
-        let (_, reply) =
-            a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(1, 1) }).into_parts();
+        let (_, reply) = a
+            .handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(1, 1) }, C)
+            .into_parts();
         assert!(matches!(reply, Reply::Accepted { .. }));
         assert_eq!(a.stale_read(b"k"), None);
         assert_eq!(a.len(), 1);
@@ -247,16 +278,15 @@ mod tests {
     #[test]
     fn a_higher_prepare_takes_the_key_over_and_the_stale_fast_accept_is_refused() {
         let mut a = Acceptor::new();
-        let _ = a.handle(Request::Accept {
-            key: b"k".to_vec(),
-            ballot: b(1, 1),
-            value: Some(b"v".to_vec()),
-            base: b(0, 0),
-        });
-        let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(3, 2) }).into_parts();
+        let _ = a.handle(
+            Request::Accept { key: b"k".to_vec(), ballot: b(1, 1), value: Some(b"v".to_vec()), base: b(0, 0) },
+            C,
+        );
+        let (_, reply) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(3, 2) }, C).into_parts();
         assert!(matches!(reply, Reply::Promise { accepted, .. } if accepted == b(1, 1)));
-        let (write, reply) =
-            a.handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(1, 1) }).into_parts();
+        let (write, reply) = a
+            .handle(Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(1, 1) }, C)
+            .into_parts();
         assert!(write.is_none());
         assert_eq!(reply, Reply::Nack { key: b"k".to_vec(), ballot: b(2, 1), promised: b(3, 2) });
     }
@@ -265,7 +295,7 @@ mod tests {
     fn a_malformed_accept_is_refused_and_not_stored() {
         let mut a = Acceptor::new();
         let bad = Request::Accept { key: b"k".to_vec(), ballot: b(2, 1), value: None, base: b(2, 1) };
-        let (write, reply) = a.handle(bad).into_parts();
+        let (write, reply) = a.handle(bad, C).into_parts();
         assert!(write.is_none());
         assert!(matches!(reply, Reply::Nack { .. }));
         assert!(a.is_empty());
@@ -274,16 +304,55 @@ mod tests {
     #[test]
     fn restore_rejects_corrupt_state() {
         let bad = RegisterState { promised: b(1, 1), accepted: b(2, 1), value: None, base: b(0, 0) };
-        assert!(matches!(Acceptor::restore([(b"k".to_vec(), bad)]), Err(Error::CorruptState { .. })));
+        assert!(matches!(Acceptor::restore([(b"k".to_vec(), bad)], C), Err(Error::CorruptState { .. })));
         let derived_later = RegisterState { promised: b(3, 1), accepted: b(2, 1), value: None, base: b(2, 2) };
-        assert!(Acceptor::restore([(b"k".to_vec(), derived_later)]).is_err());
+        assert!(Acceptor::restore([(b"k".to_vec(), derived_later)], C).is_err());
         let good = RegisterState { promised: b(3, 1), accepted: b(2, 1), value: Some(b"x".to_vec()), base: b(1, 1) };
-        let a = Acceptor::restore([(b"k".to_vec(), good.clone())]).unwrap();
+        let a = Acceptor::restore([(b"k".to_vec(), good.clone())], C).unwrap();
         assert_eq!(a.register(b"k"), Some(&good));
     }
 
+    #[test]
+    fn a_ballot_above_the_ceiling_is_refused_and_changes_nothing() {
+        let mut a = Acceptor::new();
+        let _ = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(5, 1) }, C);
+        let before = a.register(b"k").cloned();
+        let top = C.counter();
+        for counter in [top + 1, u64::MAX - 1, u64::MAX] {
+            let prepare = Request::Prepare { key: b"k".to_vec(), ballot: b(counter, 9) };
+            let (write, reply) = a.handle(prepare, C).into_parts();
+            assert!(write.is_none(), "counter {counter}");
+            assert_eq!(reply, Reply::Nack { key: b"k".to_vec(), ballot: b(counter, 9), promised: b(5, 1) });
+            let accept = Request::Accept { key: b"k".to_vec(), ballot: b(counter, 9), value: None, base: b(0, 0) };
+            let (write, reply) = a.handle(accept, C).into_parts();
+            assert!(write.is_none());
+            assert!(matches!(reply, Reply::Nack { promised, .. } if promised == b(5, 1)));
+            let fresh = Request::Prepare { key: b"new".to_vec(), ballot: b(counter, 9) };
+            assert_eq!(
+                a.handle(fresh, C).into_parts().1,
+                Reply::Nack { key: b"new".to_vec(), ballot: b(counter, 9), promised: Ballot::ZERO }
+            );
+        }
+        assert_eq!(a.register(b"k").cloned(), before);
+        assert!(a.register(b"new").is_none(), "a refused request creates no register");
+        // At the ceiling itself the protocol runs as usual.
+        let (write, _) = a.handle(Request::Prepare { key: b"k".to_vec(), ballot: b(top, 9) }, C).into_parts();
+        assert_eq!(write.unwrap().state.promised, b(top, 9));
+    }
+
+    #[test]
+    fn restore_refuses_a_promise_above_the_ceiling() {
+        let poisoned = RegisterState { promised: b(u64::MAX, 9), accepted: b(0, 0), value: None, base: b(0, 0) };
+        let e = Acceptor::restore([(b"k".to_vec(), poisoned)], C).unwrap_err();
+        assert_eq!(e, Error::AboveCeiling { counter: u64::MAX, ceiling: C.counter() });
+        assert!(e.to_string().contains("ballot counter ceiling"), "{e}");
+    }
+
     fn request() -> impl Strategy<Value = Request> {
-        let ballot = (0u64..6, 0u64..3).prop_map(|(c, n)| b(c, n));
+        let top = C.counter();
+        let counter =
+            prop_oneof![4 => 0u64..6, 1 => prop_oneof![Just(top - 1), Just(top), Just(top + 1), Just(u64::MAX)]];
+        let ballot = (counter, 0u64..3).prop_map(|(c, n)| b(c, n));
         let key = prop_oneof![Just(b"a".to_vec()), Just(b"b".to_vec())];
         prop_oneof![
             (key.clone(), ballot.clone()).prop_map(|(key, ballot)| Request::Prepare { key, ballot }),
@@ -302,12 +371,13 @@ mod tests {
             for request in requests {
                 let key = request.key().to_vec();
                 let before = a.register(&key).cloned().unwrap_or_default();
-                let (write, reply) = a.handle(request.clone()).into_parts();
+                let (write, reply) = a.handle(request.clone(), C).into_parts();
                 let after = a.register(&key).cloned().unwrap_or_default();
                 prop_assert!(after.promised >= before.promised);
                 prop_assert!(after.accepted >= before.accepted);
                 prop_assert!(after.promised >= after.accepted);
                 prop_assert!(after.accepted >= after.base);
+                prop_assert!(C.allows(after.promised), "a promise above the ceiling: {}", after.promised);
                 match (&request, &reply) {
                     (Request::Prepare { ballot, .. }, Reply::Promise { accepted, .. }) => {
                         prop_assert!(*ballot > before.promised);
@@ -320,7 +390,11 @@ mod tests {
                     }
                     (req, Reply::Nack { promised, ballot, .. }) => {
                         let malformed = matches!(req, Request::Accept { base, .. } if base >= ballot);
-                        prop_assert!(*promised >= *ballot || malformed);
+                        let above = match req {
+                            Request::Accept { .. } => !ballot.successor().is_some_and(|s| C.allows(s)),
+                            _ => !C.allows(*ballot),
+                        };
+                        prop_assert!(*promised >= *ballot || malformed || above);
                         prop_assert!(write.is_none());
                         prop_assert_eq!(&after, &before);
                     }
@@ -336,7 +410,7 @@ mod tests {
                     None => prop_assert_eq!(&after, &before),
                 }
             }
-            let restored = Acceptor::restore(durable.clone()).unwrap();
+            let restored = Acceptor::restore(durable.clone(), C).unwrap();
             for (key, state) in &durable {
                 prop_assert_eq!(restored.register(key), Some(state));
                 prop_assert_eq!(a.register(key), Some(state));

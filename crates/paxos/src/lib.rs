@@ -20,12 +20,12 @@ mod proposer;
 pub mod rng;
 
 pub use acceptor::{Acceptor, AcceptorOutput, DurableWrite, RegisterState};
-pub use ballot::{Ballot, NodeId};
+pub use ballot::{Ballot, CounterCeiling, NodeId, COUNTER_CEILING_SLACK, COUNTER_PER_MS};
 pub use change::{apply_change, Change, Key, Outcome, Value};
 pub use message::{Reply, Request};
 pub use proposer::{
-    ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer, CACHED_KEYS_MAX_DEFAULT, CACHED_VALUE_BYTES_MAX,
-    COUNTER_BLOCK, IN_FLIGHT_MAX_DEFAULT,
+    counter_floor_allowed, ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer, CACHED_KEYS_MAX_DEFAULT,
+    CACHED_VALUE_BYTES_MAX, COUNTER_BLOCK, IN_FLIGHT_MAX_DEFAULT,
 };
 
 /// Longest key a proposer takes.
@@ -59,6 +59,15 @@ pub enum Error {
     CounterExhausted,
     #[error("corrupt acceptor state: {reason}")]
     CorruptState { reason: &'static str },
+    /// Durable state or a configured counter above the clock-derived ballot ceiling: written by a
+    /// message that validation now refuses (a buggy or hostile peer), or this node's clock is far
+    /// behind. See `docs/paxos.md`, "Ballot bounds".
+    #[error(
+        "ballot counter {counter} is above the ballot counter ceiling {ceiling} (COUNTER_CEILING_SLACK + \
+         COUNTER_PER_MS x milliseconds since 1970): state left by a forged or buggy peer message, or this \
+         node's clock is far behind"
+    )]
+    AboveCeiling { counter: u64, ceiling: u64 },
 }
 
 fn applied_note(maybe_applied: bool) -> &'static str {
@@ -83,7 +92,8 @@ impl Error {
             | Error::ValueTooLarge { .. }
             | Error::InFlightLimit { .. }
             | Error::CounterExhausted
-            | Error::CorruptState { .. } => false,
+            | Error::CorruptState { .. }
+            | Error::AboveCeiling { .. } => false,
         }
     }
 }

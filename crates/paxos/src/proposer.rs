@@ -19,13 +19,19 @@
 //!
 //! Reads are the identity and are always re-applied.
 //!
+//! # Ballot bounds
+//! The counter moves past every counter seen in a reply or a foreign hint, except one above the
+//! clock-derived [`CounterCeiling`] at the time it is seen: such a counter can only come from a
+//! buggy or hostile peer (acceptors refuse ballots above it), and adopting it could exhaust the
+//! counter space. The ceiling's clock is [`ProposerConfig::unix_ms_at_tick_zero`] plus the tick.
+//!
 //! # Invariants (asserted: a violation is a bug, and the node stops rather than limp on)
 //! - Every ballot this proposer sends is its own and at or below the durable counter floor.
 //! - Fresh ballots only grow, and so do the ballots of one proposal across its attempts.
 //! - An accept's value is derived from a lower ballot (`base < ballot`).
 //! - Every proposal finishes exactly once: one [`ProposerOutput::Done`], in the step that ends it.
 
-use crate::ballot::{Ballot, NodeId};
+use crate::ballot::{Ballot, CounterCeiling, NodeId};
 use crate::change::{apply_change, Change, Key, Outcome, Value};
 use crate::message::{Reply, Request};
 use crate::rng::SplitMix64;
@@ -69,6 +75,16 @@ pub enum ProposerOutput {
 /// How many ballot counters one [`ProposerOutput::PersistCounterFloor`] reserves.
 pub const COUNTER_BLOCK: u64 = 1 << 16;
 
+/// The highest durable counter floor a proposer may restart from under `ceiling`: a floor is
+/// reserved up to [`COUNTER_BLOCK`] above a counter in use, so it may sit that far above the
+/// ceiling it was reserved under. A higher floor came from a counter no bound allows.
+pub fn counter_floor_allowed(floor: u64, ceiling: CounterCeiling) -> Result<(), Error> {
+    if floor > ceiling.counter().saturating_add(COUNTER_BLOCK) {
+        return Err(Error::AboveCeiling { counter: floor, ceiling: ceiling.counter() });
+    }
+    Ok(())
+}
+
 /// Default for [`ProposerConfig::in_flight_max`].
 pub const IN_FLIGHT_MAX_DEFAULT: usize = 4096;
 /// Values larger than this are not cached (so the cache holds at most
@@ -101,10 +117,16 @@ pub struct ProposerConfig {
     pub cached_keys_max: usize,
     /// The counter to start ballots above: 0 for a brand-new node, else the last floor recorded
     /// through [`ProposerOutput::PersistCounterFloor`]. Safety depends on it: never pass less.
+    /// The runtime refuses to start on a floor above [`counter_floor_allowed`] (a poisoned one).
     pub initial_counter: u64,
     /// Seed for retry jitter.
     pub seed: u64,
+    /// The wall clock (milliseconds since the Unix epoch) when the tick was 0: the proposer's
+    /// ballot ceiling at tick `t` is [`CounterCeiling::at_unix_ms`]`(unix_ms_at_tick_zero + t)`.
+    /// 0 (the default) is the tightest setting; the server passes its clock at start.
+    pub unix_ms_at_tick_zero: u64,
     quorum_override: Option<usize>,
+    ceiling_override: Option<CounterCeiling>,
 }
 
 impl ProposerConfig {
@@ -123,8 +145,24 @@ impl ProposerConfig {
             cached_keys_max: CACHED_KEYS_MAX_DEFAULT,
             initial_counter: 0,
             seed,
+            unix_ms_at_tick_zero: 0,
             quorum_override: None,
+            ceiling_override: None,
         }
+    }
+
+    /// BREAKS THE BALLOT BOUND: adopt any counter seen. Only for the simulation test that proves
+    /// its checker catches a cluster poisoned by one extreme ballot.
+    #[doc(hidden)]
+    pub fn with_unbounded_ballots_for_simulation(mut self) -> Self {
+        self.ceiling_override = Some(CounterCeiling::UNBOUNDED_FOR_SIMULATION);
+        self
+    }
+
+    /// The ballot counter ceiling at tick `now`.
+    pub fn ceiling_at(&self, now: Tick) -> CounterCeiling {
+        self.ceiling_override
+            .unwrap_or_else(|| CounterCeiling::at_unix_ms(self.unix_ms_at_tick_zero.saturating_add(now)))
     }
 
     /// BREAKS SAFETY: proceed after `quorum` replies instead of a majority. Only for the
@@ -258,6 +296,11 @@ impl Proposer {
         self.cache.len()
     }
 
+    /// The ballot counter ceiling at tick `now` (see [`ProposerConfig::unix_ms_at_tick_zero`]).
+    pub fn ceiling_at(&self, now: Tick) -> CounterCeiling {
+        self.config.ceiling_at(now)
+    }
+
     /// The highest ballot counter this proposer has used or seen.
     pub fn counter(&self) -> u64 {
         self.counter
@@ -276,11 +319,12 @@ impl Proposer {
     /// refused fast accept is one the proposer cannot prove was refused everywhere, which can end
     /// a later retry as [`Error::Ambiguous`]). Also moves the ballot counter past `ballot`. Only
     /// ever makes the proposer more conservative, so a late or wrong hint is harmless.
-    pub fn observe_foreign(&mut self, key: &[u8], ballot: Ballot) {
-        if ballot.node == self.config.node {
+    /// A ballot above the ceiling at `now` is ignored entirely (module docs).
+    pub fn observe_foreign(&mut self, now: Tick, key: &[u8], ballot: Ballot) {
+        if ballot.node == self.config.node || !self.config.ceiling_at(now).allows(ballot) {
             return;
         }
-        self.observe(ballot);
+        self.observe(now, ballot);
         if self.cache.get(key).is_some_and(|c| ballot > c.accepted) {
             let _ = self.take_cached(key);
         }
@@ -316,8 +360,8 @@ impl Proposer {
             return out;
         }
         match &reply {
-            Reply::Nack { promised, .. } => self.observe(*promised),
-            Reply::Promise { accepted, .. } | Reply::Peeked { accepted, .. } => self.observe(*accepted),
+            Reply::Nack { promised, .. } => self.observe(now, *promised),
+            Reply::Promise { accepted, .. } | Reply::Peeked { accepted, .. } => self.observe(now, *accepted),
             Reply::Accepted { .. } => {}
         }
         let Some(mut p) = self.active.remove(reply.key()) else { return out };
@@ -347,8 +391,11 @@ impl Proposer {
         out
     }
 
-    fn observe(&mut self, ballot: Ballot) {
-        self.counter = self.counter.max(ballot.counter);
+    /// Moves the counter past `ballot`, unless it is above the ceiling (module docs).
+    fn observe(&mut self, now: Tick, ballot: Ballot) {
+        if self.config.ceiling_at(now).allows(ballot) {
+            self.counter = self.counter.max(ballot.counter);
+        }
     }
 
     /// Starts a change on an idle key, then, while changes on that key finish at once (no

@@ -6,8 +6,13 @@
 
 mod sim;
 
-use rampart_paxos::{Ballot, Change, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request};
+use rampart_paxos::{
+    Ballot, Change, CounterCeiling, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request,
+};
 use sim::world::{Stats, World};
+
+/// The acceptors' ballot ceiling in the hand-driven tests: a proposer's at tick 0 by default.
+const CEILING: CounterCeiling = CounterCeiling::at_unix_ms(0);
 
 /// Seeds per `cargo test` run; see the module docs.
 const DEFAULT_SEEDS: u64 = 10_000;
@@ -26,7 +31,14 @@ fn seeds() -> Vec<u64> {
 fn run(seed: u64, broken_quorum: bool) -> (Result<(), String>, Stats) {
     let mut world = World::new(seed, broken_quorum);
     world.run();
-    (world.check(), world.stats.clone())
+    (world.check().and_then(|()| world.check_ballots()), world.stats.clone())
+}
+
+/// A run where an outsider forges extreme ballots; `Err` if either check fails.
+fn run_forged(seed: u64, unbounded_ballots: bool) -> (Result<(), String>, Stats) {
+    let mut world = World::with_forgeries(seed, unbounded_ballots);
+    world.run();
+    (world.check_ballots().and_then(|()| world.check()), world.stats.clone())
 }
 
 /// Runs seeds on every core; each seed is single-threaded and deterministic.
@@ -68,6 +80,7 @@ fn every_seed_is_linearizable() {
         total.accepts_without_prepare += stats.accepts_without_prepare;
         total.peeks += stats.peeks;
         total.peek_fallbacks += stats.peek_fallbacks;
+        total.forged += stats.forged;
     }
     eprintln!("{} seeds: {total:?}", seeds.len());
     // The run must have done real work, through the fast path too, for the check to mean much.
@@ -85,6 +98,69 @@ fn a_broken_quorum_is_caught() {
     let caught = run_all(&seeds, true).into_iter().filter(|(_, r, _)| r.is_err()).count();
     eprintln!("quorum of one: {caught} of {} seeds not linearizable", seeds.len());
     assert!(caught >= 3, "the checker found only {caught} violations with a quorum of one");
+}
+
+#[test]
+fn a_forged_u64_max_ballot_neither_poisons_the_acceptors_nor_the_proposers() {
+    let mut bench = Bench::new();
+    let forged = Ballot::new(u64::MAX, NodeId(666));
+    for acceptor in &mut bench.acceptors {
+        let (write, reply) =
+            acceptor.handle(Request::Prepare { key: b"k".to_vec(), ballot: forged }, CEILING).into_parts();
+        assert!(write.is_none(), "nothing to persist for a refused prepare");
+        assert!(matches!(reply, Reply::Nack { promised, .. } if promised == Ballot::ZERO), "{reply:?}");
+    }
+    let mut a = proposer(10);
+    // The forger also answers in an acceptor's name, with the extreme ballot as its promise.
+    let before = a.counter();
+    let _ = a.on_reply(
+        0,
+        NodeId(1),
+        Reply::Nack { key: b"k".to_vec(), ballot: Ballot::new(1, NodeId(10)), promised: forged },
+    );
+    a.observe_foreign(0, b"k", forged);
+    assert_eq!(a.counter(), before, "a counter above the ceiling is never adopted");
+    for n in 1..=3 {
+        let (_, out) = a.propose(0, b"k".to_vec(), Change::IncrBy(1)).unwrap();
+        assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(n)));
+        let (_, out) = a.propose(0, format!("other{n}").into_bytes(), Change::IncrBy(1)).unwrap();
+        assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(1)));
+    }
+    // A high counter within the ceiling is adopted: that is how proposers leapfrog each other.
+    let high = Ballot::new(CEILING.counter() - 10, NodeId(20));
+    let _ = a.on_reply(0, NodeId(2), Reply::Nack { key: b"x".to_vec(), ballot: high, promised: high });
+    assert_eq!(a.counter(), high.counter);
+    assert_eq!(a.ceiling_at(0), CEILING);
+}
+
+/// Seeds of the forged-ballot runs.
+const FORGED_SEEDS: u64 = 1_000;
+
+#[test]
+fn forged_extreme_ballots_leave_every_node_working() {
+    let mut total = Stats::default();
+    for seed in 0..FORGED_SEEDS {
+        let (result, stats) = run_forged(seed, false);
+        if let Err(violation) = result {
+            panic!("seed {seed} failed with forged ballots:\n{violation}");
+        }
+        total.ok += stats.ok;
+        total.failed += stats.failed;
+        total.maybe_applied += stats.maybe_applied;
+        total.forged += stats.forged;
+    }
+    eprintln!("{FORGED_SEEDS} forged-ballot seeds: {total:?}");
+    assert!(total.forged >= 4 * FORGED_SEEDS as usize, "{total:?}");
+    let attempted = total.ok + total.failed + total.maybe_applied;
+    assert!(total.ok * 10 >= attempted * 7, "too few changes succeeded under forged ballots: {total:?}");
+}
+
+#[test]
+fn unbounded_ballots_are_caught() {
+    let seeds = 0..300u64;
+    let caught = seeds.clone().filter(|&seed| run_forged(seed, true).0.is_err()).count();
+    eprintln!("unbounded ballots: {caught} of {} seeds caught", seeds.count());
+    assert!(caught >= 30, "the ballot check caught only {caught} poisoned runs");
 }
 
 #[test]
@@ -124,7 +200,7 @@ impl Bench {
                 match output {
                     ProposerOutput::Send { to, request } => {
                         self.sent.push(request.clone());
-                        let (_, reply) = self.acceptors[(to.0 - 1) as usize].handle(request).into_parts();
+                        let (_, reply) = self.acceptors[(to.0 - 1) as usize].handle(request, CEILING).into_parts();
                         next.extend(proposer.on_reply(0, to, reply));
                     }
                     ProposerOutput::Done { result, .. } => return result,
@@ -207,8 +283,8 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
     assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, old: None, current_revision: 0 }));
     assert_eq!(a.cached_keys(), 1);
     // Its own ballots and other keys leave the cache alone.
-    a.observe_foreign(b"k", Ballot::new(1_000, NodeId(10)));
-    a.observe_foreign(b"other", Ballot::new(1_000, NodeId(20)));
+    a.observe_foreign(0, b"k", Ballot::new(1_000, NodeId(10)));
+    a.observe_foreign(0, b"other", Ballot::new(1_000, NodeId(20)));
     assert_eq!(a.cached_keys(), 1);
 
     let mut b = proposer(20);
@@ -221,7 +297,7 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
         Request::Accept { ballot, .. } if ballot.node == NodeId(20) => Some(*ballot),
         _ => None,
     });
-    a.observe_foreign(b"k", seen.expect("b sent an accept"));
+    a.observe_foreign(0, b"k", seen.expect("b sent an accept"));
     assert_eq!(a.cached_keys(), 0, "the hint drops the stale ballot");
 
     // No refused fast accept: a full round, and the change applies once.
@@ -380,7 +456,7 @@ fn deliver(
     for output in outputs {
         match output {
             ProposerOutput::Send { to, request } if reach.contains(&to.0) => {
-                let (_, reply) = acceptors[(to.0 - 1) as usize].handle(request).into_parts();
+                let (_, reply) = acceptors[(to.0 - 1) as usize].handle(request, CEILING).into_parts();
                 produced.extend(proposer.on_reply(0, to, reply));
             }
             ProposerOutput::Send { .. } => {}

@@ -13,5 +13,6 @@ pub mod replica;
 pub mod state_machine;
 pub mod store;
 pub mod types;
+pub mod validate;
 
 pub use types::*;

@@ -157,7 +157,13 @@ impl Connection {
         req: PeerRequest,
         option: &RPCOption,
     ) -> Result<PeerResponse, RPCError<NodeId, NodeInfo, E>> {
-        self.peers.call(self.target, &self.addr, &req, option.hard_ttl()).await.map_err(rpc_error)
+        let resp = self.peers.call(self.target, &self.addr, &req, option.hard_ttl()).await.map_err(rpc_error)?;
+        // A reply that breaks the bounds is treated like a lost one: openraft never sees it.
+        crate::validate::check_response(&req, &resp, &crate::validate::Bounds::now()).map_err(|e| {
+            tracing::warn!(peer = self.target, error = %e, "dropping an invalid Raft answer");
+            RPCError::Network(NetworkError::new(&std::io::Error::other(format!("peer {}: {e}", self.target))))
+        })?;
+        Ok(resp)
     }
 
     fn unexpected<E: std::error::Error>(&self, got: &PeerResponse) -> RPCError<NodeId, NodeInfo, E> {

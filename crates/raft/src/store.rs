@@ -444,6 +444,41 @@ pub fn boot_state(store: &Store) -> Result<(u64, u64), StorageError> {
     Ok((term, last.unwrap_or(0)))
 }
 
+/// Checks the durable vote, the last log entry, the committed, purged and applied log ids against
+/// `bounds` before openraft loads them: a term or index above them (state a forged message left
+/// before peer messages were checked) would make openraft panic at the next election, on every
+/// restart. The error names what is out of bounds.
+pub fn check_bounds(store: &Store, bounds: &crate::validate::Bounds) -> Result<(), String> {
+    let unreadable = |e: StorageError| format!("cannot read the raft state: {e}");
+    let (vote, last, ids) = store
+        .read(|v| {
+            let ids = [
+                ("the committed log id", v.meta_get(META_COMMITTED)?),
+                ("the purged log id", v.meta_get(META_PURGED)?),
+                ("the applied log id", v.meta_get(META_APPLIED)?),
+            ];
+            Ok((v.meta_get(META_VOTE)?, v.log_last()?, ids))
+        })
+        .map_err(store_err(ErrorVerb::Read))
+        .map_err(unreadable)?;
+    if let Some(b) = vote {
+        let vote = decode::<Vote>(ErrorSubject::Vote, &b).map_err(unreadable)?;
+        bounds.check_vote("the stored vote", &vote)?;
+    }
+    if let Some((_, b)) = last {
+        let entry = decode::<Entry>(ErrorSubject::Logs, &b).map_err(unreadable)?;
+        bounds.check_log_id("the last log entry", &entry.log_id)?;
+    }
+    for (what, raw) in ids {
+        if let Some(b) = raw {
+            if let Some(id) = decode::<Option<LogId>>(ErrorSubject::Store, &b).map_err(unreadable)? {
+                bounds.check_log_id(what, &id)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One line per log entry and per key, for offline inspection of a data dir
 /// (`rampart debug-dump DIR`).
 pub fn dump(store: &Store) -> Result<Vec<String>, StorageError> {
@@ -507,6 +542,62 @@ mod tests {
             self.dirs.lock().push(dir);
             Ok(((), LogStore::new(store.clone(), Arc::new(Progress::default()))?, StateMachineStore::new(store)))
         }
+    }
+
+    fn poisoned_dir(term: u64, index: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let vote = encode(&Vote::new_committed(term, 2)).unwrap();
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(3, 2), index);
+        let entry = encode(&Entry { log_id, payload: EntryPayload::Blank }).unwrap();
+        store
+            .write(Durability::Immediate, |w| {
+                w.meta_put(META_VOTE, &vote)?;
+                w.log_put(index, &entry)
+            })
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_stored_vote_or_log_id_beyond_the_bounds_is_named() {
+        let bounds = crate::validate::Bounds::now();
+        let fine = poisoned_dir(7, 10);
+        assert_eq!(check_bounds(&Store::open_dir(fine.path()).unwrap(), &bounds), Ok(()));
+        let vote = poisoned_dir(u64::MAX, 10);
+        let e = check_bounds(&Store::open_dir(vote.path()).unwrap(), &bounds).unwrap_err();
+        assert!(e.contains("the stored vote has term 18446744073709551615"), "{e}");
+        let index = poisoned_dir(7, u64::MAX - 1);
+        let e = check_bounds(&Store::open_dir(index.path()).unwrap(), &bounds).unwrap_err();
+        assert!(e.contains("the last log entry") && e.contains("log index ceiling"), "{e}");
+    }
+
+    /// A data dir holding a vote at term u64::MAX (what one forged append left before terms were
+    /// checked) is a clear start error, not an openraft panic at the next election.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_with_a_poisoned_vote_refuses_to_start_with_a_clear_error() {
+        let dir = poisoned_dir(u64::MAX, 10);
+        let peer_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let cfg = crate::node::NodeConfig {
+            id: 1,
+            data_dir: dir.path().to_path_buf(),
+            peer_addr,
+            resp_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            initial_cluster: BTreeMap::from([(1, peer_addr.to_string())]),
+            heartbeat_interval_ms: 50,
+            election_timeout_ms: 300,
+            request_timeout: std::time::Duration::from_secs(2),
+            snapshot_logs_since_last: 1000,
+            logs_kept_after_snapshot: 100,
+            peer_heartbeat_ms: 100,
+            limits: rampart_kv::Limits::default(),
+            transport: rampart_transport::Config::default(),
+        };
+        let err = crate::node::RaftNode::start(cfg).await.err().expect("must refuse to start");
+        assert!(matches!(err, crate::node::StartError::OutOfBounds(_)), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("refusing to start") && msg.contains("term ceiling"), "{msg}");
     }
 
     #[test]

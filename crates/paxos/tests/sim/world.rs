@@ -7,14 +7,18 @@
 //! crashes that lose unpersisted writes and unsent replies (acceptors persist in batches a few
 //! ticks after handling, like group commit) and restarts from the durable state; proposer
 //! crashes that lose every in-flight change and the ballot cache, restarting from the last
-//! persisted counter floor; wrong and right "dead peer" hints.
+//! persisted counter floor; wrong and right "dead peer" hints; and, in some runs, an outsider
+//! that forges messages with extreme ballots (`u64::MAX`, just above the ceiling, exactly at it)
+//! to acceptors and proposers, against skewed node clocks. [`World::check_ballots`] then checks
+//! that no node took or adopted a counter above its ceiling and no change failed for want of a
+//! counter.
 
 use super::checker::{self, Op, Verdict};
 use rampart_kv::SetCond;
 use rampart_paxos::rng::SplitMix64;
 use rampart_paxos::{
-    Acceptor, Change, DurableWrite, Error, Key, NodeId, Outcome, ProposalId, Proposer, ProposerConfig, ProposerOutput,
-    RegisterState, Reply, Request, Timer,
+    Acceptor, Ballot, Change, CounterCeiling, DurableWrite, Error, Key, NodeId, Outcome, ProposalId, Proposer,
+    ProposerConfig, ProposerOutput, RegisterState, Reply, Request, Timer, COUNTER_BLOCK,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -33,6 +37,13 @@ pub struct Params {
     pub acceptor_crashes: usize,
     pub proposer_crashes: usize,
     pub broken_quorum: bool,
+    /// Messages the outsider forges (0 in most runs).
+    pub forgeries: usize,
+    /// BREAKS THE BALLOT BOUND (acceptors take and proposers adopt any counter): only to show
+    /// that [`World::check_ballots`] catches the poisoning.
+    pub unbounded_ballots: bool,
+    /// Milliseconds since 1970 at tick 0; each node's clock is off from it by its own skew.
+    pub unix_ms_at_tick_zero: u64,
 }
 
 impl Params {
@@ -50,9 +61,18 @@ impl Params {
             acceptor_crashes: rng.below(4) as usize,
             proposer_crashes: rng.below(3) as usize,
             broken_quorum,
+            forgeries: if rng.chance(300) { 1 + rng.below(12) as usize } else { 0 },
+            unbounded_ballots: false,
+            unix_ms_at_tick_zero: 1_700_000_000_000 + rng.below(100_000_000_000),
         }
     }
 }
+
+/// Most a node's clock is ahead of the simulation's, in ticks (milliseconds).
+const CLOCK_SKEW_MAX_TICKS: u64 = 50;
+
+/// The id the outsider signs forged ballots with when it does not borrow a proposer's.
+const OUTSIDER: NodeId = NodeId(999);
 
 #[derive(Debug)]
 enum Event {
@@ -65,10 +85,13 @@ enum Event {
     RestartAcceptor { acceptor: usize },
     CrashProposer { proposer: usize, down_ticks: u64 },
     RestartProposer { proposer: usize },
+    Forge,
 }
 
 struct AcceptorNode {
     id: NodeId,
+    /// How far this node's clock is ahead, in ticks.
+    skew: u64,
     live: Option<Acceptor>,
     durable: BTreeMap<Key, RegisterState>,
     /// Handled but not yet durable: (write, reply, requesting proposer), in order.
@@ -79,6 +102,7 @@ struct AcceptorNode {
 
 struct ProposerNode {
     id: NodeId,
+    skew: u64,
     live: Option<Proposer>,
     counter_floor: u64,
     incarnation: u64,
@@ -118,6 +142,8 @@ pub struct Stats {
     /// Reads that started with a peek, and peeks followed by a full round on the same key.
     pub peeks: usize,
     pub peek_fallbacks: usize,
+    /// Forged messages delivered.
+    pub forged: usize,
 }
 
 pub struct World {
@@ -133,6 +159,8 @@ pub struct World {
     clients: Vec<Client>,
     pub history: Vec<Recorded>,
     pub stats: Stats,
+    /// Changes that failed because no ballot counter was left or allowed.
+    counter_failures: Vec<String>,
 }
 
 /// Far beyond any run's activity: a guard against a livelock bug looping forever.
@@ -140,11 +168,31 @@ const TICKS_MAX: u64 = 200_000;
 
 impl World {
     pub fn new(seed: u64, broken_quorum: bool) -> Self {
+        Self::with_ballot_bound(seed, broken_quorum, false)
+    }
+
+    /// A run with the outsider forging messages, and with the ballot bound on or (to show that
+    /// the checker catches the damage) off.
+    pub fn with_forgeries(seed: u64, unbounded_ballots: bool) -> Self {
+        let mut world = Self::with_ballot_bound(seed, false, unbounded_ballots);
+        if world.params.forgeries == 0 {
+            world.params.forgeries = 4;
+            for _ in 0..4 {
+                let at = world.rng.below(600);
+                world.schedule(at, Event::Forge);
+            }
+        }
+        world
+    }
+
+    fn with_ballot_bound(seed: u64, broken_quorum: bool, unbounded_ballots: bool) -> Self {
         let mut rng = SplitMix64::new(seed);
-        let params = Params::from_seed(&mut rng, broken_quorum);
+        let mut params = Params::from_seed(&mut rng, broken_quorum);
+        params.unbounded_ballots = unbounded_ballots;
         let acceptors = (0..params.acceptors)
             .map(|i| AcceptorNode {
                 id: NodeId(1 + i as u64),
+                skew: rng.below(CLOCK_SKEW_MAX_TICKS + 1),
                 live: Some(Acceptor::new()),
                 durable: BTreeMap::new(),
                 unflushed: Vec::new(),
@@ -164,13 +212,16 @@ impl World {
             clients: Vec::new(),
             history: Vec::new(),
             stats: Stats::default(),
+            counter_failures: Vec::new(),
             params,
         };
         for p in 0..world.params.proposers {
             let id = NodeId(100 + p as u64);
-            let live = Some(world.new_proposer(id, 0));
+            let skew = world.rng.below(CLOCK_SKEW_MAX_TICKS + 1);
+            let live = Some(world.new_proposer(id, skew, 0));
             world.proposers.push(ProposerNode {
                 id,
+                skew,
                 live,
                 counter_floor: 0,
                 incarnation: 0,
@@ -205,10 +256,22 @@ impl World {
             );
             world.schedule(at, Event::CrashProposer { proposer, down_ticks });
         }
+        for _ in 0..world.params.forgeries {
+            let at = world.rng.below(600);
+            world.schedule(at, Event::Forge);
+        }
         world
     }
 
-    fn new_proposer(&mut self, id: NodeId, counter_floor: u64) -> Proposer {
+    /// The ballot ceiling of a node whose clock is `skew` ticks ahead, now.
+    fn ceiling(&self, skew: u64) -> CounterCeiling {
+        if self.params.unbounded_ballots {
+            return CounterCeiling::UNBOUNDED_FOR_SIMULATION;
+        }
+        CounterCeiling::at_unix_ms(self.params.unix_ms_at_tick_zero + skew + self.now)
+    }
+
+    fn new_proposer(&mut self, id: NodeId, skew: u64, counter_floor: u64) -> Proposer {
         let members: Vec<NodeId> = self.acceptors.iter().map(|a| a.id).collect();
         let mut config = ProposerConfig::new(id, members, self.rng.next_u64());
         config.attempts_max = 6;
@@ -217,8 +280,12 @@ impl World {
         config.backoff_base_ticks = 3;
         config.backoff_max_ticks = 60;
         config.initial_counter = counter_floor;
+        config.unix_ms_at_tick_zero = self.params.unix_ms_at_tick_zero + skew;
         if self.params.broken_quorum {
             config = config.with_broken_quorum_for_simulation(1);
+        }
+        if self.params.unbounded_ballots {
+            config = config.with_unbounded_ballots_for_simulation();
         }
         Proposer::new(config).expect("simulation proposer config is valid")
     }
@@ -268,9 +335,10 @@ impl World {
         match event {
             Event::ClientNext { client } => self.client_next(client),
             Event::ToAcceptor { acceptor, proposer, request } => {
+                let ceiling = self.ceiling(self.acceptors[acceptor].skew);
                 let node = &mut self.acceptors[acceptor];
                 let Some(live) = node.live.as_mut() else { return };
-                let (write, reply) = live.handle(request).into_parts();
+                let (write, reply) = live.handle(request, ceiling).into_parts();
                 node.unflushed.push((write, reply, proposer));
                 if !node.flush_armed {
                     node.flush_armed = true;
@@ -294,6 +362,9 @@ impl World {
                     }
                 }
                 for (_, reply, proposer) in batch {
+                    if proposer >= self.proposers.len() {
+                        continue; // an answer to the forger
+                    }
                     self.transmit(|| Event::ToProposer { proposer, from, reply: reply.clone() });
                 }
             }
@@ -333,8 +404,16 @@ impl World {
                 self.schedule(down_ticks, Event::RestartAcceptor { acceptor });
             }
             Event::RestartAcceptor { acceptor } => {
+                let ceiling = self.ceiling(self.acceptors[acceptor].skew);
                 let node = &mut self.acceptors[acceptor];
-                let restored = Acceptor::restore(node.durable.clone()).expect("durable acceptor state is consistent");
+                let restored = match Acceptor::restore(node.durable.clone(), ceiling) {
+                    Ok(restored) => restored,
+                    Err(e) => {
+                        // Only a poisoned register can do this; the acceptor stays down.
+                        self.counter_failures.push(format!("acceptor {} cannot restart: {e}", node.id));
+                        return;
+                    }
+                };
                 node.live = Some(restored);
                 for p in 0..self.proposers.len() {
                     if let Some(live) = self.proposers[p].live.as_mut() {
@@ -360,10 +439,58 @@ impl World {
             }
             Event::RestartProposer { proposer } => {
                 let (id, floor) = (self.proposers[proposer].id, self.proposers[proposer].counter_floor);
-                let fresh = self.new_proposer(id, floor);
+                // Proposer ticks are the world's ticks, so its tick-0 clock is unchanged.
+                let skew = self.proposers[proposer].skew;
+                let fresh = self.new_proposer(id, skew, floor);
                 self.proposers[proposer].live = Some(fresh);
             }
+            Event::Forge => self.forge(),
         }
+    }
+
+    /// One forged message from the outsider: an extreme prepare or accept to an acceptor, or an
+    /// extreme refusal "from" an acceptor to a proposer.
+    fn forge(&mut self) {
+        self.stats.forged += 1;
+        let key = vec![self.rng.below(self.params.keys as u64) as u8];
+        let acceptor = self.rng.below(self.params.acceptors as u64) as usize;
+        let ceiling = self.ceiling(self.acceptors[acceptor].skew).counter();
+        // Just above every ceiling any node reaches in this run (the clock moves while the
+        // message travels, and the ceiling with it).
+        let beyond_run =
+            CounterCeiling::at_unix_ms(self.params.unix_ms_at_tick_zero + TICKS_MAX + CLOCK_SKEW_MAX_TICKS).counter();
+        let counter = match self.rng.below(4) {
+            0 => u64::MAX,
+            1 => u64::MAX - self.rng.below(1_000),
+            2 if self.params.unbounded_ballots => u64::MAX - self.rng.below(1_000),
+            2 => beyond_run.saturating_add(1 + self.rng.below(1_000)),
+            // Exactly at the ceiling: allowed, and it must leave the cluster working.
+            _ => ceiling,
+        };
+        let node = if self.rng.chance(500) {
+            OUTSIDER
+        } else {
+            self.proposers[self.rng.below(self.params.proposers as u64) as usize].id
+        };
+        let ballot = Ballot::new(counter, node);
+        let roll = self.rng.below(3);
+        if roll == 2 {
+            let proposer = self.rng.below(self.params.proposers as u64) as usize;
+            let from = self.acceptors[acceptor].id;
+            let reply = Reply::Nack { key, ballot: Ballot::new(1, self.proposers[proposer].id), promised: ballot };
+            self.transmit(|| Event::ToProposer { proposer, from, reply: reply.clone() });
+            return;
+        }
+        // An accept at or below the ceiling would be a Byzantine member writing a value of its
+        // choosing, outside what Paxos (or any bound) protects against: only prepares go there.
+        let request = if roll == 1 && counter > beyond_run {
+            Request::Accept { key, ballot, value: Some(b"forged".to_vec()), base: Ballot::ZERO }
+        } else {
+            Request::Prepare { key, ballot }
+        };
+        // Replies to the forger go nowhere: `proposers.len()` is no proposer.
+        let proposer = self.proposers.len();
+        self.transmit(|| Event::ToAcceptor { acceptor, proposer, request: request.clone() });
     }
 
     fn client_next(&mut self, client: usize) {
@@ -483,6 +610,11 @@ impl World {
                 record.op.complete = Some(stamp);
                 record.op.outcome = Some(outcome);
             }
+            Err(e @ (Error::CounterExhausted | Error::AboveCeiling { .. })) => {
+                self.counter_failures.push(format!("proposer {}: {e}", self.proposers[proposer].id));
+                self.stats.failed += 1;
+                record.failed = true;
+            }
             Err(e) if e.maybe_applied() => self.stats.maybe_applied += 1,
             Err(_) => {
                 self.stats.failed += 1;
@@ -492,6 +624,34 @@ impl World {
         self.clients[client].busy = false;
         let delay = self.rng.below(30);
         self.schedule(delay, Event::ClientNext { client });
+    }
+
+    /// Checks the ballot bound: no change failed for want of a counter, no acceptor failed to
+    /// restart, no register (live or durable) holds a promise above its acceptor's ceiling, and
+    /// no proposer's counter passed its own ceiling by more than the block it reserves.
+    pub fn check_ballots(&self) -> Result<(), String> {
+        if let Some(first) = self.counter_failures.first() {
+            return Err(format!("{} counter failures, first: {first}", self.counter_failures.len()));
+        }
+        let bound = |skew: u64| CounterCeiling::at_unix_ms(self.params.unix_ms_at_tick_zero + skew + self.now);
+        for a in &self.acceptors {
+            let ceiling = bound(a.skew);
+            let live = a.live.iter().flat_map(|l| l.registers().map(|(k, s)| (k.clone(), s.clone())));
+            for (key, state) in a.durable.clone().into_iter().chain(live) {
+                if !ceiling.allows(state.promised) {
+                    return Err(format!("acceptor {} key {key:?} promised {} above {ceiling}", a.id, state.promised));
+                }
+            }
+        }
+        for p in &self.proposers {
+            let ceiling = bound(p.skew).counter().saturating_add(COUNTER_BLOCK);
+            if let Some(live) = &p.live {
+                if live.counter() > ceiling {
+                    return Err(format!("proposer {} counter {} above {ceiling}", p.id, live.counter()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks every key's history. `Err` describes the first key that is not linearizable.

@@ -45,7 +45,7 @@ pub(super) async fn hello_loop(node: std::sync::Weak<RaftNode>) {
                 if let Ok(PeerResponse::Hello { id: rid, info }) =
                     n.peers.call(id, &addr, &req, Duration::from_secs(1)).await
                 {
-                    if rid == id {
+                    if rid == id && crate::validate::check_info(&info).is_ok() {
                         n.infos.write().insert(id, info);
                         rtt_ms = Some(start.elapsed().as_millis() as u64);
                     }

@@ -153,6 +153,8 @@ pub struct RaftNode {
     boot: (u64, u64),
     /// Quorum silence after which a leader refuses writes as CLUSTERDOWN.
     quorum_silence_ms: u64,
+    /// The snapshot being received, for `validate::SnapshotProgress`.
+    snapshot_progress: Mutex<crate::validate::SnapshotProgress>,
 }
 
 /// openraft's settings for a node.
@@ -161,10 +163,11 @@ fn openraft_config(cfg: &NodeConfig) -> Result<openraft::Config, StartError> {
         cluster_name: "rampart".into(),
         heartbeat_interval: cfg.heartbeat_interval_ms,
         election_timeout_min: cfg.election_timeout_ms,
-        election_timeout_max: cfg.election_timeout_ms * 2,
+        election_timeout_max: cfg.election_timeout_ms.saturating_mul(2),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
-        max_payload_entries: 512,
+        // Receivers refuse appends with more (`validate`).
+        max_payload_entries: crate::validate::APPEND_ENTRIES_MAX as u64,
         install_snapshot_timeout: 5_000,
         // A learner counts as caught up (and may be promoted) once it is within this many
         // entries of the leader.
@@ -186,6 +189,14 @@ pub enum StartError {
     Config(String),
     #[error("raft failed to start: {0}")]
     Raft(String),
+    /// The data dir holds a term or log index above the bounds peers' messages are held to:
+    /// state a forged or buggy message left before they were checked. openraft would panic on
+    /// it (a term near `u64::MAX` overflows at the next election), so the node does not start.
+    #[error(
+        "refusing to start: {0}; the data dir was written from a forged or buggy peer message (or this node's \
+         clock is far behind). Restore the data dir from a backup, or wipe it and re-add the node"
+    )]
+    OutOfBounds(String),
 }
 
 impl RaftNode {
@@ -193,6 +204,7 @@ impl RaftNode {
     /// pristine data dir whose node is in `initial_cluster`, bootstraps it.
     pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
         let store = Arc::new(Store::open_dir(&cfg.data_dir)?);
+        crate::store::check_bounds(&store, &crate::validate::Bounds::now()).map_err(StartError::OutOfBounds)?;
         let progress = Arc::new(Progress::default());
         let raft_cfg = openraft_config(&cfg)?;
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
@@ -208,7 +220,7 @@ impl RaftNode {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let quorum_silence_ms = (cfg.election_timeout_ms * 4).max(1000);
+        let quorum_silence_ms = cfg.election_timeout_ms.saturating_mul(4).max(1000);
         // Read from disk: openraft's metrics are not loaded yet at this point.
         let boot = crate::store::boot_state(&store).map_err(|e| StartError::Raft(e.to_string()))?;
         let me = NodeInfo {
@@ -234,6 +246,7 @@ impl RaftNode {
             leader_probe: std::sync::atomic::AtomicBool::new(false),
             boot,
             quorum_silence_ms,
+            snapshot_progress: Mutex::new(Default::default()),
             cfg,
         });
         tokio::spawn(rampart_transport::serve(

@@ -1,5 +1,6 @@
 //! The peer server: Raft RPCs, forwarded writes, read-index requests and heartbeats from other
-//! members, decoded and dispatched. Every forwarded command is validated like client input.
+//! members, decoded, validated (`crate::validate`: terms, log ids, senders, sizes) and
+//! dispatched. Every forwarded command is validated like client input.
 
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use rampart_kv::{Command, Limits};
 use super::batch::PIPELINE_COMMANDS_MAX;
 use super::RaftNode;
 use crate::network::{decode, encode, ForwardError, PeerRequest, PeerResponse};
+use crate::validate;
 
 /// Forwarded commands are untrusted input like a client's: at most a pipeline's worth, each
 /// within this node's limits (a batch is never accepted from a peer).
@@ -46,14 +48,36 @@ fn check_claimed_sender(from: &PeerIdentity, req: &PeerRequest) -> Result<(), St
 }
 
 impl RaftNode {
-    async fn handle_peer(&self, req: PeerRequest) -> PeerResponse {
-        match req {
+    /// What every peer request is checked against here (`crate::validate`).
+    fn validation_context(&self) -> validate::Context {
+        let m = self.raft.metrics().borrow().clone();
+        validate::Context {
+            bounds: validate::Bounds::now(),
+            me: self.id,
+            term: m.current_term,
+            members: m.membership_config.membership().nodes().map(|(id, _)| *id).collect(),
+        }
+    }
+
+    /// Checks a request before openraft or anything else sees it; an error is the peer's answer.
+    async fn handle_peer(&self, req: PeerRequest) -> Result<PeerResponse, String> {
+        validate::check_request(&req, &self.validation_context())?;
+        Ok(match req {
             PeerRequest::AppendEntries(r) => PeerResponse::AppendEntries(self.raft.append_entries(r).await),
             PeerRequest::Vote(r) => PeerResponse::Vote(self.raft.vote(r).await),
-            PeerRequest::InstallSnapshot(r) => PeerResponse::InstallSnapshot(self.raft.install_snapshot(r).await),
+            PeerRequest::InstallSnapshot(r) => {
+                self.snapshot_progress.lock().check(&r)?;
+                let progress = (r.meta.snapshot_id.clone(), r.offset, r.data.len(), r.done);
+                let answer = self.raft.install_snapshot(r).await;
+                if answer.is_ok() {
+                    let (id, offset, len, done) = progress;
+                    self.snapshot_progress.lock().received_chunk(&id, offset, len, done);
+                }
+                PeerResponse::InstallSnapshot(answer)
+            }
             PeerRequest::Forward(cmd) => {
                 if let Err(e) = check_forwarded(&self.cfg.limits, std::slice::from_ref(&cmd)) {
-                    return PeerResponse::Forward(Err(e));
+                    return Ok(PeerResponse::Forward(Err(e)));
                 }
                 let deadline = Instant::now() + self.cfg.request_timeout;
                 PeerResponse::Forward(self.propose(cmd, deadline).await)
@@ -61,7 +85,7 @@ impl RaftNode {
             PeerRequest::ForwardMany(cmds) => {
                 if let Err(e) = check_forwarded(&self.cfg.limits, &cmds) {
                     // Refuse the whole pipeline unproposed: proposing the rest would reorder it.
-                    return PeerResponse::ForwardMany(cmds.iter().map(|_| Err(e.clone())).collect());
+                    return Ok(PeerResponse::ForwardMany(cmds.iter().map(|_| Err(e.clone())).collect()));
                 }
                 let deadline = Instant::now() + self.cfg.request_timeout;
                 PeerResponse::ForwardMany(self.propose_many(cmds, deadline).await)
@@ -70,7 +94,7 @@ impl RaftNode {
                 let deadline = Instant::now() + self.cfg.request_timeout;
                 let m = self.raft.metrics().borrow().clone();
                 if m.state != ServerState::Leader {
-                    return PeerResponse::ReadIndex(Err(ForwardError::NotLeader { leader: m.current_leader }));
+                    return Ok(PeerResponse::ReadIndex(Err(ForwardError::NotLeader { leader: m.current_leader })));
                 }
                 PeerResponse::ReadIndex(self.local_read_index(deadline).await)
             }
@@ -80,7 +104,7 @@ impl RaftNode {
                 let me = self.infos.read().get(&self.id).cloned().unwrap_or_default();
                 PeerResponse::Hello { id: self.id, info: me }
             }
-        }
+        })
     }
 }
 
@@ -102,7 +126,7 @@ impl Handler for PeerHandler {
             let Some(node) = node else { return Err("node is shutting down".to_string()) };
             let req: PeerRequest = decode(&request)?;
             check_claimed_sender(&from, &req)?;
-            let resp = node.handle_peer(req).await;
+            let resp = node.handle_peer(req).await?;
             encode(&resp)
         })
     }

@@ -1,0 +1,269 @@
+//! Peer messages are untrusted input: what this node checks in every request a peer sends and in
+//! every answer it gets back, before any of it reaches the acceptor, the proposer or a client.
+//! Pure functions of the message and this node's limits, so they are tested (and fuzzed) without
+//! a network. Ballot counters are bounded in the Paxos core itself ([`CounterCeiling`]): an
+//! acceptor refuses one above the ceiling request by request, so a frame that mixes good and bad
+//! requests still gets its good ones answered.
+//!
+//! Never here: who the sender is. The sender id and cluster fingerprint in an [`Envelope`] are
+//! self-reported; `peer_server::check_sender` compares them with the membership, and only an
+//! authenticated transport can prove them.
+
+use rampart_paxos::{CounterCeiling, Reply, Request};
+
+use crate::wire::{Envelope, PeerInfo, PeerRequest, ScannedRegister};
+use crate::SCAN_PAGE_MAX;
+
+/// Most Paxos requests one frame may carry. The proposer splits its frames at this count (and
+/// at [`crate::PEER_BATCH_BYTES_MAX`] bytes), so an honest peer never sends more; a frame over it
+/// is refused whole, unread by the acceptor.
+pub const PAXOS_REQUESTS_PER_FRAME_MAX: usize = 8192;
+
+/// Longest address string a peer may report in a hello (peer, RESP or HTTP address).
+pub const PEER_ADDR_BYTES_MAX: usize = 256;
+
+/// The sizes a peer's Paxos requests and scans must keep to: this node's client limits, capped
+/// by the Paxos core's own. An honest proposer only sends keys and values its own client limits
+/// let through, and every member should run with the same limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+}
+
+impl PeerLimits {
+    /// The stricter of the node's client limits and the Paxos core's.
+    pub fn new(limits: &rampart_kv::Limits) -> Self {
+        PeerLimits {
+            key_bytes_max: limits.key_bytes_max.min(rampart_paxos::KEY_BYTES_MAX),
+            value_bytes_max: limits.value_bytes_max.min(rampart_paxos::VALUE_BYTES_MAX),
+        }
+    }
+
+    fn key(&self, what: &str, key: &[u8]) -> Result<(), String> {
+        if key.len() > self.key_bytes_max {
+            return Err(format!(
+                "peer sent a {what} of {} bytes, over the limit of {} bytes (key_bytes_max)",
+                key.len(),
+                self.key_bytes_max
+            ));
+        }
+        Ok(())
+    }
+
+    fn value(&self, value: &Option<Vec<u8>>) -> Result<(), String> {
+        let len = value.as_ref().map_or(0, Vec::len);
+        if len > self.value_bytes_max {
+            return Err(format!(
+                "peer sent a value of {len} bytes, over the limit of {} bytes (value_bytes_max)",
+                self.value_bytes_max
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a request's contents (not its sender): counts, sizes, a scan's page size, a hello's
+/// addresses. An error names the limit and is the peer's answer; nothing was done.
+pub fn check_request(env: &Envelope, limits: &PeerLimits) -> Result<(), String> {
+    match &env.request {
+        PeerRequest::Hello { info } => check_info(info),
+        PeerRequest::Paxos { requests } => {
+            if requests.len() > PAXOS_REQUESTS_PER_FRAME_MAX {
+                return Err(format!(
+                    "peer sent {} Paxos requests in one frame, over the limit of {PAXOS_REQUESTS_PER_FRAME_MAX} \
+                     (PAXOS_REQUESTS_PER_FRAME_MAX)",
+                    requests.len()
+                ));
+            }
+            for r in requests {
+                limits.key("key", r.key())?;
+                if let Request::Accept { value, .. } = r {
+                    limits.value(value)?;
+                }
+            }
+            Ok(())
+        }
+        PeerRequest::Scan { prefix, after, limit, .. } => {
+            limits.key("scan prefix", prefix)?;
+            if let Some(after) = after {
+                limits.key("scan cursor", after)?;
+            }
+            if *limit == 0 || *limit as usize > SCAN_PAGE_MAX {
+                return Err(format!(
+                    "peer asked for a scan page of {limit} registers, outside 1..={SCAN_PAGE_MAX} (SCAN_PAGE_MAX)"
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A hello's addresses are shown on the status API and handed to clients: bounded and printable.
+pub fn check_info(info: &PeerInfo) -> Result<(), String> {
+    for (what, addr) in [("peer", &info.peer_addr), ("RESP", &info.resp_addr), ("HTTP", &info.http_addr)] {
+        if addr.len() > PEER_ADDR_BYTES_MAX {
+            return Err(format!(
+                "peer reported a {what} address of {} bytes, over the limit of {PEER_ADDR_BYTES_MAX} (PEER_ADDR_BYTES_MAX)",
+                addr.len()
+            ));
+        }
+        if addr.chars().any(char::is_control) {
+            return Err(format!("peer reported a {what} address with control characters"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the replies a peer sent for a frame of `sent` requests: never more replies than
+/// requests, keys and values within the limits. Ballots are the proposer's to judge (it ignores
+/// counters above its ceiling and replies it cannot match).
+pub fn check_replies(replies: &[Reply], sent: usize, limits: &PeerLimits) -> Result<(), String> {
+    if replies.len() > sent {
+        return Err(format!("peer sent {} Paxos replies for {sent} requests", replies.len()));
+    }
+    for r in replies {
+        limits.key("key", r.key())?;
+        if let Reply::Promise { value, .. } | Reply::Peeked { value, .. } = r {
+            limits.value(value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a peer's scan page against what was asked: at most `limit` registers, in strictly
+/// increasing key order, each under `prefix` and after `after`, within the limits, and none
+/// claiming an accepted ballot above the ceiling (a forged ballot would win every merge).
+pub fn check_scan_page(
+    registers: &[ScannedRegister],
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+    limits: &PeerLimits,
+    ceiling: CounterCeiling,
+) -> Result<(), String> {
+    if registers.len() > limit {
+        return Err(format!("peer sent {} registers for a scan page of {limit}", registers.len()));
+    }
+    let mut last: Option<&[u8]> = after;
+    for r in registers {
+        limits.key("key", &r.key)?;
+        limits.value(&r.value)?;
+        if !r.key.starts_with(prefix) {
+            return Err("peer sent a scanned key outside the asked prefix".into());
+        }
+        if last.is_some_and(|l| r.key.as_slice() <= l) {
+            return Err("peer sent scanned keys out of order or not after the cursor".into());
+        }
+        if !ceiling.allows(r.accepted) {
+            return Err(format!(
+                "peer sent a register accepted at ballot counter {}, above the ceiling {ceiling}",
+                r.accepted.counter
+            ));
+        }
+        last = Some(&r.key);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_paxos::{Ballot, NodeId};
+
+    const LIMITS: PeerLimits = PeerLimits { key_bytes_max: 8, value_bytes_max: 16 };
+
+    fn paxos(requests: Vec<Request>) -> Envelope {
+        Envelope { from: 2, cluster: 7, request: PeerRequest::Paxos { requests } }
+    }
+
+    fn prepare(key: &[u8]) -> Request {
+        Request::Prepare { key: key.to_vec(), ballot: Ballot::new(1, NodeId(2)) }
+    }
+
+    #[test]
+    fn the_peer_limits_are_the_stricter_of_the_client_and_core_limits() {
+        let l = PeerLimits::new(&rampart_kv::Limits::default());
+        assert_eq!(l.key_bytes_max, rampart_paxos::KEY_BYTES_MAX);
+        assert_eq!(l.value_bytes_max, rampart_paxos::VALUE_BYTES_MAX);
+        let small = rampart_kv::Limits { key_bytes_max: 10, value_bytes_max: 20, ..Default::default() };
+        assert_eq!(PeerLimits::new(&small), PeerLimits { key_bytes_max: 10, value_bytes_max: 20 });
+    }
+
+    #[test]
+    fn paxos_frames_are_bounded_in_count_key_and_value_bytes() {
+        assert_eq!(check_request(&paxos(vec![prepare(b"12345678")]), &LIMITS), Ok(()));
+        let long_key = check_request(&paxos(vec![prepare(b"k"), prepare(b"123456789")]), &LIMITS).unwrap_err();
+        assert!(long_key.contains("key_bytes_max"), "{long_key}");
+        let accept = |n: usize| Request::Accept {
+            key: b"k".to_vec(),
+            ballot: Ballot::new(2, NodeId(2)),
+            value: Some(vec![0; n]),
+            base: Ballot::ZERO,
+        };
+        assert_eq!(check_request(&paxos(vec![accept(16)]), &LIMITS), Ok(()));
+        let big = check_request(&paxos(vec![accept(17)]), &LIMITS).unwrap_err();
+        assert!(big.contains("value_bytes_max"), "{big}");
+        let many = vec![prepare(b"k"); PAXOS_REQUESTS_PER_FRAME_MAX + 1];
+        let e = check_request(&paxos(many), &LIMITS).unwrap_err();
+        assert!(e.contains("PAXOS_REQUESTS_PER_FRAME_MAX"), "{e}");
+        assert!(check_request(&paxos(vec![prepare(b"k"); PAXOS_REQUESTS_PER_FRAME_MAX]), &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn scans_and_hellos_are_bounded() {
+        let scan = |prefix: &[u8], after: Option<&[u8]>, limit: u32| Envelope {
+            from: 2,
+            cluster: 7,
+            request: PeerRequest::Scan {
+                prefix: prefix.to_vec(),
+                after: after.map(<[u8]>::to_vec),
+                limit,
+                values: true,
+            },
+        };
+        assert!(check_request(&scan(b"a", Some(b"abc"), 10), &LIMITS).is_ok());
+        assert!(check_request(&scan(b"123456789", None, 10), &LIMITS).unwrap_err().contains("scan prefix"));
+        assert!(check_request(&scan(b"a", Some(b"123456789"), 10), &LIMITS).unwrap_err().contains("scan cursor"));
+        assert!(check_request(&scan(b"a", None, 0), &LIMITS).unwrap_err().contains("SCAN_PAGE_MAX"));
+        assert!(check_request(&scan(b"a", None, SCAN_PAGE_MAX as u32 + 1), &LIMITS).is_err());
+        let hello = |addr: String| Envelope {
+            from: 2,
+            cluster: 7,
+            request: PeerRequest::Hello { info: PeerInfo { resp_addr: addr, ..PeerInfo::default() } },
+        };
+        assert!(check_request(&hello("127.0.0.1:6379".into()), &LIMITS).is_ok());
+        let e = check_request(&hello("x".repeat(PEER_ADDR_BYTES_MAX + 1)), &LIMITS).unwrap_err();
+        assert!(e.contains("PEER_ADDR_BYTES_MAX"), "{e}");
+        assert!(check_request(&hello("a\nb".into()), &LIMITS).is_err());
+    }
+
+    #[test]
+    fn answers_are_checked_against_what_was_asked() {
+        let nack = Reply::Nack { key: b"k".to_vec(), ballot: Ballot::new(1, NodeId(1)), promised: Ballot::ZERO };
+        assert!(check_replies(std::slice::from_ref(&nack), 1, &LIMITS).is_ok());
+        assert!(check_replies(&[nack.clone(), nack.clone()], 1, &LIMITS).is_err());
+        let peeked = Reply::Peeked {
+            key: b"k".to_vec(),
+            ballot: Ballot::new(1, NodeId(1)),
+            accepted: Ballot::ZERO,
+            value: Some(vec![0; 17]),
+        };
+        assert!(check_replies(&[peeked], 1, &LIMITS).unwrap_err().contains("value_bytes_max"));
+
+        let c = CounterCeiling::at_unix_ms(0);
+        let reg = |key: &[u8], counter: u64| ScannedRegister {
+            key: key.to_vec(),
+            accepted: Ballot::new(counter, NodeId(1)),
+            value: Some(b"v".to_vec()),
+        };
+        let page = [reg(b"ab", 1), reg(b"ac", 2)];
+        assert!(check_scan_page(&page, b"a", Some(b"aa"), 2, &LIMITS, c).is_ok());
+        assert!(check_scan_page(&page, b"a", None, 1, &LIMITS, c).is_err(), "more than asked");
+        assert!(check_scan_page(&page, b"b", None, 2, &LIMITS, c).is_err(), "outside the prefix");
+        assert!(check_scan_page(&page, b"a", Some(b"ab"), 2, &LIMITS, c).is_err(), "not after the cursor");
+        assert!(check_scan_page(&[reg(b"ac", 1), reg(b"ab", 1)], b"a", None, 2, &LIMITS, c).is_err());
+        let forged = check_scan_page(&[reg(b"ab", u64::MAX)], b"a", None, 2, &LIMITS, c).unwrap_err();
+        assert!(forged.contains("above the ceiling"), "{forged}");
+    }
+}

@@ -16,7 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,10 @@ use rampart_storage::{Durability, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::log_writer::LogWriter;
+use crate::snapshot::{
+    create_buffered, read_header, stage_records, SnapshotDir, SnapshotError, SnapshotFile, SnapshotReader,
+    SnapshotWriter, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_INSTALL_BATCH_BYTES, SNAPSHOT_IO_BUFFER_BYTES,
+};
 use crate::state_machine;
 use crate::types::{Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 
@@ -35,7 +40,11 @@ const META_COMMITTED: &str = "raft/committed";
 const META_PURGED: &str = "raft/last_purged";
 const META_APPLIED: &str = "sm/applied";
 const META_MEMBERSHIP: &str = "sm/membership";
-const META_SNAPSHOT: &str = "sm/snapshot";
+/// Format 1 snapshots: the whole state as one value. Read no more; see
+/// [`StateMachineStore::open`].
+const META_SNAPSHOT_V1: &str = "sm/snapshot";
+/// Where the current snapshot file is ([`SnapshotPointer`]).
+const META_SNAPSHOT_FILE: &str = "sm/snapshot_file";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
     rmp_serde::to_vec(v).map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, io_err(e)))
@@ -236,16 +245,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// A snapshot as shipped and stored: every key with its revision and value.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    entries: Vec<(Vec<u8>, u64, Vec<u8>)>,
+/// Where the current snapshot is: stored in the meta table (a few hundred bytes; the snapshot
+/// itself is a file, see [`crate::snapshot`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotPointer {
+    /// The file's format version ([`SNAPSHOT_FORMAT_VERSION`]).
+    format: u32,
+    /// File name inside the snapshot directory.
+    file: String,
+    meta: SnapshotMeta,
+    bytes: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb) -> impl Fn(SnapshotError) -> StorageError + '_ {
+    move |e| StorageError::from_io_error(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, io_err(e))
 }
 
 /// The applied key-value state.
@@ -255,53 +268,280 @@ pub struct StateMachineStore {
     /// Highest applied log index, for readers that wait on it.
     applied: Arc<AtomicU64>,
     snapshot_seq: Arc<AtomicU64>,
+    snapshots: Arc<SnapshotDir>,
 }
 
 impl StateMachineStore {
-    pub fn new(store: Arc<Store>) -> Self {
-        StateMachineStore { store, applied: Arc::new(AtomicU64::new(0)), snapshot_seq: Arc::new(AtomicU64::new(0)) }
+    /// Opens the state machine over `store`, with its snapshot files in `snapshots`. Repairs what
+    /// a crash may have left: a half-staged install is dropped, and files no snapshot pointer
+    /// names are deleted. A data dir whose snapshot is of format 1 (one redb value), or whose
+    /// snapshot file is missing or unreadable, gets a fresh snapshot of its applied state
+    /// (which is never behind the snapshot it replaces), so a node keeps a snapshot to send.
+    pub fn open(store: Arc<Store>, snapshots: Arc<SnapshotDir>) -> Result<Self, StorageError> {
+        store.staged_clear().map_err(store_err(ErrorVerb::Write))?;
+        let sm = StateMachineStore {
+            store,
+            applied: Arc::new(AtomicU64::new(0)),
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+            snapshots,
+        };
+        sm.recover_snapshot()?;
+        Ok(sm)
+    }
+
+    fn recover_snapshot(&self) -> Result<(), StorageError> {
+        let (old_format, pointer) = self
+            .store
+            .read(|v| Ok((v.meta_exists(META_SNAPSHOT_V1)?, v.meta_get(META_SNAPSHOT_FILE)?)))
+            .map_err(store_err(ErrorVerb::Read))?;
+        let pointer: Option<SnapshotPointer> = match pointer {
+            Some(b) => Some(decode(ErrorSubject::Snapshot(None), &b)?),
+            None => None,
+        };
+        let valid = match &pointer {
+            Some(p) => match self.snapshots.published(&p.file).and_then(|path| read_header(&path)) {
+                Ok(meta) if meta == p.meta => true,
+                Ok(meta) => {
+                    tracing::warn!(file = %p.file, ?meta, expected = ?p.meta, "snapshot file does not match its pointer");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.file, error = %e, "snapshot file is unreadable");
+                    false
+                }
+            },
+            None => false,
+        };
+        if valid {
+            if old_format {
+                self.store
+                    .write(Durability::Immediate, |w| w.meta_delete(META_SNAPSHOT_V1))
+                    .map_err(store_err(ErrorVerb::Delete))?;
+            }
+            let keep = pointer.as_ref().map(|p| p.file.as_str());
+            return self.snapshots.remove_others(keep).map_err(|e| {
+                StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Delete, e)
+            });
+        }
+        if old_format || pointer.is_some() {
+            tracing::warn!(
+                old_format,
+                "no usable snapshot file: building a snapshot of the applied state (format {SNAPSHOT_FORMAT_VERSION})"
+            );
+            let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            build_blocking(&self.store, &self.snapshots, seq)?;
+            return Ok(());
+        }
+        self.snapshots
+            .remove_others(None)
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Delete, e))
+    }
+
+    /// The directory of this state machine's snapshot files.
+    pub fn snapshot_dir(&self) -> &Arc<SnapshotDir> {
+        &self.snapshots
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let store = self.store.clone();
-        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        blocking(move || {
+/// Streams the applied state, as of one read transaction, into a new snapshot file, and makes
+/// it the current snapshot unless a newer one was published meanwhile. Memory: one record and
+/// the write buffer.
+fn build_blocking(store: &Store, dir: &SnapshotDir, seq: u64) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let tmp = dir.tmp_path("build");
+    let built = build_into(store, &tmp, seq);
+    let (meta, summary) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(snap_err(None, ErrorVerb::Write)(e));
+        }
+    };
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    let name = dir.final_name(index);
+    let pointer = SnapshotPointer { format: SNAPSHOT_FORMAT_VERSION, file: name.clone(), meta: meta.clone(), bytes: summary.bytes };
+    let _publishing = dir.publish.lock();
+    let path = match dir.publish_file(&tmp, &name) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e));
+        }
+    };
+    // Opened before a newer snapshot could make this file go away; an open file stays readable.
+    let file = SnapshotFile::open_read(&path)
+        .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+    let encoded = encode(&pointer)?;
+    let published = store
+        .write(Durability::Immediate, |w| {
+            if let Some(b) = w.meta_get(META_SNAPSHOT_FILE)? {
+                let current: SnapshotPointer = rmp_serde::from_slice(&b).map_err(|e| rampart_storage::Error::Malformed {
+                    what: META_SNAPSHOT_FILE.into(),
+                    reason: e.to_string(),
+                })?;
+                if current.meta.last_log_id > meta.last_log_id {
+                    return Ok(false);
+                }
+            }
+            w.meta_put(META_SNAPSHOT_FILE, &encoded)?;
+            w.meta_delete(META_SNAPSHOT_V1)?;
+            Ok(true)
+        })
+        .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, io_err(e)))?;
+    let cleanup = if published {
+        dir.remove_others(Some(&name))
+    } else {
+        // An install published a newer snapshot while this one was built.
+        std::fs::remove_file(&path)
+    };
+    if let Err(e) = cleanup {
+        tracing::warn!(error = %e, "could not delete an old snapshot file");
+    }
+    tracing::info!(records = summary.records, bytes = summary.bytes, published, snapshot = %meta.snapshot_id, "snapshot built");
+    Ok(Snapshot { meta, snapshot: Box::new(file) })
+}
+
+/// The build proper: header, every key of one read transaction, trailer, fsync.
+fn build_into(store: &Store, tmp: &std::path::Path, seq: u64) -> Result<(SnapshotMeta, crate::snapshot::Summary), SnapshotError> {
+    let out = create_buffered(tmp)?;
+    store
+        .read(|v| {
             // One read transaction: the keys and the applied marker agree.
-            let (applied, membership, entries) = store
-                .read(|v| {
-                    let applied = v.meta_get(META_APPLIED)?;
-                    let membership = v.meta_get(META_MEMBERSHIP)?;
-                    let mut entries = Vec::new();
-                    v.kv_for_each(|k, val| {
-                        entries.push((k.to_vec(), val.revision, val.value));
-                        Ok(())
-                    })?;
-                    Ok((applied, membership, entries))
-                })
-                .map_err(store_err(ErrorVerb::Read))?;
+            let applied = v.meta_get(META_APPLIED)?;
+            let membership = v.meta_get(META_MEMBERSHIP)?;
+            let malformed = |what: &str, e: rmp_serde::decode::Error| rampart_storage::Error::Malformed {
+                what: what.into(),
+                reason: e.to_string(),
+            };
             let last_log_id: Option<LogId> = match applied {
-                Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+                Some(b) => rmp_serde::from_slice(&b).map_err(|e| malformed(META_APPLIED, e))?,
                 None => None,
             };
             let last_membership: StoredMembership = match membership {
-                Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+                Some(b) => rmp_serde::from_slice(&b).map_err(|e| malformed(META_MEMBERSHIP, e))?,
                 None => StoredMembership::default(),
             };
-            let data = encode(&SnapshotData { entries })?;
             let snapshot_id = match &last_log_id {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
                 None => format!("0-0-{seq}"),
             };
             let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-            let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
-            store
-                .write(Durability::Immediate, |w| w.meta_put(META_SNAPSHOT, &stored))
-                .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, io_err(e)))?;
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+            let write_err = |e: SnapshotError| rampart_storage::Error::Io { path: tmp.to_path_buf(), reason: e.to_string() };
+            let mut w = SnapshotWriter::new(out, &meta).map_err(write_err)?;
+            v.kv_for_each(|k, val| w.record(k, val.revision, &val.value).map_err(write_err))?;
+            let (out, summary) = w.finish().map_err(write_err)?;
+            let file = out.into_inner().map_err(|e| write_err(SnapshotError::Io(e.into_error())))?;
+            file.sync_all().map_err(|e| write_err(SnapshotError::Io(e)))?;
+            Ok((meta, summary))
         })
-        .await
+        .map_err(SnapshotError::Store)
+}
+
+/// Where an install reads the snapshot from: the received file itself, or (for a file that is
+/// not one this node received, such as another store's snapshot) a copy taken while reading.
+enum InstallSource {
+    Owned(BufReader<std::fs::File>),
+    Copying { from: BufReader<std::fs::File>, copy: std::io::BufWriter<std::fs::File> },
+}
+
+impl Read for InstallSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            InstallSource::Owned(r) => r.read(buf),
+            InstallSource::Copying { from, copy } => {
+                let n = from.read(buf)?;
+                copy.write_all(&buf[..n])?;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Installs the snapshot in `file`: stages its records in bounded commits, and only once the
+/// whole file has checked out (format, every record, count, checksum) swaps the staged state in,
+/// with the markers and the snapshot pointer, in one commit. On any error the applied state is
+/// untouched and the staging dropped.
+fn install_blocking(
+    store: &Store,
+    dir: &SnapshotDir,
+    meta: &SnapshotMeta,
+    mut file: std::fs::File,
+    path: PathBuf,
+    incoming: bool,
+) -> Result<(), StorageError> {
+    let fail = |e: SnapshotError| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, io_err(e));
+    store.staged_clear().map_err(|e| fail(e.into()))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| fail(e.into()))?;
+    let from = BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file);
+    let owned = incoming && path.parent() == Some(dir.path());
+    let copy_path = (!owned).then(|| dir.tmp_path("install"));
+    let source = match &copy_path {
+        None => InstallSource::Owned(from),
+        Some(p) => InstallSource::Copying { from, copy: create_buffered(p).map_err(|e| fail(e.into()))? },
+    };
+    let staged = (|| -> Result<(PathBuf, crate::snapshot::Summary), SnapshotError> {
+        let mut r = SnapshotReader::open(source)?;
+        if r.meta() != meta {
+            return Err(SnapshotError::Corrupt(format!(
+                "the file describes snapshot {:?}, the install is of {:?}",
+                r.meta().snapshot_id,
+                meta.snapshot_id
+            )));
+        }
+        let summary = stage_records(store, &mut r, SNAPSHOT_INSTALL_BATCH_BYTES, |_| {})?;
+        let published_from = match r.into_inner() {
+            InstallSource::Owned(_) => path.clone(),
+            InstallSource::Copying { copy, .. } => {
+                let f = copy.into_inner().map_err(|e| SnapshotError::Io(e.into_error()))?;
+                f.sync_all()?;
+                copy_path.clone().unwrap_or_default()
+            }
+        };
+        Ok((published_from, summary))
+    })();
+    let (from_path, summary) = match staged {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(p) = &copy_path {
+                let _ = std::fs::remove_file(p);
+            }
+            let _ = store.staged_clear();
+            tracing::warn!(error = %e, snapshot = %meta.snapshot_id, "snapshot refused; the applied state is unchanged");
+            return Err(fail(e));
+        }
+    };
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    let name = dir.final_name(index);
+    let pointer = SnapshotPointer { format: SNAPSHOT_FORMAT_VERSION, file: name.clone(), meta: meta.clone(), bytes: summary.bytes };
+    let applied_b = encode(&meta.last_log_id)?;
+    let membership_b = encode(&meta.last_membership)?;
+    let pointer_b = encode(&pointer)?;
+    let _publishing = dir.publish.lock();
+    if let Err(e) = dir.publish_file(&from_path, &name) {
+        let _ = std::fs::remove_file(&from_path);
+        let _ = store.staged_clear();
+        return Err(fail(e.into()));
+    }
+    store
+        .swap_in_staged(|w| {
+            w.meta_put(META_APPLIED, &applied_b)?;
+            w.meta_put(META_MEMBERSHIP, &membership_b)?;
+            w.meta_put(META_SNAPSHOT_FILE, &pointer_b)?;
+            w.meta_delete(META_SNAPSHOT_V1)
+        })
+        .map_err(|e| fail(e.into()))?;
+    if let Err(e) = dir.remove_others(Some(&name)) {
+        tracing::warn!(error = %e, "could not delete an old snapshot file");
+    }
+    tracing::info!(records = summary.records, bytes = summary.bytes, snapshot = %meta.snapshot_id, "snapshot installed");
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let store = self.store.clone();
+        let dir = self.snapshots.clone();
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        blocking(move || build_blocking(&store, &dir, seq)).await
     }
 }
 
@@ -378,41 +618,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let f = self
+            .snapshots
+            .new_incoming()
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        Ok(Box::new(f))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let parsed: SnapshotData = decode(ErrorSubject::Snapshot(Some(meta.signature())), &data)?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotFile>) -> Result<(), StorageError> {
+        let (file, path, incoming) = snapshot.into_std().await;
         let meta = meta.clone();
         let store = self.store.clone();
+        let dir = self.snapshots.clone();
         let applied = self.applied.clone();
         blocking(move || {
-            let applied_b = encode(&meta.last_log_id)?;
-            let membership_b = encode(&meta.last_membership)?;
-            let stored = encode(&StoredSnapshot { meta: meta.clone(), data })?;
-            store
-                .write(Durability::Immediate, |w| {
-                    w.kv_clear()?;
-                    for (k, rev, v) in &parsed.entries {
-                        w.kv_put(k, *rev, v)?;
-                    }
-                    w.meta_put(META_APPLIED, &applied_b)?;
-                    w.meta_put(META_MEMBERSHIP, &membership_b)?;
-                    w.meta_put(META_SNAPSHOT, &stored)
-                })
-                .map_err(|e| {
-                    StorageError::from_io_error(
-                        ErrorSubject::Snapshot(Some(meta.signature())),
-                        ErrorVerb::Write,
-                        io_err(e),
-                    )
-                })?;
+            install_blocking(&store, &dir, &meta, file, path, incoming)?;
             if let Some(l) = &meta.last_log_id {
                 applied.fetch_max(l.index, Ordering::Release);
             }
@@ -422,13 +643,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        match self.store.meta_get(META_SNAPSHOT).map_err(store_err(ErrorVerb::Read))? {
-            Some(b) => {
-                let s: StoredSnapshot = decode(ErrorSubject::Snapshot(None), &b)?;
-                Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
-            }
-            None => Ok(None),
-        }
+        let Some(b) = self.store.meta_get(META_SNAPSHOT_FILE).map_err(store_err(ErrorVerb::Read))? else {
+            return Ok(None);
+        };
+        let p: SnapshotPointer = decode(ErrorSubject::Snapshot(None), &b)?;
+        let path = self.snapshots.published(&p.file).map_err(snap_err(Some(&p.meta), ErrorVerb::Read))?;
+        let file = SnapshotFile::open_read(&path)
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(p.meta.signature())), ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot { meta: p.meta, snapshot: Box::new(file) }))
     }
 }
 
@@ -504,8 +726,13 @@ mod tests {
             let dir = tempfile::tempdir()
                 .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let store = Arc::new(Store::open_dir(dir.path()).map_err(store_err(ErrorVerb::Read))?);
+            let snapshots = Arc::new(
+                SnapshotDir::open(&dir.path().join("snapshots"))
+                    .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?,
+            );
             self.dirs.lock().push(dir);
-            Ok(((), LogStore::new(store.clone(), Arc::new(Progress::default()))?, StateMachineStore::new(store)))
+            let sm = StateMachineStore::open(store.clone(), snapshots)?;
+            Ok(((), LogStore::new(store, Arc::new(Progress::default()))?, sm))
         }
     }
 

@@ -39,9 +39,18 @@ use rampart_storage::{Store, Versioned};
 use tokio::sync::mpsc;
 
 use crate::network::{ForwardError, Network, Peers};
+use crate::snapshot::SnapshotDir;
 use crate::store::{LogStore, Progress, StateMachineStore};
 use crate::types::{NodeId, NodeInfo, Raft};
 use batch::{proposer_loop, Proposal};
+
+/// Folder of snapshot files inside a node's data dir.
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// Snapshot bytes carried by one InstallSnapshot message (openraft's `snapshot_max_chunk_size`).
+/// A chunk, encoded, must fit in a peer frame (`rampart_transport::Config::frame_bytes_max`); a
+/// byte array encodes to at most twice its length.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
 /// Entries a learner may lag behind the leader and still be promoted.
 pub const LEARNER_LAG_MAX: u64 = 64;
@@ -163,6 +172,7 @@ fn openraft_config(cfg: &NodeConfig) -> Result<openraft::Config, StartError> {
         max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
         max_payload_entries: 512,
         install_snapshot_timeout: 5_000,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         // A learner counts as caught up (and may be promoted) once it is within this many
         // entries of the leader.
         replication_lag_threshold: LEARNER_LAG_MAX,
@@ -179,6 +189,8 @@ pub enum StartError {
     Storage(#[from] rampart_storage::Error),
     #[error("cannot listen for peers on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
+    #[error("cannot open the snapshot directory: {0}")]
+    Snapshots(String),
     #[error("invalid raft settings: {0}")]
     Config(String),
     #[error("raft failed to start: {0}")]
@@ -190,6 +202,17 @@ impl RaftNode {
     /// pristine data dir whose node is in `initial_cluster`, bootstraps it.
     pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
         let store = Arc::new(Store::open_dir(&cfg.data_dir)?);
+        let snapshots = Arc::new(
+            SnapshotDir::open(&cfg.data_dir.join(SNAPSHOT_DIR_NAME)).map_err(|e| StartError::Snapshots(e.to_string()))?,
+        );
+        let state_machine = {
+            let (store, snapshots) = (store.clone(), snapshots.clone());
+            // May build a snapshot (a data dir of an older format): off the async threads.
+            tokio::task::spawn_blocking(move || StateMachineStore::open(store, snapshots))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+                .map_err(|e| StartError::Raft(e.to_string()))?
+        };
         let progress = Arc::new(Progress::default());
         let raft_cfg = openraft_config(&cfg)?;
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
@@ -201,7 +224,7 @@ impl RaftNode {
             Arc::new(raft_cfg),
             Network::new(peers.clone()),
             LogStore::new(store.clone(), progress.clone()).map_err(|e| StartError::Raft(e.to_string()))?,
-            StateMachineStore::new(store.clone()),
+            state_machine,
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -48,11 +48,8 @@ pub const SNAPSHOT_META_BYTES_MAX: usize = 16 << 20;
 pub const SNAPSHOT_KEY_BYTES_MAX: usize = KEY_BYTES_MAX_CEILING;
 
 /// Largest value a snapshot record may carry: the largest value APPEND may build in leader mode.
-pub const SNAPSHOT_VALUE_BYTES_MAX: usize = if APPEND_VALUE_BYTES_MAX > VALUE_BYTES_MAX_CEILING {
-    APPEND_VALUE_BYTES_MAX
-} else {
-    VALUE_BYTES_MAX_CEILING
-};
+pub const SNAPSHOT_VALUE_BYTES_MAX: usize =
+    if APPEND_VALUE_BYTES_MAX > VALUE_BYTES_MAX_CEILING { APPEND_VALUE_BYTES_MAX } else { VALUE_BYTES_MAX_CEILING };
 
 /// Buffer of every read and write of a snapshot file.
 pub const SNAPSHOT_IO_BUFFER_BYTES: usize = 1 << 20;
@@ -282,7 +279,9 @@ impl<R: Read> SnapshotReader<R> {
                 self.finished = true;
                 Ok(None)
             }
-            other => Err(SnapshotError::Corrupt(format!("unknown record tag {other} at byte {}", self.summary.bytes - 1))),
+            other => {
+                Err(SnapshotError::Corrupt(format!("unknown record tag {other} at byte {}", self.summary.bytes - 1)))
+            }
         }
     }
 
@@ -590,7 +589,9 @@ mod tests {
         w.finish().unwrap().0
     }
 
-    fn read_all(bytes: &[u8]) -> Result<Vec<(Vec<u8>, u64, Vec<u8>)>, SnapshotError> {
+    type Record = (Vec<u8>, u64, Vec<u8>);
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<Record>, SnapshotError> {
         let mut r = SnapshotReader::open(bytes)?;
         let (mut k, mut v) = (Vec::new(), Vec::new());
         let mut out = Vec::new();

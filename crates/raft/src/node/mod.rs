@@ -8,6 +8,7 @@
 //! - [`failover`]: fast elections when the leader's process is gone.
 //! - [`peer_server`]: what other members ask of this node.
 //! - [`heartbeat`]: failure-detection heartbeats to every member.
+//! - [`snapshot`]: receiving a snapshot from the leader, chunk by chunk, into a file.
 //!
 //! The `rampart_kv::Replica` implementation is in `crate::replica`.
 
@@ -18,6 +19,7 @@ mod heartbeat;
 mod membership;
 mod peer_server;
 mod read_index;
+mod snapshot;
 
 pub use batch::{
     BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, PIPELINE_COMMANDS_MAX, PROPOSAL_QUEUE_MAX,
@@ -159,6 +161,10 @@ pub struct RaftNode {
     boot: (u64, u64),
     /// Quorum silence after which a leader refuses writes as CLUSTERDOWN.
     quorum_silence_ms: u64,
+    /// This node's snapshot files.
+    snapshots: Arc<SnapshotDir>,
+    /// The snapshot being received from the leader.
+    receiving: tokio::sync::Mutex<snapshot::Receiving>,
 }
 
 /// openraft's settings for a node.
@@ -203,15 +209,16 @@ impl RaftNode {
     pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
         let store = Arc::new(Store::open_dir(&cfg.data_dir)?);
         let snapshots = Arc::new(
-            SnapshotDir::open(&cfg.data_dir.join(SNAPSHOT_DIR_NAME)).map_err(|e| StartError::Snapshots(e.to_string()))?,
+            SnapshotDir::open(&cfg.data_dir.join(SNAPSHOT_DIR_NAME))
+                .map_err(|e| StartError::Snapshots(e.to_string()))?,
         );
         let state_machine = {
             let (store, snapshots) = (store.clone(), snapshots.clone());
             // May build a snapshot (a data dir of an older format): off the async threads.
-            tokio::task::spawn_blocking(move || StateMachineStore::open(store, snapshots))
+            tokio::task::spawn_blocking(move || StateMachineStore::open(store, snapshots).map_err(|e| e.to_string()))
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?
-                .map_err(|e| StartError::Raft(e.to_string()))?
+                .map_err(StartError::Raft)?
         };
         let progress = Arc::new(Progress::default());
         let raft_cfg = openraft_config(&cfg)?;
@@ -254,6 +261,8 @@ impl RaftNode {
             leader_probe: std::sync::atomic::AtomicBool::new(false),
             boot,
             quorum_silence_ms,
+            snapshots,
+            receiving: tokio::sync::Mutex::new(snapshot::Receiving::default()),
             cfg,
         });
         tokio::spawn(rampart_transport::serve(

@@ -31,7 +31,7 @@ impl RaftNode {
         match req {
             PeerRequest::AppendEntries(r) => PeerResponse::AppendEntries(self.raft.append_entries(r).await),
             PeerRequest::Vote(r) => PeerResponse::Vote(self.raft.vote(r).await),
-            PeerRequest::InstallSnapshot(r) => PeerResponse::InstallSnapshot(self.raft.install_snapshot(r).await),
+            PeerRequest::InstallSnapshot(r) => PeerResponse::InstallSnapshot(self.receive_snapshot_chunk(r).await),
             PeerRequest::Forward(cmd) => {
                 if let Err(e) = check_forwarded(&self.cfg.limits, std::slice::from_ref(&cmd)) {
                     return PeerResponse::Forward(Err(e));

@@ -348,6 +348,8 @@ impl StateMachineStore {
 /// it the current snapshot unless a newer one was published meanwhile. Memory: one record and
 /// the write buffer.
 fn build_blocking(store: &Store, dir: &SnapshotDir, seq: u64) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let started = std::time::Instant::now();
+    tracing::info!("snapshot build starting");
     let tmp = dir.tmp_path("build");
     let built = build_into(store, &tmp, seq);
     let (meta, summary) = match built {
@@ -407,7 +409,14 @@ fn build_blocking(store: &Store, dir: &SnapshotDir, seq: u64) -> Result<Snapshot
     if let Err(e) = cleanup {
         tracing::warn!(error = %e, "could not delete an old snapshot file");
     }
-    tracing::info!(records = summary.records, bytes = summary.bytes, published, snapshot = %meta.snapshot_id, "snapshot built");
+    tracing::info!(
+        records = summary.records,
+        bytes = summary.bytes,
+        published,
+        snapshot = %meta.snapshot_id,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "snapshot built"
+    );
     Ok(Snapshot { meta, snapshot: Box::new(file) })
 }
 
@@ -484,6 +493,7 @@ fn install_blocking(
     path: PathBuf,
     incoming: bool,
 ) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
     let fail = |e: SnapshotError| {
         StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, io_err(e))
     };
@@ -554,7 +564,13 @@ fn install_blocking(
     if let Err(e) = dir.remove_others(Some(&name)) {
         tracing::warn!(error = %e, "could not delete an old snapshot file");
     }
-    tracing::info!(records = summary.records, bytes = summary.bytes, snapshot = %meta.snapshot_id, "snapshot installed");
+    tracing::info!(
+        records = summary.records,
+        bytes = summary.bytes,
+        snapshot = %meta.snapshot_id,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "snapshot installed"
+    );
     Ok(())
 }
 

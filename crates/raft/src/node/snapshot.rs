@@ -26,6 +26,7 @@ pub(super) struct Receiving {
 
 struct Incoming {
     id: SnapshotId,
+    started: std::time::Instant,
     file: SnapshotFile,
     /// Bytes received so far (the file's length).
     received: u64,
@@ -71,7 +72,8 @@ impl RaftNode {
             }
             // A new transfer replaces any other (its file is deleted when dropped).
             let file = self.snapshots.new_incoming().map_err(|e| local_failure(&req, e))?;
-            rx.current = Some(Incoming { id: id.clone(), file, received: 0 });
+            tracing::info!(snapshot = %id, "receiving a snapshot from the leader");
+            rx.current = Some(Incoming { id: id.clone(), started: std::time::Instant::now(), file, received: 0 });
         }
         let Some(cur) = rx.current.as_mut() else { return Err(mismatch(&id, 0, req.offset)) };
         if req.offset > cur.received {
@@ -88,6 +90,12 @@ impl RaftNode {
         }
         let Some(mut done) = rx.current.take() else { return Err(mismatch(&id, 0, req.offset)) };
         done.file.sync_all().await.map_err(|e| local_failure(&req, e))?;
+        tracing::info!(
+            snapshot = %id,
+            bytes = done.received,
+            elapsed_ms = done.started.elapsed().as_millis() as u64,
+            "snapshot received; checking it"
+        );
         let path = done.file.path().to_path_buf();
         let checked = tokio::task::spawn_blocking(move || verify_file(&path)).await;
         let refusal = match checked {

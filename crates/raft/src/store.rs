@@ -681,6 +681,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        // Held from reading the name to opening the file: a build publishing meanwhile would
+        // delete the file named here (an open file stays readable).
+        let _publishing = self.snapshots.publish.lock();
         let Some(b) = self.store.meta_get(META_SNAPSHOT_FILE).map_err(store_err(ErrorVerb::Read))? else {
             return Ok(None);
         };

@@ -20,8 +20,6 @@ repo="$(cd "$here/../.." && pwd)"
 bin="${RAMPART_BIN:-${CARGO_TARGET_DIR:-$repo/target}/release/rampart}"
 data_mib="${DATA_MIB:-4096}"
 value_bytes="${VALUE_BYTES:-1000000}"
-work="${WORK:-$(mktemp -d /tmp/rampart-bench-snapshot.XXXXXX)}"
-mkdir -p "$work"
 [ -x "$bin" ] || { echo "no rampart binary at $bin (cargo build --release -p rampart-cli)"; exit 1; }
 
 data_bytes=$((data_mib * 1024 * 1024))
@@ -34,11 +32,14 @@ small_keys=$((keys / 2 + 100))
 # One snapshot, taken once every big key and most small ones are applied.
 snapshot_logs=$((keys + small_keys - 60))
 need_kib=$((data_mib * 6 * 1024))
-free_kib=$(df -Pk "$(dirname "$work")" | awk 'NR==2 {print $4}')
+base="$(dirname "${WORK:-/tmp/x}")"
+free_kib=$(df -Pk "$base" | awk 'NR==2 {print $4}')
 if [ "$free_kib" -lt "$need_kib" ]; then
-    echo "needs $((need_kib / 1024 / 1024)) GiB free next to $work, has $((free_kib / 1024 / 1024)) GiB"
+    echo "needs $((need_kib / 1024 / 1024)) GiB free in $base, has $((free_kib / 1024 / 1024)) GiB"
     exit 1
 fi
+work="${WORK:-$(mktemp -d /tmp/rampart-bench-snapshot.XXXXXX)}"
+mkdir -p "$work"
 
 pids=()
 cleanup() {

@@ -414,6 +414,95 @@ async fn new_node_catches_up_from_a_snapshot() {
     assert_eq!(cmd(&mut n4, &["DBSIZE"]).await, Value::Integer(300));
 }
 
+/// Snapshot files in a node's data dir: (published `.rsnap`, in-progress `.tmp`).
+fn snapshot_files(c: &Cluster, id: u64) -> (Vec<String>, Vec<String>) {
+    let dir = c.specs[&id].data_dir.join("snapshots");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let published = names.iter().filter(|n| n.ends_with(".rsnap")).cloned().collect();
+    let tmp = names.iter().filter(|n| n.ends_with(".tmp")).cloned().collect();
+    (published, tmp)
+}
+
+/// Removes member `id` through the leader of `voters`, retrying while leadership moves.
+async fn remove_member(c: &Cluster, voters: &[u64], id: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let leader = wait_leader(c, voters).await;
+        let url = format!("{}/v1/cluster/members/{id}", c.http(leader));
+        let r = http_request(Method::DELETE, &url, "", Duration::from_secs(60)).await.unwrap();
+        if r.status.is_success() {
+            return;
+        }
+        assert!(r.status == 421 || r.status == 503, "remove member {id}: {} {}", r.status, r.text());
+        assert!(std::time::Instant::now() < deadline, "remove member {id} kept failing");
+    }
+}
+
+/// A follower loses its whole data dir while the cluster takes writes and snapshots. As an
+/// operator would (a node without its data must not vote as if it had it), it is removed, then
+/// added back under its id with an empty dir; it catches up from a snapshot streamed in chunks
+/// while writes go on, then serves every acknowledged key and holds exactly the leader's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_follower_catches_up_from_a_snapshot_and_loses_no_key() {
+    let mut c = Cluster::start(3, &["--snapshot-logs", "50"]);
+    let leader = wait_leader(&c, &[1, 2, 3]).await;
+    let f = [1, 2, 3].into_iter().find(|i| *i != leader).unwrap();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != f).collect();
+    let writers = start_writers(2, [1, 2, 3].iter().map(|i| c.resp_addr(*i)).collect());
+    writers.wait_count(200, "writes before the wipe").await;
+    c.kill(f);
+    std::fs::remove_dir_all(&c.specs[&f].data_dir).unwrap();
+    remove_member(&c, &others, f).await;
+    let mark = writers.count.load(Ordering::Relaxed);
+    writers.wait_count(mark + 300, "writes while the follower is gone").await;
+    wait_for("a snapshot on the leader", Duration::from_secs(60), || async {
+        let leader = wait_leader(&c, &others).await;
+        let st = status(&c, leader).await?;
+        (st["snapshot_index"].as_u64()? > 100).then_some(())
+    })
+    .await;
+    // Started empty and outside the initial cluster, it waits to be added.
+    let ic: Vec<String> = others.iter().map(|i| format!("{i}={}", c.specs[i].peer)).collect();
+    c.spawn_with_initial(f, &ic.join(","));
+    add_member(&c, &others, f).await;
+    // Writes go on while it catches up.
+    let mark = writers.count.load(Ordering::Relaxed);
+    writers.wait_count(mark + 200, "writes while the follower catches up").await;
+    wait_for("the wiped follower to install a snapshot", Duration::from_secs(60), || async {
+        let st = status(&c, f).await?;
+        (st["snapshot_index"].as_u64()? > 0).then_some(())
+    })
+    .await;
+    let outcomes = writers.finish().await;
+    let leader_now = wait_leader(&c, &[1, 2, 3]).await;
+    let commit = status(&c, leader_now).await.unwrap()["commit_index"].as_u64().unwrap();
+    wait_for("the follower to apply the leader's log", Duration::from_secs(60), || async {
+        let st = status(&c, f).await?;
+        (st["applied_index"].as_u64()? >= commit).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&c.specs[&f].log).unwrap();
+    assert!(log.contains("snapshot installed"), "node {f} caught up without a snapshot:\n{}", c.log_tail(f));
+    // Every acknowledged write, read through the wiped follower.
+    verify_acked(&c, f, &outcomes).await;
+    // Its local state holds exactly the leader's keys.
+    let mut local = resp(&c, f).await;
+    assert_eq!(cmd(&mut local, &["READONLY"]).await, Value::ok());
+    let mut l = resp(&c, leader_now).await;
+    let leader_keys = read_retrying(&mut l, &["DBSIZE"]).await;
+    assert_eq!(cmd(&mut local, &["DBSIZE"]).await, leader_keys, "the follower's key count differs from the leader's");
+    // Old snapshot files are gone: one published file per node, nothing half-written.
+    for id in [leader_now, f] {
+        wait_for("one snapshot file per node", Duration::from_secs(30), || async {
+            let (published, tmp) = snapshot_files(&c, id);
+            (published.len() == 1 && tmp.is_empty()).then_some(())
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_malformed_input_gets_clear_errors() {
     let c = Cluster::start(1, &[]);

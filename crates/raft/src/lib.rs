@@ -10,6 +10,7 @@ pub mod log_writer;
 pub mod network;
 pub mod node;
 pub mod replica;
+pub mod snapshot;
 pub mod state_machine;
 pub mod store;
 pub mod types;

@@ -6,17 +6,21 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotResponse,
+    VoteRequest, VoteResponse,
 };
+use openraft::{OptionalSend, Snapshot};
 use parking_lot::Mutex;
 use rampart_transport::{CallError, Peer};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Command, NodeId, NodeInfo, Response, TypeConfig};
+use crate::types::{Command, NodeId, NodeInfo, Response, TypeConfig, Vote};
 
 /// Every request one node sends another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -205,6 +209,144 @@ impl RaftNetwork<TypeConfig> for Connection {
         match self.call(PeerRequest::Vote(rpc), &option).await? {
             PeerResponse::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected(&other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        send_snapshot(self, vote, snapshot, cancel, option).await
+    }
+}
+
+/// Consecutive failed sends of one snapshot chunk before a transfer gives up (openraft retries
+/// the transfer later, after its backoff).
+pub const SNAPSHOT_CHUNK_RETRIES_MAX: u32 = 5;
+
+/// Times one transfer may be sent back to an earlier offset by the follower (it lost its
+/// partial file, or refused the finished one as corrupt) before it gives up.
+pub const SNAPSHOT_RESTARTS_MAX: u32 = 3;
+
+/// First pause after a failed chunk, doubled per failure up to [`SNAPSHOT_RETRY_DELAY_MAX`].
+pub const SNAPSHOT_RETRY_DELAY_MIN: Duration = Duration::from_millis(20);
+
+/// Longest pause between two sends of a failed chunk.
+pub const SNAPSHOT_RETRY_DELAY_MAX: Duration = Duration::from_millis(500);
+
+/// The slowest install (bytes of snapshot per second) the last chunk's deadline allows for: the
+/// follower answers the last chunk only after checking the whole file and installing it.
+pub const SNAPSHOT_INSTALL_BYTES_PER_SEC_MIN: u64 = 4 << 20;
+
+/// Added to the last chunk's deadline, whatever the snapshot's size.
+pub const SNAPSHOT_INSTALL_TIMEOUT_BASE: Duration = Duration::from_secs(30);
+
+/// How long the follower may take to answer the last chunk of a snapshot of `bytes` bytes.
+pub fn snapshot_install_timeout(bytes: u64, chunk_timeout: Duration) -> Duration {
+    let install = SNAPSHOT_INSTALL_TIMEOUT_BASE + Duration::from_secs(bytes / SNAPSHOT_INSTALL_BYTES_PER_SEC_MIN);
+    install.max(chunk_timeout)
+}
+
+/// Sends a snapshot file to the follower in chunks of openraft's `snapshot_max_chunk_size`,
+/// reading one chunk at a time (memory: one chunk, whatever the snapshot's size). Every chunk
+/// but the last has `option`'s deadline; the last one, which the follower answers after it has
+/// verified and installed the snapshot, gets [`snapshot_install_timeout`]. A failed chunk is
+/// resent at the same offset; a follower that asks for another offset (a mismatch) is resumed
+/// there, at most [`SNAPSHOT_RESTARTS_MAX`] times.
+async fn send_snapshot(
+    conn: &mut Connection,
+    vote: Vote,
+    mut snapshot: Snapshot<TypeConfig>,
+    cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+    option: RPCOption,
+) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let signature = snapshot.meta.signature();
+    let read_err = |e: std::io::Error| {
+        StreamingError::StorageError(openraft::StorageError::from_io_error(
+            openraft::ErrorSubject::Snapshot(Some(signature.clone())),
+            openraft::ErrorVerb::Read,
+            e,
+        ))
+    };
+    let network = |msg: String| StreamingError::Network(NetworkError::new(&std::io::Error::other(msg)));
+    let chunk_bytes = option.snapshot_chunk_size().unwrap_or(crate::node::SNAPSHOT_CHUNK_BYTES as usize).max(1);
+    let end = snapshot.snapshot.seek(std::io::SeekFrom::End(0)).await.map_err(read_err)?;
+    let mut cancel = std::pin::pin!(cancel);
+    let mut offset = 0u64;
+    let mut failures = 0u32;
+    let mut restarts = 0u32;
+    loop {
+        snapshot.snapshot.seek(std::io::SeekFrom::Start(offset)).await.map_err(read_err)?;
+        let want = chunk_bytes.min((end - offset) as usize);
+        let mut data = vec![0u8; want];
+        snapshot.snapshot.read_exact(&mut data).await.map_err(read_err)?;
+        let done = offset + want as u64 == end;
+        let timeout = if done { snapshot_install_timeout(end, option.hard_ttl()) } else { option.hard_ttl() };
+        let req = PeerRequest::InstallSnapshot(InstallSnapshotRequest {
+            vote,
+            meta: snapshot.meta.clone(),
+            offset,
+            data,
+            done,
+        });
+        let answer = tokio::select! {
+            biased;
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            r = conn.peers.call(conn.target, &conn.addr, &req, timeout) => r,
+        };
+        let failure = match answer {
+            Ok(PeerResponse::InstallSnapshot(Ok(resp))) => {
+                failures = 0;
+                if resp.vote > vote || done {
+                    return Ok(SnapshotResponse::new(resp.vote));
+                }
+                offset += want as u64;
+                continue;
+            }
+            Ok(PeerResponse::InstallSnapshot(Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))))) => {
+                restarts += 1;
+                if restarts > SNAPSHOT_RESTARTS_MAX {
+                    return Err(network(format!(
+                        "peer {} sent snapshot {} back to an earlier offset more than SNAPSHOT_RESTARTS_MAX \
+                         ({SNAPSHOT_RESTARTS_MAX}) times; last: {m}",
+                        conn.target, snapshot.meta.snapshot_id
+                    )));
+                }
+                tracing::warn!(peer = conn.target, mismatch = %m, "snapshot transfer resumes where the follower asks");
+                offset = if m.expect.id == snapshot.meta.snapshot_id && m.expect.offset <= end {
+                    m.expect.offset
+                } else {
+                    0
+                };
+                failures = 0;
+                continue;
+            }
+            Ok(PeerResponse::InstallSnapshot(Err(e))) => format!("peer {} refused snapshot chunk: {e}", conn.target),
+            Ok(other) => format!(
+                "peer {} answered with the wrong message kind: {:?}",
+                conn.target,
+                std::mem::discriminant(&other)
+            ),
+            Err(e) => e.to_string(),
+        };
+        failures += 1;
+        tracing::warn!(peer = conn.target, offset, failures, error = %failure, "snapshot chunk failed");
+        if failures >= SNAPSHOT_CHUNK_RETRIES_MAX {
+            return Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "snapshot {} to peer {}: {failures} failed sends of the chunk at offset {offset} \
+                 (SNAPSHOT_CHUNK_RETRIES_MAX); last: {failure}",
+                snapshot.meta.snapshot_id, conn.target
+            )))));
+        }
+        let delay = SNAPSHOT_RETRY_DELAY_MIN.saturating_mul(1 << (failures - 1).min(8)).min(SNAPSHOT_RETRY_DELAY_MAX);
+        tokio::select! {
+            biased;
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

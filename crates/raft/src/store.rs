@@ -16,8 +16,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -27,6 +28,10 @@ use rampart_storage::{Durability, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::log_writer::LogWriter;
+use crate::snapshot::{
+    create_buffered, read_header, stage_records, SnapshotDir, SnapshotError, SnapshotFile, SnapshotReader,
+    SnapshotWriter, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_INSTALL_BATCH_BYTES, SNAPSHOT_IO_BUFFER_BYTES,
+};
 use crate::state_machine;
 use crate::types::{Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 
@@ -35,7 +40,11 @@ const META_COMMITTED: &str = "raft/committed";
 const META_PURGED: &str = "raft/last_purged";
 const META_APPLIED: &str = "sm/applied";
 const META_MEMBERSHIP: &str = "sm/membership";
-const META_SNAPSHOT: &str = "sm/snapshot";
+/// Format 1 snapshots: the whole state as one value. Read no more; see
+/// [`StateMachineStore::open`].
+const META_SNAPSHOT_V1: &str = "sm/snapshot";
+/// Where the current snapshot file is ([`SnapshotPointer`]).
+const META_SNAPSHOT_FILE: &str = "sm/snapshot_file";
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
     rmp_serde::to_vec(v).map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, io_err(e)))
@@ -236,16 +245,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// A snapshot as shipped and stored: every key with its revision and value.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    entries: Vec<(Vec<u8>, u64, Vec<u8>)>,
+/// Where the current snapshot is: stored in the meta table (a few hundred bytes; the snapshot
+/// itself is a file, see [`crate::snapshot`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotPointer {
+    /// The file's format version ([`SNAPSHOT_FORMAT_VERSION`]).
+    format: u32,
+    /// File name inside the snapshot directory.
+    file: String,
+    meta: SnapshotMeta,
+    bytes: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb) -> impl Fn(SnapshotError) -> StorageError + '_ {
+    move |e| StorageError::from_io_error(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, io_err(e))
 }
 
 /// The applied key-value state.
@@ -255,53 +268,318 @@ pub struct StateMachineStore {
     /// Highest applied log index, for readers that wait on it.
     applied: Arc<AtomicU64>,
     snapshot_seq: Arc<AtomicU64>,
+    snapshots: Arc<SnapshotDir>,
 }
 
 impl StateMachineStore {
-    pub fn new(store: Arc<Store>) -> Self {
-        StateMachineStore { store, applied: Arc::new(AtomicU64::new(0)), snapshot_seq: Arc::new(AtomicU64::new(0)) }
+    /// Opens the state machine over `store`, with its snapshot files in `snapshots`. Repairs what
+    /// a crash may have left: a half-staged install is dropped, and files no snapshot pointer
+    /// names are deleted. A data dir whose snapshot is of format 1 (one redb value), or whose
+    /// snapshot file is missing or unreadable, gets a fresh snapshot of its applied state
+    /// (which is never behind the snapshot it replaces), so a node keeps a snapshot to send.
+    pub fn open(store: Arc<Store>, snapshots: Arc<SnapshotDir>) -> Result<Self, StorageError> {
+        store.staged_clear().map_err(store_err(ErrorVerb::Write))?;
+        let sm = StateMachineStore {
+            store,
+            applied: Arc::new(AtomicU64::new(0)),
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+            snapshots,
+        };
+        sm.recover_snapshot()?;
+        Ok(sm)
+    }
+
+    fn recover_snapshot(&self) -> Result<(), StorageError> {
+        let (old_format, pointer) = self
+            .store
+            .read(|v| Ok((v.meta_exists(META_SNAPSHOT_V1)?, v.meta_get(META_SNAPSHOT_FILE)?)))
+            .map_err(store_err(ErrorVerb::Read))?;
+        let pointer: Option<SnapshotPointer> = match pointer {
+            Some(b) => Some(decode(ErrorSubject::Snapshot(None), &b)?),
+            None => None,
+        };
+        let valid = match &pointer {
+            Some(p) => match self.snapshots.published(&p.file).and_then(|path| read_header(&path)) {
+                Ok(meta) if meta == p.meta => true,
+                Ok(meta) => {
+                    tracing::warn!(file = %p.file, ?meta, expected = ?p.meta, "snapshot file does not match its pointer");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.file, error = %e, "snapshot file is unreadable");
+                    false
+                }
+            },
+            None => false,
+        };
+        if valid {
+            if old_format {
+                self.store
+                    .write(Durability::Immediate, |w| w.meta_delete(META_SNAPSHOT_V1))
+                    .map_err(store_err(ErrorVerb::Delete))?;
+            }
+            let keep = pointer.as_ref().map(|p| p.file.as_str());
+            return self
+                .snapshots
+                .remove_others(keep)
+                .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Delete, e));
+        }
+        if old_format || pointer.is_some() {
+            tracing::warn!(
+                old_format,
+                "no usable snapshot file: building a snapshot of the applied state (format {SNAPSHOT_FORMAT_VERSION})"
+            );
+            let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            build_blocking(&self.store, &self.snapshots, seq)?;
+            return Ok(());
+        }
+        self.snapshots
+            .remove_others(None)
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Delete, e))
+    }
+
+    /// The directory of this state machine's snapshot files.
+    pub fn snapshot_dir(&self) -> &Arc<SnapshotDir> {
+        &self.snapshots
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let store = self.store.clone();
-        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        blocking(move || {
+/// Streams the applied state, as of one read transaction, into a new snapshot file, and makes
+/// it the current snapshot unless a newer one was published meanwhile. Memory: one record and
+/// the write buffer.
+fn build_blocking(store: &Store, dir: &SnapshotDir, seq: u64) -> Result<Snapshot<TypeConfig>, StorageError> {
+    let started = std::time::Instant::now();
+    tracing::info!("snapshot build starting");
+    let tmp = dir.tmp_path("build");
+    let built = build_into(store, &tmp, seq);
+    let (meta, summary) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(snap_err(None, ErrorVerb::Write)(e));
+        }
+    };
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    let name = dir.final_name(index);
+    let pointer = SnapshotPointer {
+        format: SNAPSHOT_FORMAT_VERSION,
+        file: name.clone(),
+        meta: meta.clone(),
+        bytes: summary.bytes,
+    };
+    let _publishing = dir.publish.lock();
+    let path = match dir.publish_file(&tmp, &name) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StorageError::from_io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                e,
+            ));
+        }
+    };
+    // Opened before a newer snapshot could make this file go away; an open file stays readable.
+    let file = SnapshotFile::open_read(&path)
+        .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+    let encoded = encode(&pointer)?;
+    let published = store
+        .write(Durability::Immediate, |w| {
+            if let Some(b) = w.meta_get(META_SNAPSHOT_FILE)? {
+                let current: SnapshotPointer = rmp_serde::from_slice(&b).map_err(|e| {
+                    rampart_storage::Error::Malformed { what: META_SNAPSHOT_FILE.into(), reason: e.to_string() }
+                })?;
+                if current.meta.last_log_id > meta.last_log_id {
+                    return Ok(false);
+                }
+            }
+            w.meta_put(META_SNAPSHOT_FILE, &encoded)?;
+            w.meta_delete(META_SNAPSHOT_V1)?;
+            Ok(true)
+        })
+        .map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, io_err(e))
+        })?;
+    let cleanup = if published {
+        dir.remove_others(Some(&name))
+    } else {
+        // An install published a newer snapshot while this one was built.
+        std::fs::remove_file(&path)
+    };
+    if let Err(e) = cleanup {
+        tracing::warn!(error = %e, "could not delete an old snapshot file");
+    }
+    tracing::info!(
+        records = summary.records,
+        bytes = summary.bytes,
+        published,
+        snapshot = %meta.snapshot_id,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "snapshot built"
+    );
+    Ok(Snapshot { meta, snapshot: Box::new(file) })
+}
+
+/// The build proper: header, every key of one read transaction, trailer, fsync.
+fn build_into(
+    store: &Store,
+    tmp: &std::path::Path,
+    seq: u64,
+) -> Result<(SnapshotMeta, crate::snapshot::Summary), SnapshotError> {
+    let out = create_buffered(tmp)?;
+    store
+        .read(|v| {
             // One read transaction: the keys and the applied marker agree.
-            let (applied, membership, entries) = store
-                .read(|v| {
-                    let applied = v.meta_get(META_APPLIED)?;
-                    let membership = v.meta_get(META_MEMBERSHIP)?;
-                    let mut entries = Vec::new();
-                    v.kv_for_each(|k, val| {
-                        entries.push((k.to_vec(), val.revision, val.value));
-                        Ok(())
-                    })?;
-                    Ok((applied, membership, entries))
-                })
-                .map_err(store_err(ErrorVerb::Read))?;
+            let applied = v.meta_get(META_APPLIED)?;
+            let membership = v.meta_get(META_MEMBERSHIP)?;
+            let malformed = |what: &str, e: rmp_serde::decode::Error| rampart_storage::Error::Malformed {
+                what: what.into(),
+                reason: e.to_string(),
+            };
             let last_log_id: Option<LogId> = match applied {
-                Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+                Some(b) => rmp_serde::from_slice(&b).map_err(|e| malformed(META_APPLIED, e))?,
                 None => None,
             };
             let last_membership: StoredMembership = match membership {
-                Some(b) => decode(ErrorSubject::StateMachine, &b)?,
+                Some(b) => rmp_serde::from_slice(&b).map_err(|e| malformed(META_MEMBERSHIP, e))?,
                 None => StoredMembership::default(),
             };
-            let data = encode(&SnapshotData { entries })?;
             let snapshot_id = match &last_log_id {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
                 None => format!("0-0-{seq}"),
             };
             let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
-            let stored = encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
-            store
-                .write(Durability::Immediate, |w| w.meta_put(META_SNAPSHOT, &stored))
-                .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, io_err(e)))?;
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+            let write_err =
+                |e: SnapshotError| rampart_storage::Error::Io { path: tmp.to_path_buf(), reason: e.to_string() };
+            let mut w = SnapshotWriter::new(out, &meta).map_err(write_err)?;
+            v.kv_for_each(|k, val| w.record(k, val.revision, &val.value).map_err(write_err))?;
+            let (out, summary) = w.finish().map_err(write_err)?;
+            let file = out.into_inner().map_err(|e| write_err(SnapshotError::Io(e.into_error())))?;
+            file.sync_all().map_err(|e| write_err(SnapshotError::Io(e)))?;
+            Ok((meta, summary))
         })
-        .await
+        .map_err(SnapshotError::Store)
+}
+
+/// Where an install reads the snapshot from: the received file itself, or (for a file that is
+/// not one this node received, such as another store's snapshot) a copy taken while reading.
+enum InstallSource {
+    Owned(BufReader<std::fs::File>),
+    Copying { from: BufReader<std::fs::File>, copy: std::io::BufWriter<std::fs::File> },
+}
+
+impl Read for InstallSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            InstallSource::Owned(r) => r.read(buf),
+            InstallSource::Copying { from, copy } => {
+                let n = from.read(buf)?;
+                copy.write_all(&buf[..n])?;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Installs the snapshot in `file`: stages its records in bounded commits, and only once the
+/// whole file has checked out (format, every record, count, checksum) swaps the staged state in,
+/// with the markers and the snapshot pointer, in one commit. On any error the applied state is
+/// untouched and the staging dropped.
+fn install_blocking(
+    store: &Store,
+    dir: &SnapshotDir,
+    meta: &SnapshotMeta,
+    mut file: std::fs::File,
+    path: PathBuf,
+    incoming: bool,
+) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let fail = |e: SnapshotError| {
+        StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, io_err(e))
+    };
+    store.staged_clear().map_err(|e| fail(e.into()))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| fail(e.into()))?;
+    let from = BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file);
+    let owned = incoming && path.parent() == Some(dir.path());
+    let copy_path = (!owned).then(|| dir.tmp_path("install"));
+    let source = match &copy_path {
+        None => InstallSource::Owned(from),
+        Some(p) => InstallSource::Copying { from, copy: create_buffered(p).map_err(|e| fail(e.into()))? },
+    };
+    let staged = (|| -> Result<(PathBuf, crate::snapshot::Summary), SnapshotError> {
+        let mut r = SnapshotReader::open(source)?;
+        if r.meta() != meta {
+            return Err(SnapshotError::Corrupt(format!(
+                "the file describes snapshot {:?}, the install is of {:?}",
+                r.meta().snapshot_id,
+                meta.snapshot_id
+            )));
+        }
+        let summary = stage_records(store, &mut r, SNAPSHOT_INSTALL_BATCH_BYTES, |_| {})?;
+        let published_from = match r.into_inner() {
+            InstallSource::Owned(_) => path.clone(),
+            InstallSource::Copying { copy, .. } => {
+                let f = copy.into_inner().map_err(|e| SnapshotError::Io(e.into_error()))?;
+                f.sync_all()?;
+                copy_path.clone().unwrap_or_default()
+            }
+        };
+        Ok((published_from, summary))
+    })();
+    let (from_path, summary) = match staged {
+        Ok(x) => x,
+        Err(e) => {
+            // A refused file is of no further use: the leader sends the snapshot again.
+            let _ = std::fs::remove_file(copy_path.as_ref().unwrap_or(&path));
+            let _ = store.staged_clear();
+            tracing::warn!(error = %e, snapshot = %meta.snapshot_id, "snapshot refused; the applied state is unchanged");
+            return Err(fail(e));
+        }
+    };
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    let name = dir.final_name(index);
+    let pointer = SnapshotPointer {
+        format: SNAPSHOT_FORMAT_VERSION,
+        file: name.clone(),
+        meta: meta.clone(),
+        bytes: summary.bytes,
+    };
+    let applied_b = encode(&meta.last_log_id)?;
+    let membership_b = encode(&meta.last_membership)?;
+    let pointer_b = encode(&pointer)?;
+    let _publishing = dir.publish.lock();
+    if let Err(e) = dir.publish_file(&from_path, &name) {
+        let _ = std::fs::remove_file(&from_path);
+        let _ = store.staged_clear();
+        return Err(fail(e.into()));
+    }
+    store
+        .swap_in_staged(|w| {
+            w.meta_put(META_APPLIED, &applied_b)?;
+            w.meta_put(META_MEMBERSHIP, &membership_b)?;
+            w.meta_put(META_SNAPSHOT_FILE, &pointer_b)?;
+            w.meta_delete(META_SNAPSHOT_V1)
+        })
+        .map_err(|e| fail(e.into()))?;
+    if let Err(e) = dir.remove_others(Some(&name)) {
+        tracing::warn!(error = %e, "could not delete an old snapshot file");
+    }
+    tracing::info!(
+        records = summary.records,
+        bytes = summary.bytes,
+        snapshot = %meta.snapshot_id,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "snapshot installed"
+    );
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let store = self.store.clone();
+        let dir = self.snapshots.clone();
+        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        blocking(move || build_blocking(&store, &dir, seq)).await
     }
 }
 
@@ -378,41 +656,22 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let f = self
+            .snapshots
+            .new_incoming()
+            .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        Ok(Box::new(f))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let parsed: SnapshotData = decode(ErrorSubject::Snapshot(Some(meta.signature())), &data)?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotFile>) -> Result<(), StorageError> {
+        let (file, path, incoming) = snapshot.into_std().await;
         let meta = meta.clone();
         let store = self.store.clone();
+        let dir = self.snapshots.clone();
         let applied = self.applied.clone();
         blocking(move || {
-            let applied_b = encode(&meta.last_log_id)?;
-            let membership_b = encode(&meta.last_membership)?;
-            let stored = encode(&StoredSnapshot { meta: meta.clone(), data })?;
-            store
-                .write(Durability::Immediate, |w| {
-                    w.kv_clear()?;
-                    for (k, rev, v) in &parsed.entries {
-                        w.kv_put(k, *rev, v)?;
-                    }
-                    w.meta_put(META_APPLIED, &applied_b)?;
-                    w.meta_put(META_MEMBERSHIP, &membership_b)?;
-                    w.meta_put(META_SNAPSHOT, &stored)
-                })
-                .map_err(|e| {
-                    StorageError::from_io_error(
-                        ErrorSubject::Snapshot(Some(meta.signature())),
-                        ErrorVerb::Write,
-                        io_err(e),
-                    )
-                })?;
+            install_blocking(&store, &dir, &meta, file, path, incoming)?;
             if let Some(l) = &meta.last_log_id {
                 applied.fetch_max(l.index, Ordering::Release);
             }
@@ -422,13 +681,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        match self.store.meta_get(META_SNAPSHOT).map_err(store_err(ErrorVerb::Read))? {
-            Some(b) => {
-                let s: StoredSnapshot = decode(ErrorSubject::Snapshot(None), &b)?;
-                Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
-            }
-            None => Ok(None),
-        }
+        // Held from reading the name to opening the file: a build publishing meanwhile would
+        // delete the file named here (an open file stays readable).
+        let _publishing = self.snapshots.publish.lock();
+        let Some(b) = self.store.meta_get(META_SNAPSHOT_FILE).map_err(store_err(ErrorVerb::Read))? else {
+            return Ok(None);
+        };
+        let p: SnapshotPointer = decode(ErrorSubject::Snapshot(None), &b)?;
+        let path = self.snapshots.published(&p.file).map_err(snap_err(Some(&p.meta), ErrorVerb::Read))?;
+        let file = SnapshotFile::open_read(&path).map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(Some(p.meta.signature())), ErrorVerb::Read, e)
+        })?;
+        Ok(Some(Snapshot { meta: p.meta, snapshot: Box::new(file) }))
     }
 }
 
@@ -539,8 +803,13 @@ mod tests {
             let dir = tempfile::tempdir()
                 .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
             let store = Arc::new(Store::open_dir(dir.path()).map_err(store_err(ErrorVerb::Read))?);
+            let snapshots = Arc::new(
+                SnapshotDir::open(&dir.path().join("snapshots"))
+                    .map_err(|e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e))?,
+            );
             self.dirs.lock().push(dir);
-            Ok(((), LogStore::new(store.clone(), Arc::new(Progress::default()))?, StateMachineStore::new(store)))
+            let sm = StateMachineStore::open(store.clone(), snapshots)?;
+            Ok(((), LogStore::new(store, Arc::new(Progress::default()))?, sm))
         }
     }
 
@@ -603,5 +872,314 @@ mod tests {
     #[test]
     fn openraft_storage_suite() -> Result<(), StorageError> {
         openraft::testing::Suite::test_all(Builder { dirs: parking_lot::Mutex::new(Vec::new()) })
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::snapshot::{SnapshotReader, SNAPSHOT_IO_BUFFER_BYTES};
+
+    struct Node {
+        dir: tempfile::TempDir,
+        store: Arc<Store>,
+        sm: StateMachineStore,
+    }
+
+    fn node() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, sm) = open(dir.path());
+        Node { dir, store, sm }
+    }
+
+    fn open(path: &std::path::Path) -> (Arc<Store>, StateMachineStore) {
+        let store = Arc::new(Store::open_dir(path).unwrap());
+        let snaps = Arc::new(SnapshotDir::open(&path.join("snapshots")).unwrap());
+        let sm = StateMachineStore::open(store.clone(), snaps).unwrap();
+        (store, sm)
+    }
+
+    fn log_id(index: u64) -> LogId {
+        openraft::LogId::new(openraft::CommittedLeaderId::new(2, 1), index)
+    }
+
+    /// Writes `n` keys and the markers of an applied state at `index`.
+    fn fill(store: &Store, prefix: &str, n: u64, index: u64) {
+        let membership = StoredMembership::new(
+            Some(log_id(1)),
+            openraft::Membership::new(vec![BTreeSet::from([1u64])], BTreeMap::from([(1u64, Default::default())])),
+        );
+        store
+            .write(Durability::Immediate, |w| {
+                for i in 0..n {
+                    let v = format!("value-{i}-").repeat((i % 7 + 1) as usize);
+                    w.kv_put(format!("{prefix}/{i:06}").as_bytes(), i + 1, v.as_bytes())?;
+                }
+                w.meta_put(META_APPLIED, &rmp_serde::to_vec(&Some(log_id(index))).unwrap())?;
+                w.meta_put(META_MEMBERSHIP, &rmp_serde::to_vec(&membership).unwrap())
+            })
+            .unwrap();
+    }
+
+    fn kv(store: &Store) -> Vec<(Vec<u8>, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        store
+            .read(|v| {
+                v.kv_for_each(|k, val| {
+                    out.push((k.to_vec(), val.revision, val.value));
+                    Ok(())
+                })
+            })
+            .unwrap();
+        out
+    }
+
+    fn files(n: &Node) -> Vec<String> {
+        files_in(n.dir.path())
+    }
+
+    fn files_in(data_dir: &std::path::Path) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(data_dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Ships `snap` into a new incoming file of `to` in chunks of `chunk` bytes, as the receiver
+    /// does with the leader's InstallSnapshot messages.
+    async fn ship(snap: &mut Snapshot<TypeConfig>, to: &mut StateMachineStore, chunk: usize) -> Box<SnapshotFile> {
+        let mut incoming = to.begin_receiving_snapshot().await.unwrap();
+        snap.snapshot.seek(SeekFrom::Start(0)).await.unwrap();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            let n = snap.snapshot.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            incoming.write_all(&buf[..n]).await.unwrap();
+        }
+        incoming.sync_all().await.unwrap();
+        incoming
+    }
+
+    #[tokio::test]
+    async fn many_keys_build_ship_in_small_chunks_and_install() {
+        let mut leader = node();
+        fill(&leader.store, "k", 5_000, 40);
+        let mut snap = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(40)));
+        // The finding: the snapshot was one redb value (redb refuses values over 3 GiB). Now the
+        // store holds only a pointer to the file.
+        let pointer = leader.store.meta_get(META_SNAPSHOT_FILE).unwrap().unwrap();
+        assert!(pointer.len() < 4096, "the snapshot pointer is {} bytes", pointer.len());
+        assert!(!leader.store.read(|v| v.meta_exists(META_SNAPSHOT_V1)).unwrap());
+        assert!(std::fs::metadata(snap.snapshot.path()).unwrap().len() > 200_000);
+        let mut follower = node();
+        fill(&follower.store, "stale", 10, 3);
+        let incoming = ship(&mut snap, &mut follower.sm, 4096).await;
+        follower.sm.install_snapshot(&snap.meta, incoming).await.unwrap();
+        assert_eq!(kv(&follower.store), kv(&leader.store), "the follower holds exactly the leader's keys");
+        assert_eq!(follower.sm.applied_state().await.unwrap().0, Some(log_id(40)));
+        let current = follower.sm.get_current_snapshot().await.unwrap().expect("a current snapshot");
+        assert_eq!(current.meta, snap.meta);
+        // One published file each, nothing half-written.
+        assert_eq!(files(&leader).len(), 1, "{:?}", files(&leader));
+        assert_eq!(files(&follower).len(), 1, "{:?}", files(&follower));
+        // The installed snapshot can be shipped on (the follower may become leader).
+        let mut again = follower.sm.get_current_snapshot().await.unwrap().unwrap();
+        let mut third = node();
+        let incoming = ship(&mut again, &mut third.sm, 1000).await;
+        third.sm.install_snapshot(&again.meta, incoming).await.unwrap();
+        assert_eq!(kv(&third.store).len(), 5_000);
+    }
+
+    /// Every kind of damage is refused before anything replaces the follower's state.
+    #[tokio::test]
+    async fn a_corrupt_or_truncated_snapshot_is_refused_and_the_old_state_stays() {
+        let mut leader = node();
+        fill(&leader.store, "k", 2_000, 30);
+        let mut snap = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut good = Vec::new();
+        snap.snapshot.seek(SeekFrom::Start(0)).await.unwrap();
+        snap.snapshot.read_to_end(&mut good).await.unwrap();
+        let mut follower = node();
+        fill(&follower.store, "old", 50, 7);
+        let mut follower_snap = follower.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let before = kv(&follower.store);
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x01;
+        let mut trailer = good.clone();
+        let last = trailer.len() - 1;
+        trailer[last] ^= 0xff;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("cut in half", good[..good.len() / 2].to_vec()),
+            ("cut before the trailer", good[..good.len() - 5].to_vec()),
+            ("a flipped byte", flipped),
+            ("a wrong checksum", trailer),
+            ("empty", Vec::new()),
+        ];
+        for (what, bytes) in cases {
+            let mut incoming = follower.sm.begin_receiving_snapshot().await.unwrap();
+            incoming.write_all(&bytes).await.unwrap();
+            incoming.sync_all().await.unwrap();
+            let err = follower.sm.install_snapshot(&snap.meta, incoming).await.unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("snapshot"), "{what}: {msg}");
+            assert_eq!(kv(&follower.store), before, "{what}: the old state must stay");
+            assert_eq!(follower.sm.applied_state().await.unwrap().0, Some(log_id(7)), "{what}");
+            let current = follower.sm.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(current.meta, follower_snap.meta, "{what}: the old snapshot stays current");
+            assert_eq!(files(&follower).len(), 1, "{what}: no leftover files: {:?}", files(&follower));
+            assert!(follower.store.stage(Durability::Lazy, |st| st.is_empty()).unwrap(), "{what}: staging dropped");
+        }
+        // A good file for another snapshot than announced is refused too.
+        let incoming = ship(&mut follower_snap, &mut follower.sm, 512).await;
+        let err = follower.sm.install_snapshot(&snap.meta, incoming).await.unwrap_err();
+        assert!(err.to_string().contains("describes snapshot"), "{err}");
+        assert_eq!(kv(&follower.store), before);
+        // And the good one still installs afterwards.
+        let incoming = ship(&mut snap, &mut follower.sm, 512).await;
+        follower.sm.install_snapshot(&snap.meta, incoming).await.unwrap();
+        assert_eq!(kv(&follower.store), kv(&leader.store));
+    }
+
+    /// A reader that records how many bytes it has handed out and its largest single read.
+    struct Counting<R> {
+        inner: R,
+        read: Arc<AtomicU64>,
+        largest: Arc<AtomicU64>,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            self.largest.fetch_max(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    /// The installer holds at most one batch of records: between two commits it reads no more
+    /// than a batch plus one record, and it reads the file in pieces no larger than its buffer.
+    #[test]
+    fn the_installer_commits_every_batch_and_reads_in_bounded_pieces() {
+        let leader = node();
+        fill(&leader.store, "k", 3_000, 12);
+        let path = leader.dir.path().join("snapshot.bin");
+        {
+            let seq = 0;
+            let tmp = leader.dir.path().join("build.tmp");
+            build_into(&leader.store, &tmp, seq).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        let total = std::fs::metadata(&path).unwrap().len();
+        let follower = node();
+        let read = Arc::new(AtomicU64::new(0));
+        let largest = Arc::new(AtomicU64::new(0));
+        let counting =
+            Counting { inner: std::fs::File::open(&path).unwrap(), read: read.clone(), largest: largest.clone() };
+        let buffer = 8 << 10;
+        let batch = 16 << 10;
+        let mut r = SnapshotReader::open(BufReader::with_capacity(buffer, counting)).unwrap();
+        let mut commits: Vec<u64> = Vec::new();
+        let summary =
+            stage_records(&follower.store, &mut r, batch, |_| commits.push(read.load(Ordering::Relaxed))).unwrap();
+        assert_eq!(summary.records, 3_000);
+        assert_eq!(read.load(Ordering::Relaxed), total);
+        assert!(
+            largest.load(Ordering::Relaxed) <= buffer as u64,
+            "a read of {} bytes",
+            largest.load(Ordering::Relaxed)
+        );
+        let record_max = 8 + 4 + 4 + 1 + 10 + 7 * 14;
+        let mut prev = 0;
+        for c in &commits {
+            assert!(c - prev <= (batch + record_max + buffer) as u64, "{} bytes between two commits", c - prev);
+            prev = *c;
+        }
+        assert!(
+            commits.len() > (total as usize) / (batch + record_max + buffer),
+            "{} commits for {total} bytes",
+            commits.len()
+        );
+        assert_eq!(SNAPSHOT_IO_BUFFER_BYTES, 1 << 20, "production reads use a 1 MiB buffer");
+    }
+
+    #[tokio::test]
+    async fn a_restart_cleans_leftovers_and_keeps_the_snapshot() {
+        let mut n = node();
+        fill(&n.store, "k", 100, 9);
+        let snap = n.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snaps = n.dir.path().join("snapshots");
+        // What a crash mid-build, mid-receive and mid-install leaves behind.
+        std::fs::write(snaps.join("build-00.tmp"), b"half a snapshot").unwrap();
+        std::fs::write(snaps.join("incoming-00.tmp"), b"half a transfer").unwrap();
+        std::fs::write(snaps.join("snapshot-00000000000000000099-00.rsnap"), b"renamed, never pointed at").unwrap();
+        n.store.stage(Durability::Immediate, |st| st.put(b"half-installed", 1, b"x")).unwrap();
+        let before = kv(&n.store);
+        drop(n.sm);
+        drop(n.store);
+        let (store, mut sm) = open(n.dir.path());
+        let left = files_in(n.dir.path());
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].ends_with(".rsnap") && left[0] != "snapshot-00000000000000000099-00.rsnap", "{left:?}");
+        assert_eq!(kv(&store), before);
+        assert!(store.stage(Durability::Lazy, |st| st.is_empty()).unwrap(), "the half install is dropped");
+        assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+    }
+
+    /// Format 1 kept the snapshot as one value; such a data dir starts with a streamed snapshot
+    /// of its applied state instead, and the old value is dropped. A snapshot file gone missing
+    /// is rebuilt the same way.
+    #[tokio::test]
+    async fn an_old_format_or_missing_snapshot_is_rebuilt_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open_dir(dir.path()).unwrap();
+            fill(&store, "k", 300, 21);
+            store.write(Durability::Immediate, |w| w.meta_put(META_SNAPSHOT_V1, &[0x92; 64])).unwrap();
+        }
+        let (store, mut sm) = open(dir.path());
+        assert!(!store.read(|v| v.meta_exists(META_SNAPSHOT_V1)).unwrap(), "the format 1 value is dropped");
+        let snap = sm.get_current_snapshot().await.unwrap().expect("a rebuilt snapshot");
+        assert_eq!(snap.meta.last_log_id, Some(log_id(21)));
+        let (meta, summary) = crate::snapshot::verify_file(snap.snapshot.path()).unwrap();
+        assert_eq!(meta, snap.meta);
+        assert_eq!(summary.records, 300);
+        std::fs::remove_file(snap.snapshot.path()).unwrap();
+        drop(sm);
+        drop(store);
+        let (_store, mut sm) = open(dir.path());
+        let rebuilt = sm.get_current_snapshot().await.unwrap().expect("rebuilt after the file went missing");
+        assert_eq!(rebuilt.meta.last_log_id, Some(log_id(21)));
+        assert!(rebuilt.snapshot.path().exists());
+    }
+
+    /// A build that read the state before an install finished never replaces the installed
+    /// (newer) snapshot.
+    #[tokio::test]
+    async fn an_older_build_does_not_replace_a_newer_snapshot() {
+        let mut leader = node();
+        fill(&leader.store, "k", 50, 80);
+        let mut newer = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut n = node();
+        fill(&n.store, "k", 10, 5);
+        let incoming = ship(&mut newer, &mut n.sm, 100).await;
+        n.sm.install_snapshot(&newer.meta, incoming).await.unwrap();
+        // Simulate the late build: state rolled back to index 5 in a read it took earlier.
+        n.store
+            .write(Durability::Immediate, |w| w.meta_put(META_APPLIED, &rmp_serde::to_vec(&Some(log_id(5))).unwrap()))
+            .unwrap();
+        let old = n.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(old.meta.last_log_id, Some(log_id(5)));
+        assert_eq!(n.sm.get_current_snapshot().await.unwrap().unwrap().meta, newer.meta);
+        assert_eq!(files(&n).len(), 1, "{:?}", files(&n));
     }
 }

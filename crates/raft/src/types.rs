@@ -1,8 +1,6 @@
 //! openraft's type configuration for leader mode. The command set and its results are
 //! `rampart-kv`'s: a log entry is a [`Command`], its result a [`Response`].
 
-use std::io::Cursor;
-
 /// A node's id in the cluster (openraft wants a plain integer type).
 pub type NodeId = u64;
 
@@ -19,7 +17,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -2,10 +2,13 @@
 //!
 //! It holds three tables: the replicated log (`index -> entry bytes`), a small
 //! `meta` table (vote, committed marker, purge marker, state-machine markers,
-//! the latest snapshot), and the applied key-value state (`key -> revision +
-//! value`); in multi-master mode a fourth table holds each key's Paxos
-//! register (`key -> register bytes`). It knows nothing of networks or replication: callers hand it bytes
-//! and decide what must be durable.
+//! where the latest snapshot file is), and the applied key-value state (`key ->
+//! revision + value`); in multi-master mode a fourth table holds each key's
+//! Paxos register (`key -> register bytes`). While a snapshot is installed, a
+//! staged key-value table fills over many commits and replaces the applied
+//! one in a single commit ([`Store::stage`], [`Store::swap_in_staged`]). It
+//! knows nothing of networks or replication: callers hand it bytes and decide
+//! what must be durable.
 //!
 //! Every call here blocks (redb is synchronous and `commit` may fsync); async
 //! callers run writes on a blocking thread.
@@ -25,6 +28,14 @@ const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
 /// Multi-master mode's Paxos registers: `key -> encoded register` (the
 /// encoding belongs to `rampart-mm`).
 const REGISTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registers");
+/// A key-value state being installed (from a snapshot), in the same record
+/// form as [`KV`]. It is filled over many commits and takes the place of
+/// [`KV`] in one commit ([`Store::swap_in_staged`]); until then readers see
+/// only [`KV`]. Left over by a crash, it is dropped by [`Store::staged_clear`].
+const KV_STAGED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_staged");
+/// The key-value state that [`KV_STAGED`] replaced, dropped right after the
+/// swap (in its own commit, so the swap itself stays short).
+const KV_REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_replaced");
 
 /// Memory redb may use to cache pages of the data file. redb's own default
 /// (1 GiB) would let a node's RSS grow far past its working set under
@@ -186,6 +197,59 @@ impl Store {
         self.read(|v| v.kv_get(key))
     }
 
+    /// Drops the staged key-value state, and a replaced one not yet dropped,
+    /// if either is there (what a crash during an install leaves). Immediate.
+    pub fn staged_clear(&self) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        txn.delete_table(KV_STAGED).map_err(|e| self.io(e))?;
+        txn.delete_table(KV_REPLACED).map_err(|e| self.io(e))?;
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Runs `f` on the staged key-value state in one write transaction,
+    /// committed with `durability`. A snapshot install stages its records in
+    /// many such commits, so no transaction holds the whole data set.
+    pub fn stage<T>(&self, durability: Durability, f: impl FnOnce(&mut Staging<'_>) -> Result<T>) -> Result<T> {
+        let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        if durability == Durability::Lazy {
+            txn.set_durability(redb::Durability::None).map_err(|e| self.io(e))?;
+        }
+        let out = {
+            let mut staging = Staging { kv: txn.open_table(KV_STAGED).map_err(|e| self.io(e))?, path: &self.path };
+            f(&mut staging)?
+        };
+        txn.commit().map_err(|e| self.io(e))?;
+        Ok(out)
+    }
+
+    /// In one immediate commit: the staged key-value state becomes the key-value
+    /// state (an empty one if nothing was staged), and `f` runs on the tables
+    /// after the swap (to write the markers that go with the new state). Then,
+    /// in a commit of its own, the replaced state is dropped; a crash between
+    /// the two leaves it for [`Store::staged_clear`].
+    pub fn swap_in_staged<T>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        // Both tables must exist for the renames below.
+        drop(txn.open_table(KV_STAGED).map_err(|e| self.io(e))?);
+        drop(txn.open_table(KV).map_err(|e| self.io(e))?);
+        txn.delete_table(KV_REPLACED).map_err(|e| self.io(e))?;
+        txn.rename_table(KV, KV_REPLACED).map_err(|e| self.io(e))?;
+        txn.rename_table(KV_STAGED, KV).map_err(|e| self.io(e))?;
+        let out = {
+            let mut batch = Batch {
+                log: txn.open_table(LOG).map_err(|e| self.io(e))?,
+                meta: txn.open_table(META).map_err(|e| self.io(e))?,
+                kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+                registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
+                path: &self.path,
+            };
+            f(&mut batch)?
+        };
+        txn.commit().map_err(|e| self.io(e))?;
+        self.staged_clear()?;
+        Ok(out)
+    }
+
     fn io(&self, e: impl std::fmt::Display) -> Error {
         io_error(&self.path, e)
     }
@@ -264,6 +328,11 @@ macro_rules! table_reads {
     () => {
         pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
             Ok(self.meta.get(key).map_err(|e| io_error(&self.path, e))?.map(|g| g.value().to_vec()))
+        }
+
+        /// Whether `key` has a value, without copying it out.
+        pub fn meta_exists(&self, key: &str) -> Result<bool> {
+            Ok(self.meta.get(key).map_err(|e| io_error(&self.path, e))?.is_some())
         }
 
         pub fn kv_get(&self, key: &[u8]) -> Result<Option<Versioned>> {
@@ -402,6 +471,30 @@ impl View {
     table_reads!();
 }
 
+/// The staged key-value state of one write transaction (see [`Store::stage`]).
+pub struct Staging<'t> {
+    kv: redb::Table<'t, &'static [u8], &'static [u8]>,
+    path: &'t Path,
+}
+
+impl Staging<'_> {
+    /// Stages `key` with its revision and value (the record form of [`Batch::kv_put`]).
+    pub fn put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<()> {
+        let rec = Versioned::encode(revision, value);
+        self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Keys staged so far.
+    pub fn len(&self) -> Result<u64> {
+        self.kv.len().map_err(|e| io_error(self.path, e))
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
 /// The tables of one write transaction.
 pub struct Batch<'t> {
     log: redb::Table<'t, u64, &'static [u8]>,
@@ -526,6 +619,61 @@ mod tests {
         // A single pair above the bound still makes a page of one.
         let (items, more) = s.read(|v| v.kv_scan_bounded(b"k", Some(b"k2"), 10, 1, true)).unwrap();
         assert_eq!((items.len(), more), (1, false));
+    }
+
+    fn all_kv(s: &Store) -> Vec<(Vec<u8>, Versioned)> {
+        let mut out = Vec::new();
+        s.read(|v| {
+            v.kv_for_each(|k, val| {
+                out.push((k.to_vec(), val));
+                Ok(())
+            })
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn staged_state_replaces_kv_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(dir.path()).unwrap();
+        s.write(Durability::Immediate, |b| {
+            b.kv_put(b"old", 1, b"o")?;
+            b.meta_put("m", b"before")
+        })
+        .unwrap();
+        // Staged over several commits, invisible until the swap.
+        for i in 0..3u64 {
+            s.stage(Durability::Lazy, |st| st.put(format!("new{i}").as_bytes(), 10 + i, b"n")).unwrap();
+        }
+        assert_eq!(all_kv(&s).len(), 1, "staged records are not visible before the swap");
+        s.swap_in_staged(|b| b.meta_put("m", b"after")).unwrap();
+        let kv = all_kv(&s);
+        assert_eq!(kv.iter().map(|(k, _)| k.as_slice()).collect::<Vec<_>>(), [&b"new0"[..], b"new1", b"new2"]);
+        assert_eq!(kv[2].1, Versioned { revision: 12, value: b"n".to_vec() });
+        assert_eq!(s.meta_get("m").unwrap().unwrap(), b"after");
+        // Writes after the swap reach the new table, and a second install starts empty.
+        s.write(Durability::Immediate, |b| b.kv_put(b"later", 20, b"l")).unwrap();
+        assert_eq!(all_kv(&s).len(), 4);
+        s.swap_in_staged(|_| Ok(())).unwrap();
+        assert!(all_kv(&s).is_empty(), "swapping in an empty staging leaves an empty state");
+    }
+
+    #[test]
+    fn an_abandoned_staging_is_dropped_and_never_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open_dir(dir.path()).unwrap();
+            s.write(Durability::Immediate, |b| b.kv_put(b"kept", 1, b"k")).unwrap();
+            s.stage(Durability::Immediate, |st| st.put(b"half", 2, b"h")).unwrap();
+            // The process dies here, mid-install.
+        }
+        let s = Store::open_dir(dir.path()).unwrap();
+        assert_eq!(all_kv(&s).len(), 1);
+        s.staged_clear().unwrap();
+        assert!(s.stage(Durability::Lazy, |st| st.is_empty()).unwrap(), "staging starts empty after a clear");
+        s.swap_in_staged(|_| Ok(())).unwrap();
+        assert!(all_kv(&s).is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`failover`]: fast elections when the leader's process is gone.
 //! - [`peer_server`]: what other members ask of this node.
 //! - [`heartbeat`]: failure-detection heartbeats to every member.
+//! - [`snapshot`]: receiving a snapshot from the leader, chunk by chunk, into a file.
 //!
 //! The `rampart_kv::Replica` implementation is in `crate::replica`.
 
@@ -18,6 +19,7 @@ mod heartbeat;
 mod membership;
 mod peer_server;
 mod read_index;
+mod snapshot;
 
 pub use batch::{
     BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, PIPELINE_COMMANDS_MAX, PROPOSAL_QUEUE_MAX,
@@ -39,9 +41,18 @@ use rampart_storage::{Store, Versioned};
 use tokio::sync::mpsc;
 
 use crate::network::{ForwardError, Network, Peers};
+use crate::snapshot::SnapshotDir;
 use crate::store::{LogStore, Progress, StateMachineStore};
 use crate::types::{NodeId, NodeInfo, Raft};
 use batch::{proposer_loop, Proposal};
+
+/// Folder of snapshot files inside a node's data dir.
+pub const SNAPSHOT_DIR_NAME: &str = "snapshots";
+
+/// Snapshot bytes carried by one InstallSnapshot message (openraft's `snapshot_max_chunk_size`).
+/// A chunk, encoded, must fit in a peer frame (`rampart_transport::Config::frame_bytes_max`); a
+/// byte array encodes to at most twice its length.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 
 /// Entries a learner may lag behind the leader and still be promoted.
 pub const LEARNER_LAG_MAX: u64 = 64;
@@ -155,6 +166,10 @@ pub struct RaftNode {
     quorum_silence_ms: u64,
     /// The snapshot being received, for `validate::SnapshotProgress`.
     snapshot_progress: Mutex<crate::validate::SnapshotProgress>,
+    /// This node's snapshot files.
+    snapshots: Arc<SnapshotDir>,
+    /// The snapshot being received from the leader.
+    receiving: tokio::sync::Mutex<snapshot::Receiving>,
 }
 
 /// openraft's settings for a node.
@@ -169,6 +184,7 @@ fn openraft_config(cfg: &NodeConfig) -> Result<openraft::Config, StartError> {
         // Receivers refuse appends with more (`validate`).
         max_payload_entries: crate::validate::APPEND_ENTRIES_MAX as u64,
         install_snapshot_timeout: 5_000,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         // A learner counts as caught up (and may be promoted) once it is within this many
         // entries of the leader.
         replication_lag_threshold: LEARNER_LAG_MAX,
@@ -185,6 +201,8 @@ pub enum StartError {
     Storage(#[from] rampart_storage::Error),
     #[error("cannot listen for peers on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
+    #[error("cannot open the snapshot directory: {0}")]
+    Snapshots(String),
     #[error("invalid raft settings: {0}")]
     Config(String),
     #[error("raft failed to start: {0}")]
@@ -205,6 +223,18 @@ impl RaftNode {
     pub async fn start(cfg: NodeConfig) -> Result<Arc<RaftNode>, StartError> {
         let store = Arc::new(Store::open_dir(&cfg.data_dir)?);
         crate::store::check_bounds(&store, &crate::validate::Bounds::now()).map_err(StartError::OutOfBounds)?;
+        let snapshots = Arc::new(
+            SnapshotDir::open(&cfg.data_dir.join(SNAPSHOT_DIR_NAME))
+                .map_err(|e| StartError::Snapshots(e.to_string()))?,
+        );
+        let state_machine = {
+            let (store, snapshots) = (store.clone(), snapshots.clone());
+            // May build a snapshot (a data dir of an older format): off the async threads.
+            tokio::task::spawn_blocking(move || StateMachineStore::open(store, snapshots).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+                .map_err(StartError::Raft)?
+        };
         let progress = Arc::new(Progress::default());
         let raft_cfg = openraft_config(&cfg)?;
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
@@ -216,7 +246,7 @@ impl RaftNode {
             Arc::new(raft_cfg),
             Network::new(peers.clone()),
             LogStore::new(store.clone(), progress.clone()).map_err(|e| StartError::Raft(e.to_string()))?,
-            StateMachineStore::new(store.clone()),
+            state_machine,
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -247,6 +277,8 @@ impl RaftNode {
             boot,
             quorum_silence_ms,
             snapshot_progress: Mutex::new(Default::default()),
+            snapshots,
+            receiving: tokio::sync::Mutex::new(snapshot::Receiving::default()),
             cfg,
         });
         tokio::spawn(rampart_transport::serve(

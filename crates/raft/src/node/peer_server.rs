@@ -68,7 +68,7 @@ impl RaftNode {
             PeerRequest::InstallSnapshot(r) => {
                 self.snapshot_progress.lock().check(&r)?;
                 let progress = (r.meta.snapshot_id.clone(), r.offset, r.data.len(), r.done);
-                let answer = self.raft.install_snapshot(r).await;
+                let answer = self.receive_snapshot_chunk(r).await;
                 if answer.is_ok() {
                     let (id, offset, len, done) = progress;
                     self.snapshot_progress.lock().received_chunk(&id, offset, len, done);

@@ -8,6 +8,7 @@ use rampart_kv::{
     write_checked, BoxFuture, Command, Consistency, Item, KvError, Limits, Member, MemberInfo, MembershipError,
     NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
 };
+use rampart_kv::reserved::RESERVED_PREFIX;
 use rampart_storage::View;
 
 use crate::node::{RaftNode, WriteError};
@@ -93,7 +94,12 @@ impl Replica for RaftNode {
     }
 
     fn count(&self, consistency: Consistency) -> BoxFuture<'_, Result<u64, KvError>> {
-        Box::pin(self.read(consistency, |v| v.kv_len()))
+        // The reserved namespace (rampart's own users) is not part of the client's key space;
+        // it holds few keys, counted in the same read.
+        Box::pin(self.read(consistency, |v| {
+            let reserved = v.kv_scan(RESERVED_PREFIX, None, usize::MAX)?.0.len() as u64;
+            Ok(v.kv_len()?.saturating_sub(reserved))
+        }))
     }
 
     fn has_revisions(&self) -> bool {

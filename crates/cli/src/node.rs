@@ -33,6 +33,7 @@ fn server_config(s: &NodeSettings) -> ServerConfig {
         http_addr: s.http_addr,
         request_timeout: s.request_timeout,
         resp_connections_max: s.resp_connections_max,
+        acl: rampart_server::acl::AclConfig::default(),
     }
 }
 

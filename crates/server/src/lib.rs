@@ -3,6 +3,7 @@
 //! only through the [`rampart_kv::Replica`] trait: this crate knows neither replication mode.
 //! The binary (`crates/cli`) starts a replica and hands it to [`serve`].
 
+pub mod acl;
 pub mod app;
 pub mod http;
 pub mod metrics;
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     /// How long a client request may wait (bounds KEYS and other multi-page requests).
     pub request_timeout: Duration,
     pub resp_connections_max: usize,
+    /// Users, protected mode and password checking.
+    pub acl: acl::AclConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,7 @@ pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
 /// Serves RESP and HTTP clients from `replica` on the bound listeners (in background tasks).
 pub fn serve(listeners: Listeners, replica: Arc<dyn Replica>, cfg: ServerConfig) -> Arc<app::App> {
     let app = app::App::new(replica, cfg);
+    tokio::spawn(app.acl.clone().run_refresher());
     tokio::spawn(resp::serve(listeners.resp, app.clone()));
     let router = http::router(app.clone());
     let http = listeners.http;

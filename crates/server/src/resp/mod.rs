@@ -5,7 +5,9 @@
 //! - [`table`]: every command once (arity, flags, what runs it).
 //! - [`writes`]: write commands parsed into `rampart_kv::Command`s, and their replies.
 //! - [`handlers`]: reads, connection state and introspection.
+//! - [`auth`]: the authentication and ACL gate, `AUTH`, `HELLO AUTH` and `ACL`.
 
+mod auth;
 mod handlers;
 mod table;
 mod writes;
@@ -18,11 +20,14 @@ use bytes::{Bytes, BytesMut};
 use rampart_kv::limits::PIPELINE_COMMANDS_MAX;
 use rampart_kv::{Consistency, KvError};
 use rampart_resp::{encode, Limits, Protocol, RequestDecoder, Value};
+use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::app::App;
+pub use table::acl_catalog;
 use table::{lookup, unknown_command, Exec};
 
 /// Most keys KEYS may return before it refuses (use SCAN for more).
@@ -37,7 +42,7 @@ static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 pub async fn serve(listener: TcpListener, app: Arc<App>) {
     let slots = Arc::new(Semaphore::new(app.cfg.resp_connections_max));
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "RESP accept failed");
@@ -51,7 +56,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
                 let app = app.clone();
                 tokio::spawn(async move {
                     app.metrics.resp_connections.fetch_add(1, Ordering::Relaxed);
-                    Conn::new(app.clone()).run(stream).await;
+                    let conn = Conn::new(app.clone());
+                    conn.start(stream, peer).await;
                     app.metrics.resp_connections.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
@@ -74,6 +80,9 @@ struct Conn {
     name: Option<Bytes>,
     id: u64,
     quit: bool,
+    session: auth::Session,
+    /// End the connection without answering (its user was deleted).
+    close_silently: bool,
 }
 
 fn err(msg: impl Into<String>) -> Value {
@@ -95,6 +104,12 @@ fn parse_i64(b: &[u8]) -> Option<i64> {
 
 impl Conn {
     fn new(app: Arc<App>) -> Self {
+        let session = auth::Session {
+            authenticated: false,
+            name: crate::acl::rules::DEFAULT_USER.to_vec(),
+            user: app.acl.view().default_user(),
+            generation: 0,
+        };
         Conn {
             app,
             proto: Protocol::Resp2,
@@ -102,7 +117,28 @@ impl Conn {
             name: None,
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             quit: false,
+            session,
+            close_silently: false,
         }
+    }
+
+    /// Admits a new connection: waits for the users to be loaded, refuses it in protected mode
+    /// (Redis's `-DENIED` line, then close), and serves it.
+    async fn start(mut self, mut stream: TcpStream, peer: SocketAddr) {
+        if !self.app.acl.wait_loaded(self.app.cfg.request_timeout).await {
+            let _ =
+                stream.write_all(b"-TRYAGAIN the users are not loaded yet (no quorum to read them); retry\r\n").await;
+            return;
+        }
+        if self.app.acl.refuses(peer.ip()) {
+            self.app.metrics.resp_connections_rejected.fetch_add(1, Ordering::Relaxed);
+            let line = format!("-{}\r\n", crate::acl::store::PROTECTED_MODE_MESSAGE);
+            let _ = stream.write_all(line.as_bytes()).await;
+            tracing::debug!(%peer, "refused a non-loopback client in protected mode");
+            return;
+        }
+        self.session = self.new_session();
+        self.run(stream).await;
     }
 
     async fn run(mut self, mut stream: TcpStream) {
@@ -182,6 +218,10 @@ impl Conn {
                 i = run_end;
             } else {
                 let reply = self.execute(std::mem::take(&mut pending[i])).await;
+                if self.close_silently {
+                    let _ = stream.write_all(out).await;
+                    return false;
+                }
                 encode(&reply, self.proto, out);
                 i += 1;
                 if self.quit {
@@ -208,6 +248,15 @@ impl Conn {
         let mut names = Vec::with_capacity(cmds.len());
         for args in cmds {
             let spec = lookup(&args[0]);
+            let admitted = match spec {
+                Some(s) if s.arity_ok(args.len()) => self.gate(s, args),
+                _ => Ok(()),
+            };
+            if let Err(reply) = admitted {
+                replies.push(Some(reply));
+                names.push(spec.map_or("unknown", |s| s.name));
+                continue;
+            }
             match spec.map(|s| prepare_write(s, args)) {
                 Some(Ok((cmd, kind))) => {
                     replies.push(None);
@@ -244,12 +293,13 @@ impl Conn {
         let reply = match spec {
             None => unknown_command(&args),
             Some(s) if !s.arity_ok(args.len()) => wrong_args(s.name),
-            Some(s) => match s.exec {
-                Exec::Write(parse) => match parse(&args) {
+            Some(s) => match (self.gate(s, &args), s.exec) {
+                (Err(refused), _) => refused,
+                (Ok(()), Exec::Write(parse)) => match parse(&args) {
                     Ok((cmd, kind)) => writes::render(kind, self.app.write(cmd).await),
                     Err(reply) => reply,
                 },
-                Exec::Conn(op) => self.run_op(op, &args).await,
+                (Ok(()), Exec::Conn(op)) => self.run_op(op, &args).await,
             },
         };
         let ok = !matches!(reply, Value::Error(_));

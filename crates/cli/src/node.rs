@@ -33,7 +33,12 @@ fn server_config(s: &NodeSettings) -> ServerConfig {
         http_addr: s.http_addr,
         request_timeout: s.request_timeout,
         resp_connections_max: s.resp_connections_max,
-        acl: rampart_server::acl::AclConfig::default(),
+        acl: rampart_server::acl::AclConfig {
+            bootstrap_password: s.admin_password.clone(),
+            protected_mode: s.protected_mode,
+            password_checks_max: s.password_checks_max,
+            refresh_interval: std::time::Duration::from_millis(s.acl_refresh_ms),
+        },
     }
 }
 
@@ -51,6 +56,7 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
         Replication::Leader => start_leader(&s).await?,
         Replication::MultiMaster => start_multi_master(&s).await?,
     };
+    warn_if_exposed(&s);
     rampart_server::serve(listeners, replica.clone(), cfg);
     tracing::info!(
         id = s.id,
@@ -71,6 +77,25 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     replica.shutdown().await;
     Ok(())
+}
+
+/// A node open to other hosts without a password says so at start.
+fn warn_if_exposed(s: &NodeSettings) {
+    let exposed = |a: &std::net::SocketAddr| !a.ip().is_loopback();
+    if s.admin_password.is_none() && (exposed(&s.resp_addr) || exposed(&s.http_addr)) {
+        if s.protected_mode {
+            tracing::warn!(
+                "client listeners are reachable from other hosts but no --admin-password is set: protected mode \
+                 serves loopback clients only until the default user has a password"
+            );
+        } else {
+            tracing::warn!(
+                "client listeners are reachable from other hosts, protected mode is off and no --admin-password is \
+                 set: unless `ACL SETUSER default` set a password, anyone who can reach this node can read and \
+                 change everything"
+            );
+        }
+    }
 }
 
 async fn start_leader(s: &NodeSettings) -> anyhow::Result<Arc<dyn Replica>> {

@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod app;
 pub mod http;
+pub mod http_auth;
 pub mod metrics;
 pub mod resp;
 pub mod scan;
@@ -59,7 +60,8 @@ pub fn serve(listeners: Listeners, replica: Arc<dyn Replica>, cfg: ServerConfig)
     let router = http::router(app.clone());
     let http = listeners.http;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, router).await {
+        // The peer address is what protected mode decides by.
+        if let Err(e) = axum::serve(http, router.into_make_service_with_connect_info::<SocketAddr>()).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });

@@ -117,24 +117,26 @@ impl Conn {
             }
             i = 2;
         }
-        let mut auth: Option<(Bytes, Bytes)> = None;
-        let mut name: Option<Bytes> = None;
+        // Redis 7.0 applies AUTH and SETNAME as it parses them: a later syntax error leaves
+        // them done.
         while i < args.len() {
             let more = args.len() - 1 - i;
             let opt = &args[i];
             if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                auth = Some((args[i + 1].clone(), args[i + 2].clone()));
+                let (user, pass) = (args[i + 1].clone(), args[i + 2].clone());
+                if let Err(reply) = self.authenticate(&user, &pass).await {
+                    return reply;
+                }
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-                name = Some(args[i + 1].clone());
+                let n = &args[i + 1];
+                if n.iter().any(|b| *b <= b' ' || *b > b'~') {
+                    return err("ERR Client names cannot contain spaces, newlines or special characters.");
+                }
+                self.name = Some(n.clone());
                 i += 2;
             } else {
                 return err(format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(opt)));
-            }
-        }
-        if let Some((user, pass)) = auth {
-            if let Err(reply) = self.authenticate(&user, &pass).await {
-                return reply;
             }
         }
         if !self.session.authenticated {
@@ -143,12 +145,6 @@ impl Conn {
                  <pass> option can be used to authenticate the client and select the RESP protocol version at the \
                  same time",
             );
-        }
-        if let Some(n) = name {
-            if n.iter().any(|b| *b <= b' ' || *b > b'~') {
-                return err("ERR Client names cannot contain spaces, newlines or special characters.");
-            }
-            self.name = Some(n);
         }
         self.proto = proto;
         self.hello_reply()

@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use openraft::ServerState;
+use rampart_kv::reserved::RESERVED_PREFIX;
 use rampart_kv::{
     write_checked, BoxFuture, Command, Consistency, Item, KvError, Limits, Member, MemberInfo, MembershipError,
     NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
 };
-use rampart_kv::reserved::RESERVED_PREFIX;
 use rampart_storage::View;
 
 use crate::node::{RaftNode, WriteError};

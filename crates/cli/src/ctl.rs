@@ -38,13 +38,20 @@ struct Connection {
     /// unless a write may already have been applied).
     #[arg(long, global = true, default_value_t = 5000, value_name = "MS")]
     timeout_ms: u64,
+    /// Bearer token for a cluster with authentication (from `POST /v1/auth/tokens`).
+    #[arg(long, global = true, env = "RAMPART_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl Connection {
     fn client(&self) -> anyhow::Result<Client> {
         let endpoints: Vec<String> =
             self.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
-        Client::new(endpoints, Duration::from_millis(self.timeout_ms)).context("bad --endpoints")
+        let client = Client::new(endpoints, Duration::from_millis(self.timeout_ms)).context("bad --endpoints")?;
+        match &self.token {
+            Some(t) => client.with_bearer_token(t).context("bad --token"),
+            None => Ok(client),
+        }
     }
 }
 

@@ -12,10 +12,10 @@
 //! | `PUT /v1/kv/KEY` | `set KEY` |
 //! | `DELETE /v1/kv/KEY` | `del KEY` |
 //! | `GET /v1/kv?prefix=P` | `scan` and `get`, and P must lie inside one of the user's key patterns: `~*`, or `~Q*` with Q a literal prefix of P |
-//! | `/v1/status`, `/metrics`, `/`, `GET /v1/cluster/members` | `info` |
+//! | `/metrics`, `/`, `GET /v1/cluster/members` | `info` |
 //! | `POST`/`DELETE /v1/cluster/members`, `/v1/auth/tokens` | every command of `@admin` |
 //! | `GET /v1/auth/whoami` | any user |
-//! | `GET /v1/health` | open to all (load balancers probe it) |
+//! | `GET /v1/health`, `GET /v1/status` | open to all, in protected mode too (load balancers and clients find the leader with them; like Consul's `/v1/status/*`) |
 //!
 //! Protected mode applies as on RESP: while the default user needs no password, a client that
 //! is not on loopback gets 403. Errors are JSON `{"error", "code"}`: 401 `NOAUTH` / `WRONGPASS`,
@@ -70,7 +70,7 @@ enum Need {
 /// are decoded exactly as the handler decodes them).
 pub async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    if path == "/v1/health" {
+    if path == "/v1/health" || path == "/v1/status" {
         return next.run(req).await;
     }
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
@@ -157,7 +157,7 @@ async fn classify(parts: &mut axum::http::request::Parts, path: &str) -> Result<
             }
             Need::List(prefix.into_bytes())
         }
-        (Method::GET, "/v1/status" | "/metrics" | "/" | "/v1/cluster/members") => Need::Command("info", None),
+        (Method::GET, "/metrics" | "/" | "/v1/cluster/members") => Need::Command("info", None),
         (_, p) if p.starts_with("/v1/cluster/members") => Need::Admin,
         (_, p) if p.starts_with("/v1/auth/tokens") => Need::Admin,
         (_, "/v1/auth/whoami") => Need::AnyUser,

@@ -10,7 +10,7 @@
 //! Each node keeps the users in memory ([`View`]) and re-reads them (one linearizable scan of the
 //! reserved prefix) every `acl_refresh_ms`; a change made on this node is in its view at once,
 //! one made elsewhere within that interval. `AUTH`, `HELLO AUTH` and bearer tokens that fail on
-//! the view re-read it first (coalesced: at most one scan per [`REFRESH_COALESCE`]), so a user
+//! the view re-read it first (coalesced: at most one read per [`REFRESH_COALESCE`]), so a user
 //! or token created on another node works at once. `ACL LIST`, `ACL USERS` and `ACL GETUSER`
 //! re-read before answering.
 //!
@@ -37,8 +37,9 @@ use super::rules::{check_username, Catalog, Hasher, RuleError, Token, User, DEFA
 pub const USER_KEY_INFIX: &[u8] = b"acl/user/";
 /// Default interval between two re-reads of the users (`--acl-refresh-ms`).
 pub const ACL_REFRESH_MS_DEFAULT: u64 = 1_000;
-/// A re-read asked for by a failed authentication reuses one started this recently.
-pub const REFRESH_COALESCE: Duration = Duration::from_millis(250);
+/// Re-reads asked for by failed authentications start at most this often (one in flight, the
+/// askers meanwhile join the next).
+pub const REFRESH_COALESCE: Duration = Duration::from_millis(100);
 /// Most users a cluster holds (the view is in memory on every node).
 pub const USERS_MAX: usize = 10_000;
 /// Users read per scan page.
@@ -340,11 +341,16 @@ impl Acl {
         self.install(raw);
     }
 
-    /// A linearizable re-read, unless one started within [`REFRESH_COALESCE`].
-    pub async fn refresh_soon(&self) {
+    /// Makes sure a linearizable re-read started after `asked`: joins one that did, or runs one
+    /// (at most one per [`REFRESH_COALESCE`], so a flood of failed authentications costs a
+    /// bounded number of reads).
+    pub async fn refresh_since(&self, asked: Instant) {
         let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFRESH_COALESCE) {
+        if last.is_some_and(|t| t >= asked) {
             return;
+        }
+        if let Some(t) = *last {
+            tokio::time::sleep_until((t + REFRESH_COALESCE).into()).await;
         }
         *last = Some(Instant::now());
         if let Err(e) = self.refresh(Consistency::Linearizable).await {
@@ -375,13 +381,14 @@ impl Acl {
 
     /// Checks `password` for user `name`. Re-reads the users once before saying no.
     pub async fn authenticate(&self, name: &[u8], password: &[u8]) -> Result<Arc<User>, AuthError> {
+        let asked = Instant::now();
         let first = self.view().user(name);
         if let Some(u) = &first {
             if self.password_ok(u, password).await? {
                 return Ok(u.clone());
             }
         }
-        self.refresh_soon().await;
+        self.refresh_since(asked).await;
         match self.view().user(name) {
             Some(u) if first.as_ref().is_none_or(|f| **f != *u) && self.password_ok(&u, password).await? => Ok(u),
             _ => Err(AuthError::WrongPass),
@@ -403,6 +410,7 @@ impl Acl {
 
     /// The user holding bearer token `token` (enabled users only). Re-reads once before no.
     pub async fn authenticate_token(&self, token: &str) -> Result<Arc<User>, AuthError> {
+        let asked = Instant::now();
         let digest = sha256_hex(token.as_bytes());
         let found = |v: &View| v.token_user(&digest).filter(|u| u.enabled);
         if let Some(u) = found(&self.view()) {
@@ -411,7 +419,7 @@ impl Acl {
         if !token.starts_with(TOKEN_PREFIX) {
             return Err(AuthError::WrongPass);
         }
-        self.refresh_soon().await;
+        self.refresh_since(asked).await;
         found(&self.view()).ok_or(AuthError::WrongPass)
     }
 

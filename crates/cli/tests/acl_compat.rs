@@ -122,7 +122,7 @@ const SCRIPT: &[&[&str]] = &[
     &["STRLEN", "r1"],
     &["PING"],
     &["DBSIZE"],
-    &["KEYS", "r*"],
+    &["KEYS", "r1*"],
     &["ACL", "LIST"],
     &["ACL", "SETUSER", "x"],
     &["FOO"],

@@ -379,6 +379,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         }
     }
     app.metrics.render(&mut out);
+    app.acl.render_metrics(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -21,6 +21,9 @@
 //! is not on loopback gets 403. Errors are JSON `{"error", "code"}`: 401 `NOAUTH` / `WRONGPASS`,
 //! 403 `NOPERM` / `PROTECTED_MODE`, 503 `TRYAGAIN`.
 
+// A refusal here is an HTTP response, built once per refused request: boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -95,6 +95,9 @@ pub struct Entry {
     pub subs: Vec<usize>,
 }
 
+/// One command for [`Catalog::new`]: its name, categories and subcommands (name, categories).
+pub type CatalogSpec<'a> = (&'a str, u32, Vec<(&'a str, u32)>);
+
 /// The commands ACL rules can name, with their ids (positions). The server builds it from its
 /// RESP command table; tests build small ones.
 #[derive(Debug, Clone)]
@@ -104,11 +107,11 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// A catalog of `commands`: `(name, categories, subcommands (name, categories))`.
+    /// A catalog of `commands`, ids in their order, each container's subcommands after it.
     ///
     /// Panics when the command set is larger than [`CATALOG_COMMANDS_MAX`]: that is a fixed
     /// property of the build, checked by a unit test.
-    pub fn new(commands: &[(&str, u32, Vec<(&str, u32)>)]) -> Catalog {
+    pub fn new(commands: &[CatalogSpec<'_>]) -> Catalog {
         let mut entries = Vec::new();
         for (name, cats, subs) in commands {
             let id = entries.len();

@@ -226,6 +226,8 @@ pub struct Acl {
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     pub pool: Pool,
     pub cfg: AclConfig,
+    /// Failed authentications (RESP and HTTP), for `/metrics`.
+    failures: AtomicU64,
 }
 
 impl Acl {
@@ -257,6 +259,7 @@ impl Acl {
             last_refresh: tokio::sync::Mutex::new(None),
             pool: Pool::new(cfg.password_checks_max),
             cfg,
+            failures: AtomicU64::new(0),
         }
     }
 
@@ -391,7 +394,10 @@ impl Acl {
         self.refresh_since(asked).await;
         match self.view().user(name) {
             Some(u) if first.as_ref().is_none_or(|f| **f != *u) && self.password_ok(&u, password).await? => Ok(u),
-            _ => Err(AuthError::WrongPass),
+            _ => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Err(AuthError::WrongPass)
+            }
         }
     }
 
@@ -420,7 +426,39 @@ impl Acl {
             return Err(AuthError::WrongPass);
         }
         self.refresh_since(asked).await;
-        found(&self.view()).ok_or(AuthError::WrongPass)
+        found(&self.view()).ok_or_else(|| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            AuthError::WrongPass
+        })
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = &self.pool.stats;
+        let counters = [
+            (
+                "rampart_auth_failures_total",
+                "Failed authentications (RESP and HTTP).",
+                self.failures.load(Ordering::Relaxed),
+            ),
+            ("rampart_auth_password_checks_total", "argon2 password checks run.", s.checks.load(Ordering::Relaxed)),
+            (
+                "rampart_auth_password_cache_hits_total",
+                "Passwords accepted from the cache of successful checks.",
+                s.cache_hits.load(Ordering::Relaxed),
+            ),
+            (
+                "rampart_auth_password_checks_refused_total",
+                "Password checks refused because too many were waiting.",
+                s.refused_busy.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        let users = self.view().all().len();
+        let _ = writeln!(out, "# HELP rampart_acl_users Users this node knows.\n# TYPE rampart_acl_users gauge\nrampart_acl_users {users}");
     }
 
     /// The stored bytes of user `name` (linearizable), for a compare-and-set.

@@ -102,7 +102,9 @@ impl Spec {
         let argc = args.len() as i64;
         let last = if self.last_key < 0 { argc + self.last_key } else { self.last_key.min(argc - 1) };
         let (first, step) = (self.first_key, self.key_step.max(1));
-        let range = if first > 0 && last >= first { (first..=last).step_by(step as usize) } else { (1..=0).step_by(1) };
+        let (first, step) = (first.max(1), step as usize);
+        // Empty when the command names no key (first > last).
+        let range = (first..=last).step_by(step);
         range.map(move |i| args[i as usize].as_ref())
     }
 }
@@ -218,7 +220,7 @@ pub static ACL_SUBS: &[Sub] = &[
 pub fn acl_catalog() -> &'static Catalog {
     static CATALOG: OnceLock<Catalog> = OnceLock::new();
     CATALOG.get_or_init(|| {
-        let list: Vec<(&str, u32, Vec<(&str, u32)>)> =
+        let list: Vec<crate::acl::rules::CatalogSpec<'_>> =
             COMMANDS.iter().map(|s| (s.name, s.cats, s.subs.iter().map(|x| (x.name, x.cats)).collect())).collect();
         Catalog::new(&list)
     })

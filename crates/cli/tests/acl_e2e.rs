@@ -335,3 +335,66 @@ async fn bootstrap_password_and_a_burst_of_wrong_passwords() {
     let mut again = resp(&c, 1).await;
     assert_eq!(cmd(&mut again, &["AUTH", "default", "bootpw"]).await, Value::ok());
 }
+
+/// Leader mode: users written before a snapshot reach a node that joins afterwards, which gets
+/// them only from the snapshot (the log behind it is purged). Adding it is an admin request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_reach_a_new_node_through_a_snapshot() {
+    let mut c = Cluster::start(3, &["--snapshot-logs", "50"]);
+    let leader = wait_leader(&c, &[1, 2, 3]).await;
+    wait_writes(&c, leader).await;
+    let mut l = resp(&c, leader).await;
+    for setuser in [
+        &["ACL", "SETUSER", "boss", "on", ">bosspw", "~*", "+@all"][..],
+        &["ACL", "SETUSER", "reader", "on", ">readerpw", "~snap/*", "+@read"],
+        &["ACL", "SETUSER", "default", ">defaultpw"],
+    ] {
+        assert_eq!(cmd(&mut l, setuser).await, Value::ok());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for i in 0..300 {
+        let (k, v) = (format!("snap/{i}"), i.to_string());
+        // Retried on TRYAGAIN/TIMEOUT (a plain SET is idempotent).
+        while l.cmd_str(&["SET", &k, &v]).await.ok() != Some(Value::ok()) {
+            assert!(std::time::Instant::now() < deadline, "writes kept failing");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for("a snapshot on the leader", Duration::from_secs(30), || async {
+        let st = common::status(&c, leader).await?;
+        (st["snapshot_index"].as_u64()? > 0).then_some(())
+    })
+    .await;
+
+    c.add_spec(4);
+    let ic = c.initial_cluster.clone();
+    c.spawn_with_initial(4, &ic);
+    let s4 = &c.specs[&4];
+    let body = serde_json::json!({"id": 4, "peer_addr": s4.peer, "resp_addr": s4.resp, "http_addr": s4.http}).to_string();
+    let la = http_addr(&c, leader);
+    assert_eq!(http(&la, "POST", "/v1/cluster/members", None, &body).await.0, 401);
+    let (status, reply) = http(&la, "POST", "/v1/cluster/members", basic("reader", "readerpw"), &body).await;
+    assert_eq!(status, 403, "{reply}");
+    assert!(reply.contains("NOPERM"), "{reply}");
+    retry("node 4 to be added", || {
+        let (la, body) = (la.clone(), body.clone());
+        async move { (http(&la, "POST", "/v1/cluster/members", basic("boss", "bosspw"), &body).await.0 == 200).then_some(()) }
+    })
+    .await;
+    let leader_now = wait_leader(&c, &[1, 2, 3, 4]).await;
+    let commit = common::status(&c, leader_now).await.unwrap()["commit_index"].as_u64().unwrap();
+    let st = wait_for("node 4 to apply the leader's log", Duration::from_secs(30), || async {
+        let st = common::status(&c, 4).await?;
+        (st["applied_index"].as_u64()? >= commit).then_some(st)
+    })
+    .await;
+    assert!(st["snapshot_index"].as_u64().unwrap() > 0, "node 4 did not install a snapshot: {st}");
+
+    let mut r = login(&c, 4, "reader", "readerpw").await;
+    assert_eq!(bulk(&cmd(&mut r, &["GET", "snap/7"]).await).as_deref(), Some("7"));
+    assert_eq!(err(&cmd(&mut r, &["SET", "snap/7", "x"]).await), "NOPERM this user has no permissions to run the 'set' command");
+    let mut anon = resp(&c, 4).await;
+    assert_eq!(err(&cmd(&mut anon, &["GET", "snap/7"]).await), "NOAUTH Authentication required.");
+    assert_eq!(cmd(&mut anon, &["AUTH", "defaultpw"]).await, Value::ok());
+    assert_eq!(cmd(&mut anon, &["DBSIZE"]).await, Value::Integer(301), "snap/0..299 and ready, no users");
+}

@@ -370,7 +370,8 @@ async fn users_reach_a_new_node_through_a_snapshot() {
     let ic = c.initial_cluster.clone();
     c.spawn_with_initial(4, &ic);
     let s4 = &c.specs[&4];
-    let body = serde_json::json!({"id": 4, "peer_addr": s4.peer, "resp_addr": s4.resp, "http_addr": s4.http}).to_string();
+    let body =
+        serde_json::json!({"id": 4, "peer_addr": s4.peer, "resp_addr": s4.resp, "http_addr": s4.http}).to_string();
     let la = http_addr(&c, leader);
     assert_eq!(http(&la, "POST", "/v1/cluster/members", None, &body).await.0, 401);
     let (status, reply) = http(&la, "POST", "/v1/cluster/members", basic("reader", "readerpw"), &body).await;
@@ -378,7 +379,9 @@ async fn users_reach_a_new_node_through_a_snapshot() {
     assert!(reply.contains("NOPERM"), "{reply}");
     retry("node 4 to be added", || {
         let (la, body) = (la.clone(), body.clone());
-        async move { (http(&la, "POST", "/v1/cluster/members", basic("boss", "bosspw"), &body).await.0 == 200).then_some(()) }
+        async move {
+            (http(&la, "POST", "/v1/cluster/members", basic("boss", "bosspw"), &body).await.0 == 200).then_some(())
+        }
     })
     .await;
     let leader_now = wait_leader(&c, &[1, 2, 3, 4]).await;
@@ -392,7 +395,10 @@ async fn users_reach_a_new_node_through_a_snapshot() {
 
     let mut r = login(&c, 4, "reader", "readerpw").await;
     assert_eq!(bulk(&cmd(&mut r, &["GET", "snap/7"]).await).as_deref(), Some("7"));
-    assert_eq!(err(&cmd(&mut r, &["SET", "snap/7", "x"]).await), "NOPERM this user has no permissions to run the 'set' command");
+    assert_eq!(
+        err(&cmd(&mut r, &["SET", "snap/7", "x"]).await),
+        "NOPERM this user has no permissions to run the 'set' command"
+    );
     let mut anon = resp(&c, 4).await;
     assert_eq!(err(&cmd(&mut anon, &["GET", "snap/7"]).await), "NOAUTH Authentication required.");
     assert_eq!(cmd(&mut anon, &["AUTH", "defaultpw"]).await, Value::ok());

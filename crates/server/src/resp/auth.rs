@@ -52,7 +52,7 @@ impl Conn {
     /// Whether the connection may run `args` (its arity already checked); the error reply if
     /// not. Sets `close_silently` when the connection's user no longer exists.
     pub(super) fn gate(&mut self, spec: &'static Spec, args: &[Bytes]) -> Result<(), Value> {
-        let (id, fullname) = acl_target(spec, args)?;
+        let target = acl_target(spec, args)?;
         if spec.no_auth() {
             return Ok(());
         }
@@ -63,9 +63,9 @@ impl Conn {
             self.close_silently = true;
             return Err(err("ERR the connection's user was deleted"));
         };
-        match user.check(id, spec.keys(args)) {
+        match user.check(target.id, spec.keys(args)) {
             Ok(()) => Ok(()),
-            Err(Denied::Command) => Err(err(noperm_command(&fullname))),
+            Err(Denied::Command) => Err(err(noperm_command(&target.fullname()))),
             Err(Denied::Key) => Err(err(NOPERM_KEY)),
         }
     }

@@ -212,7 +212,12 @@ impl Conn {
         while i < pending.len() {
             let run_end = (i..pending.len()).find(|&j| !is_write(&pending[j])).unwrap_or(pending.len());
             if run_end - i >= 2 {
-                for reply in self.execute_writes(&pending[i..run_end]).await {
+                let replies = self.execute_writes(&pending[i..run_end]).await;
+                if self.close_silently {
+                    let _ = stream.write_all(out).await;
+                    return false;
+                }
+                for reply in replies {
                     encode(&reply, self.proto, out);
                 }
                 i = run_end;

@@ -244,27 +244,47 @@ fn base_id(spec: &Spec) -> usize {
     ids[pos]
 }
 
-/// What ACL rules call one invocation: its command id and full name (`acl|whoami`). A
-/// subcommand's own arity is checked here (Redis checks it before authentication).
-pub fn acl_target(spec: &'static Spec, args: &[Bytes]) -> Result<(usize, String), Value> {
+/// What ACL rules call one invocation of a command: its id in [`acl_catalog`], and the
+/// subcommand it runs, if the table lists it.
+#[derive(Clone, Copy)]
+pub struct AclTarget {
+    pub id: usize,
+    spec: &'static Spec,
+    sub: Option<&'static Sub>,
+}
+
+impl AclTarget {
+    /// The full name, as NOPERM replies give it (`get`, `acl|whoami`).
+    pub fn fullname(&self) -> String {
+        match self.sub {
+            Some(sub) => format!("{}|{}", self.spec.name, sub.name),
+            None => self.spec.name.to_string(),
+        }
+    }
+}
+
+/// The [`AclTarget`] of `args` for `spec`. A subcommand's own arity is checked here (Redis
+/// checks it before authentication), and an unknown `ACL` subcommand is answered here too.
+pub fn acl_target(spec: &'static Spec, args: &[Bytes]) -> Result<AclTarget, Value> {
     let base = base_id(spec);
     if spec.subs.is_empty() || args.len() < 2 {
-        return Ok((base, spec.name.to_string()));
+        return Ok(AclTarget { id: base, spec, sub: None });
     }
     match spec.subs.iter().position(|s| s.name.as_bytes().eq_ignore_ascii_case(&args[1])) {
         Some(j) => {
             let sub = &spec.subs[j];
-            let fullname = format!("{}|{}", spec.name, sub.name);
+            let target = AclTarget { id: base + 1 + j, spec, sub: Some(sub) };
             if !arity_ok(sub.arity, args.len()) {
-                return Err(Value::Error(format!("ERR wrong number of arguments for '{fullname}' command")));
+                let name = target.fullname();
+                return Err(Value::Error(format!("ERR wrong number of arguments for '{name}' command")));
             }
-            Ok((base + 1 + j, fullname))
+            Ok(target)
         }
         None if std::ptr::eq(spec.subs, ACL_SUBS) => Err(Value::Error(format!(
             "ERR unknown subcommand '{}'. Try ACL HELP.",
             String::from_utf8_lossy(&args[1]).chars().take(128).collect::<String>()
         ))),
-        None => Ok((base, spec.name.to_string())),
+        None => Ok(AclTarget { id: base, spec, sub: None }),
     }
 }
 
@@ -331,25 +351,25 @@ mod tests {
         assert_eq!(c.len(), COMMANDS.iter().map(|s| 1 + s.subs.len()).sum::<usize>());
         let args = |v: &[&str]| v.iter().map(|s| Bytes::from(s.to_string())).collect::<Vec<_>>();
         for s in COMMANDS {
-            let (id, name) = acl_target(s, &args(&[s.name])).unwrap();
-            assert_eq!(c.entry(id).fullname, name);
+            let t = acl_target(s, &args(&[s.name])).unwrap();
+            assert_eq!(c.entry(t.id).fullname, t.fullname());
             for sub in s.subs {
                 let mut a = vec![s.name.to_string(), sub.name.to_uppercase()];
                 a.resize(sub.arity.unsigned_abs() as usize, "x".into());
                 let a: Vec<Bytes> = a.into_iter().map(Bytes::from).collect();
-                let (id, name) = acl_target(s, &a).unwrap();
-                assert_eq!(name, format!("{}|{}", s.name, sub.name));
-                assert_eq!(c.entry(id).fullname, name);
-                assert_eq!(c.entry(id).cats, sub.cats);
+                let t = acl_target(s, &a).unwrap();
+                assert_eq!(t.fullname(), format!("{}|{}", s.name, sub.name));
+                assert_eq!(c.entry(t.id).fullname, t.fullname());
+                assert_eq!(c.entry(t.id).cats, sub.cats);
             }
         }
         let acl = lookup(b"acl").unwrap();
         assert_eq!(
-            acl_target(acl, &args(&["acl", "whoami", "x"])).unwrap_err(),
+            acl_target(acl, &args(&["acl", "whoami", "x"])).err().unwrap(),
             Value::Error("ERR wrong number of arguments for 'acl|whoami' command".into())
         );
         assert_eq!(
-            acl_target(acl, &args(&["acl", "foo"])).unwrap_err(),
+            acl_target(acl, &args(&["acl", "foo"])).err().unwrap(),
             Value::Error("ERR unknown subcommand 'foo'. Try ACL HELP.".into())
         );
     }

@@ -42,6 +42,9 @@ struct Connection {
     /// (PEM); bare host:port endpoints then mean https://host:port.
     #[arg(long, global = true, value_name = "PEM", env = "RAMPART_CACERT")]
     cacert: Option<std::path::PathBuf>,
+    /// Bearer token for a cluster with authentication (from `POST /v1/auth/tokens`).
+    #[arg(long, global = true, env = "RAMPART_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl Connection {
@@ -49,12 +52,16 @@ impl Connection {
         let endpoints: Vec<String> =
             self.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
         let timeout = Duration::from_millis(self.timeout_ms);
-        match &self.cacert {
-            None => Client::new(endpoints, timeout).context("bad --endpoints"),
+        let client = match &self.cacert {
+            None => Client::new(endpoints, timeout).context("bad --endpoints")?,
             Some(ca) => {
                 let tls = rampart_tls::load_client_config(ca).context("bad --cacert")?;
-                Client::with_tls(endpoints, timeout, tls).context("bad --endpoints")
+                Client::with_tls(endpoints, timeout, tls).context("bad --endpoints")?
             }
+        };
+        match &self.token {
+            Some(t) => client.with_bearer_token(t).context("bad --token"),
+            None => Ok(client),
         }
     }
 }

@@ -44,6 +44,12 @@ fn server_config(s: &NodeSettings) -> anyhow::Result<ServerConfig> {
         client_idle_timeout: s.client_idle_timeout,
         scan_jobs_max: s.scan_jobs_max,
         tls,
+        acl: rampart_server::acl::AclConfig {
+            bootstrap_password: s.admin_password.clone(),
+            protected_mode: s.protected_mode,
+            password_checks_max: s.password_checks_max,
+            refresh_interval: std::time::Duration::from_millis(s.acl_refresh_ms),
+        },
     })
 }
 
@@ -103,6 +109,7 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
         Replication::Leader => start_leader(&s, transport).await?,
         Replication::MultiMaster => start_multi_master(&s, transport).await?,
     };
+    warn_if_exposed(&s);
     rampart_server::serve(listeners, replica.clone(), cfg);
     tracing::info!(
         id = s.id,
@@ -124,6 +131,25 @@ pub async fn run(s: NodeSettings) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     replica.shutdown().await;
     Ok(())
+}
+
+/// A node open to other hosts without a password says so at start.
+fn warn_if_exposed(s: &NodeSettings) {
+    let exposed = |a: &std::net::SocketAddr| !a.ip().is_loopback();
+    if s.admin_password.is_none() && (exposed(&s.resp_addr) || exposed(&s.http_addr)) {
+        if s.protected_mode {
+            tracing::warn!(
+                "client listeners are reachable from other hosts but no --admin-password is set: protected mode \
+                 serves loopback clients only until the default user has a password"
+            );
+        } else {
+            tracing::warn!(
+                "client listeners are reachable from other hosts, protected mode is off and no --admin-password is \
+                 set: unless `ACL SETUSER default` set a password, anyone who can reach this node can read and \
+                 change everything"
+            );
+        }
+    }
 }
 
 async fn start_leader(s: &NodeSettings, transport: rampart_transport::Config) -> anyhow::Result<Arc<dyn Replica>> {

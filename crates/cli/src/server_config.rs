@@ -131,6 +131,20 @@ pub struct ServerArgs {
     /// Most KEYS/SCAN/DBSIZE/list requests running at once off the async workers (default 4).
     #[arg(long)]
     pub scan_jobs_max: Option<usize>,
+    /// Password of the `default` user until `ACL SETUSER default` stores one (give every node
+    /// the same). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "RAMPART_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// `yes` (default): while the default user needs no password, serve only loopback clients.
+    /// `no`: serve everyone (only on a network you trust).
+    #[arg(long, value_name = "yes|no")]
+    pub protected_mode: Option<String>,
+    /// Most argon2 password checks running at once (default 1; each takes one core briefly).
+    #[arg(long)]
+    pub password_checks_max: Option<usize>,
+    /// How often each node re-reads the users from the replicated store (default 1000).
+    #[arg(long)]
+    pub acl_refresh_ms: Option<u64>,
 }
 
 /// The keys a config file may hold.
@@ -163,6 +177,10 @@ struct FileConfig {
     client_header_timeout_ms: Option<u64>,
     client_idle_timeout_ms: Option<u64>,
     scan_jobs_max: Option<usize>,
+    admin_password: Option<String>,
+    protected_mode: Option<bool>,
+    password_checks_max: Option<usize>,
+    acl_refresh_ms: Option<u64>,
 }
 
 /// `initial_cluster` in a file: the flag's string form or a table `{ "1" = "addr" }`.
@@ -207,6 +225,11 @@ pub struct NodeSettings {
     pub peer_connections_max: usize,
     /// TLS on the client listeners: (certificate chain, key); `None` for plaintext.
     pub client_tls: Option<(PathBuf, PathBuf)>,
+    /// The bootstrap password of the default user (never logged).
+    pub admin_password: Option<String>,
+    pub protected_mode: bool,
+    pub password_checks_max: usize,
+    pub acl_refresh_ms: u64,
 }
 
 /// The PEM files of a node's peer TLS.
@@ -376,6 +399,28 @@ impl ServerArgs {
         if scan_jobs_max == 0 || scan_jobs_max > SCAN_JOBS_MAX_CEILING {
             return Err(field("scan_jobs_max", format!("{scan_jobs_max} is outside 1..={SCAN_JOBS_MAX_CEILING}")));
         }
+        let admin_password = self.admin_password.clone().or(file.admin_password);
+        if admin_password.as_deref() == Some("") {
+            return Err(field("admin_password", "must not be empty (leave it out to run without one)".into()));
+        }
+        let protected_mode = match self.protected_mode.as_deref() {
+            Some("yes") => true,
+            Some("no") => false,
+            Some(other) => return Err(field("protected_mode", format!("{other:?} is not one of: yes, no"))),
+            None => file.protected_mode.unwrap_or(true),
+        };
+        let password_checks_max = self
+            .password_checks_max
+            .or(file.password_checks_max)
+            .unwrap_or(rampart_server::acl::password::PASSWORD_CHECKS_MAX_DEFAULT);
+        if !(1..=64).contains(&password_checks_max) {
+            return Err(field("password_checks_max", format!("{password_checks_max} is outside 1..=64")));
+        }
+        let acl_refresh_ms =
+            self.acl_refresh_ms.or(file.acl_refresh_ms).unwrap_or(rampart_server::acl::store::ACL_REFRESH_MS_DEFAULT);
+        if !(10..=600_000).contains(&acl_refresh_ms) {
+            return Err(field("acl_refresh_ms", format!("{acl_refresh_ms} is outside 10..=600000")));
+        }
         Ok(NodeSettings {
             id,
             data_dir,
@@ -400,6 +445,10 @@ impl ServerArgs {
             peer_tls,
             peer_connections_max,
             client_tls,
+            admin_password,
+            protected_mode,
+            password_checks_max,
+            acl_refresh_ms,
         })
     }
 }
@@ -669,6 +718,31 @@ mod tests {
         let c = ServerArgs { config: Some(p), ..Default::default() }.resolve().unwrap();
         assert_eq!(c.peer_tls.unwrap().cert, PathBuf::from("/c/node-1.pem"));
         assert_eq!(c.peer_connections_max, 32);
+    }
+
+    #[test]
+    fn auth_settings_resolve_and_are_checked() {
+        let c = args().resolve().unwrap();
+        assert!(c.protected_mode && c.admin_password.is_none());
+        let mut a = args();
+        a.protected_mode = Some("no".into());
+        a.admin_password = Some("s3cret".into());
+        let c = a.resolve().unwrap();
+        assert!(!c.protected_mode && c.admin_password.as_deref() == Some("s3cret"));
+        let mut a = args();
+        a.protected_mode = Some("off".into());
+        assert!(a.resolve().unwrap_err().to_string().contains("protected_mode"));
+        let mut a = args();
+        a.admin_password = Some(String::new());
+        assert!(a.resolve().unwrap_err().to_string().contains("admin_password"));
+        let mut a = args();
+        a.password_checks_max = Some(0);
+        assert!(a.resolve().unwrap_err().to_string().contains("password_checks_max"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        std::fs::write(&p, "id = 1\ndata_dir = \"/tmp/d\"\nprotected_mode = false\nadmin_password = \"pw\"\n").unwrap();
+        let c = ServerArgs { config: Some(p), ..Default::default() }.resolve().unwrap();
+        assert!(!c.protected_mode && c.admin_password.as_deref() == Some("pw"));
     }
 
     #[test]

@@ -62,3 +62,42 @@ async fn kv_and_cluster_commands_work_against_a_cluster() {
     assert!(ok);
     assert_eq!(out.trim_end(), "x");
 }
+
+/// `rampart kv` on a cluster with a password: refused without a token, served with one, and
+/// limited to the token's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_commands_send_a_bearer_token() {
+    let c = Cluster::start(1, &["--admin-password", "adminpw"]);
+    wait_leader(&c, &[1]).await;
+    let mut admin = resp(&c, 1).await;
+    assert_eq!(cmd(&mut admin, &["AUTH", "adminpw"]).await, rampart_resp::Value::ok());
+    let setuser = ["ACL", "SETUSER", "app", "on", ">apppw", "~app/*", "+@read", "+@write"];
+    assert_eq!(cmd(&mut admin, &setuser).await, rampart_resp::Value::ok());
+    // The admin makes a token for `app` with Basic credentials (base64 of "default:adminpw").
+    let token = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"user":"app"}"#;
+        let mut s = tokio::net::TcpStream::connect(&c.specs[&1].http).await.unwrap();
+        let req = format!(
+            "POST /v1/auth/tokens HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic ZGVmYXVsdDphZG1pbnB3\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let json = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("POST /v1/auth/tokens: {e}: {out}"));
+        v["token"].as_str().unwrap().to_string()
+    };
+    let eps = c.specs[&1].http.clone();
+    let (ok, _, err) = rampart(&eps, &["kv", "put", "app/a", "1"]);
+    assert!(!ok && err.contains("NOAUTH"), "{err}");
+    let (ok, out, err) = rampart(&eps, &["kv", "put", "app/a", "1", "--token", &token]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = rampart(&eps, &["kv", "get", "app/a", "--token", &token]);
+    assert!(ok);
+    assert_eq!(out.trim_end(), "1");
+    let (ok, _, err) = rampart(&eps, &["kv", "put", "other", "1", "--token", &token]);
+    assert!(!ok && err.contains("NOPERM"), "{err}");
+}

@@ -130,6 +130,8 @@ pub struct HttpClient {
     response_bytes_max: usize,
     /// Whether `https://` URLs may be used (a CA was given).
     tls: bool,
+    /// Sent as `Authorization` with every request.
+    authorization: Option<HeaderValue>,
 }
 
 impl HttpClient {
@@ -168,12 +170,24 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(IDLE_CONNECTION_TIMEOUT_S))
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST_MAX)
             .build(connector);
-        HttpClient { inner, timeout, response_bytes_max: RESPONSE_BYTES_MAX, tls }
+        HttpClient { inner, timeout, response_bytes_max: RESPONSE_BYTES_MAX, tls, authorization: None }
     }
 
     /// Whether this client can reach `https://` URLs.
     pub fn has_tls(&self) -> bool {
         self.tls
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (a token from the cluster's
+    /// `POST /v1/auth/tokens`). Fails on a token that is not a valid header value.
+    pub fn with_bearer_token(mut self, token: &str) -> Result<Self, Error> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::InvalidRequest {
+            url: String::new(),
+            reason: "the token is not a valid HTTP header value".into(),
+        })?;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
     }
 
     /// Bounds the size of any response body this client reads.
@@ -207,6 +221,9 @@ impl HttpClient {
             let value = HeaderValue::from_str(content_type)
                 .map_err(|_| invalid(format!("invalid content-type {content_type:?}")))?;
             builder = builder.header(CONTENT_TYPE, value);
+        }
+        if let Some(auth) = &self.authorization {
+            builder = builder.header(hyper::header::AUTHORIZATION, auth.clone());
         }
         let mut request = builder.body(Full::new(body)).map_err(|e| invalid(e.to_string()))?;
         // Tells a timeout before any connection (nothing sent) from one after.

@@ -114,6 +114,9 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
+    /// The bearer token given cannot be sent in an HTTP header.
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(String),
     /// A response that does not follow the API contract.
     #[error("unexpected response from {endpoint}: {reason}")]
     BadResponse {
@@ -290,6 +293,12 @@ impl Client {
     pub fn with_max_response_bytes(mut self, max: usize) -> Self {
         self.http = self.http.with_response_bytes_max(max);
         self
+    }
+
+    /// Authenticates every request with a bearer token (see `docs/api.md`, Authentication).
+    pub fn with_bearer_token(mut self, token: &str) -> Result<Self, Error> {
+        self.http = self.http.with_bearer_token(token).map_err(|e| Error::InvalidToken(e.to_string()))?;
+        Ok(self)
     }
 
     /// The normalised base URLs, in the order given.

@@ -175,6 +175,8 @@ pub fn plan(cmd: Command) -> Result<(Ops, Combine), KvError> {
         Command::PutIfRevision { key, revision, value } => {
             (vec![(key, KeyOp::PutIfRevision { revision, value })], Combine::One)
         }
+        Command::SystemCas { key, expected, new } => (vec![(key, KeyOp::Cas { expected, new })], Combine::One),
+        Command::SystemDelete { key } => (vec![(key, KeyOp::Delete)], Combine::Del),
         Command::Batch(_) => return Err(KvError::BadRequest("a batch has no per-key plan".into())),
     })
 }

@@ -51,6 +51,12 @@ pub enum Command {
     /// Many commands applied together, in order, as one unit: formed by a replica (one log
     /// entry, one fsync), never accepted from a client ([`crate::Limits::check`] refuses it).
     Batch(Vec<Command>),
+    /// Compare-and-set of a key in the reserved namespace ([`crate::reserved`]): store `new` if
+    /// and only if the current value equals `expected` (`None`: absent). Built only by the node's
+    /// own code (the user store); [`crate::Limits::check`] refuses it on any other key.
+    SystemCas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Vec<u8> },
+    /// Delete of a key in the reserved namespace (see [`Command::SystemCas`]).
+    SystemDelete { key: Vec<u8> },
 }
 
 impl Command {
@@ -66,6 +72,8 @@ impl Command {
             Command::PutIfRevision { .. } => "put_if_revision",
             Command::Delete { .. } => "delete",
             Command::Batch(_) => "batch",
+            Command::SystemCas { .. } => "system_cas",
+            Command::SystemDelete { .. } => "system_delete",
         }
     }
 
@@ -75,10 +83,12 @@ impl Command {
             Command::Set { key, value, .. }
             | Command::Append { key, value, .. }
             | Command::PutIfRevision { key, value, .. } => key.len() + value.len(),
-            Command::Cas { key, expected, new } => key.len() + new.len() + expected.as_ref().map_or(0, Vec::len),
+            Command::Cas { key, expected, new } | Command::SystemCas { key, expected, new } => {
+                key.len() + new.len() + expected.as_ref().map_or(0, Vec::len)
+            }
             Command::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
             Command::Del { keys } => keys.iter().map(Vec::len).sum(),
-            Command::Delete { key } | Command::IncrBy { key, .. } => key.len(),
+            Command::Delete { key } | Command::IncrBy { key, .. } | Command::SystemDelete { key } => key.len(),
             Command::Batch(cmds) => cmds.iter().map(Command::payload_bytes).sum(),
         }
     }
@@ -91,6 +101,28 @@ impl Command {
             Command::Batch(cmds) => cmds.iter().map(Command::key_count).sum(),
             _ => 1,
         }
+    }
+
+    /// Every key the command names, in order (a batch: its commands' keys).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            Command::Set { key, .. }
+            | Command::IncrBy { key, .. }
+            | Command::Append { key, .. }
+            | Command::Cas { key, .. }
+            | Command::PutIfRevision { key, .. }
+            | Command::Delete { key }
+            | Command::SystemCas { key, .. }
+            | Command::SystemDelete { key } => vec![key.as_slice()],
+            Command::MSet { pairs } => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
+            Command::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
+            Command::Batch(cmds) => cmds.iter().flat_map(Command::keys).collect(),
+        }
+    }
+
+    /// True for the writes of rampart's own data in the reserved namespace.
+    pub fn is_system(&self) -> bool {
+        matches!(self, Command::SystemCas { .. } | Command::SystemDelete { .. })
     }
 
     /// True when applying the command needs per-key revisions (a mode without them refuses it).

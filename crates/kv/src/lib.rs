@@ -7,6 +7,7 @@
 //!   metadata in, the new value and the reply out. Leader mode's state machine and multi-master
 //!   mode's change function both call these and nothing else decides a reply.
 //! - [`limits`]: every size limit, named, with its unit.
+//! - [`reserved`]: the key namespace that holds rampart's own replicated data (users).
 //! - [`replica`]: the [`Replica`] trait, the only way the client APIs reach a replication mode,
 //!   and the errors a client can act on ([`KvError`]).
 //!
@@ -17,6 +18,7 @@ pub mod command;
 pub mod limits;
 pub mod outcome;
 pub mod replica;
+pub mod reserved;
 
 pub use apply::{apply_command, apply_op, combine, plan, Combine, Record, State, Write};
 pub use command::{Command, KeyOp, SetCond};

@@ -3,6 +3,7 @@
 
 use crate::command::Command;
 use crate::replica::KvError;
+use crate::reserved::{is_reserved, reserved_key_error};
 
 /// Default longest key, in bytes (`--key-bytes-max`).
 pub const KEY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
@@ -135,8 +136,17 @@ impl Limits {
     }
 
     /// Refuses a client command over the limits before anything is proposed. Replicas call it on
-    /// every command they take, forwarded ones included.
+    /// every command they take, forwarded ones included. It also keeps the reserved namespace
+    /// ([`crate::reserved`]) apart: an ordinary command naming a reserved key is refused, and so
+    /// is a system write naming any other key.
     pub fn check(&self, cmd: &Command) -> Result<(), KvError> {
+        if cmd.is_system() {
+            if !cmd.keys().iter().all(|k| is_reserved(k)) {
+                return Err(KvError::BadRequest("system writes may only name keys in the reserved namespace".into()));
+            }
+        } else if !matches!(cmd, Command::Batch(_)) && cmd.keys().iter().any(|k| is_reserved(k)) {
+            return Err(reserved_key_error());
+        }
         let keys = cmd.key_count();
         if keys > self.keys_per_command_max {
             return Err(KvError::TooLarge(format!(
@@ -178,12 +188,18 @@ impl Limits {
                     self.check_key(k)?;
                 }
             }
-            Command::Delete { key } | Command::IncrBy { key, .. } => self.check_key(key)?,
+            Command::SystemCas { key, new: value, .. } => {
+                self.check_key(key)?;
+                self.check_value(value)?;
+            }
+            Command::Delete { key } | Command::IncrBy { key, .. } | Command::SystemDelete { key } => {
+                self.check_key(key)?
+            }
             Command::Batch(_) => {
                 return Err(KvError::BadRequest("batches cannot be submitted by clients".into()));
             }
         }
-        if let Command::Cas { expected: Some(e), .. } = cmd {
+        if let Command::Cas { expected: Some(e), .. } | Command::SystemCas { expected: Some(e), .. } = cmd {
             self.check_value(e)?;
         }
         Ok(())
@@ -218,6 +234,30 @@ mod tests {
         assert!(matches!(l.check(&Command::Batch(vec![])), Err(KvError::BadRequest(_))));
         let cas = Command::Cas { key: b"k".to_vec(), expected: Some(vec![0; 9]), new: vec![] };
         assert!(matches!(l.check(&cas), Err(KvError::TooLarge(_))));
+    }
+
+    #[test]
+    fn the_reserved_namespace_is_kept_apart() {
+        let l = Limits::default();
+        let reserved = b"\xff\xfeacl/user/x".to_vec();
+        let set = |k: &[u8]| Command::Set {
+            key: k.to_vec(),
+            value: b"v".to_vec(),
+            cond: crate::SetCond::Always,
+            return_old: false,
+        };
+        assert!(matches!(l.check(&set(&reserved)), Err(KvError::BadRequest(m)) if m.contains("reserved")));
+        let mset = Command::MSet { pairs: vec![(b"a".to_vec(), vec![]), (reserved.clone(), vec![])] };
+        assert!(matches!(l.check(&mset), Err(KvError::BadRequest(m)) if m.contains("reserved")));
+        let del = Command::Del { keys: vec![b"a".to_vec(), reserved.clone()] };
+        assert!(l.check(&del).is_err());
+        let sys = Command::SystemCas { key: reserved.clone(), expected: None, new: b"u".to_vec() };
+        assert!(l.check(&sys).is_ok());
+        assert!(l.check(&Command::SystemDelete { key: reserved }).is_ok());
+        let outside = Command::SystemCas { key: b"user".to_vec(), expected: None, new: vec![] };
+        assert!(matches!(l.check(&outside), Err(KvError::BadRequest(m)) if m.contains("reserved namespace")));
+        assert!(l.check(&Command::SystemDelete { key: b"k".to_vec() }).is_err());
+        assert!(l.check(&set(b"\xffok")).is_ok());
     }
 
     #[test]

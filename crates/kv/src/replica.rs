@@ -232,7 +232,7 @@ pub trait Replica: Send + Sync + 'static {
         values: bool,
     ) -> BoxFuture<'_, Result<Page, KvError>>;
 
-    /// The number of live keys.
+    /// The number of live keys outside the reserved namespace ([`crate::reserved`]).
     fn count(&self, consistency: Consistency) -> BoxFuture<'_, Result<u64, KvError>>;
 
     /// True when the node supports per-key revisions (HTTP `revision`, `?cas=REV`).

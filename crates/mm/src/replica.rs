@@ -102,7 +102,8 @@ impl MmNode {
         let mut n = 0u64;
         loop {
             let page = Replica::scan(self, consistency, Vec::new(), after, SCAN_PAGE_MAX, false).await?;
-            n += page.items.len() as u64;
+            // The reserved namespace (rampart's own users) is not part of the client's key space.
+            n += page.items.iter().filter(|(k, _)| !rampart_kv::reserved::is_reserved(k)).count() as u64;
             match page.next_after {
                 None => return Ok(n),
                 Some(k) => after = Some(k),

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use openraft::ServerState;
 use rampart_kv::limits::INLINE_READ_KEYS_MAX;
+use rampart_kv::reserved::RESERVED_PREFIX;
 use rampart_kv::{
     write_checked, BoxFuture, Command, Consistency, Item, KvError, Limits, Member, MemberInfo, MembershipError,
     NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
@@ -159,8 +160,12 @@ impl Replica for RaftNode {
     }
 
     fn count(&self, consistency: Consistency) -> BoxFuture<'_, Result<u64, KvError>> {
-        // O(1): redb keeps the table's length.
-        Box::pin(self.read(consistency, false, |v| Ok(v.kv_len()?)))
+        // The reserved namespace (rampart's own users) is not part of the client's key space;
+        // it holds few keys, counted in the same read.
+        Box::pin(self.read(consistency, false, |v| {
+            let reserved = v.kv_scan(RESERVED_PREFIX, None, usize::MAX)?.0.len() as u64;
+            Ok(v.kv_len()?.saturating_sub(reserved))
+        }))
     }
 
     fn has_revisions(&self) -> bool {

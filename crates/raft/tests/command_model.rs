@@ -96,7 +96,9 @@ impl Model {
                     Outcome::Written { written: false, old: None, current_revision: cur }
                 }
             }
-            Command::Batch(_) => unreachable!("the generator makes no batches"),
+            Command::Batch(_) | Command::SystemCas { .. } | Command::SystemDelete { .. } => {
+                unreachable!("the generator makes no batches and no system writes")
+            }
         }
     }
 }

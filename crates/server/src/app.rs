@@ -13,8 +13,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rampart_kv::limits::INLINE_READ_KEYS_MAX;
+use rampart_kv::reserved::{is_reserved, reserved_key_error};
 use rampart_kv::{Command, Consistency, Item, KvError, Page, Replica, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::acl::Acl;
 
 use crate::metrics::Metrics;
 use crate::ServerConfig;
@@ -22,6 +25,8 @@ use crate::ServerConfig;
 /// The replica and everything the APIs need beside it.
 pub struct App {
     pub replica: Arc<dyn Replica>,
+    /// The users and their permissions (both APIs check every request against them).
+    pub acl: Arc<Acl>,
     pub cfg: ServerConfig,
     pub metrics: Metrics,
     pub started: Instant,
@@ -54,9 +59,11 @@ impl App {
     pub fn new(replica: Arc<dyn Replica>, cfg: ServerConfig) -> Arc<App> {
         let scan_jobs = Arc::new(Semaphore::new(cfg.scan_jobs_max));
         let tls = cfg.tls.clone().map(rampart_tls::tokio_rustls::TlsAcceptor::from);
+        let acl = Arc::new(Acl::new(replica.clone(), crate::resp::acl_catalog(), cfg.acl.clone()));
         Arc::new(App {
             tls,
             replica,
+            acl,
             cfg,
             metrics: Metrics::default(),
             started: Instant::now(),
@@ -93,7 +100,11 @@ impl App {
         }
     }
 
+    /// Refuses a key over the size limit or in the reserved namespace (rampart's own users).
     pub fn check_key(&self, key: &[u8]) -> Result<(), KvError> {
+        if is_reserved(key) {
+            return Err(reserved_key_error());
+        }
         self.replica.limits().check_key(key)
     }
 
@@ -113,6 +124,9 @@ impl App {
         keys: Vec<Bytes>,
     ) -> Result<Vec<Option<Item>>, KvError> {
         let _slot = self.slot_for_read(keys.len()).await?;
+        if keys.iter().any(|k| is_reserved(k)) {
+            return Err(reserved_key_error());
+        }
         self.replica.get_many(consistency, keys).await
     }
 
@@ -136,7 +150,11 @@ impl App {
         limit: usize,
         values: bool,
     ) -> Result<Page, KvError> {
-        self.replica.scan(consistency, prefix, after, limit, values).await
+        // The reserved namespace is not part of the client's key space: never listed. A page
+        // may then hold fewer keys than `limit` (the trait allows it); the cursor still moves on.
+        let mut page = self.replica.scan(consistency, prefix, after, limit, values).await?;
+        page.items.retain(|(k, _)| !is_reserved(k));
+        Ok(page)
     }
 
     /// The number of keys (a scan in multi-master mode, so it takes a slot).

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
 use crate::app::App;
+use crate::http_auth;
 
 /// Most items one `GET /v1/kv?prefix=` returns (`limit` is capped to it).
 pub const LIST_LIMIT_MAX: usize = 10_000;
@@ -33,6 +34,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster/members", get(members).post(add_member))
         .route("/v1/cluster/members/{id}", axum::routing::delete(remove_member))
         .route("/metrics", get(metrics))
+        .route("/v1/auth/tokens", get(http_auth::list_tokens).post(http_auth::create_token))
+        .route("/v1/auth/tokens/{id}", axum::routing::delete(http_auth::revoke_token))
+        .route("/v1/auth/whoami", get(http_auth::whoami))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), http_auth::authorize))
         .layer(DefaultBodyLimit::max(body_max))
         .layer(axum::middleware::from_fn_with_state(app.clone(), deadline))
         .with_state(app)
@@ -442,6 +447,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         }
     }
     app.metrics.render(&mut out);
+    app.acl.render_metrics(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 

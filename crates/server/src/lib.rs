@@ -3,9 +3,11 @@
 //! only through the [`rampart_kv::Replica`] trait: this crate knows neither replication mode.
 //! The binary (`crates/cli`) starts a replica and hands it to [`serve`].
 
+pub mod acl;
 pub mod app;
 pub mod glob;
 pub mod http;
+pub mod http_auth;
 pub mod listen;
 pub mod metrics;
 pub mod resp;
@@ -52,6 +54,8 @@ pub struct ServerConfig {
     /// TLS for both client listeners (RESP and HTTP): the server certificate, from
     /// [`rampart_tls::load_server_config`]. `None` serves plaintext.
     pub tls: Option<Arc<rampart_tls::rustls::ServerConfig>>,
+    /// Users, protected mode and password checking.
+    pub acl: acl::AclConfig,
 }
 
 impl ServerConfig {
@@ -67,6 +71,7 @@ impl ServerConfig {
             client_idle_timeout: Duration::from_millis(CLIENT_IDLE_TIMEOUT_MS_DEFAULT),
             scan_jobs_max: SCAN_JOBS_MAX_DEFAULT,
             tls: None,
+            acl: acl::AclConfig::default(),
         }
     }
 }
@@ -100,6 +105,7 @@ pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
 /// Serves RESP and HTTP clients from `replica` on the bound listeners (in background tasks).
 pub fn serve(listeners: Listeners, replica: Arc<dyn Replica>, cfg: ServerConfig) -> Arc<app::App> {
     let app = app::App::new(replica, cfg);
+    tokio::spawn(app.acl.clone().run_refresher());
     tokio::spawn(resp::serve(listeners.resp, app.clone()));
     tokio::spawn(listen::serve_http(listeners.http, http::router(app.clone()), app.clone()));
     app

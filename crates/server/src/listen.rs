@@ -190,8 +190,8 @@ pub async fn serve_http(listener: TcpListener, router: Router, app: Arc<App>) {
     let gate = Gate::new(app.cfg.http_connections_max);
     let refusal: Arc<[u8]> = http_refusal(app.cfg.http_connections_max).into();
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "HTTP accept failed");
                 tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
@@ -217,7 +217,10 @@ pub async fn serve_http(listener: TcpListener, router: Router, app: Arc<App>) {
             };
             let io = TimedIo::new(stream, app.cfg.client_header_timeout, app.cfg.client_idle_timeout);
             let (phase, fired) = (io.phase.clone(), io.fired.clone());
-            let service = hyper::service::service_fn(move |req| {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // The peer address is what protected mode decides by (`ConnectInfo`, as axum's
+                // own server would give it).
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 // The head is complete: the handler runs, and the next bytes start a new head.
                 phase.store(BUSY, Ordering::Relaxed);
                 let phase = phase.clone();

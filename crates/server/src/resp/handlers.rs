@@ -33,7 +33,9 @@ impl Conn {
                 Some(_) => err("ERR DB index is out of range (rampart has only database 0)"),
                 None => err("ERR value is not an integer or out of range"),
             },
-            Op::Hello => self.hello(args),
+            Op::Hello => self.hello(args).await,
+            Op::Auth => self.auth(args).await,
+            Op::Acl => self.acl(args).await,
             Op::Command => self.command(args),
             Op::Client => self.client(args),
             Op::Config => self.config(args),
@@ -190,27 +192,8 @@ impl Conn {
         ])
     }
 
-    fn hello(&mut self, args: &[Bytes]) -> Value {
-        let mut i = 1;
-        if args.len() >= 2 {
-            match parse_i64(&args[1]) {
-                Some(2) => self.proto = Protocol::Resp2,
-                Some(3) => self.proto = Protocol::Resp3,
-                _ => return err("NOPROTO unsupported protocol version"),
-            }
-            i = 2;
-        }
-        while i < args.len() {
-            let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
-            match opt.as_str() {
-                "AUTH" if i + 2 < args.len() => i += 3, // no authentication yet: accepted and ignored
-                "SETNAME" if i + 1 < args.len() => {
-                    self.name = Some(args[i + 1].clone());
-                    i += 2;
-                }
-                _ => return err("ERR syntax error in HELLO"),
-            }
-        }
+    /// `HELLO`'s reply map (after `hello` in `auth.rs` checked and applied the options).
+    pub(super) fn hello_reply(&self) -> Value {
         let master = self.app.replica.status().role.takes_writes();
         Value::Map(vec![
             (Value::bulk("server"), Value::bulk("redis")),

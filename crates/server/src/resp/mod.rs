@@ -5,7 +5,9 @@
 //! - [`table`]: every command once (arity, flags, what runs it).
 //! - [`writes`]: write commands parsed into `rampart_kv::Command`s, and their replies.
 //! - [`handlers`]: reads, connection state and introspection.
+//! - [`auth`]: the authentication and ACL gate, `AUTH`, `HELLO AUTH` and `ACL`.
 
+mod auth;
 mod handlers;
 mod table;
 mod writes;
@@ -18,12 +20,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use rampart_kv::limits::PIPELINE_COMMANDS_MAX;
 use rampart_kv::{Consistency, KvError};
 use rampart_resp::{encode, Limits, Protocol, RequestDecoder, Value};
+use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::listen::{client_stream, ClientStream, Gate, ACCEPT_RETRY_DELAY, REFUSAL_TIMEOUT};
 use crate::metrics::Closed;
+pub use table::acl_catalog;
 use table::{lookup, unknown_command, Exec};
 
 /// Most keys KEYS may return before it refuses (use SCAN for more).
@@ -44,8 +48,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
     let gate = Gate::new(app.cfg.resp_connections_max);
     let refusal: Arc<[u8]> = MAX_CLIENTS_REPLY.into();
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "RESP accept failed");
                 tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
@@ -67,7 +71,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
                     return;
                 }
             };
-            if let Some(why) = Conn::new(app.clone()).run(stream).await {
+            if let Some(why) = Conn::new(app.clone()).start(stream, peer).await {
                 app.metrics.resp.closed(why);
             }
             drop(permit);
@@ -82,6 +86,9 @@ struct Conn {
     name: Option<Bytes>,
     id: u64,
     quit: bool,
+    session: auth::Session,
+    /// End the connection without answering (its user was deleted).
+    close_silently: bool,
 }
 
 fn err(msg: impl Into<String>) -> Value {
@@ -103,6 +110,12 @@ fn parse_i64(b: &[u8]) -> Option<i64> {
 
 impl Conn {
     fn new(app: Arc<App>) -> Self {
+        let session = auth::Session {
+            authenticated: false,
+            name: crate::acl::rules::DEFAULT_USER.to_vec(),
+            user: app.acl.view().default_user(),
+            generation: 0,
+        };
         Conn {
             app,
             proto: Protocol::Resp2,
@@ -110,7 +123,28 @@ impl Conn {
             name: None,
             id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             quit: false,
+            session,
+            close_silently: false,
         }
+    }
+
+    /// Admits a new connection: waits for the users to be loaded, refuses it in protected mode
+    /// (Redis's `-DENIED` line, then close), and serves it.
+    async fn start(mut self, mut stream: ClientStream, peer: SocketAddr) -> Option<Closed> {
+        if !self.app.acl.wait_loaded(self.app.cfg.request_timeout).await {
+            let _ =
+                stream.write_all(b"-TRYAGAIN the users are not loaded yet (no quorum to read them); retry\r\n").await;
+            return None;
+        }
+        if self.app.acl.refuses(peer.ip()) {
+            self.app.metrics.resp.refused.inc();
+            let line = format!("-{}\r\n", crate::acl::store::PROTECTED_MODE_MESSAGE);
+            let _ = stream.write_all(line.as_bytes()).await;
+            tracing::debug!(%peer, "refused a non-loopback client in protected mode");
+            return None;
+        }
+        self.session = self.new_session();
+        self.run(stream).await
     }
 
     /// Serves the connection until it ends; `Some(why)` when the server closed it on a timeout.
@@ -221,12 +255,21 @@ impl Conn {
         while i < pending.len() {
             let run_end = write_run_end(pending, i, old_values_max);
             if run_end - i >= 2 {
-                for reply in self.execute_writes(&pending[i..run_end]).await {
+                let replies = self.execute_writes(&pending[i..run_end]).await;
+                if self.close_silently {
+                    let _ = stream.write_all(out).await;
+                    return Err(None);
+                }
+                for reply in replies {
                     encode(&reply, self.proto, out);
                 }
                 i = run_end;
             } else {
                 let reply = self.execute(std::mem::take(&mut pending[i])).await;
+                if self.close_silently {
+                    let _ = stream.write_all(out).await;
+                    return Err(None);
+                }
                 encode(&reply, self.proto, out);
                 drop(reply);
                 i += 1;
@@ -252,6 +295,15 @@ impl Conn {
         let mut names = Vec::with_capacity(cmds.len());
         for args in cmds {
             let spec = lookup(&args[0]);
+            let admitted = match spec {
+                Some(s) if s.arity_ok(args.len()) => self.gate(s, args),
+                _ => Ok(()),
+            };
+            if let Err(reply) = admitted {
+                replies.push(Some(reply));
+                names.push(spec.map_or("unknown", |s| s.name));
+                continue;
+            }
             match spec.map(|s| prepare_write(s, args)) {
                 Some(Ok((cmd, kind))) => {
                     replies.push(None);
@@ -288,12 +340,13 @@ impl Conn {
         let reply = match spec {
             None => unknown_command(&args),
             Some(s) if !s.arity_ok(args.len()) => wrong_args(s.name),
-            Some(s) => match s.exec {
-                Exec::Write(parse) => match parse(&args) {
+            Some(s) => match (self.gate(s, &args), s.exec) {
+                (Err(refused), _) => refused,
+                (Ok(()), Exec::Write(parse)) => match parse(&args) {
                     Ok((cmd, kind)) => writes::render(kind, self.app.write(cmd).await),
                     Err(reply) => reply,
                 },
-                Exec::Conn(op) => self.run_op(op, &args).await,
+                (Ok(()), Exec::Conn(op)) => self.run_op(op, &args).await,
             },
         };
         let ok = !matches!(reply, Value::Error(_));

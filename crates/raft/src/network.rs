@@ -161,7 +161,21 @@ impl Connection {
         req: PeerRequest,
         option: &RPCOption,
     ) -> Result<PeerResponse, RPCError<NodeId, NodeInfo, E>> {
-        let resp = self.peers.call(self.target, &self.addr, &req, option.hard_ttl()).await.map_err(rpc_error)?;
+        self.call_with(req, option, |_| None).await
+    }
+
+    /// [`Connection::call`], with `special` choosing the error for some transport failures.
+    async fn call_with<E: std::error::Error>(
+        &self,
+        req: PeerRequest,
+        option: &RPCOption,
+        special: impl Fn(&CallError) -> Option<RPCError<NodeId, NodeInfo, E>>,
+    ) -> Result<PeerResponse, RPCError<NodeId, NodeInfo, E>> {
+        let resp = self
+            .peers
+            .call(self.target, &self.addr, &req, option.hard_ttl())
+            .await
+            .map_err(|e| special(&e).unwrap_or_else(|| rpc_error(e)))?;
         // A reply that breaks the bounds is treated like a lost one: openraft never sees it.
         crate::validate::check_response(&req, &resp, &crate::validate::Bounds::now()).map_err(|e| {
             tracing::warn!(peer = self.target, error = %e, "dropping an invalid Raft answer");
@@ -183,7 +197,15 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        match self.call(PeerRequest::AppendEntries(rpc), &option).await? {
+        let entries = rpc.entries.len() as u64;
+        // An append over the frame limit is never sent: openraft is asked to send fewer entries
+        // (it retries with the hint) instead of resending the same batch forever.
+        let too_large = |e: &CallError| {
+            (matches!(e, CallError::TooLarge { .. }) && entries > 1).then(|| {
+                RPCError::PayloadTooLarge(openraft::error::PayloadTooLarge::new_entries_hint((entries / 2).max(1)))
+            })
+        };
+        match self.call_with(PeerRequest::AppendEntries(rpc), &option, too_large).await? {
             PeerResponse::AppendEntries(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected(&other)),
         }
@@ -348,5 +370,49 @@ async fn send_snapshot(
             closed = &mut cancel => return Err(StreamingError::Closed(closed)),
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LeaderId, LogId};
+
+    /// An append whose frame would pass the transport's limit is never sent, and openraft is
+    /// asked for fewer entries (it shrinks its batch) instead of getting `Unreachable` and
+    /// resending the same batch forever.
+    #[tokio::test]
+    async fn an_append_over_the_frame_limit_asks_for_fewer_entries() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cfg = rampart_transport::Config { frame_bytes_max: 64 * 1024, ..Default::default() };
+        let mut conn = Connection { peers: Peers::new(None, cfg), target: 2, addr };
+        let set = |i: u64| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+            payload: EntryPayload::Normal(Command::Set {
+                key: i.to_be_bytes().to_vec(),
+                value: vec![7; 16 * 1024],
+                cond: rampart_kv::SetCond::Always,
+                return_old: false,
+            }),
+        };
+        let rpc = |n: u64| AppendEntriesRequest {
+            vote: Vote { leader_id: LeaderId::new(1, 1), committed: true },
+            prev_log_id: None,
+            entries: (1..=n).map(set).collect(),
+            leader_commit: None,
+        };
+        let option = RPCOption::new(Duration::from_secs(1));
+        match conn.append_entries(rpc(8), option.clone()).await {
+            Err(RPCError::PayloadTooLarge(p)) => assert_eq!(p.entries_hint(), 4),
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+        // One entry over the limit cannot be split: the peer is reported unreachable.
+        let mut one = rpc(1);
+        if let EntryPayload::Normal(Command::Set { value, .. }) = &mut one.entries[0].payload {
+            *value = vec![7; 128 * 1024];
+        }
+        assert!(matches!(conn.append_entries(one, option).await, Err(RPCError::Unreachable(_))));
+        drop(listener);
     }
 }

@@ -607,6 +607,8 @@ mod tests {
         let c = {
             let mut a = args();
             a.request_timeout_ms = Some(REQUEST_TIMEOUT_MS_MAX);
+            // The idle timeout must exceed the request timeout.
+            a.client_idle_timeout_ms = Some(REQUEST_TIMEOUT_MS_MAX + 1);
             a.resolve().unwrap()
         };
         assert!(std::time::Instant::now().checked_add(c.request_timeout).is_some());

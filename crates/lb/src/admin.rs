@@ -72,7 +72,10 @@ async fn serve_connection(lb: &Lb, stats: &Arc<AdminStats>, stream: tokio::net::
         let (lb, st, act) = (lb.clone(), st.clone(), act.clone());
         async move {
             act.in_flight.fetch_add(1, Relaxed);
-            let resp = route(&lb, &st, req).await;
+            let resp = match authorized(&req, limits.token_sha256) {
+                Ok(()) => route(&lb, &st, req).await,
+                Err(refusal) => refusal,
+            };
             act.in_flight.fetch_sub(1, Relaxed);
             Ok::<_, Infallible>(resp)
         }
@@ -104,6 +107,30 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 
 fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
     reply(status, "application/json", format!("{v}\n"))
+}
+
+/// The changing endpoints (every `POST`) need `Authorization: Bearer <token>` when
+/// `admin.token_file` is set; reads (`/stats`, `/metrics`, `/health`) stay open.
+fn authorized(req: &Request<Incoming>, token_sha256: Option<[u8; 32]>) -> Result<(), Response<Full<Bytes>>> {
+    use sha2::Digest;
+    let Some(want) = token_sha256 else { return Ok(()) };
+    if req.method() != Method::POST {
+        return Ok(());
+    }
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| <[u8; 32]>::from(sha2::Sha256::digest(t.trim().as_bytes())));
+    // Digests are compared, so the comparison's timing says nothing about the token.
+    if given == Some(want) {
+        return Ok(());
+    }
+    Err(json_reply(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "unauthorized", "message": "this endpoint needs Authorization: Bearer <admin token>"}),
+    ))
 }
 
 async fn route(lb: &Lb, admin: &AdminStats, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -388,6 +388,9 @@ pub const CONNS_MAX: u32 = 1_000_000;
 #[serde(default, deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    /// A file holding the bearer token that the changing endpoints (`POST /reload`,
+    /// `POST /backends/...`) require; relative to the config file's folder.
+    pub token_file: Option<String>,
     pub max_conns: u32,
     pub request_header_ms: u64,
     pub idle_ms: u64,
@@ -397,6 +400,7 @@ impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: None,
+            token_file: None,
             max_conns: DEFAULT_ADMIN_CONNS,
             request_header_ms: DEFAULT_ADMIN_REQUEST_HEADER_MS,
             idle_ms: DEFAULT_ADMIN_IDLE_MS,
@@ -414,7 +418,15 @@ pub struct AdminLimits {
     pub request_header: Duration,
     /// No byte either way for this long closes the connection; zero: off.
     pub idle: Duration,
+    /// SHA-256 of the admin token (`admin.token_file`): `POST` endpoints need
+    /// `Authorization: Bearer <token>`. `None`: no token (loopback only).
+    pub token_sha256: Option<[u8; 32]>,
 }
+
+/// Shortest admin token accepted (a guessable token protects nothing).
+pub const ADMIN_TOKEN_BYTES_MIN: usize = 16;
+/// Largest admin token file read.
+pub const ADMIN_TOKEN_FILE_BYTES_MAX: u64 = 4096;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -534,7 +546,21 @@ pub fn validate_in(raw: RawConfig, file: &str, base: &Path) -> Result<Config, Co
         Some(a) => Some(parse_addr(file, "admin.listen", a)?),
         None => None,
     };
-    let admin_limits = validate_admin(file, &raw.admin)?;
+    let mut admin_limits = validate_admin(file, &raw.admin)?;
+    admin_limits.token_sha256 = match &raw.admin.token_file {
+        None => None,
+        Some(p) => Some(read_admin_token(file, &base.join(p))?),
+    };
+    if let Some(addr) = admin {
+        if !addr.ip().is_loopback() && admin_limits.token_sha256.is_none() {
+            return Err(invalid(
+                file,
+                "admin.listen",
+                "is reachable from other hosts: set admin.token_file, or anyone who can reach it can reload the \
+                 config and drain backends",
+            ));
+        }
+    }
     if raw.frontends.is_empty() {
         return Err(invalid(file, "frontend", "at least one [[frontend]] is required"));
     }
@@ -578,7 +604,26 @@ fn validate_admin(file: &str, a: &RawAdmin) -> Result<AdminLimits, ConfigError> 
         max_conns: a.max_conns,
         request_header: Duration::from_millis(a.request_header_ms),
         idle: Duration::from_millis(a.idle_ms),
+        token_sha256: None,
     })
+}
+
+/// The SHA-256 of the token in `path` (surrounding whitespace removed).
+fn read_admin_token(file: &str, path: &Path) -> Result<[u8; 32], ConfigError> {
+    use sha2::Digest;
+    let bad = |why: String| invalid(file, "admin.token_file", format!("{}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.len() > ADMIN_TOKEN_FILE_BYTES_MAX {
+        return Err(bad(format!("larger than {ADMIN_TOKEN_FILE_BYTES_MAX} bytes")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let token = text.trim();
+    if token.len() < ADMIN_TOKEN_BYTES_MIN || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(bad(format!(
+            "the token must be at least {ADMIN_TOKEN_BYTES_MIN} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(sha2::Sha256::digest(token.as_bytes()).into())
 }
 
 /// Names the fields of one frontend in errors: `frontend[3].retries.max_retries`.

@@ -144,7 +144,7 @@ impl Lb {
         }
         if cfg.admin_limits != old_limits {
             tracing::warn!(
-                "admin limits changed; max_conns, request_header_ms and idle_ms of [admin] change only on restart"
+                "admin limits changed; max_conns, request_header_ms, idle_ms and token_file of [admin] change only on restart"
             );
         }
         match self.apply(cfg).await {

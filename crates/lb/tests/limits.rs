@@ -234,3 +234,36 @@ fn listener_limits_are_checked() {
     assert_eq!(a.max_conns, DEFAULT_ADMIN_CONNS);
     assert_eq!(a.request_header.as_millis() as u64, DEFAULT_ADMIN_REQUEST_HEADER_MS);
 }
+
+#[tokio::test]
+async fn with_an_admin_token_the_changing_endpoints_need_it() {
+    let b = Backend::start("b1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret-admin-token-0123456789\n").unwrap();
+    let admin = format!("[admin]\ntoken_file = {:?}\n", token_file.display().to_string());
+    let lb = start_lb(&one_frontend("http", "round_robin", &[b.addr], HC_OFF).replace("[admin]\n", &admin)).await;
+    let addr = lb.admin_addr().unwrap();
+    let post = |auth: &str| {
+        format!("POST /reload HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    let refused = raw_exchange(addr, post("").as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let wrong = raw_exchange(addr, post("Authorization: Bearer nope-nope-nope-nope\r\n").as_bytes()).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let ok = raw_exchange(addr, post("Authorization: Bearer s3cret-admin-token-0123456789\r\n").as_bytes()).await;
+    assert!(!ok.starts_with("HTTP/1.1 401"), "the right token is accepted: {ok}");
+    // Reads stay open.
+    assert_eq!(get(addr, "/health").await.unwrap().0, 200);
+
+    // A short token, and an admin address off loopback without a token, are config errors.
+    std::fs::write(&token_file, "short").unwrap();
+    let cfg = dir.path().join("lb.toml");
+    std::fs::write(&cfg, one_frontend("http", "round_robin", &[b.addr], HC_OFF).replace("[admin]\n", &admin)).unwrap();
+    let e = rampart_lb::config::Config::load(&cfg).unwrap_err().to_string();
+    assert!(e.contains("admin.token_file") && e.contains("at least 16"), "{e}");
+    let open = one_frontend("http", "round_robin", &[b.addr], HC_OFF).replacen("127.0.0.1:0", "0.0.0.0:0", 1);
+    std::fs::write(&cfg, open).unwrap();
+    let e = rampart_lb::config::Config::load(&cfg).unwrap_err().to_string();
+    assert!(e.contains("admin.listen") && e.contains("token_file"), "{e}");
+}

@@ -72,9 +72,13 @@ async fn serve_connection(lb: &Lb, stats: &Arc<AdminStats>, stream: tokio::net::
         let (lb, st, act) = (lb.clone(), st.clone(), act.clone());
         async move {
             act.in_flight.fetch_add(1, Relaxed);
-            let resp = match authorized(&req, limits.token_sha256) {
-                Ok(()) => route(&lb, &st, req).await,
-                Err(refusal) => refusal,
+            let resp = if authorized(&req, limits.token_sha256) {
+                route(&lb, &st, req).await
+            } else {
+                json_reply(
+                    StatusCode::UNAUTHORIZED,
+                    json!({"error": "unauthorized", "message": "this endpoint needs Authorization: Bearer <admin token>"}),
+                )
             };
             act.in_flight.fetch_sub(1, Relaxed);
             Ok::<_, Infallible>(resp)
@@ -111,11 +115,11 @@ fn json_reply(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>>
 
 /// The changing endpoints (every `POST`) need `Authorization: Bearer <token>` when
 /// `admin.token_file` is set; reads (`/stats`, `/metrics`, `/health`) stay open.
-fn authorized(req: &Request<Incoming>, token_sha256: Option<[u8; 32]>) -> Result<(), Response<Full<Bytes>>> {
+fn authorized(req: &Request<Incoming>, token_sha256: Option<[u8; 32]>) -> bool {
     use sha2::Digest;
-    let Some(want) = token_sha256 else { return Ok(()) };
+    let Some(want) = token_sha256 else { return true };
     if req.method() != Method::POST {
-        return Ok(());
+        return true;
     }
     let given = req
         .headers()
@@ -124,13 +128,7 @@ fn authorized(req: &Request<Incoming>, token_sha256: Option<[u8; 32]>) -> Result
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| <[u8; 32]>::from(sha2::Sha256::digest(t.trim().as_bytes())));
     // Digests are compared, so the comparison's timing says nothing about the token.
-    if given == Some(want) {
-        return Ok(());
-    }
-    Err(json_reply(
-        StatusCode::UNAUTHORIZED,
-        json!({"error": "unauthorized", "message": "this endpoint needs Authorization: Bearer <admin token>"}),
-    ))
+    given == Some(want)
 }
 
 async fn route(lb: &Lb, admin: &AdminStats, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tokio_util::either::Either;
 
 use crate::app::App;
 use crate::metrics::{Closed, ListenerStats};
@@ -36,12 +37,9 @@ pub const REFUSALS_IN_FLIGHT_MAX: usize = 256;
 /// Pause after a failed `accept` (out of file descriptors, say) before the next.
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(10);
 
-/// A client connection as the protocols see it: plain TCP, or TLS over it when the listener
-/// has a certificate ([`crate::ServerConfig::tls`]).
-pub enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<rampart_tls::tokio_rustls::server::TlsStream<TcpStream>>),
-}
+/// A client connection as the protocols see it: plain TCP (`Left`), or TLS over it (`Right`)
+/// when the listener has a certificate ([`crate::ServerConfig::tls`]).
+pub type ClientStream = Either<TcpStream, Box<rampart_tls::tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// Makes `stream` a [`ClientStream`]: with `tls`, the handshake must complete within `timeout`
 /// before any request byte is read (a client that stalls or speaks plaintext to a TLS listener
@@ -51,62 +49,12 @@ pub async fn client_stream(
     tls: Option<&rampart_tls::tokio_rustls::TlsAcceptor>,
     timeout: Duration,
 ) -> Result<ClientStream, io::Error> {
-    let Some(acceptor) = tls else { return Ok(ClientStream::Plain(stream)) };
+    let Some(acceptor) = tls else { return Ok(Either::Left(stream)) };
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Ok(ClientStream::Tls(Box::new(s))),
+        Ok(Ok(s)) => Ok(Either::Right(Box::new(s))),
         Ok(Err(e)) => Err(e),
         Err(_) => {
             Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake not complete within client_header_timeout_ms"))
-        }
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, data),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, data),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! TLS is on) before reading a single frame, and hands each request to the [`Handler`] with
 //! the identity the peer's certificate proved.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,11 +56,53 @@ pub trait Handler: Send + Sync + 'static {
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// Most inbound connections from one IP address that may be in their TLS handshake (or, without
+/// TLS, waiting for their first frame) at once. One host that opens connections and never
+/// finishes them can then hold only this many of the `inbound_connections_max` slots, and
+/// members from other hosts still get in. A member needs one connection per peer.
+pub const UNAUTHENTICATED_PER_IP_MAX: usize = 8;
+
+/// Connections from each address that have not finished their handshake.
+#[derive(Default)]
+struct Unauthenticated(parking_lot::Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted in [`Unauthenticated`] until it drops.
+struct UnauthenticatedGuard {
+    table: Arc<Unauthenticated>,
+    ip: IpAddr,
+}
+
+impl Unauthenticated {
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<UnauthenticatedGuard> {
+        let mut map = self.0.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= UNAUTHENTICATED_PER_IP_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(UnauthenticatedGuard { table: self.clone(), ip })
+    }
+}
+
+impl Drop for UnauthenticatedGuard {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts peer connections on `listener` and answers their requests with
 /// `handler`, until the task is dropped. At most `cfg.inbound_connections_max` connections are
-/// open at once; one more is closed at once, with a log line.
+/// open at once, and at most [`UNAUTHENTICATED_PER_IP_MAX`] from one address still in their
+/// handshake; one more is closed at once, with a log line.
 pub async fn serve(listener: TcpListener, handler: Arc<dyn Handler>, cfg: Config) {
     let slots = Arc::new(Semaphore::new(cfg.inbound_connections_max));
+    let unauthenticated = Arc::new(Unauthenticated::default());
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -82,9 +125,21 @@ pub async fn serve(listener: TcpListener, handler: Arc<dyn Handler>, cfg: Config
             drop(stream);
             continue;
         };
+        let Some(pending) = unauthenticated.enter(remote.ip()) else {
+            cfg.stats.inbound_refused.fetch_add(1, Relaxed);
+            if cfg.stats.may_log_refusal() {
+                tracing::warn!(
+                    %remote,
+                    limit = UNAUTHENTICATED_PER_IP_MAX,
+                    "peer connection refused: this address already has that many connections in their handshake"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         cfg.stats.inbound_accepted.fetch_add(1, Relaxed);
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_conn(stream, remote, handler.clone(), cfg.clone(), permit));
+        tokio::spawn(serve_conn(stream, remote, handler.clone(), cfg.clone(), permit, pending));
     }
 }
 
@@ -140,10 +195,14 @@ async fn serve_conn(
     handler: Arc<dyn Handler>,
     cfg: Config,
     _slot: OwnedSemaphorePermit,
+    pending: UnauthenticatedGuard,
 ) {
     let stats = cfg.stats.clone();
     let _open = OpenGuard::new(&stats);
     let Some((identity, mut read, write)) = authenticate(stream, remote, &cfg).await else { return };
+    // Authenticated (TLS) or, without TLS, once its first frame arrived: no longer counted
+    // against its address's handshake allowance.
+    let mut pending = identity.node.is_none().then_some(pending);
     let (tx, mut rx) = mpsc::channel::<(u64, Result<Bytes, String>)>(cfg.send_queue_max);
     let limit = cfg.frame_bytes_max;
     let writer = tokio::spawn(async move {
@@ -193,6 +252,7 @@ async fn serve_conn(
             }
         };
         wait = Wait { limit: Some(cfg.idle_timeout), kind: WaitKind::Idle };
+        drop(pending.take());
         if frame.kind != KIND_REQUEST {
             stats.bad_frames.fetch_add(1, Relaxed);
             tracing::warn!(%remote, kind = frame.kind, "unexpected frame kind from peer, disconnecting");

@@ -335,3 +335,32 @@ fn a_claimed_sender_must_be_the_certificates_node() {
     let plain = PeerIdentity { remote, node: None };
     assert_eq!(plain.check_claim(3), Ok(()), "without TLS nothing can be checked");
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_unfinished_connections() {
+    let cfg = Config { inbound_connections_max: 100, handshake_timeout: Duration::from_secs(600), ..Config::default() };
+    let stats = cfg.stats.clone();
+    let (addr, _) = serve_with(cfg).await;
+    // Silent connections from 127.0.0.1: they never send a first frame.
+    let mut silent = Vec::new();
+    for _ in 0..crate::server::UNAUTHENTICATED_PER_IP_MAX {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let n = crate::server::UNAUTHENTICATED_PER_IP_MAX as u64;
+    wait_until("the silent connections to be open", || stats.inbound_open.load(Relaxed) == n).await;
+    let mut one_more = TcpStream::connect(addr).await.unwrap();
+    assert!(closed_without_answer(&mut one_more).await, "past the per-address allowance: closed at once");
+    assert_eq!(stats.inbound_refused.load(Relaxed), 1);
+    // Another address is not affected.
+    let other = Peer::new(1, addr, Some("127.0.0.2".parse().unwrap()), Config::default());
+    assert_eq!(other.call(Bytes::from_static(b"ok"), Duration::from_secs(5)).await.unwrap(), "ok");
+    // Once one silent connection goes, 127.0.0.1 gets in again, and a connection that sent
+    // its first frame no longer counts against the allowance.
+    drop(silent.pop());
+    wait_until("a silent connection to close", || stats.inbound_open.load(Relaxed) == n).await;
+    let local = Peer::new(1, addr, Some("127.0.0.1".parse().unwrap()), Config::default());
+    assert_eq!(local.call(Bytes::from_static(b"ok"), Duration::from_secs(5)).await.unwrap(), "ok");
+    silent.push(TcpStream::connect(addr).await.unwrap());
+    wait_until("the replacement to be open", || stats.inbound_open.load(Relaxed) == n + 2).await;
+    assert_eq!(stats.inbound_refused.load(Relaxed), 1);
+}

@@ -10,43 +10,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, wait_for, Cluster};
+use common::{resp_connect as connect, start_redis, wait_for, Cluster};
 use rampart_resp::client::RespClient;
 use rampart_resp::Value;
-
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> (RedisServer, String) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed for this test (apt-get install redis-server)");
-    (RedisServer(child), format!("127.0.0.1:{port}"))
-}
-
-async fn connect(addr: &str) -> RespClient {
-    let addr = addr.to_string();
-    wait_for("a RESP connection", Duration::from_secs(20), || {
-        let addr = addr.clone();
-        async move { RespClient::connect(addr).await.ok() }
-    })
-    .await
-    .with_read_timeout(Duration::from_secs(15))
-}
 
 /// `NEW` opens a new connection (the next commands go to it); `HELLO!` marks a HELLO whose
 /// success reply is compared by its `proto` field only (server versions and client ids differ).

@@ -4,37 +4,16 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, resp, wait_for, Cluster};
+use common::{resp, wait_for, Cluster, RedisServer};
 use rampart_resp::client::RespClient;
 use rampart_resp::Value;
 
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// A real redis-server and a connection to it.
 async fn start_redis() -> (RedisServer, RespClient) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed for this test (apt-get install redis-server)");
-    let guard = RedisServer(child);
-    let client = wait_for("redis-server to accept connections", Duration::from_secs(20), || async move {
-        RespClient::connect(("127.0.0.1", port)).await.ok()
-    })
-    .await;
-    (guard, client)
+    let (guard, addr) = common::start_redis();
+    (guard, common::resp_connect(&addr).await)
 }
 
 /// Commands whose replies must match Redis 7.0 exactly. Only string commands that Rampart

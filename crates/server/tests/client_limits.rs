@@ -340,3 +340,48 @@ async fn lists_page_by_bytes_with_a_continuation_token() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("continue"), "{body}");
 }
+
+/// Both listeners with TLS: a client that stalls in the handshake is closed after the header
+/// timeout and counted; a plaintext client gets no reply; a real TLS client is served.
+#[tokio::test]
+async fn tls_listeners_bound_the_handshake_and_serve_tls_clients() {
+    let ca = rampart_tls::dev::DevCa::generate().unwrap();
+    let cert = ca.server_cert(&["localhost"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("s.pem"), dir.path().join("s-key.pem"));
+    std::fs::write(&c, &cert.cert).unwrap();
+    std::fs::write(&k, &cert.key).unwrap();
+    let tls = rampart_tls::load_server_config(&c, &k).unwrap();
+    let s = start(
+        config(|cfg| {
+            cfg.client_header_timeout = Duration::from_millis(300);
+            cfg.tls = Some(tls);
+        }),
+        Limits::default(),
+    )
+    .await;
+    for (api, addr) in [("resp", s.resp), ("http", s.http)] {
+        // One byte of a ClientHello, then nothing.
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled.write_all(&[0x16]).await.unwrap();
+        assert!(read_to_close(&mut stalled).await.is_empty(), "{api}: no bytes for a stalled handshake");
+        // Plaintext on a TLS listener: never answered as a command.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        let got = read_to_close(&mut plain).await;
+        assert!(!got.starts_with(b"+PONG"), "{api}: plaintext was served: {got:?}");
+        let closed = format!("rampart_client_connections_closed_total{{api=\"{api}\",reason=\"tls_handshake\"}}");
+        wait_until("both handshake failures counted", DEADLINE, || metric(&s.app, &closed) == Some(2.0)).await;
+    }
+    // A TLS client gets PONG.
+    let connector = rampart_tls::tokio_rustls::TlsConnector::from(
+        rampart_tls::client_config_from_pem(ca.pem().cert.as_bytes()).unwrap(),
+    );
+    let tcp = TcpStream::connect(s.resp).await.unwrap();
+    let name = rampart_tls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    let mut buf = [0u8; 7];
+    tls.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"+PONG\r\n");
+}

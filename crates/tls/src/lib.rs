@@ -108,8 +108,20 @@ impl fmt::Debug for PeerTls {
     }
 }
 
+/// Largest certificate, key or CA file read (a bundle of hundreds of certificates fits; a
+/// larger file is not a PEM file and is refused before it is read).
+pub const PEM_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::Read { what, path: path.to_path_buf(), reason: e.to_string() })
+    use std::io::Read;
+    let err = |reason: String| TlsError::Read { what, path: path.to_path_buf(), reason };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut data = Vec::new();
+    file.take(PEM_FILE_BYTES_MAX + 1).read_to_end(&mut data).map_err(|e| err(e.to_string()))?;
+    if data.len() as u64 > PEM_FILE_BYTES_MAX {
+        return Err(err(format!("larger than {PEM_FILE_BYTES_MAX} bytes, not a PEM file")));
+    }
+    Ok(data)
 }
 
 fn certs(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -272,6 +284,17 @@ mod tests {
         let c = cli.await;
         let s = srv.await.unwrap();
         (c.map(|(id, _stream)| id), s)
+    }
+
+    #[test]
+    fn an_oversized_pem_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; PEM_FILE_BYTES_MAX as usize + 1]).unwrap();
+        let e = load_client_config(&big).unwrap_err().to_string();
+        assert!(e.contains("big.pem") && e.contains("larger than"), "{e}");
+        let e = load_server_config(&big, &big).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[tokio::test]

@@ -329,3 +329,40 @@ pub fn bulk(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// A real `redis-server` on a free loopback port (no persistence), for differential tests;
+/// killed when dropped. `.ci/run` installs it; a test fails loudly when it is missing.
+pub struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a [`RedisServer`]; returns it and its `127.0.0.1:PORT` (it may not accept yet:
+/// connect with [`resp_connect`]).
+pub fn start_redis() -> (RedisServer, String) {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed for this test (apt-get install redis-server)");
+    (RedisServer(child), format!("127.0.0.1:{port}"))
+}
+
+/// A RESP connection to `addr`, retried until the server accepts (20 s deadline), with a 15 s
+/// read timeout.
+pub async fn resp_connect(addr: &str) -> RespClient {
+    let addr = addr.to_string();
+    wait_for("a RESP connection", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move { RespClient::connect(addr).await.ok() }
+    })
+    .await
+    .with_read_timeout(Duration::from_secs(15))
+}

@@ -7,7 +7,7 @@
 //! proposes each op as the CASPaxos change of its key. Both therefore answer alike by
 //! construction; `crates/raft/tests/command_model.rs` checks it against a plain model.
 
-use crate::command::{Command, KeyOp, SetCond};
+use crate::command::{Command, ExpireCond, KeyOp, SetCond, Ttl};
 use crate::limits::{value_too_large, INTEGER_BYTES_MAX};
 use crate::outcome::Outcome;
 use crate::replica::KvError;
@@ -23,6 +23,15 @@ pub struct Current<'a> {
     pub value: &'a [u8],
     /// Revision of the last write (0 in a mode without revisions).
     pub revision: u64,
+    /// When the key expires (Unix ms; `None`: never).
+    pub expires_at: Option<u64>,
+}
+
+impl Current<'_> {
+    /// True when the key has expired at `now_ms`: from then on it is absent to every command.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now_ms)
+    }
 }
 
 /// A key's stored value and metadata.
@@ -30,11 +39,13 @@ pub struct Current<'a> {
 pub struct Record {
     pub value: Vec<u8>,
     pub revision: u64,
+    /// When the key expires (Unix ms; `None`: never).
+    pub expires_at: Option<u64>,
 }
 
 impl Record {
     pub fn as_current(&self) -> Current<'_> {
-        Current { value: &self.value, revision: self.revision }
+        Current { value: &self.value, revision: self.revision, expires_at: self.expires_at }
     }
 }
 
@@ -43,10 +54,24 @@ impl Record {
 pub enum Write {
     /// Leave the key as it is.
     Keep,
-    /// Store this value (at the op's revision).
-    Put(Vec<u8>),
+    /// Store this value and expiry (at the op's revision).
+    Put { value: Vec<u8>, expires_at: Option<u64> },
     /// Remove the key.
     Delete,
+    /// Remove the key because it had expired (watchers see an `expire`, not a `delete`).
+    Expire,
+}
+
+/// Where and when an op applies: the same on every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ctx {
+    /// The revision the write gets (0 in a mode without revisions).
+    pub revision: u64,
+    /// The time of the write, Unix ms: expiry is judged against it.
+    pub now_ms: u64,
+    /// The mode's ceiling on the value APPEND may build (the op's own bound applies below it);
+    /// the same constant on every replica.
+    pub value_bytes_max: usize,
 }
 
 /// Parses a decimal i64 exactly as Redis's `string2ll` does: no sign but `-`, no leading zeros,
@@ -69,26 +94,53 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-/// Applies `op` to a key holding `current` (`None`: absent). `revision` is the revision this
-/// write gets (0 in a mode without revisions); `value_bytes_max` is the mode's ceiling on the
-/// value APPEND may build (the op's own bound applies below it) and must be the same constant
-/// on every replica.
-pub fn apply_op(op: &KeyOp, current: Option<Current<'_>>, revision: u64, value_bytes_max: usize) -> (Write, Outcome) {
+/// Applies `op` at `ctx` to a key holding `current` (`None`: absent). A key that has expired by
+/// `ctx.now_ms` is absent to every op, and an op that leaves it removes it ([`Write::Expire`]),
+/// so an expired key is never seen again by any replica that applies the same ops.
+pub fn apply_op(op: &KeyOp, current: Option<Current<'_>>, ctx: Ctx) -> (Write, Outcome) {
+    let expired = current.is_some_and(|c| c.expired(ctx.now_ms));
+    if let KeyOp::ExpireDue = op {
+        return if expired {
+            (Write::Expire, Outcome::Deleted { count: 1 })
+        } else {
+            (Write::Keep, Outcome::Deleted { count: 0 })
+        };
+    }
+    let live = if expired { None } else { current };
+    match apply_live(op, live, ctx) {
+        (Write::Keep, outcome) if expired => (Write::Expire, outcome),
+        other => other,
+    }
+}
+
+/// [`apply_op`] on a key that is live (or absent).
+fn apply_live(op: &KeyOp, current: Option<Current<'_>>, ctx: Ctx) -> (Write, Outcome) {
+    let Ctx { revision, now_ms, value_bytes_max } = ctx;
     let current_revision = current.map_or(0, |c| c.revision);
+    let current_expiry = current.and_then(|c| c.expires_at);
+    // A value keeps the key's expiry (INCR, APPEND).
+    let put_keeping = |value: Vec<u8>| Write::Put { value, expires_at: current_expiry };
+    let put = |value: Vec<u8>| Write::Put { value, expires_at: None };
     match op {
         KeyOp::Read => (Write::Keep, Outcome::Value(current.map(|c| c.value.to_vec()))),
-        KeyOp::Set { value, cond, return_old } => {
+        KeyOp::Set { value, cond, return_old, ttl } => {
             let write = match cond {
                 SetCond::Always => true,
                 SetCond::IfAbsent => current.is_none(),
                 SetCond::IfPresent => current.is_some(),
             };
             let old = if *return_old { current.map(|c| c.value.to_vec()) } else { None };
-            if write {
-                (Write::Put(value.clone()), Outcome::Written { written: true, old, current_revision: revision })
-            } else {
-                (Write::Keep, Outcome::Written { written: false, old, current_revision })
+            if !write {
+                return (Write::Keep, Outcome::Written { written: false, old, current_revision });
             }
+            let expires_at = ttl.resolve(now_ms, current_expiry);
+            // Already expired (EXAT in the past): the key is gone at once, as in Redis.
+            let w = if expires_at.is_some_and(|t| t <= now_ms) {
+                Write::Delete
+            } else {
+                Write::Put { value: value.clone(), expires_at }
+            };
+            (w, Outcome::Written { written: true, old, current_revision: revision })
         }
         KeyOp::Delete => match current {
             Some(_) => (Write::Delete, Outcome::Deleted { count: 1 }),
@@ -103,7 +155,7 @@ pub fn apply_op(op: &KeyOp, current: Option<Current<'_>>, revision: u64, value_b
                 },
             };
             match base.checked_add(*delta) {
-                Some(n) => (Write::Put(n.to_string().into_bytes()), Outcome::Integer(n)),
+                Some(n) => (put_keeping(n.to_string().into_bytes()), Outcome::Integer(n)),
                 None => (Write::Keep, Outcome::Rejected(OVERFLOW.into())),
             }
         }
@@ -118,22 +170,62 @@ pub fn apply_op(op: &KeyOp, current: Option<Current<'_>>, revision: u64, value_b
             let mut v = Vec::with_capacity(len);
             v.extend_from_slice(head);
             v.extend_from_slice(tail);
-            (Write::Put(v), Outcome::Integer(len as i64))
+            (put_keeping(v), Outcome::Integer(len as i64))
         }
         KeyOp::Cas { expected, new } => {
             if current.map(|c| c.value) == expected.as_deref() {
-                (Write::Put(new.clone()), Outcome::Swapped(true))
+                (put(new.clone()), Outcome::Swapped(true))
             } else {
                 (Write::Keep, Outcome::Swapped(false))
             }
         }
         KeyOp::PutIfRevision { revision: expected, value } => {
             if current_revision == *expected {
-                (Write::Put(value.clone()), Outcome::Written { written: true, old: None, current_revision: revision })
+                (put(value.clone()), Outcome::Written { written: true, old: None, current_revision: revision })
             } else {
                 (Write::Keep, Outcome::Written { written: false, old: None, current_revision })
             }
         }
+        KeyOp::Expire { ttl, cond } => {
+            let Some(c) = current else { return (Write::Keep, Outcome::Integer(0)) };
+            let Some(at) = ttl.resolve(now_ms, c.expires_at) else { return (Write::Keep, Outcome::Integer(0)) };
+            let allowed = match (cond, c.expires_at) {
+                (ExpireCond::Always, _) => true,
+                (ExpireCond::IfNone, cur) => cur.is_none(),
+                (ExpireCond::IfSome, cur) => cur.is_some(),
+                // No expiry is infinite: nothing is greater, everything is less.
+                (ExpireCond::IfGreater, cur) => cur.is_some_and(|t| at > t),
+                (ExpireCond::IfLess, cur) => cur.is_none_or(|t| at < t),
+            };
+            if !allowed {
+                (Write::Keep, Outcome::Integer(0))
+            } else if at <= now_ms {
+                (Write::Delete, Outcome::Integer(1))
+            } else {
+                (Write::Put { value: c.value.to_vec(), expires_at: Some(at) }, Outcome::Integer(1))
+            }
+        }
+        KeyOp::Persist => match current {
+            Some(c) if c.expires_at.is_some() => (put(c.value.to_vec()), Outcome::Integer(1)),
+            _ => (Write::Keep, Outcome::Integer(0)),
+        },
+        KeyOp::GetEx(ttl) => {
+            let Some(c) = current else { return (Write::Keep, Outcome::Value(None)) };
+            let answer = Outcome::Value(Some(c.value.to_vec()));
+            let at = ttl.resolve(now_ms, c.expires_at);
+            if at == c.expires_at {
+                (Write::Keep, answer)
+            } else if at.is_some_and(|t| t <= now_ms) {
+                (Write::Delete, answer)
+            } else {
+                (Write::Put { value: c.value.to_vec(), expires_at: at }, answer)
+            }
+        }
+        KeyOp::GetDel => match current {
+            Some(c) => (Write::Delete, Outcome::Value(Some(c.value.to_vec()))),
+            None => (Write::Keep, Outcome::Value(None)),
+        },
+        KeyOp::ExpireDue => (Write::Keep, Outcome::Deleted { count: 0 }),
     }
 }
 
@@ -155,13 +247,13 @@ pub type Ops = Vec<(Vec<u8>, KeyOp)>;
 /// A batch has no plan of its own (see [`apply_command`]).
 pub fn plan(cmd: Command) -> Result<(Ops, Combine), KvError> {
     Ok(match cmd {
-        Command::Set { key, value, cond, return_old } => {
-            (vec![(key, KeyOp::Set { value, cond, return_old })], Combine::One)
+        Command::Set { key, value, cond, return_old, ttl } => {
+            (vec![(key, KeyOp::Set { value, cond, return_old, ttl })], Combine::One)
         }
         Command::MSet { pairs } => (
             pairs
                 .into_iter()
-                .map(|(k, value)| (k, KeyOp::Set { value, cond: SetCond::Always, return_old: false }))
+                .map(|(k, value)| (k, KeyOp::Set { value, cond: SetCond::Always, return_old: false, ttl: Ttl::Clear }))
                 .collect(),
             Combine::MSet,
         ),
@@ -177,7 +269,13 @@ pub fn plan(cmd: Command) -> Result<(Ops, Combine), KvError> {
         }
         Command::SystemCas { key, expected, new } => (vec![(key, KeyOp::Cas { expected, new })], Combine::One),
         Command::SystemDelete { key } => (vec![(key, KeyOp::Delete)], Combine::Del),
+        Command::Expire { key, ttl, cond } => (vec![(key, KeyOp::Expire { ttl, cond })], Combine::One),
+        Command::Persist { key } => (vec![(key, KeyOp::Persist)], Combine::One),
+        Command::GetEx { key, ttl } => (vec![(key, KeyOp::GetEx(ttl))], Combine::One),
+        Command::GetDel { key } => (vec![(key, KeyOp::GetDel)], Combine::One),
+        Command::ExpireDue { keys } => (keys.into_iter().map(|k| (k, KeyOp::ExpireDue)).collect(), Combine::Del),
         Command::Batch(_) => return Err(KvError::BadRequest("a batch has no per-key plan".into())),
+        Command::At { .. } => return Err(KvError::BadRequest("a stamped command has no per-key plan".into())),
     })
 }
 
@@ -211,24 +309,31 @@ pub fn combine(how: Combine, outcomes: Vec<Outcome>) -> Outcome {
 pub trait State {
     type Error;
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Self::Error>;
-    fn put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<(), Self::Error>;
+    fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<(), Self::Error>;
     fn delete(&mut self, key: &[u8]) -> Result<(), Self::Error>;
+    /// Removes a key that expired (a delete that watchers see as `expire`).
+    fn expire(&mut self, key: &[u8]) -> Result<(), Self::Error> {
+        self.delete(key)
+    }
 }
 
-/// Applies a whole command to `state` at `revision`: every op in order, then [`combine`]. A batch
-/// applies each of its commands in order and answers [`Outcome::Batch`].
-pub fn apply_command<S: State>(
-    state: &mut S,
-    revision: u64,
-    cmd: &Command,
-    value_bytes_max: usize,
-) -> Result<Outcome, S::Error> {
-    if let Command::Batch(cmds) = cmd {
-        let mut outs = Vec::with_capacity(cmds.len());
-        for c in cmds {
-            outs.push(apply_command(state, revision, c, value_bytes_max)?);
+/// Applies a whole command to `state` at `ctx`: every op in order, then [`combine`]. A batch
+/// applies each of its commands in order and answers [`Outcome::Batch`]. A [`Command::At`]
+/// applies its command at its stamp, or at `ctx.now_ms` if that is later (time never goes
+/// back).
+pub fn apply_command<S: State>(state: &mut S, ctx: Ctx, cmd: &Command) -> Result<Outcome, S::Error> {
+    match cmd {
+        Command::Batch(cmds) => {
+            let mut outs = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                outs.push(apply_command(state, ctx, c)?);
+            }
+            return Ok(Outcome::Batch(outs));
         }
-        return Ok(Outcome::Batch(outs));
+        Command::At { now_ms, cmd } => {
+            return apply_command(state, Ctx { now_ms: ctx.now_ms.max(*now_ms), ..ctx }, cmd);
+        }
+        _ => {}
     }
     let (ops, how) = match plan(cmd.clone()) {
         Ok(p) => p,
@@ -237,11 +342,12 @@ pub fn apply_command<S: State>(
     let mut outcomes = Vec::with_capacity(ops.len());
     for (key, op) in &ops {
         let current = state.get(key)?;
-        let (write, outcome) = apply_op(op, current.as_ref().map(Record::as_current), revision, value_bytes_max);
+        let (write, outcome) = apply_op(op, current.as_ref().map(Record::as_current), ctx);
         match write {
             Write::Keep => {}
-            Write::Put(v) => state.put(key, revision, &v)?,
+            Write::Put { value, expires_at } => state.put(key, ctx.revision, &value, expires_at)?,
             Write::Delete => state.delete(key)?,
+            Write::Expire => state.expire(key)?,
         }
         outcomes.push(outcome);
     }
@@ -254,27 +360,34 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn cur(v: &[u8]) -> Option<Current<'_>> {
-        Some(Current { value: v, revision: 7 })
+        Some(Current { value: v, revision: 7, expires_at: None })
     }
 
     const MAX: usize = 16;
+    /// The time of every write in these tests (Unix ms).
+    const NOW: u64 = 1_000_000;
+
+    fn ctx(revision: u64) -> Ctx {
+        Ctx { revision, now_ms: NOW, value_bytes_max: MAX }
+    }
+
+    fn put(v: Vec<u8>) -> Write {
+        Write::Put { value: v, expires_at: None }
+    }
 
     #[test]
     fn set_honours_nx_xx_and_get() {
-        let set = |cond, return_old| KeyOp::Set { value: b"n".to_vec(), cond, return_old };
+        let set = |cond, return_old| KeyOp::Set { value: b"n".to_vec(), cond, return_old, ttl: Ttl::Clear };
         assert_eq!(
-            apply_op(&set(SetCond::Always, true), cur(b"o"), 9, MAX),
-            (
-                Write::Put(b"n".to_vec()),
-                Outcome::Written { written: true, old: Some(b"o".to_vec()), current_revision: 9 }
-            )
+            apply_op(&set(SetCond::Always, true), cur(b"o"), ctx(9)),
+            (put(b"n".to_vec()), Outcome::Written { written: true, old: Some(b"o".to_vec()), current_revision: 9 })
         );
         assert_eq!(
-            apply_op(&set(SetCond::IfAbsent, true), cur(b"o"), 9, MAX),
+            apply_op(&set(SetCond::IfAbsent, true), cur(b"o"), ctx(9)),
             (Write::Keep, Outcome::Written { written: false, old: Some(b"o".to_vec()), current_revision: 7 })
         );
         assert_eq!(
-            apply_op(&set(SetCond::IfPresent, false), None, 9, MAX),
+            apply_op(&set(SetCond::IfPresent, false), None, ctx(9)),
             (Write::Keep, Outcome::Written { written: false, old: None, current_revision: 0 })
         );
     }
@@ -282,16 +395,16 @@ mod tests {
     #[test]
     fn incr_parses_like_redis_and_refuses_overflow() {
         let inc = |d| KeyOp::IncrBy(d);
-        assert_eq!(apply_op(&inc(5), None, 1, MAX).1, Outcome::Integer(5));
-        assert_eq!(apply_op(&inc(-7), cur(b"5"), 1, MAX), (Write::Put(b"-2".to_vec()), Outcome::Integer(-2)));
+        assert_eq!(apply_op(&inc(5), None, ctx(1)).1, Outcome::Integer(5));
+        assert_eq!(apply_op(&inc(-7), cur(b"5"), ctx(1)), (put(b"-2".to_vec()), Outcome::Integer(-2)));
         for bad in [&b"x1"[..], b"+1", b"", b" 1", b"01", b"-0", b"-", b"1 ", b"99999999999999999999"] {
-            assert_eq!(apply_op(&inc(1), cur(bad), 1, MAX), (Write::Keep, Outcome::Rejected(NOT_AN_INTEGER.into())));
+            assert_eq!(apply_op(&inc(1), cur(bad), ctx(1)), (Write::Keep, Outcome::Rejected(NOT_AN_INTEGER.into())));
         }
         let max = i64::MAX.to_string();
-        assert_eq!(apply_op(&inc(1), cur(max.as_bytes()), 1, MAX).1, Outcome::Rejected(OVERFLOW.into()));
+        assert_eq!(apply_op(&inc(1), cur(max.as_bytes()), ctx(1)).1, Outcome::Rejected(OVERFLOW.into()));
         let min = i64::MIN.to_string();
-        assert_eq!(apply_op(&inc(-1), cur(min.as_bytes()), 1, MAX).1, Outcome::Rejected(OVERFLOW.into()));
-        assert_eq!(apply_op(&inc(0), cur(min.as_bytes()), 1, MAX).1, Outcome::Integer(i64::MIN));
+        assert_eq!(apply_op(&inc(-1), cur(min.as_bytes()), ctx(1)).1, Outcome::Rejected(OVERFLOW.into()));
+        assert_eq!(apply_op(&inc(0), cur(min.as_bytes()), ctx(1)).1, Outcome::Integer(i64::MIN));
         assert_eq!(parse_i64(b"0"), Some(0));
         assert_eq!(parse_i64(b"-12"), Some(-12));
     }
@@ -299,34 +412,128 @@ mod tests {
     #[test]
     fn append_is_bounded_and_cas_compares_values() {
         let append = |v: &[u8], bound| KeyOp::Append { value: v.to_vec(), value_bytes_max: bound };
-        assert_eq!(apply_op(&append(b"cd", usize::MAX), cur(b"ab"), 1, MAX).1, Outcome::Integer(4));
-        let (w, o) = apply_op(&append(&[0; 3], usize::MAX), cur(&[0; 14]), 1, MAX);
+        assert_eq!(apply_op(&append(b"cd", usize::MAX), cur(b"ab"), ctx(1)).1, Outcome::Integer(4));
+        let (w, o) = apply_op(&append(&[0; 3], usize::MAX), cur(&[0; 14]), ctx(1));
         assert_eq!(w, Write::Keep);
         assert_eq!(o, Outcome::Rejected("value of 17 bytes exceeds the limit of 16 bytes (value_bytes_max)".into()));
         // The op's own bound (the limit of the replica that took it) applies below the ceiling.
-        let (w, o) = apply_op(&append(b"cd", 3), cur(b"ab"), 1, MAX);
+        let (w, o) = apply_op(&append(b"cd", 3), cur(b"ab"), ctx(1));
         assert_eq!(w, Write::Keep);
         assert_eq!(o, Outcome::Rejected("value of 4 bytes exceeds the limit of 3 bytes (value_bytes_max)".into()));
-        assert_eq!(apply_op(&append(b"c", 3), cur(b"ab"), 1, MAX).1, Outcome::Integer(3));
+        assert_eq!(apply_op(&append(b"c", 3), cur(b"ab"), ctx(1)).1, Outcome::Integer(3));
         let cas = KeyOp::Cas { expected: Some(b"a".to_vec()), new: b"b".to_vec() };
-        assert_eq!(apply_op(&cas, cur(b"a"), 1, MAX), (Write::Put(b"b".to_vec()), Outcome::Swapped(true)));
-        assert_eq!(apply_op(&cas, None, 1, MAX), (Write::Keep, Outcome::Swapped(false)));
+        assert_eq!(apply_op(&cas, cur(b"a"), ctx(1)), (put(b"b".to_vec()), Outcome::Swapped(true)));
+        assert_eq!(apply_op(&cas, None, ctx(1)), (Write::Keep, Outcome::Swapped(false)));
         let create = KeyOp::Cas { expected: None, new: b"b".to_vec() };
-        assert_eq!(apply_op(&create, None, 1, MAX).1, Outcome::Swapped(true));
+        assert_eq!(apply_op(&create, None, ctx(1)).1, Outcome::Swapped(true));
     }
 
     #[test]
     fn put_if_revision_compares_revisions() {
         let op = KeyOp::PutIfRevision { revision: 7, value: b"v".to_vec() };
         assert_eq!(
-            apply_op(&op, cur(b"x"), 9, MAX),
-            (Write::Put(b"v".to_vec()), Outcome::Written { written: true, old: None, current_revision: 9 })
+            apply_op(&op, cur(b"x"), ctx(9)),
+            (put(b"v".to_vec()), Outcome::Written { written: true, old: None, current_revision: 9 })
         );
         let stale = KeyOp::PutIfRevision { revision: 6, value: b"v".to_vec() };
         assert_eq!(
-            apply_op(&stale, cur(b"x"), 9, MAX).1,
+            apply_op(&stale, cur(b"x"), ctx(9)).1,
             Outcome::Written { written: false, old: None, current_revision: 7 }
         );
+    }
+
+    fn ttl_cur(v: &[u8], expires_at: Option<u64>) -> Option<Current<'_>> {
+        Some(Current { value: v, revision: 7, expires_at })
+    }
+
+    #[test]
+    fn an_expired_key_is_absent_to_every_op_and_an_op_removes_it() {
+        let gone = ttl_cur(b"5", Some(NOW));
+        assert_eq!(apply_op(&KeyOp::Read, gone, ctx(9)), (Write::Expire, Outcome::Value(None)));
+        assert_eq!(apply_op(&KeyOp::IncrBy(1), gone, ctx(9)), (put(b"1".to_vec()), Outcome::Integer(1)));
+        let nx = KeyOp::Set { value: b"n".to_vec(), cond: SetCond::IfAbsent, return_old: true, ttl: Ttl::Clear };
+        assert_eq!(
+            apply_op(&nx, gone, ctx(9)),
+            (put(b"n".to_vec()), Outcome::Written { written: true, old: None, current_revision: 9 })
+        );
+        assert_eq!(apply_op(&KeyOp::ExpireDue, gone, ctx(9)), (Write::Expire, Outcome::Deleted { count: 1 }));
+        let live = ttl_cur(b"5", Some(NOW + 1));
+        assert_eq!(apply_op(&KeyOp::ExpireDue, live, ctx(9)), (Write::Keep, Outcome::Deleted { count: 0 }));
+        assert_eq!(apply_op(&KeyOp::Read, live, ctx(9)).1, Outcome::Value(Some(b"5".to_vec())));
+    }
+
+    #[test]
+    fn writes_set_keep_and_clear_the_expiry_like_redis() {
+        let live = ttl_cur(b"5", Some(NOW + 50));
+        let put_at = |v: &[u8], at| Write::Put { value: v.to_vec(), expires_at: at };
+        // INCR and APPEND keep it; a plain SET clears it; KEEPTTL keeps it; EX sets it.
+        assert_eq!(apply_op(&KeyOp::IncrBy(1), live, ctx(9)).0, put_at(b"6", Some(NOW + 50)));
+        let append = KeyOp::Append { value: b"x".to_vec(), value_bytes_max: MAX };
+        assert_eq!(apply_op(&append, live, ctx(9)).0, put_at(b"5x", Some(NOW + 50)));
+        let set = |ttl| KeyOp::Set { value: b"n".to_vec(), cond: SetCond::Always, return_old: false, ttl };
+        assert_eq!(apply_op(&set(Ttl::Clear), live, ctx(9)).0, put_at(b"n", None));
+        assert_eq!(apply_op(&set(Ttl::Keep), live, ctx(9)).0, put_at(b"n", Some(NOW + 50)));
+        assert_eq!(apply_op(&set(Ttl::In(10)), live, ctx(9)).0, put_at(b"n", Some(NOW + 10)));
+        assert_eq!(apply_op(&set(Ttl::At(5)), live, ctx(9)).0, Write::Delete, "an expiry in the past removes it");
+        // PERSIST, GETEX and GETDEL.
+        assert_eq!(apply_op(&KeyOp::Persist, live, ctx(9)), (put_at(b"5", None), Outcome::Integer(1)));
+        assert_eq!(apply_op(&KeyOp::Persist, cur(b"5"), ctx(9)), (Write::Keep, Outcome::Integer(0)));
+        let v5 = Outcome::Value(Some(b"5".to_vec()));
+        assert_eq!(apply_op(&KeyOp::GetEx(Ttl::In(7)), cur(b"5"), ctx(9)), (put_at(b"5", Some(NOW + 7)), v5.clone()));
+        assert_eq!(apply_op(&KeyOp::GetEx(Ttl::At(1)), cur(b"5"), ctx(9)), (Write::Delete, v5.clone()));
+        assert_eq!(apply_op(&KeyOp::GetEx(Ttl::Keep), live, ctx(9)), (Write::Keep, v5.clone()));
+        assert_eq!(apply_op(&KeyOp::GetDel, live, ctx(9)), (Write::Delete, v5));
+        assert_eq!(apply_op(&KeyOp::GetDel, None, ctx(9)), (Write::Keep, Outcome::Value(None)));
+    }
+
+    #[test]
+    fn expire_conditions_count_no_expiry_as_infinite() {
+        let exp = |ttl, cond| KeyOp::Expire { ttl, cond };
+        let none = cur(b"v");
+        let some = ttl_cur(b"v", Some(NOW + 100));
+        let set_to = |at| Write::Put { value: b"v".to_vec(), expires_at: Some(at) };
+        let cases = [
+            (ExpireCond::IfNone, none, Ttl::In(10), 1),
+            (ExpireCond::IfNone, some, Ttl::In(10), 0),
+            (ExpireCond::IfSome, none, Ttl::In(10), 0),
+            (ExpireCond::IfSome, some, Ttl::In(10), 1),
+            (ExpireCond::IfGreater, none, Ttl::In(10), 0),
+            (ExpireCond::IfGreater, some, Ttl::In(100), 0),
+            (ExpireCond::IfGreater, some, Ttl::In(101), 1),
+            (ExpireCond::IfLess, none, Ttl::In(1_000_000), 1),
+            (ExpireCond::IfLess, some, Ttl::In(100), 0),
+            (ExpireCond::IfLess, some, Ttl::In(99), 1),
+        ];
+        for (cond, current, ttl, want) in cases {
+            let (w, o) = apply_op(&exp(ttl, cond), current, ctx(9));
+            assert_eq!(o, Outcome::Integer(want), "{cond:?} {current:?} {ttl:?}");
+            let Ttl::In(ms) = ttl else { unreachable!() };
+            let expected = if want == 1 { set_to(NOW + ms as u64) } else { Write::Keep };
+            assert_eq!(w, expected, "{cond:?} {current:?} {ttl:?}");
+        }
+        assert_eq!(apply_op(&exp(Ttl::In(10), ExpireCond::Always), None, ctx(9)).1, Outcome::Integer(0));
+        assert_eq!(
+            apply_op(&exp(Ttl::In(-1), ExpireCond::Always), none, ctx(9)),
+            (Write::Delete, Outcome::Integer(1)),
+            "an expiry in the past deletes the key"
+        );
+        assert_eq!(apply_op(&exp(Ttl::At(0), ExpireCond::Always), none, ctx(9)), (Write::Delete, Outcome::Integer(1)));
+    }
+
+    #[test]
+    fn a_stamp_moves_time_forward_only() {
+        let mut m = Map(BTreeMap::new());
+        let set = Command::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            cond: SetCond::Always,
+            return_old: false,
+            ttl: Ttl::In(10),
+        };
+        apply_command(&mut m, ctx(1), &Command::At { now_ms: NOW + 5, cmd: Box::new(set.clone()) }).unwrap();
+        assert_eq!(m.0[&b"k".to_vec()].expires_at, Some(NOW + 15));
+        apply_command(&mut m, ctx(2), &Command::At { now_ms: 3, cmd: Box::new(set) }).unwrap();
+        assert_eq!(m.0[&b"k".to_vec()].expires_at, Some(NOW + 10), "a stamp behind the state's clock is not used");
     }
 
     struct Map(BTreeMap<Vec<u8>, Record>);
@@ -336,8 +543,8 @@ mod tests {
         fn get(&mut self, key: &[u8]) -> Result<Option<Record>, ()> {
             Ok(self.0.get(key).cloned())
         }
-        fn put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<(), ()> {
-            self.0.insert(key.to_vec(), Record { value: value.to_vec(), revision });
+        fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<(), ()> {
+            self.0.insert(key.to_vec(), Record { value: value.to_vec(), revision, expires_at });
             Ok(())
         }
         fn delete(&mut self, key: &[u8]) -> Result<(), ()> {
@@ -351,14 +558,14 @@ mod tests {
         let mut m = Map(BTreeMap::new());
         let mset = Command::MSet { pairs: vec![(b"a".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec())] };
         assert_eq!(
-            apply_command(&mut m, 3, &mset, MAX),
+            apply_command(&mut m, ctx(3), &mset),
             Ok(Outcome::Written { written: true, old: None, current_revision: 3 })
         );
-        assert_eq!(m.0[&b"a".to_vec()], Record { value: b"2".to_vec(), revision: 3 });
+        assert_eq!(m.0[&b"a".to_vec()], Record { value: b"2".to_vec(), revision: 3, expires_at: None });
         let del = Command::Del { keys: vec![b"a".to_vec(), b"a".to_vec(), b"z".to_vec()] };
         let batch = Command::Batch(vec![del, Command::IncrBy { key: b"a".to_vec(), delta: 2 }]);
         assert_eq!(
-            apply_command(&mut m, 4, &batch, MAX),
+            apply_command(&mut m, ctx(4), &batch),
             Ok(Outcome::Batch(vec![Outcome::Deleted { count: 1 }, Outcome::Integer(2)]))
         );
     }

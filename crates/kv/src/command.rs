@@ -20,12 +20,65 @@ pub enum SetCond {
     IfPresent,
 }
 
+/// What a write does to its key's time to live (Redis `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL`).
+/// Times are Unix milliseconds; a relative time is resolved against the time of the write
+/// (leader mode: the stamp of its log entry; multi-master mode: the proposer's clock), so every
+/// replica resolves it alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Ttl {
+    /// No expiry: a plain `SET` clears it, and so does `GETEX PERSIST`.
+    #[default]
+    Clear,
+    /// Keep the key's expiry (`SET KEEPTTL`; `INCR` and `APPEND` always keep it).
+    Keep,
+    /// Expire this many milliseconds after the write (`EX`, `PX`, `EXPIRE`); zero or less is
+    /// already expired.
+    In(i64),
+    /// Expire at this Unix time in milliseconds (`EXAT`, `PXAT`, `EXPIREAT`).
+    At(i64),
+}
+
+impl Ttl {
+    /// The absolute expiry this sets at `now_ms`, given the key's current one: `None` is no
+    /// expiry; a time at or before `now_ms` means the key is already expired.
+    pub fn resolve(self, now_ms: u64, current: Option<u64>) -> Option<u64> {
+        match self {
+            Ttl::Clear => None,
+            Ttl::Keep => current,
+            Ttl::In(ms) => Some((now_ms as i64).saturating_add(ms).max(0) as u64),
+            Ttl::At(at) => Some(at.max(0) as u64),
+        }
+    }
+}
+
+/// When `EXPIRE` applies (Redis 7.0 `NX`/`XX`/`GT`/`LT`). No expiry counts as infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ExpireCond {
+    #[default]
+    Always,
+    /// Only if the key has no expiry.
+    IfNone,
+    /// Only if the key has an expiry.
+    IfSome,
+    /// Only if the new expiry is later than the current one.
+    IfGreater,
+    /// Only if the new expiry is earlier than the current one.
+    IfLess,
+}
+
 /// A write. Leader mode applies it atomically, in log order; multi-master mode applies each key's
 /// part atomically (see [`crate::plan`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// SET (with NX/XX and GET), SETNX, GETSET.
-    Set { key: Vec<u8>, value: Vec<u8>, cond: SetCond, return_old: bool },
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        cond: SetCond,
+        return_old: bool,
+        #[serde(default)]
+        ttl: Ttl,
+    },
     /// MSET: all pairs.
     MSet { pairs: Vec<(Vec<u8>, Vec<u8>)> },
     /// DEL / UNLINK of many keys.
@@ -57,6 +110,22 @@ pub enum Command {
     SystemCas { key: Vec<u8>, expected: Option<Vec<u8>>, new: Vec<u8> },
     /// Delete of a key in the reserved namespace (see [`Command::SystemCas`]).
     SystemDelete { key: Vec<u8> },
+    /// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT: set a live key's expiry if `cond` holds (answers 1 or
+    /// 0); an expiry at or before the write's time deletes the key.
+    Expire { key: Vec<u8>, ttl: Ttl, cond: ExpireCond },
+    /// PERSIST: remove a key's expiry (answers 1 if it had one).
+    Persist { key: Vec<u8> },
+    /// GETEX with an option: answer the value and change its expiry (`Ttl::Clear`: PERSIST).
+    GetEx { key: Vec<u8>, ttl: Ttl },
+    /// GETDEL: answer the value and delete the key.
+    GetDel { key: Vec<u8> },
+    /// Remove each key that has expired by the write's time (and no other): the expirer's
+    /// command. Answers how many it removed. Harmless from anyone, so it needs no privilege.
+    ExpireDue { keys: Vec<Vec<u8>> },
+    /// A command stamped with the time it is applied at (Unix ms): leader mode's leader wraps
+    /// every entry it proposes in one. Never accepted from a client or a peer
+    /// ([`crate::Limits::check`] refuses it).
+    At { now_ms: u64, cmd: Box<Command> },
 }
 
 impl Command {
@@ -74,6 +143,12 @@ impl Command {
             Command::Batch(_) => "batch",
             Command::SystemCas { .. } => "system_cas",
             Command::SystemDelete { .. } => "system_delete",
+            Command::Expire { .. } => "expire",
+            Command::Persist { .. } => "persist",
+            Command::GetEx { .. } => "getex",
+            Command::GetDel { .. } => "getdel",
+            Command::ExpireDue { .. } => "expire_due",
+            Command::At { cmd, .. } => cmd.name(),
         }
     }
 
@@ -87,9 +162,16 @@ impl Command {
                 key.len() + new.len() + expected.as_ref().map_or(0, Vec::len)
             }
             Command::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
-            Command::Del { keys } => keys.iter().map(Vec::len).sum(),
-            Command::Delete { key } | Command::IncrBy { key, .. } | Command::SystemDelete { key } => key.len(),
+            Command::Del { keys } | Command::ExpireDue { keys } => keys.iter().map(Vec::len).sum(),
+            Command::Delete { key }
+            | Command::IncrBy { key, .. }
+            | Command::SystemDelete { key }
+            | Command::Expire { key, .. }
+            | Command::Persist { key }
+            | Command::GetEx { key, .. }
+            | Command::GetDel { key } => key.len(),
             Command::Batch(cmds) => cmds.iter().map(Command::payload_bytes).sum(),
+            Command::At { cmd, .. } => cmd.payload_bytes(),
         }
     }
 
@@ -97,8 +179,9 @@ impl Command {
     pub fn key_count(&self) -> usize {
         match self {
             Command::MSet { pairs } => pairs.len(),
-            Command::Del { keys } => keys.len(),
+            Command::Del { keys } | Command::ExpireDue { keys } => keys.len(),
             Command::Batch(cmds) => cmds.iter().map(Command::key_count).sum(),
+            Command::At { cmd, .. } => cmd.key_count(),
             _ => 1,
         }
     }
@@ -113,10 +196,15 @@ impl Command {
             | Command::PutIfRevision { key, .. }
             | Command::Delete { key }
             | Command::SystemCas { key, .. }
-            | Command::SystemDelete { key } => vec![key.as_slice()],
+            | Command::SystemDelete { key }
+            | Command::Expire { key, .. }
+            | Command::Persist { key }
+            | Command::GetEx { key, .. }
+            | Command::GetDel { key } => vec![key.as_slice()],
             Command::MSet { pairs } => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
-            Command::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
+            Command::Del { keys } | Command::ExpireDue { keys } => keys.iter().map(Vec::as_slice).collect(),
             Command::Batch(cmds) => cmds.iter().flat_map(Command::keys).collect(),
+            Command::At { cmd, .. } => cmd.keys(),
         }
     }
 
@@ -130,6 +218,7 @@ impl Command {
         match self {
             Command::PutIfRevision { .. } => true,
             Command::Batch(cmds) => cmds.iter().any(Command::needs_revisions),
+            Command::At { cmd, .. } => cmd.needs_revisions(),
             _ => false,
         }
     }
@@ -153,6 +242,8 @@ pub enum KeyOp {
         value: Vec<u8>,
         cond: SetCond,
         return_old: bool,
+        #[serde(default)]
+        ttl: Ttl,
     },
     /// Remove the key.
     Delete,
@@ -178,6 +269,16 @@ pub enum KeyOp {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// Set a live key's expiry if `cond` holds (see [`Command::Expire`]).
+    Expire { ttl: Ttl, cond: ExpireCond },
+    /// Remove a live key's expiry.
+    Persist,
+    /// Answer the value and change its expiry.
+    GetEx(Ttl),
+    /// Answer the value and remove the key.
+    GetDel,
+    /// Remove the key only if it has expired.
+    ExpireDue,
 }
 
 impl KeyOp {
@@ -191,7 +292,14 @@ impl KeyOp {
         match self {
             KeyOp::Set { value, .. } | KeyOp::Append { value, .. } | KeyOp::PutIfRevision { value, .. } => value.len(),
             KeyOp::Cas { expected, new } => expected.as_ref().map_or(0, Vec::len).max(new.len()),
-            KeyOp::Read | KeyOp::Delete | KeyOp::IncrBy(_) => 0,
+            KeyOp::Read
+            | KeyOp::Delete
+            | KeyOp::IncrBy(_)
+            | KeyOp::Expire { .. }
+            | KeyOp::Persist
+            | KeyOp::GetEx(_)
+            | KeyOp::GetDel
+            | KeyOp::ExpireDue => 0,
         }
     }
 }

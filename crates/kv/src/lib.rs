@@ -20,8 +20,8 @@ pub mod outcome;
 pub mod replica;
 pub mod reserved;
 
-pub use apply::{apply_command, apply_op, combine, plan, Combine, Record, State, Write};
-pub use command::{Command, KeyOp, SetCond};
+pub use apply::{apply_command, apply_op, combine, plan, Combine, Ctx, Current, Record, State, Write};
+pub use command::{Command, ExpireCond, KeyOp, SetCond, Ttl};
 pub use limits::Limits;
 pub use outcome::{Outcome, Response};
 pub use replica::{

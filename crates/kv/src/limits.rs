@@ -183,7 +183,7 @@ impl Limits {
                     )));
                 }
             }
-            Command::Del { keys } => {
+            Command::Del { keys } | Command::ExpireDue { keys } => {
                 for k in keys {
                     self.check_key(k)?;
                 }
@@ -192,11 +192,18 @@ impl Limits {
                 self.check_key(key)?;
                 self.check_value(value)?;
             }
-            Command::Delete { key } | Command::IncrBy { key, .. } | Command::SystemDelete { key } => {
-                self.check_key(key)?
-            }
+            Command::Delete { key }
+            | Command::IncrBy { key, .. }
+            | Command::SystemDelete { key }
+            | Command::Expire { key, .. }
+            | Command::Persist { key }
+            | Command::GetEx { key, .. }
+            | Command::GetDel { key } => self.check_key(key)?,
             Command::Batch(_) => {
                 return Err(KvError::BadRequest("batches cannot be submitted by clients".into()));
+            }
+            Command::At { .. } => {
+                return Err(KvError::BadRequest("stamped commands are formed by the leader, never submitted".into()));
             }
         }
         if let Command::Cas { expected: Some(e), .. } | Command::SystemCas { expected: Some(e), .. } = cmd {
@@ -218,6 +225,7 @@ mod tests {
             value: v.to_vec(),
             cond: crate::SetCond::Always,
             return_old: false,
+            ttl: crate::Ttl::Clear,
         };
         assert!(l.check(&set(b"abcd", b"12345678")).is_ok());
         assert!(matches!(l.check(&set(b"abcde", b"")), Err(KvError::TooLarge(m)) if m.contains("key_bytes_max")));
@@ -245,6 +253,7 @@ mod tests {
             value: b"v".to_vec(),
             cond: crate::SetCond::Always,
             return_old: false,
+            ttl: crate::Ttl::Clear,
         };
         assert!(matches!(l.check(&set(&reserved)), Err(KvError::BadRequest(m)) if m.contains("reserved")));
         let mset = Command::MSet { pairs: vec![(b"a".to_vec(), vec![]), (reserved.clone(), vec![])] };

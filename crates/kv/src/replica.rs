@@ -84,6 +84,8 @@ pub enum Consistency {
 pub struct Item {
     pub value: Vec<u8>,
     pub revision: Option<u64>,
+    /// When the key expires (Unix ms; `None`: never). A replica never returns an expired key.
+    pub expires_at: Option<u64>,
 }
 
 /// One page of keys in order; `next_after` is where the next page starts (`None`: done).

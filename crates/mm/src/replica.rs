@@ -147,7 +147,7 @@ impl Replica for MmNode {
             if let Some(v) = &v {
                 budget.take(v.len())?;
             }
-            out.push(v.map(|value| Item { value, revision: None }));
+            out.push(v.map(|value| Item { value, revision: None, expires_at: None }));
             Ok(())
         };
         Box::pin(async move {
@@ -187,7 +187,11 @@ impl Replica for MmNode {
         Box::pin(async move {
             let stale = consistency == Consistency::Stale;
             let page = MmNode::scan(self, &prefix, after.as_deref(), limit, stale, values).await?;
-            let items = page.items.into_iter().map(|(k, value)| (k, Item { value, revision: None })).collect();
+            let items = page
+                .items
+                .into_iter()
+                .map(|(k, value)| (k, Item { value, revision: None, expires_at: None }))
+                .collect();
             Ok(Page { items, next_after: page.next_after })
         })
     }

@@ -159,7 +159,12 @@ async fn nodes_started_with_different_memberships_refuse_each_other() {
 
 /// A plain SET that reports the value it replaced.
 fn set(value: &[u8]) -> Change {
-    Change::Set { value: value.to_vec(), cond: rampart_kv::SetCond::Always, return_old: true }
+    Change::Set {
+        value: value.to_vec(),
+        cond: rampart_kv::SetCond::Always,
+        return_old: true,
+        ttl: rampart_kv::Ttl::Clear,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,9 +195,21 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
     let too_many = (0..=rampart_mm::command::KEYS_PER_COMMAND_MAX).map(|i| i.to_string().into_bytes()).collect();
     let results = r
         .write_many(vec![
-            Command::Set { key: b("a"), value: b("1"), cond: SetCond::Always, return_old: true },
+            Command::Set {
+                key: b("a"),
+                value: b("1"),
+                cond: SetCond::Always,
+                return_old: true,
+                ttl: rampart_kv::Ttl::Clear,
+            },
             Command::PutIfRevision { key: b("a"), revision: 1, value: b("2") },
-            Command::Set { key: vec![b'k'; 17], value: b("1"), cond: SetCond::Always, return_old: false },
+            Command::Set {
+                key: vec![b'k'; 17],
+                value: b("1"),
+                cond: SetCond::Always,
+                return_old: false,
+                ttl: rampart_kv::Ttl::Clear,
+            },
             Command::MSet { pairs: vec![(b("b"), b("2")), (b("c"), b("3"))] },
             Command::IncrBy { key: b("a"), delta: 2 },
             Command::Append { key: b("b"), value: b("x"), value_bytes_max: None },
@@ -200,7 +217,13 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
             Command::Cas { key: b("c"), expected: Some(b("3")), new: b("4") },
             Command::IncrBy { key: b("b"), delta: 1 },
             Command::Del { keys: too_many },
-            Command::Set { key: b("c"), value: b("5"), cond: SetCond::IfAbsent, return_old: true },
+            Command::Set {
+                key: b("c"),
+                value: b("5"),
+                cond: SetCond::IfAbsent,
+                return_old: true,
+                ttl: rampart_kv::Ttl::Clear,
+            },
         ])
         .await;
     let ok = |outcome| Ok(Response { revision: 0, outcome });
@@ -225,12 +248,15 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
     assert!(matches!(&results[9], Err(KvError::TooLarge(m)) if m.contains("1025 keys")), "{:?}", results[9]);
     assert_eq!(results[10], ok(O::Written { written: false, old: Some(b("4")), current_revision: 0 }));
 
-    let item = |v: &str| Some(Item { value: b(v), revision: None });
+    let item = |v: &str| Some(Item { value: b(v), revision: None, expires_at: None });
     for consistency in [Consistency::Linearizable, Consistency::Stale] {
         let got = r.get_many(consistency, vec!["a".into(), "b".into(), "c".into()]).await.unwrap();
         assert_eq!(got, vec![None, item("2x"), item("4")], "{consistency:?}");
         let page = r.scan(consistency, Vec::new(), None, 10, true).await.unwrap();
-        assert_eq!(page.items, vec![(b("b"), Item { value: b("2x"), revision: None }), (b("c"), item("4").unwrap())]);
+        assert_eq!(
+            page.items,
+            vec![(b("b"), Item { value: b("2x"), revision: None, expires_at: None }), (b("c"), item("4").unwrap())]
+        );
         assert_eq!(page.next_after, None);
         assert_eq!(r.count(consistency).await.unwrap(), 2, "{consistency:?}");
     }

@@ -4,7 +4,7 @@
 //! and back. Reads are the identity and still go through an accept round (or a peek that finds a
 //! majority on one ballot), which is what makes them linearizable.
 
-use rampart_kv::apply::{apply_op, Current, Write};
+use rampart_kv::apply::{apply_op, Ctx, Current, Write};
 
 /// A register key.
 pub type Key = Vec<u8>;
@@ -19,12 +19,13 @@ pub type Outcome = rampart_kv::Outcome;
 /// outcome. Registers carry no revision (0), and APPEND is bounded by its op's own bound (the
 /// value limit of the node that took the command) under [`crate::VALUE_BYTES_MAX`].
 pub fn apply_change(change: &Change, current: &Value) -> (Value, Outcome) {
-    let cur = current.as_deref().map(|value| Current { value, revision: 0 });
-    let (write, outcome) = apply_op(change, cur, 0, crate::VALUE_BYTES_MAX);
+    let cur = current.as_deref().map(|value| Current { value, revision: 0, expires_at: None });
+    let (write, outcome) =
+        apply_op(change, cur, Ctx { revision: 0, now_ms: 0, value_bytes_max: crate::VALUE_BYTES_MAX });
     let next = match write {
         Write::Keep => current.clone(),
-        Write::Put(v) => Some(v),
-        Write::Delete => None,
+        Write::Put { value, .. } => Some(value),
+        Write::Delete | Write::Expire => None,
     };
     (next, outcome)
 }
@@ -40,7 +41,8 @@ mod tests {
 
     #[test]
     fn registers_map_to_the_command_model() {
-        let set = KeyOp::Set { value: b"a".to_vec(), cond: SetCond::Always, return_old: true };
+        let set =
+            KeyOp::Set { value: b"a".to_vec(), cond: SetCond::Always, return_old: true, ttl: rampart_kv::Ttl::Clear };
         assert_eq!(
             apply_change(&set, &v("z")),
             (v("a"), Outcome::Written { written: true, old: v("z"), current_revision: 0 })

@@ -589,5 +589,10 @@ fn a_long_queue_on_one_key_drains_without_recursion_when_every_change_fails_at_o
 
 /// A plain SET that reports the value it replaced.
 fn set(value: &[u8]) -> Change {
-    Change::Set { value: value.to_vec(), cond: rampart_kv::SetCond::Always, return_old: true }
+    Change::Set {
+        value: value.to_vec(),
+        cond: rampart_kv::SetCond::Always,
+        return_old: true,
+        ttl: rampart_kv::Ttl::Clear,
+    }
 }

@@ -394,6 +394,7 @@ mod tests {
                 value: vec![7; 16 * 1024],
                 cond: rampart_kv::SetCond::Always,
                 return_old: false,
+                ttl: rampart_kv::Ttl::Clear,
             }),
         };
         let rpc = |n: u64| AppendEntriesRequest {

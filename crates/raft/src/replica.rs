@@ -120,7 +120,7 @@ impl Replica for RaftNode {
                 if let Some(x) = &item {
                     budget.take(x.value.len()).map_err(ReadError::Limit)?;
                 }
-                out.push(item.map(|x| Item { value: x.value, revision: Some(x.revision) }));
+                out.push(item.map(|x| Item { value: x.value, revision: Some(x.revision), expires_at: x.expires_at }));
             }
             Ok(out)
         }))
@@ -153,8 +153,10 @@ impl Replica for RaftNode {
                 })
                 .await?;
             let next_after = if more { items.last().map(|(k, _)| k.clone()) } else { None };
-            let items =
-                items.into_iter().map(|(k, v)| (k, Item { value: v.value, revision: Some(v.revision) })).collect();
+            let items = items
+                .into_iter()
+                .map(|(k, v)| (k, Item { value: v.value, revision: Some(v.revision), expires_at: v.expires_at }))
+                .collect();
             Ok(Page { items, next_after })
         })
     }

@@ -535,7 +535,7 @@ pub fn stage_records<R: Read>(
             loop {
                 match r.next_record(&mut key, &mut value) {
                     Ok(Some(rev)) => {
-                        st.put(&key, rev, &value)?;
+                        st.put(&key, rev, &value, None)?;
                         staged += key.len() + value.len() + 8;
                         if staged >= batch_bytes {
                             return Ok(true);

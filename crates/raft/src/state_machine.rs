@@ -2,7 +2,7 @@
 //! order give the same state on every node. What a command means is `rampart_kv::apply_command`;
 //! this module only adapts the storage batch to it.
 
-use rampart_kv::{apply_command, limits::VALUE_BYTES_MAX_CEILING, Record, State};
+use rampart_kv::{apply_command, limits::VALUE_BYTES_MAX_CEILING, Ctx, Record, State};
 use rampart_storage::Batch;
 
 use crate::types::{Command, Response};
@@ -18,11 +18,11 @@ impl State for BatchState<'_, '_> {
     type Error = rampart_storage::Error;
 
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Self::Error> {
-        Ok(self.0.kv_get(key)?.map(|v| Record { value: v.value, revision: v.revision }))
+        Ok(self.0.kv_get(key)?.map(|v| Record { value: v.value, revision: v.revision, expires_at: v.expires_at }))
     }
 
-    fn put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<(), Self::Error> {
-        self.0.kv_put(key, revision, value)
+    fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<(), Self::Error> {
+        self.0.kv_put(key, revision, value, expires_at)
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), Self::Error> {
@@ -30,9 +30,29 @@ impl State for BatchState<'_, '_> {
     }
 }
 
-/// Applies `cmd`, written at log index `index`, inside the batch.
+/// The meta key of the state machine's clock: the latest stamp ([`Command::At`]) of any entry
+/// applied, Unix ms as 8 little-endian bytes. Expiry is judged against it, so every replica
+/// applying the same entries decides the same; it never goes back.
+pub const CLOCK_META: &str = "sm_clock_ms";
+
+/// The state machine's clock in `batch` (0 before any stamped entry).
+pub fn clock(batch: &Batch<'_>) -> rampart_storage::Result<u64> {
+    Ok(batch.meta_get(CLOCK_META)?.and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes))
+}
+
+/// Applies `cmd`, written at log index `index`, inside the batch, at the state machine's clock
+/// (moved forward to the entry's stamp, if it has a later one).
 pub fn apply(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storage::Result<Response> {
-    let outcome = apply_command(&mut BatchState(batch), index, cmd, APPEND_VALUE_BYTES_MAX)?;
+    let before = clock(batch)?;
+    let now_ms = match cmd {
+        Command::At { now_ms, .. } => before.max(*now_ms),
+        _ => before,
+    };
+    if now_ms != before {
+        batch.meta_put(CLOCK_META, &now_ms.to_le_bytes())?;
+    }
+    let ctx = Ctx { revision: index, now_ms, value_bytes_max: APPEND_VALUE_BYTES_MAX };
+    let outcome = apply_command(&mut BatchState(batch), ctx, cmd)?;
     Ok(Response { revision: index, outcome })
 }
 

@@ -917,7 +917,7 @@ mod snapshot_tests {
             .write(Durability::Immediate, |w| {
                 for i in 0..n {
                     let v = format!("value-{i}-").repeat((i % 7 + 1) as usize);
-                    w.kv_put(format!("{prefix}/{i:06}").as_bytes(), i + 1, v.as_bytes())?;
+                    w.kv_put(format!("{prefix}/{i:06}").as_bytes(), i + 1, v.as_bytes(), None)?;
                 }
                 w.meta_put(META_APPLIED, &rmp_serde::to_vec(&Some(log_id(index))).unwrap())?;
                 w.meta_put(META_MEMBERSHIP, &rmp_serde::to_vec(&membership).unwrap())
@@ -1122,7 +1122,7 @@ mod snapshot_tests {
         std::fs::write(snaps.join("build-00.tmp"), b"half a snapshot").unwrap();
         std::fs::write(snaps.join("incoming-00.tmp"), b"half a transfer").unwrap();
         std::fs::write(snaps.join("snapshot-00000000000000000099-00.rsnap"), b"renamed, never pointed at").unwrap();
-        n.store.stage(Durability::Immediate, |st| st.put(b"half-installed", 1, b"x")).unwrap();
+        n.store.stage(Durability::Immediate, |st| st.put(b"half-installed", 1, b"x", None)).unwrap();
         let before = kv(&n.store);
         drop(n.sm);
         drop(n.store);

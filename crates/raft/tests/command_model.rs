@@ -27,7 +27,7 @@ fn redis_int(v: &[u8]) -> Option<i64> {
 impl Model {
     fn apply(&mut self, rev: u64, cmd: &Command) -> Outcome {
         match cmd {
-            Command::Set { key, value, cond, return_old } => {
+            Command::Set { key, value, cond, return_old, .. } => {
                 let old = self.keys.get(key).cloned();
                 let write = match cond {
                     SetCond::Always => true,
@@ -96,8 +96,16 @@ impl Model {
                     Outcome::Written { written: false, old: None, current_revision: cur }
                 }
             }
-            Command::Batch(_) | Command::SystemCas { .. } | Command::SystemDelete { .. } => {
-                unreachable!("the generator makes no batches and no system writes")
+            Command::Batch(_)
+            | Command::SystemCas { .. }
+            | Command::SystemDelete { .. }
+            | Command::Expire { .. }
+            | Command::Persist { .. }
+            | Command::GetEx { .. }
+            | Command::GetDel { .. }
+            | Command::ExpireDue { .. }
+            | Command::At { .. } => {
+                unreachable!("the generator makes no batches, system writes or expiry commands")
             }
         }
     }
@@ -160,7 +168,8 @@ fn command() -> impl Strategy<Value = Command> {
             key,
             value,
             cond,
-            return_old
+            return_old,
+            ttl: rampart_kv::Ttl::Clear
         }),
         prop::collection::vec((key(), value()), 1..4).prop_map(|pairs| Command::MSet { pairs }),
         prop::collection::vec(key(), 1..4).prop_map(|keys| Command::Del { keys }),

@@ -152,6 +152,7 @@ async fn put_key(
                 value: body.to_vec(),
                 cond: rampart_kv::SetCond::Always,
                 return_old: false,
+                ttl: rampart_kv::Ttl::Clear,
             },
             Some(c) => {
                 let revision: u64 = c.parse().map_err(|_| {

@@ -33,6 +33,13 @@ const REGISTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("registers
 /// [`KV`] in one commit ([`Store::swap_in_staged`]); until then readers see
 /// only [`KV`]. Left over by a crash, it is dropped by [`Store::staged_clear`].
 const KV_STAGED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_staged");
+/// The expiry index of `kv`: (expiry as 8 big-endian bytes ++ key) → empty, for every key that
+/// has an expiry, so the expirer finds the due keys in order without a scan.
+const KV_EXPIRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_expiry");
+/// The expiry index of `kv_staged`.
+const KV_EXPIRY_STAGED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_expiry_staged");
+/// The expiry index of `kv_replaced`.
+const KV_EXPIRY_REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_expiry_replaced");
 /// The key-value state that [`KV_STAGED`] replaced, dropped right after the
 /// swap (in its own commit, so the swap itself stays short).
 const KV_REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_replaced");
@@ -69,32 +76,93 @@ pub enum Durability {
     Lazy,
 }
 
-/// A key's applied state: the log index that last changed it, and its value.
+/// A key's applied state: the log index that last changed it, its value, and when it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
     pub revision: u64,
     pub value: Vec<u8>,
+    /// Unix ms at which the key expires (`None`: never).
+    pub expires_at: Option<u64>,
 }
 
+/// The top bit of a record's revision word: set when an 8-byte expiry follows it. Revisions are
+/// log indexes far below 2^63, and records written before expiry existed never have it set, so
+/// they decode unchanged.
+const EXPIRY_FLAG: u64 = 1 << 63;
+
 impl Versioned {
-    fn encode(revision: u64, value: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + value.len());
-        out.extend_from_slice(&revision.to_le_bytes());
+    fn encode(revision: u64, value: &[u8], expires_at: Option<u64>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + value.len());
+        match expires_at {
+            None => out.extend_from_slice(&revision.to_le_bytes()),
+            Some(at) => {
+                out.extend_from_slice(&(revision | EXPIRY_FLAG).to_le_bytes());
+                out.extend_from_slice(&at.to_le_bytes());
+            }
+        }
         out.extend_from_slice(value);
         out
     }
 
     fn decode(key: &[u8], raw: &[u8]) -> Result<Self> {
-        if raw.len() < 8 {
-            return Err(Error::Malformed {
-                what: format!("key {:?}", String::from_utf8_lossy(key)),
-                reason: format!("record of {} bytes is shorter than its 8-byte revision", raw.len()),
-            });
+        let malformed =
+            |reason: String| Error::Malformed { what: format!("key {:?}", String::from_utf8_lossy(key)), reason };
+        let word = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(raw.get(at..at + 8)?.try_into().ok()?)) };
+        let Some(rev) = word(0) else {
+            return Err(malformed(format!("record of {} bytes is shorter than its 8-byte revision", raw.len())));
+        };
+        if rev & EXPIRY_FLAG == 0 {
+            return Ok(Versioned { revision: rev, value: raw[8..].to_vec(), expires_at: None });
         }
-        let mut rev = [0u8; 8];
-        rev.copy_from_slice(&raw[..8]);
-        Ok(Versioned { revision: u64::from_le_bytes(rev), value: raw[8..].to_vec() })
+        let Some(at) = word(8) else {
+            return Err(malformed(format!("record of {} bytes is shorter than its revision and expiry", raw.len())));
+        };
+        Ok(Versioned { revision: rev & !EXPIRY_FLAG, value: raw[16..].to_vec(), expires_at: Some(at) })
     }
+
+    /// The expiry of an encoded record, without copying its value (`None` if it has none or
+    /// is malformed).
+    fn expiry_of(raw: &[u8]) -> Option<u64> {
+        let rev = u64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
+        if rev & EXPIRY_FLAG == 0 {
+            return None;
+        }
+        Some(u64::from_le_bytes(raw.get(8..16)?.try_into().ok()?))
+    }
+
+    /// The record without its value (for scans of keys only).
+    fn decode_head(key: &[u8], raw: &[u8]) -> Result<Self> {
+        let head = if Self::expiry_of(raw).is_some() { 16 } else { 8 };
+        Self::decode(key, &raw[..raw.len().min(head)])
+    }
+}
+
+/// The expiry index's key for `key` expiring at `at`.
+fn expiry_index_key(at: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&at.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// Keeps `index` in step with a record of `key` changing from one expiry to another.
+fn reindex(
+    index: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    path: &Path,
+    key: &[u8],
+    old: Option<u64>,
+    new: Option<u64>,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(at) = old {
+        index.remove(expiry_index_key(at, key).as_slice()).map_err(|e| io_error(path, e))?;
+    }
+    if let Some(at) = new {
+        index.insert(expiry_index_key(at, key).as_slice(), &[][..]).map_err(|e| io_error(path, e))?;
+    }
+    Ok(())
 }
 
 /// One node's store. Cheap to share behind an `Arc`.
@@ -167,6 +235,7 @@ impl Store {
                 log: txn.open_table(LOG).map_err(|e| self.io(e))?,
                 meta: txn.open_table(META).map_err(|e| self.io(e))?,
                 kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+                kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?,
                 registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
                 path: &self.path,
             };
@@ -183,6 +252,7 @@ impl Store {
             log: txn.open_table(LOG).map_err(|e| self.io(e))?,
             meta: txn.open_table(META).map_err(|e| self.io(e))?,
             kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+            kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?,
             registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
             path: self.path.clone(),
         };
@@ -203,6 +273,8 @@ impl Store {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         txn.delete_table(KV_STAGED).map_err(|e| self.io(e))?;
         txn.delete_table(KV_REPLACED).map_err(|e| self.io(e))?;
+        txn.delete_table(KV_EXPIRY_STAGED).map_err(|e| self.io(e))?;
+        txn.delete_table(KV_EXPIRY_REPLACED).map_err(|e| self.io(e))?;
         txn.commit().map_err(|e| self.io(e))
     }
 
@@ -215,7 +287,11 @@ impl Store {
             txn.set_durability(redb::Durability::None).map_err(|e| self.io(e))?;
         }
         let out = {
-            let mut staging = Staging { kv: txn.open_table(KV_STAGED).map_err(|e| self.io(e))?, path: &self.path };
+            let mut staging = Staging {
+                kv: txn.open_table(KV_STAGED).map_err(|e| self.io(e))?,
+                kv_expiry: txn.open_table(KV_EXPIRY_STAGED).map_err(|e| self.io(e))?,
+                path: &self.path,
+            };
             f(&mut staging)?
         };
         txn.commit().map_err(|e| self.io(e))?;
@@ -232,14 +308,20 @@ impl Store {
         // Both tables must exist for the renames below.
         drop(txn.open_table(KV_STAGED).map_err(|e| self.io(e))?);
         drop(txn.open_table(KV).map_err(|e| self.io(e))?);
+        drop(txn.open_table(KV_EXPIRY_STAGED).map_err(|e| self.io(e))?);
+        drop(txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?);
         txn.delete_table(KV_REPLACED).map_err(|e| self.io(e))?;
+        txn.delete_table(KV_EXPIRY_REPLACED).map_err(|e| self.io(e))?;
         txn.rename_table(KV, KV_REPLACED).map_err(|e| self.io(e))?;
         txn.rename_table(KV_STAGED, KV).map_err(|e| self.io(e))?;
+        txn.rename_table(KV_EXPIRY, KV_EXPIRY_REPLACED).map_err(|e| self.io(e))?;
+        txn.rename_table(KV_EXPIRY_STAGED, KV_EXPIRY).map_err(|e| self.io(e))?;
         let out = {
             let mut batch = Batch {
                 log: txn.open_table(LOG).map_err(|e| self.io(e))?,
                 meta: txn.open_table(META).map_err(|e| self.io(e))?,
                 kv: txn.open_table(KV).map_err(|e| self.io(e))?,
+                kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?,
                 registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
                 path: &self.path,
             };
@@ -371,10 +453,42 @@ macro_rules! table_reads {
                     let weight = key.len() + v.value.len();
                     Ok((v, weight))
                 } else {
-                    let v = Versioned::decode(key, &raw[..raw.len().min(8)])?;
+                    let v = Versioned::decode_head(key, raw)?;
                     Ok((v, key.len()))
                 }
             })
+        }
+
+        /// Up to `limit` keys whose expiry is at or before `now_ms`, earliest first.
+        pub fn kv_expired(&self, now_ms: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+            let end = (now_ms.saturating_add(1)).to_be_bytes();
+            let mut out = Vec::new();
+            for item in self.kv_expiry.range(..&end[..]).map_err(|e| io_error(&self.path, e))? {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, _) = item.map_err(|e| io_error(&self.path, e))?;
+                out.push(k.value()[8..].to_vec());
+            }
+            Ok(out)
+        }
+
+        /// How many keys have expired by `now_ms` but are still stored (reads must not count
+        /// them).
+        pub fn kv_expired_count(&self, now_ms: u64) -> Result<u64> {
+            let end = (now_ms.saturating_add(1)).to_be_bytes();
+            let mut n = 0u64;
+            for item in self.kv_expiry.range(..&end[..]).map_err(|e| io_error(&self.path, e))? {
+                item.map_err(|e| io_error(&self.path, e))?;
+                n += 1;
+            }
+            Ok(n)
+        }
+
+        /// The expiry of `key` if it is present (`Some(None)`: present, never expires), without
+        /// copying its value.
+        pub fn kv_expiry(&self, key: &[u8]) -> Result<Option<Option<u64>>> {
+            Ok(self.kv.get(key).map_err(|e| io_error(&self.path, e))?.map(|g| Versioned::expiry_of(g.value())))
         }
 
         /// Whether `key` is present, without copying its value.
@@ -463,6 +577,7 @@ pub struct View {
     log: redb::ReadOnlyTable<u64, &'static [u8]>,
     meta: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     kv: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    kv_expiry: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     registers: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     path: PathBuf,
 }
@@ -474,15 +589,17 @@ impl View {
 /// The staged key-value state of one write transaction (see [`Store::stage`]).
 pub struct Staging<'t> {
     kv: redb::Table<'t, &'static [u8], &'static [u8]>,
+    kv_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
 }
 
 impl Staging<'_> {
-    /// Stages `key` with its revision and value (the record form of [`Batch::kv_put`]).
-    pub fn put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<()> {
-        let rec = Versioned::encode(revision, value);
-        self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
-        Ok(())
+    /// Stages `key` with its revision, value and expiry (the record form of [`Batch::kv_put`]).
+    pub fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<()> {
+        let rec = Versioned::encode(revision, value, expires_at);
+        let old = self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
+        let old = old.and_then(|g| Versioned::expiry_of(g.value()));
+        reindex(&mut self.kv_expiry, self.path, key, old, expires_at)
     }
 
     /// Keys staged so far.
@@ -500,6 +617,7 @@ pub struct Batch<'t> {
     log: redb::Table<'t, u64, &'static [u8]>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
     kv: redb::Table<'t, &'static [u8], &'static [u8]>,
+    kv_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     registers: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
 }
@@ -517,20 +635,27 @@ impl Batch<'_> {
         Ok(())
     }
 
-    pub fn kv_put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<()> {
-        let rec = Versioned::encode(revision, value);
-        self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
-        Ok(())
+    /// Stores `key` with its revision, value and expiry (`None`: never), keeping the expiry
+    /// index in step.
+    pub fn kv_put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<()> {
+        let rec = Versioned::encode(revision, value, expires_at);
+        let old = self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
+        let old = old.and_then(|g| Versioned::expiry_of(g.value()));
+        reindex(&mut self.kv_expiry, self.path, key, old, expires_at)
     }
 
     /// Removes `key`; says whether it was there.
     pub fn kv_delete(&mut self, key: &[u8]) -> Result<bool> {
-        Ok(self.kv.remove(key).map_err(|e| io_error(self.path, e))?.is_some())
+        let Some(old) = self.kv.remove(key).map_err(|e| io_error(self.path, e))? else { return Ok(false) };
+        let old = Versioned::expiry_of(old.value());
+        reindex(&mut self.kv_expiry, self.path, key, old, None)?;
+        Ok(true)
     }
 
     /// Removes every key (used before installing a snapshot).
     pub fn kv_clear(&mut self) -> Result<()> {
         self.kv.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
+        self.kv_expiry.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
 
@@ -567,9 +692,9 @@ mod tests {
         {
             let s = Store::open_dir(dir.path()).unwrap();
             s.write(Durability::Immediate, |b| {
-                b.kv_put(b"a/1", 5, b"x")?;
-                b.kv_put(b"a/2", 6, b"y")?;
-                b.kv_put(b"b/1", 7, b"z")?;
+                b.kv_put(b"a/1", 5, b"x", None)?;
+                b.kv_put(b"a/2", 6, b"y", None)?;
+                b.kv_put(b"b/1", 7, b"z", None)?;
                 b.log_put(1, b"one")?;
                 b.log_put(2, b"two")?;
                 b.log_put(3, b"three")?;
@@ -580,7 +705,10 @@ mod tests {
             assert_eq!(items.len(), 1);
             assert!(more);
             let (items, more) = s.read(|v| v.kv_scan(b"a/", Some(b"a/1"), 10)).unwrap();
-            assert_eq!(items, vec![(b"a/2".to_vec(), Versioned { revision: 6, value: b"y".to_vec() })]);
+            assert_eq!(
+                items,
+                vec![(b"a/2".to_vec(), Versioned { revision: 6, value: b"y".to_vec(), expires_at: None })]
+            );
             assert!(!more);
         }
         let s = Store::open_dir(dir.path()).unwrap();
@@ -603,7 +731,7 @@ mod tests {
         let s = Store::open_dir(dir.path()).unwrap();
         s.write(Durability::Immediate, |b| {
             for k in [b"k1", b"k2", b"k3"] {
-                b.kv_put(k, 1, &[7u8; 100])?;
+                b.kv_put(k, 1, &[7u8; 100], None)?;
             }
             Ok(())
         })
@@ -638,22 +766,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open_dir(dir.path()).unwrap();
         s.write(Durability::Immediate, |b| {
-            b.kv_put(b"old", 1, b"o")?;
+            b.kv_put(b"old", 1, b"o", None)?;
             b.meta_put("m", b"before")
         })
         .unwrap();
         // Staged over several commits, invisible until the swap.
         for i in 0..3u64 {
-            s.stage(Durability::Lazy, |st| st.put(format!("new{i}").as_bytes(), 10 + i, b"n")).unwrap();
+            s.stage(Durability::Lazy, |st| st.put(format!("new{i}").as_bytes(), 10 + i, b"n", None)).unwrap();
         }
         assert_eq!(all_kv(&s).len(), 1, "staged records are not visible before the swap");
         s.swap_in_staged(|b| b.meta_put("m", b"after")).unwrap();
         let kv = all_kv(&s);
         assert_eq!(kv.iter().map(|(k, _)| k.as_slice()).collect::<Vec<_>>(), [&b"new0"[..], b"new1", b"new2"]);
-        assert_eq!(kv[2].1, Versioned { revision: 12, value: b"n".to_vec() });
+        assert_eq!(kv[2].1, Versioned { revision: 12, value: b"n".to_vec(), expires_at: None });
         assert_eq!(s.meta_get("m").unwrap().unwrap(), b"after");
         // Writes after the swap reach the new table, and a second install starts empty.
-        s.write(Durability::Immediate, |b| b.kv_put(b"later", 20, b"l")).unwrap();
+        s.write(Durability::Immediate, |b| b.kv_put(b"later", 20, b"l", None)).unwrap();
         assert_eq!(all_kv(&s).len(), 4);
         s.swap_in_staged(|_| Ok(())).unwrap();
         assert!(all_kv(&s).is_empty(), "swapping in an empty staging leaves an empty state");
@@ -664,8 +792,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open_dir(dir.path()).unwrap();
-            s.write(Durability::Immediate, |b| b.kv_put(b"kept", 1, b"k")).unwrap();
-            s.stage(Durability::Immediate, |st| st.put(b"half", 2, b"h")).unwrap();
+            s.write(Durability::Immediate, |b| b.kv_put(b"kept", 1, b"k", None)).unwrap();
+            s.stage(Durability::Immediate, |st| st.put(b"half", 2, b"h", None)).unwrap();
             // The process dies here, mid-install.
         }
         let s = Store::open_dir(dir.path()).unwrap();
@@ -674,6 +802,52 @@ mod tests {
         assert!(s.stage(Durability::Lazy, |st| st.is_empty()).unwrap(), "staging starts empty after a clear");
         s.swap_in_staged(|_| Ok(())).unwrap();
         assert!(all_kv(&s).is_empty());
+    }
+
+    #[test]
+    fn expiries_are_stored_indexed_and_old_records_still_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(dir.path()).unwrap();
+        s.write(Durability::Immediate, |b| {
+            b.kv_put(b"a", 1, b"x", Some(300))?;
+            b.kv_put(b"b", 2, b"y", Some(100))?;
+            b.kv_put(b"c", 3, b"z", None)?;
+            // Rewriting a key moves its index entry; deleting it drops it.
+            b.kv_put(b"a", 4, b"x2", Some(50))?;
+            b.kv_put(b"b", 5, b"y2", None)?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            s.kv_get(b"a").unwrap(),
+            Some(Versioned { revision: 4, value: b"x2".to_vec(), expires_at: Some(50) })
+        );
+        s.read(|v| {
+            assert_eq!(v.kv_expired(49, 10)?, Vec::<Vec<u8>>::new());
+            assert_eq!(v.kv_expired(50, 10)?, vec![b"a".to_vec()]);
+            assert_eq!(v.kv_expired_count(u64::MAX)?, 1, "b lost its expiry, c never had one");
+            assert_eq!(v.kv_expiry(b"a")?, Some(Some(50)));
+            assert_eq!(v.kv_expiry(b"c")?, Some(None));
+            assert_eq!(v.kv_expiry(b"zz")?, None);
+            let (keys, _) = v.kv_scan_bounded(b"", None, 10, usize::MAX, false)?;
+            assert_eq!(keys[0].1, Versioned { revision: 4, value: vec![], expires_at: Some(50) });
+            Ok(())
+        })
+        .unwrap();
+        s.write(Durability::Immediate, |b| b.kv_delete(b"a").map(|_| ())).unwrap();
+        assert_eq!(s.read(|v| v.kv_expired(u64::MAX, 10)).unwrap(), Vec::<Vec<u8>>::new());
+        // A record of the format before expiry: revision then value.
+        let mut old = 9u64.to_le_bytes().to_vec();
+        old.extend_from_slice(b"v");
+        assert_eq!(
+            Versioned::decode(b"k", &old).unwrap(),
+            Versioned { revision: 9, value: b"v".to_vec(), expires_at: None }
+        );
+        let flagged = (9u64 | EXPIRY_FLAG).to_le_bytes();
+        assert!(
+            matches!(Versioned::decode(b"k", &flagged), Err(Error::Malformed { .. })),
+            "a truncated expiry is refused"
+        );
     }
 
     #[test]
@@ -696,7 +870,7 @@ mod tests {
             let s = Store::open(&path).unwrap();
             s.write(Durability::Immediate, |b| {
                 for i in 0..200u64 {
-                    b.kv_put(format!("key{i}").as_bytes(), i, &[7u8; 100])?;
+                    b.kv_put(format!("key{i}").as_bytes(), i, &[7u8; 100], None)?;
                     b.log_put(i, &[9u8; 50])?;
                 }
                 Ok(())

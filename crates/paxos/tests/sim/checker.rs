@@ -149,7 +149,12 @@ mod tests {
         )
     }
     fn set_op(value: &[u8]) -> Change {
-        Change::Set { value: value.to_vec(), cond: rampart_kv::SetCond::Always, return_old: true }
+        Change::Set {
+            value: value.to_vec(),
+            cond: rampart_kv::SetCond::Always,
+            return_old: true,
+            ttl: rampart_kv::Ttl::Clear,
+        }
     }
     fn read(invoke: u64, complete: u64, value: Value) -> Op {
         op(invoke, complete, Change::Read, Outcome::Value(value))

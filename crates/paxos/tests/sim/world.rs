@@ -517,12 +517,19 @@ impl World {
         } else {
             match roll {
                 0..=29 => Change::Read,
-                30..=59 => Change::Set { value: unique, cond: SetCond::Always, return_old: true },
+                30..=59 => {
+                    Change::Set { value: unique, cond: SetCond::Always, return_old: true, ttl: rampart_kv::Ttl::Clear }
+                }
                 60..=79 => {
                     let expected = self.clients[client].last_seen.get(&key).cloned().flatten();
                     Change::Cas { expected, new: unique }
                 }
-                80..=84 => Change::Set { value: unique, cond: SetCond::IfPresent, return_old: false },
+                80..=84 => Change::Set {
+                    value: unique,
+                    cond: SetCond::IfPresent,
+                    return_old: false,
+                    ttl: rampart_kv::Ttl::Clear,
+                },
                 85..=89 => Change::Append { value: unique, value_bytes_max: usize::MAX },
                 _ => Change::Delete,
             }

@@ -151,7 +151,13 @@ mod tests {
     use rampart_kv::SetCond;
 
     fn set(k: &str, bytes: usize) -> Command {
-        Command::Set { key: k.as_bytes().to_vec(), value: vec![0; bytes], cond: SetCond::Always, return_old: false }
+        Command::Set {
+            key: k.as_bytes().to_vec(),
+            value: vec![0; bytes],
+            cond: SetCond::Always,
+            return_old: false,
+            ttl: rampart_kv::Ttl::Clear,
+        }
     }
 
     #[test]

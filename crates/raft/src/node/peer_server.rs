@@ -138,7 +138,13 @@ mod tests {
     use rampart_kv::SetCond;
 
     fn set(value_bytes: usize) -> Command {
-        Command::Set { key: b"k".to_vec(), value: vec![0; value_bytes], cond: SetCond::Always, return_old: false }
+        Command::Set {
+            key: b"k".to_vec(),
+            value: vec![0; value_bytes],
+            cond: SetCond::Always,
+            return_old: false,
+            ttl: rampart_kv::Ttl::Clear,
+        }
     }
 
     #[test]

@@ -49,16 +49,31 @@ pub fn set(args: &[Bytes]) -> Parsed {
             _ => return Err(err("ERR syntax error")),
         }
     }
-    Ok((Command::Set { key: key(args), value: args[2].to_vec(), cond, return_old: get }, WriteReply::Set { get }))
+    Ok((
+        Command::Set { key: key(args), value: args[2].to_vec(), cond, return_old: get, ttl: rampart_kv::Ttl::Clear },
+        WriteReply::Set { get },
+    ))
 }
 
 pub fn setnx(args: &[Bytes]) -> Parsed {
-    let cmd = Command::Set { key: key(args), value: args[2].to_vec(), cond: SetCond::IfAbsent, return_old: false };
+    let cmd = Command::Set {
+        key: key(args),
+        value: args[2].to_vec(),
+        cond: SetCond::IfAbsent,
+        return_old: false,
+        ttl: rampart_kv::Ttl::Clear,
+    };
     Ok((cmd, WriteReply::WrittenFlag))
 }
 
 pub fn getset(args: &[Bytes]) -> Parsed {
-    let cmd = Command::Set { key: key(args), value: args[2].to_vec(), cond: SetCond::Always, return_old: true };
+    let cmd = Command::Set {
+        key: key(args),
+        value: args[2].to_vec(),
+        cond: SetCond::Always,
+        return_old: true,
+        ttl: rampart_kv::Ttl::Clear,
+    };
     Ok((cmd, WriteReply::OldValue))
 }
 
@@ -147,7 +162,13 @@ mod tests {
         let (cmd, _) = set(&args(&["SET", "k", "v", "nx", "GET"])).unwrap();
         assert_eq!(
             cmd,
-            Command::Set { key: b"k".to_vec(), value: b"v".to_vec(), cond: SetCond::IfAbsent, return_old: true }
+            Command::Set {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                cond: SetCond::IfAbsent,
+                return_old: true,
+                ttl: rampart_kv::Ttl::Clear
+            }
         );
         assert!(set(&args(&["SET", "k", "v", "NX", "NX"])).is_ok(), "a repeated NX is accepted, as in Redis");
         assert_eq!(set(&args(&["SET", "k", "v", "NX", "XX"])).unwrap_err(), err("ERR syntax error"));

@@ -13,11 +13,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rampart_kv::{
-    apply_command, write_checked, BoxFuture, Command, Consistency, Item, KvError, Limits, MemberInfo, MembershipError,
-    NodeStatus, Outcome, Page, PeerSnapshot, Record, Replica, Response, Role, State,
+    apply_command, write_checked, BoxFuture, Command, Consistency, Ctx, Item, KvError, Limits, MemberInfo,
+    MembershipError, NodeStatus, Outcome, Page, PeerSnapshot, Record, Replica, Response, Role, State,
 };
 use rampart_server::app::App;
 use rampart_server::ServerConfig;
+
+/// The wall clock, Unix ms: the time this replica applies writes at.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 #[derive(Default)]
 struct Map(BTreeMap<Vec<u8>, Record>);
@@ -27,8 +32,8 @@ impl State for Map {
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, KvError> {
         Ok(self.0.get(key).cloned())
     }
-    fn put(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<(), KvError> {
-        self.0.insert(key.to_vec(), Record { value: value.to_vec(), revision });
+    fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<(), KvError> {
+        self.0.insert(key.to_vec(), Record { value: value.to_vec(), revision, expires_at });
         Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
@@ -50,7 +55,7 @@ impl MemReplica {
 
     pub fn put(&self, key: &[u8], value: &[u8]) {
         let rev = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
-        self.map.lock().0.insert(key.to_vec(), Record { value: value.to_vec(), revision: rev });
+        self.map.lock().0.insert(key.to_vec(), Record { value: value.to_vec(), revision: rev, expires_at: None });
     }
 }
 
@@ -70,7 +75,8 @@ impl Replica for MemReplica {
                     .iter()
                     .map(|cmd| {
                         let rev = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
-                        match apply_command(&mut *map, rev, cmd, usize::MAX)? {
+                        let ctx = Ctx { revision: rev, now_ms: now_ms(), value_bytes_max: usize::MAX };
+                        match apply_command(&mut *map, ctx, cmd)? {
                             Outcome::Rejected(m) => Err(KvError::Rejected(m)),
                             outcome => Ok(Response { revision: rev, outcome }),
                         }
@@ -90,7 +96,11 @@ impl Replica for MemReplica {
                 if let Some(r) = item {
                     budget.take(r.value.len())?;
                 }
-                out.push(item.map(|r| Item { value: r.value.clone(), revision: Some(r.revision) }));
+                out.push(item.map(|r| Item {
+                    value: r.value.clone(),
+                    revision: Some(r.revision),
+                    expires_at: r.expires_at,
+                }));
             }
             Ok(out)
         })
@@ -133,7 +143,7 @@ impl Replica for MemReplica {
                 }
                 let value = if values { r.value.clone() } else { Vec::new() };
                 bytes += k.len() + value.len();
-                items.push((k.clone(), Item { value, revision: Some(r.revision) }));
+                items.push((k.clone(), Item { value, revision: Some(r.revision), expires_at: r.expires_at }));
             }
             let next_after = if more { items.last().map(|(k, _)| k.clone()) } else { None };
             Ok(Page { items, next_after })

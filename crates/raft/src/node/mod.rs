@@ -170,6 +170,12 @@ pub struct RaftNode {
     snapshots: Arc<SnapshotDir>,
     /// The snapshot being received from the leader.
     receiving: tokio::sync::Mutex<snapshot::Receiving>,
+    /// The Unix-ms clock entries are stamped with and expiry is read against (adjustable).
+    unix_clock: crate::clock::Clock,
+    /// The last stamp this node issued as leader.
+    stamper: crate::clock::Stamper,
+    /// Keys the expirer removed through the log while this node led.
+    pub(crate) expired_keys: std::sync::atomic::AtomicU64,
 }
 
 /// openraft's settings for a node.
@@ -279,6 +285,9 @@ impl RaftNode {
             snapshot_progress: Mutex::new(Default::default()),
             snapshots,
             receiving: tokio::sync::Mutex::new(snapshot::Receiving::default()),
+            unix_clock: crate::clock::Clock::system(),
+            stamper: crate::clock::Stamper::default(),
+            expired_keys: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
         tokio::spawn(rampart_transport::serve(
@@ -315,6 +324,34 @@ impl RaftNode {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// The clock this node stamps entries with (as leader) and reads expiry against. Tests and
+    /// operators move it with [`crate::clock::Clock::advance`] / `set_offset`.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.unix_clock
+    }
+
+    /// The state machine's clock: the latest stamp applied on this node (0: none yet).
+    pub fn applied_clock_ms(&self) -> Result<u64, rampart_storage::Error> {
+        Ok(self
+            .store
+            .meta_get(crate::state_machine::CLOCK_META)?
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    /// The time reads judge expiry at: the later of this node's clock and its state machine's
+    /// (a key the log already treats as expired is never shown again).
+    pub fn read_clock_ms(&self) -> Result<u64, rampart_storage::Error> {
+        Ok(self.unix_clock.now_ms().max(self.applied_clock_ms()?))
+    }
+
+    /// The stamp for the next entry this node proposes: max(its clock, the state machine's
+    /// clock, the last stamp it issued), so stamps never go back on one leader and a new leader
+    /// never stamps below what an earlier one applied.
+    pub(crate) fn next_stamp(&self) -> Result<u64, rampart_storage::Error> {
+        Ok(self.stamper.next(self.unix_clock.now_ms(), self.applied_clock_ms()?))
     }
 
     pub fn config(&self) -> &NodeConfig {

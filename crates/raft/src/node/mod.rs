@@ -399,9 +399,11 @@ impl RaftNode {
         m.membership().get_node(&id).map(|n| n.peer_addr.clone())
     }
 
-    /// Local (possibly stale) state-machine reads.
+    /// Local (possibly stale) state-machine reads; a key expired at [`Self::read_clock_ms`] is
+    /// absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>, rampart_storage::Error> {
-        self.store.kv_get(key)
+        let now_ms = self.read_clock_ms()?;
+        Ok(self.store.kv_get(key)?.filter(|v| v.expires_at.is_none_or(|at| at > now_ms)))
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -2,7 +2,8 @@
 //! mechanism:
 //!
 //! - [`forward`]: writes; a follower forwards to the leader.
-//! - [`batch`]: the leader folds queued writes into log entries.
+//! - [`batch`]: the leader folds queued writes into log entries, stamped with its clock.
+//! - [`expirer`]: the leader removes expired keys through the log.
 //! - [`read_index`]: linearizable reads through a shared read-index round.
 //! - [`membership`]: adding and removing members.
 //! - [`failover`]: fast elections when the leader's process is gone.
@@ -13,6 +14,7 @@
 //! The `rampart_kv::Replica` implementation is in `crate::replica`.
 
 mod batch;
+mod expirer;
 mod failover;
 mod forward;
 mod heartbeat;
@@ -24,6 +26,7 @@ mod snapshot;
 pub use batch::{
     BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, PIPELINE_COMMANDS_MAX, PROPOSAL_QUEUE_MAX,
 };
+pub use expirer::{EXPIRE_BATCH_KEYS_MAX, EXPIRE_INTERVAL};
 pub use read_index::ReadCoalescer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -298,6 +301,7 @@ impl RaftNode {
         node.bootstrap_if_new().await?;
         tokio::spawn(heartbeat::hello_loop(Arc::downgrade(&node)));
         tokio::spawn(proposer_loop(Arc::downgrade(&node), proposals_rx));
+        tokio::spawn(expirer::expirer_loop(Arc::downgrade(&node)));
         Ok(node)
     }
 

@@ -6,6 +6,7 @@
 //! adapter over `rampart-transport`, and [`node::RaftNode`], which the server
 //! calls for every client request. It knows nothing of RESP or HTTP.
 
+pub mod clock;
 pub mod log_writer;
 pub mod network;
 pub mod node;

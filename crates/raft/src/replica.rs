@@ -50,22 +50,25 @@ impl From<rampart_storage::Error> for ReadError {
 }
 
 impl RaftNode {
-    /// Runs `f` on this node's state, after making the read linearizable unless `Stale`. With
-    /// `blocking`, `f` runs on the blocking pool: a long read never holds an async worker, which
-    /// also runs this node's heartbeats and elections.
+    /// Runs `f` on this node's state, after making the read linearizable unless `Stale`, with
+    /// the time expiry is judged at: the later of this node's clock and its state machine's
+    /// clock (read in the same view), so a key the log already treats as expired never shows.
+    /// With `blocking`, `f` runs on the blocking pool: a long read never holds an async worker,
+    /// which also runs this node's heartbeats and elections.
     async fn read<T: Send + 'static>(
         &self,
         consistency: Consistency,
         blocking: bool,
-        f: impl FnOnce(&View) -> Result<T, ReadError> + Send + 'static,
+        f: impl FnOnce(&View, u64) -> Result<T, ReadError> + Send + 'static,
     ) -> Result<T, KvError> {
         if consistency == Consistency::Linearizable {
             self.read_barrier().await.map_err(|e| KvError::from(e).for_read())?;
         }
         let store = self.store().clone();
+        let clock = self.clock().clone();
         let run = move || {
             let mut limit = None;
-            let r = store.read(|v| match f(v) {
+            let r = store.read(|v| match f(v, clock.now_ms().max(crate::state_machine::view_clock(v)?)) {
                 Ok(t) => Ok(Some(t)),
                 Err(ReadError::Store(e)) => Err(e),
                 Err(ReadError::Limit(e)) => {
@@ -113,10 +116,10 @@ impl Replica for RaftNode {
     ) -> BoxFuture<'_, Result<Vec<Option<Item>>, KvError>> {
         let mut budget = self.limits().reply_budget();
         let blocking = keys.len() > INLINE_READ_KEYS_MAX;
-        Box::pin(self.read(consistency, blocking, move |v| {
+        Box::pin(self.read(consistency, blocking, move |v, now_ms| {
             let mut out = Vec::with_capacity(keys.len().min(INLINE_READ_KEYS_MAX));
             for k in &keys {
-                let item = v.kv_get(k)?;
+                let item = v.kv_get(k)?.filter(|x| x.expires_at.is_none_or(|at| at > now_ms));
                 if let Some(x) = &item {
                     budget.take(x.value.len()).map_err(ReadError::Limit)?;
                 }
@@ -128,10 +131,10 @@ impl Replica for RaftNode {
 
     fn exists(&self, consistency: Consistency, keys: Vec<Bytes>) -> BoxFuture<'_, Result<u64, KvError>> {
         let blocking = keys.len() > INLINE_READ_KEYS_MAX;
-        Box::pin(self.read(consistency, blocking, move |v| {
+        Box::pin(self.read(consistency, blocking, move |v, now_ms| {
             let mut n = 0u64;
             for k in &keys {
-                n += u64::from(v.kv_exists(k)?);
+                n += u64::from(v.kv_expiry(k)?.is_some_and(|e| e.is_none_or(|at| at > now_ms)));
             }
             Ok(n)
         }))
@@ -147,12 +150,12 @@ impl Replica for RaftNode {
     ) -> BoxFuture<'_, Result<Page, KvError>> {
         let bytes_max = self.limits().reply_bytes_max;
         Box::pin(async move {
-            let (items, more) = self
-                .read(consistency, true, move |v| {
-                    Ok(v.kv_scan_bounded(&prefix, after.as_deref(), limit, bytes_max, values)?)
+            // Expired keys are left out; a page may then end on one (`next_after` names it).
+            let (items, next_after) = self
+                .read(consistency, true, move |v, now_ms| {
+                    Ok(v.kv_scan_live(&prefix, after.as_deref(), limit, bytes_max, values, now_ms)?)
                 })
                 .await?;
-            let next_after = if more { items.last().map(|(k, _)| k.clone()) } else { None };
             let items = items
                 .into_iter()
                 .map(|(k, v)| (k, Item { value: v.value, revision: Some(v.revision), expires_at: v.expires_at }))
@@ -164,9 +167,10 @@ impl Replica for RaftNode {
     fn count(&self, consistency: Consistency) -> BoxFuture<'_, Result<u64, KvError>> {
         // The reserved namespace (rampart's own users) is not part of the client's key space;
         // it holds few keys, counted in the same read.
-        Box::pin(self.read(consistency, false, |v| {
+        // Keys expired but not yet removed by the expirer are not counted.
+        Box::pin(self.read(consistency, false, |v, now_ms| {
             let reserved = v.kv_scan(RESERVED_PREFIX, None, usize::MAX)?.0.len() as u64;
-            Ok(v.kv_len()?.saturating_sub(reserved))
+            Ok(v.kv_len()?.saturating_sub(reserved).saturating_sub(v.kv_expired_count(now_ms)?))
         }))
     }
 
@@ -233,6 +237,9 @@ impl Replica for RaftNode {
         for (name, v) in gauges {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
         }
+        let _ = writeln!(out, "# HELP rampart_expired_keys_total Keys the expirer removed through the log while this node led.");
+        let _ = writeln!(out, "# TYPE rampart_expired_keys_total counter");
+        let _ = writeln!(out, "rampart_expired_keys_total {}", self.expired_keys_total());
         self.config().transport.stats.render_prometheus(out);
     }
 

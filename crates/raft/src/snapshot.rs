@@ -7,9 +7,13 @@
 //!
 //! ```text
 //! magic "RMPSNAP\0" | u32 format version | u32 meta length | meta (MessagePack SnapshotMeta)
-//! { u8 1 | u32 key length | key | u64 revision | u32 value length | value }*
+//! u64 state-machine clock (Unix ms; version 3 on)
+//! { u8 1 | u32 key length | key | u64 revision | u32 value length | value
+//!  | u8 2 | u32 key length | key | u64 revision | u64 expires at (Unix ms) | u32 value length | value }*
 //! u8 0 | u64 record count | u32 CRC-32 (IEEE) of every byte before it
 //! ```
+//!
+//! Version 2 files (no clock, no expiring records) are still read, at clock 0.
 //!
 //! Integers are little endian; the file ends right after the checksum. A snapshot arrives from a
 //! peer, so every length is checked against its limit before anything is allocated for it, and
@@ -39,7 +43,10 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RMPSNAP\0";
 /// The snapshot format this build writes and reads. Version 1 (before streamed snapshots) kept
 /// the whole state as one redb value; a data dir holding one is migrated at start (see
 /// `store::StateMachineStore::open`).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+
+/// The oldest format version this build still reads (no clock, no expiring records).
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 2;
 
 /// Largest encoded snapshot meta (last log id and membership) a header may announce.
 pub const SNAPSHOT_META_BYTES_MAX: usize = 16 << 20;
@@ -64,6 +71,8 @@ const SNAPSHOT_SUFFIX: &str = ".rsnap";
 const TMP_SUFFIX: &str = ".tmp";
 
 const TAG_RECORD: u8 = 1;
+/// A record with an expiry (version 3 on).
+const TAG_RECORD_EXPIRING: u8 = 2;
 const TAG_END: u8 = 0;
 
 /// What is wrong with a snapshot file, or why it could not be read or written.
@@ -73,7 +82,10 @@ pub enum SnapshotError {
     Io(#[from] io::Error),
     #[error("not a rampart snapshot file (bad magic bytes)")]
     NotASnapshot,
-    #[error("snapshot format version {0} is not supported (this build reads version {SNAPSHOT_FORMAT_VERSION})")]
+    #[error(
+        "snapshot format version {0} is not supported (this build reads versions {SNAPSHOT_FORMAT_VERSION_MIN} to \
+         {SNAPSHOT_FORMAT_VERSION})"
+    )]
     Version(u32),
     #[error("snapshot is truncated: it ends inside {0}")]
     Truncated(&'static str),
@@ -110,8 +122,13 @@ pub struct SnapshotWriter<W: Write> {
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    /// Writes the header.
+    /// Writes the header, with the state-machine clock 0.
     pub fn new(out: W, meta: &SnapshotMeta) -> Result<Self, SnapshotError> {
+        Self::with_clock(out, meta, 0)
+    }
+
+    /// Writes the header, with the state machine's clock (`CLOCK_META`) at the snapshot.
+    pub fn with_clock(out: W, meta: &SnapshotMeta, clock_ms: u64) -> Result<Self, SnapshotError> {
         let meta_b = rmp_serde::to_vec(meta).map_err(|e| SnapshotError::Meta(e.to_string()))?;
         check_len("meta", meta_b.len(), "SNAPSHOT_META_BYTES_MAX", SNAPSHOT_META_BYTES_MAX)?;
         let mut w = SnapshotWriter { out, crc: crc32fast::Hasher::new(), summary: Summary { records: 0, bytes: 0 } };
@@ -119,6 +136,7 @@ impl<W: Write> SnapshotWriter<W> {
         w.put(&SNAPSHOT_FORMAT_VERSION.to_le_bytes())?;
         w.put(&(meta_b.len() as u32).to_le_bytes())?;
         w.put(&meta_b)?;
+        w.put(&clock_ms.to_le_bytes())?;
         Ok(w)
     }
 
@@ -130,12 +148,26 @@ impl<W: Write> SnapshotWriter<W> {
     }
 
     pub fn record(&mut self, key: &[u8], revision: u64, value: &[u8]) -> Result<(), SnapshotError> {
+        self.record_expiring(key, revision, value, None)
+    }
+
+    /// A record that expires at `expires_at` (Unix ms; `None`: never).
+    pub fn record_expiring(
+        &mut self,
+        key: &[u8],
+        revision: u64,
+        value: &[u8],
+        expires_at: Option<u64>,
+    ) -> Result<(), SnapshotError> {
         check_len("key", key.len(), "SNAPSHOT_KEY_BYTES_MAX", SNAPSHOT_KEY_BYTES_MAX)?;
         check_len("value", value.len(), "SNAPSHOT_VALUE_BYTES_MAX", SNAPSHOT_VALUE_BYTES_MAX)?;
-        self.put(&[TAG_RECORD])?;
+        self.put(&[if expires_at.is_some() { TAG_RECORD_EXPIRING } else { TAG_RECORD }])?;
         self.put(&(key.len() as u32).to_le_bytes())?;
         self.put(key)?;
         self.put(&revision.to_le_bytes())?;
+        if let Some(at) = expires_at {
+            self.put(&at.to_le_bytes())?;
+        }
         self.put(&(value.len() as u32).to_le_bytes())?;
         self.put(value)?;
         self.summary.records += 1;
@@ -164,6 +196,10 @@ pub struct SnapshotReader<R: Read> {
     meta: SnapshotMeta,
     summary: Summary,
     finished: bool,
+    version: u32,
+    clock_ms: u64,
+    /// The expiry of the record [`SnapshotReader::next_record`] handed out last.
+    expires_at: Option<u64>,
 }
 
 impl<R: Read> SnapshotReader<R> {
@@ -175,6 +211,9 @@ impl<R: Read> SnapshotReader<R> {
             meta: SnapshotMeta::default(),
             summary: Summary { records: 0, bytes: 0 },
             finished: false,
+            version: 0,
+            clock_ms: 0,
+            expires_at: None,
         };
         let mut magic = [0u8; 8];
         r.take(&mut magic, "the header")?;
@@ -182,16 +221,30 @@ impl<R: Read> SnapshotReader<R> {
             return Err(SnapshotError::NotASnapshot);
         }
         let version = r.u32("the header")?;
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
+        r.version = version;
         let meta_len = r.u32("the header")? as usize;
         check_len("meta", meta_len, "SNAPSHOT_META_BYTES_MAX", SNAPSHOT_META_BYTES_MAX)?;
         let mut meta_b = vec![0u8; meta_len];
         r.take(&mut meta_b, "the header")?;
         r.meta = rmp_serde::from_slice(&meta_b)
             .map_err(|e| SnapshotError::Corrupt(format!("the header's meta does not decode: {e}")))?;
+        if version >= 3 {
+            r.clock_ms = r.u64("the header")?;
+        }
         Ok(r)
+    }
+
+    /// The state machine's clock when the snapshot was taken (0 in a version 2 file).
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// The expiry of the record [`Self::next_record`] returned last (`None`: never expires).
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
     }
 
     pub fn meta(&self) -> &SnapshotMeta {
@@ -240,11 +293,19 @@ impl<R: Read> SnapshotReader<R> {
         let mut tag = [0u8; 1];
         self.take(&mut tag, "a record tag")?;
         match tag[0] {
-            TAG_RECORD => {
+            t @ (TAG_RECORD | TAG_RECORD_EXPIRING) => {
+                if t == TAG_RECORD_EXPIRING && self.version < 3 {
+                    return Err(SnapshotError::Corrupt(format!(
+                        "an expiring record in a version {} file at byte {}",
+                        self.version,
+                        self.summary.bytes - 1
+                    )));
+                }
                 let key_len = self.u32("a record")? as usize;
                 check_len("key", key_len, "SNAPSHOT_KEY_BYTES_MAX", SNAPSHOT_KEY_BYTES_MAX)?;
                 self.take_vec(key, key_len, "a record's key")?;
                 let revision = self.u64("a record")?;
+                self.expires_at = if t == TAG_RECORD_EXPIRING { Some(self.u64("a record")?) } else { None };
                 let value_len = self.u32("a record")? as usize;
                 check_len("value", value_len, "SNAPSHOT_VALUE_BYTES_MAX", SNAPSHOT_VALUE_BYTES_MAX)?;
                 self.take_vec(value, value_len, "a record's value")?;
@@ -535,7 +596,7 @@ pub fn stage_records<R: Read>(
             loop {
                 match r.next_record(&mut key, &mut value) {
                     Ok(Some(rev)) => {
-                        st.put(&key, rev, &value, None)?;
+                        st.put(&key, rev, &value, r.expires_at())?;
                         staged += key.len() + value.len() + 8;
                         if staged >= batch_bytes {
                             return Ok(true);
@@ -627,13 +688,73 @@ mod tests {
         assert!(matches!(read_all(&longer), Err(SnapshotError::Corrupt(m)) if m.contains("follow")));
     }
 
+    /// The finding: records lost their expiry in a snapshot (a follower installing one kept
+    /// expired keys forever), and the state machine's clock was not carried.
+    #[test]
+    fn expiries_and_the_clock_round_trip() {
+        let mut w = SnapshotWriter::with_clock(Vec::new(), &meta(4), 1_700_000_000_123).unwrap();
+        w.record_expiring(b"a", 1, b"x", Some(1_700_000_005_000)).unwrap();
+        w.record_expiring(b"b", 2, b"y", None).unwrap();
+        let bytes = w.finish().unwrap().0;
+        let mut r = SnapshotReader::open(&bytes[..]).unwrap();
+        assert_eq!(r.clock_ms(), 1_700_000_000_123);
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        assert_eq!(r.next_record(&mut k, &mut v).unwrap(), Some(1));
+        assert_eq!((k.as_slice(), v.as_slice(), r.expires_at()), (&b"a"[..], &b"x"[..], Some(1_700_000_005_000)));
+        assert_eq!(r.next_record(&mut k, &mut v).unwrap(), Some(2));
+        assert_eq!((k.as_slice(), r.expires_at()), (&b"b"[..], None));
+        assert_eq!(r.next_record(&mut k, &mut v).unwrap(), None);
+        for len in 0..bytes.len() {
+            assert!(read_all(&bytes[..len]).is_err(), "cut at {len} accepted");
+        }
+    }
+
+    /// A version 2 file (no clock, no expiring records) is still read, at clock 0; an expiring
+    /// record in one is refused.
+    #[test]
+    fn version_2_files_are_still_read() {
+        let meta_b = rmp_serde::to_vec(&meta(2)).unwrap();
+        let mut body = Vec::new();
+        body.extend_from_slice(&SNAPSHOT_MAGIC);
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(&(meta_b.len() as u32).to_le_bytes());
+        body.extend_from_slice(&meta_b);
+        let record = |tag: u8| {
+            let mut r = vec![tag];
+            r.extend_from_slice(&1u32.to_le_bytes());
+            r.push(b'k');
+            r.extend_from_slice(&7u64.to_le_bytes());
+            if tag == TAG_RECORD_EXPIRING {
+                r.extend_from_slice(&99u64.to_le_bytes());
+            }
+            r.extend_from_slice(&1u32.to_le_bytes());
+            r.push(b'v');
+            r
+        };
+        let file = |rec: Vec<u8>| {
+            let mut b = body.clone();
+            b.extend_from_slice(&rec);
+            b.push(TAG_END);
+            b.extend_from_slice(&1u64.to_le_bytes());
+            let crc = crc32fast::hash(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            b
+        };
+        let v2 = file(record(TAG_RECORD));
+        let r = SnapshotReader::open(&v2[..]).unwrap();
+        assert_eq!(r.clock_ms(), 0);
+        assert_eq!(read_all(&v2).unwrap(), vec![(b"k".to_vec(), 7, b"v".to_vec())]);
+        let e = read_all(&file(record(TAG_RECORD_EXPIRING))).unwrap_err();
+        assert!(e.to_string().contains("an expiring record in a version 2 file"), "{e}");
+    }
+
     #[test]
     fn a_huge_claimed_length_is_refused_before_allocating() {
         let mut w = SnapshotWriter::new(Vec::new(), &meta(1)).unwrap();
         w.record(b"k", 1, b"v").unwrap();
         let mut bytes = w.finish().unwrap().0;
         // The first record's key length sits right after the header and the tag.
-        let header = 8 + 4 + 4 + rmp_serde::to_vec(&meta(1)).unwrap().len();
+        let header = 8 + 4 + 4 + rmp_serde::to_vec(&meta(1)).unwrap().len() + 8;
         bytes[header + 1..header + 5].copy_from_slice(&u32::MAX.to_le_bytes());
         match read_all(&bytes) {
             Err(SnapshotError::TooLarge { limit_name, .. }) => assert_eq!(limit_name, "SNAPSHOT_KEY_BYTES_MAX"),

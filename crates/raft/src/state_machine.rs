@@ -40,6 +40,11 @@ pub fn clock(batch: &Batch<'_>) -> rampart_storage::Result<u64> {
     Ok(batch.meta_get(CLOCK_META)?.and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes))
 }
 
+/// The state machine's clock as `view` sees it (0 before any stamped entry).
+pub fn view_clock(view: &rampart_storage::View) -> rampart_storage::Result<u64> {
+    Ok(view.meta_get(CLOCK_META)?.and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes))
+}
+
 /// Applies `cmd`, written at log index `index`, inside the batch, at the state machine's clock
 /// (moved forward to the entry's stamp, if it has a later one).
 pub fn apply(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storage::Result<Response> {

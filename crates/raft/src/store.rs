@@ -451,8 +451,11 @@ fn build_into(
             let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
             let write_err =
                 |e: SnapshotError| rampart_storage::Error::Io { path: tmp.to_path_buf(), reason: e.to_string() };
-            let mut w = SnapshotWriter::new(out, &meta).map_err(write_err)?;
-            v.kv_for_each(|k, val| w.record(k, val.revision, &val.value).map_err(write_err))?;
+            let clock_ms = crate::state_machine::view_clock(v)?;
+            let mut w = SnapshotWriter::with_clock(out, &meta, clock_ms).map_err(write_err)?;
+            v.kv_for_each(|k, val| {
+                w.record_expiring(k, val.revision, &val.value, val.expires_at).map_err(write_err)
+            })?;
             let (out, summary) = w.finish().map_err(write_err)?;
             let file = out.into_inner().map_err(|e| write_err(SnapshotError::Io(e.into_error())))?;
             file.sync_all().map_err(|e| write_err(SnapshotError::Io(e)))?;
@@ -506,8 +509,9 @@ fn install_blocking(
         None => InstallSource::Owned(from),
         Some(p) => InstallSource::Copying { from, copy: create_buffered(p).map_err(|e| fail(e.into()))? },
     };
-    let staged = (|| -> Result<(PathBuf, crate::snapshot::Summary), SnapshotError> {
+    let staged = (|| -> Result<(PathBuf, crate::snapshot::Summary, u64), SnapshotError> {
         let mut r = SnapshotReader::open(source)?;
+        let clock_ms = r.clock_ms();
         if r.meta() != meta {
             return Err(SnapshotError::Corrupt(format!(
                 "the file describes snapshot {:?}, the install is of {:?}",
@@ -524,9 +528,9 @@ fn install_blocking(
                 copy_path.clone().unwrap_or_default()
             }
         };
-        Ok((published_from, summary))
+        Ok((published_from, summary, clock_ms))
     })();
-    let (from_path, summary) = match staged {
+    let (from_path, summary, clock_ms) = match staged {
         Ok(x) => x,
         Err(e) => {
             // A refused file is of no further use: the leader sends the snapshot again.
@@ -558,6 +562,8 @@ fn install_blocking(
             w.meta_put(META_APPLIED, &applied_b)?;
             w.meta_put(META_MEMBERSHIP, &membership_b)?;
             w.meta_put(META_SNAPSHOT_FILE, &pointer_b)?;
+            // Later entries apply at the clock the snapshot was taken at, as on the leader.
+            w.meta_put(crate::state_machine::CLOCK_META, &clock_ms.to_le_bytes())?;
             w.meta_delete(META_SNAPSHOT_V1)
         })
         .map_err(|e| fail(e.into()))?;
@@ -966,6 +972,33 @@ mod snapshot_tests {
         }
         incoming.sync_all().await.unwrap();
         incoming
+    }
+
+    /// A snapshot carries each key's expiry and the state machine's clock: the follower that
+    /// installs it has the same expiry index and applies later entries at the same clock.
+    #[tokio::test]
+    async fn a_snapshot_keeps_expiries_and_the_state_machine_clock() {
+        let mut leader = node();
+        fill(&leader.store, "k", 3, 10);
+        leader
+            .store
+            .write(Durability::Immediate, |w| {
+                w.kv_put(b"ttl/soon", 11, b"a", Some(1_000))?;
+                w.kv_put(b"ttl/later", 12, b"b", Some(9_000))?;
+                w.meta_put(crate::state_machine::CLOCK_META, &500u64.to_le_bytes())
+            })
+            .unwrap();
+        let mut snap = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut follower = node();
+        let incoming = ship(&mut snap, &mut follower.sm, 4096).await;
+        follower.sm.install_snapshot(&snap.meta, incoming).await.unwrap();
+        let f = &follower.store;
+        assert_eq!(f.kv_get(b"ttl/soon").unwrap().unwrap().expires_at, Some(1_000));
+        assert_eq!(f.kv_get(b"ttl/later").unwrap().unwrap().expires_at, Some(9_000));
+        assert_eq!(f.kv_get(b"k/000000").unwrap().unwrap().expires_at, None);
+        assert_eq!(f.read(|v| v.kv_expired(1_000, 10)).unwrap(), vec![b"ttl/soon".to_vec()]);
+        assert_eq!(f.read(|v| v.kv_expired_count(u64::MAX)).unwrap(), 2);
+        assert_eq!(f.read(|v| crate::state_machine::view_clock(v)).unwrap(), 500);
     }
 
     #[tokio::test]

@@ -71,6 +71,9 @@ pub const TERM_AHEAD_MAX: u64 = 1 << 16;
 /// Most entries one append may carry: openraft's `max_payload_entries`, set to this, so an
 /// honest leader never sends more.
 pub const APPEND_ENTRIES_MAX: usize = 512;
+/// The latest stamp ([`Command::At`]) a log entry may carry: the last millisecond of year 9999.
+/// A leader stamps with its clock; anything later is a forged or broken entry.
+pub const STAMP_UNIX_MS_MAX: u64 = 253_402_300_799_999;
 /// Most members a membership entry or snapshot may name.
 pub const MEMBERSHIP_NODES_MAX: usize = 256;
 /// Longest address a membership entry, snapshot or hello may carry for one member.
@@ -243,7 +246,24 @@ fn check_append(r: &AppendEntriesRequest<TypeConfig>, ctx: &Context) -> Result<(
 fn check_payload(payload: &EntryPayload<TypeConfig>) -> Result<(), String> {
     match payload {
         EntryPayload::Blank => Ok(()),
-        EntryPayload::Normal(Command::Batch(cmds)) => {
+        // The leader stamps every entry it proposes; the stamp wraps one command or one batch.
+        EntryPayload::Normal(Command::At { now_ms, cmd }) => {
+            if *now_ms > STAMP_UNIX_MS_MAX {
+                return Err(format!(
+                    "a log entry stamped {now_ms} ms, over the limit of {STAMP_UNIX_MS_MAX} (STAMP_UNIX_MS_MAX)"
+                ));
+            }
+            check_command(cmd)
+        }
+        EntryPayload::Normal(cmd) => check_command(cmd),
+        EntryPayload::Membership(m) => check_members(m.nodes()),
+    }
+}
+
+/// An entry's command (inside its stamp, if it has one): one command or one batch of them.
+fn check_command(cmd: &Command) -> Result<(), String> {
+    match cmd {
+        Command::Batch(cmds) => {
             if cmds.len() > BATCH_COMMANDS_MAX {
                 return Err(format!(
                     "a log entry batches {} commands, over the limit of {BATCH_COMMANDS_MAX} (BATCH_COMMANDS_MAX)",
@@ -253,8 +273,8 @@ fn check_payload(payload: &EntryPayload<TypeConfig>) -> Result<(), String> {
             // A batch inside a batch is refused by the limits check like any client batch.
             cmds.iter().try_for_each(|c| ENTRY_LIMITS.check(c).map_err(|e| format!("a log entry: {e}")))
         }
-        EntryPayload::Normal(cmd) => ENTRY_LIMITS.check(cmd).map_err(|e| format!("a log entry: {e}")),
-        EntryPayload::Membership(m) => check_members(m.nodes()),
+        // A stamp inside a stamp is refused by the limits check like a client's.
+        cmd => ENTRY_LIMITS.check(cmd).map_err(|e| format!("a log entry: {e}")),
     }
 }
 
@@ -394,6 +414,32 @@ mod tests {
 
     fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
         Entry { log_id: log_id(term, 2, index), payload: EntryPayload::Blank }
+    }
+
+    /// Stamped entries (every entry a leader proposes) are accepted; a stamp past
+    /// STAMP_UNIX_MS_MAX or a stamp inside a stamp is refused.
+    #[test]
+    fn stamped_entries_are_accepted_and_forged_stamps_refused() {
+        let c = ctx();
+        let set = Command::Set {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            cond: rampart_kv::SetCond::Always,
+            return_old: false,
+            ttl: rampart_kv::Ttl::In(1000),
+        };
+        let entry = |cmd: Command| Entry { log_id: log_id(3, 2, 0), payload: EntryPayload::Normal(cmd) };
+        let at = |now_ms: u64, cmd: Command| Command::At { now_ms, cmd: Box::new(cmd) };
+        let one = at(NOW_MS, set.clone());
+        assert_eq!(check_request(&append(3, None, vec![entry(one.clone())]), &c), Ok(()));
+        let batch = at(NOW_MS, Command::Batch(vec![set.clone(), Command::ExpireDue { keys: vec![b"x".to_vec()] }]));
+        assert_eq!(check_request(&append(3, None, vec![entry(batch)]), &c), Ok(()));
+        let e = check_request(&append(3, None, vec![entry(at(STAMP_UNIX_MS_MAX + 1, set.clone()))]), &c).unwrap_err();
+        assert!(e.contains("STAMP_UNIX_MS_MAX"), "{e}");
+        let e = check_request(&append(3, None, vec![entry(at(NOW_MS, one.clone()))]), &c).unwrap_err();
+        assert!(e.contains("stamped"), "{e}");
+        let e = check_request(&append(3, None, vec![entry(at(NOW_MS, Command::Batch(vec![one])))]), &c).unwrap_err();
+        assert!(e.contains("stamped"), "{e}");
     }
 
     #[test]

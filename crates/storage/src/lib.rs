@@ -366,6 +366,14 @@ fn map_db_error(path: &Path, e: redb::DatabaseError) -> Error {
 /// Keys with their decoded values in key order, and whether more remain.
 pub type Scanned<V> = (Vec<(Vec<u8>, V)>, bool);
 
+/// Live keys with their records in key order, and the key the next page starts after (`None`:
+/// no more).
+pub type LiveScanned = (Vec<(Vec<u8>, Versioned)>, Option<Vec<u8>>);
+
+/// Most expired keys one [`View::kv_scan_live`] page steps over before it ends (short, with a
+/// resume key), so a range of expired keys the expirer has not removed yet costs a bounded read.
+pub const SCAN_EXPIRED_SKIPPED_MAX: usize = 10_000;
+
 /// Keys of `table` starting with `prefix`, after `start_after` (exclusive)
 /// if given, in key order; at most `limit` of them, and whether more remain.
 /// `decode` turns a stored pair into the caller's item and says how many bytes
@@ -457,6 +465,58 @@ macro_rules! table_reads {
                     Ok((v, key.len()))
                 }
             })
+        }
+
+        /// [`Self::kv_scan_bounded`] without the keys expired at `now_ms` (expiry at or before
+        /// it). It steps over at most [`SCAN_EXPIRED_SKIPPED_MAX`] expired keys, so a page of
+        /// many expired keys may hold fewer than `limit` live ones (even none). The second field
+        /// is where the next page starts (after that key, exclusive), `None` when none remain;
+        /// it may name an expired key.
+        pub fn kv_scan_live(
+            &self,
+            prefix: &[u8],
+            start_after: Option<&[u8]>,
+            limit: usize,
+            bytes_max: usize,
+            values: bool,
+            now_ms: u64,
+        ) -> Result<LiveScanned> {
+            let lower: Bound<&[u8]> = match start_after {
+                Some(k) if k >= prefix => Bound::Excluded(k),
+                _ => Bound::Included(prefix),
+            };
+            let range = self.kv.range::<&[u8]>((lower, Bound::Unbounded)).map_err(|e| io_error(&self.path, e))?;
+            let mut out: Vec<(Vec<u8>, Versioned)> = Vec::new();
+            let mut bytes = 0usize;
+            let mut skipped = 0usize;
+            let mut last: Option<Vec<u8>> = None;
+            for item in range {
+                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
+                let key = k.value();
+                if !key.starts_with(prefix) {
+                    return Ok((out, None));
+                }
+                if out.len() == limit || bytes >= bytes_max || skipped >= SCAN_EXPIRED_SKIPPED_MAX {
+                    return Ok((out, last));
+                }
+                let raw = v.value();
+                if Versioned::expiry_of(raw).is_some_and(|at| at <= now_ms) {
+                    skipped += 1;
+                    last = Some(key.to_vec());
+                    continue;
+                }
+                let (value, weight) = if values {
+                    let v = Versioned::decode(key, raw)?;
+                    let w = key.len() + v.value.len();
+                    (v, w)
+                } else {
+                    (Versioned::decode_head(key, raw)?, key.len())
+                };
+                bytes = bytes.saturating_add(weight);
+                last = Some(key.to_vec());
+                out.push((key.to_vec(), value));
+            }
+            Ok((out, None))
         }
 
         /// Up to `limit` keys whose expiry is at or before `now_ms`, earliest first.
@@ -802,6 +862,43 @@ mod tests {
         assert!(s.stage(Durability::Lazy, |st| st.is_empty()).unwrap(), "staging starts empty after a clear");
         s.swap_in_staged(|_| Ok(())).unwrap();
         assert!(all_kv(&s).is_empty());
+    }
+
+    /// A live scan leaves out expired keys, pages correctly around them (a page may end on an
+    /// expired key), and steps over at most SCAN_EXPIRED_SKIPPED_MAX of them per page.
+    #[test]
+    fn live_scans_skip_expired_keys_and_still_page_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(dir.path()).unwrap();
+        let n = SCAN_EXPIRED_SKIPPED_MAX + 5;
+        s.write(Durability::Immediate, |b| {
+            b.kv_put(b"k/00000", 1, b"live-first", None)?;
+            for i in 1..n {
+                b.kv_put(format!("k/{i:05}").as_bytes(), 1, b"gone", Some(100))?;
+            }
+            b.kv_put(b"k/99999", 2, b"live-last", Some(200))?;
+            b.kv_put(b"l/0", 3, b"other prefix", None)
+        })
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        let mut pages = 0;
+        loop {
+            let (items, next) =
+                s.read(|v| v.kv_scan_live(b"k/", after.as_deref(), 2, usize::MAX, true, 150)).unwrap();
+            pages += 1;
+            seen.extend(items.into_iter().map(|(k, v)| (k, v.value)));
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+            assert!(pages < 10, "the scan must end");
+        }
+        assert_eq!(seen, vec![(b"k/00000".to_vec(), b"live-first".to_vec()), (b"k/99999".to_vec(), b"live-last".to_vec())]);
+        assert!(pages >= 2, "one page steps over at most SCAN_EXPIRED_SKIPPED_MAX expired keys");
+        // At 200 the last key is expired too.
+        let (items, next) = s.read(|v| v.kv_scan_live(b"k/99999", None, 10, usize::MAX, false, 200)).unwrap();
+        assert!(items.is_empty() && next.is_none());
     }
 
     #[test]

@@ -122,7 +122,18 @@ pub(super) async fn proposer_loop(node: std::sync::Weak<RaftNode>, mut rx: mpsc:
             continue;
         }
         let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
-        let waiter = match n.raft.client_write_ff(entry_of(cmds)).await {
+        let now_ms = match n.next_stamp() {
+            Ok(t) => t,
+            Err(e) => {
+                // Nothing was proposed.
+                for tx in txs {
+                    let _ = tx.send(Err(ForwardError::NoQuorum(format!("cannot read the state machine's clock: {e}"))));
+                }
+                continue;
+            }
+        };
+        let entry = Command::At { now_ms, cmd: Box::new(entry_of(cmds)) };
+        let waiter = match n.raft.client_write_ff(entry).await {
             Ok(w) => w,
             Err(e) => {
                 // The core stopped; whether it took the entry is unknown.

@@ -2,7 +2,8 @@
 //! mechanism:
 //!
 //! - [`forward`]: writes; a follower forwards to the leader.
-//! - [`batch`]: the leader folds queued writes into log entries.
+//! - [`batch`]: the leader folds queued writes into log entries, stamped with its clock.
+//! - [`expirer`]: the leader removes expired keys through the log.
 //! - [`read_index`]: linearizable reads through a shared read-index round.
 //! - [`membership`]: adding and removing members.
 //! - [`failover`]: fast elections when the leader's process is gone.
@@ -13,6 +14,7 @@
 //! The `rampart_kv::Replica` implementation is in `crate::replica`.
 
 mod batch;
+mod expirer;
 mod failover;
 mod forward;
 mod heartbeat;
@@ -24,6 +26,7 @@ mod snapshot;
 pub use batch::{
     BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, PIPELINE_COMMANDS_MAX, PROPOSAL_QUEUE_MAX,
 };
+pub use expirer::{EXPIRE_BATCH_KEYS_MAX, EXPIRE_INTERVAL};
 pub use read_index::ReadCoalescer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -170,6 +173,12 @@ pub struct RaftNode {
     snapshots: Arc<SnapshotDir>,
     /// The snapshot being received from the leader.
     receiving: tokio::sync::Mutex<snapshot::Receiving>,
+    /// The Unix-ms clock entries are stamped with and expiry is read against (adjustable).
+    unix_clock: crate::clock::Clock,
+    /// The last stamp this node issued as leader.
+    stamper: crate::clock::Stamper,
+    /// Keys the expirer removed through the log while this node led.
+    pub(crate) expired_keys: std::sync::atomic::AtomicU64,
 }
 
 /// openraft's settings for a node.
@@ -279,6 +288,9 @@ impl RaftNode {
             snapshot_progress: Mutex::new(Default::default()),
             snapshots,
             receiving: tokio::sync::Mutex::new(snapshot::Receiving::default()),
+            unix_clock: crate::clock::Clock::system(),
+            stamper: crate::clock::Stamper::default(),
+            expired_keys: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
         tokio::spawn(rampart_transport::serve(
@@ -289,6 +301,7 @@ impl RaftNode {
         node.bootstrap_if_new().await?;
         tokio::spawn(heartbeat::hello_loop(Arc::downgrade(&node)));
         tokio::spawn(proposer_loop(Arc::downgrade(&node), proposals_rx));
+        tokio::spawn(expirer::expirer_loop(Arc::downgrade(&node)));
         Ok(node)
     }
 
@@ -315,6 +328,34 @@ impl RaftNode {
 
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// The clock this node stamps entries with (as leader) and reads expiry against. Tests and
+    /// operators move it with [`crate::clock::Clock::advance`] / `set_offset`.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.unix_clock
+    }
+
+    /// The state machine's clock: the latest stamp applied on this node (0: none yet).
+    pub fn applied_clock_ms(&self) -> Result<u64, rampart_storage::Error> {
+        Ok(self
+            .store
+            .meta_get(crate::state_machine::CLOCK_META)?
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    /// The time reads judge expiry at: the later of this node's clock and its state machine's
+    /// (a key the log already treats as expired is never shown again).
+    pub fn read_clock_ms(&self) -> Result<u64, rampart_storage::Error> {
+        Ok(self.unix_clock.now_ms().max(self.applied_clock_ms()?))
+    }
+
+    /// The stamp for the next entry this node proposes: max(its clock, the state machine's
+    /// clock, the last stamp it issued), so stamps never go back on one leader and a new leader
+    /// never stamps below what an earlier one applied.
+    pub(crate) fn next_stamp(&self) -> Result<u64, rampart_storage::Error> {
+        Ok(self.stamper.next(self.unix_clock.now_ms(), self.applied_clock_ms()?))
     }
 
     pub fn config(&self) -> &NodeConfig {
@@ -362,9 +403,11 @@ impl RaftNode {
         m.membership().get_node(&id).map(|n| n.peer_addr.clone())
     }
 
-    /// Local (possibly stale) state-machine reads.
+    /// Local (possibly stale) state-machine reads; a key expired at [`Self::read_clock_ms`] is
+    /// absent.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>, rampart_storage::Error> {
-        self.store.kv_get(key)
+        let now_ms = self.read_clock_ms()?;
+        Ok(self.store.kv_get(key)?.filter(|v| v.expires_at.is_none_or(|at| at > now_ms)))
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -94,6 +94,7 @@ fn shared_state(
         stats: Stats::default(),
         fatal: Mutex::new(None),
         fatal_notify: Notify::new(),
+        expiry_clock_offset_ms: Arc::new(std::sync::atomic::AtomicI64::new(0)),
     })
 }
 

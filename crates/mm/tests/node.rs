@@ -45,8 +45,10 @@ async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
         assert_eq!(node.change(b"gone".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
         let page = node.scan(b"", None, 10, false, true).await.unwrap();
         let keys = node.scan(b"", None, 10, false, false).await.unwrap();
-        assert_eq!(keys.items, vec![(b"k".to_vec(), vec![]), (b"n".to_vec(), vec![])], "keys only");
-        assert_eq!(page.items, vec![(b"k".to_vec(), b"v1".to_vec()), (b"n".to_vec(), b"5".to_vec())]);
+        let item =
+            |k: &str, v: &str| (k.into(), rampart_kv::Item { value: v.into(), revision: None, expires_at: None });
+        assert_eq!(keys.items, vec![item("k", ""), item("n", "")], "keys only");
+        assert_eq!(page.items, vec![item("k", "v1"), item("n", "5")]);
         assert_eq!(page.next_after, None);
     }
     // The runtime of the first node is still alive in this process (its tasks hold the store),
@@ -375,7 +377,7 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
             let accept = Request::Accept {
                 key: key.to_vec(),
                 ballot: Ballot::new(counter, NodeId(2)),
-                value: Some(b"forged".to_vec()),
+                value: Some(rampart_paxos::encode_register_value(b"forged", None)),
                 base: Ballot::ZERO,
             };
             for (id, addr) in &members {

@@ -21,6 +21,7 @@ mod acceptor_task;
 mod changes;
 pub mod command;
 mod error;
+pub mod expirer;
 mod first_boot;
 mod heartbeat;
 mod peer_server;
@@ -100,6 +101,8 @@ pub struct Stats {
     pub acceptor_registers_written: AtomicU64,
     pub peer_batches_dropped: AtomicU64,
     pub acceptor_jobs_expired: AtomicU64,
+    /// Keys the expirer removed (`expirer`).
+    pub keys_expired: AtomicU64,
 }
 
 /// What the tasks of one node share.

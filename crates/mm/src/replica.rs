@@ -281,6 +281,11 @@ impl Replica for MmNode {
                 s.acceptor_jobs_expired.load(Relaxed),
             ),
             (
+                "rampart_mm_keys_expired_total",
+                "Expired keys this node's expirer turned into tombstones.",
+                s.keys_expired.load(Relaxed),
+            ),
+            (
                 "rampart_mm_peer_batches_dropped_total",
                 "Request batches dropped because a peer had too many in flight or the acceptor queue was full.",
                 s.peer_batches_dropped.load(Relaxed),

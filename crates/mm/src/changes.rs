@@ -70,17 +70,24 @@ impl MmNode {
         out
     }
 
-    /// This node's durable accepted value for `key`: not linearizable (READONLY, stale reads).
+    /// This node's durable accepted value for `key`, unless it has expired by this node's
+    /// expiry clock: not linearizable (READONLY, stale reads).
     pub fn stale_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MmError> {
-        stale_read(&self.store, key)
+        Ok(stale_read(&self.store, key, self.shared.expiry_now_ms())?.map(|item| item.value))
     }
 }
 
-/// `key`'s durable accepted value in `store` (see [`MmNode::stale_get`]).
-pub(crate) fn stale_read(store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, MmError> {
+/// `key`'s durable accepted value in `store`, if live at `now_ms` (see [`MmNode::stale_get`]).
+pub(crate) fn stale_read(store: &Store, key: &[u8], now_ms: u64) -> Result<Option<rampart_kv::Item>, MmError> {
     let raw = store.read(|v| v.register_get(key)).map_err(|e| MmError::Internal(e.to_string()))?;
-    match raw {
-        None => Ok(None),
-        Some(raw) => Ok(wire::decode_register(&raw).map_err(MmError::Internal)?.value),
-    }
+    let Some(raw) = raw else { return Ok(None) };
+    let register = wire::decode_register(&raw).map_err(MmError::Internal)?.value;
+    Ok(live_item(&register, now_ms)?)
+}
+
+/// A register's live value as a client item (no revision in this mode), `None` when it is a
+/// tombstone or expired at `now_ms`.
+pub(crate) fn live_item(register: &rampart_paxos::Value, now_ms: u64) -> Result<Option<rampart_kv::Item>, MmError> {
+    let live = rampart_paxos::live_value(register, now_ms).map_err(|e| MmError::Internal(e.to_string()))?;
+    Ok(live.map(|(value, expires_at)| rampart_kv::Item { value: value.to_vec(), revision: None, expires_at }))
 }

@@ -21,6 +21,7 @@ mod acceptor_task;
 mod changes;
 pub mod command;
 mod error;
+pub mod expirer;
 mod first_boot;
 mod heartbeat;
 mod peer_server;
@@ -34,7 +35,7 @@ pub mod wire;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,8 @@ pub struct Stats {
     pub acceptor_registers_written: AtomicU64,
     pub peer_batches_dropped: AtomicU64,
     pub acceptor_jobs_expired: AtomicU64,
+    /// Keys the expirer removed (`expirer`).
+    pub keys_expired: AtomicU64,
 }
 
 /// What the tasks of one node share.
@@ -127,6 +130,9 @@ pub struct Shared {
     store: Arc<Store>,
     fatal: Mutex<Option<String>>,
     fatal_notify: Notify,
+    /// Added to the wall clock for expiry (milliseconds; 0 outside tests): see
+    /// [`MmNode::expiry_clock_offset`].
+    pub expiry_clock_offset_ms: Arc<AtomicI64>,
 }
 
 impl Shared {
@@ -140,6 +146,17 @@ impl Shared {
 
     pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// The clock expiry is judged by, Unix ms: this node's wall clock plus the test offset. It
+    /// stamps the changes this node proposes and judges its stale reads (docs/paxos.md,
+    /// "Expiry").
+    pub fn expiry_now_ms(&self) -> u64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let offset = self.expiry_clock_offset_ms.load(Ordering::Relaxed);
+        wall.saturating_add_signed(offset)
     }
 
     /// The ballot counter ceiling now (`docs/paxos.md`, "Ballot bounds"): the same clock the
@@ -192,6 +209,17 @@ impl MmNode {
 
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// Milliseconds added to this node's wall clock when it judges expiry (0 in production):
+    /// tests advance it to make keys expire without waiting.
+    pub fn expiry_clock_offset(&self) -> Arc<AtomicI64> {
+        self.shared.expiry_clock_offset_ms.clone()
+    }
+
+    /// This node's expiry clock (wall clock plus the offset), Unix ms.
+    pub fn expiry_now_ms(&self) -> u64 {
+        self.shared.expiry_now_ms()
     }
 
     /// A majority of the fixed membership.

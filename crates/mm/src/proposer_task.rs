@@ -129,7 +129,9 @@ impl ProposerTask {
             ProposerEvent::Propose(items) => {
                 for (key, change, reply) in items {
                     self.shared.stats.proposals.fetch_add(1, Ordering::Relaxed);
-                    match self.proposer.propose(now, key, change) {
+                    // Stamped with this node's expiry clock: the change applies at it.
+                    let at = self.shared.expiry_now_ms();
+                    match self.proposer.propose_at(now, key, change, at) {
                         Ok((id, out)) => {
                             t.waiting.insert(id, reply);
                             if !self.carry_out(out, t).await {

@@ -48,10 +48,12 @@ impl MmNode {
     /// Linearizable reads: one read round per key, in chunks of at most [`KEYS_PER_COMMAND_MAX`]
     /// keys and of no more than the reply budget could hold at the value limit, so a chunk's
     /// answers never hold much more than `reply_bytes_max`. Each value is handed to `keep`.
+    /// A read judged expiry at its proposer's stamp (and made an expired value a tombstone), so
+    /// what it answers is not judged again here.
     async fn read_each(
         &self,
         keys: &[Bytes],
-        mut keep: impl FnMut(Option<Vec<u8>>) -> Result<(), KvError>,
+        mut keep: impl FnMut(Option<Item>) -> Result<(), KvError>,
     ) -> Result<(), KvError> {
         let limits = Replica::limits(self);
         let chunk_keys = (limits.reply_bytes_max / limits.value_bytes_max.max(1)).clamp(1, KEYS_PER_COMMAND_MAX);
@@ -59,7 +61,7 @@ impl MmNode {
             let reads = chunk.iter().map(|k| (k.to_vec(), KeyOp::Read)).collect();
             for r in self.changes(reads).await {
                 match r {
-                    Ok(Outcome::Value(v)) => keep(v)?,
+                    Ok(Outcome::Value(register)) => keep(crate::changes::live_item(&register, 0)?)?,
                     Ok(other) => return Err(KvError::Internal(format!("unexpected read outcome {other:?}"))),
                     // A read has no effect: an unconfirmed read is simply not served.
                     Err(MmError::MaybeApplied(m)) => return Err(KvError::Timeout(format!("read not served: {m}"))),
@@ -76,13 +78,15 @@ impl MmNode {
         &self,
         keys: Vec<Bytes>,
         mut acc: T,
-        mut keep: impl FnMut(&mut T, Option<Vec<u8>>) -> Result<(), KvError> + Send + 'static,
+        mut keep: impl FnMut(&mut T, Option<Item>) -> Result<(), KvError> + Send + 'static,
     ) -> Result<T, KvError> {
         let store = self.store.clone();
         let many = keys.len() > INLINE_READ_KEYS_MAX;
+        // Stale reads judge expiry by this node's clock.
+        let now_ms = self.shared.expiry_now_ms();
         let run = move || {
             for k in &keys {
-                keep(&mut acc, crate::changes::stale_read(&store, k)?)?;
+                keep(&mut acc, crate::changes::stale_read(&store, k, now_ms)?)?;
             }
             Ok(acc)
         };
@@ -143,11 +147,11 @@ impl Replica for MmNode {
         keys: Vec<Bytes>,
     ) -> BoxFuture<'_, Result<Vec<Option<Item>>, KvError>> {
         let mut budget = Replica::limits(self).reply_budget();
-        let mut keep = move |out: &mut Vec<Option<Item>>, v: Option<Vec<u8>>| {
-            if let Some(v) = &v {
-                budget.take(v.len())?;
+        let mut keep = move |out: &mut Vec<Option<Item>>, item: Option<Item>| {
+            if let Some(item) = &item {
+                budget.take(item.value.len())?;
             }
-            out.push(v.map(|value| Item { value, revision: None, expires_at: None }));
+            out.push(item);
             Ok(())
         };
         Box::pin(async move {
@@ -162,8 +166,8 @@ impl Replica for MmNode {
     }
 
     fn exists(&self, consistency: Consistency, keys: Vec<Bytes>) -> BoxFuture<'_, Result<u64, KvError>> {
-        let count = |n: &mut u64, v: Option<Vec<u8>>| {
-            *n += u64::from(v.is_some());
+        let count = |n: &mut u64, item: Option<Item>| {
+            *n += u64::from(item.is_some());
             Ok(())
         };
         Box::pin(async move {
@@ -187,12 +191,7 @@ impl Replica for MmNode {
         Box::pin(async move {
             let stale = consistency == Consistency::Stale;
             let page = MmNode::scan(self, &prefix, after.as_deref(), limit, stale, values).await?;
-            let items = page
-                .items
-                .into_iter()
-                .map(|(k, value)| (k, Item { value, revision: None, expires_at: None }))
-                .collect();
-            Ok(Page { items, next_after: page.next_after })
+            Ok(Page { items: page.items, next_after: page.next_after })
         })
     }
 
@@ -280,6 +279,11 @@ impl Replica for MmNode {
                 "rampart_mm_acceptor_jobs_expired_total",
                 "Peer batches skipped because they waited for the acceptor longer than the peer timeout.",
                 s.acceptor_jobs_expired.load(Relaxed),
+            ),
+            (
+                "rampart_mm_keys_expired_total",
+                "Expired keys this node's expirer turned into tombstones.",
+                s.keys_expired.load(Relaxed),
             ),
             (
                 "rampart_mm_peer_batches_dropped_total",

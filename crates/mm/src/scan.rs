@@ -14,11 +14,12 @@ use crate::{MmError, MmNode, SCAN_PAGE_MAX};
 /// tell a delete from a key it never saw) and whether it has more past the last one.
 pub(crate) type NodePage = (Vec<ScannedRegister>, bool);
 
-/// One page of a merged scan: live keys with their values, in key order, and where the next
-/// page starts (`None` when the scan is complete).
+/// One page of a merged scan: live keys with their values and expiries, in key order, and where
+/// the next page starts (`None` when the scan is complete). Items carry no revision (this mode
+/// has none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanPage {
-    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    pub items: Vec<(Vec<u8>, rampart_kv::Item)>,
     pub next_after: Option<Vec<u8>>,
 }
 
@@ -40,7 +41,9 @@ impl MmNode {
     /// scan began is seen (or a later one), deletes included; a write still in flight may be seen
     /// too. It is not a snapshot of all keys at one instant.
     ///
-    /// Without `values` the page's values are empty (for KEYS, SCAN and DBSIZE).
+    /// Without `values` the page's values are empty (for KEYS, SCAN and DBSIZE). A key whose
+    /// expiry is at or before this node's expiry clock is left out (not written: the expirer and
+    /// the next change on the key make it a tombstone).
     pub async fn scan(
         &self,
         prefix: &[u8],
@@ -65,7 +68,7 @@ impl MmNode {
                 .map_err(MmError::Internal)?
         };
         if stale {
-            return Ok(merge(vec![local]));
+            return Ok(merge(vec![local], self.shared.expiry_now_ms()));
         }
         let req = PeerRequest::Scan {
             prefix: prefix.to_vec(),
@@ -74,7 +77,7 @@ impl MmNode {
             values,
         };
         let answers = self.gather(local, req, (prefix, after, limit)).await?;
-        Ok(merge(answers))
+        Ok(merge(answers, self.shared.expiry_now_ms()))
     }
 
     /// This node's page and the pages of enough peers for a majority, asked all at once; fails
@@ -145,7 +148,8 @@ impl MmNode {
 /// Reads one node's page from its store: at most `limit` registers after `after`, and fewer
 /// once their keys and values pass `reply_bytes_max` (the page then says it has more). Each
 /// register is decoded straight from the store as it is read, so the page never holds more than
-/// about that bound. Without `values`, live values come back empty and tombstones stay `None`.
+/// about that bound. Without `values`, a live value comes back as its envelope's header only
+/// (its expiry, an empty user value) and tombstones stay `None`.
 pub(crate) fn read_page(
     store: &Store,
     prefix: &[u8],
@@ -159,7 +163,17 @@ pub(crate) fn read_page(
             what: format!("register {:?}", String::from_utf8_lossy(key)),
             reason,
         })?;
-        let value = if values { s.value } else { s.value.map(|_| Vec::new()) };
+        let value = match s.value {
+            Some(raw) if !values => {
+                let (_, expires_at) =
+                    rampart_paxos::decode_register_value(&raw).map_err(|e| rampart_storage::Error::Malformed {
+                        what: format!("register {:?}", String::from_utf8_lossy(key)),
+                        reason: e.to_string(),
+                    })?;
+                Some(rampart_paxos::encode_register_value(&[], expires_at))
+            }
+            value => value,
+        };
         let weight = key.len() + value.as_ref().map_or(0, Vec::len);
         Ok(((s.accepted, value), weight))
     };
@@ -170,8 +184,9 @@ pub(crate) fn read_page(
     Ok((out, more))
 }
 
-/// Merges scan pages from several nodes (see [`MmNode::scan`]).
-pub(crate) fn merge(answers: Vec<NodePage>) -> ScanPage {
+/// Merges scan pages from several nodes (see [`MmNode::scan`]); a key expired at `now_ms` is
+/// left out like a tombstone.
+pub(crate) fn merge(answers: Vec<NodePage>, now_ms: u64) -> ScanPage {
     // Every node returned its first keys in order; past the smallest last key of a node that has
     // more, some node's keys are unknown, so the page ends there.
     let bound: Option<Vec<u8>> = answers
@@ -193,7 +208,15 @@ pub(crate) fn merge(answers: Vec<NodePage>) -> ScanPage {
             }
         }
     }
-    let items = best.into_iter().filter_map(|(k, (_, v))| v.map(|v| (k, v))).collect();
+    let items = best
+        .into_iter()
+        .filter_map(|(k, (_, v))| {
+            // Every register was checked as it was decoded (or validated from the peer); one
+            // that is still malformed is left out rather than served.
+            let (value, expires_at) = rampart_paxos::live_value(&v, now_ms).ok().flatten()?;
+            Some((k, rampart_kv::Item { value: value.to_vec(), revision: None, expires_at }))
+        })
+        .collect();
     ScanPage { items, next_after: bound }
 }
 
@@ -206,20 +229,24 @@ mod tests {
         ScannedRegister {
             key: key.into(),
             accepted: Ballot::new(c, NodeId(1)),
-            value: v.map(|s| s.as_bytes().to_vec()),
+            value: v.map(|s| rampart_paxos::encode_register_value(s.as_bytes(), None)),
         }
+    }
+
+    fn item(key: &str, value: &str, expires_at: Option<u64>) -> (Vec<u8>, rampart_kv::Item) {
+        (key.into(), rampart_kv::Item { value: value.into(), revision: None, expires_at })
     }
 
     #[test]
     fn merge_takes_the_highest_ballot_and_stops_where_a_node_has_more() {
         let a = (vec![reg("a", 1, Some("old")), reg("b", 5, None), reg("c", 1, Some("c1"))], true);
         let b = (vec![reg("a", 3, Some("new")), reg("b", 2, Some("resurrect?")), reg("d", 1, Some("d"))], false);
-        let page = merge(vec![a, b]);
+        let page = merge(vec![a, b], 0);
         // "b" was deleted at ballot 5: the older value at 2 must not come back. "d" lies past
         // the first node's last key, where it has not reported yet.
-        assert_eq!(page.items, vec![(b"a".to_vec(), b"new".to_vec()), (b"c".to_vec(), b"c1".to_vec())]);
+        assert_eq!(page.items, vec![item("a", "new", None), item("c", "c1", None)]);
         assert_eq!(page.next_after, Some(b"c".to_vec()));
-        let done = merge(vec![(vec![reg("x", 1, Some("1"))], false), (vec![], false)]);
+        let done = merge(vec![(vec![reg("x", 1, Some("1"))], false), (vec![], false)], 0);
         assert_eq!(done.next_after, None);
         assert_eq!(done.items.len(), 1);
     }
@@ -233,7 +260,7 @@ mod tests {
                     let state = rampart_paxos::RegisterState {
                         promised: Ballot::new(c + 1, NodeId(1)),
                         accepted: Ballot::new(*c, NodeId(1)),
-                        value: value.map(|v| v.as_bytes().to_vec()),
+                        value: value.map(|v| rampart_paxos::encode_register_value(v.as_bytes(), None)),
                         base: Ballot::ZERO,
                     };
                     b.register_put(key.as_bytes(), &wire::encode_register(&state))?;
@@ -253,10 +280,10 @@ mod tests {
         assert_eq!(
             seen,
             vec![
-                (b"a".to_vec(), Some(vec![])),
+                (b"a".to_vec(), Some(vec![rampart_paxos::TAG_PERSISTENT])),
                 (b"b".to_vec(), None),
-                (b"c".to_vec(), Some(vec![])),
-                (b"x".to_vec(), Some(vec![]))
+                (b"c".to_vec(), Some(vec![rampart_paxos::TAG_PERSISTENT])),
+                (b"x".to_vec(), Some(vec![rampart_paxos::TAG_PERSISTENT]))
             ]
         );
         assert!(!more);
@@ -264,8 +291,33 @@ mod tests {
         let (regs, more) = read_page(&store, b"", Some(b"a"), 2, true, usize::MAX).unwrap();
         assert_eq!(regs.iter().map(|r| r.key.as_slice()).collect::<Vec<_>>(), vec![&b"b"[..], b"c"]);
         assert!(more);
-        assert_eq!(regs[1].value, Some(b"3".to_vec()));
-        assert_eq!(merge(vec![(regs, more)]).items, vec![(b"c".to_vec(), b"3".to_vec())], "tombstones drop out");
+        assert_eq!(regs[1].value, Some(rampart_paxos::encode_register_value(b"3", None)));
+        assert_eq!(merge(vec![(regs, more)], 0).items, vec![item("c", "3", None)], "tombstones drop out");
+    }
+
+    #[test]
+    fn a_merge_leaves_out_what_has_expired_and_keeps_expiries_without_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        store
+            .write(rampart_storage::Durability::Immediate, |b| {
+                for (key, at) in [("a", Some(100)), ("b", Some(200)), ("c", None)] {
+                    let state = rampart_paxos::RegisterState {
+                        promised: Ballot::new(2, NodeId(1)),
+                        accepted: Ballot::new(1, NodeId(1)),
+                        value: Some(rampart_paxos::encode_register_value(b"v", at)),
+                        base: Ballot::ZERO,
+                    };
+                    b.register_put(key.as_bytes(), &wire::encode_register(&state))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let page = |values| read_page(&store, b"", None, 10, values, usize::MAX).unwrap();
+        assert_eq!(merge(vec![page(true)], 99).items.len(), 3);
+        assert_eq!(merge(vec![page(true)], 100).items, vec![item("b", "v", Some(200)), item("c", "v", None)]);
+        assert_eq!(merge(vec![page(false)], 150).items, vec![item("b", "", Some(200)), item("c", "", None)]);
+        assert_eq!(merge(vec![page(false)], 200).items, vec![item("c", "", None)]);
     }
 
     #[test]

@@ -94,11 +94,12 @@ fn shared_state(
         stats: Stats::default(),
         fatal: Mutex::new(None),
         fatal_notify: Notify::new(),
+        expiry_clock_offset_ms: Arc::new(std::sync::atomic::AtomicI64::new(0)),
     })
 }
 
 /// The acceptor and proposer tasks (watched: if one ends, the node stops), the peer server and
-/// the heartbeats. The last two hold the node weakly, so dropping it stops them.
+/// the heartbeats and the expirer. The last three hold the node weakly, so dropping it stops them.
 fn spawn_tasks(
     node: &Arc<MmNode>,
     acceptor: Acceptor,
@@ -131,6 +132,7 @@ fn spawn_tasks(
         node.cfg.transport.clone(),
     ));
     tokio::spawn(heartbeat::hello_loop(Arc::downgrade(node)));
+    tokio::spawn(crate::expirer::expirer_loop(Arc::downgrade(node)));
 }
 
 fn check_membership(cfg: &MmConfig) -> Result<(), StartError> {

@@ -51,11 +51,17 @@ impl PeerLimits {
         Ok(())
     }
 
+    /// A register value from a peer: a well-formed envelope whose user value is within
+    /// `value_bytes_max` (the envelope's own bytes are on top, at most
+    /// `rampart_paxos::ENVELOPE_BYTES_MAX`).
     fn value(&self, value: &Option<Vec<u8>>) -> Result<(), String> {
-        let len = value.as_ref().map_or(0, Vec::len);
-        if len > self.value_bytes_max {
+        let Some(raw) = value else { return Ok(()) };
+        let (user, _) =
+            rampart_paxos::decode_register_value(raw).map_err(|e| format!("peer sent a bad register value: {e}"))?;
+        if user.len() > self.value_bytes_max {
             return Err(format!(
-                "peer sent a value of {len} bytes, over the limit of {} bytes (value_bytes_max)",
+                "peer sent a value of {} bytes, over the limit of {} bytes (value_bytes_max)",
+                user.len(),
                 self.value_bytes_max
             ));
         }
@@ -198,12 +204,21 @@ mod tests {
         let accept = |n: usize| Request::Accept {
             key: b"k".to_vec(),
             ballot: Ballot::new(2, NodeId(2)),
-            value: Some(vec![0; n]),
+            value: Some(rampart_paxos::encode_register_value(&vec![0; n], Some(7))),
             base: Ballot::ZERO,
         };
+        // The limit is on the user's value; the envelope's bytes are on top.
         assert_eq!(check_request(&paxos(vec![accept(16)]), &LIMITS), Ok(()));
         let big = check_request(&paxos(vec![accept(17)]), &LIMITS).unwrap_err();
         assert!(big.contains("value_bytes_max"), "{big}");
+        let malformed = Request::Accept {
+            key: b"k".to_vec(),
+            ballot: Ballot::new(2, NodeId(2)),
+            value: Some(vec![rampart_paxos::TAG_EXPIRES, 1, 2]),
+            base: Ballot::ZERO,
+        };
+        let e = check_request(&paxos(vec![malformed]), &LIMITS).unwrap_err();
+        assert!(e.contains("bad register value"), "{e}");
         let many = vec![prepare(b"k"); PAXOS_REQUESTS_PER_FRAME_MAX + 1];
         let e = check_request(&paxos(many), &LIMITS).unwrap_err();
         assert!(e.contains("PAXOS_REQUESTS_PER_FRAME_MAX"), "{e}");
@@ -247,7 +262,7 @@ mod tests {
             key: b"k".to_vec(),
             ballot: Ballot::new(1, NodeId(1)),
             accepted: Ballot::ZERO,
-            value: Some(vec![0; 17]),
+            value: Some(rampart_paxos::encode_register_value(&[0; 17], None)),
         };
         assert!(check_replies(&[peeked], 1, &LIMITS).unwrap_err().contains("value_bytes_max"));
 
@@ -255,7 +270,7 @@ mod tests {
         let reg = |key: &[u8], counter: u64| ScannedRegister {
             key: key.to_vec(),
             accepted: Ballot::new(counter, NodeId(1)),
-            value: Some(b"v".to_vec()),
+            value: Some(rampart_paxos::encode_register_value(b"v", None)),
         };
         let page = [reg(b"ab", 1), reg(b"ac", 2)];
         assert!(check_scan_page(&page, b"a", Some(b"aa"), 2, &LIMITS, c).is_ok());

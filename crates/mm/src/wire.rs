@@ -90,8 +90,13 @@ pub enum PeerResponse {
 
 pub use rampart_transport::codec::{decode, encode};
 
-/// Register encoding version byte; anything else is refused as corrupt.
-const REGISTER_FORMAT: u8 = 1;
+/// Register encoding version byte written: the value is a Paxos register envelope (tag,
+/// optional expiry, user value; `rampart_paxos::encode_register_value`).
+const REGISTER_FORMAT: u8 = 2;
+/// The version before expiry: the value is the user's raw bytes. Still read (as a value without
+/// expiry), so a data dir from before needs no migration; rewritten as [`REGISTER_FORMAT`] the
+/// next time the register is written. Any other version is refused as corrupt.
+const REGISTER_FORMAT_RAW: u8 = 1;
 const BALLOT_BYTES: usize = 16;
 /// version, three ballots, value tag.
 const REGISTER_HEADER_BYTES: usize = 1 + 3 * BALLOT_BYTES + 1;
@@ -109,7 +114,8 @@ fn get_ballot(b: &[u8]) -> Ballot {
     Ballot::new(u64::from_le_bytes(c), NodeId(u64::from_le_bytes(n)))
 }
 
-/// `version | promised | accepted | base | tag (0 tombstone/absent, 1 value) | value`.
+/// `version | promised | accepted | base | tag (0 tombstone/absent, 1 value) | value` (the
+/// value an envelope, see [`REGISTER_FORMAT`]).
 pub fn encode_register(state: &RegisterState) -> Vec<u8> {
     let len = REGISTER_HEADER_BYTES + state.value.as_ref().map_or(0, Vec::len);
     let mut out = Vec::with_capacity(len);
@@ -143,8 +149,9 @@ pub fn decode_register(raw: &[u8]) -> Result<RegisterState, String> {
             raw.len()
         ));
     }
-    if raw[0] != REGISTER_FORMAT {
-        return Err(format!("unknown register format {}", raw[0]));
+    let format = raw[0];
+    if format != REGISTER_FORMAT && format != REGISTER_FORMAT_RAW {
+        return Err(format!("unknown register format {format}"));
     }
     let promised = get_ballot(&raw[1..17]);
     let accepted = get_ballot(&raw[17..33]);
@@ -152,7 +159,14 @@ pub fn decode_register(raw: &[u8]) -> Result<RegisterState, String> {
     let value = match raw[49] {
         0 if raw.len() == REGISTER_HEADER_BYTES => None,
         0 => return Err("tombstone register carries value bytes".into()),
-        1 => Some(raw[REGISTER_HEADER_BYTES..].to_vec()),
+        1 if format == REGISTER_FORMAT_RAW => {
+            Some(rampart_paxos::encode_register_value(&raw[REGISTER_HEADER_BYTES..], None))
+        }
+        1 => {
+            let value = &raw[REGISTER_HEADER_BYTES..];
+            rampart_paxos::decode_register_value(value).map_err(|e| e.to_string())?;
+            Some(value.to_vec())
+        }
         t => return Err(format!("unknown register value tag {t}")),
     };
     Ok(RegisterState { promised, accepted, value, base })
@@ -167,14 +181,19 @@ mod tests {
         let s = RegisterState {
             promised: Ballot::new(9, NodeId(2)),
             accepted: Ballot::new(8, NodeId(2)),
-            value: Some(b"hello".to_vec()),
+            value: Some(rampart_paxos::encode_register_value(b"hello", Some(12_345))),
             base: Ballot::new(3, NodeId(1)),
         };
         assert_eq!(decode_register(&encode_register(&s)).unwrap(), s);
         let t = RegisterState { value: None, ..s.clone() };
         assert_eq!(decode_register(&encode_register(&t)).unwrap(), t);
-        let empty = RegisterState { value: Some(vec![]), ..s };
+        let empty = RegisterState { value: Some(rampart_paxos::encode_register_value(b"", None)), ..s.clone() };
         assert_eq!(decode_register(&encode_register(&empty)).unwrap(), empty);
+        // The value of a version-2 register must be an envelope.
+        let mut not_envelope = encode_register(&RegisterState { value: Some(vec![]), ..s.clone() });
+        assert!(decode_register(&not_envelope).unwrap_err().contains("malformed register value"));
+        not_envelope.extend_from_slice(&[rampart_paxos::TAG_EXPIRES, 0, 0]);
+        assert!(decode_register(&not_envelope).is_err());
         assert!(decode_register(b"").is_err());
         assert!(decode_register(&[7u8; 60]).is_err());
         let mut bad_tag = encode_register(&t);
@@ -183,6 +202,31 @@ mod tests {
         let mut tomb_with_bytes = encode_register(&t);
         tomb_with_bytes.push(1);
         assert!(decode_register(&tomb_with_bytes).is_err());
+    }
+
+    #[test]
+    fn a_register_written_before_expiry_reads_as_a_value_without_expiry() {
+        // Format 1 (data dirs from before expiry) held the user's raw bytes.
+        let mut v1 = encode_register(&RegisterState {
+            promised: Ballot::new(9, NodeId(2)),
+            accepted: Ballot::new(8, NodeId(2)),
+            value: None,
+            base: Ballot::ZERO,
+        });
+        v1[0] = REGISTER_FORMAT_RAW;
+        v1[49] = 1;
+        v1.extend_from_slice(&[rampart_paxos::TAG_EXPIRES, 0xff, 0xff]);
+        let got = decode_register(&v1).unwrap();
+        let envelope = got.value.clone().expect("a value");
+        assert_eq!(
+            rampart_paxos::decode_register_value(&envelope).unwrap(),
+            (&[rampart_paxos::TAG_EXPIRES, 0xff, 0xff][..], None),
+            "raw bytes that look like an envelope are still the user's value"
+        );
+        // Written back, it is format 2 and reads the same.
+        let again = encode_register(&RegisterState { value: Some(envelope.clone()), ..got.clone() });
+        assert_eq!(again[0], REGISTER_FORMAT);
+        assert_eq!(decode_register(&again).unwrap().value, Some(envelope));
     }
 
     #[test]

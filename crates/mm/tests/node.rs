@@ -45,8 +45,10 @@ async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
         assert_eq!(node.change(b"gone".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
         let page = node.scan(b"", None, 10, false, true).await.unwrap();
         let keys = node.scan(b"", None, 10, false, false).await.unwrap();
-        assert_eq!(keys.items, vec![(b"k".to_vec(), vec![]), (b"n".to_vec(), vec![])], "keys only");
-        assert_eq!(page.items, vec![(b"k".to_vec(), b"v1".to_vec()), (b"n".to_vec(), b"5".to_vec())]);
+        let item =
+            |k: &str, v: &str| (k.into(), rampart_kv::Item { value: v.into(), revision: None, expires_at: None });
+        assert_eq!(keys.items, vec![item("k", ""), item("n", "")], "keys only");
+        assert_eq!(page.items, vec![item("k", "v1"), item("n", "5")]);
         assert_eq!(page.next_after, None);
     }
     // The runtime of the first node is still alive in this process (its tasks hold the store),
@@ -375,7 +377,7 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
             let accept = Request::Accept {
                 key: key.to_vec(),
                 ballot: Ballot::new(counter, NodeId(2)),
-                value: Some(b"forged".to_vec()),
+                value: Some(rampart_paxos::encode_register_value(b"forged", None)),
                 base: Ballot::ZERO,
             };
             for (id, addr) in &members {
@@ -414,5 +416,112 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
         let key = format!("after-{i}").into_bytes();
         assert!(node.change(key, set(b"v")).await.is_ok());
         assert!(node.change(b"fresh".to_vec(), Change::IncrBy(1)).await.is_ok());
+    }
+}
+
+/// Three nodes on 127.0.0.1 that have chosen a first change (they all passed first boot).
+async fn three_nodes() -> (Vec<tempfile::TempDir>, Vec<std::sync::Arc<MmNode>>) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let members: Vec<(u64, std::net::SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(MmNode::start(config(dir.path(), i as u64 + 1, &members)).await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for node in &nodes {
+        while node.change(b"warm-up".to_vec(), Change::IncrBy(1)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the cluster never came up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    (dirs, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_is_absent_on_every_node_and_the_expirer_removes_it() {
+    use rampart_kv::{Command, Consistency, Replica, SetCond, Ttl};
+    let (_dirs, nodes) = three_nodes().await;
+    let set_px = |key: &str, ttl: Ttl| Command::Set {
+        key: key.as_bytes().to_vec(),
+        value: b"v".to_vec(),
+        cond: SetCond::Always,
+        return_old: false,
+        ttl,
+    };
+    let results = nodes[0]
+        .write_many(vec![set_px("t", Ttl::In(60_000)), set_px("u", Ttl::In(60_000)), set_px("p", Ttl::Clear)])
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let before = nodes[0].expiry_now_ms();
+    for node in &nodes {
+        for consistency in [Consistency::Linearizable, Consistency::Stale] {
+            let got = node.get_many(consistency, vec!["t".into(), "p".into()]).await.unwrap();
+            let at = got[0].as_ref().expect("live before its expiry").expires_at.expect("an expiry");
+            assert!((before..=before + 60_000).contains(&at), "{at} vs {before}");
+            assert_eq!(got[1].as_ref().map(|i| i.expires_at), Some(None), "{consistency:?}");
+        }
+    }
+    // Every clock moves past the expiry.
+    for node in &nodes {
+        node.expiry_clock_offset().store(61_000, std::sync::atomic::Ordering::Relaxed);
+    }
+    for node in &nodes {
+        for consistency in [Consistency::Stale, Consistency::Linearizable] {
+            let got = node.get_many(consistency, vec!["t".into(), "p".into()]).await.unwrap();
+            assert!(got[0].is_none(), "{consistency:?}: {got:?}");
+            assert!(got[1].is_some());
+            assert_eq!(node.exists(consistency, vec!["t".into(), "p".into()]).await.unwrap(), 1);
+            // Left: "p" and the warm-up counter.
+            assert_eq!(node.count(consistency).await.unwrap(), 2, "{consistency:?}");
+            let page = Replica::scan(&**node, consistency, Vec::new(), None, 10, false).await.unwrap();
+            let keys: Vec<_> = page.items.iter().map(|(k, _)| k.clone()).collect();
+            assert_eq!(keys, vec![b"p".to_vec(), b"warm-up".to_vec()], "{consistency:?}");
+        }
+    }
+    // "u" was never read (scans and counts write nothing): the expirer of its owner proposes
+    // ExpireDue for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let expired =
+        || nodes.iter().map(|n| n.stats().keys_expired.load(std::sync::atomic::Ordering::Relaxed)).sum::<u64>();
+    while expired() < 1 {
+        assert!(std::time::Instant::now() < deadline, "the expirer never removed \"u\"");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both registers are tombstones now: with the clocks put back, "t" (tombstoned by the read
+    // that found it expired) and "u" (by the expirer) stay absent, on every node.
+    for node in &nodes {
+        node.expiry_clock_offset().store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+    for node in &nodes {
+        let got = node.get_many(Consistency::Linearizable, vec!["t".into(), "u".into()]).await.unwrap();
+        assert_eq!(got, vec![None, None]);
+    }
+    let metrics = {
+        let mut out = String::new();
+        nodes[0].render_metrics(&mut out);
+        out
+    };
+    assert!(metrics.contains("rampart_mm_keys_expired_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_finds_a_key_expired_makes_it_absent_for_nodes_whose_clocks_are_behind() {
+    use rampart_kv::{Command, Consistency, Replica, SetCond, Ttl};
+    let (_dirs, nodes) = three_nodes().await;
+    let set = Command::Set {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        cond: SetCond::Always,
+        return_old: false,
+        ttl: Ttl::In(60_000),
+    };
+    assert!(nodes[0].write_many(vec![set]).await[0].is_ok());
+    // Only node 2's clock is past the expiry; it reads first.
+    nodes[1].expiry_clock_offset().store(61_000, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(nodes[1].get_many(Consistency::Linearizable, vec!["k".into()]).await.unwrap(), vec![None]);
+    // Nodes 1 and 3 still think it live by their clocks, yet a linearizable read there must not
+    // bring it back.
+    for i in [0, 2] {
+        assert_eq!(nodes[i].get_many(Consistency::Linearizable, vec!["k".into()]).await.unwrap(), vec![None]);
     }
 }

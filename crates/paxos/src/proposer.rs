@@ -186,6 +186,8 @@ enum Phase {
 #[derive(Debug)]
 struct Proposal {
     id: ProposalId,
+    /// The time the change applies at (Unix ms, stamped at submission).
+    unix_ms: u64,
     change: Change,
     deadline: Tick,
     attempts: u32,
@@ -231,7 +233,8 @@ pub struct Proposer {
     rng: SplitMix64,
     dead: Vec<NodeId>,
     active: HashMap<Key, Proposal>,
-    queued: HashMap<Key, VecDeque<(ProposalId, Change, Tick)>>,
+    /// Changes waiting for their key's active one: id, change, tick queued, apply time (Unix ms).
+    queued: HashMap<Key, VecDeque<(ProposalId, Change, Tick, u64)>>,
     queued_len: usize,
     cache: HashMap<Key, Cached>,
     cache_order: BTreeMap<u64, Key>,
@@ -330,8 +333,24 @@ impl Proposer {
         }
     }
 
-    /// Starts a change on `key`. Refusals returned here were never applied.
+    /// Starts a change on `key`, applied at the time [`ProposerConfig::unix_ms_at_tick_zero`] `+
+    /// now` (see [`Proposer::propose_at`]). Refusals returned here were never applied.
     pub fn propose(&mut self, now: Tick, key: Key, change: Change) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
+        let at = self.config.unix_ms_at_tick_zero.saturating_add(now);
+        self.propose_at(now, key, change, at)
+    }
+
+    /// Starts a change on `key` that applies at `unix_ms` (the proposer node's clock, Unix ms,
+    /// stamped by the runtime when it submits the change): expiry is judged against it, and a
+    /// TTL counts from it. The core never reads a clock. Refusals returned here were never
+    /// applied.
+    pub fn propose_at(
+        &mut self,
+        now: Tick,
+        key: Key,
+        change: Change,
+        unix_ms: u64,
+    ) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
         if key.len() > KEY_BYTES_MAX {
             return Err(Error::KeyTooLarge { len: key.len(), max: KEY_BYTES_MAX });
         }
@@ -345,10 +364,10 @@ impl Proposer {
         self.next_id += 1;
         let mut out = Vec::new();
         if self.active.contains_key(&key) {
-            self.queued.entry(key).or_default().push_back((id, change, now));
+            self.queued.entry(key).or_default().push_back((id, change, now, unix_ms));
             self.queued_len += 1;
         } else {
-            self.start(now, key, id, change, now, &mut out);
+            self.start(now, key, id, change, now, unix_ms, &mut out);
         }
         Ok((id, out))
     }
@@ -408,12 +427,14 @@ impl Proposer {
         id: ProposalId,
         change: Change,
         since: Tick,
+        unix_ms: u64,
         out: &mut Vec<ProposerOutput>,
     ) {
-        let mut next = Some((id, change, since));
-        while let Some((id, change, since)) = next.take() {
+        let mut next = Some((id, change, since, unix_ms));
+        while let Some((id, change, since, unix_ms)) = next.take() {
             let mut p = Proposal {
                 id,
+                unix_ms,
                 change,
                 deadline: since.saturating_add(self.config.budget_ticks),
                 attempts: 0,
@@ -447,7 +468,7 @@ impl Proposer {
         }
     }
 
-    fn pop_queued(&mut self, key: &[u8]) -> Option<(ProposalId, Change, Tick)> {
+    fn pop_queued(&mut self, key: &[u8]) -> Option<(ProposalId, Change, Tick, u64)> {
         let queue = self.queued.get_mut(key)?;
         let next = queue.pop_front();
         if queue.is_empty() {
@@ -466,8 +487,8 @@ impl Proposer {
                 self.active.insert(key, p);
             }
             Flow::Finished => {
-                if let Some((id, change, since)) = self.pop_queued(&key) {
-                    self.start(now, key, id, change, since, out);
+                if let Some((id, change, since, unix_ms)) = self.pop_queued(&key) {
+                    self.start(now, key, id, change, since, unix_ms, out);
                 }
             }
         }
@@ -527,7 +548,7 @@ impl Proposer {
             self.counter = self.counter.max(cached.next.counter);
             self.reserve(cached.next.counter, out);
             self.use_ballot(p, cached.next);
-            let (value, outcome) = apply_change(&p.change, &cached.value);
+            let (value, outcome) = apply_change(&p.change, &cached.value, p.unix_ms);
             self.send_accept(key, p, value, cached.accepted, outcome, out);
         } else {
             let Some(ballot) = self.fresh_ballot(out) else {
@@ -688,9 +709,15 @@ impl Proposer {
         };
         if count >= self.quorum {
             // A majority accepted `accepted`: its value is chosen, and every change
-            // acknowledged before this read began is at or below it.
-            out.push(done(p.id, Ok(Outcome::Value(value))));
-            return Flow::Finished;
+            // acknowledged before this read began is at or below it. Served from here only if
+            // the read leaves it as it is: an expired value must become a tombstone first (a full
+            // round that accepts it), or a later read on a slower clock could see it again.
+            let (next, outcome) = apply_change(&p.change, &value, p.unix_ms);
+            if next == value {
+                out.push(done(p.id, Ok(outcome)));
+                return Flow::Finished;
+            }
+            return self.after_peek(now, key, p, out);
         }
         let unanswered_alive =
             self.config.acceptors.iter().filter(|a| !p.granted.contains(a) && !self.dead.contains(a)).count();
@@ -727,8 +754,8 @@ impl Proposer {
         let (highest, current, current_base) = p.best.clone();
         let ours = |ballot: Ballot| p.ours.iter().find(|(b, _)| *b == ballot).map(|(_, outcome)| outcome.clone());
         let (value, outcome) = match p.first_accept {
-            _ if p.change.is_read() => apply_change(&p.change, &current),
-            None => apply_change(&p.change, &current),
+            _ if p.change.is_read() => apply_change(&p.change, &current, p.unix_ms),
+            None => apply_change(&p.change, &current, p.unix_ms),
             Some(first) => {
                 if let Some(outcome) = ours(highest).or_else(|| ours(current_base)) {
                     // Our value, or another proposer's change applied on top of our value: our
@@ -736,7 +763,7 @@ impl Proposer {
                     (current, outcome)
                 } else if highest < first || current_base < first {
                     // Derived from a value older than our first accept: our effect is not in it.
-                    apply_change(&p.change, &current)
+                    apply_change(&p.change, &current, p.unix_ms)
                 } else {
                     out.push(done(p.id, Err(Error::Ambiguous)));
                     return Flow::Finished;

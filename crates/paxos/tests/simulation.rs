@@ -225,6 +225,11 @@ fn proposer(node: u64) -> Proposer {
     Proposer::new(ProposerConfig::new(NodeId(node), vec![NodeId(1), NodeId(2), NodeId(3)], node)).unwrap()
 }
 
+/// The register envelope of a value without expiry (what a read answers).
+fn env(value: &[u8]) -> Vec<u8> {
+    rampart_paxos::encode_register_value(value, None)
+}
+
 fn prepares(sent: &[Request]) -> usize {
     sent.iter().filter(|r| matches!(r, Request::Prepare { .. })).count()
 }
@@ -249,7 +254,7 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     // A read elsewhere is a peek: it changes nothing, so A's cached ballot stays good.
     let mut b = proposer(20);
     let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
-    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(b"4".to_vec()))));
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(env(b"4")))));
     assert!(bench
         .sent
         .iter()
@@ -271,7 +276,7 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     // And it is back on the one-round-trip path.
     bench.sent.clear();
     let (_, out) = a.propose(0, b"k".to_vec(), Change::Read).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Value(Some(b"14".to_vec()))));
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Value(Some(env(b"14")))));
     assert_eq!(prepares(&bench.sent), 0);
 }
 
@@ -322,7 +327,7 @@ fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
     bench.sent.clear();
     let mut b = proposer(20);
     let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
-    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(b"1".to_vec()))));
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(env(b"1")))));
     assert!(bench.sent.iter().all(|r| matches!(r, Request::Peek { .. })), "{:?}", bench.sent);
     let after: Vec<_> = bench.acceptors.iter().map(|x| x.register(b"k").cloned()).collect();
     assert_eq!(before, after, "a peek changes no register");
@@ -350,7 +355,58 @@ fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
         ProposerOutput::Done { result, .. } => Some(result.clone()),
         _ => None,
     });
-    assert_eq!(read, Some(Ok(Outcome::Value(Some(b"new".to_vec())))));
+    assert_eq!(read, Some(Ok(Outcome::Value(Some(env(b"new"))))));
+}
+
+#[test]
+fn a_read_of_an_expired_value_accepts_a_tombstone_so_every_later_read_sees_it_absent() {
+    let mut bench = Bench::new();
+    let mut a = proposer(10);
+    let set_px = Change::Set {
+        value: b"v".to_vec(),
+        cond: rampart_kv::SetCond::Always,
+        return_old: false,
+        ttl: rampart_kv::Ttl::In(100),
+    };
+    let (_, out) = a.propose_at(0, b"k".to_vec(), set_px, 1_000).unwrap();
+    assert!(matches!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, .. })));
+    let live = rampart_paxos::encode_register_value(b"v", Some(1_100));
+    // Before its expiry: the peek agrees and answers in one round trip.
+    let mut b = proposer(20);
+    bench.sent.clear();
+    let (_, out) = b.propose_at(0, b"k".to_vec(), Change::Read, 1_099).unwrap();
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(live.clone()))));
+    assert!(bench.sent.iter().all(|r| matches!(r, Request::Peek { .. })), "{:?}", bench.sent);
+    // At its expiry: the agreeing peek must not answer; the read runs a full round that accepts
+    // a tombstone.
+    bench.sent.clear();
+    let (_, out) = b.propose_at(0, b"k".to_vec(), Change::Read, 1_100).unwrap();
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(None)));
+    assert!(bench.sent.iter().any(|r| matches!(r, Request::Accept { value: None, .. })), "{:?}", bench.sent);
+    for acceptor in &bench.acceptors {
+        assert_eq!(acceptor.register(b"k").and_then(|r| r.value.clone()), None, "a tombstone everywhere");
+    }
+    // A reader whose clock is behind (before the expiry) now sees it absent too.
+    let mut c = proposer(30);
+    let (_, out) = c.propose_at(0, b"k".to_vec(), Change::Read, 1_000).unwrap();
+    assert_eq!(bench.drive(&mut c, out), Ok(Outcome::Value(None)));
+    // The proposer's cached ballot path (a write right after its own read) judges expiry too.
+    let (_, out) = a
+        .propose_at(
+            0,
+            b"k".to_vec(),
+            Change::Set {
+                value: b"w".to_vec(),
+                cond: rampart_kv::SetCond::Always,
+                return_old: false,
+                ttl: rampart_kv::Ttl::In(10),
+            },
+            2_000,
+        )
+        .unwrap();
+    assert!(matches!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, .. })));
+    let (_, out) = a.propose_at(0, b"k".to_vec(), Change::IncrBy(1), 2_010).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(1)), "an expired value counts as absent");
 }
 
 #[test]
@@ -440,7 +496,7 @@ fn a_promise_claiming_an_accept_at_or_above_its_own_ballot_is_ignored() {
         ProposerOutput::Send { request: Request::Accept { base, value, .. }, .. } => Some((*base, value.clone())),
         _ => None,
     });
-    assert_eq!(accept, Some((rampart_paxos::Ballot::ZERO, Some(b"x".to_vec()))), "{out:?}");
+    assert_eq!(accept, Some((rampart_paxos::Ballot::ZERO, Some(env(b"x")))), "{out:?}");
 }
 
 /// Delivers the sends among `outputs` to the acceptors in `reach` only (others are lost) and
@@ -523,7 +579,7 @@ fn a_retry_completes_its_own_partly_accepted_change_instead_of_applying_it_twice
     assert_eq!(result_of(&out), None);
     // The retry's prepare quorum {1, 2} reports A's own value as the highest: complete it.
     assert_eq!(run_until_done(&mut acceptors, &mut a, out, &[1, 2]), Ok(Outcome::Integer(1)));
-    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(b"1".to_vec())), "applied once");
+    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(env(b"1"))), "applied once");
 }
 
 #[test]
@@ -539,7 +595,7 @@ fn a_retry_completes_when_another_proposer_built_on_its_value() {
     assert_eq!(run_until_done(&mut acceptors, &mut b, out, &[1, 2]), Ok(Outcome::Integer(6)));
     // A retries: the highest value is B's, whose base is A's accept, so A's effect is in it.
     assert_eq!(run_until_done(&mut acceptors, &mut a, a_pending, &[1, 2, 3]), Ok(Outcome::Integer(5)));
-    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(b"6".to_vec())), "5 + 1, each once");
+    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(env(b"6"))), "5 + 1, each once");
 }
 
 #[test]

@@ -98,7 +98,7 @@ impl Search<'_> {
             {
                 continue;
             }
-            let (next, outcome) = rampart_paxos::apply_change(&op.change, &state);
+            let (next, outcome) = rampart_paxos::apply_change(&op.change, &state, 0);
             if op.outcome.as_ref().is_some_and(|expected| *expected != outcome) {
                 continue;
             }
@@ -157,6 +157,8 @@ mod tests {
         }
     }
     fn read(invoke: u64, complete: u64, value: Value) -> Op {
+        // A read's outcome is the register's envelope.
+        let value = value.map(|v| rampart_paxos::encode_register_value(&v, None));
         op(invoke, complete, Change::Read, Outcome::Value(value))
     }
     fn pending(invoke: u64, change: Change) -> Op {

@@ -307,7 +307,14 @@ async fn command_lists_the_expiry_commands_as_redis_does() {
     };
     let flags = |v: &[&str]| Value::Array(v.iter().map(|f| Value::SimpleString(f.to_string())).collect());
     let want = |name: &str, arity: i64, f: &[&str]| {
-        Value::Array(vec![bulk(name), Value::Integer(arity), flags(f), Value::Integer(1), Value::Integer(1), Value::Integer(1)])
+        Value::Array(vec![
+            bulk(name),
+            Value::Integer(arity),
+            flags(f),
+            Value::Integer(1),
+            Value::Integer(1),
+            Value::Integer(1),
+        ])
     };
     for (name, arity, f) in [
         ("setex", 4, &["write", "denyoom"][..]),
@@ -326,4 +333,77 @@ async fn command_lists_the_expiry_commands_as_redis_does() {
     ] {
         assert_eq!(find(name), want(name, arity, f), "{name}");
     }
+}
+
+/// One HTTP request on its own connection: the status, the head (lowercase) and the body.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut reply)).await.expect("the server answers").unwrap();
+    let reply = String::from_utf8(reply).unwrap();
+    let status = reply.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// The value of header `name` (lowercase) in `head`.
+fn header(head: &str, name: &str) -> Option<u64> {
+    head.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn http_puts_with_a_ttl_and_reports_it() {
+    let (s, mut c) = server().await;
+    let before = now_ms() as u64;
+    let (status, _, _) = http(s.http, "PUT", "/v1/kv/t?ttl_ms=100000", "v").await;
+    assert_eq!(status, 200);
+    let after = now_ms() as u64;
+    let (status, head, body) = http(s.http, "GET", "/v1/kv/t", "").await;
+    assert_eq!((status, body.as_str()), (200, "v"));
+    let at = header(&head, "x-rampart-expires-at-ms").expect("the expiry header");
+    assert!((before + 100_000..=after + 100_000).contains(&at), "expires at {at}");
+    let ttl = header(&head, "x-rampart-ttl-ms").expect("the ttl header");
+    assert!((1..=100_000).contains(&ttl), "ttl {ttl}");
+    assert_eq!(int(&mut c, "PEXPIRETIME t").await, at as i64, "RESP sees the same expiry");
+    let (_, _, list) = http(s.http, "GET", "/v1/kv?prefix=t", "").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["items"][0]["expires_at_ms"], serde_json::json!(at));
+    assert!(list["items"][0]["ttl_ms"].as_u64().is_some_and(|t| t <= 100_000));
+    // A PUT without ttl_ms clears it; GET then has no expiry headers.
+    assert_eq!(http(s.http, "PUT", "/v1/kv/t", "w").await.0, 200);
+    let (_, head, _) = http(s.http, "GET", "/v1/kv/t", "").await;
+    assert_eq!(header(&head, "x-rampart-expires-at-ms"), None);
+    assert_eq!(int(&mut c, "TTL t").await, -1);
+    let (_, _, list) = http(s.http, "GET", "/v1/kv?prefix=t", "").await;
+    assert!(!list.contains("expires_at_ms"), "{list}");
+    // Once due, the key is gone for HTTP too.
+    assert_eq!(http(s.http, "PUT", "/v1/kv/t?ttl_ms=1000", "v").await.0, 200);
+    s.replica.advance(1_000);
+    assert_eq!(http(s.http, "GET", "/v1/kv/t", "").await.0, 404);
+}
+
+#[tokio::test]
+async fn http_refuses_a_bad_ttl_naming_it() {
+    let (s, _c) = server().await;
+    for (q, why) in [
+        ("ttl_ms=0", "must be positive"),
+        ("ttl_ms=-5", "must be positive"),
+        ("ttl_ms=abc", "is not an integer"),
+        ("ttl_ms=1.5", "is not an integer"),
+        ("ttl_ms=", "is not an integer"),
+        ("ttl_ms=9223372036854775807", "is too large"),
+        ("ttl_ms=99999999999999999999", "is not an integer"),
+        ("ttl_ms=1000&cas=0", "ttl_ms cannot be combined with cas"),
+    ] {
+        let (status, _, body) = http(s.http, "PUT", &format!("/v1/kv/bad?{q}"), "v").await;
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body.contains(why), "{q}: {body}");
+    }
+    assert_eq!(http(s.http, "GET", "/v1/kv/bad", "").await.0, 404, "nothing was written");
 }

@@ -29,6 +29,7 @@ use crate::listen::{client_stream, ClientStream, Gate, ACCEPT_RETRY_DELAY, REFUS
 use crate::metrics::Closed;
 pub use table::acl_catalog;
 use table::{lookup, unknown_command, Exec};
+pub use writes::now_ms;
 
 /// Most keys KEYS may return before it refuses (use SCAN for more).
 pub const KEYS_RESULT_MAX: usize = 1_000_000;

@@ -42,7 +42,11 @@ enum ExpiryOpt<'a> {
     Keep,
     Persist,
     /// `EX`/`PX`/`EXAT`/`PXAT`: the number, in seconds or not, relative or not.
-    Time { arg: &'a [u8], seconds: bool, relative: bool },
+    Time {
+        arg: &'a [u8],
+        seconds: bool,
+        relative: bool,
+    },
 }
 
 /// The options of SET (`for_set`) or GETEX, parsed as Redis 7.0's

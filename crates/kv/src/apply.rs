@@ -196,6 +196,7 @@ fn apply_live(op: &KeyOp, current: Option<Current<'_>>, ctx: Ctx) -> (Write, Out
                 // No expiry is infinite: nothing is greater, everything is less.
                 (ExpireCond::IfGreater, cur) => cur.is_some_and(|t| at > t),
                 (ExpireCond::IfLess, cur) => cur.is_none_or(|t| at < t),
+                (ExpireCond::IfSomeAndLess, cur) => cur.is_some_and(|t| at < t),
             };
             if !allowed {
                 (Write::Keep, Outcome::Integer(0))
@@ -503,6 +504,9 @@ mod tests {
             (ExpireCond::IfLess, none, Ttl::In(1_000_000), 1),
             (ExpireCond::IfLess, some, Ttl::In(100), 0),
             (ExpireCond::IfLess, some, Ttl::In(99), 1),
+            (ExpireCond::IfSomeAndLess, none, Ttl::In(10), 0),
+            (ExpireCond::IfSomeAndLess, some, Ttl::In(100), 0),
+            (ExpireCond::IfSomeAndLess, some, Ttl::In(99), 1),
         ];
         for (cond, current, ttl, want) in cases {
             let (w, o) = apply_op(&exp(ttl, cond), current, ctx(9));

@@ -64,6 +64,8 @@ pub enum ExpireCond {
     IfGreater,
     /// Only if the new expiry is earlier than the current one.
     IfLess,
+    /// Only if the key has an expiry and the new one is earlier (Redis `XX LT`).
+    IfSomeAndLess,
 }
 
 /// A write. Leader mode applies it atomically, in log order; multi-master mode applies each key's

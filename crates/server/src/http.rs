@@ -92,6 +92,8 @@ fn observe<T>(app: &App, cmd: &'static str, start: Instant, r: &Result<T, HttpEr
 struct KvQuery {
     consistency: Option<String>,
     cas: Option<String>,
+    /// `PUT`: expire this many milliseconds after the write.
+    ttl_ms: Option<String>,
     prefix: Option<String>,
     limit: Option<String>,
     /// Where a list continues: the `continue` of the page before.
@@ -111,6 +113,25 @@ fn consistency(q: &KvQuery) -> Result<Consistency, HttpError> {
     }
 }
 
+/// `ttl_ms` of a PUT: a positive whole number of milliseconds whose expiry (from now) fits in
+/// a signed 64-bit Unix time in ms, as Redis's `PX` requires.
+fn parse_ttl_ms(t: &str) -> Result<i64, HttpError> {
+    let bad = |why: &str| HttpError(StatusCode::BAD_REQUEST, format!("ttl_ms={t:?} {why}"), "BAD_REQUEST");
+    let ms = rampart_kv::apply::parse_i64(t.as_bytes()).ok_or_else(|| bad("is not an integer"))?;
+    if ms <= 0 {
+        return Err(bad("must be positive (milliseconds)"));
+    }
+    if crate::resp::now_ms().checked_add(ms).is_none() {
+        return Err(bad("is too large: the expiry would pass the largest time"));
+    }
+    Ok(ms)
+}
+
+/// Milliseconds left until `at` (Unix ms) by this node's clock; 0 once due.
+fn ttl_left_ms(at: u64) -> u64 {
+    at.saturating_sub(crate::resp::now_ms().max(0) as u64)
+}
+
 fn revision_header(rev: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("x-rampart-revision", HeaderValue::from(rev));
@@ -124,10 +145,14 @@ async fn get_key(State(app): State<Arc<App>>, Path(key): Path<String>, Query(q):
         let c = consistency(&q)?;
         let v = app.get(c, Bytes::from(key.clone().into_bytes())).await?;
         match v {
-            Some(v) => match v.revision {
-                Some(rev) => Ok((revision_header(rev), v.value).into_response()),
-                None => Ok(v.value.into_response()),
-            },
+            Some(v) => {
+                let mut h = v.revision.map_or_else(HeaderMap::new, revision_header);
+                if let Some(at) = v.expires_at {
+                    h.insert("x-rampart-expires-at-ms", HeaderValue::from(at));
+                    h.insert("x-rampart-ttl-ms", HeaderValue::from(ttl_left_ms(at)));
+                }
+                Ok((h, v.value).into_response())
+            }
             None => Err(HttpError(StatusCode::NOT_FOUND, format!("key {key:?} not found"), "NOT_FOUND")),
         }
     }
@@ -146,14 +171,25 @@ async fn put_key(
 ) -> Result<Response, HttpError> {
     let start = Instant::now();
     let r = async {
+        let ttl = match q.ttl_ms.as_deref() {
+            None => rampart_kv::Ttl::Clear,
+            Some(t) => rampart_kv::Ttl::In(parse_ttl_ms(t)?),
+        };
         let cmd = match q.cas.as_deref() {
             None => Command::Set {
                 key: key.clone().into_bytes(),
                 value: body.to_vec(),
                 cond: rampart_kv::SetCond::Always,
                 return_old: false,
-                ttl: rampart_kv::Ttl::Clear,
+                ttl,
             },
+            Some(_) if q.ttl_ms.is_some() => {
+                return Err(HttpError(
+                    StatusCode::BAD_REQUEST,
+                    "ttl_ms cannot be combined with cas (a compare-and-set write keeps no expiry)".into(),
+                    "BAD_REQUEST",
+                ))
+            }
             Some(c) => {
                 let revision: u64 = c.parse().map_err(|_| {
                     HttpError(StatusCode::BAD_REQUEST, format!("cas={c:?} is not a revision number"), "BAD_REQUEST")
@@ -263,6 +299,10 @@ fn list_body(page: Page, body_max: usize) -> Vec<u8> {
         bytes_field(&mut o, "value", &v.value);
         if let Some(rev) = v.revision {
             o.insert("revision".into(), json!(rev));
+        }
+        if let Some(at) = v.expires_at {
+            o.insert("expires_at_ms".into(), json!(at));
+            o.insert("ttl_ms".into(), json!(ttl_left_ms(at)));
         }
         let item = serde_json::to_vec(&Json_::Object(o)).unwrap_or_default();
         if kept > 0 && body.len() + 1 + item.len() > body_max {

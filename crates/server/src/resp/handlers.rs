@@ -10,6 +10,7 @@ use rampart_kv::{Consistency, KvError, NodeStatus, Page, Role, StatusField};
 use rampart_resp::{Protocol, Value};
 
 use super::table::{describe, Op, COMMANDS};
+use super::writes::{self, WriteReply};
 use super::{api_err, err, parse_i64, split_host_port, wrong_args, Conn, KEYS_RESULT_MAX, SCAN_COUNT_MAX};
 use crate::app::App;
 use crate::glob::KeyPattern;
@@ -51,11 +52,12 @@ impl Conn {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 Value::Array(vec![Value::bulk(now.as_secs().to_string()), Value::bulk(now.subsec_micros().to_string())])
             }
-            Op::Get => match self.app.get(self.consistency(), args[1].clone()).await {
-                Ok(Some(v)) => Value::Bulk(Bytes::from(v.value)),
-                Ok(None) => Value::Null,
-                Err(e) => api_err(e),
-            },
+            Op::Get => self.get(args[1].clone()).await,
+            Op::Getex => self.getex(args).await,
+            Op::Ttl => self.ttl(&args[1], TtlReply::Remaining { ms: false }).await,
+            Op::Pttl => self.ttl(&args[1], TtlReply::Remaining { ms: true }).await,
+            Op::Expiretime => self.ttl(&args[1], TtlReply::At { ms: false }).await,
+            Op::Pexpiretime => self.ttl(&args[1], TtlReply::At { ms: true }).await,
             Op::Mget => match self.app.get_many(self.consistency(), args[1..].to_vec()).await {
                 Ok(vals) => Value::Array(
                     vals.into_iter().map(|v| v.map_or(Value::Null, |i| Value::Bulk(Bytes::from(i.value)))).collect(),
@@ -80,6 +82,47 @@ impl Conn {
             Op::Info => self.info(args).await,
             Op::Role => self.role(),
         }
+    }
+
+    async fn get(&self, key: Bytes) -> Value {
+        match self.app.get(self.consistency(), key).await {
+            Ok(Some(v)) => Value::Bulk(Bytes::from(v.value)),
+            Ok(None) => Value::Null,
+            Err(e) => api_err(e),
+        }
+    }
+
+    /// GETEX: without an option GET's read; with one, a write. A bad time is an error only
+    /// for a key that exists (Redis looks the key up first and answers nil for an absent one).
+    async fn getex(&self, args: &[Bytes]) -> Value {
+        match writes::getex(args) {
+            Ok(None) => self.get(args[1].clone()).await,
+            Ok(Some(cmd)) => writes::render(WriteReply::Value, self.app.write(cmd).await),
+            Err((e, false)) => e,
+            Err((e, true)) => match self.app.get(self.consistency(), args[1].clone()).await {
+                Ok(None) => Value::Null,
+                Ok(Some(_)) => e,
+                Err(e) => api_err(e),
+            },
+        }
+    }
+
+    /// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 for an absent key, -1 for one without an expiry,
+    /// else the time left by this node's clock (never below 0) or the expiry itself; seconds
+    /// round to the nearest, as Redis's `(ms + 500) / 1000`.
+    async fn ttl(&self, key: &Bytes, reply: TtlReply) -> Value {
+        let item = match self.app.get_many(self.consistency(), vec![key.clone()]).await {
+            Ok(mut items) => items.pop().flatten(),
+            Err(e) => return api_err(e),
+        };
+        let Some(item) = item else { return Value::Integer(-2) };
+        let Some(at) = item.expires_at else { return Value::Integer(-1) };
+        let at = i64::try_from(at).unwrap_or(i64::MAX);
+        let (t, ms) = match reply {
+            TtlReply::Remaining { ms } => (at.saturating_sub(writes::now_ms()).max(0), ms),
+            TtlReply::At { ms } => (at, ms),
+        };
+        Value::Integer(if ms { t } else { t.saturating_add(500) / 1000 })
     }
 
     /// KEYS: every matching key, in pages, the matching done off the async workers. Refused
@@ -341,6 +384,15 @@ impl Conn {
         }
         out.push_str(&format!("master_repl_offset:{}\r\n\r\n", st.commit_index));
     }
+}
+
+/// What a TTL-family command answers of a key's expiry.
+#[derive(Clone, Copy)]
+enum TtlReply {
+    /// TTL, PTTL: the time left.
+    Remaining { ms: bool },
+    /// EXPIRETIME, PEXPIRETIME: the Unix time.
+    At { ms: bool },
 }
 
 /// Most keys one page of KEYS asks the replica for.

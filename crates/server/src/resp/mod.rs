@@ -29,6 +29,7 @@ use crate::listen::{client_stream, ClientStream, Gate, ACCEPT_RETRY_DELAY, REFUS
 use crate::metrics::Closed;
 pub use table::acl_catalog;
 use table::{lookup, unknown_command, Exec};
+pub use writes::now_ms;
 
 /// Most keys KEYS may return before it refuses (use SCAN for more).
 pub const KEYS_RESULT_MAX: usize = 1_000_000;
@@ -368,10 +369,10 @@ fn is_write(args: &[Bytes]) -> bool {
     lookup(&args[0]).is_some_and(table::Spec::is_write)
 }
 
-/// True for a write whose reply is the key's old value (GETSET, SET with GET).
+/// True for a write whose reply is the key's old value (GETSET, GETDEL, SET with GET).
 fn answers_old_value(args: &[Bytes]) -> bool {
     match lookup(&args[0]).map(|s| s.name) {
-        Some("getset") => true,
+        Some("getset" | "getdel") => true,
         Some("set") => args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"GET")),
         _ => false,
     }

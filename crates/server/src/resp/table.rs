@@ -43,6 +43,12 @@ pub enum Op {
     Time,
     Auth,
     Acl,
+    /// GETEX: a read without an option, a write with one.
+    Getex,
+    Ttl,
+    Pttl,
+    Expiretime,
+    Pexpiretime,
 }
 
 /// What runs a command.
@@ -151,6 +157,8 @@ const RD_STR_F: u32 = READ | STRING | FAST;
 const WR_STR_F: u32 = WRITE | STRING | FAST;
 const WR_STR_S: u32 = WRITE | STRING | SLOW;
 const KS_RD_F: u32 = KEYSPACE | READ | FAST;
+const KS_WR_F: u32 = KEYSPACE | WRITE | FAST;
+const WRITE_FAST: &[&str] = &["write", "fast"];
 const CONN_F: u32 = FAST | CONNECTION;
 const CONN_S: u32 = SLOW | CONNECTION;
 const ADMIN_S: u32 = ADMIN | SLOW | DANGEROUS;
@@ -162,7 +170,7 @@ pub static COMMANDS: &[Spec] = &[
     spec("setnx", 3, WF, ONE, WR_STR_F, Exec::Write(writes::setnx)),
     spec("getset", 3, WF, ONE, WR_STR_F, Exec::Write(writes::getset)),
     spec("del", -2, &["write"], ALL, KEYSPACE | WRITE | SLOW, Exec::Write(writes::del)),
-    spec("unlink", -2, &["write", "fast"], ALL, KEYSPACE | WRITE | FAST, Exec::Write(writes::del)),
+    spec("unlink", -2, WRITE_FAST, ALL, KEYSPACE | WRITE | FAST, Exec::Write(writes::del)),
     spec("exists", -2, RF, ALL, KS_RD_F, Exec::Conn(Op::Exists)),
     spec("incr", 2, WF, ONE, WR_STR_F, Exec::Write(writes::incr)),
     spec("decr", 2, WF, ONE, WR_STR_F, Exec::Write(writes::decr)),
@@ -176,6 +184,19 @@ pub static COMMANDS: &[Spec] = &[
     spec("keys", 2, &["readonly"], NONE, KEYSPACE | READ | SLOW | DANGEROUS, Exec::Conn(Op::Keys)),
     spec("scan", -2, &["readonly"], NONE, KEYSPACE | READ | SLOW, Exec::Conn(Op::Scan)),
     spec("dbsize", 1, RF, NONE, KS_RD_F, Exec::Conn(Op::Dbsize)),
+    spec("setex", 4, W, ONE, WR_STR_S, Exec::Write(writes::setex)),
+    spec("psetex", 4, W, ONE, WR_STR_S, Exec::Write(writes::psetex)),
+    spec("getex", -2, WRITE_FAST, ONE, WR_STR_F, Exec::Conn(Op::Getex)),
+    spec("getdel", 2, WRITE_FAST, ONE, WR_STR_F, Exec::Write(writes::getdel)),
+    spec("expire", -3, WRITE_FAST, ONE, KS_WR_F, Exec::Write(writes::expire)),
+    spec("pexpire", -3, WRITE_FAST, ONE, KS_WR_F, Exec::Write(writes::pexpire)),
+    spec("expireat", -3, WRITE_FAST, ONE, KS_WR_F, Exec::Write(writes::expireat)),
+    spec("pexpireat", -3, WRITE_FAST, ONE, KS_WR_F, Exec::Write(writes::pexpireat)),
+    spec("persist", 2, WRITE_FAST, ONE, KS_WR_F, Exec::Write(writes::persist)),
+    spec("ttl", 2, RF, ONE, KS_RD_F, Exec::Conn(Op::Ttl)),
+    spec("pttl", 2, RF, ONE, KS_RD_F, Exec::Conn(Op::Pttl)),
+    spec("expiretime", 2, RF, ONE, KS_RD_F, Exec::Conn(Op::Expiretime)),
+    spec("pexpiretime", 2, RF, ONE, KS_RD_F, Exec::Conn(Op::Pexpiretime)),
     // Not a Redis command: a compare-and-set, in the categories of Redis's SET.
     spec("cas", 4, W, ONE, WR_STR_S, Exec::Write(writes::cas)),
     spec("ping", -1, F, NONE, CONN_F, Exec::Conn(Op::Ping)),

@@ -19,8 +19,8 @@ use rampart_kv::{
 use rampart_server::app::App;
 use rampart_server::ServerConfig;
 
-/// The wall clock, Unix ms: the time this replica applies writes at.
-fn now_ms() -> u64 {
+/// The wall clock, Unix ms.
+fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -46,11 +46,34 @@ pub struct MemReplica {
     map: Mutex<Map>,
     revision: AtomicU64,
     limits: Limits,
+    /// How far this replica's clock runs ahead of the wall clock (ms): tests advance it to
+    /// make keys expire without waiting.
+    clock_offset_ms: AtomicU64,
 }
 
 impl MemReplica {
     pub fn new(limits: Limits) -> Arc<MemReplica> {
-        Arc::new(MemReplica { map: Mutex::new(Map::default()), revision: AtomicU64::new(0), limits })
+        Arc::new(MemReplica {
+            map: Mutex::new(Map::default()),
+            revision: AtomicU64::new(0),
+            limits,
+            clock_offset_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The time this replica applies writes and judges expiry at (Unix ms).
+    pub fn now_ms(&self) -> u64 {
+        wall_ms() + self.clock_offset_ms.load(Ordering::SeqCst)
+    }
+
+    /// Moves this replica's clock `ms` forward.
+    pub fn advance(&self, ms: u64) {
+        self.clock_offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// The stored expiry of `key` (Unix ms), expired or not, as the replica holds it.
+    pub fn stored_expiry(&self, key: &[u8]) -> Option<Option<u64>> {
+        self.map.lock().0.get(key).map(|r| r.expires_at)
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) {
@@ -75,7 +98,7 @@ impl Replica for MemReplica {
                     .iter()
                     .map(|cmd| {
                         let rev = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
-                        let ctx = Ctx { revision: rev, now_ms: now_ms(), value_bytes_max: usize::MAX };
+                        let ctx = Ctx { revision: rev, now_ms: self.now_ms(), value_bytes_max: usize::MAX };
                         match apply_command(&mut *map, ctx, cmd)? {
                             Outcome::Rejected(m) => Err(KvError::Rejected(m)),
                             outcome => Ok(Response { revision: rev, outcome }),
@@ -89,10 +112,11 @@ impl Replica for MemReplica {
     fn get_many(&self, _: Consistency, keys: Vec<Bytes>) -> BoxFuture<'_, Result<Vec<Option<Item>>, KvError>> {
         Box::pin(async move {
             let map = self.map.lock();
+            let now = self.now_ms();
             let mut budget = self.limits.reply_budget();
             let mut out = Vec::new();
             for k in &keys {
-                let item = map.0.get(&k[..]);
+                let item = map.0.get(&k[..]).filter(|r| !r.as_current().expired(now));
                 if let Some(r) = item {
                     budget.take(r.value.len())?;
                 }
@@ -109,7 +133,8 @@ impl Replica for MemReplica {
     fn exists(&self, _: Consistency, keys: Vec<Bytes>) -> BoxFuture<'_, Result<u64, KvError>> {
         Box::pin(async move {
             let map = self.map.lock();
-            Ok(keys.iter().filter(|k| map.0.contains_key(&k[..])).count() as u64)
+            let now = self.now_ms();
+            Ok(keys.iter().filter(|k| map.0.get(&k[..]).is_some_and(|r| !r.as_current().expired(now))).count() as u64)
         })
     }
 
@@ -123,12 +148,13 @@ impl Replica for MemReplica {
     ) -> BoxFuture<'_, Result<Page, KvError>> {
         Box::pin(async move {
             let map = self.map.lock();
+            let now = self.now_ms();
             let mut items = Vec::new();
             let mut bytes = 0;
             let mut more = false;
             let start = after.clone().unwrap_or_default();
             for (k, r) in map.0.range(start..) {
-                if after.as_ref() == Some(k) {
+                if after.as_ref() == Some(k) || r.as_current().expired(now) {
                     continue;
                 }
                 if !k.starts_with(&prefix) {
@@ -151,7 +177,10 @@ impl Replica for MemReplica {
     }
 
     fn count(&self, _: Consistency) -> BoxFuture<'_, Result<u64, KvError>> {
-        Box::pin(async move { Ok(self.map.lock().0.len() as u64) })
+        Box::pin(async move {
+            let now = self.now_ms();
+            Ok(self.map.lock().0.values().filter(|r| !r.as_current().expired(now)).count() as u64)
+        })
     }
 
     fn has_revisions(&self) -> bool {

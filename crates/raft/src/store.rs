@@ -453,9 +453,7 @@ fn build_into(
                 |e: SnapshotError| rampart_storage::Error::Io { path: tmp.to_path_buf(), reason: e.to_string() };
             let clock_ms = crate::state_machine::view_clock(v)?;
             let mut w = SnapshotWriter::with_clock(out, &meta, clock_ms).map_err(write_err)?;
-            v.kv_for_each(|k, val| {
-                w.record_expiring(k, val.revision, &val.value, val.expires_at).map_err(write_err)
-            })?;
+            v.kv_for_each(|k, val| w.record_expiring(k, val.revision, &val.value, val.expires_at).map_err(write_err))?;
             let (out, summary) = w.finish().map_err(write_err)?;
             let file = out.into_inner().map_err(|e| write_err(SnapshotError::Io(e.into_error())))?;
             file.sync_all().map_err(|e| write_err(SnapshotError::Io(e)))?;

@@ -996,7 +996,7 @@ mod snapshot_tests {
         assert_eq!(f.kv_get(b"k/000000").unwrap().unwrap().expires_at, None);
         assert_eq!(f.read(|v| v.kv_expired(1_000, 10)).unwrap(), vec![b"ttl/soon".to_vec()]);
         assert_eq!(f.read(|v| v.kv_expired_count(u64::MAX)).unwrap(), 2);
-        assert_eq!(f.read(|v| crate::state_machine::view_clock(v)).unwrap(), 500);
+        assert_eq!(f.read(crate::state_machine::view_clock).unwrap(), 500);
     }
 
     #[tokio::test]

@@ -237,7 +237,10 @@ impl Replica for RaftNode {
         for (name, v) in gauges {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
         }
-        let _ = writeln!(out, "# HELP rampart_expired_keys_total Keys the expirer removed through the log while this node led.");
+        let _ = writeln!(
+            out,
+            "# HELP rampart_expired_keys_total Keys the expirer removed through the log while this node led."
+        );
         let _ = writeln!(out, "# TYPE rampart_expired_keys_total counter");
         let _ = writeln!(out, "rampart_expired_keys_total {}", self.expired_keys_total());
         self.config().transport.stats.render_prometheus(out);

@@ -453,9 +453,7 @@ fn build_into(
                 |e: SnapshotError| rampart_storage::Error::Io { path: tmp.to_path_buf(), reason: e.to_string() };
             let clock_ms = crate::state_machine::view_clock(v)?;
             let mut w = SnapshotWriter::with_clock(out, &meta, clock_ms).map_err(write_err)?;
-            v.kv_for_each(|k, val| {
-                w.record_expiring(k, val.revision, &val.value, val.expires_at).map_err(write_err)
-            })?;
+            v.kv_for_each(|k, val| w.record_expiring(k, val.revision, &val.value, val.expires_at).map_err(write_err))?;
             let (out, summary) = w.finish().map_err(write_err)?;
             let file = out.into_inner().map_err(|e| write_err(SnapshotError::Io(e.into_error())))?;
             file.sync_all().map_err(|e| write_err(SnapshotError::Io(e)))?;
@@ -998,7 +996,7 @@ mod snapshot_tests {
         assert_eq!(f.kv_get(b"k/000000").unwrap().unwrap().expires_at, None);
         assert_eq!(f.read(|v| v.kv_expired(1_000, 10)).unwrap(), vec![b"ttl/soon".to_vec()]);
         assert_eq!(f.read(|v| v.kv_expired_count(u64::MAX)).unwrap(), 2);
-        assert_eq!(f.read(|v| crate::state_machine::view_clock(v)).unwrap(), 500);
+        assert_eq!(f.read(crate::state_machine::view_clock).unwrap(), 500);
     }
 
     #[tokio::test]

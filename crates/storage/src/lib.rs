@@ -884,8 +884,7 @@ mod tests {
         let mut after: Option<Vec<u8>> = None;
         let mut pages = 0;
         loop {
-            let (items, next) =
-                s.read(|v| v.kv_scan_live(b"k/", after.as_deref(), 2, usize::MAX, true, 150)).unwrap();
+            let (items, next) = s.read(|v| v.kv_scan_live(b"k/", after.as_deref(), 2, usize::MAX, true, 150)).unwrap();
             pages += 1;
             seen.extend(items.into_iter().map(|(k, v)| (k, v.value)));
             match next {
@@ -894,7 +893,10 @@ mod tests {
             }
             assert!(pages < 10, "the scan must end");
         }
-        assert_eq!(seen, vec![(b"k/00000".to_vec(), b"live-first".to_vec()), (b"k/99999".to_vec(), b"live-last".to_vec())]);
+        assert_eq!(
+            seen,
+            vec![(b"k/00000".to_vec(), b"live-first".to_vec()), (b"k/99999".to_vec(), b"live-last".to_vec())]
+        );
         assert!(pages >= 2, "one page steps over at most SCAN_EXPIRED_SKIPPED_MAX expired keys");
         // At 200 the last key is expired too.
         let (items, next) = s.read(|v| v.kv_scan_live(b"k/99999", None, 10, usize::MAX, false, 200)).unwrap();

@@ -69,6 +69,11 @@ impl RaftNode {
                     };
                     removed += count;
                     self.expired_keys.fetch_add(count, Ordering::Relaxed);
+                    if count == 0 {
+                        // Every picked key was rewritten meanwhile (or the index is out of step
+                        // with the records): do not spin on the same keys until the next pass.
+                        return Ok(removed);
+                    }
                 }
                 Err(ForwardError::NotLeader { .. }) => return Ok(removed),
                 Err(e) => return Err(format!("expiry entry: {e}")),

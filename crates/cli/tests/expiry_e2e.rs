@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use rampart_resp::client::RespClient;
@@ -29,13 +29,16 @@ fn int(v: &Value) -> i64 {
 /// Sends `args` through `cl` until the reply is not an error (a node still electing, or one
 /// just restarted), within a deadline.
 async fn retrying(cl: &mut RespClient, args: &[&str]) -> Value {
-    wait_for(&format!("{args:?} to be served"), Duration::from_secs(30), || async {
-        match cl.cmd_str(args).await {
-            Ok(Value::Error(_)) | Err(_) => None,
-            Ok(v) => Some(v),
-        }
-    })
-    .await
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = match cl.cmd_str(args).await {
+            Ok(Value::Error(e)) => e,
+            Err(e) => e.to_string(),
+            Ok(v) => return v,
+        };
+        assert!(Instant::now() < deadline, "{args:?} kept failing: {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Writes the three kinds of key through node `id`.
@@ -55,13 +58,11 @@ async fn write_keys(c: &Cluster, id: u64) {
 /// their TTLs.
 async fn check_node(c: &Cluster, id: u64) {
     let mut cl = resp(c, id).await;
-    wait_for(&format!("exp/short to expire on node {id}"), Duration::from_secs(30), || async {
-        match cl.cmd_str(&["GET", "exp/short"]).await {
-            Ok(Value::Null) => Some(()),
-            _ => None,
-        }
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while retrying(&mut cl, &["GET", "exp/short"]).await != Value::Null {
+        assert!(Instant::now() < deadline, "exp/short never expired on node {id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(int(&retrying(&mut cl, &["EXISTS", "exp/short"]).await), 0, "node {id}");
     assert_eq!(int(&retrying(&mut cl, &["PTTL", "exp/short"]).await), -2, "node {id}");
     assert_eq!(bulk(&retrying(&mut cl, &["GET", "exp/long"]).await).as_deref(), Some("L"), "node {id}");

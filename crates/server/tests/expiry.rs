@@ -50,9 +50,43 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// The expiry the replica holds for `key` (Unix ms).
+fn stored(s: &TestServer, key: &str) -> i64 {
+    match s.replica.stored_expiry(key.as_bytes()) {
+        Some(Some(at)) => at as i64,
+        other => panic!("{key}: expected a stored expiry, found {other:?}"),
+    }
+}
+
+/// Runs `line` (which must answer `want`) and checks that it gave `key` an expiry `ttl_ms`
+/// after the time it ran at, and that TTL and PTTL agree with it.
+async fn expires_in(s: &TestServer, c: &mut RespClient, line: &str, want: Value, key: &str, ttl_ms: i64) {
+    let before = s.replica.now_ms() as i64;
+    assert_eq!(cmd(c, line).await, want, "{line}");
+    let after = s.replica.now_ms() as i64;
+    let at = stored(s, key);
+    assert!((before + ttl_ms..=after + ttl_ms).contains(&at), "{line}: expires at {at}");
+    ttl_agrees(s, c, key).await;
+}
+
+/// TTL and PTTL of `key` answer what is left of its stored expiry by the wall clock around
+/// the call (seconds rounded as Redis's `(ms + 500) / 1000`), and the EXPIRETIMEs the expiry.
+async fn ttl_agrees(s: &TestServer, c: &mut RespClient, key: &str) {
+    let at = stored(s, key);
+    let before = now_ms();
+    let pttl = int(c, &format!("PTTL {key}")).await;
+    let ttl = int(c, &format!("TTL {key}")).await;
+    let after = now_ms();
+    assert!(((at - after).max(0)..=(at - before).max(0)).contains(&pttl), "PTTL {key} {pttl}");
+    let secs = |ms: i64| (ms.max(0) + 500) / 1000;
+    assert!((secs(at - after)..=secs(at - before)).contains(&ttl), "TTL {key} {ttl}");
+    assert_eq!(int(c, &format!("PEXPIRETIME {key}")).await, at);
+    assert_eq!(int(c, &format!("EXPIRETIME {key}")).await, (at + 500) / 1000);
+}
+
 #[tokio::test]
 async fn bad_options_get_redis_errors() {
-    let (_s, mut c) = server().await;
+    let (s, mut c) = server().await;
     assert_eq!(cmd(&mut c, "SET k v").await, ok());
     let syntax = "ERR syntax error";
     let cases: &[(&str, &str)] = &[
@@ -109,8 +143,7 @@ async fn bad_options_get_redis_errors() {
     assert_eq!(cmd(&mut c, "GET k").await, bulk("v"));
     assert_eq!(int(&mut c, "TTL k").await, -1);
     // Repeats are accepted (the last wins), as in Redis.
-    assert_eq!(cmd(&mut c, "SET k v EX 10 EX 20").await, ok());
-    assert_eq!(int(&mut c, "TTL k").await, 20);
+    expires_in(&s, &mut c, "SET k v EX 10 EX 20", ok(), "k", 20_000).await;
     assert_eq!(cmd(&mut c, "SET k v KEEPTTL KEEPTTL").await, ok());
     assert_eq!(cmd(&mut c, "GETEX k PERSIST PERSIST").await, bulk("v"));
     assert_eq!(int(&mut c, "EXPIRE k 10 NX NX").await, 1);
@@ -118,7 +151,7 @@ async fn bad_options_get_redis_errors() {
 
 #[tokio::test]
 async fn ttl_reads_answer_absent_none_and_remaining() {
-    let (_s, mut c) = server().await;
+    let (s, mut c) = server().await;
     for read in ["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"] {
         assert_eq!(int(&mut c, &format!("{read} nosuch")).await, -2, "{read}");
     }
@@ -126,33 +159,21 @@ async fn ttl_reads_answer_absent_none_and_remaining() {
     for read in ["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"] {
         assert_eq!(int(&mut c, &format!("{read} k")).await, -1, "{read}");
     }
-    let before = now_ms();
-    assert_eq!(cmd(&mut c, "SET k v EX 100").await, ok());
-    let after = now_ms();
-    let ttl = int(&mut c, "TTL k").await;
-    assert!((99..=100).contains(&ttl), "TTL {ttl}");
-    let pttl = int(&mut c, "PTTL k").await;
-    assert!((1..=100_000).contains(&pttl), "PTTL {pttl}");
-    let at = int(&mut c, "PEXPIRETIME k").await;
-    assert!((before + 100_000..=after + 100_000).contains(&at), "PEXPIRETIME {at}");
-    // EXPIRETIME rounds to the nearest second, as Redis's (ms + 500) / 1000.
-    assert_eq!(int(&mut c, "EXPIRETIME k").await, (at + 500) / 1000);
-    assert_eq!(cmd(&mut c, "PSETEX k 1500 v").await, ok());
-    let ttl = int(&mut c, "TTL k").await;
-    assert!((1..=2).contains(&ttl), "TTL rounds 1500 ms to 2 s, and less as time goes: {ttl}");
+    expires_in(&s, &mut c, "SET k v EX 100", ok(), "k", 100_000).await;
+    expires_in(&s, &mut c, "PSETEX k 1500 v", ok(), "k", 1_500).await;
+    expires_in(&s, &mut c, "SET k v PX 2499", ok(), "k", 2_499).await;
     assert_eq!(cmd(&mut c, "SET k v PXAT 4102444800123").await, ok());
     assert_eq!(int(&mut c, "PEXPIRETIME k").await, 4_102_444_800_123);
     assert_eq!(int(&mut c, "EXPIRETIME k").await, 4_102_444_800);
     assert_eq!(cmd(&mut c, "SET k v EXAT 4102444800").await, ok());
     assert_eq!(int(&mut c, "PEXPIRETIME k").await, 4_102_444_800_000);
-    assert_eq!(cmd(&mut c, "SETEX k 50 v2").await, ok());
+    expires_in(&s, &mut c, "SETEX k 50 v2", ok(), "k", 50_000).await;
     assert_eq!(cmd(&mut c, "GET k").await, bulk("v2"));
-    assert!((49..=50).contains(&int(&mut c, "TTL k").await));
 }
 
 #[tokio::test]
 async fn writes_keep_or_clear_the_ttl_as_redis_does() {
-    let (_s, mut c) = server().await;
+    let (s, mut c) = server().await;
     assert_eq!(cmd(&mut c, "SET n 1 EX 100").await, ok());
     assert_eq!(int(&mut c, "INCR n").await, 2);
     assert!(int(&mut c, "TTL n").await > 0, "INCR keeps the TTL");
@@ -166,15 +187,14 @@ async fn writes_keep_or_clear_the_ttl_as_redis_does() {
     assert_eq!(cmd(&mut c, "SET n 7 KEEPTTL").await, ok());
     assert_eq!(int(&mut c, "TTL n").await, -1, "KEEPTTL of no TTL is none");
     // SET .. GET with EX answers the old value and sets the TTL.
-    assert_eq!(cmd(&mut c, "SET n 8 GET EX 100").await, bulk("7"));
-    assert!((99..=100).contains(&int(&mut c, "TTL n").await));
+    expires_in(&s, &mut c, "SET n 8 GET EX 100", bulk("7"), "n", 100_000).await;
     assert_eq!(cmd(&mut c, "SET fresh 1 GET PX 100000").await, Value::Null);
     assert!(int(&mut c, "PTTL fresh").await > 0);
     // NX/XX with an expiry.
+    let kept = stored(&s, "n");
     assert_eq!(cmd(&mut c, "SET n 9 NX EX 5").await, Value::Null);
-    assert!((99..=100).contains(&int(&mut c, "TTL n").await), "a SET that did not write leaves the TTL");
-    assert_eq!(cmd(&mut c, "SET n 9 XX EX 5").await, ok());
-    assert!((4..=5).contains(&int(&mut c, "TTL n").await));
+    assert_eq!(stored(&s, "n"), kept, "a SET that did not write leaves the TTL");
+    expires_in(&s, &mut c, "SET n 9 XX EX 5", ok(), "n", 5_000).await;
     // GETSET and MSET clear it.
     assert_eq!(cmd(&mut c, "GETSET n 10").await, bulk("9"));
     assert_eq!(int(&mut c, "TTL n").await, -1);
@@ -185,7 +205,7 @@ async fn writes_keep_or_clear_the_ttl_as_redis_does() {
 
 #[tokio::test]
 async fn expire_conditions_follow_redis() {
-    let (_s, mut c) = server().await;
+    let (s, mut c) = server().await;
     assert_eq!(int(&mut c, "EXPIRE nosuch 10").await, 0, "no key, no expiry");
     assert_eq!(int(&mut c, "PERSIST nosuch").await, 0);
     assert_eq!(cmd(&mut c, "SET k v").await, ok());
@@ -201,10 +221,8 @@ async fn expire_conditions_follow_redis() {
     assert_eq!(int(&mut c, "EXPIRE k 200 GT").await, 1);
     assert_eq!(int(&mut c, "EXPIRE k 100 XX GT").await, 0);
     assert_eq!(int(&mut c, "EXPIRE k 300 XX GT").await, 1);
-    assert_eq!(int(&mut c, "EXPIRE k 250 XX LT").await, 1);
-    assert!((249..=250).contains(&int(&mut c, "TTL k").await));
-    assert_eq!(int(&mut c, "PEXPIRE k 400000 XX").await, 1);
-    assert!((399..=400).contains(&int(&mut c, "TTL k").await));
+    expires_in(&s, &mut c, "EXPIRE k 250 XX LT", Value::Integer(1), "k", 250_000).await;
+    expires_in(&s, &mut c, "PEXPIRE k 400000 XX", Value::Integer(1), "k", 400_000).await;
     let at = now_ms() / 1000 + 1000;
     assert_eq!(int(&mut c, &format!("EXPIREAT k {at}")).await, 1);
     assert_eq!(int(&mut c, "EXPIRETIME k").await, at);
@@ -229,7 +247,7 @@ async fn expire_conditions_follow_redis() {
 
 #[tokio::test]
 async fn getex_and_getdel() {
-    let (_s, mut c) = server().await;
+    let (s, mut c) = server().await;
     // An absent key answers nil before its time is checked, as in Redis.
     assert_eq!(cmd(&mut c, "GETEX nosuch EX 0").await, Value::Null);
     assert_eq!(cmd(&mut c, "GETEX nosuch EX 10").await, Value::Null);
@@ -239,12 +257,10 @@ async fn getex_and_getdel() {
     assert_eq!(cmd(&mut c, "SET k v").await, ok());
     assert_eq!(cmd(&mut c, "GETEX k").await, bulk("v"));
     assert_eq!(int(&mut c, "TTL k").await, -1);
-    assert_eq!(cmd(&mut c, "GETEX k EX 100").await, bulk("v"));
-    assert!((99..=100).contains(&int(&mut c, "TTL k").await));
+    expires_in(&s, &mut c, "GETEX k EX 100", bulk("v"), "k", 100_000).await;
     assert_eq!(cmd(&mut c, "GETEX k").await, bulk("v"));
     assert!(int(&mut c, "TTL k").await > 0, "GETEX without an option leaves the TTL");
-    assert_eq!(cmd(&mut c, "GETEX k PX 200000").await, bulk("v"));
-    assert!((199..=200).contains(&int(&mut c, "TTL k").await));
+    expires_in(&s, &mut c, "GETEX k PX 200000", bulk("v"), "k", 200_000).await;
     assert_eq!(cmd(&mut c, "GETEX k EXAT 4102444800").await, bulk("v"));
     assert_eq!(int(&mut c, "EXPIRETIME k").await, 4_102_444_800);
     assert_eq!(cmd(&mut c, "GETEX k PXAT 4102444800500").await, bulk("v"));

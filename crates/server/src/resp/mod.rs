@@ -444,5 +444,6 @@ mod tests {
         assert_eq!(write_run_end(&p, 5, 1), 5, "a read starts no run");
         assert_eq!(write_run_end(&p, 6, 1), 7);
         assert!(!answers_old_value(&p[0]) && answers_old_value(&p[1]) && answers_old_value(&p[3]));
+        assert!(answers_old_value(&cmds(&["GETDEL a"])[0]), "GETDEL answers the value it removed");
     }
 }

@@ -346,6 +346,54 @@ mod tests {
     }
 
     #[test]
+    fn expiry_options_map_to_ttls() {
+        let ttl = |v: &[&str]| match set(&args(v)).unwrap().0 {
+            Command::Set { ttl, .. } => ttl,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ttl(&["SET", "k", "v"]), Ttl::Clear);
+        assert_eq!(ttl(&["SET", "k", "v", "ex", "10"]), Ttl::In(10_000));
+        assert_eq!(ttl(&["SET", "k", "v", "PX", "10"]), Ttl::In(10));
+        assert_eq!(ttl(&["SET", "k", "v", "EXAT", "10"]), Ttl::At(10_000));
+        assert_eq!(ttl(&["SET", "k", "v", "PXAT", "9223372036854775807"]), Ttl::At(i64::MAX));
+        assert_eq!(ttl(&["SET", "k", "v", "KEEPTTL", "GET"]), Ttl::Keep);
+        assert_eq!(ttl(&["SET", "k", "v", "EX", "1", "EX", "2"]), Ttl::In(2_000), "the last repeat wins");
+        assert_eq!(setex(&args(&["SETEX", "k", "3", "v"])).unwrap().0, {
+            Command::Set {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                cond: SetCond::Always,
+                return_old: false,
+                ttl: Ttl::In(3_000),
+            }
+        });
+        let ex = |v: &[&str]| getex(&args(v)).map_err(|(e, _)| e);
+        assert_eq!(ex(&["GETEX", "k"]), Ok(None));
+        assert_eq!(ex(&["GETEX", "k", "PERSIST"]), Ok(Some(Command::GetEx { key: b"k".to_vec(), ttl: Ttl::Clear })));
+        assert_eq!(ex(&["GETEX", "k", "pxat", "5"]), Ok(Some(Command::GetEx { key: b"k".to_vec(), ttl: Ttl::At(5) })));
+        assert!(getex(&args(&["GETEX", "k", "EX", "0"])).unwrap_err().1, "a bad time needs the key read");
+        assert!(!getex(&args(&["GETEX", "k", "FOO"])).unwrap_err().1, "a bad option does not");
+        let exp = |v: &[&str]| match expire_for(&args(v), v[0] == "EXPIRE", v[0] != "EXPIREAT", "x").unwrap().0 {
+            Command::Expire { ttl, cond, .. } => (ttl, cond),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(exp(&["EXPIRE", "k", "-3"]), (Ttl::In(-3_000), ExpireCond::Always));
+        assert_eq!(exp(&["EXPIRE", "k", "1", "nx"]), (Ttl::In(1_000), ExpireCond::IfNone));
+        assert_eq!(exp(&["EXPIRE", "k", "1", "XX"]), (Ttl::In(1_000), ExpireCond::IfSome));
+        assert_eq!(exp(&["EXPIRE", "k", "1", "GT", "XX"]), (Ttl::In(1_000), ExpireCond::IfGreater));
+        assert_eq!(exp(&["EXPIRE", "k", "1", "LT"]), (Ttl::In(1_000), ExpireCond::IfLess));
+        assert_eq!(exp(&["EXPIRE", "k", "1", "LT", "XX"]), (Ttl::In(1_000), ExpireCond::IfSomeAndLess));
+        assert_eq!(exp(&["EXPIREAT", "k", "7"]), (Ttl::At(7), ExpireCond::Always));
+        assert_eq!(
+            expire(&args(&["EXPIRE", "k", "-9223372036854776"])).unwrap_err(),
+            err("ERR invalid expire time in 'expire' command"),
+            "below i64::MIN / 1000 overflows in ms, as Redis checks"
+        );
+        assert!(expire(&args(&["EXPIRE", "k", "-9223372036854775"])).is_ok());
+        assert!(pexpireat(&args(&["PEXPIREAT", "k", "9223372036854775807"])).is_ok(), "no base time to add");
+    }
+
+    #[test]
     fn increments_parse_like_redis() {
         assert!(incrby(&args(&["INCRBY", "k", "+5"])).is_err(), "Redis refuses a leading +");
         assert!(incrby(&args(&["INCRBY", "k", "05"])).is_err(), "and leading zeros");

@@ -82,7 +82,7 @@ pub(crate) fn stale_read(store: &Store, key: &[u8], now_ms: u64) -> Result<Optio
     let raw = store.read(|v| v.register_get(key)).map_err(|e| MmError::Internal(e.to_string()))?;
     let Some(raw) = raw else { return Ok(None) };
     let register = wire::decode_register(&raw).map_err(MmError::Internal)?.value;
-    Ok(live_item(&register, now_ms)?)
+    live_item(&register, now_ms)
 }
 
 /// A register's live value as a client item (no revision in this mode), `None` when it is a

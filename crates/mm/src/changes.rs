@@ -10,7 +10,9 @@ use crate::proposer_task::ProposerEvent;
 use crate::{wire, Change, MmError, MmNode, Outcome};
 
 impl MmNode {
-    /// Applies one change to one key (linearizable; `Change::Read` is a linearizable read).
+    /// Applies one change to one key (linearizable; `Change::Read` is a linearizable read, whose
+    /// `Outcome::Value` is the register's envelope: `rampart_paxos::decode_register_value` gives
+    /// the value and its expiry). The change applies at this node's expiry clock.
     pub async fn change(&self, key: Vec<u8>, change: Change) -> Result<Outcome, MmError> {
         self.changes(vec![(key, change)]).await.pop().unwrap_or_else(|| Err(MmError::Internal("no result".into())))
     }

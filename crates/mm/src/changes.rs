@@ -10,7 +10,9 @@ use crate::proposer_task::ProposerEvent;
 use crate::{wire, Change, MmError, MmNode, Outcome};
 
 impl MmNode {
-    /// Applies one change to one key (linearizable; `Change::Read` is a linearizable read).
+    /// Applies one change to one key (linearizable; `Change::Read` is a linearizable read, whose
+    /// `Outcome::Value` is the register's envelope: `rampart_paxos::decode_register_value` gives
+    /// the value and its expiry). The change applies at this node's expiry clock.
     pub async fn change(&self, key: Vec<u8>, change: Change) -> Result<Outcome, MmError> {
         self.changes(vec![(key, change)]).await.pop().unwrap_or_else(|| Err(MmError::Internal("no result".into())))
     }
@@ -82,7 +84,7 @@ pub(crate) fn stale_read(store: &Store, key: &[u8], now_ms: u64) -> Result<Optio
     let raw = store.read(|v| v.register_get(key)).map_err(|e| MmError::Internal(e.to_string()))?;
     let Some(raw) = raw else { return Ok(None) };
     let register = wire::decode_register(&raw).map_err(MmError::Internal)?.value;
-    Ok(live_item(&register, now_ms)?)
+    live_item(&register, now_ms)
 }
 
 /// A register's live value as a client item (no revision in this mode), `None` when it is a

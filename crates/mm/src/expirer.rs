@@ -97,10 +97,9 @@ impl MmNode {
         }
         let mut pass = ExpirerPass { scanned: registers.len(), proposed: due.len(), expired: 0 };
         for result in self.changes(due).await {
-            match result {
-                Ok(Outcome::Deleted { count }) => pass.expired += count,
-                // Not removed now (contention, a peer down): a later pass tries again.
-                Ok(_) | Err(_) => {}
+            // A key not removed now (contention, a peer down) is tried again by a later pass.
+            if let Ok(Outcome::Deleted { count }) = result {
+                pass.expired += count;
             }
         }
         self.shared.stats.keys_expired.fetch_add(pass.expired, Ordering::Relaxed);

@@ -525,3 +525,35 @@ async fn a_read_that_finds_a_key_expired_makes_it_absent_for_nodes_whose_clocks_
         assert_eq!(nodes[i].get_many(Consistency::Linearizable, vec!["k".into()]).await.unwrap(), vec![None]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_before_expiry_serves_its_values_without_expiry() {
+    use rampart_kv::{Consistency, Item, Replica};
+    use rampart_paxos::{Ballot, NodeId, RegisterState};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Format 1: the header of today's format with version byte 1, then the raw value.
+        let state = RegisterState {
+            promised: Ballot::new(2, NodeId(1)),
+            accepted: Ballot::new(1, NodeId(1)),
+            value: Some(rampart_paxos::encode_register_value(b"", None)),
+            base: Ballot::ZERO,
+        };
+        let mut raw = rampart_mm::wire::encode_register(&state);
+        raw[0] = 1;
+        raw.truncate(raw.len() - 1);
+        raw.extend_from_slice(b"\x01old");
+        let store = Store::open_dir(dir.path()).unwrap();
+        store.write(Durability::Immediate, |b| b.register_put(b"k", &raw)).unwrap();
+    }
+    let node = MmNode::start(config(dir.path(), 1, &[(1, free_addr())])).await.unwrap();
+    let want = vec![Some(Item { value: b"\x01old".to_vec(), revision: None, expires_at: None })];
+    for consistency in [Consistency::Stale, Consistency::Linearizable] {
+        assert_eq!(node.get_many(consistency, vec!["k".into()]).await.unwrap(), want, "{consistency:?}");
+    }
+    assert_eq!(
+        node.change(b"k".to_vec(), Change::Append { value: b"!".to_vec(), value_bytes_max: 100 }).await.unwrap(),
+        Outcome::Integer(5)
+    );
+    assert_eq!(node.stale_get(b"k").unwrap(), Some(b"\x01old!".to_vec()));
+}

@@ -54,8 +54,11 @@ pub fn encode_register_value(value: &[u8], expires_at: Option<u64>) -> Vec<u8> {
     out
 }
 
+/// A user's value and its expiry (Unix ms; `None`: never), as an envelope holds them.
+pub type UserValue<'a> = (&'a [u8], Option<u64>);
+
 /// The user's value and expiry in an envelope.
-pub fn decode_register_value(raw: &[u8]) -> Result<(&[u8], Option<u64>), MalformedRegister> {
+pub fn decode_register_value(raw: &[u8]) -> Result<UserValue<'_>, MalformedRegister> {
     match raw.split_first() {
         None => Err(MalformedRegister("empty envelope (no tag byte)")),
         Some((&TAG_PERSISTENT, value)) => Ok((value, None)),
@@ -74,7 +77,7 @@ pub fn decode_register_value(raw: &[u8]) -> Result<(&[u8], Option<u64>), Malform
 
 /// A register's live user value and expiry at `now_ms`: `None` when it is a tombstone or has
 /// expired (its expiry is at or before `now_ms`).
-pub fn live_value(register: &Value, now_ms: u64) -> Result<Option<(&[u8], Option<u64>)>, MalformedRegister> {
+pub fn live_value(register: &Value, now_ms: u64) -> Result<Option<UserValue<'_>>, MalformedRegister> {
     let Some(raw) = register else { return Ok(None) };
     let (value, expires_at) = decode_register_value(raw)?;
     if expires_at.is_some_and(|at| at <= now_ms) {

@@ -23,7 +23,7 @@ pub use acceptor::{Acceptor, AcceptorOutput, DurableWrite, RegisterState};
 pub use ballot::{Ballot, CounterCeiling, NodeId, COUNTER_CEILING_SLACK, COUNTER_PER_MS};
 pub use change::{
     apply_change, decode_register_value, encode_register_value, live_value, Change, Key, MalformedRegister, Outcome,
-    Value, ENVELOPE_BYTES_MAX, TAG_EXPIRES, TAG_PERSISTENT,
+    UserValue, Value, ENVELOPE_BYTES_MAX, TAG_EXPIRES, TAG_PERSISTENT,
 };
 pub use message::{Reply, Request};
 pub use proposer::{

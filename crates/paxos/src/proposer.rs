@@ -207,6 +207,10 @@ struct Proposal {
     first_accept: Option<Ballot>,
 }
 
+/// A change waiting for its key's active one: id, change, tick it was proposed at, and the time
+/// it applies at (Unix ms).
+type Queued = (ProposalId, Change, Tick, u64);
+
 #[derive(Debug)]
 struct Cached {
     next: Ballot,
@@ -233,8 +237,8 @@ pub struct Proposer {
     rng: SplitMix64,
     dead: Vec<NodeId>,
     active: HashMap<Key, Proposal>,
-    /// Changes waiting for their key's active one: id, change, tick queued, apply time (Unix ms).
-    queued: HashMap<Key, VecDeque<(ProposalId, Change, Tick, u64)>>,
+    /// Changes waiting for their key's active one.
+    queued: HashMap<Key, VecDeque<Queued>>,
     queued_len: usize,
     cache: HashMap<Key, Cached>,
     cache_order: BTreeMap<u64, Key>,
@@ -367,7 +371,7 @@ impl Proposer {
             self.queued.entry(key).or_default().push_back((id, change, now, unix_ms));
             self.queued_len += 1;
         } else {
-            self.start(now, key, id, change, now, unix_ms, &mut out);
+            self.start(now, key, (id, change, now, unix_ms), &mut out);
         }
         Ok((id, out))
     }
@@ -420,17 +424,8 @@ impl Proposer {
     /// Starts a change on an idle key, then, while changes on that key finish at once (no
     /// quorum alive, budget spent while queued), the next queued ones. A loop, not recursion, so
     /// a long queue cannot exhaust the stack.
-    fn start(
-        &mut self,
-        now: Tick,
-        key: Key,
-        id: ProposalId,
-        change: Change,
-        since: Tick,
-        unix_ms: u64,
-        out: &mut Vec<ProposerOutput>,
-    ) {
-        let mut next = Some((id, change, since, unix_ms));
+    fn start(&mut self, now: Tick, key: Key, first: Queued, out: &mut Vec<ProposerOutput>) {
+        let mut next = Some(first);
         while let Some((id, change, since, unix_ms)) = next.take() {
             let mut p = Proposal {
                 id,
@@ -468,7 +463,7 @@ impl Proposer {
         }
     }
 
-    fn pop_queued(&mut self, key: &[u8]) -> Option<(ProposalId, Change, Tick, u64)> {
+    fn pop_queued(&mut self, key: &[u8]) -> Option<Queued> {
         let queue = self.queued.get_mut(key)?;
         let next = queue.pop_front();
         if queue.is_empty() {
@@ -487,8 +482,8 @@ impl Proposer {
                 self.active.insert(key, p);
             }
             Flow::Finished => {
-                if let Some((id, change, since, unix_ms)) = self.pop_queued(&key) {
-                    self.start(now, key, id, change, since, unix_ms, out);
+                if let Some(next) = self.pop_queued(&key) {
+                    self.start(now, key, next, out);
                 }
             }
         }

@@ -4,17 +4,36 @@
 //! model written here from Redis's documented semantics. The same random command sequences go
 //! through all three; every reply must be identical (multi-master has no revisions, so its
 //! revisions are compared as 0, and it refuses revision CAS before proposing).
+//!
+//! Time is part of the model: a shared fake clock moves forward by a random step before each
+//! command, leader mode applies every command stamped with it (`Command::At`, as its leader
+//! stamps entries), multi-master mode applies each change at it (as its proposer stamps them),
+//! and the model expires keys by it, as Redis 7.0 does.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use rampart_kv::{combine, plan, Command, Outcome, SetCond};
+use rampart_kv::{combine, plan, Command, ExpireCond, Outcome, SetCond, Ttl};
 use rampart_storage::{Durability, Store};
 
 /// Redis semantics, written out directly: no shared code with `rampart_kv::apply`.
 #[derive(Default)]
 struct Model {
-    keys: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
+    /// key -> (value, revision of the last write, expiry in Unix ms).
+    keys: BTreeMap<Vec<u8>, (Vec<u8>, u64, Option<u64>)>,
+}
+
+/// Where the fake clock starts (Unix ms).
+const T0: u64 = 1_700_000_000_000;
+
+/// A TTL's deadline at `now`: Redis clamps a negative absolute time to 0.
+fn deadline(now: u64, ttl: Ttl, current: Option<u64>) -> Option<u64> {
+    match ttl {
+        Ttl::Clear => None,
+        Ttl::Keep => current,
+        Ttl::In(ms) => Some((now as i64 + ms).max(0) as u64),
+        Ttl::At(at) => Some(at.max(0) as u64),
+    }
 }
 
 fn redis_int(v: &[u8]) -> Option<i64> {
@@ -25,9 +44,27 @@ fn redis_int(v: &[u8]) -> Option<i64> {
 }
 
 impl Model {
-    fn apply(&mut self, rev: u64, cmd: &Command) -> Outcome {
+    fn apply(&mut self, rev: u64, now: u64, cmd: &Command) -> Outcome {
+        if let Command::ExpireDue { keys } = cmd {
+            let mut count = 0;
+            for k in keys {
+                if self.keys.get(k).is_some_and(|e| e.2.is_some_and(|t| t <= now)) {
+                    self.keys.remove(k);
+                    count += 1;
+                }
+            }
+            return Outcome::Deleted { count };
+        }
+        // A key whose time has come does not exist for any command: the keys a command touches
+        // are dropped first if due (Redis's lazy expiry). Others stay stored until touched or
+        // removed by ExpireDue (which counts only what was still stored).
+        for k in cmd.keys() {
+            if self.keys.get(k).is_some_and(|e| e.2.is_some_and(|t| t <= now)) {
+                self.keys.remove(k);
+            }
+        }
         match cmd {
-            Command::Set { key, value, cond, return_old, .. } => {
+            Command::Set { key, value, cond, return_old, ttl } => {
                 let old = self.keys.get(key).cloned();
                 let write = match cond {
                     SetCond::Always => true,
@@ -35,7 +72,12 @@ impl Model {
                     SetCond::IfPresent => old.is_some(),
                 };
                 if write {
-                    self.keys.insert(key.clone(), (value.clone(), rev));
+                    let at = deadline(now, *ttl, old.as_ref().and_then(|o| o.2));
+                    if at.is_some_and(|t| t <= now) {
+                        self.keys.remove(key);
+                    } else {
+                        self.keys.insert(key.clone(), (value.clone(), rev, at));
+                    }
                 }
                 Outcome::Written {
                     written: write,
@@ -45,7 +87,7 @@ impl Model {
             }
             Command::MSet { pairs } => {
                 for (k, v) in pairs {
-                    self.keys.insert(k.clone(), (v.clone(), rev));
+                    self.keys.insert(k.clone(), (v.clone(), rev, None));
                 }
                 Outcome::Written { written: true, old: None, current_revision: rev }
             }
@@ -56,7 +98,7 @@ impl Model {
             Command::IncrBy { key, delta } => {
                 let base = match self.keys.get(key) {
                     None => Some(0),
-                    Some((v, _)) => redis_int(v),
+                    Some((v, _, _)) => redis_int(v),
                 };
                 let Some(base) = base else {
                     return Outcome::Rejected("value is not an integer or out of range".into());
@@ -64,7 +106,9 @@ impl Model {
                 let Some(n) = base.checked_add(*delta) else {
                     return Outcome::Rejected("increment or decrement would overflow".into());
                 };
-                self.keys.insert(key.clone(), (n.to_string().into_bytes(), rev));
+                // INCRBY keeps the key's expiry.
+                let at = self.keys.get(key).and_then(|e| e.2);
+                self.keys.insert(key.clone(), (n.to_string().into_bytes(), rev, at));
                 Outcome::Integer(n)
             }
             Command::Append { key, value, value_bytes_max } => {
@@ -76,12 +120,14 @@ impl Model {
                         "value of {len} bytes exceeds the limit of {max} bytes (value_bytes_max)"
                     ));
                 }
-                self.keys.insert(key.clone(), (v, rev));
+                let at = self.keys.get(key).and_then(|e| e.2);
+                self.keys.insert(key.clone(), (v, rev, at));
                 Outcome::Integer(len as i64)
             }
             Command::Cas { key, expected, new } => {
                 if self.keys.get(key).map(|x| &x.0) == expected.as_ref() {
-                    self.keys.insert(key.clone(), (new.clone(), rev));
+                    // A swap writes a new value, like SET: no expiry.
+                    self.keys.insert(key.clone(), (new.clone(), rev, None));
                     Outcome::Swapped(true)
                 } else {
                     Outcome::Swapped(false)
@@ -90,22 +136,62 @@ impl Model {
             Command::PutIfRevision { key, revision, value } => {
                 let cur = self.keys.get(key).map_or(0, |x| x.1);
                 if cur == *revision {
-                    self.keys.insert(key.clone(), (value.clone(), rev));
+                    self.keys.insert(key.clone(), (value.clone(), rev, None));
                     Outcome::Written { written: true, old: None, current_revision: rev }
                 } else {
                     Outcome::Written { written: false, old: None, current_revision: cur }
                 }
             }
+            Command::Expire { key, ttl, cond } => {
+                let Some(&(ref value, _, cur)) = self.keys.get(key) else { return Outcome::Integer(0) };
+                let Some(at) = deadline(now, *ttl, cur) else { return Outcome::Integer(0) };
+                // Redis 7.0: NX only without an expiry, XX only with one; no expiry is infinite
+                // to GT (never greater) and LT (always less).
+                let allowed = match cond {
+                    ExpireCond::Always => true,
+                    ExpireCond::IfNone => cur.is_none(),
+                    ExpireCond::IfSome => cur.is_some(),
+                    ExpireCond::IfGreater => cur.is_some_and(|c| at > c),
+                    ExpireCond::IfLess => cur.is_none_or(|c| at < c),
+                };
+                if !allowed {
+                    return Outcome::Integer(0);
+                }
+                if at <= now {
+                    self.keys.remove(key);
+                } else {
+                    // A new expiry is a change of the key: it takes the command's revision.
+                    let value = value.clone();
+                    self.keys.insert(key.clone(), (value, rev, Some(at)));
+                }
+                Outcome::Integer(1)
+            }
+            Command::Persist { key } => match self.keys.get(key).cloned() {
+                Some((value, _, Some(_))) => {
+                    self.keys.insert(key.clone(), (value, rev, None));
+                    Outcome::Integer(1)
+                }
+                _ => Outcome::Integer(0),
+            },
+            Command::GetEx { key, ttl } => {
+                let Some((value, _, cur)) = self.keys.get(key).cloned() else { return Outcome::Value(None) };
+                let at = deadline(now, *ttl, cur);
+                if at == cur {
+                    // No change (GETEX without an option is a GET): the key stays as it is.
+                } else if at.is_some_and(|t| t <= now) {
+                    self.keys.remove(key);
+                } else {
+                    self.keys.insert(key.clone(), (value.clone(), rev, at));
+                }
+                Outcome::Value(Some(value))
+            }
+            Command::GetDel { key } => Outcome::Value(self.keys.remove(key).map(|e| e.0)),
             Command::Batch(_)
             | Command::SystemCas { .. }
             | Command::SystemDelete { .. }
-            | Command::Expire { .. }
-            | Command::Persist { .. }
-            | Command::GetEx { .. }
-            | Command::GetDel { .. }
             | Command::ExpireDue { .. }
             | Command::At { .. } => {
-                unreachable!("the generator makes no batches, system writes or expiry commands")
+                unreachable!("the generator makes no batches, system writes or stamps; ExpireDue is handled above")
             }
         }
     }
@@ -116,12 +202,12 @@ impl Model {
 struct Registers(BTreeMap<Vec<u8>, Option<Vec<u8>>>);
 
 impl Registers {
-    fn apply(&mut self, cmd: &Command) -> Outcome {
+    fn apply(&mut self, now: u64, cmd: &Command) -> Outcome {
         let (ops, how) = plan(cmd.clone()).expect("client commands have a plan");
         let mut outcomes = Vec::new();
         for (key, op) in ops {
             let current = self.0.get(&key).cloned().flatten();
-            let (next, outcome) = rampart_paxos::apply_change(&op, &current);
+            let (next, outcome) = rampart_paxos::apply_change(&op, &current, now);
             self.0.insert(key, next);
             outcomes.push(outcome);
         }
@@ -187,6 +273,54 @@ fn command() -> impl Strategy<Value = Command> {
             new
         }),
         (key(), 0u64..6, value()).prop_map(|(key, revision, value)| Command::PutIfRevision { key, revision, value }),
+        // Expiry. TTLs are of the order of the clock's steps, so keys do expire mid-sequence.
+        (key(), value(), cond_set(), any::<bool>(), set_ttl())
+            .prop_map(|(key, value, cond, return_old, ttl)| { Command::Set { key, value, cond, return_old, ttl } }),
+        (key(), expire_ttl(), expire_cond()).prop_map(|(key, ttl, cond)| Command::Expire { key, ttl, cond }),
+        key().prop_map(|key| Command::Persist { key }),
+        (key(), getex_ttl()).prop_map(|(key, ttl)| Command::GetEx { key, ttl }),
+        key().prop_map(|key| Command::GetDel { key }),
+        prop::collection::vec(key(), 1..4).prop_map(|keys| Command::ExpireDue { keys }),
+    ]
+}
+
+fn cond_set() -> impl Strategy<Value = SetCond> {
+    prop::sample::select(vec![SetCond::Always, SetCond::IfAbsent, SetCond::IfPresent])
+}
+
+/// SET's TTLs: EX/PX (positive), KEEPTTL, none, and EXAT/PXAT around the clock's range (some in
+/// the past: the key is then gone at once).
+fn set_ttl() -> impl Strategy<Value = Ttl> {
+    prop_oneof![
+        (1i64..300).prop_map(Ttl::In),
+        Just(Ttl::Keep),
+        Just(Ttl::Clear),
+        (0i64..2_000).prop_map(|d| Ttl::At(T0 as i64 + d)),
+    ]
+}
+
+/// EXPIRE's: any relative time, negative and zero included (they delete), or an absolute one.
+fn expire_ttl() -> impl Strategy<Value = Ttl> {
+    prop_oneof![(-50i64..300).prop_map(Ttl::In), (-10i64..2_000).prop_map(|d| Ttl::At(T0 as i64 + d))]
+}
+
+fn expire_cond() -> impl Strategy<Value = ExpireCond> {
+    prop::sample::select(vec![
+        ExpireCond::Always,
+        ExpireCond::IfNone,
+        ExpireCond::IfSome,
+        ExpireCond::IfGreater,
+        ExpireCond::IfLess,
+    ])
+}
+
+/// GETEX's options: none (Keep), PERSIST (Clear), EX/PX, EXAT/PXAT.
+fn getex_ttl() -> impl Strategy<Value = Ttl> {
+    prop_oneof![
+        Just(Ttl::Keep),
+        Just(Ttl::Clear),
+        (1i64..300).prop_map(Ttl::In),
+        (0i64..2_000).prop_map(|d| Ttl::At(T0 as i64 + d)),
     ]
 }
 
@@ -194,24 +328,27 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn both_modes_answer_like_the_model(cmds in prop::collection::vec(command(), 1..40)) {
+    fn both_modes_answer_like_the_model(cmds in prop::collection::vec((command(), 0u64..120), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_dir(dir.path()).unwrap();
         let mut model = Model::default();
         // Multi-master refuses revision CAS unproposed, so its model never sees those commands.
         let mut mm_model = Model::default();
         let mut registers = Registers::default();
-        for (i, cmd) in cmds.iter().enumerate() {
+        let mut now = T0;
+        for (i, (cmd, step)) in cmds.iter().enumerate() {
+            now += step;
             let rev = i as u64 + 1;
-            let expected = model.apply(rev, cmd);
+            let expected = model.apply(rev, now, cmd);
+            let stamped = Command::At { now_ms: now, cmd: Box::new(cmd.clone()) };
             let leader = store
-                .write(Durability::Lazy, |b| rampart_raft::state_machine::apply(b, rev, cmd))
+                .write(Durability::Lazy, |b| rampart_raft::state_machine::apply(b, rev, &stamped))
                 .unwrap();
             prop_assert_eq!(leader.revision, rev);
             prop_assert_eq!(&leader.outcome, &expected, "leader mode, command {} {:?}", i, cmd);
             if !cmd.needs_revisions() {
-                let expected = mm_model.apply(rev, cmd);
-                let mm = registers.apply(cmd);
+                let expected = mm_model.apply(rev, now, cmd);
+                let mm = registers.apply(now, cmd);
                 prop_assert_eq!(without_revisions(mm), without_revisions(expected), "multi-master, command {} {:?}", i, cmd);
             }
         }

@@ -5,8 +5,9 @@
 //!
 //! Completed operations must all be linearized; pending operations (the client got "may have
 //! been applied", or its proposer crashed) may be linearized anywhere after their invocation, or
-//! not at all. The register model is `Change::apply` itself: this checks replication, while the
-//! change functions have their own unit tests.
+//! not at all. The register model is `apply_change` itself, each operation applied at the time
+//! its proposer stamped on it (so expiry is judged as the cluster judged it): this checks
+//! replication, while the change functions have their own unit tests.
 
 use rampart_paxos::{Change, Outcome, Value};
 use std::collections::HashSet;
@@ -20,6 +21,17 @@ pub struct Op {
     pub change: Change,
     /// `None` exactly when pending.
     pub outcome: Option<Outcome>,
+    /// The time the change applies at (Unix ms): its proposer's stamp.
+    pub at: u64,
+}
+
+/// True when `change` may give the register an expiry (after which outcomes depend on time).
+fn sets_expiry(change: &Change) -> bool {
+    use rampart_kv::{KeyOp, Ttl};
+    matches!(
+        change,
+        KeyOp::Set { ttl: Ttl::In(_) | Ttl::At(_), .. } | KeyOp::Expire { .. } | KeyOp::GetEx(Ttl::In(_) | Ttl::At(_))
+    )
 }
 
 /// Beyond this many distinct search states the checker gives up (reported, never a pass).
@@ -52,6 +64,8 @@ struct Search<'a> {
     memo: HashSet<(Bits, Value)>,
     completed_left: usize,
     exhausted: bool,
+    /// No operation can set an expiry: outcomes do not depend on the time an op applies at.
+    timeless: bool,
 }
 
 /// Checks one key's history, starting from an absent value.
@@ -59,7 +73,8 @@ pub fn check(history: &[Op]) -> Verdict {
     let mut ops = history.to_vec();
     ops.sort_by_key(|op| op.invoke);
     let completed = ops.iter().filter(|op| op.complete.is_some()).count();
-    let mut search = Search { ops: &ops, memo: HashSet::new(), completed_left: completed, exhausted: false };
+    let timeless = !ops.iter().any(|op| sets_expiry(&op.change));
+    let mut search = Search { ops: &ops, memo: HashSet::new(), completed_left: completed, exhausted: false, timeless };
     let mut linearized = Bits::new(ops.len());
     if search.dfs(&mut linearized, None) {
         Verdict::Linearizable
@@ -92,13 +107,14 @@ impl Search<'_> {
             // Symmetry: pending operations with the same change are interchangeable, except that
             // an earlier-invoked one may go anywhere a later one may. Only ever take the earliest
             // unlinearized one of each such class; any linearization can be rearranged that way.
+            // With expiry in play, ops are interchangeable only if they also apply at one time.
+            let same = |other: &Op| other.change == op.change && (self.timeless || other.at == op.at);
             if op.complete.is_none()
-                && (0..i)
-                    .any(|j| !linearized.get(j) && self.ops[j].complete.is_none() && self.ops[j].change == op.change)
+                && (0..i).any(|j| !linearized.get(j) && self.ops[j].complete.is_none() && same(&self.ops[j]))
             {
                 continue;
             }
-            let (next, outcome) = rampart_paxos::apply_change(&op.change, &state, 0);
+            let (next, outcome) = rampart_paxos::apply_change(&op.change, &state, op.at);
             if op.outcome.as_ref().is_some_and(|expected| *expected != outcome) {
                 continue;
             }
@@ -138,7 +154,7 @@ mod tests {
         Some(s.as_bytes().to_vec())
     }
     fn op(invoke: u64, complete: u64, change: Change, outcome: Outcome) -> Op {
-        Op { invoke, complete: Some(complete), change, outcome: Some(outcome) }
+        Op { invoke, complete: Some(complete), change, outcome: Some(outcome), at: 0 }
     }
     fn set(invoke: u64, complete: u64, value: &str, previous: Value) -> Op {
         op(
@@ -162,7 +178,7 @@ mod tests {
         op(invoke, complete, Change::Read, Outcome::Value(value))
     }
     fn pending(invoke: u64, change: Change) -> Op {
-        Op { invoke, complete: None, change, outcome: None }
+        Op { invoke, complete: None, change, outcome: None, at: 0 }
     }
 
     #[test]

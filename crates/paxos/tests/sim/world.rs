@@ -70,6 +70,9 @@ impl Params {
 
 /// Most a node's clock is ahead of the simulation's, in ticks (milliseconds).
 const CLOCK_SKEW_MAX_TICKS: u64 = 50;
+/// Longest TTL (ms = ticks) the clients set: a few round trips, so keys expire mid-run, and
+/// longer than the clock skew, so skew matters without making every TTL moot.
+const EXPIRY_TTL_MAX_MS: u64 = 400;
 
 /// The id the outsider signs forged ballots with when it does not borrow a proposer's.
 const OUTSIDER: NodeId = NodeId(999);
@@ -493,6 +496,12 @@ impl World {
         self.transmit(|| Event::ToAcceptor { acceptor, proposer, request: request.clone() });
     }
 
+    /// A TTL in ms for a client op: mostly positive (up to [`EXPIRY_TTL_MAX_MS`]), sometimes
+    /// zero or negative (EXPIRE with a past time removes the key at once).
+    fn ttl_ms(&mut self) -> i64 {
+        self.rng.below(EXPIRY_TTL_MAX_MS + 20) as i64 - 19
+    }
+
     fn client_next(&mut self, client: usize) {
         let c = &self.clients[client];
         if c.busy || c.issued >= self.params.ops_per_client {
@@ -530,20 +539,53 @@ impl World {
                     return_old: false,
                     ttl: rampart_kv::Ttl::Clear,
                 },
-                85..=89 => Change::Append { value: unique, value_bytes_max: usize::MAX },
+                85..=87 => Change::Append { value: unique, value_bytes_max: usize::MAX },
+                // Expiry: TTLs of a few round trips, so keys do expire while clients work.
+                88..=90 => Change::Set {
+                    value: unique,
+                    cond: SetCond::Always,
+                    return_old: true,
+                    ttl: rampart_kv::Ttl::In(self.ttl_ms()),
+                },
+                91 => Change::Expire {
+                    ttl: rampart_kv::Ttl::In(self.ttl_ms()),
+                    cond: match self.rng.below(5) {
+                        0 => rampart_kv::ExpireCond::Always,
+                        1 => rampart_kv::ExpireCond::IfNone,
+                        2 => rampart_kv::ExpireCond::IfSome,
+                        3 => rampart_kv::ExpireCond::IfGreater,
+                        _ => rampart_kv::ExpireCond::IfLess,
+                    },
+                },
+                92 => Change::Persist,
+                93 => Change::GetEx(match self.rng.below(3) {
+                    0 => rampart_kv::Ttl::Keep,
+                    1 => rampart_kv::Ttl::Clear,
+                    _ => rampart_kv::Ttl::In(self.ttl_ms()),
+                }),
+                94 => Change::GetDel,
+                95 => Change::ExpireDue,
+                96 => Change::Set {
+                    value: unique,
+                    cond: SetCond::IfPresent,
+                    return_old: false,
+                    ttl: rampart_kv::Ttl::Keep,
+                },
                 _ => Change::Delete,
             }
         };
         let invoke = self.next_stamp();
         let now = self.now;
+        // The proposer's node clock, skew included: the change applies at it.
+        let at = self.params.unix_ms_at_tick_zero + self.proposers[proposer].skew + now;
         let live = self.proposers[proposer].live.as_mut().expect("checked above");
-        match live.propose(now, vec![key as u8], change.clone()) {
+        match live.propose_at(now, vec![key as u8], change.clone(), at) {
             Ok((id, outputs)) => {
                 self.clients[client].issued += 1;
                 self.clients[client].busy = true;
                 self.history.push(Recorded {
                     key,
-                    op: Op { invoke, complete: None, change, outcome: None },
+                    op: Op { invoke, complete: None, change, outcome: None, at },
                     failed: false,
                 });
                 let index = self.history.len() - 1;
@@ -604,6 +646,12 @@ impl World {
             Ok(outcome) => {
                 self.stats.ok += 1;
                 let seen = match (&outcome, &record.op.change) {
+                    // A read answers the register's envelope; the others, the user's value.
+                    (Outcome::Value(v), Change::Read) => {
+                        Some(v.as_deref().map(|raw| {
+                            rampart_paxos::decode_register_value(raw).expect("a chosen envelope").0.to_vec()
+                        }))
+                    }
                     (Outcome::Value(v), _) => Some(v.clone()),
                     (Outcome::Swapped(true), Change::Cas { new, .. }) => Some(Some(new.clone())),
                     (Outcome::Written { written: true, .. }, Change::Set { value, .. }) => Some(Some(value.clone())),

@@ -153,6 +153,7 @@ impl Model {
                     ExpireCond::IfSome => cur.is_some(),
                     ExpireCond::IfGreater => cur.is_some_and(|c| at > c),
                     ExpireCond::IfLess => cur.is_none_or(|c| at < c),
+                    ExpireCond::IfSomeAndLess => cur.is_some_and(|c| at < c),
                 };
                 if !allowed {
                     return Outcome::Integer(0);
@@ -311,6 +312,7 @@ fn expire_cond() -> impl Strategy<Value = ExpireCond> {
         ExpireCond::IfSome,
         ExpireCond::IfGreater,
         ExpireCond::IfLess,
+        ExpireCond::IfSomeAndLess,
     ])
 }
 

@@ -104,5 +104,5 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
 done
 for n in 1 2 3; do
     eval "h=\$http$n"
-    echo "node $n: $(curl -sf "http://$h/metrics" | grep -E '^rampart_(kv_)?expire' | tr '\n' ' ')"
+    echo "node $n: $(curl -sf "http://$h/metrics" | grep -E '^rampart_[a-z_]*expired' | tr '\n' ' ')"
 done

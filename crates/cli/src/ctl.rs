@@ -95,6 +95,10 @@ enum KvCommand {
         /// Write only if the key's revision is REV (0: only if the key does not exist).
         #[arg(long, value_name = "REV")]
         cas: Option<u64>,
+        /// The key expires this many milliseconds after the write (as `SET ... PX MS`); without
+        /// it the write clears any expiry.
+        #[arg(long, value_name = "MS", conflicts_with = "cas")]
+        ttl_ms: Option<u64>,
     },
     /// Delete a key.
     #[command(visible_alias = "delete")]
@@ -158,15 +162,16 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        KvCommand::Put { key, value, cas } => {
+        KvCommand::Put { key, value, cas, ttl_ms } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
                 None => read_bounded(std::io::stdin().lock(), STDIN_VALUE_BYTES_MAX)
                     .context("reading the value from standard input")?,
             };
-            let revision = match cas {
-                None => block_on(client.put(&key, &value))?,
-                Some(rev) => block_on(client.put_cas(&key, &value, rev))?,
+            let revision = match (cas, ttl_ms) {
+                (Some(rev), _) => block_on(client.put_cas(&key, &value, rev))?,
+                (None, Some(ms)) => block_on(client.put_with_ttl(&key, &value, ms))?,
+                (None, None) => block_on(client.put(&key, &value))?,
             };
             write!(out, "{}", render_put(revision, json))?;
         }
@@ -492,10 +497,17 @@ mod tests {
     fn kv_commands_parse() {
         assert_eq!(
             kv(&["put", "k", "-1", "--cas", "7"]).cmd,
-            KvCommand::Put { key: "k".into(), value: Some("-1".into()), cas: Some(7) }
+            KvCommand::Put { key: "k".into(), value: Some("-1".into()), cas: Some(7), ttl_ms: None }
         );
-        assert_eq!(kv(&["put", "k", ""]).cmd, KvCommand::Put { key: "k".into(), value: Some("".into()), cas: None });
-        assert_eq!(kv(&["put", "k"]).cmd, KvCommand::Put { key: "k".into(), value: None, cas: None });
+        assert_eq!(
+            kv(&["put", "k", ""]).cmd,
+            KvCommand::Put { key: "k".into(), value: Some("".into()), cas: None, ttl_ms: None }
+        );
+        assert_eq!(kv(&["put", "k"]).cmd, KvCommand::Put { key: "k".into(), value: None, cas: None, ttl_ms: None });
+        assert_eq!(
+            kv(&["put", "k", "v", "--ttl-ms", "1500"]).cmd,
+            KvCommand::Put { key: "k".into(), value: Some("v".into()), cas: None, ttl_ms: Some(1500) }
+        );
         assert_eq!(kv(&["del", "k"]).cmd, KvCommand::Del { key: "k".into() });
         assert_eq!(kv(&["delete", "k"]).cmd, KvCommand::Del { key: "k".into() });
         assert_eq!(kv(&["scan"]).cmd, KvCommand::Scan { prefix: "".into(), limit: 100, stale: false });

@@ -36,6 +36,19 @@ async fn kv_and_cluster_commands_work_against_a_cluster() {
     assert!(!ok && !err.is_empty());
     let (ok, _, err) = rampart(&eps, &["kv", "put", "app/b", "x", "--cas", &rev.to_string()]);
     assert!(ok, "{err}");
+    // --ttl-ms gives the key an expiry (seen over RESP); a plain put clears it.
+    let (ok, _, err) = rampart(&eps, &["kv", "put", "app/t", "v", "--ttl-ms", "600000"]);
+    assert!(ok, "{err}");
+    let mut cl = resp(&c, leader).await;
+    match cmd(&mut cl, &["PTTL", "app/t"]).await {
+        rampart_resp::Value::Integer(ms) => assert!(ms > 0 && ms <= 600_000, "PTTL {ms}"),
+        other => panic!("PTTL answered {other:?}"),
+    }
+    let (ok, _, err) = rampart(&eps, &["kv", "put", "app/t", "v"]);
+    assert!(ok, "{err}");
+    assert_eq!(cmd(&mut cl, &["PTTL", "app/t"]).await, rampart_resp::Value::Integer(-1));
+    let (ok, _, _) = rampart(&eps, &["kv", "put", "app/t", "v", "--ttl-ms", "5", "--cas", "1"]);
+    assert!(!ok, "--ttl-ms with --cas must be refused");
     let (ok, out, _) = rampart(&eps, &["kv", "scan", "app/", "--json"]);
     assert!(ok);
     assert!(out.contains("app/a") && out.contains("app/b"), "{out}");

@@ -335,19 +335,31 @@ impl Client {
 
     /// Writes `value` under `key`; returns the new revision.
     pub async fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64, Error> {
-        self.put_inner(key.as_ref(), value.as_ref(), None).await
+        self.put_inner(key.as_ref(), value.as_ref(), None, None).await
+    }
+
+    /// Writes `key` with an expiry `ttl_ms` milliseconds after the write (as Redis
+    /// `SET key value PX ttl_ms`); a plain [`Client::put`] clears any expiry.
+    pub async fn put_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl_ms: u64,
+    ) -> Result<u64, Error> {
+        self.put_inner(key.as_ref(), value.as_ref(), None, Some(ttl_ms)).await
     }
 
     /// Writes only if the key's current revision is `revision` (0: only if
     /// the key does not exist); otherwise [`Error::CasFailed`].
     pub async fn put_cas(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, revision: u64) -> Result<u64, Error> {
-        self.put_inner(key.as_ref(), value.as_ref(), Some(revision)).await
+        self.put_inner(key.as_ref(), value.as_ref(), Some(revision), None).await
     }
 
-    async fn put_inner(&self, key: &[u8], value: &[u8], cas: Option<u64>) -> Result<u64, Error> {
+    async fn put_inner(&self, key: &[u8], value: &[u8], cas: Option<u64>, ttl_ms: Option<u64>) -> Result<u64, Error> {
         let value = Bytes::copy_from_slice(value);
-        let reply =
-            self.call(Retry::NotIdempotent, |base| Req::put(url::kv_put(base, key, cas), value.clone())).await?;
+        let reply = self
+            .call(Retry::NotIdempotent, |base| Req::put(url::kv_put(base, key, cas, ttl_ms), value.clone()))
+            .await?;
         Ok(decode_json::<Revision>(&reply)?.revision)
     }
 

@@ -72,10 +72,17 @@ pub(crate) fn kv_get(base: &str, key: &[u8], consistency: Consistency) -> String
     url
 }
 
-pub(crate) fn kv_put(base: &str, key: &[u8], cas: Option<u64>) -> String {
+/// The URL of a PUT: `cas` writes only at that revision, `ttl_ms` gives the key an expiry (the
+/// server refuses both at once).
+pub(crate) fn kv_put(base: &str, key: &[u8], cas: Option<u64>, ttl_ms: Option<u64>) -> String {
     let mut url = kv_key(base, key);
+    let mut sep = '?';
     if let Some(rev) = cas {
-        url.push_str(&format!("?cas={rev}"));
+        url.push_str(&format!("{sep}cas={rev}"));
+        sep = '&';
+    }
+    if let Some(ms) = ttl_ms {
+        url.push_str(&format!("{sep}ttl_ms={ms}"));
     }
     url
 }
@@ -134,9 +141,11 @@ mod tests {
     #[test]
     fn put_and_scan_urls() {
         let base = "http://h:1";
-        assert_eq!(kv_put(base, b"k", None), "http://h:1/v1/kv/k");
-        assert_eq!(kv_put(base, b"k", Some(0)), "http://h:1/v1/kv/k?cas=0");
-        assert_eq!(kv_put(base, b"k", Some(42)), "http://h:1/v1/kv/k?cas=42");
+        assert_eq!(kv_put(base, b"k", None, None), "http://h:1/v1/kv/k");
+        assert_eq!(kv_put(base, b"k", Some(0), None), "http://h:1/v1/kv/k?cas=0");
+        assert_eq!(kv_put(base, b"k", Some(42), None), "http://h:1/v1/kv/k?cas=42");
+        assert_eq!(kv_put(base, b"k", None, Some(1500)), "http://h:1/v1/kv/k?ttl_ms=1500");
+        assert_eq!(kv_put(base, b"k", Some(3), Some(9)), "http://h:1/v1/kv/k?cas=3&ttl_ms=9");
         assert_eq!(kv_scan(base, b"", 10, Consistency::Linearizable), "http://h:1/v1/kv?prefix=&limit=10");
         assert_eq!(
             kv_scan(base, b"a&b=", 5, Consistency::Stale),

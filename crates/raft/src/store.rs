@@ -257,6 +257,16 @@ struct SnapshotPointer {
     bytes: u64,
 }
 
+impl SnapshotPointer {
+    /// The published name of a snapshot file of `bytes` bytes with `meta`, and its pointer.
+    fn for_file(dir: &SnapshotDir, meta: &SnapshotMeta, bytes: u64) -> (String, SnapshotPointer) {
+        let name = dir.final_name(meta.last_log_id.map_or(0, |l| l.index));
+        let pointer =
+            SnapshotPointer { format: SNAPSHOT_FORMAT_VERSION, file: name.clone(), meta: meta.clone(), bytes };
+        (name, pointer)
+    }
+}
+
 fn snap_err(meta: Option<&SnapshotMeta>, verb: ErrorVerb) -> impl Fn(SnapshotError) -> StorageError + '_ {
     move |e| StorageError::from_io_error(ErrorSubject::Snapshot(meta.map(|m| m.signature())), verb, io_err(e))
 }
@@ -359,14 +369,7 @@ fn build_blocking(store: &Store, dir: &SnapshotDir, seq: u64) -> Result<Snapshot
             return Err(snap_err(None, ErrorVerb::Write)(e));
         }
     };
-    let index = meta.last_log_id.map_or(0, |l| l.index);
-    let name = dir.final_name(index);
-    let pointer = SnapshotPointer {
-        format: SNAPSHOT_FORMAT_VERSION,
-        file: name.clone(),
-        meta: meta.clone(),
-        bytes: summary.bytes,
-    };
+    let (name, pointer) = SnapshotPointer::for_file(dir, &meta, summary.bytes);
     let _publishing = dir.publish.lock();
     let path = match dir.publish_file(&tmp, &name) {
         Ok(p) => p,
@@ -538,14 +541,7 @@ fn install_blocking(
             return Err(fail(e));
         }
     };
-    let index = meta.last_log_id.map_or(0, |l| l.index);
-    let name = dir.final_name(index);
-    let pointer = SnapshotPointer {
-        format: SNAPSHOT_FORMAT_VERSION,
-        file: name.clone(),
-        meta: meta.clone(),
-        bytes: summary.bytes,
-    };
+    let (name, pointer) = SnapshotPointer::for_file(dir, meta, summary.bytes);
     let applied_b = encode(&meta.last_log_id)?;
     let membership_b = encode(&meta.last_membership)?;
     let pointer_b = encode(&pointer)?;

@@ -231,14 +231,7 @@ impl Store {
             txn.set_durability(redb::Durability::None).map_err(|e| self.io(e))?;
         }
         let out = {
-            let mut batch = Batch {
-                log: txn.open_table(LOG).map_err(|e| self.io(e))?,
-                meta: txn.open_table(META).map_err(|e| self.io(e))?,
-                kv: txn.open_table(KV).map_err(|e| self.io(e))?,
-                kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?,
-                registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
-                path: &self.path,
-            };
+            let mut batch = Batch::open(&txn, &self.path)?;
             f(&mut batch)?
         };
         txn.commit().map_err(|e| self.io(e))?;
@@ -317,14 +310,7 @@ impl Store {
         txn.rename_table(KV_EXPIRY, KV_EXPIRY_REPLACED).map_err(|e| self.io(e))?;
         txn.rename_table(KV_EXPIRY_STAGED, KV_EXPIRY).map_err(|e| self.io(e))?;
         let out = {
-            let mut batch = Batch {
-                log: txn.open_table(LOG).map_err(|e| self.io(e))?,
-                meta: txn.open_table(META).map_err(|e| self.io(e))?,
-                kv: txn.open_table(KV).map_err(|e| self.io(e))?,
-                kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?,
-                registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
-                path: &self.path,
-            };
+            let mut batch = Batch::open(&txn, &self.path)?;
             f(&mut batch)?
         };
         txn.commit().map_err(|e| self.io(e))?;
@@ -680,6 +666,20 @@ pub struct Batch<'t> {
     kv_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     registers: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
+}
+
+impl<'t> Batch<'t> {
+    /// The tables of `txn`, as one batch.
+    fn open(txn: &'t redb::WriteTransaction, path: &'t Path) -> Result<Self> {
+        Ok(Batch {
+            log: txn.open_table(LOG).map_err(|e| io_error(path, e))?,
+            meta: txn.open_table(META).map_err(|e| io_error(path, e))?,
+            kv: txn.open_table(KV).map_err(|e| io_error(path, e))?,
+            kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| io_error(path, e))?,
+            registers: txn.open_table(REGISTERS).map_err(|e| io_error(path, e))?,
+            path,
+        })
+    }
 }
 
 impl Batch<'_> {

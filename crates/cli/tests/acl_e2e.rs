@@ -70,6 +70,9 @@ async fn wait_writes(c: &Cluster, id: u64) {
 async fn wait_ready(c: &Cluster, leader_mode: bool) {
     if leader_mode {
         wait_leader(c, &[1, 2, 3]).await;
+    } else {
+        // Every node past its first-boot check before the test restarts any of them.
+        common::wait_healthy(c, &[1, 2, 3]).await;
     }
     for id in 1..=3 {
         wait_writes(c, id).await;

@@ -100,6 +100,8 @@ async fn expiry_survives_a_leader_kill_and_reaches_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_in_multi_master_mode_survives_a_node_kill() {
     let mut c = Cluster::start(3, &["--replication", "multi-master"]);
+    // Every node past its first-boot check (which needs all three) before one is killed.
+    wait_healthy(&c, &[1, 2, 3]).await;
     write_keys(&c, 1).await;
     c.kill(1);
     for id in [2, 3] {

@@ -23,6 +23,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waits until each node in `ids` answers a linearizable read (which needs a
 /// majority in this mode); it writes no key.
 async fn wait_serving(c: &Cluster, ids: &[u64]) {
+    // A node can serve through the others' acceptors while its own is still in its first-boot
+    // check; a kill then could leave it waiting forever. Healthy covers both.
+    wait_healthy(c, ids).await;
     for &id in ids {
         let addr = c.resp_addr(id);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -233,6 +233,8 @@ impl Replica for MmNode {
     fn health(&self) -> Result<(), String> {
         if self.healthy() {
             Ok(())
+        } else if self.shared.in_probation() {
+            Err("first boot of this data dir: not voting until every member confirms it never saw this node".into())
         } else {
             Err("fewer than a majority of the members are alive".into())
         }

@@ -213,6 +213,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // CI keeps only the test's output: the nodes' last lines are the evidence of a flake.
+            for id in self.specs.keys() {
+                eprintln!("--- last lines of node {id}'s log ---\n{}", self.log_tail(*id));
+            }
             if let Ok(d) = tempfile::tempdir() {
                 let kept = std::mem::replace(&mut self.dir, d).keep();
                 eprintln!("test failed: node data and logs kept in {}", kept.display());
@@ -289,6 +293,25 @@ pub async fn http_request_json(
 pub async fn status(c: &Cluster, id: u64) -> Option<serde_json::Value> {
     let url = format!("{}/v1/status", c.http(id));
     http_request(Method::GET, &url, "", Duration::from_millis(500)).await.ok()?.json()
+}
+
+/// Waits until every node in `ids` answers `GET /v1/health` with 200: in multi-master mode that
+/// includes a brand-new node's first-boot check, which needs every member to answer, so a test
+/// that kills a node must wait for this first or the others may never start voting.
+pub async fn wait_healthy(c: &Cluster, ids: &[u64]) {
+    for &id in ids {
+        let url = format!("{}/v1/health", c.http(id));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = match http_request(Method::GET, &url, "", Duration::from_secs(2)).await {
+                Ok(r) if r.status == StatusCode::OK => break,
+                Ok(r) => format!("{}: {}", r.status, r.text()),
+                Err(e) => e.to_string(),
+            };
+            assert!(Instant::now() < deadline, "node {id} never became healthy (last: {last})");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Waits until every node in `ids` reports the same leader, which is one of `ids`. The deadline

@@ -8,6 +8,7 @@
 //! construction; `crates/raft/tests/command_model.rs` checks it against a plain model.
 
 use crate::command::{Command, ExpireCond, KeyOp, SetCond, Ttl};
+use crate::event::{Cause, Event, EventKind};
 use crate::limits::{value_too_large, INTEGER_BYTES_MAX};
 use crate::outcome::Outcome;
 use crate::replica::KvError;
@@ -316,6 +317,12 @@ pub trait State {
     fn expire(&mut self, key: &[u8]) -> Result<(), Self::Error> {
         self.delete(key)
     }
+    /// Takes the event of a write just made ([`crate::event`]), in the order the writes were
+    /// made; a state that keeps history stores it with them. Never called for reserved keys.
+    fn record(&mut self, event: Event) -> Result<(), Self::Error> {
+        let _ = event;
+        Ok(())
+    }
 }
 
 /// Applies a whole command to `state` at `ctx`: every op in order, then [`combine`]. A batch
@@ -344,11 +351,19 @@ pub fn apply_command<S: State>(state: &mut S, ctx: Ctx, cmd: &Command) -> Result
     for (key, op) in &ops {
         let current = state.get(key)?;
         let (write, outcome) = apply_op(op, current.as_ref().map(Record::as_current), ctx);
-        match write {
+        match &write {
             Write::Keep => {}
-            Write::Put { value, expires_at } => state.put(key, ctx.revision, &value, expires_at)?,
+            Write::Put { value, expires_at } => state.put(key, ctx.revision, value, *expires_at)?,
             Write::Delete => state.delete(key)?,
             Write::Expire => state.expire(key)?,
+        }
+        if let Some(cause) = Cause::of(op, &write).filter(|_| !crate::reserved::is_reserved(key)) {
+            let (kind, value, expires_at) = match write {
+                Write::Put { value, expires_at } => (EventKind::Put, value, expires_at),
+                Write::Expire => (EventKind::Expire, Vec::new(), None),
+                Write::Delete | Write::Keep => (EventKind::Delete, Vec::new(), None),
+            };
+            state.record(Event { revision: ctx.revision, kind, key: key.clone(), value, expires_at, cause })?;
         }
         outcomes.push(outcome);
     }
@@ -555,6 +570,58 @@ mod tests {
             self.0.remove(key);
             Ok(())
         }
+    }
+
+    /// A [`Map`] that keeps the events it was given.
+    struct Recording(Map, Vec<Event>);
+
+    impl State for Recording {
+        type Error = ();
+        fn get(&mut self, key: &[u8]) -> Result<Option<Record>, ()> {
+            self.0.get(key)
+        }
+        fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<(), ()> {
+            self.0.put(key, revision, value, expires_at)
+        }
+        fn delete(&mut self, key: &[u8]) -> Result<(), ()> {
+            self.0.delete(key)
+        }
+        fn record(&mut self, event: Event) -> Result<(), ()> {
+            self.1.push(event);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_write_records_one_event_in_order_and_reserved_keys_none() {
+        let mut r = Recording(Map(BTreeMap::new()), Vec::new());
+        let set = |k: &[u8], ttl| Command::Set {
+            key: k.to_vec(),
+            value: b"v".to_vec(),
+            cond: SetCond::Always,
+            return_old: false,
+            ttl,
+        };
+        apply_command(&mut r, ctx(1), &set(b"a", Ttl::In(100))).unwrap();
+        apply_command(&mut r, ctx(2), &Command::Del { keys: vec![b"a".to_vec(), b"gone".to_vec()] }).unwrap();
+        apply_command(&mut r, ctx(3), &set(b"\xff\xfeacl/x", Ttl::Clear)).unwrap();
+        apply_command(&mut r, ctx(4), &set(b"b", Ttl::In(1))).unwrap();
+        let later = Ctx { now_ms: NOW + 5, ..ctx(5) };
+        apply_command(&mut r, later, &Command::ExpireDue { keys: vec![b"b".to_vec()] }).unwrap();
+        let seen: Vec<(u64, EventKind, &[u8], Cause)> =
+            r.1.iter().map(|e| (e.revision, e.kind, e.key.as_slice(), e.cause)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (1, EventKind::Put, &b"a"[..], Cause::SetWithExpiry),
+                (2, EventKind::Delete, &b"a"[..], Cause::Del),
+                (4, EventKind::Put, &b"b"[..], Cause::SetWithExpiry),
+                (5, EventKind::Expire, &b"b"[..], Cause::Expired),
+            ],
+            "a delete of an absent key changes nothing and the reserved key is never seen"
+        );
+        assert_eq!(r.1[0].expires_at, Some(NOW + 100));
+        assert_eq!(r.1[0].value, b"v");
     }
 
     #[test]

@@ -8,6 +8,8 @@ use bytes::Bytes;
 pub use rampart_membership::PeerSnapshot;
 
 use crate::command::Command;
+use crate::event::{leader_mode_only, EventStream, WatchError, WatchFilter};
+use crate::lease::{LeaseGrant, LeaseId, LeaseInfo};
 use crate::limits::Limits;
 use crate::outcome::Response;
 
@@ -252,6 +254,45 @@ pub trait Replica: Send + Sync + 'static {
     fn add_member(&self, id: u64, info: MemberInfo) -> BoxFuture<'_, Result<(), MembershipError>>;
 
     fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), MembershipError>>;
+
+    /// Streams the events of keys matching `filter`, from `from_revision` (inclusive; `None`:
+    /// from the next write on), in revision order, each exactly once, with a
+    /// [`WatchMessage::Progress`] at least every `progress_every`. A watch resumed on any node
+    /// with `from_revision = last seen + 1` misses nothing and repeats nothing.
+    /// Multi-master mode has no revisions to watch by: it answers [`WatchError::Unsupported`].
+    fn watch(
+        &self,
+        filter: WatchFilter,
+        from_revision: Option<u64>,
+        progress_every: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Box<dyn EventStream>, WatchError>> {
+        let _ = (filter, from_revision, progress_every);
+        Box::pin(async { Err(WatchError::Unsupported(leader_mode_only("watches"))) })
+    }
+
+    /// Grants a lease of `ttl_ms` (within [`crate::lease`]'s limits).
+    fn lease_grant(&self, ttl_ms: u64) -> BoxFuture<'_, Result<LeaseGrant, KvError>> {
+        let _ = ttl_ms;
+        Box::pin(async { Err(KvError::BadRequest(leader_mode_only("leases"))) })
+    }
+
+    /// Renews lease `id` to its full TTL; `None` if it does not exist (expired or revoked).
+    fn lease_keepalive(&self, id: LeaseId) -> BoxFuture<'_, Result<Option<LeaseGrant>, KvError>> {
+        let _ = id;
+        Box::pin(async { Err(KvError::BadRequest(leader_mode_only("leases"))) })
+    }
+
+    /// Lease `id`'s TTL, remaining time and keys; `None` if it does not exist.
+    fn lease_info(&self, id: LeaseId) -> BoxFuture<'_, Result<Option<LeaseInfo>, KvError>> {
+        let _ = id;
+        Box::pin(async { Err(KvError::BadRequest(leader_mode_only("leases"))) })
+    }
+
+    /// Revokes lease `id`, removing its keys in one write; false if it did not exist.
+    fn lease_revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<bool, KvError>> {
+        let _ = id;
+        Box::pin(async { Err(KvError::BadRequest(leader_mode_only("leases"))) })
+    }
 
     /// Mode-specific Prometheus lines, appended to `/metrics`.
     fn render_metrics(&self, out: &mut String);

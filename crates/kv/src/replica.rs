@@ -288,6 +288,22 @@ pub trait Replica: Send + Sync + 'static {
         Box::pin(async { Err(KvError::BadRequest(leader_mode_only("leases"))) })
     }
 
+    /// Writes `key = value` attached to lease `lease` (HTTP `PUT ?lease=`; locks and elections):
+    /// the key goes when the lease does. With `if_absent`, only if the key does not exist.
+    /// Answers the write's revision, or `None` when `if_absent` found the key. A lease that does
+    /// not exist, or one at [`crate::lease::KEYS_PER_LEASE_MAX`], is refused
+    /// ([`KvError::Rejected`], naming it).
+    fn put_with_lease(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: LeaseId,
+        if_absent: bool,
+    ) -> BoxFuture<'_, Result<Option<u64>, KvError>> {
+        let _ = (key, value, lease, if_absent);
+        Box::pin(async { Err(KvError::BadRequest(leader_mode_only("leases"))) })
+    }
+
     /// Revokes lease `id`, removing its keys in one write; false if it did not exist.
     fn lease_revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<bool, KvError>> {
         let _ = id;

@@ -1,9 +1,10 @@
 //! rampart-storage: the crash-safe store of one node, on redb (one file).
 //!
-//! It holds three tables: the replicated log (`index -> entry bytes`), a small
+//! It holds these tables: the replicated log (`index -> entry bytes`), a small
 //! `meta` table (vote, committed marker, purge marker, state-machine markers,
 //! where the latest snapshot file is), and the applied key-value state (`key ->
-//! revision + value`); in multi-master mode a fourth table holds each key's
+//! revision + value`), with leader mode's watch history (`revision ++ seq -> event`) beside it;
+//! in multi-master mode another table holds each key's
 //! Paxos register (`key -> register bytes`). While a snapshot is installed, a
 //! staged key-value table fills over many commits and replaces the applied
 //! one in a single commit ([`Store::stage`], [`Store::swap_in_staged`]). It
@@ -40,6 +41,10 @@ const KV_EXPIRY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_expiry
 const KV_EXPIRY_STAGED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_expiry_staged");
 /// The expiry index of `kv_replaced`.
 const KV_EXPIRY_REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_expiry_replaced");
+/// Watch history: (revision as 8 big-endian bytes ++ sequence within the revision as 4
+/// big-endian bytes) -> one encoded event (the encoding belongs to the caller). Written in the
+/// same transaction as the write it records, so it holds exactly what was applied.
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 /// The key-value state that [`KV_STAGED`] replaced, dropped right after the
 /// swap (in its own commit, so the swap itself stays short).
 const KV_REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_replaced");
@@ -145,6 +150,25 @@ fn expiry_index_key(at: u64, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The history table's key of the `seq`th event of `revision`.
+fn history_key(revision: u64, seq: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&revision.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn split_history_key(path: &Path, k: &[u8]) -> Result<(u64, u32)> {
+    let (Ok(rev), Ok(seq)) = (<[u8; 8]>::try_from(&k[..k.len().min(8)]), <[u8; 4]>::try_from(&k[k.len().min(8)..]))
+    else {
+        return Err(Error::Malformed {
+            what: format!("history key {k:02x?} in {}", path.display()),
+            reason: format!("{} bytes, not 12", k.len()),
+        });
+    };
+    Ok((u64::from_be_bytes(rev), u32::from_be_bytes(seq)))
+}
+
 /// Keeps `index` in step with a record of `key` changing from one expiry to another.
 fn reindex(
     index: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
@@ -247,6 +271,7 @@ impl Store {
             kv: txn.open_table(KV).map_err(|e| self.io(e))?,
             kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?,
             registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
+            history: txn.open_table(HISTORY).map_err(|e| self.io(e))?,
             path: self.path.clone(),
         };
         f(&view)
@@ -607,6 +632,45 @@ macro_rules! table_reads {
             Ok(self.registers.get(key).map_err(|e| io_error(&self.path, e))?.map(|g| g.value().to_vec()))
         }
 
+        /// History rows from `(revision, seq)` `from` (inclusive) up to revision `upto`
+        /// (inclusive), in order: at most `limit` rows, and the page ends once it weighs
+        /// `bytes_max` bytes (the row that reaches it is kept). Each row is `(revision, seq,
+        /// bytes)`; the second field says whether rows up to `upto` remain after the page.
+        pub fn history_range(
+            &self,
+            from: (u64, u32),
+            upto: u64,
+            limit: usize,
+            bytes_max: usize,
+        ) -> Result<(Vec<(u64, u32, Vec<u8>)>, bool)> {
+            let mut out = Vec::new();
+            if from.0 > upto {
+                return Ok((out, false));
+            }
+            let lower = history_key(from.0, from.1);
+            let upper = history_key(upto, u32::MAX);
+            let range = self.history.range::<&[u8]>(&lower[..]..=&upper[..]).map_err(|e| io_error(&self.path, e))?;
+            let mut bytes = 0usize;
+            for item in range {
+                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
+                if out.len() == limit || bytes >= bytes_max {
+                    return Ok((out, true));
+                }
+                let (rev, seq) = split_history_key(&self.path, k.value())?;
+                bytes = bytes.saturating_add(v.value().len());
+                out.push((rev, seq, v.value().to_vec()));
+            }
+            Ok((out, false))
+        }
+
+        /// The revision of the oldest history row stored (`None`: none).
+        pub fn history_first(&self) -> Result<Option<u64>> {
+            match self.history.first().map_err(|e| io_error(&self.path, e))? {
+                Some((k, _)) => Ok(Some(split_history_key(&self.path, k.value())?.0)),
+                None => Ok(None),
+            }
+        }
+
         /// Visits every register in key order.
         pub fn register_for_each(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
             for item in self.registers.iter().map_err(|e| io_error(&self.path, e))? {
@@ -625,6 +689,7 @@ pub struct View {
     kv: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     kv_expiry: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     registers: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    history: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     path: PathBuf,
 }
 
@@ -665,6 +730,7 @@ pub struct Batch<'t> {
     kv: redb::Table<'t, &'static [u8], &'static [u8]>,
     kv_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     registers: redb::Table<'t, &'static [u8], &'static [u8]>,
+    history: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
 }
 
@@ -677,6 +743,7 @@ impl<'t> Batch<'t> {
             kv: txn.open_table(KV).map_err(|e| io_error(path, e))?,
             kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| io_error(path, e))?,
             registers: txn.open_table(REGISTERS).map_err(|e| io_error(path, e))?,
+            history: txn.open_table(HISTORY).map_err(|e| io_error(path, e))?,
             path,
         })
     }
@@ -722,6 +789,30 @@ impl Batch<'_> {
     pub fn register_put(&mut self, key: &[u8], register: &[u8]) -> Result<()> {
         self.registers.insert(key, register).map_err(|e| io_error(self.path, e))?;
         Ok(())
+    }
+
+    /// Stores the `seq`th event of revision `revision`.
+    pub fn history_put(&mut self, revision: u64, seq: u32, event: &[u8]) -> Result<()> {
+        self.history.insert(&history_key(revision, seq)[..], event).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Removes at most `max_rows` history rows of revisions below `below`, oldest first, and
+    /// says how many it removed (so one transaction never deletes an unbounded range).
+    pub fn history_trim(&mut self, below: u64, max_rows: usize) -> Result<usize> {
+        let end = history_key(below, 0);
+        let mut keys = Vec::new();
+        for item in self.history.range::<&[u8]>(..&end[..]).map_err(|e| io_error(self.path, e))? {
+            if keys.len() == max_rows {
+                break;
+            }
+            let (k, _) = item.map_err(|e| io_error(self.path, e))?;
+            keys.push(k.value().to_vec());
+        }
+        for k in &keys {
+            self.history.remove(k.as_slice()).map_err(|e| io_error(self.path, e))?;
+        }
+        Ok(keys.len())
     }
 
     pub fn log_put(&mut self, index: u64, entry: &[u8]) -> Result<()> {
@@ -947,6 +1038,37 @@ mod tests {
             matches!(Versioned::decode(b"k", &flagged), Err(Error::Malformed { .. })),
             "a truncated expiry is refused"
         );
+    }
+
+    #[test]
+    fn history_pages_in_order_and_trims_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(dir.path()).unwrap();
+        s.write(Durability::Immediate, |b| {
+            for rev in 1..=5u64 {
+                for seq in 0..2u32 {
+                    b.history_put(rev, seq, format!("{rev}.{seq}").as_bytes())?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        let (rows, more) = s.read(|v| v.history_range((2, 1), 4, 3, usize::MAX)).unwrap();
+        let got: Vec<(u64, u32)> = rows.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(got, vec![(2, 1), (3, 0), (3, 1)]);
+        assert!(more);
+        let (rows, more) = s.read(|v| v.history_range((4, 0), 4, 10, usize::MAX)).unwrap();
+        assert_eq!(rows.iter().map(|r| r.2.as_slice()).collect::<Vec<_>>(), [&b"4.0"[..], b"4.1"]);
+        assert!(!more, "rows past `upto` are not counted as remaining");
+        // The byte bound ends a page after the row that reaches it.
+        let (rows, more) = s.read(|v| v.history_range((1, 0), 5, 100, 4)).unwrap();
+        assert_eq!((rows.len(), more), (2, true));
+        // Trimming below revision 4 removes at most 4 rows per call.
+        assert_eq!(s.write(Durability::Immediate, |b| b.history_trim(4, 4)).unwrap(), 4);
+        assert_eq!(s.read(|v| v.history_first()).unwrap(), Some(3));
+        assert_eq!(s.write(Durability::Immediate, |b| b.history_trim(4, 4)).unwrap(), 2);
+        assert_eq!(s.write(Durability::Immediate, |b| b.history_trim(4, 4)).unwrap(), 0);
+        assert_eq!(s.read(|v| v.history_first()).unwrap(), Some(4));
     }
 
     #[test]

@@ -170,6 +170,7 @@ async fn start_leader(s: &NodeSettings, transport: rampart_transport::Config) ->
         peer_heartbeat_ms: s.peer_heartbeat_ms,
         limits: limits(s),
         transport,
+        watch_history_revisions: s.watch_history_revisions,
     })
     .await?;
     Ok(node)

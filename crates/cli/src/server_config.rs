@@ -38,6 +38,10 @@ pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
 /// Largest `request_timeout_ms` (one hour): deadlines are `now + request_timeout`, which must
 /// stay representable.
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = 3_600_000;
+/// Largest `watch_history_revisions`: history rows cost disk on every node (about a key and a
+/// value per event).
+pub const WATCH_HISTORY_REVISIONS_MAX: u64 = 100_000_000;
+
 /// Largest `snapshot_logs`: a log this long between snapshots is already far beyond memory and
 /// disk sense, and openraft adds it to log indexes.
 pub const SNAPSHOT_LOGS_MAX: u64 = 100_000_000;
@@ -86,6 +90,10 @@ pub struct ServerArgs {
     /// Take a snapshot (and purge the log behind it) after this many entries (default 20000).
     #[arg(long)]
     pub snapshot_logs: Option<u64>,
+    /// Revisions of watch history each node keeps in leader mode (default 100000): a watch can
+    /// start from any of this node's last this many applied log indexes.
+    #[arg(long)]
+    pub watch_history_revisions: Option<u64>,
     /// Interval of the failure-detection heartbeats sent to every peer (default 100).
     #[arg(long)]
     pub peer_heartbeat_ms: Option<u64>,
@@ -164,6 +172,7 @@ struct FileConfig {
     key_bytes_max: Option<usize>,
     value_bytes_max: Option<usize>,
     snapshot_logs: Option<u64>,
+    watch_history_revisions: Option<u64>,
     peer_heartbeat_ms: Option<u64>,
     peer_tls_ca: Option<PathBuf>,
     peer_tls_cert: Option<PathBuf>,
@@ -219,6 +228,8 @@ pub struct NodeSettings {
     pub client_idle_timeout: Duration,
     pub scan_jobs_max: usize,
     pub snapshot_logs: u64,
+    /// Revisions of watch history kept (leader mode).
+    pub watch_history_revisions: u64,
     pub peer_heartbeat_ms: u64,
     /// Mutual TLS between peers; `None` for plaintext.
     pub peer_tls: Option<PeerTlsFiles>,
@@ -325,6 +336,16 @@ impl ServerArgs {
         }
         if snapshot_logs > SNAPSHOT_LOGS_MAX {
             return Err(field("snapshot_logs", format!("{snapshot_logs} is above the maximum of {SNAPSHOT_LOGS_MAX}")));
+        }
+        let watch_history_revisions = self
+            .watch_history_revisions
+            .or(file.watch_history_revisions)
+            .unwrap_or(rampart_raft::watch::WATCH_HISTORY_REVISIONS);
+        if !(1..=WATCH_HISTORY_REVISIONS_MAX).contains(&watch_history_revisions) {
+            return Err(field(
+                "watch_history_revisions",
+                format!("{watch_history_revisions} is outside 1..={WATCH_HISTORY_REVISIONS_MAX}"),
+            ));
         }
         let peer_heartbeat_ms = self.peer_heartbeat_ms.or(file.peer_heartbeat_ms).unwrap_or(DEFAULT_PEER_HEARTBEAT_MS);
         if !(10..=60_000).contains(&peer_heartbeat_ms) {
@@ -441,6 +462,7 @@ impl ServerArgs {
             client_idle_timeout: Duration::from_millis(client_idle_timeout_ms),
             scan_jobs_max,
             snapshot_logs,
+            watch_history_revisions,
             peer_heartbeat_ms,
             peer_tls,
             peer_connections_max,

@@ -16,5 +16,6 @@ pub mod state_machine;
 pub mod store;
 pub mod types;
 pub mod validate;
+pub mod watch;
 
 pub use types::*;

@@ -7,7 +7,7 @@ use openraft::ServerState;
 use rampart_kv::limits::INLINE_READ_KEYS_MAX;
 use rampart_kv::reserved::RESERVED_PREFIX;
 use rampart_kv::{
-    write_checked, BoxFuture, Command, Consistency, Item, KvError, Limits, Member, MemberInfo, MembershipError,
+    write_checked, BoxFuture, Command, EventStream, WatchError, WatchFilter, Consistency, Item, KvError, Limits, Member, MemberInfo, MembershipError,
     NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
 };
 use rampart_storage::View;
@@ -252,5 +252,20 @@ impl Replica for RaftNode {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(RaftNode::shutdown(self))
+    }
+
+    fn watch(
+        &self,
+        filter: WatchFilter,
+        from_revision: Option<u64>,
+        progress_every: std::time::Duration,
+    ) -> BoxFuture<'_, Result<Box<dyn EventStream>, WatchError>> {
+        Box::pin(crate::watch::start(
+            self.store().clone(),
+            self.watch_hub().clone(),
+            filter,
+            from_revision,
+            progress_every,
+        ))
     }
 }

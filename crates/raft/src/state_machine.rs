@@ -2,7 +2,7 @@
 //! order give the same state on every node. What a command means is `rampart_kv::apply_command`;
 //! this module only adapts the storage batch to it.
 
-use rampart_kv::{apply_command, limits::VALUE_BYTES_MAX_CEILING, Ctx, Record, State};
+use rampart_kv::{apply_command, limits::VALUE_BYTES_MAX_CEILING, Ctx, Event, Record, State};
 use rampart_storage::Batch;
 
 use crate::types::{Command, Response};
@@ -11,22 +11,39 @@ use crate::types::{Command, Response};
 /// A constant, so every replica decides the same whatever its own flags.
 pub const APPEND_VALUE_BYTES_MAX: usize = VALUE_BYTES_MAX_CEILING;
 
-/// The storage batch of one apply, as the command model's state.
-struct BatchState<'b, 'a>(&'b mut Batch<'a>);
+/// The storage batch of one apply, as the command model's state; events go to the history
+/// table (in the same transaction) and to `events`, for live watchers once it commits.
+struct BatchState<'b, 'a> {
+    batch: &'b mut Batch<'a>,
+    events: &'b mut Vec<Event>,
+    /// Events of this entry recorded so far (the history key's sequence).
+    seq: u32,
+}
 
 impl State for BatchState<'_, '_> {
     type Error = rampart_storage::Error;
 
     fn get(&mut self, key: &[u8]) -> Result<Option<Record>, Self::Error> {
-        Ok(self.0.kv_get(key)?.map(|v| Record { value: v.value, revision: v.revision, expires_at: v.expires_at }))
+        Ok(self.batch.kv_get(key)?.map(|v| Record { value: v.value, revision: v.revision, expires_at: v.expires_at }))
     }
 
     fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<(), Self::Error> {
-        self.0.kv_put(key, revision, value, expires_at)
+        self.batch.kv_put(key, revision, value, expires_at)
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), Self::Error> {
-        self.0.kv_delete(key).map(|_| ())
+        self.batch.kv_delete(key).map(|_| ())
+    }
+
+    fn record(&mut self, event: Event) -> Result<(), Self::Error> {
+        let bytes = rmp_serde::to_vec(&event).map_err(|e| rampart_storage::Error::Malformed {
+            what: format!("event of revision {}", event.revision),
+            reason: e.to_string(),
+        })?;
+        self.batch.history_put(event.revision, self.seq, &bytes)?;
+        self.seq += 1;
+        self.events.push(event);
+        Ok(())
     }
 }
 
@@ -46,8 +63,14 @@ pub fn view_clock(view: &rampart_storage::View) -> rampart_storage::Result<u64> 
 }
 
 /// Applies `cmd`, written at log index `index`, inside the batch, at the state machine's clock
-/// (moved forward to the entry's stamp, if it has a later one).
-pub fn apply(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storage::Result<Response> {
+/// (moved forward to the entry's stamp, if it has a later one). The events it makes are stored
+/// in the watch history and appended to `events`.
+pub fn apply(
+    batch: &mut Batch<'_>,
+    index: u64,
+    cmd: &Command,
+    events: &mut Vec<Event>,
+) -> rampart_storage::Result<Response> {
     let before = clock(batch)?;
     let now_ms = match cmd {
         Command::At { now_ms, .. } => before.max(*now_ms),
@@ -57,7 +80,7 @@ pub fn apply(batch: &mut Batch<'_>, index: u64, cmd: &Command) -> rampart_storag
         batch.meta_put(CLOCK_META, &now_ms.to_le_bytes())?;
     }
     let ctx = Ctx { revision: index, now_ms, value_bytes_max: APPEND_VALUE_BYTES_MAX };
-    let outcome = apply_command(&mut BatchState(batch), ctx, cmd)?;
+    let outcome = apply_command(&mut BatchState { batch, events, seq: 0 }, ctx, cmd)?;
     Ok(Response { revision: index, outcome })
 }
 
@@ -90,9 +113,9 @@ mod tests {
         let outcomes: Vec<Outcome> = store
             .write(Durability::Immediate, |b| {
                 Ok(vec![
-                    apply(b, 1, &append(Some(6)))?.outcome,
-                    apply(b, 2, &append(Some(6)))?.outcome,
-                    apply(b, 3, &append(None))?.outcome,
+                    apply(b, 1, &append(Some(6)), &mut Vec::new())?.outcome,
+                    apply(b, 2, &append(Some(6)), &mut Vec::new())?.outcome,
+                    apply(b, 3, &append(None), &mut Vec::new())?.outcome,
                 ])
             })
             .unwrap();

@@ -33,6 +33,7 @@ use crate::snapshot::{
     SnapshotWriter, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_INSTALL_BATCH_BYTES, SNAPSHOT_IO_BUFFER_BYTES,
 };
 use crate::state_machine;
+use crate::watch::WatchHub;
 use crate::types::{Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 
 const META_VOTE: &str = "raft/vote";
@@ -279,6 +280,8 @@ pub struct StateMachineStore {
     applied: Arc<AtomicU64>,
     snapshot_seq: Arc<AtomicU64>,
     snapshots: Arc<SnapshotDir>,
+    /// Live watchers of what this state machine applies.
+    hub: Arc<WatchHub>,
 }
 
 impl StateMachineStore {
@@ -289,11 +292,16 @@ impl StateMachineStore {
     /// (which is never behind the snapshot it replaces), so a node keeps a snapshot to send.
     pub fn open(store: Arc<Store>, snapshots: Arc<SnapshotDir>) -> Result<Self, StorageError> {
         store.staged_clear().map_err(store_err(ErrorVerb::Write))?;
+        let applied = match store.meta_get(META_APPLIED).map_err(store_err(ErrorVerb::Read))? {
+            Some(b) => decode::<Option<LogId>>(ErrorSubject::StateMachine, &b)?.map_or(0, |l| l.index),
+            None => 0,
+        };
         let sm = StateMachineStore {
             store,
             applied: Arc::new(AtomicU64::new(0)),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             snapshots,
+            hub: WatchHub::new(applied),
         };
         sm.recover_snapshot()?;
         Ok(sm)
@@ -346,6 +354,11 @@ impl StateMachineStore {
         self.snapshots
             .remove_others(None)
             .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Delete, e))
+    }
+
+    /// The live side of watches on this state machine.
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.hub
     }
 
     /// The directory of this state machine's snapshot files.
@@ -558,6 +571,8 @@ fn install_blocking(
             w.meta_put(META_SNAPSHOT_FILE, &pointer_b)?;
             // Later entries apply at the clock the snapshot was taken at, as on the leader.
             w.meta_put(crate::state_machine::CLOCK_META, &clock_ms.to_le_bytes())?;
+            // History is not in snapshots: this node's starts after the snapshot.
+            crate::watch::reset_after_install(w, meta.last_log_id.map_or(0, |l| l.index))?;
             w.meta_delete(META_SNAPSHOT_V1)
         })
         .map_err(|e| fail(e.into()))?;
@@ -618,6 +633,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         );
         let store = self.store.clone();
         let applied = self.applied.clone();
+        let hub = self.hub.clone();
         blocking(move || {
             let last_b = encode(&Some(last))?;
             let mut membership_b = None;
@@ -626,12 +642,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     membership_b = Some(encode(&StoredMembership::new(Some(e.log_id), m.clone()))?);
                 }
             }
+            let mut events = Vec::new();
             let out = store
                 .write(Durability::Lazy, |w| {
                     let mut out = Vec::with_capacity(entries.len());
                     for e in &entries {
                         let resp = match &e.payload {
-                            EntryPayload::Normal(cmd) => state_machine::apply(w, e.log_id.index, cmd)?,
+                            EntryPayload::Normal(cmd) => state_machine::apply(w, e.log_id.index, cmd, &mut events)?,
                             _ => Response {
                                 revision: e.log_id.index,
                                 outcome: crate::types::Outcome::Deleted { count: 0 },
@@ -643,10 +660,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     if let Some(m) = &membership_b {
                         w.meta_put(META_MEMBERSHIP, m)?;
                     }
+                    crate::watch::trim(w, last.index, hub.retention())?;
                     Ok(out)
                 })
                 .map_err(|e| StorageError::from_io_error(ErrorSubject::Apply(last), ErrorVerb::Write, io_err(e)))?;
             applied.fetch_max(last.index, Ordering::Release);
+            hub.publish_applied(last.index, events);
             Ok(out)
         })
         .await
@@ -670,10 +689,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let store = self.store.clone();
         let dir = self.snapshots.clone();
         let applied = self.applied.clone();
+        let hub = self.hub.clone();
         blocking(move || {
             install_blocking(&store, &dir, &meta, file, path, incoming)?;
             if let Some(l) = &meta.last_log_id {
                 applied.fetch_max(l.index, Ordering::Release);
+                hub.publish_installed(l.index);
             }
             Ok(())
         })
@@ -862,6 +883,7 @@ mod tests {
             peer_heartbeat_ms: 100,
             limits: rampart_kv::Limits::default(),
             transport: rampart_transport::Config::default(),
+            watch_history_revisions: crate::watch::WATCH_HISTORY_REVISIONS,
         };
         let err = crate::node::RaftNode::start(cfg).await.err().expect("must refuse to start");
         assert!(matches!(err, crate::node::StartError::OutOfBounds(_)), "{err}");

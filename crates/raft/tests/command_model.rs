@@ -344,7 +344,7 @@ proptest! {
             let expected = model.apply(rev, now, cmd);
             let stamped = Command::At { now_ms: now, cmd: Box::new(cmd.clone()) };
             let leader = store
-                .write(Durability::Lazy, |b| rampart_raft::state_machine::apply(b, rev, &stamped))
+                .write(Durability::Lazy, |b| rampart_raft::state_machine::apply(b, rev, &stamped, &mut Vec::new()))
                 .unwrap();
             prop_assert_eq!(leader.revision, rev);
             prop_assert_eq!(&leader.outcome, &expected, "leader mode, command {} {:?}", i, cmd);

@@ -46,6 +46,7 @@ async fn start(n: u64) -> Cluster {
             peer_heartbeat_ms: 100,
             limits: rampart_kv::Limits::default(),
             transport: rampart_transport::Config::default(),
+            watch_history_revisions: rampart_raft::watch::WATCH_HISTORY_REVISIONS,
         };
         nodes.push(RaftNode::start(cfg).await.unwrap());
         dirs.push(dir);

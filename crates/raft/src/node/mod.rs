@@ -90,6 +90,9 @@ pub struct NodeConfig {
     /// The peer transport: its limits, timeouts, peer TLS and counters (shared by the peer
     /// listener and the clients of every peer).
     pub transport: rampart_transport::Config,
+    /// Revisions of watch history this node keeps (`--watch-history-revisions`; default
+    /// [`crate::watch::WATCH_HISTORY_REVISIONS`]).
+    pub watch_history_revisions: u64,
 }
 
 /// Why a write failed, and whether it may have been applied.
@@ -179,6 +182,8 @@ pub struct RaftNode {
     stamper: crate::clock::Stamper,
     /// Keys the expirer removed through the log while this node led.
     pub(crate) expired_keys: std::sync::atomic::AtomicU64,
+    /// The live side of watches (shared with the state machine).
+    watch_hub: Arc<crate::watch::WatchHub>,
 }
 
 /// openraft's settings for a node.
@@ -244,6 +249,8 @@ impl RaftNode {
                 .map_err(|e| StartError::Raft(e.to_string()))?
                 .map_err(StartError::Raft)?
         };
+        let watch_hub = state_machine.watch_hub().clone();
+        watch_hub.set_retention(cfg.watch_history_revisions);
         let progress = Arc::new(Progress::default());
         let raft_cfg = openraft_config(&cfg)?;
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
@@ -291,6 +298,7 @@ impl RaftNode {
             unix_clock: crate::clock::Clock::system(),
             stamper: crate::clock::Stamper::default(),
             expired_keys: std::sync::atomic::AtomicU64::new(0),
+            watch_hub,
             cfg,
         });
         tokio::spawn(rampart_transport::serve(
@@ -377,7 +385,13 @@ impl RaftNode {
     }
 
     pub async fn shutdown(&self) {
+        self.watch_hub.close();
         let _ = self.raft.shutdown().await;
+    }
+
+    /// The live side of this node's watches.
+    pub fn watch_hub(&self) -> &Arc<crate::watch::WatchHub> {
+        &self.watch_hub
     }
 
     /// Checks, before anything is proposed, that this node may propose.

@@ -29,6 +29,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(dashboard))
         .route("/v1/kv", get(list))
         .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .route("/v1/watch", get(watch))
         .route("/v1/status", get(status))
         .route("/v1/health", get(health))
         .route("/v1/cluster/members", get(members).post(add_member))
@@ -280,6 +281,135 @@ async fn list(State(app): State<Arc<App>>, Query(q): Query<KvQuery>) -> Result<R
     .await;
     observe(&app, "list", start, &r);
     r
+}
+
+/// `progress_ms` of a watch when none is given (lowered to half the idle timeout if that is
+/// shorter, so a quiet watch keeps its connection).
+pub const WATCH_PROGRESS_MS_DEFAULT: u64 = 5_000;
+
+/// The shortest `progress_ms` a watch accepts.
+pub const WATCH_PROGRESS_MS_MIN: u64 = 100;
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    key: Option<String>,
+    prefix: Option<String>,
+    from_revision: Option<String>,
+    progress_ms: Option<String>,
+}
+
+/// `GET /v1/watch?key=K|prefix=P[&from_revision=R][&progress_ms=N]`: the events of the key (or
+/// of every key under the prefix) from revision R (default: from the next write), one JSON
+/// object per line (NDJSON), or per SSE `data:` when the client accepts `text/event-stream`.
+/// The stream is not bound by the request timeout; progress lines keep it alive.
+async fn watch(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<WatchQuery>) -> Response {
+    let start = Instant::now();
+    let r = watch_start(&app, &headers, q).await;
+    app.metrics.observe("http", "watch", start.elapsed(), r.is_ok());
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn watch_start(app: &App, headers: &HeaderMap, q: WatchQuery) -> Result<Response, HttpError> {
+    let bad = |m: String| HttpError(StatusCode::BAD_REQUEST, m, "BAD_REQUEST");
+    let filter = match (q.key, q.prefix) {
+        (Some(k), None) => {
+            app.check_key(k.as_bytes())?;
+            rampart_kv::WatchFilter::Key(k.into_bytes())
+        }
+        (None, Some(p)) => {
+            if !p.is_empty() {
+                app.check_key(p.as_bytes())?;
+            }
+            rampart_kv::WatchFilter::Prefix(p.into_bytes())
+        }
+        (Some(_), Some(_)) => return Err(bad("give key or prefix, not both".into())),
+        (None, None) => return Err(bad("a watch needs key=K or prefix=P".into())),
+    };
+    let from = match q.from_revision.as_deref() {
+        None => None,
+        Some(r) => Some(
+            r.parse::<u64>().map_err(|_| bad(format!("from_revision={r:?} is not a revision number")))?,
+        ),
+    };
+    let idle_ms = app.cfg.client_idle_timeout.as_millis().min(u64::MAX as u128) as u64;
+    let progress_ms = match q.progress_ms.as_deref() {
+        None => WATCH_PROGRESS_MS_DEFAULT.min(idle_ms / 2).max(WATCH_PROGRESS_MS_MIN),
+        Some(p) => {
+            let ms = p.parse::<u64>().map_err(|_| bad(format!("progress_ms={p:?} is not a number of milliseconds")))?;
+            if ms < WATCH_PROGRESS_MS_MIN || ms >= idle_ms {
+                return Err(bad(format!(
+                    "progress_ms={ms} is outside {WATCH_PROGRESS_MS_MIN}..{idle_ms} (at least WATCH_PROGRESS_MS_MIN,                      below client_idle_timeout_ms, which would close a quiet stream)"
+                )));
+            }
+            ms
+        }
+    };
+    let sse = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+    let stream = match app.replica.watch(filter, from, std::time::Duration::from_millis(progress_ms)).await {
+        Ok(s) => s,
+        Err(e @ rampart_kv::WatchError::Compacted { oldest, .. }) => {
+            return Ok((
+                StatusCode::GONE,
+                Json(json!({"error": e.to_string(), "code": "COMPACTED", "oldest_revision": oldest})),
+            )
+                .into_response())
+        }
+        Err(rampart_kv::WatchError::Unsupported(m)) => {
+            return Err(HttpError(StatusCode::NOT_IMPLEMENTED, m, "NOT_IMPLEMENTED"));
+        }
+        Err(rampart_kv::WatchError::Kv(e)) => return Err(e.into()),
+    };
+    let body = futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        let msg = stream.next().await?;
+        let end = matches!(msg, rampart_kv::WatchMessage::CutOff { .. });
+        let bytes = Bytes::from(watch_lines(&msg, sse));
+        Some((Ok::<_, std::convert::Infallible>(bytes), (!end).then_some(stream)))
+    });
+    let content_type = if sse { "text/event-stream" } else { "application/x-ndjson" };
+    Ok((
+        [("content-type", content_type), ("cache-control", "no-cache"), ("x-accel-buffering", "no")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The lines of one watch message: one JSON object per event (or the progress, or the
+/// cut-off), each ending in a newline (NDJSON) or framed as an SSE `data:` event.
+fn watch_lines(msg: &rampart_kv::WatchMessage, sse: bool) -> Vec<u8> {
+    use rampart_kv::WatchMessage;
+    let objects: Vec<Json_> = match msg {
+        WatchMessage::Events(events) => events
+            .iter()
+            .map(|e| {
+                let mut o = serde_json::Map::new();
+                o.insert("type".into(), json!(e.kind.as_str()));
+                bytes_field(&mut o, "key", &e.key);
+                bytes_field(&mut o, "value", &e.value);
+                o.insert("revision".into(), json!(e.revision));
+                if let Some(at) = e.expires_at {
+                    o.insert("expires_at_ms".into(), json!(at));
+                }
+                Json_::Object(o)
+            })
+            .collect(),
+        WatchMessage::Progress { revision } => vec![json!({"type": "progress", "revision": revision})],
+        WatchMessage::CutOff { resume_from, reason } => {
+            vec![json!({"type": "cutoff", "resume_from": resume_from, "error": reason})]
+        }
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        if sse {
+            out.extend_from_slice(b"data: ");
+        }
+        out.extend_from_slice(&serde_json::to_vec(&o).unwrap_or_default());
+        out.extend_from_slice(if sse { b"\n\n" } else { b"\n" });
+    }
+    out
 }
 
 /// Bytes of a list reply kept for everything around its items (`more`, `continue`).

@@ -12,6 +12,8 @@
 //! | `PUT /v1/kv/KEY` | `set KEY` |
 //! | `DELETE /v1/kv/KEY` | `del KEY` |
 //! | `GET /v1/kv?prefix=P` | `scan` and `get`, and P must lie inside one of the user's key patterns: `~*`, or `~Q*` with Q a literal prefix of P |
+//! | `GET /v1/watch?key=K` | `get K` |
+//! | `GET /v1/watch?prefix=P` | `get`, and P must lie inside one of the user's key patterns (as for a list) |
 //! | `/metrics`, `/`, `GET /v1/cluster/members` | `info` |
 //! | `POST`/`DELETE /v1/cluster/members`, `/v1/auth/tokens` | every command of `@admin` |
 //! | `GET /v1/auth/whoami` | any user |
@@ -66,6 +68,8 @@ enum Need {
     Command(&'static str, Option<Vec<u8>>),
     /// A list of the keys starting with this prefix.
     List(Vec<u8>),
+    /// A watch of every key starting with this prefix.
+    WatchPrefix(Vec<u8>),
     Admin,
 }
 
@@ -160,6 +164,24 @@ async fn classify(parts: &mut axum::http::request::Parts, path: &str) -> Result<
             }
             Need::List(prefix.into_bytes())
         }
+        (_, "/v1/watch") => {
+            let Query(pairs) =
+                Query::<Vec<(String, String)>>::try_from_uri(&parts.uri).map_err(|e| bad(e.to_string()))?;
+            let one = |name: &str| -> Result<Option<String>, Response> {
+                let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone());
+                let v = values.next();
+                if values.next().is_some() {
+                    return Err(bad(format!("{name} is given more than once")));
+                }
+                Ok(v)
+            };
+            match (one("key")?, one("prefix")?) {
+                (Some(k), None) => Need::Command("get", Some(k.into_bytes())),
+                (None, Some(p)) => Need::WatchPrefix(p.into_bytes()),
+                // The handler names what is wrong; nothing is read.
+                _ => Need::AnyUser,
+            }
+        }
         (Method::GET, "/metrics" | "/" | "/v1/cluster/members") => Need::Command("info", None),
         (_, p) if p.starts_with("/v1/cluster/members") => Need::Admin,
         (_, p) if p.starts_with("/v1/auth/tokens") => Need::Admin,
@@ -196,6 +218,18 @@ fn check(app: &App, p: &Principal, need: Need) -> Result<(), Response> {
             } else {
                 Err(noperm(
                     "this user has no permissions to list this prefix: it must lie inside one of the user's key \
+                     patterns (~* or ~PREFIX*)"
+                        .into(),
+                ))
+            }
+        }
+        Need::WatchPrefix(prefix) => {
+            may("get")?;
+            if prefix_allowed(&p.user, &prefix) {
+                Ok(())
+            } else {
+                Err(noperm(
+                    "this user has no permissions to watch this prefix: it must lie inside one of the user's key \
                      patterns (~* or ~PREFIX*)"
                         .into(),
                 ))

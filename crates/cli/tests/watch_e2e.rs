@@ -219,9 +219,8 @@ async fn compacted_history_is_410_and_bad_parameters_are_400() {
     wait_leader(&c, &[1]).await;
     let mut last = 0;
     for i in 0..12 {
-        let r = http_request(Method::PUT, &format!("{}/v1/kv/k{i}", c.http(1)), "v", Duration::from_secs(5))
-            .await
-            .unwrap();
+        let r =
+            http_request(Method::PUT, &format!("{}/v1/kv/k{i}", c.http(1)), "v", Duration::from_secs(5)).await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
         last = r.json().unwrap()["revision"].as_u64().unwrap();
     }

@@ -7,8 +7,8 @@ use openraft::ServerState;
 use rampart_kv::limits::INLINE_READ_KEYS_MAX;
 use rampart_kv::reserved::RESERVED_PREFIX;
 use rampart_kv::{
-    write_checked, BoxFuture, Command, EventStream, WatchError, WatchFilter, Consistency, Item, KvError, Limits, Member, MemberInfo, MembershipError,
-    NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField,
+    write_checked, BoxFuture, Command, Consistency, EventStream, Item, KvError, Limits, Member, MemberInfo,
+    MembershipError, NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField, WatchError, WatchFilter,
 };
 use rampart_storage::View;
 

@@ -33,8 +33,8 @@ use crate::snapshot::{
     SnapshotWriter, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_INSTALL_BATCH_BYTES, SNAPSHOT_IO_BUFFER_BYTES,
 };
 use crate::state_machine;
-use crate::watch::WatchHub;
 use crate::types::{Entry, LogId, NodeId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
+use crate::watch::WatchHub;
 
 const META_VOTE: &str = "raft/vote";
 const META_COMMITTED: &str = "raft/committed";

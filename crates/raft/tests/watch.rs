@@ -79,7 +79,13 @@ async fn leader(nodes: &[Arc<RaftNode>]) -> Arc<RaftNode> {
 }
 
 fn set(key: &str) -> Command {
-    Command::Set { key: key.into(), value: key.as_bytes().to_vec(), cond: SetCond::Always, return_old: false, ttl: Ttl::Clear }
+    Command::Set {
+        key: key.into(),
+        value: key.as_bytes().to_vec(),
+        cond: SetCond::Always,
+        return_old: false,
+        ttl: Ttl::Clear,
+    }
 }
 
 /// Writes `keys` one command each, returning each write's revision.
@@ -103,7 +109,9 @@ async fn collect(
         match tokio::time::timeout(left, s.next()).await.expect("timed out waiting for watch events") {
             Some(WatchMessage::Events(es)) => events.extend(es),
             Some(WatchMessage::Progress { revision }) => progress.push(revision),
-            Some(WatchMessage::CutOff { resume_from, reason }) => return (events, Some((resume_from, reason)), progress),
+            Some(WatchMessage::CutOff { resume_from, reason }) => {
+                return (events, Some((resume_from, reason)), progress)
+            }
             None => panic!("the stream ended without a cut-off"),
         }
     }
@@ -111,7 +119,10 @@ async fn collect(
 }
 
 fn assert_in_order_once(events: &[Event]) {
-    assert!(events.windows(2).all(|w| w[0].revision < w[1].revision), "revisions strictly increase (one key per write)");
+    assert!(
+        events.windows(2).all(|w| w[0].revision < w[1].revision),
+        "revisions strictly increase (one key per write)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +159,8 @@ async fn replay_then_live_on_every_node_with_no_gap_or_duplicate() {
     let last = *revs.last().unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
-        let m = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), streams[1].next()).await.unwrap();
+        let m =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), streams[1].next()).await.unwrap();
         match m {
             Some(WatchMessage::Progress { revision }) if revision >= last => break,
             Some(WatchMessage::Progress { .. }) => {}

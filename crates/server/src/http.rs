@@ -327,9 +327,7 @@ async fn watch_start(app: &App, headers: &HeaderMap, q: WatchQuery) -> Result<Re
     };
     let from = match q.from_revision.as_deref() {
         None => None,
-        Some(r) => Some(
-            r.parse::<u64>().map_err(|_| bad(format!("from_revision={r:?} is not a revision number")))?,
-        ),
+        Some(r) => Some(r.parse::<u64>().map_err(|_| bad(format!("from_revision={r:?} is not a revision number")))?),
     };
     let idle_ms = app.cfg.client_idle_timeout.as_millis().min(u64::MAX as u128) as u64;
     let progress_ms = match q.progress_ms.as_deref() {

@@ -34,6 +34,8 @@ pub struct App {
     scan_jobs: Arc<Semaphore>,
     /// Terminates TLS on both client listeners when [`ServerConfig::tls`] is set.
     pub tls: Option<rampart_tls::tokio_rustls::TlsAcceptor>,
+    /// This node's pub/sub subscriptions and keyspace-notification feed.
+    pub pubsub: Arc<crate::pubsub::Hub>,
 }
 
 /// One of the `scan_jobs_max` slots, held for a long request's whole life.
@@ -60,7 +62,9 @@ impl App {
         let scan_jobs = Arc::new(Semaphore::new(cfg.scan_jobs_max));
         let tls = cfg.tls.clone().map(rampart_tls::tokio_rustls::TlsAcceptor::from);
         let acl = Arc::new(Acl::new(replica.clone(), crate::resp::acl_catalog(), cfg.acl.clone()));
+        let pubsub = Arc::new(crate::pubsub::Hub::new(cfg.notify_keyspace_events));
         Arc::new(App {
+            pubsub,
             tls,
             replica,
             acl,

@@ -10,6 +10,7 @@ pub mod http;
 pub mod http_auth;
 pub mod listen;
 pub mod metrics;
+pub mod pubsub;
 pub mod resp;
 pub mod scan;
 
@@ -56,6 +57,9 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rampart_tls::rustls::ServerConfig>>,
     /// Users, protected mode and password checking.
     pub acl: acl::AclConfig,
+    /// `notify-keyspace-events` at start (`--notify-keyspace-events`; Redis's default: off).
+    /// Needs a replica with watches (leader mode).
+    pub notify_keyspace_events: pubsub::NotifyFlags,
 }
 
 impl ServerConfig {
@@ -72,6 +76,7 @@ impl ServerConfig {
             scan_jobs_max: SCAN_JOBS_MAX_DEFAULT,
             tls: None,
             acl: acl::AclConfig::default(),
+            notify_keyspace_events: pubsub::NotifyFlags(0),
         }
     }
 }
@@ -106,6 +111,9 @@ pub async fn bind(cfg: &ServerConfig) -> Result<Listeners, ServerError> {
 pub fn serve(listeners: Listeners, replica: Arc<dyn Replica>, cfg: ServerConfig) -> Arc<app::App> {
     let app = app::App::new(replica, cfg);
     tokio::spawn(app.acl.clone().run_refresher());
+    if app.cfg.notify_keyspace_events.0 != 0 {
+        tokio::spawn(pubsub::start_feed_at_boot(app.pubsub.clone(), app.replica.clone()));
+    }
     tokio::spawn(resp::serve(listeners.resp, app.clone()));
     tokio::spawn(listen::serve_http(listeners.http, http::router(app.clone()), app.clone()));
     app

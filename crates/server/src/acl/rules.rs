@@ -54,6 +54,7 @@ pub mod cat {
     pub const READ: u32 = 1 << 1;
     pub const WRITE: u32 = 1 << 2;
     pub const STRING: u32 = 1 << 7;
+    pub const PUBSUB: u32 = 1 << 12;
     pub const ADMIN: u32 = 1 << 13;
     pub const FAST: u32 = 1 << 14;
     pub const SLOW: u32 = 1 << 15;

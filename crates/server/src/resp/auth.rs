@@ -39,7 +39,7 @@ impl Conn {
 
     /// The connection's user as of now. `None`: the user was deleted, and the connection must
     /// close (Redis disconnects the clients of a deleted user).
-    fn current_user(&mut self) -> Option<Arc<User>> {
+    pub(super) fn current_user(&mut self) -> Option<Arc<User>> {
         let acl = &self.app.acl;
         let generation = acl.generation();
         if generation != self.session.generation {

@@ -19,6 +19,12 @@ impl Conn {
     /// Runs `op` (its arity already checked against the table).
     pub(super) async fn run_op(&mut self, op: Op, args: &[Bytes]) -> Value {
         match op {
+            Op::Subscribe | Op::Unsubscribe | Op::Psubscribe | Op::Punsubscribe | Op::Publish | Op::Pubsub => {
+                self.pubsub_op(op, args)
+            }
+            Op::Ping if args.len() <= 2 && self.pubsub_context() => {
+                self.subscribed_ping(args).unwrap_or_else(|| wrong_args("ping"))
+            }
             Op::Ping => match args.len() {
                 1 => Value::SimpleString("PONG".into()),
                 2 => Value::Bulk(args[1].clone()),
@@ -39,7 +45,7 @@ impl Conn {
             Op::Acl => self.acl(args).await,
             Op::Command => self.command(args),
             Op::Client => self.client(args),
-            Op::Config => self.config(args),
+            Op::Config => self.config(args).await,
             Op::Readonly => {
                 self.readonly = true;
                 Value::ok()
@@ -287,13 +293,50 @@ impl Conn {
         }
     }
 
-    fn config(&self, args: &[Bytes]) -> Value {
+    /// CONFIG GET answers `notify-keyspace-events` (the only Redis setting rampart has) for
+    /// every pattern that matches it; CONFIG SET sets only it.
+    async fn config(&self, args: &[Bytes]) -> Value {
+        const NOTIFY: &str = "notify-keyspace-events";
         let sub = args.get(1).map(|a| String::from_utf8_lossy(a).to_ascii_uppercase());
         match sub.as_deref() {
-            // Tools such as redis-benchmark read a few settings at start;
-            // rampart has none of Redis's, so the answer is empty.
-            Some("GET") if args.len() >= 3 => Value::Map(vec![]),
-            _ => err("ERR CONFIG supports only GET here; rampart is configured by flags or its TOML file"),
+            Some("GET") if args.len() >= 3 => {
+                let hit = args[2..]
+                    .iter()
+                    .any(|p| crate::glob::Glob::new(&p.to_ascii_lowercase()).matches(NOTIFY.as_bytes()));
+                if hit {
+                    Value::Map(vec![(Value::bulk(NOTIFY), Value::bulk(self.app.pubsub.flags().render()))])
+                } else {
+                    Value::Map(vec![])
+                }
+            }
+            Some("SET") if args.len() >= 4 && args.len() % 2 == 0 => {
+                let fail = |m: &str, arg: &str| {
+                    err(format!("ERR CONFIG SET failed (possibly related to argument '{arg}') - {m}"))
+                };
+                let mut value = None;
+                for pair in args[2..].chunks(2) {
+                    let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+                    if name != NOTIFY {
+                        return fail(
+                            "Unknown option or number of arguments for CONFIG SET (rampart has only notify-keyspace-events; \
+                             everything else is set by flags or its TOML file)",
+                            &String::from_utf8_lossy(&pair[0]),
+                        );
+                    }
+                    value = Some(&pair[1]);
+                }
+                let Some(value) = value else { return err("ERR syntax error") };
+                let flags = match crate::pubsub::NotifyFlags::parse(value) {
+                    Ok(f) => f,
+                    Err(m) => return fail(&m, NOTIFY),
+                };
+                match self.app.pubsub.set_flags(flags, &self.app.replica).await {
+                    Ok(()) => Value::ok(),
+                    Err(m) => fail(&m, NOTIFY),
+                }
+            }
+            Some("SET") => wrong_args("config|set"),
+            _ => err("ERR CONFIG supports only GET and SET here; rampart is configured by flags or its TOML file"),
         }
     }
 

@@ -9,6 +9,7 @@
 
 mod auth;
 mod handlers;
+mod pubsub;
 mod table;
 mod writes;
 
@@ -90,6 +91,10 @@ struct Conn {
     session: auth::Session,
     /// End the connection without answering (its user was deleted).
     close_silently: bool,
+    /// Subscriptions, once the connection made one.
+    sub: Option<pubsub::SubState>,
+    /// Frames a command wrote itself (SUBSCRIBE's confirmations), sent instead of its reply.
+    raw_reply: Option<BytesMut>,
 }
 
 fn err(msg: impl Into<String>) -> Value {
@@ -126,6 +131,8 @@ impl Conn {
             quit: false,
             session,
             close_silently: false,
+            sub: None,
+            raw_reply: None,
         }
     }
 
@@ -219,7 +226,37 @@ impl Conn {
                 Some(t) => (t + header_timeout, Closed::HeaderTimeout),
                 None => (now + idle, Closed::IdleTimeout),
             };
-            match tokio::time::timeout_at(deadline.into(), dec.read_from(&mut stream)).await {
+            // A subscriber waits for messages as well as requests, and without the idle
+            // timeout (Redis's `timeout` spares pub/sub clients too).
+            let read = match self.sub.as_mut() {
+                Some(sub) if request_started.is_none() => {
+                    tokio::select! {
+                        n = dec.read_from(&mut stream) => Ok(n),
+                        push = sub.inbox.recv() => match push {
+                            Ok(p) => {
+                                p.encode(self.proto, &mut out);
+                                while out.len() < WRITE_BUFFER_FLUSH_BYTES {
+                                    match sub.inbox.try_recv() {
+                                        Some(p) => p.encode(self.proto, &mut out),
+                                        None => break,
+                                    }
+                                }
+                                if let Err(end) = send(&mut stream, &mut out, idle).await {
+                                    return end;
+                                }
+                                out.clear();
+                                continue;
+                            }
+                            Err(why) => {
+                                tracing::info!(client = self.id, %why, "closing a pub/sub connection");
+                                return None;
+                            }
+                        },
+                    }
+                }
+                _ => tokio::time::timeout_at(deadline.into(), dec.read_from(&mut stream)).await,
+            };
+            match read {
                 Err(_) => {
                     if why == Closed::HeaderTimeout {
                         let line = format!(
@@ -255,7 +292,8 @@ impl Conn {
         let mut i = 0;
         while i < pending.len() {
             let run_end = write_run_end(pending, i, old_values_max);
-            if run_end - i >= 2 {
+            // In RESP2 subscribed mode each command is checked on its own (most are refused).
+            if run_end - i >= 2 && !self.pubsub_context() {
                 let replies = self.execute_writes(&pending[i..run_end]).await;
                 if self.close_silently {
                     let _ = stream.write_all(out).await;
@@ -271,7 +309,10 @@ impl Conn {
                     let _ = stream.write_all(out).await;
                     return Err(None);
                 }
-                encode(&reply, self.proto, out);
+                match self.raw_reply.take() {
+                    Some(raw) => out.extend_from_slice(&raw),
+                    None => encode(&reply, self.proto, out),
+                }
                 drop(reply);
                 i += 1;
                 if self.quit {
@@ -343,6 +384,11 @@ impl Conn {
             Some(s) if !s.arity_ok(args.len()) => wrong_args(s.name),
             Some(s) => match (self.gate(s, &args), s.exec) {
                 (Err(refused), _) => refused,
+                (Ok(()), _) if self.pubsub_context() && !pubsub::allowed_when_subscribed(s.name) => err(format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed \
+                     in this context",
+                    crate::resp::table::acl_target(s, &args).map_or_else(|_| s.name.to_string(), |t| t.fullname())
+                )),
                 (Ok(()), Exec::Write(parse)) => match parse(&args) {
                     Ok((cmd, kind)) => writes::render(kind, self.app.write(cmd).await),
                     Err(reply) => reply,

@@ -49,6 +49,12 @@ pub enum Op {
     Pttl,
     Expiretime,
     Pexpiretime,
+    Subscribe,
+    Unsubscribe,
+    Psubscribe,
+    Punsubscribe,
+    Publish,
+    Pubsub,
 }
 
 /// What runs a command.
@@ -214,7 +220,17 @@ pub static COMMANDS: &[Spec] = &[
     spec("time", 1, F, NONE, FAST, Exec::Conn(Op::Time)),
     spec("auth", -2, NA, NONE, CONN_F, Exec::Conn(Op::Auth)),
     container("acl", -2, SLOW, ACL_SUBS, Exec::Conn(Op::Acl)),
+    spec("subscribe", -2, PS, NONE, PUBSUB | SLOW, Exec::Conn(Op::Subscribe)),
+    spec("unsubscribe", -1, PS, NONE, PUBSUB | SLOW, Exec::Conn(Op::Unsubscribe)),
+    spec("psubscribe", -2, PS, NONE, PUBSUB | SLOW, Exec::Conn(Op::Psubscribe)),
+    spec("punsubscribe", -1, PS, NONE, PUBSUB | SLOW, Exec::Conn(Op::Punsubscribe)),
+    spec("publish", 3, &["pubsub", "loading", "stale", "fast"], NONE, PUBSUB | FAST, Exec::Conn(Op::Publish)),
+    container("pubsub", -2, SLOW, PUBSUB_SUBS, Exec::Conn(Op::Pubsub)),
 ];
+
+const PS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
+static PUBSUB_SUBS: &[Sub] =
+    &[sub("channels", -2, PUBSUB | SLOW), sub("numpat", 2, PUBSUB | SLOW), sub("numsub", -2, PUBSUB | SLOW)];
 
 static COMMAND_SUBS: &[Sub] = &[sub("count", 2, CONN_S), sub("docs", -2, CONN_S)];
 static CLIENT_SUBS: &[Sub] = &[
@@ -224,7 +240,7 @@ static CLIENT_SUBS: &[Sub] = &[
     sub("info", 2, CONN_S),
     sub("setinfo", 4, CONN_S),
 ];
-static CONFIG_SUBS: &[Sub] = &[sub("get", -3, ADMIN_S)];
+static CONFIG_SUBS: &[Sub] = &[sub("get", -3, ADMIN_S), sub("set", -4, ADMIN_S)];
 /// The ACL subcommands rampart has; any other is answered "unknown subcommand", as Redis does.
 pub static ACL_SUBS: &[Sub] = &[
     sub("cat", -2, SLOW),

@@ -50,6 +50,8 @@ fn server_config(s: &NodeSettings) -> anyhow::Result<ServerConfig> {
             password_checks_max: s.password_checks_max,
             refresh_interval: std::time::Duration::from_millis(s.acl_refresh_ms),
         },
+        // Off at start, as in Redis; `CONFIG SET notify-keyspace-events` turns it on.
+        notify_keyspace_events: rampart_server::pubsub::NotifyFlags(0),
     })
 }
 

@@ -57,7 +57,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<rampart_tls::rustls::ServerConfig>>,
     /// Users, protected mode and password checking.
     pub acl: acl::AclConfig,
-    /// `notify-keyspace-events` at start (`--notify-keyspace-events`; Redis's default: off).
+    /// `notify-keyspace-events` at start (Redis's default: off; `rampart server` has no flag for it
+    /// yet, so it starts off and `CONFIG SET` turns it on).
     /// Needs a replica with watches (leader mode).
     pub notify_keyspace_events: pubsub::NotifyFlags,
 }

@@ -309,7 +309,7 @@ impl Conn {
                     Value::Map(vec![])
                 }
             }
-            Some("SET") if args.len() >= 4 && args.len() % 2 == 0 => {
+            Some("SET") if args.len() >= 4 && args.len().is_multiple_of(2) => {
                 let fail = |m: &str, arg: &str| {
                     err(format!("ERR CONFIG SET failed (possibly related to argument '{arg}') - {m}"))
                 };

@@ -862,7 +862,7 @@ mod tests {
             ],
             "every key in one entry, in key order"
         );
-        assert!(!s.kv.contains_key(&b"k1".to_vec()) && s.kv.contains_key(&b"k2".to_vec()));
+        assert!(!s.kv.contains_key(b"k1".as_slice()) && s.kv.contains_key(b"k2".as_slice()));
         assert_eq!(s.lease_ttl(a).unwrap(), None);
         s.events.clear();
         let out = apply_command(&mut s, ctx(10), &Command::LeaseRevoke { id: b, expired: true }).unwrap();
@@ -877,7 +877,7 @@ mod tests {
             apply_command(&mut s, ctx(11), &put_leased(b"z", a, false)).unwrap(),
             Outcome::Rejected(lease::lease_not_found(a))
         );
-        assert!(!s.kv.contains_key(&b"z".to_vec()));
+        assert!(!s.kv.contains_key(b"z".as_slice()));
         assert_eq!(grant(&mut s, 5_000), 3);
     }
 
@@ -894,7 +894,7 @@ mod tests {
         }
         let out = apply_command(&mut s, ctx(3), &put_leased(b"one-more", id, false)).unwrap();
         assert_eq!(out, Outcome::Rejected(lease::lease_full(id)));
-        assert!(!s.kv.contains_key(&b"one-more".to_vec()), "a refused put writes nothing");
+        assert!(!s.kv.contains_key(b"one-more".as_slice()), "a refused put writes nothing");
         // Rewriting a key already on the lease is not one more.
         let out = apply_command(&mut s, ctx(3), &put_leased(b"k0", id, false)).unwrap();
         assert!(matches!(out, Outcome::Written { written: true, .. }), "{out:?}");

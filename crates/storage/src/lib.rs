@@ -1135,7 +1135,10 @@ mod tests {
         );
     }
 
-    fn leases_of(s: &Store) -> (Vec<(u64, u64)>, Vec<Vec<u8>>, Vec<Vec<u8>>, Option<u64>) {
+    /// Every lease, the keys of leases 7 and 8, and the lease of key `a`.
+    type LeaseState = (Vec<(u64, u64)>, Vec<Vec<u8>>, Vec<Vec<u8>>, Option<u64>);
+
+    fn leases_of(s: &Store) -> LeaseState {
         s.read(|v| Ok((v.lease_list()?, v.lease_keys(7, 100)?, v.lease_keys(8, 100)?, v.kv_lease(b"a")?))).unwrap()
     }
 

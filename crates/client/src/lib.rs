@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use http::{Bytes, HttpClient, Method};
 
-pub use types::{Deleted, Entry, Item, Member, MemberList, NewMember, ScanPage, Status};
+pub use types::{Deleted, Entry, Item, Lease, LeaseInfo, Member, MemberList, NewMember, ScanPage, Status};
 pub use url::{normalize_endpoint, percent_encode, Consistency};
 
-use types::{ErrorBody, MembersOnly, Revision};
+use types::{ErrorBody, LeaseRequest, MembersOnly, Revision, Revoked};
 
 /// Default bound on one response body: 64 MiB ([`http::RESPONSE_BYTES_MAX`]).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = http::RESPONSE_BYTES_MAX;
@@ -361,6 +361,58 @@ impl Client {
             .call(Retry::NotIdempotent, |base| Req::put(url::kv_put(base, key, cas, ttl_ms), value.clone()))
             .await?;
         Ok(decode_json::<Revision>(&reply)?.revision)
+    }
+
+    /// Writes `key` attached to lease `lease` (leader mode): the key goes when the lease is
+    /// revoked or runs out, and a later write without the lease detaches it. Returns the new
+    /// revision. A lease that does not exist (or is full) is refused by the server.
+    pub async fn put_with_lease(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        lease: u64,
+    ) -> Result<u64, Error> {
+        let (key, value) = (key.as_ref(), Bytes::copy_from_slice(value.as_ref()));
+        let reply = self
+            .call(Retry::NotIdempotent, |base| Req::put(url::kv_put_leased(base, key, lease), value.clone()))
+            .await?;
+        Ok(decode_json::<Revision>(&reply)?.revision)
+    }
+
+    /// Grants a lease of `ttl_ms` milliseconds (leader mode only).
+    pub async fn lease_grant(&self, ttl_ms: u64) -> Result<Lease, Error> {
+        // A struct of one integer always encodes.
+        let json = Bytes::from(serde_json::to_vec(&LeaseRequest { ttl_ms }).expect("LeaseRequest encodes as JSON"));
+        let reply = self.call(Retry::NotIdempotent, |base| Req::post_json(url::leases(base), json.clone())).await?;
+        decode_json(&reply)
+    }
+
+    /// Renews lease `id` to its full TTL; `None` if it no longer exists (revoked or ran out).
+    /// Renewing twice does no harm, so a keepalive that timed out is retried on the next node.
+    pub async fn lease_keepalive(&self, id: u64) -> Result<Option<Lease>, Error> {
+        match self.call(Retry::Idempotent, |base| Req::post_json(url::lease_keepalive(base, id), Bytes::new())).await {
+            Ok(reply) => decode_json(&reply).map(Some),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lease `id`'s TTL, remaining time and keys; `None` if it does not exist.
+    pub async fn lease_info(&self, id: u64) -> Result<Option<LeaseInfo>, Error> {
+        match self.call(Retry::Idempotent, |base| Req::get(url::lease(base, id))).await {
+            Ok(reply) => decode_json(&reply).map(Some),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revokes lease `id`, removing every key attached to it at once; false if it did not exist.
+    pub async fn lease_revoke(&self, id: u64) -> Result<bool, Error> {
+        match self.call(Retry::NotIdempotent, |base| Req::delete(url::lease(base, id))).await {
+            Ok(reply) => Ok(decode_json::<Revoked>(&reply)?.revoked),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes `key`.

@@ -534,3 +534,31 @@ async fn https_checks_the_server_against_the_given_ca() {
         http::HttpClient::new(Duration::from_secs(10)).send(Method::GET, &url, None, Bytes::new()).await.unwrap_err();
     assert!(matches!(e, http::Error::InvalidRequest { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn lease_calls() {
+    let (addr, log) = mock(|seen| match (seen.method.as_str(), seen.path.as_str()) {
+        ("POST", "/v1/lease") => answer(200, r#"{"id":5,"ttl_ms":3000}"#),
+        ("POST", "/v1/lease/5/keepalive") => answer(200, r#"{"id":5,"ttl_ms":3000}"#),
+        ("GET", "/v1/lease/5") => answer(200, r#"{"id":5,"ttl_ms":3000,"remaining_ms":2500,"keys":["a","b/c"]}"#),
+        ("GET", "/v1/lease/6") => answer(200, r#"{"id":6,"ttl_ms":3000,"remaining_ms":1,"keys_b64":["/w=="]}"#),
+        ("DELETE", "/v1/lease/5") => answer(200, r#"{"revoked":true}"#),
+        ("PUT", "/v1/kv/k?lease=5") => answer(200, r#"{"revision":12}"#),
+        _ => answer(404, r#"{"error":"lease not found","code":"NOT_FOUND"}"#),
+    })
+    .await;
+    let c = client(&[&addr]);
+    assert_eq!(c.lease_grant(3000).await.unwrap(), Lease { id: 5, ttl_ms: 3000 });
+    assert_eq!(c.lease_keepalive(5).await.unwrap(), Some(Lease { id: 5, ttl_ms: 3000 }));
+    assert_eq!(c.lease_keepalive(9).await.unwrap(), None);
+    let info = c.lease_info(5).await.unwrap().unwrap();
+    assert_eq!((info.remaining_ms, info.keys), (2500, vec![b"a".to_vec(), b"b/c".to_vec()]));
+    assert_eq!(c.lease_info(6).await.unwrap().unwrap().keys, vec![vec![0xff]]);
+    assert_eq!(c.lease_info(7).await.unwrap(), None);
+    assert_eq!(c.put_with_lease("k", "v", 5).await.unwrap(), 12);
+    assert!(c.lease_revoke(5).await.unwrap());
+    assert!(!c.lease_revoke(8).await.unwrap());
+    let log = log.lock().unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&log[0].body).unwrap(), serde_json::json!({"ttl_ms":3000}));
+    assert_eq!(log[0].content_type.as_deref(), Some("application/json"));
+}

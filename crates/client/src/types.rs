@@ -100,6 +100,67 @@ pub struct Deleted {
     pub revision: u64,
 }
 
+/// A granted or renewed lease (`POST /v1/lease`, `POST /v1/lease/{id}/keepalive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The lease's id (never 0).
+    pub id: u64,
+    /// Its full TTL: it lives at least this long from the answer unless revoked.
+    pub ttl_ms: u64,
+}
+
+/// `GET /v1/lease/{id}`: a lease, what is left of it, and its keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "WireLeaseInfo")]
+pub struct LeaseInfo {
+    /// The lease's id.
+    pub id: u64,
+    /// Its full TTL.
+    pub ttl_ms: u64,
+    /// What is left of it by the leader's count.
+    pub remaining_ms: u64,
+    /// The attached keys, in order.
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// The wire form: `keys` as strings when every key is UTF-8, else `keys_b64` (base64, every key).
+#[derive(Debug, Deserialize)]
+struct WireLeaseInfo {
+    id: u64,
+    ttl_ms: u64,
+    remaining_ms: u64,
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+    #[serde(default)]
+    keys_b64: Option<Vec<String>>,
+}
+
+impl TryFrom<WireLeaseInfo> for LeaseInfo {
+    type Error = String;
+    fn try_from(w: WireLeaseInfo) -> Result<Self, String> {
+        let keys = match (w.keys, w.keys_b64) {
+            (Some(keys), None) => keys.into_iter().map(String::into_bytes).collect(),
+            (None, Some(b64)) => b64
+                .iter()
+                .map(|k| base64::decode(k).ok_or_else(|| "keys_b64 holds invalid base64".to_owned()))
+                .collect::<Result<_, _>>()?,
+            (Some(_), Some(_)) => return Err("both keys and keys_b64 given".into()),
+            (None, None) => return Err("neither keys nor keys_b64 given".into()),
+        };
+        Ok(LeaseInfo { id: w.id, ttl_ms: w.ttl_ms, remaining_ms: w.remaining_ms, keys })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Revoked {
+    pub revoked: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct LeaseRequest {
+    pub ttl_ms: u64,
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct Revision {
     pub revision: u64,

@@ -87,6 +87,26 @@ pub(crate) fn kv_put(base: &str, key: &[u8], cas: Option<u64>, ttl_ms: Option<u6
     url
 }
 
+/// The URL of `PUT /v1/kv/{key}?lease={id}`: the key goes when the lease does.
+pub(crate) fn kv_put_leased(base: &str, key: &[u8], lease: u64) -> String {
+    format!("{}?lease={lease}", kv_key(base, key))
+}
+
+/// `POST /v1/lease` (grant).
+pub(crate) fn leases(base: &str) -> String {
+    format!("{base}/v1/lease")
+}
+
+/// `GET` (info) and `DELETE` (revoke) of one lease.
+pub(crate) fn lease(base: &str, id: u64) -> String {
+    format!("{base}/v1/lease/{id}")
+}
+
+/// `POST /v1/lease/{id}/keepalive`.
+pub(crate) fn lease_keepalive(base: &str, id: u64) -> String {
+    format!("{base}/v1/lease/{id}/keepalive")
+}
+
 pub(crate) fn kv_scan(base: &str, prefix: &[u8], limit: usize, consistency: Consistency) -> String {
     let mut url = format!("{base}/v1/kv?prefix={}&limit={limit}", percent_encode(prefix));
     if consistency == Consistency::Stale {
@@ -154,5 +174,14 @@ mod tests {
         assert_eq!(status(base), "http://h:1/v1/status");
         assert_eq!(members(base), "http://h:1/v1/cluster/members");
         assert_eq!(member(base, 4), "http://h:1/v1/cluster/members/4");
+    }
+
+    #[test]
+    fn lease_urls() {
+        let base = "http://h:1";
+        assert_eq!(leases(base), "http://h:1/v1/lease");
+        assert_eq!(lease(base, 77), "http://h:1/v1/lease/77");
+        assert_eq!(lease_keepalive(base, 77), "http://h:1/v1/lease/77/keepalive");
+        assert_eq!(kv_put_leased(base, b"a/b", 9), "http://h:1/v1/kv/a%2Fb?lease=9");
     }
 }

@@ -8,7 +8,8 @@
 //! construction; `crates/raft/tests/command_model.rs` checks it against a plain model.
 
 use crate::command::{Command, ExpireCond, KeyOp, SetCond, Ttl};
-use crate::event::{Cause, Event, EventKind};
+use crate::event::{leader_mode_only, Cause, Event, EventKind};
+use crate::lease::{self, Leases, KEYS_PER_LEASE_MAX, LEASES_MAX};
 use crate::limits::{value_too_large, INTEGER_BYTES_MAX};
 use crate::outcome::Outcome;
 use crate::replica::KvError;
@@ -277,6 +278,11 @@ pub fn plan(cmd: Command) -> Result<(Ops, Combine), KvError> {
         Command::GetDel { key } => (vec![(key, KeyOp::GetDel)], Combine::One),
         Command::ExpireDue { keys } => (keys.into_iter().map(|k| (k, KeyOp::ExpireDue)).collect(), Combine::Del),
         Command::Batch(_) => return Err(KvError::BadRequest("a batch has no per-key plan".into())),
+        // Leases belong to leader mode's state ([`apply_command`] applies them whole); a mode
+        // that plans per key has none.
+        Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::PutLeased { .. } => {
+            return Err(KvError::BadRequest(leader_mode_only("leases")))
+        }
         Command::At { .. } => return Err(KvError::BadRequest("a stamped command has no per-key plan".into())),
     })
 }
@@ -323,6 +329,124 @@ pub trait State {
         let _ = event;
         Ok(())
     }
+    /// The state's lease records, if it keeps any (leader mode does; multi-master mode has no
+    /// leases, and its per-key plan refuses every lease command before it gets here). Without
+    /// them a lease command is rejected with [`leader_mode_only`].
+    fn leases(&mut self) -> Option<&mut dyn Leases<Error = Self::Error>> {
+        None
+    }
+}
+
+/// Applies `op` to `key`: reads it, writes what the op decides, detaches the key from its lease
+/// when the write changes or removes it (only [`Command::PutLeased`] attaches, after this), and
+/// records the event.
+fn apply_key_op<S: State>(state: &mut S, ctx: Ctx, key: &[u8], op: &KeyOp) -> Result<(Write, Outcome), S::Error> {
+    let current = state.get(key)?;
+    let (write, outcome) = apply_op(op, current.as_ref().map(Record::as_current), ctx);
+    match &write {
+        Write::Keep => {}
+        Write::Put { value, expires_at } => state.put(key, ctx.revision, value, *expires_at)?,
+        Write::Delete => state.delete(key)?,
+        Write::Expire => state.expire(key)?,
+    }
+    if write != Write::Keep {
+        if let Some(leases) = state.leases() {
+            leases.detach(key)?;
+        }
+    }
+    if let Some(cause) = Cause::of(op, &write).filter(|_| !crate::reserved::is_reserved(key)) {
+        let (kind, value, expires_at) = match &write {
+            Write::Put { value, expires_at } => (EventKind::Put, value.clone(), *expires_at),
+            Write::Expire => (EventKind::Expire, Vec::new(), None),
+            Write::Delete | Write::Keep => (EventKind::Delete, Vec::new(), None),
+        };
+        state.record(Event { revision: ctx.revision, kind, key: key.to_vec(), value, expires_at, cause })?;
+    }
+    Ok((write, outcome))
+}
+
+/// The lease commands, applied whole (see [`Command::LeaseGrant`], [`Command::LeaseRevoke`],
+/// [`Command::PutLeased`]). Every limit is checked here too, so every replica decides alike
+/// whatever was checked before proposing.
+fn apply_lease_command<S: State>(state: &mut S, ctx: Ctx, cmd: &Command) -> Result<Outcome, S::Error> {
+    let rejected = |m: String| Ok(Outcome::Rejected(m));
+    if state.leases().is_none() {
+        return rejected(leader_mode_only("leases"));
+    }
+    match cmd {
+        Command::LeaseGrant { ttl_ms } => {
+            let Some(leases) = state.leases() else { return rejected(leader_mode_only("leases")) };
+            if let Some(e) = lease::ttl_out_of_range(*ttl_ms) {
+                return rejected(e);
+            }
+            if leases.lease_count()? >= LEASES_MAX {
+                return rejected(lease::too_many_leases());
+            }
+            let id = leases.lease_create(*ttl_ms)?;
+            Ok(Outcome::Integer(id as i64))
+        }
+        Command::LeaseRevoke { id, expired } => {
+            let Some(leases) = state.leases() else { return rejected(leader_mode_only("leases")) };
+            if leases.lease_ttl(*id)?.is_none() {
+                return rejected(lease::lease_not_found(*id));
+            }
+            let keys = leases.lease_keys(*id)?;
+            let mut count = 0u64;
+            for key in &keys {
+                let Some(current) = state.get(key)? else { continue };
+                // A key whose own TTL ran out first expires as such.
+                let (kind, cause) = if current.as_current().expired(ctx.now_ms) {
+                    (EventKind::Expire, Cause::Expired)
+                } else if *expired {
+                    (EventKind::Expire, Cause::LeaseExpired)
+                } else {
+                    (EventKind::Delete, Cause::LeaseRevoked)
+                };
+                match kind {
+                    EventKind::Expire => state.expire(key)?,
+                    _ => state.delete(key)?,
+                }
+                if let Some(leases) = state.leases() {
+                    leases.detach(key)?;
+                }
+                count += 1;
+                if !crate::reserved::is_reserved(key) {
+                    let event = Event {
+                        revision: ctx.revision,
+                        kind,
+                        key: key.clone(),
+                        value: Vec::new(),
+                        expires_at: None,
+                        cause,
+                    };
+                    state.record(event)?;
+                }
+            }
+            if let Some(leases) = state.leases() {
+                leases.lease_remove(*id)?;
+            }
+            Ok(Outcome::Deleted { count })
+        }
+        Command::PutLeased { key, value, lease: id, if_absent } => {
+            let Some(leases) = state.leases() else { return rejected(leader_mode_only("leases")) };
+            if leases.lease_ttl(*id)?.is_none() {
+                return rejected(lease::lease_not_found(*id));
+            }
+            if leases.key_lease(key)? != Some(*id)
+                && leases.lease_key_count(*id, KEYS_PER_LEASE_MAX)? >= KEYS_PER_LEASE_MAX
+            {
+                return rejected(lease::lease_full(*id));
+            }
+            let cond = if *if_absent { SetCond::IfAbsent } else { SetCond::Always };
+            let op = KeyOp::Set { value: value.clone(), cond, return_old: false, ttl: Ttl::Clear };
+            let (write, outcome) = apply_key_op(state, ctx, key, &op)?;
+            if let (Write::Put { .. }, Some(leases)) = (&write, state.leases()) {
+                leases.attach(key, *id)?;
+            }
+            Ok(outcome)
+        }
+        other => rejected(format!("{} is not a lease command", other.name())),
+    }
 }
 
 /// Applies a whole command to `state` at `ctx`: every op in order, then [`combine`]. A batch
@@ -341,6 +465,9 @@ pub fn apply_command<S: State>(state: &mut S, ctx: Ctx, cmd: &Command) -> Result
         Command::At { now_ms, cmd } => {
             return apply_command(state, Ctx { now_ms: ctx.now_ms.max(*now_ms), ..ctx }, cmd);
         }
+        Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::PutLeased { .. } => {
+            return apply_lease_command(state, ctx, cmd);
+        }
         _ => {}
     }
     let (ops, how) = match plan(cmd.clone()) {
@@ -349,23 +476,7 @@ pub fn apply_command<S: State>(state: &mut S, ctx: Ctx, cmd: &Command) -> Result
     };
     let mut outcomes = Vec::with_capacity(ops.len());
     for (key, op) in &ops {
-        let current = state.get(key)?;
-        let (write, outcome) = apply_op(op, current.as_ref().map(Record::as_current), ctx);
-        match &write {
-            Write::Keep => {}
-            Write::Put { value, expires_at } => state.put(key, ctx.revision, value, *expires_at)?,
-            Write::Delete => state.delete(key)?,
-            Write::Expire => state.expire(key)?,
-        }
-        if let Some(cause) = Cause::of(op, &write).filter(|_| !crate::reserved::is_reserved(key)) {
-            let (kind, value, expires_at) = match write {
-                Write::Put { value, expires_at } => (EventKind::Put, value, expires_at),
-                Write::Expire => (EventKind::Expire, Vec::new(), None),
-                Write::Delete | Write::Keep => (EventKind::Delete, Vec::new(), None),
-            };
-            state.record(Event { revision: ctx.revision, kind, key: key.clone(), value, expires_at, cause })?;
-        }
-        outcomes.push(outcome);
+        outcomes.push(apply_key_op(state, ctx, key, op)?.1);
     }
     Ok(combine(how, outcomes))
 }
@@ -622,6 +733,190 @@ mod tests {
         );
         assert_eq!(r.1[0].expires_at, Some(NOW + 100));
         assert_eq!(r.1[0].value, b"v");
+    }
+
+    /// A [`Recording`] with leases, as leader mode keeps them.
+    #[derive(Default)]
+    struct Leased {
+        kv: BTreeMap<Vec<u8>, Record>,
+        events: Vec<Event>,
+        leases: BTreeMap<u64, u64>,
+        attached: BTreeMap<Vec<u8>, u64>,
+        next_id: u64,
+    }
+
+    impl State for Leased {
+        type Error = ();
+        fn get(&mut self, key: &[u8]) -> Result<Option<Record>, ()> {
+            Ok(self.kv.get(key).cloned())
+        }
+        fn put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<(), ()> {
+            self.kv.insert(key.to_vec(), Record { value: value.to_vec(), revision, expires_at });
+            Ok(())
+        }
+        fn delete(&mut self, key: &[u8]) -> Result<(), ()> {
+            self.kv.remove(key);
+            Ok(())
+        }
+        fn record(&mut self, event: Event) -> Result<(), ()> {
+            self.events.push(event);
+            Ok(())
+        }
+        fn leases(&mut self) -> Option<&mut dyn Leases<Error = ()>> {
+            Some(self)
+        }
+    }
+
+    impl Leases for Leased {
+        type Error = ();
+        fn lease_ttl(&mut self, id: u64) -> Result<Option<u64>, ()> {
+            Ok(self.leases.get(&id).copied())
+        }
+        fn lease_count(&mut self) -> Result<usize, ()> {
+            Ok(self.leases.len())
+        }
+        fn lease_create(&mut self, ttl_ms: u64) -> Result<u64, ()> {
+            let id = self.next_id.max(lease::LEASE_ID_FIRST);
+            self.next_id = id + 1;
+            self.leases.insert(id, ttl_ms);
+            Ok(id)
+        }
+        fn lease_remove(&mut self, id: u64) -> Result<(), ()> {
+            self.leases.remove(&id);
+            Ok(())
+        }
+        fn lease_keys(&mut self, id: u64) -> Result<Vec<Vec<u8>>, ()> {
+            Ok(self.attached.iter().filter(|(_, l)| **l == id).map(|(k, _)| k.clone()).collect())
+        }
+        fn lease_key_count(&mut self, id: u64, limit: usize) -> Result<usize, ()> {
+            Ok(self.attached.values().filter(|l| **l == id).count().min(limit))
+        }
+        fn key_lease(&mut self, key: &[u8]) -> Result<Option<u64>, ()> {
+            Ok(self.attached.get(key).copied())
+        }
+        fn attach(&mut self, key: &[u8], id: u64) -> Result<(), ()> {
+            self.attached.insert(key.to_vec(), id);
+            Ok(())
+        }
+        fn detach(&mut self, key: &[u8]) -> Result<(), ()> {
+            self.attached.remove(key);
+            Ok(())
+        }
+    }
+
+    fn put_leased(k: &[u8], lease: u64, if_absent: bool) -> Command {
+        Command::PutLeased { key: k.to_vec(), value: b"v".to_vec(), lease, if_absent }
+    }
+
+    fn grant(s: &mut Leased, ttl_ms: u64) -> u64 {
+        match apply_command(s, ctx(1), &Command::LeaseGrant { ttl_ms }).unwrap() {
+            Outcome::Integer(id) => id as u64,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn leases_attach_detach_and_revoke_in_one_entry() {
+        let mut s = Leased::default();
+        let (a, b) = (grant(&mut s, 5_000), grant(&mut s, 5_000));
+        assert_eq!((a, b), (1, 2), "ids count up from 1");
+        for k in [&b"k2"[..], b"k1", b"k3", b"k4"] {
+            let out = apply_command(&mut s, ctx(2), &put_leased(k, a, false)).unwrap();
+            assert!(matches!(out, Outcome::Written { written: true, .. }), "{out:?}");
+        }
+        // With if_absent, a present key is left alone (and stays on its lease).
+        let out = apply_command(&mut s, ctx(3), &put_leased(b"k1", b, true)).unwrap();
+        assert!(matches!(out, Outcome::Written { written: false, .. }), "{out:?}");
+        assert_eq!(s.attached[&b"k1".to_vec()], a);
+        // A plain overwrite, a delete and an expiry each detach.
+        let set = Command::Set {
+            key: b"k2".to_vec(),
+            value: b"x".to_vec(),
+            cond: SetCond::Always,
+            return_old: false,
+            ttl: Ttl::Clear,
+        };
+        apply_command(&mut s, ctx(4), &set).unwrap();
+        apply_command(&mut s, ctx(5), &Command::Del { keys: vec![b"k3".to_vec()] }).unwrap();
+        apply_command(
+            &mut s,
+            ctx(6),
+            &Command::Expire { key: b"k4".to_vec(), ttl: Ttl::In(-1), cond: ExpireCond::Always },
+        )
+        .unwrap();
+        assert_eq!(s.lease_keys(a).unwrap(), vec![b"k1".to_vec()]);
+        // Moving a key to another lease.
+        apply_command(&mut s, ctx(7), &put_leased(b"k5", a, false)).unwrap();
+        apply_command(&mut s, ctx(7), &put_leased(b"k6", a, false)).unwrap();
+        apply_command(&mut s, ctx(8), &put_leased(b"k6", b, false)).unwrap();
+        assert_eq!(s.lease_keys(b).unwrap(), vec![b"k6".to_vec()]);
+        s.events.clear();
+        let out = apply_command(&mut s, ctx(9), &Command::LeaseRevoke { id: a, expired: false }).unwrap();
+        assert_eq!(out, Outcome::Deleted { count: 2 });
+        let seen: Vec<_> = s.events.iter().map(|e| (e.revision, e.kind, e.key.clone(), e.cause)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (9, EventKind::Delete, b"k1".to_vec(), Cause::LeaseRevoked),
+                (9, EventKind::Delete, b"k5".to_vec(), Cause::LeaseRevoked),
+            ],
+            "every key in one entry, in key order"
+        );
+        assert!(!s.kv.contains_key(b"k1".as_slice()) && s.kv.contains_key(b"k2".as_slice()));
+        assert_eq!(s.lease_ttl(a).unwrap(), None);
+        s.events.clear();
+        let out = apply_command(&mut s, ctx(10), &Command::LeaseRevoke { id: b, expired: true }).unwrap();
+        assert_eq!(out, Outcome::Deleted { count: 1 });
+        assert_eq!((s.events[0].kind, s.events[0].cause), (EventKind::Expire, Cause::LeaseExpired));
+        // A revoked lease is gone for good: its id is not reused, nothing attaches to it.
+        assert_eq!(
+            apply_command(&mut s, ctx(11), &Command::LeaseRevoke { id: a, expired: false }).unwrap(),
+            Outcome::Rejected(lease::lease_not_found(a))
+        );
+        assert_eq!(
+            apply_command(&mut s, ctx(11), &put_leased(b"z", a, false)).unwrap(),
+            Outcome::Rejected(lease::lease_not_found(a))
+        );
+        assert!(!s.kv.contains_key(b"z".as_slice()));
+        assert_eq!(grant(&mut s, 5_000), 3);
+    }
+
+    #[test]
+    fn lease_limits_are_enforced_in_apply() {
+        let mut s = Leased::default();
+        for bad in [lease::LEASE_TTL_MIN_MS - 1, lease::LEASE_TTL_MAX_MS + 1] {
+            let out = apply_command(&mut s, ctx(1), &Command::LeaseGrant { ttl_ms: bad }).unwrap();
+            assert!(matches!(&out, Outcome::Rejected(m) if m.contains("LEASE_TTL_M")), "{out:?}");
+        }
+        let id = grant(&mut s, lease::LEASE_TTL_MIN_MS);
+        for i in 0..KEYS_PER_LEASE_MAX {
+            apply_command(&mut s, ctx(2), &put_leased(format!("k{i}").as_bytes(), id, false)).unwrap();
+        }
+        let out = apply_command(&mut s, ctx(3), &put_leased(b"one-more", id, false)).unwrap();
+        assert_eq!(out, Outcome::Rejected(lease::lease_full(id)));
+        assert!(!s.kv.contains_key(b"one-more".as_slice()), "a refused put writes nothing");
+        // Rewriting a key already on the lease is not one more.
+        let out = apply_command(&mut s, ctx(3), &put_leased(b"k0", id, false)).unwrap();
+        assert!(matches!(out, Outcome::Written { written: true, .. }), "{out:?}");
+        while s.leases.len() < LEASES_MAX {
+            grant(&mut s, lease::LEASE_TTL_MIN_MS);
+        }
+        let out = apply_command(&mut s, ctx(4), &Command::LeaseGrant { ttl_ms: 5_000 }).unwrap();
+        assert_eq!(out, Outcome::Rejected(lease::too_many_leases()));
+    }
+
+    #[test]
+    fn a_state_without_leases_refuses_lease_commands_and_plan_names_leader_mode() {
+        let mut m = Map(BTreeMap::new());
+        for cmd in [
+            Command::LeaseGrant { ttl_ms: 5_000 },
+            Command::LeaseRevoke { id: 1, expired: false },
+            put_leased(b"k", 1, false),
+        ] {
+            assert_eq!(apply_command(&mut m, ctx(1), &cmd).unwrap(), Outcome::Rejected(leader_mode_only("leases")));
+            assert!(matches!(plan(cmd), Err(KvError::BadRequest(e)) if e == leader_mode_only("leases")));
+        }
+        assert!(m.0.is_empty());
     }
 
     #[test]

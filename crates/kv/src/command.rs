@@ -128,6 +128,20 @@ pub enum Command {
     /// every entry it proposes in one. Never accepted from a client or a peer
     /// ([`crate::Limits::check`] refuses it).
     At { now_ms: u64, cmd: Box<Command> },
+    /// Grants a lease of `ttl_ms` (leader mode): the state picks its id ([`crate::lease::Leases`])
+    /// and answers it as [`crate::Outcome::Integer`]. Refused (`Rejected`, naming the limit) past
+    /// [`crate::lease::LEASES_MAX`] or outside the TTL limits.
+    LeaseGrant { ttl_ms: u64 },
+    /// Revokes lease `id`: removes every key attached to it, in key order, in this one entry,
+    /// then the lease. `expired`: the leader's lease clock ran out (watchers see `expire`, cause
+    /// `LeaseExpired`); else a client revoked it (`delete`, `LeaseRevoked`). Only the leader
+    /// makes `expired: true` ([`crate::Limits::check`] refuses it from clients and peers).
+    /// Answers [`crate::Outcome::Deleted`] with the keys removed.
+    LeaseRevoke { id: u64, expired: bool },
+    /// Writes `key = value` attached to lease `lease` (HTTP `PUT ?lease=`, locks, elections),
+    /// with no expiry of its own; with `if_absent` only if the key does not exist. Any later
+    /// write of the key other than another leased put detaches it, and so does its removal.
+    PutLeased { key: Vec<u8>, value: Vec<u8>, lease: u64, if_absent: bool },
 }
 
 impl Command {
@@ -151,6 +165,9 @@ impl Command {
             Command::GetDel { .. } => "getdel",
             Command::ExpireDue { .. } => "expire_due",
             Command::At { cmd, .. } => cmd.name(),
+            Command::LeaseGrant { .. } => "lease_grant",
+            Command::LeaseRevoke { .. } => "lease_revoke",
+            Command::PutLeased { .. } => "put_leased",
         }
     }
 
@@ -159,7 +176,9 @@ impl Command {
         match self {
             Command::Set { key, value, .. }
             | Command::Append { key, value, .. }
-            | Command::PutIfRevision { key, value, .. } => key.len() + value.len(),
+            | Command::PutIfRevision { key, value, .. }
+            | Command::PutLeased { key, value, .. } => key.len() + value.len(),
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 0,
             Command::Cas { key, expected, new } | Command::SystemCas { key, expected, new } => {
                 key.len() + new.len() + expected.as_ref().map_or(0, Vec::len)
             }
@@ -184,6 +203,8 @@ impl Command {
             Command::Del { keys } | Command::ExpireDue { keys } => keys.len(),
             Command::Batch(cmds) => cmds.iter().map(Command::key_count).sum(),
             Command::At { cmd, .. } => cmd.key_count(),
+            // A revoke removes the lease's keys, at most `KEYS_PER_LEASE_MAX`, none named.
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 0,
             _ => 1,
         }
     }
@@ -202,7 +223,9 @@ impl Command {
             | Command::Expire { key, .. }
             | Command::Persist { key }
             | Command::GetEx { key, .. }
-            | Command::GetDel { key } => vec![key.as_slice()],
+            | Command::GetDel { key }
+            | Command::PutLeased { key, .. } => vec![key.as_slice()],
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => Vec::new(),
             Command::MSet { pairs } => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
             Command::Del { keys } | Command::ExpireDue { keys } => keys.iter().map(Vec::as_slice).collect(),
             Command::Batch(cmds) => cmds.iter().flat_map(Command::keys).collect(),
@@ -213,6 +236,16 @@ impl Command {
     /// True for the writes of rampart's own data in the reserved namespace.
     pub fn is_system(&self) -> bool {
         matches!(self, Command::SystemCas { .. } | Command::SystemDelete { .. })
+    }
+
+    /// True for the lease commands, which only leader mode has.
+    pub fn is_lease(&self) -> bool {
+        match self {
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } | Command::PutLeased { .. } => true,
+            Command::Batch(cmds) => cmds.iter().any(Command::is_lease),
+            Command::At { cmd, .. } => cmd.is_lease(),
+            _ => false,
+        }
     }
 
     /// True when applying the command needs per-key revisions (a mode without them refuses it).

@@ -205,6 +205,21 @@ impl Limits {
             Command::At { .. } => {
                 return Err(KvError::BadRequest("stamped commands are formed by the leader, never submitted".into()));
             }
+            Command::LeaseGrant { ttl_ms } => {
+                if let Some(e) = crate::lease::ttl_out_of_range(*ttl_ms) {
+                    return Err(KvError::BadRequest(e));
+                }
+            }
+            Command::LeaseRevoke { expired: true, .. } => {
+                return Err(KvError::BadRequest(
+                    "only the leader's lease clock expires a lease; a client revokes it".into(),
+                ));
+            }
+            Command::LeaseRevoke { expired: false, .. } => {}
+            Command::PutLeased { key, value, .. } => {
+                self.check_key(key)?;
+                self.check_value(value)?;
+            }
         }
         if let Command::Cas { expected: Some(e), .. } | Command::SystemCas { expected: Some(e), .. } = cmd {
             self.check_value(e)?;
@@ -216,6 +231,23 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_commands_are_checked_up_front() {
+        let l = Limits { key_bytes_max: 4, ..Limits::default() };
+        assert!(l.check(&Command::LeaseGrant { ttl_ms: 5_000 }).is_ok());
+        let short = l.check(&Command::LeaseGrant { ttl_ms: 1 });
+        assert!(matches!(&short, Err(KvError::BadRequest(m)) if m.contains("LEASE_TTL_MIN_MS")), "{short:?}");
+        assert!(l.check(&Command::LeaseRevoke { id: 3, expired: false }).is_ok());
+        assert!(
+            matches!(l.check(&Command::LeaseRevoke { id: 3, expired: true }), Err(KvError::BadRequest(_))),
+            "only the leader expires a lease"
+        );
+        let put = |k: &[u8]| Command::PutLeased { key: k.to_vec(), value: vec![], lease: 1, if_absent: false };
+        assert!(l.check(&put(b"abcd")).is_ok());
+        assert!(matches!(l.check(&put(b"abcde")), Err(KvError::TooLarge(m)) if m.contains("key_bytes_max")));
+        assert!(l.check(&put(b"\xff\xfeacl/x")).is_err(), "no lease on a reserved key");
+    }
 
     #[test]
     fn limits_refuse_with_the_limit_named() {

@@ -40,6 +40,34 @@ impl Clock {
     }
 }
 
+/// A monotonic millisecond clock (from this node's start), shifted by an adjustable offset that
+/// only tests move ([`MonoClock::advance`]). The leader counts leases down by it: wall-clock
+/// steps never shorten or stretch a lease. Clones share the offset.
+#[derive(Debug, Clone)]
+pub struct MonoClock {
+    zero: std::time::Instant,
+    offset_ms: Arc<AtomicU64>,
+}
+
+impl Default for MonoClock {
+    fn default() -> Self {
+        MonoClock { zero: std::time::Instant::now(), offset_ms: Arc::new(AtomicU64::new(0)) }
+    }
+}
+
+impl MonoClock {
+    /// Milliseconds since this clock was made, plus the offset.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.zero.elapsed().as_millis()).unwrap_or(u64::MAX);
+        elapsed.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the clock forward by `ms` (a monotonic clock never goes back).
+    pub fn advance(&self, ms: u64) {
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
 /// Stamps never going back on one node: each is at least the clock, the state machine's clock
 /// (`floor`, what was already applied, possibly stamped by an earlier leader whose clock ran
 /// ahead) and the last stamp issued.

@@ -39,6 +39,12 @@ pub enum PeerRequest {
         id: NodeId,
         info: NodeInfo,
     },
+    /// A follower forwards a lease keepalive (`keepalive`) or lease read to the leader, which
+    /// alone counts leases down.
+    Lease {
+        id: u64,
+        keepalive: bool,
+    },
 }
 
 /// Why a forwarded request failed on the leader.
@@ -65,7 +71,12 @@ pub enum PeerResponse {
     Forward(Result<Response, ForwardError>),
     ForwardMany(Vec<Result<Response, ForwardError>>),
     ReadIndex(Result<u64, ForwardError>),
-    Hello { id: NodeId, info: NodeInfo },
+    Hello {
+        id: NodeId,
+        info: NodeInfo,
+    },
+    /// The lease (`None`: not found), or why the leader could not answer.
+    Lease(Result<Option<crate::node::LeaseView>, ForwardError>),
 }
 
 pub use rampart_transport::codec::{decode, encode};

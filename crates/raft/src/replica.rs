@@ -4,11 +4,13 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use openraft::ServerState;
+use rampart_kv::lease::{self, LeaseGrant, LeaseId, LeaseInfo, KEYS_PER_LEASE_MAX, LEASES_MAX};
 use rampart_kv::limits::INLINE_READ_KEYS_MAX;
 use rampart_kv::reserved::RESERVED_PREFIX;
 use rampart_kv::{
     write_checked, BoxFuture, Command, Consistency, EventStream, Item, KvError, Limits, Member, MemberInfo,
-    MembershipError, NodeStatus, Page, PeerSnapshot, Replica, Response, Role, StatusField, WatchError, WatchFilter,
+    MembershipError, NodeStatus, Outcome, Page, PeerSnapshot, Replica, Response, Role, StatusField, WatchError,
+    WatchFilter,
 };
 use rampart_storage::View;
 
@@ -91,6 +93,55 @@ impl RaftNode {
             run()
         }
     }
+}
+
+impl RaftNode {
+    /// On the leader, the lease limits checked before proposing, for a clear error at once (the
+    /// state machine checks them again when it applies, deterministically). Elsewhere nothing:
+    /// a follower's state may lag the leader's.
+    async fn lease_precheck(&self, cmd: &Command) -> Result<(), KvError> {
+        if self.leader_term().is_none() {
+            return Ok(());
+        }
+        let store = self.store().clone();
+        let cmd2 = cmd.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            store.read(|v| {
+                Ok(match &cmd2 {
+                    Command::LeaseGrant { .. } => (v.lease_count()? as usize, None, false),
+                    Command::PutLeased { key, lease, .. } => {
+                        let ttl = v.lease_get(*lease)?;
+                        let on_it = v.kv_lease(key)? == Some(*lease);
+                        (v.lease_key_count(*lease, KEYS_PER_LEASE_MAX)?, ttl, on_it)
+                    }
+                    _ => (0, None, false),
+                })
+            })
+        })
+        .await
+        .map_err(|e| KvError::Internal(format!("lease check task failed: {e}")))?
+        .map_err(|e| KvError::Internal(e.to_string()))?;
+        match (cmd, found) {
+            (Command::LeaseGrant { .. }, (count, _, _)) if count >= LEASES_MAX => {
+                Err(KvError::Rejected(lease::too_many_leases()))
+            }
+            (Command::PutLeased { lease: id, .. }, (_, None, _)) => Err(KvError::Rejected(lease::lease_not_found(*id))),
+            (Command::PutLeased { lease: id, .. }, (_, Some(ttl), _))
+                if self.lease_alive_here(*id, ttl) == Some(false) =>
+            {
+                Err(KvError::Rejected(lease::lease_not_found(*id)))
+            }
+            (Command::PutLeased { lease: id, .. }, (count, _, false)) if count >= KEYS_PER_LEASE_MAX => {
+                Err(KvError::Rejected(lease::lease_full(*id)))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A lease command's answer that does not fit its meaning.
+fn unexpected(what: &str, outcome: &Outcome) -> KvError {
+    KvError::Internal(format!("unexpected result of {what}: {outcome:?}"))
 }
 
 impl Replica for RaftNode {
@@ -219,6 +270,72 @@ impl Replica for RaftNode {
         Box::pin(RaftNode::remove_member(self, id))
     }
 
+    fn lease_grant(&self, ttl_ms: u64) -> BoxFuture<'_, Result<LeaseGrant, KvError>> {
+        Box::pin(async move {
+            if let Some(e) = lease::ttl_out_of_range(ttl_ms) {
+                return Err(KvError::BadRequest(e));
+            }
+            let cmd = Command::LeaseGrant { ttl_ms };
+            self.lease_precheck(&cmd).await?;
+            let resp = Replica::write(self, cmd).await?;
+            match resp.outcome {
+                Outcome::Integer(id) if id > 0 => Ok(LeaseGrant { id: id as LeaseId, ttl_ms }),
+                other => Err(unexpected("a lease grant", &other)),
+            }
+        })
+    }
+
+    fn lease_keepalive(&self, id: LeaseId) -> BoxFuture<'_, Result<Option<LeaseGrant>, KvError>> {
+        Box::pin(async move {
+            let view = self.lease_query(id, true).await.map_err(|e| KvError::from(e).for_read())?;
+            Ok(view.map(|v| LeaseGrant { id: v.id, ttl_ms: v.ttl_ms }))
+        })
+    }
+
+    fn lease_info(&self, id: LeaseId) -> BoxFuture<'_, Result<Option<LeaseInfo>, KvError>> {
+        Box::pin(async move {
+            let view = self.lease_query(id, false).await.map_err(|e| KvError::from(e).for_read())?;
+            Ok(view.map(|v| LeaseInfo { id: v.id, ttl_ms: v.ttl_ms, remaining_ms: v.remaining_ms, keys: v.keys }))
+        })
+    }
+
+    fn put_with_lease(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: LeaseId,
+        if_absent: bool,
+    ) -> BoxFuture<'_, Result<Option<u64>, KvError>> {
+        Box::pin(async move {
+            let cmd = Command::PutLeased { key, value, lease, if_absent };
+            // Sizes and the reserved namespace first (the write checks them again).
+            self.limits().check(&cmd)?;
+            self.lease_precheck(&cmd).await?;
+            let resp = Replica::write(self, cmd).await?;
+            match resp.outcome {
+                Outcome::Written { written: true, .. } => Ok(Some(resp.revision)),
+                Outcome::Written { written: false, .. } => Ok(None),
+                other => Err(unexpected("a leased put", &other)),
+            }
+        })
+    }
+
+    fn lease_revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<bool, KvError>> {
+        Box::pin(async move {
+            match Replica::write(self, Command::LeaseRevoke { id, expired: false }).await {
+                Ok(resp) => match resp.outcome {
+                    Outcome::Deleted { .. } => {
+                        self.forget_lease(id);
+                        Ok(true)
+                    }
+                    other => Err(unexpected("a lease revoke", &other)),
+                },
+                Err(KvError::Rejected(m)) if m == lease::lease_not_found(id) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn render_metrics(&self, out: &mut String) {
         let st = RaftNode::status(self);
         let _ = writeln!(out, "# HELP rampart_raft_role 1 for the role this node has now.");
@@ -243,6 +360,13 @@ impl Replica for RaftNode {
         );
         let _ = writeln!(out, "# TYPE rampart_expired_keys_total counter");
         let _ = writeln!(out, "rampart_expired_keys_total {}", self.expired_keys_total());
+        let _ = writeln!(
+            out,
+            "# HELP rampart_expired_leases_total Leases that ran out and were revoked through the log while this \
+             node led."
+        );
+        let _ = writeln!(out, "# TYPE rampart_expired_leases_total counter");
+        let _ = writeln!(out, "rampart_expired_leases_total {}", self.expired_leases_total());
         self.config().transport.stats.render_prometheus(out);
     }
 

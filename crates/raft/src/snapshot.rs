@@ -8,12 +8,17 @@
 //! ```text
 //! magic "RMPSNAP\0" | u32 format version | u32 meta length | meta (MessagePack SnapshotMeta)
 //! u64 state-machine clock (Unix ms; version 3 on)
+//! u64 next lease id | u32 lease count | { u64 lease id | u64 TTL ms }*   (version 4 on)
 //! { u8 1 | u32 key length | key | u64 revision | u32 value length | value
-//!  | u8 2 | u32 key length | key | u64 revision | u64 expires at (Unix ms) | u32 value length | value }*
+//!  | u8 2 | u32 key length | key | u64 revision | u64 expires at (Unix ms) | u32 value length | value
+//!  | u8 3 | u32 key length | key | u64 revision | u64 lease id | u8 has expiry | [u64 expires at]
+//!    | u32 value length | value }*                                          (tag 3: version 4 on)
 //! u8 0 | u64 record count | u32 CRC-32 (IEEE) of every byte before it
 //! ```
 //!
-//! Version 2 files (no clock, no expiring records) are still read, at clock 0.
+//! Version 2 files (no clock, no expiring records) are still read, at clock 0; version 2 and 3
+//! files have no leases (next lease id 1). A leased record (tag 3) names a lease of the header,
+//! and no lease has more than `KEYS_PER_LEASE_MAX` keys.
 //!
 //! Integers are little endian; the file ends right after the checksum. A snapshot arrives from a
 //! peer, so every length is checked against its limit before anything is allocated for it, and
@@ -31,6 +36,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use rampart_kv::lease::{LeaseId, KEYS_PER_LEASE_MAX, LEASES_MAX, LEASE_ID_FIRST};
 use rampart_kv::limits::{KEY_BYTES_MAX_CEILING, VALUE_BYTES_MAX_CEILING};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
@@ -43,7 +49,7 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RMPSNAP\0";
 /// The snapshot format this build writes and reads. Version 1 (before streamed snapshots) kept
 /// the whole state as one redb value; a data dir holding one is migrated at start (see
 /// `store::StateMachineStore::open`).
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 
 /// The oldest format version this build still reads (no clock, no expiring records).
 pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 2;
@@ -73,6 +79,8 @@ const TMP_SUFFIX: &str = ".tmp";
 const TAG_RECORD: u8 = 1;
 /// A record with an expiry (version 3 on).
 const TAG_RECORD_EXPIRING: u8 = 2;
+/// A record attached to a lease, with or without an expiry (version 4 on).
+const TAG_RECORD_LEASED: u8 = 3;
 const TAG_END: u8 = 0;
 
 /// What is wrong with a snapshot file, or why it could not be read or written.
@@ -127,8 +135,22 @@ impl<W: Write> SnapshotWriter<W> {
         Self::with_clock(out, meta, 0)
     }
 
-    /// Writes the header, with the state machine's clock (`CLOCK_META`) at the snapshot.
+    /// Writes the header, with the state machine's clock (`CLOCK_META`) at the snapshot and no
+    /// leases.
     pub fn with_clock(out: W, meta: &SnapshotMeta, clock_ms: u64) -> Result<Self, SnapshotError> {
+        Self::with_state(out, meta, clock_ms, LEASE_ID_FIRST, &[])
+    }
+
+    /// Writes the header, with the state machine's clock, its next lease id and its leases as
+    /// (id, TTL ms) (at most [`LEASES_MAX`]).
+    pub fn with_state(
+        out: W,
+        meta: &SnapshotMeta,
+        clock_ms: u64,
+        next_lease_id: LeaseId,
+        leases: &[(LeaseId, u64)],
+    ) -> Result<Self, SnapshotError> {
+        check_len("lease table", leases.len(), "LEASES_MAX", LEASES_MAX)?;
         let meta_b = rmp_serde::to_vec(meta).map_err(|e| SnapshotError::Meta(e.to_string()))?;
         check_len("meta", meta_b.len(), "SNAPSHOT_META_BYTES_MAX", SNAPSHOT_META_BYTES_MAX)?;
         let mut w = SnapshotWriter { out, crc: crc32fast::Hasher::new(), summary: Summary { records: 0, bytes: 0 } };
@@ -137,6 +159,12 @@ impl<W: Write> SnapshotWriter<W> {
         w.put(&(meta_b.len() as u32).to_le_bytes())?;
         w.put(&meta_b)?;
         w.put(&clock_ms.to_le_bytes())?;
+        w.put(&next_lease_id.to_le_bytes())?;
+        w.put(&(leases.len() as u32).to_le_bytes())?;
+        for (id, ttl_ms) in leases {
+            w.put(&id.to_le_bytes())?;
+            w.put(&ttl_ms.to_le_bytes())?;
+        }
         Ok(w)
     }
 
@@ -159,12 +187,33 @@ impl<W: Write> SnapshotWriter<W> {
         value: &[u8],
         expires_at: Option<u64>,
     ) -> Result<(), SnapshotError> {
+        self.record_full(key, revision, value, expires_at, None)
+    }
+
+    /// A record with its expiry and the lease it is attached to (one of the header's).
+    pub fn record_full(
+        &mut self,
+        key: &[u8],
+        revision: u64,
+        value: &[u8],
+        expires_at: Option<u64>,
+        lease: Option<LeaseId>,
+    ) -> Result<(), SnapshotError> {
         check_len("key", key.len(), "SNAPSHOT_KEY_BYTES_MAX", SNAPSHOT_KEY_BYTES_MAX)?;
         check_len("value", value.len(), "SNAPSHOT_VALUE_BYTES_MAX", SNAPSHOT_VALUE_BYTES_MAX)?;
-        self.put(&[if expires_at.is_some() { TAG_RECORD_EXPIRING } else { TAG_RECORD }])?;
+        let tag = match (lease, expires_at) {
+            (Some(_), _) => TAG_RECORD_LEASED,
+            (None, Some(_)) => TAG_RECORD_EXPIRING,
+            (None, None) => TAG_RECORD,
+        };
+        self.put(&[tag])?;
         self.put(&(key.len() as u32).to_le_bytes())?;
         self.put(key)?;
         self.put(&revision.to_le_bytes())?;
+        if let Some(id) = lease {
+            self.put(&id.to_le_bytes())?;
+            self.put(&[u8::from(expires_at.is_some())])?;
+        }
         if let Some(at) = expires_at {
             self.put(&at.to_le_bytes())?;
         }
@@ -200,6 +249,13 @@ pub struct SnapshotReader<R: Read> {
     clock_ms: u64,
     /// The expiry of the record [`SnapshotReader::next_record`] handed out last.
     expires_at: Option<u64>,
+    /// The lease of the record handed out last.
+    lease: Option<LeaseId>,
+    /// The next lease id and the leases of the header (version 4 on), with the keys seen on
+    /// each so far.
+    next_lease_id: LeaseId,
+    leases: Vec<(LeaseId, u64)>,
+    lease_keys: std::collections::HashMap<LeaseId, usize>,
 }
 
 impl<R: Read> SnapshotReader<R> {
@@ -214,6 +270,10 @@ impl<R: Read> SnapshotReader<R> {
             version: 0,
             clock_ms: 0,
             expires_at: None,
+            lease: None,
+            next_lease_id: LEASE_ID_FIRST,
+            leases: Vec::new(),
+            lease_keys: std::collections::HashMap::new(),
         };
         let mut magic = [0u8; 8];
         r.take(&mut magic, "the header")?;
@@ -234,7 +294,38 @@ impl<R: Read> SnapshotReader<R> {
         if version >= 3 {
             r.clock_ms = r.u64("the header")?;
         }
+        if version >= 4 {
+            r.next_lease_id = r.u64("the header")?;
+            let count = r.u32("the header")? as usize;
+            check_len("lease table", count, "LEASES_MAX", LEASES_MAX)?;
+            for _ in 0..count {
+                let id = r.u64("the lease table")?;
+                let ttl_ms = r.u64("the lease table")?;
+                if id < LEASE_ID_FIRST || id >= r.next_lease_id || r.lease_keys.insert(id, 0).is_some() {
+                    return Err(SnapshotError::Corrupt(format!(
+                        "lease {id} in the header is 0, repeated, or not below the next lease id {}",
+                        r.next_lease_id
+                    )));
+                }
+                r.leases.push((id, ttl_ms));
+            }
+        }
         Ok(r)
+    }
+
+    /// The next lease id of the state (1 in files before version 4).
+    pub fn next_lease_id(&self) -> LeaseId {
+        self.next_lease_id
+    }
+
+    /// The leases of the state as (id, TTL ms) (none in files before version 4).
+    pub fn leases(&self) -> &[(LeaseId, u64)] {
+        &self.leases
+    }
+
+    /// The lease of the record [`Self::next_record`] returned last (`None`: not attached).
+    pub fn lease(&self) -> Option<LeaseId> {
+        self.lease
     }
 
     /// The state machine's clock when the snapshot was taken (0 in a version 2 file).
@@ -293,19 +384,53 @@ impl<R: Read> SnapshotReader<R> {
         let mut tag = [0u8; 1];
         self.take(&mut tag, "a record tag")?;
         match tag[0] {
-            t @ (TAG_RECORD | TAG_RECORD_EXPIRING) => {
-                if t == TAG_RECORD_EXPIRING && self.version < 3 {
+            t @ (TAG_RECORD | TAG_RECORD_EXPIRING | TAG_RECORD_LEASED) => {
+                let at = self.summary.bytes - 1;
+                if (t == TAG_RECORD_EXPIRING && self.version < 3) || (t == TAG_RECORD_LEASED && self.version < 4) {
+                    let what = if t == TAG_RECORD_LEASED { "a leased" } else { "an expiring" };
                     return Err(SnapshotError::Corrupt(format!(
-                        "an expiring record in a version {} file at byte {}",
-                        self.version,
-                        self.summary.bytes - 1
+                        "{what} record in a version {} file at byte {at}",
+                        self.version
                     )));
                 }
                 let key_len = self.u32("a record")? as usize;
                 check_len("key", key_len, "SNAPSHOT_KEY_BYTES_MAX", SNAPSHOT_KEY_BYTES_MAX)?;
                 self.take_vec(key, key_len, "a record's key")?;
                 let revision = self.u64("a record")?;
-                self.expires_at = if t == TAG_RECORD_EXPIRING { Some(self.u64("a record")?) } else { None };
+                let expiring = match t {
+                    TAG_RECORD_EXPIRING => true,
+                    TAG_RECORD_LEASED => {
+                        let id = self.u64("a record")?;
+                        let Some(n) = self.lease_keys.get_mut(&id) else {
+                            return Err(SnapshotError::Corrupt(format!(
+                                "the record at byte {at} names lease {id}, which the header does not hold"
+                            )));
+                        };
+                        *n += 1;
+                        if *n > KEYS_PER_LEASE_MAX {
+                            return Err(SnapshotError::Corrupt(format!(
+                                "lease {id} has more than {KEYS_PER_LEASE_MAX} keys (KEYS_PER_LEASE_MAX)"
+                            )));
+                        }
+                        self.lease = Some(id);
+                        let mut flag = [0u8; 1];
+                        self.take(&mut flag, "a record")?;
+                        match flag[0] {
+                            0 => false,
+                            1 => true,
+                            other => {
+                                return Err(SnapshotError::Corrupt(format!(
+                                    "the record at byte {at} has expiry flag {other} (0 or 1)"
+                                )))
+                            }
+                        }
+                    }
+                    _ => false,
+                };
+                if t != TAG_RECORD_LEASED {
+                    self.lease = None;
+                }
+                self.expires_at = if expiring { Some(self.u64("a record")?) } else { None };
                 let value_len = self.u32("a record")? as usize;
                 check_len("value", value_len, "SNAPSHOT_VALUE_BYTES_MAX", SNAPSHOT_VALUE_BYTES_MAX)?;
                 self.take_vec(value, value_len, "a record's value")?;
@@ -590,13 +715,23 @@ pub fn stage_records<R: Read>(
 ) -> Result<Summary, SnapshotError> {
     let (mut key, mut value) = (Vec::new(), Vec::new());
     let mut failure: Option<SnapshotError> = None;
+    let mut leases_staged = false;
     loop {
         let more = store.stage(rampart_storage::Durability::Lazy, |st| {
             let mut staged = 0usize;
+            if !leases_staged {
+                // The header's leases (at most LEASES_MAX) go in the first commit.
+                for &(id, ttl_ms) in r.leases() {
+                    st.lease_put(id, ttl_ms)?;
+                }
+            }
             loop {
                 match r.next_record(&mut key, &mut value) {
                     Ok(Some(rev)) => {
                         st.put(&key, rev, &value, r.expires_at())?;
+                        if let Some(id) = r.lease() {
+                            st.lease_attach(&key, id)?;
+                        }
                         staged += key.len() + value.len() + 8;
                         if staged >= batch_bytes {
                             return Ok(true);
@@ -614,6 +749,7 @@ pub fn stage_records<R: Read>(
         });
         match more {
             Ok(more) => {
+                leases_staged = true;
                 on_commit(r.bytes_read());
                 if !more {
                     return Ok(r.summary());
@@ -748,13 +884,94 @@ mod tests {
         assert!(e.to_string().contains("an expiring record in a version 2 file"), "{e}");
     }
 
+    /// Leases and their attachments round trip; a leased record naming a lease the header does
+    /// not hold, and a file claiming more than LEASES_MAX leases, are refused.
+    #[test]
+    fn leases_round_trip_and_bad_lease_tables_are_refused() {
+        let leases = [(3u64, 5_000u64), (9, 60_000)];
+        let mut w = SnapshotWriter::with_state(Vec::new(), &meta(4), 77, 10, &leases).unwrap();
+        w.record_full(b"a", 1, b"x", None, Some(3)).unwrap();
+        w.record_full(b"b", 2, b"y", Some(1_000), Some(9)).unwrap();
+        w.record_full(b"c", 3, b"z", None, None).unwrap();
+        let bytes = w.finish().unwrap().0;
+        let mut r = SnapshotReader::open(&bytes[..]).unwrap();
+        assert_eq!((r.clock_ms(), r.next_lease_id(), r.leases()), (77, 10, &leases[..]));
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        let mut seen = Vec::new();
+        while let Some(rev) = r.next_record(&mut k, &mut v).unwrap() {
+            seen.push((k.clone(), rev, r.expires_at(), r.lease()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (b"a".to_vec(), 1, None, Some(3)),
+                (b"b".to_vec(), 2, Some(1_000), Some(9)),
+                (b"c".to_vec(), 3, None, None)
+            ]
+        );
+        for len in 0..bytes.len() {
+            assert!(read_all(&bytes[..len]).is_err(), "cut at {len} accepted");
+        }
+        let mut w = SnapshotWriter::with_state(Vec::new(), &meta(4), 0, 10, &leases).unwrap();
+        w.record_full(b"a", 1, b"x", None, Some(4)).unwrap();
+        let e = read_all(&w.finish().unwrap().0).unwrap_err();
+        assert!(e.to_string().contains("names lease 4"), "{e}");
+        let e = SnapshotWriter::with_state(Vec::new(), &meta(4), 0, 3, &[(3, 1)]).map(|w| w.finish().unwrap().0);
+        let e = SnapshotReader::open(&e.unwrap()[..]).err().unwrap();
+        assert!(e.to_string().contains("not below the next lease id"), "{e}");
+        let too_many = vec![(1u64, 1u64); LEASES_MAX + 1];
+        assert!(matches!(
+            SnapshotWriter::with_state(Vec::new(), &meta(4), 0, 1, &too_many),
+            Err(SnapshotError::TooLarge { limit_name: "LEASES_MAX", .. })
+        ));
+    }
+
+    /// A version 3 file (clock, expiring records, no leases) is still read; a leased record in
+    /// one is refused.
+    #[test]
+    fn version_3_files_are_still_read() {
+        let meta_b = rmp_serde::to_vec(&meta(3)).unwrap();
+        let mut body = Vec::new();
+        body.extend_from_slice(&SNAPSHOT_MAGIC);
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(&(meta_b.len() as u32).to_le_bytes());
+        body.extend_from_slice(&meta_b);
+        body.extend_from_slice(&55u64.to_le_bytes());
+        let file = |rec: &[u8]| {
+            let mut b = body.clone();
+            b.extend_from_slice(rec);
+            b.push(TAG_END);
+            b.extend_from_slice(&1u64.to_le_bytes());
+            let crc = crc32fast::hash(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            b
+        };
+        let mut rec = vec![TAG_RECORD_EXPIRING];
+        rec.extend_from_slice(&1u32.to_le_bytes());
+        rec.push(b'k');
+        rec.extend_from_slice(&7u64.to_le_bytes());
+        rec.extend_from_slice(&99u64.to_le_bytes());
+        rec.extend_from_slice(&1u32.to_le_bytes());
+        rec.push(b'v');
+        let v3 = file(&rec);
+        let mut r = SnapshotReader::open(&v3[..]).unwrap();
+        assert_eq!((r.clock_ms(), r.next_lease_id(), r.leases()), (55, LEASE_ID_FIRST, &[][..]));
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        assert_eq!(r.next_record(&mut k, &mut v).unwrap(), Some(7));
+        assert_eq!((r.expires_at(), r.lease()), (Some(99), None));
+        assert_eq!(r.next_record(&mut k, &mut v).unwrap(), None);
+        rec[0] = TAG_RECORD_LEASED;
+        let e = read_all(&file(&rec)).unwrap_err();
+        assert!(e.to_string().contains("a leased record in a version 3 file"), "{e}");
+    }
+
     #[test]
     fn a_huge_claimed_length_is_refused_before_allocating() {
         let mut w = SnapshotWriter::new(Vec::new(), &meta(1)).unwrap();
         w.record(b"k", 1, b"v").unwrap();
         let mut bytes = w.finish().unwrap().0;
         // The first record's key length sits right after the header and the tag.
-        let header = 8 + 4 + 4 + rmp_serde::to_vec(&meta(1)).unwrap().len() + 8;
+        let header = 8 + 4 + 4 + rmp_serde::to_vec(&meta(1)).unwrap().len() + 8 + 8 + 4;
         bytes[header + 1..header + 5].copy_from_slice(&u32::MAX.to_le_bytes());
         match read_all(&bytes) {
             Err(SnapshotError::TooLarge { limit_name, .. }) => assert_eq!(limit_name, "SNAPSHOT_KEY_BYTES_MAX"),

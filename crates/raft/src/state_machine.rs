@@ -2,6 +2,7 @@
 //! order give the same state on every node. What a command means is `rampart_kv::apply_command`;
 //! this module only adapts the storage batch to it.
 
+use rampart_kv::lease::{LeaseId, Leases, LEASE_ID_FIRST};
 use rampart_kv::{apply_command, limits::VALUE_BYTES_MAX_CEILING, Ctx, Event, Record, State};
 use rampart_storage::Batch;
 
@@ -45,6 +46,71 @@ impl State for BatchState<'_, '_> {
         self.events.push(event);
         Ok(())
     }
+
+    fn leases(&mut self) -> Option<&mut dyn Leases<Error = Self::Error>> {
+        Some(self)
+    }
+}
+
+impl Leases for BatchState<'_, '_> {
+    type Error = rampart_storage::Error;
+
+    fn lease_ttl(&mut self, id: LeaseId) -> Result<Option<u64>, Self::Error> {
+        self.batch.lease_get(id)
+    }
+
+    fn lease_count(&mut self) -> Result<usize, Self::Error> {
+        Ok(self.batch.lease_count()? as usize)
+    }
+
+    fn lease_create(&mut self, ttl_ms: u64) -> Result<LeaseId, Self::Error> {
+        let id = lease_next_id(self.batch)?;
+        self.batch.meta_put(LEASE_NEXT_ID_META, &(id + 1).to_le_bytes())?;
+        self.batch.lease_put(id, ttl_ms)?;
+        Ok(id)
+    }
+
+    fn lease_remove(&mut self, id: LeaseId) -> Result<(), Self::Error> {
+        self.batch.lease_delete(id).map(|_| ())
+    }
+
+    fn lease_keys(&mut self, id: LeaseId) -> Result<Vec<Vec<u8>>, Self::Error> {
+        self.batch.lease_keys(id, usize::MAX)
+    }
+
+    fn lease_key_count(&mut self, id: LeaseId, limit: usize) -> Result<usize, Self::Error> {
+        self.batch.lease_key_count(id, limit)
+    }
+
+    fn key_lease(&mut self, key: &[u8]) -> Result<Option<LeaseId>, Self::Error> {
+        self.batch.kv_lease(key)
+    }
+
+    fn attach(&mut self, key: &[u8], id: LeaseId) -> Result<(), Self::Error> {
+        self.batch.lease_attach(key, id)
+    }
+
+    fn detach(&mut self, key: &[u8]) -> Result<(), Self::Error> {
+        self.batch.lease_detach(key).map(|_| ())
+    }
+}
+
+/// The meta key of the next lease id the state machine hands out (8 little-endian bytes; absent:
+/// [`LEASE_ID_FIRST`]). It only counts up, and snapshots carry it, so an id is never reused.
+pub const LEASE_NEXT_ID_META: &str = "sm_lease_next_id";
+
+fn decode_next_id(raw: Option<Vec<u8>>) -> LeaseId {
+    raw.and_then(|b| b.try_into().ok()).map_or(LEASE_ID_FIRST, u64::from_le_bytes).max(LEASE_ID_FIRST)
+}
+
+/// The next lease id in `batch`.
+pub fn lease_next_id(batch: &Batch<'_>) -> rampart_storage::Result<LeaseId> {
+    Ok(decode_next_id(batch.meta_get(LEASE_NEXT_ID_META)?))
+}
+
+/// The next lease id as `view` sees it.
+pub fn view_lease_next_id(view: &rampart_storage::View) -> rampart_storage::Result<LeaseId> {
+    Ok(decode_next_id(view.meta_get(LEASE_NEXT_ID_META)?))
 }
 
 /// The meta key of the state machine's clock: the latest stamp ([`Command::At`]) of any entry
@@ -99,6 +165,40 @@ mod tests {
         Del { keys: Vec<Vec<u8>> },
         IncrBy { key: Vec<u8>, delta: i64 },
         Append { key: Vec<u8>, value: Vec<u8> },
+    }
+
+    #[test]
+    fn leases_apply_to_the_store_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let put =
+            |k: &[u8], lease| Command::PutLeased { key: k.to_vec(), value: b"v".to_vec(), lease, if_absent: false };
+        let mut ev = Vec::new();
+        let outcomes = store
+            .write(Durability::Immediate, |b| {
+                let mut out = vec![apply(b, 1, &Command::LeaseGrant { ttl_ms: 5_000 }, &mut ev)?.outcome];
+                out.push(apply(b, 2, &put(b"b", 1), &mut ev)?.outcome);
+                out.push(apply(b, 3, &put(b"a", 1), &mut ev)?.outcome);
+                out.push(apply(b, 4, &Command::Delete { key: b"b".to_vec() }, &mut ev)?.outcome);
+                out.push(apply(b, 5, &Command::LeaseRevoke { id: 1, expired: false }, &mut ev)?.outcome);
+                out.push(apply(b, 6, &Command::LeaseGrant { ttl_ms: 5_000 }, &mut ev)?.outcome);
+                Ok(out)
+            })
+            .unwrap();
+        assert_eq!(outcomes[0], Outcome::Integer(1));
+        assert_eq!(outcomes[4], Outcome::Deleted { count: 1 }, "b was detached by its delete");
+        assert_eq!(outcomes[5], Outcome::Integer(2), "a revoked id is not handed out again");
+        let revoked: Vec<_> = ev.iter().filter(|e| e.revision == 5).map(|e| (e.key.clone(), e.kind, e.cause)).collect();
+        assert_eq!(revoked, vec![(b"a".to_vec(), rampart_kv::EventKind::Delete, rampart_kv::Cause::LeaseRevoked)]);
+        store
+            .read(|v| {
+                assert_eq!(v.kv_get(b"a")?, None);
+                assert_eq!(v.lease_list()?, vec![(2, 5_000)]);
+                assert_eq!(v.kv_lease(b"a")?, None);
+                assert_eq!(view_lease_next_id(v)?, 3);
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

@@ -468,8 +468,13 @@ fn build_into(
             let write_err =
                 |e: SnapshotError| rampart_storage::Error::Io { path: tmp.to_path_buf(), reason: e.to_string() };
             let clock_ms = crate::state_machine::view_clock(v)?;
-            let mut w = SnapshotWriter::with_clock(out, &meta, clock_ms).map_err(write_err)?;
-            v.kv_for_each(|k, val| w.record_expiring(k, val.revision, &val.value, val.expires_at).map_err(write_err))?;
+            let next_lease_id = crate::state_machine::view_lease_next_id(v)?;
+            let leases = v.lease_list()?;
+            let mut w = SnapshotWriter::with_state(out, &meta, clock_ms, next_lease_id, &leases).map_err(write_err)?;
+            v.kv_for_each(|k, val| {
+                let lease = v.kv_lease(k)?;
+                w.record_full(k, val.revision, &val.value, val.expires_at, lease).map_err(write_err)
+            })?;
             let (out, summary) = w.finish().map_err(write_err)?;
             let file = out.into_inner().map_err(|e| write_err(SnapshotError::Io(e.into_error())))?;
             file.sync_all().map_err(|e| write_err(SnapshotError::Io(e)))?;
@@ -523,9 +528,10 @@ fn install_blocking(
         None => InstallSource::Owned(from),
         Some(p) => InstallSource::Copying { from, copy: create_buffered(p).map_err(|e| fail(e.into()))? },
     };
-    let staged = (|| -> Result<(PathBuf, crate::snapshot::Summary, u64), SnapshotError> {
+    let staged = (|| -> Result<(PathBuf, crate::snapshot::Summary, u64, u64), SnapshotError> {
         let mut r = SnapshotReader::open(source)?;
         let clock_ms = r.clock_ms();
+        let next_lease_id = r.next_lease_id();
         if r.meta() != meta {
             return Err(SnapshotError::Corrupt(format!(
                 "the file describes snapshot {:?}, the install is of {:?}",
@@ -542,9 +548,9 @@ fn install_blocking(
                 copy_path.clone().unwrap_or_default()
             }
         };
-        Ok((published_from, summary, clock_ms))
+        Ok((published_from, summary, clock_ms, next_lease_id))
     })();
-    let (from_path, summary, clock_ms) = match staged {
+    let (from_path, summary, clock_ms, next_lease_id) = match staged {
         Ok(x) => x,
         Err(e) => {
             // A refused file is of no further use: the leader sends the snapshot again.
@@ -573,6 +579,8 @@ fn install_blocking(
             w.meta_put(crate::state_machine::CLOCK_META, &clock_ms.to_le_bytes())?;
             // History is not in snapshots: this node's starts after the snapshot.
             crate::watch::reset_after_install(w, meta.last_log_id.map_or(0, |l| l.index))?;
+            // Lease ids go on counting from the snapshot's, so none is handed out twice.
+            w.meta_put(crate::state_machine::LEASE_NEXT_ID_META, &next_lease_id.to_le_bytes())?;
             w.meta_delete(META_SNAPSHOT_V1)
         })
         .map_err(|e| fail(e.into()))?;
@@ -1015,6 +1023,52 @@ mod snapshot_tests {
         assert_eq!(f.read(|v| v.kv_expired(1_000, 10)).unwrap(), vec![b"ttl/soon".to_vec()]);
         assert_eq!(f.read(|v| v.kv_expired_count(u64::MAX)).unwrap(), 2);
         assert_eq!(f.read(crate::state_machine::view_clock).unwrap(), 500);
+    }
+
+    /// A snapshot carries the leases, their attachments and the next lease id: a follower that
+    /// installs it has the same leases (its own leases before the install are replaced).
+    #[tokio::test]
+    async fn a_snapshot_keeps_leases_and_their_keys() {
+        let mut leader = node();
+        fill(&leader.store, "k", 3, 10);
+        leader
+            .store
+            .write(Durability::Immediate, |w| {
+                w.lease_put(4, 5_000)?;
+                w.lease_put(6, 7_000)?;
+                w.kv_put(b"l/a", 11, b"a", None)?;
+                w.lease_attach(b"l/a", 4)?;
+                w.kv_put(b"l/b", 12, b"b", Some(9_000))?;
+                w.lease_attach(b"l/b", 4)?;
+                w.lease_attach(b"k/000001", 6)?;
+                w.meta_put(crate::state_machine::LEASE_NEXT_ID_META, &7u64.to_le_bytes())
+            })
+            .unwrap();
+        let mut snap = leader.sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut follower = node();
+        follower
+            .store
+            .write(Durability::Immediate, |w| {
+                w.lease_put(99, 2_000)?;
+                w.kv_put(b"old", 1, b"o", None)?;
+                w.lease_attach(b"old", 99)
+            })
+            .unwrap();
+        let incoming = ship(&mut snap, &mut follower.sm, 1000).await;
+        follower.sm.install_snapshot(&snap.meta, incoming).await.unwrap();
+        follower
+            .store
+            .read(|v| {
+                assert_eq!(v.lease_list()?, vec![(4, 5_000), (6, 7_000)]);
+                assert_eq!(v.lease_keys(4, 10)?, vec![b"l/a".to_vec(), b"l/b".to_vec()]);
+                assert_eq!(v.lease_keys(6, 10)?, vec![b"k/000001".to_vec()]);
+                assert_eq!(v.lease_keys(99, 10)?, Vec::<Vec<u8>>::new());
+                assert_eq!((v.kv_lease(b"l/b")?, v.kv_lease(b"old")?), (Some(4), None));
+                assert_eq!(v.kv_get(b"l/b")?.unwrap().expires_at, Some(9_000));
+                assert_eq!(crate::state_machine::view_lease_next_id(v)?, 7);
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[tokio::test]

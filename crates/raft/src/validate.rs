@@ -192,7 +192,9 @@ pub fn check_request(req: &PeerRequest, ctx: &Context) -> Result<(), String> {
             ctx.check_sender("a hello", *id)?;
             check_info(info)
         }
-        PeerRequest::Forward(_) | PeerRequest::ForwardMany(_) | PeerRequest::ReadIndex => Ok(()),
+        PeerRequest::Forward(_) | PeerRequest::ForwardMany(_) | PeerRequest::ReadIndex | PeerRequest::Lease { .. } => {
+            Ok(())
+        }
     }
 }
 
@@ -271,9 +273,18 @@ fn check_command(cmd: &Command) -> Result<(), String> {
                 ));
             }
             // A batch inside a batch is refused by the limits check like any client batch.
-            cmds.iter().try_for_each(|c| ENTRY_LIMITS.check(c).map_err(|e| format!("a log entry: {e}")))
+            cmds.iter().try_for_each(check_entry_command)
         }
-        // A stamp inside a stamp is refused by the limits check like a client's.
+        cmd => check_entry_command(cmd),
+    }
+}
+
+/// One command of an entry: the client limits, except that the leader's own lease expiry
+/// (`LeaseRevoke { expired: true }`, which no client may send) is part of the log. A stamp
+/// inside a stamp is refused by the limits check like a client's.
+fn check_entry_command(cmd: &Command) -> Result<(), String> {
+    match cmd {
+        Command::LeaseRevoke { expired: true, .. } => Ok(()),
         cmd => ENTRY_LIMITS.check(cmd).map_err(|e| format!("a log entry: {e}")),
     }
 }
@@ -440,6 +451,11 @@ mod tests {
         assert!(e.contains("stamped"), "{e}");
         let e = check_request(&append(3, None, vec![entry(at(NOW_MS, Command::Batch(vec![one])))]), &c).unwrap_err();
         assert!(e.contains("stamped"), "{e}");
+        // The leader's lease expiry is an entry like any other (no client may send one).
+        let expiry = Command::LeaseRevoke { id: 4, expired: true };
+        assert_eq!(check_request(&append(3, None, vec![entry(at(NOW_MS, expiry.clone()))]), &c), Ok(()));
+        let batch = at(NOW_MS, Command::Batch(vec![expiry, Command::LeaseGrant { ttl_ms: 5_000 }]));
+        assert_eq!(check_request(&append(3, None, vec![entry(batch)]), &c), Ok(()));
     }
 
     #[test]

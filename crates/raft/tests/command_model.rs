@@ -191,8 +191,14 @@ impl Model {
             | Command::SystemCas { .. }
             | Command::SystemDelete { .. }
             | Command::ExpireDue { .. }
-            | Command::At { .. } => {
-                unreachable!("the generator makes no batches, system writes or stamps; ExpireDue is handled above")
+            | Command::At { .. }
+            | Command::LeaseGrant { .. }
+            | Command::LeaseRevoke { .. }
+            | Command::PutLeased { .. } => {
+                unreachable!(
+                    "the generator makes no batches, system writes, stamps or lease commands (leases have their \
+                     own tests); ExpireDue is handled above"
+                )
             }
         }
     }

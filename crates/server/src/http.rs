@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
 use crate::app::App;
-use crate::http_auth;
+use crate::{http_auth, http_lease};
 
 /// Most items one `GET /v1/kv?prefix=` returns (`limit` is capped to it).
 pub const LIST_LIMIT_MAX: usize = 10_000;
@@ -30,6 +30,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/kv", get(list))
         .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
         .route("/v1/watch", get(watch))
+        .route("/v1/lease", axum::routing::post(http_lease::grant))
+        .route("/v1/lease/{id}", get(http_lease::info).delete(http_lease::revoke))
+        .route("/v1/lease/{id}/keepalive", axum::routing::post(http_lease::keepalive))
         .route("/v1/status", get(status))
         .route("/v1/health", get(health))
         .route("/v1/cluster/members", get(members).post(add_member))
@@ -95,6 +98,8 @@ struct KvQuery {
     cas: Option<String>,
     /// `PUT`: expire this many milliseconds after the write.
     ttl_ms: Option<String>,
+    /// `PUT`: attach the key to this lease (leader mode).
+    lease: Option<String>,
     prefix: Option<String>,
     limit: Option<String>,
     /// Where a list continues: the `continue` of the page before.
@@ -171,6 +176,11 @@ async fn put_key(
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let start = Instant::now();
+    if let Some(lease) = q.lease.as_deref() {
+        let r = put_leased(&app, key, &q, lease, body).await;
+        app.metrics.observe("http", "put", start.elapsed(), r.status().is_success());
+        return Ok(r);
+    }
     let r = async {
         let ttl = match q.ttl_ms.as_deref() {
             None => rampart_kv::Ttl::Clear,
@@ -219,6 +229,28 @@ async fn put_key(
     .await;
     observe(&app, "put", start, &r);
     r
+}
+
+/// `PUT /v1/kv/{key}?lease={id}`: the key goes when the lease does. It has no expiry of its own
+/// and no compare-and-set: `ttl_ms` or `cas` with it is refused (400).
+async fn put_leased(app: &App, key: String, q: &KvQuery, lease: &str, body: Bytes) -> Response {
+    if q.ttl_ms.is_some() || q.cas.is_some() {
+        let why = "lease cannot be combined with ttl_ms or cas: a leased key lives as long as its lease";
+        return HttpError(StatusCode::BAD_REQUEST, why.into(), "BAD_REQUEST").into_response();
+    }
+    let id = match http_lease::parse_lease_id(lease) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if let Err(e) = app.check_key(key.as_bytes()) {
+        return HttpError::from(e).into_response();
+    }
+    match app.replica.put_with_lease(key.into_bytes(), body.to_vec(), id, false).await {
+        Ok(Some(rev)) => (revision_header(rev), Json(json!({"revision": rev}))).into_response(),
+        Ok(None) => HttpError(StatusCode::INTERNAL_SERVER_ERROR, "a leased put wrote nothing".into(), "INTERNAL")
+            .into_response(),
+        Err(e) => http_lease::lease_error(e),
+    }
 }
 
 async fn delete_key(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Json_>, HttpError> {

@@ -16,6 +16,10 @@
 //! | `GET /v1/watch?prefix=P` | `get`, and P must lie inside one of the user's key patterns (as for a list) |
 //! | `/metrics`, `/`, `GET /v1/cluster/members` | `info` |
 //! | `POST`/`DELETE /v1/cluster/members`, `/v1/auth/tokens` | every command of `@admin` |
+//! | `POST /v1/lease`, `POST /v1/lease/{id}/keepalive` | `set` (a write command; no key is named) |
+//! | `GET /v1/lease/{id}` | `get`, on every key (`~*`): it lists the lease's keys, wherever they are |
+//! | `DELETE /v1/lease/{id}` | `del`, on every key (`~*`): it removes the lease's keys, wherever they are |
+//! | `PUT /v1/kv/KEY?lease=ID` | `set KEY` |
 //! | `GET /v1/auth/whoami` | any user |
 //! | `GET /v1/health`, `GET /v1/status` | open to all, in protected mode too (load balancers and clients find the leader with them; like Consul's `/v1/status/*`) |
 //!
@@ -70,6 +74,8 @@ enum Need {
     List(Vec<u8>),
     /// A watch of every key starting with this prefix.
     WatchPrefix(Vec<u8>),
+    /// A command on keys that cannot be named up front (a lease's): the user needs every key.
+    EveryKey(&'static str),
     Admin,
 }
 
@@ -183,6 +189,10 @@ async fn classify(parts: &mut axum::http::request::Parts, path: &str) -> Result<
             }
         }
         (Method::GET, "/metrics" | "/" | "/v1/cluster/members") => Need::Command("info", None),
+        (Method::POST, "/v1/lease") => Need::Command("set", None),
+        (Method::POST, p) if p.starts_with("/v1/lease/") && p.ends_with("/keepalive") => Need::Command("set", None),
+        (Method::GET, p) if p.starts_with("/v1/lease/") => Need::EveryKey("get"),
+        (Method::DELETE, p) if p.starts_with("/v1/lease/") => Need::EveryKey("del"),
         (_, p) if p.starts_with("/v1/cluster/members") => Need::Admin,
         (_, p) if p.starts_with("/v1/auth/tokens") => Need::Admin,
         (_, "/v1/auth/whoami") => Need::AnyUser,
@@ -233,6 +243,14 @@ fn check(app: &App, p: &Principal, need: Need) -> Result<(), Response> {
                      patterns (~* or ~PREFIX*)"
                         .into(),
                 ))
+            }
+        }
+        Need::EveryKey(name) => {
+            may(name)?;
+            if prefix_allowed(&p.user, b"") {
+                Ok(())
+            } else {
+                Err(noperm(format!("this user has no permissions to {name} a lease's keys: that needs every key (~*)")))
             }
         }
         Need::Admin => {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod glob;
 pub mod http;
 pub mod http_auth;
+pub mod http_lease;
 pub mod listen;
 pub mod metrics;
 pub mod pubsub;

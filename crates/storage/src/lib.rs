@@ -3,9 +3,9 @@
 //! It holds these tables: the replicated log (`index -> entry bytes`), a small
 //! `meta` table (vote, committed marker, purge marker, state-machine markers,
 //! where the latest snapshot file is), and the applied key-value state (`key ->
-//! revision + value`), with leader mode's watch history (`revision ++ seq -> event`) beside it;
-//! in multi-master mode another table holds each key's
-//! Paxos register (`key -> register bytes`). While a snapshot is installed, a
+//! revision + value`), with leader mode's watch history (`revision ++ seq -> event`) and three
+//! lease tables (leases, key -> lease, lease -> keys) beside it; in multi-master mode another
+//! table holds each key's Paxos register (`key -> register bytes`). While a snapshot is installed, a
 //! staged key-value table fills over many commits and replaces the applied
 //! one in a single commit ([`Store::stage`], [`Store::swap_in_staged`]). It
 //! knows nothing of networks or replication: callers hand it bytes and decide
@@ -48,6 +48,22 @@ const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 /// The key-value state that [`KV_STAGED`] replaced, dropped right after the
 /// swap (in its own commit, so the swap itself stays short).
 const KV_REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv_replaced");
+
+/// Leader mode's leases: id → TTL in ms (see `rampart_kv::lease`).
+const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
+/// The lease each attached key belongs to: key → lease id. Only present keys are attached.
+const KV_LEASE: TableDefinition<&[u8], u64> = TableDefinition::new("kv_lease");
+/// The keys of each lease: (lease id as 8 big-endian bytes ++ key) → empty, so a lease's keys
+/// are one range, in key order.
+const LEASE_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lease_keys");
+/// [`LEASES`], [`KV_LEASE`] and [`LEASE_KEYS`] of the staged state, staged and swapped in with
+/// [`KV_STAGED`] (and replaced with [`KV_REPLACED`]).
+const LEASES_STAGED: TableDefinition<u64, u64> = TableDefinition::new("leases_staged");
+const KV_LEASE_STAGED: TableDefinition<&[u8], u64> = TableDefinition::new("kv_lease_staged");
+const LEASE_KEYS_STAGED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lease_keys_staged");
+const LEASES_REPLACED: TableDefinition<u64, u64> = TableDefinition::new("leases_replaced");
+const KV_LEASE_REPLACED: TableDefinition<&[u8], u64> = TableDefinition::new("kv_lease_replaced");
+const LEASE_KEYS_REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lease_keys_replaced");
 
 /// Memory redb may use to cache pages of the data file. redb's own default
 /// (1 GiB) would let a node's RSS grow far past its working set under
@@ -169,6 +185,44 @@ fn split_history_key(path: &Path, k: &[u8]) -> Result<(u64, u32)> {
     Ok((u64::from_be_bytes(rev), u32::from_be_bytes(seq)))
 }
 
+/// The lease-keys index's key of `key` attached to lease `id`.
+fn lease_key_index(id: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// Attaches `key` to lease `id` in the given tables, detaching it from any other lease.
+fn attach_in(
+    kv_lease: &mut redb::Table<'_, &'static [u8], u64>,
+    lease_keys: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    path: &Path,
+    key: &[u8],
+    id: u64,
+) -> Result<()> {
+    let old = kv_lease.insert(key, id).map_err(|e| io_error(path, e))?.map(|g| g.value());
+    if let Some(old) = old.filter(|&old| old != id) {
+        lease_keys.remove(lease_key_index(old, key).as_slice()).map_err(|e| io_error(path, e))?;
+    }
+    lease_keys.insert(lease_key_index(id, key).as_slice(), &[][..]).map_err(|e| io_error(path, e))?;
+    Ok(())
+}
+
+/// Detaches `key` from its lease, if it has one; answers that lease.
+fn detach_in(
+    kv_lease: &mut redb::Table<'_, &'static [u8], u64>,
+    lease_keys: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    path: &Path,
+    key: &[u8],
+) -> Result<Option<u64>> {
+    let Some(id) = kv_lease.remove(key).map_err(|e| io_error(path, e))?.map(|g| g.value()) else {
+        return Ok(None);
+    };
+    lease_keys.remove(lease_key_index(id, key).as_slice()).map_err(|e| io_error(path, e))?;
+    Ok(Some(id))
+}
+
 /// Keeps `index` in step with a record of `key` changing from one expiry to another.
 fn reindex(
     index: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
@@ -272,6 +326,9 @@ impl Store {
             kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| self.io(e))?,
             registers: txn.open_table(REGISTERS).map_err(|e| self.io(e))?,
             history: txn.open_table(HISTORY).map_err(|e| self.io(e))?,
+            leases: txn.open_table(LEASES).map_err(|e| self.io(e))?,
+            kv_lease: txn.open_table(KV_LEASE).map_err(|e| self.io(e))?,
+            lease_keys: txn.open_table(LEASE_KEYS).map_err(|e| self.io(e))?,
             path: self.path.clone(),
         };
         f(&view)
@@ -293,6 +350,12 @@ impl Store {
         txn.delete_table(KV_REPLACED).map_err(|e| self.io(e))?;
         txn.delete_table(KV_EXPIRY_STAGED).map_err(|e| self.io(e))?;
         txn.delete_table(KV_EXPIRY_REPLACED).map_err(|e| self.io(e))?;
+        txn.delete_table(LEASES_STAGED).map_err(|e| self.io(e))?;
+        txn.delete_table(KV_LEASE_STAGED).map_err(|e| self.io(e))?;
+        txn.delete_table(LEASE_KEYS_STAGED).map_err(|e| self.io(e))?;
+        txn.delete_table(LEASES_REPLACED).map_err(|e| self.io(e))?;
+        txn.delete_table(KV_LEASE_REPLACED).map_err(|e| self.io(e))?;
+        txn.delete_table(LEASE_KEYS_REPLACED).map_err(|e| self.io(e))?;
         txn.commit().map_err(|e| self.io(e))
     }
 
@@ -308,6 +371,9 @@ impl Store {
             let mut staging = Staging {
                 kv: txn.open_table(KV_STAGED).map_err(|e| self.io(e))?,
                 kv_expiry: txn.open_table(KV_EXPIRY_STAGED).map_err(|e| self.io(e))?,
+                leases: txn.open_table(LEASES_STAGED).map_err(|e| self.io(e))?,
+                kv_lease: txn.open_table(KV_LEASE_STAGED).map_err(|e| self.io(e))?,
+                lease_keys: txn.open_table(LEASE_KEYS_STAGED).map_err(|e| self.io(e))?,
                 path: &self.path,
             };
             f(&mut staging)?
@@ -334,6 +400,22 @@ impl Store {
         txn.rename_table(KV_STAGED, KV).map_err(|e| self.io(e))?;
         txn.rename_table(KV_EXPIRY, KV_EXPIRY_REPLACED).map_err(|e| self.io(e))?;
         txn.rename_table(KV_EXPIRY_STAGED, KV_EXPIRY).map_err(|e| self.io(e))?;
+        // The lease tables go with the records they describe.
+        drop(txn.open_table(LEASES_STAGED).map_err(|e| self.io(e))?);
+        drop(txn.open_table(LEASES).map_err(|e| self.io(e))?);
+        drop(txn.open_table(KV_LEASE_STAGED).map_err(|e| self.io(e))?);
+        drop(txn.open_table(KV_LEASE).map_err(|e| self.io(e))?);
+        drop(txn.open_table(LEASE_KEYS_STAGED).map_err(|e| self.io(e))?);
+        drop(txn.open_table(LEASE_KEYS).map_err(|e| self.io(e))?);
+        txn.delete_table(LEASES_REPLACED).map_err(|e| self.io(e))?;
+        txn.delete_table(KV_LEASE_REPLACED).map_err(|e| self.io(e))?;
+        txn.delete_table(LEASE_KEYS_REPLACED).map_err(|e| self.io(e))?;
+        txn.rename_table(LEASES, LEASES_REPLACED).map_err(|e| self.io(e))?;
+        txn.rename_table(LEASES_STAGED, LEASES).map_err(|e| self.io(e))?;
+        txn.rename_table(KV_LEASE, KV_LEASE_REPLACED).map_err(|e| self.io(e))?;
+        txn.rename_table(KV_LEASE_STAGED, KV_LEASE).map_err(|e| self.io(e))?;
+        txn.rename_table(LEASE_KEYS, LEASE_KEYS_REPLACED).map_err(|e| self.io(e))?;
+        txn.rename_table(LEASE_KEYS_STAGED, LEASE_KEYS).map_err(|e| self.io(e))?;
         let out = {
             let mut batch = Batch::open(&txn, &self.path)?;
             f(&mut batch)?
@@ -571,6 +653,60 @@ macro_rules! table_reads {
             self.kv.len().map_err(|e| io_error(&self.path, e))
         }
 
+        /// Lease `id`'s TTL in ms, if the lease exists.
+        pub fn lease_get(&self, id: u64) -> Result<Option<u64>> {
+            Ok(self.leases.get(id).map_err(|e| io_error(&self.path, e))?.map(|g| g.value()))
+        }
+
+        /// How many leases exist.
+        pub fn lease_count(&self) -> Result<u64> {
+            self.leases.len().map_err(|e| io_error(&self.path, e))
+        }
+
+        /// Every lease as (id, TTL in ms), in id order.
+        pub fn lease_list(&self) -> Result<Vec<(u64, u64)>> {
+            let mut out = Vec::new();
+            for item in self.leases.iter().map_err(|e| io_error(&self.path, e))? {
+                let (k, v) = item.map_err(|e| io_error(&self.path, e))?;
+                out.push((k.value(), v.value()));
+            }
+            Ok(out)
+        }
+
+        /// The lease `key` is attached to, if any.
+        pub fn kv_lease(&self, key: &[u8]) -> Result<Option<u64>> {
+            Ok(self.kv_lease.get(key).map_err(|e| io_error(&self.path, e))?.map(|g| g.value()))
+        }
+
+        /// Up to `limit` keys attached to lease `id`, in key order.
+        pub fn lease_keys(&self, id: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+            let start = id.to_be_bytes();
+            let mut out = Vec::new();
+            for item in self.lease_keys.range(&start[..]..).map_err(|e| io_error(&self.path, e))? {
+                let (k, _) = item.map_err(|e| io_error(&self.path, e))?;
+                let k = k.value();
+                if k.len() < 8 || k[..8] != start || out.len() == limit {
+                    break;
+                }
+                out.push(k[8..].to_vec());
+            }
+            Ok(out)
+        }
+
+        /// How many keys are attached to lease `id` (counting stops at `limit`).
+        pub fn lease_key_count(&self, id: u64, limit: usize) -> Result<usize> {
+            let start = id.to_be_bytes();
+            let mut n = 0usize;
+            for item in self.lease_keys.range(&start[..]..).map_err(|e| io_error(&self.path, e))? {
+                let (k, _) = item.map_err(|e| io_error(&self.path, e))?;
+                if k.value().len() < 8 || k.value()[..8] != start || n == limit {
+                    break;
+                }
+                n += 1;
+            }
+            Ok(n)
+        }
+
         /// Visits every key-value pair in key order.
         pub fn kv_for_each(&self, mut f: impl FnMut(&[u8], Versioned) -> Result<()>) -> Result<()> {
             for item in self.kv.iter().map_err(|e| io_error(&self.path, e))? {
@@ -690,6 +826,9 @@ pub struct View {
     kv_expiry: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     registers: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     history: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    leases: redb::ReadOnlyTable<u64, u64>,
+    kv_lease: redb::ReadOnlyTable<&'static [u8], u64>,
+    lease_keys: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     path: PathBuf,
 }
 
@@ -701,6 +840,9 @@ impl View {
 pub struct Staging<'t> {
     kv: redb::Table<'t, &'static [u8], &'static [u8]>,
     kv_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
+    leases: redb::Table<'t, u64, u64>,
+    kv_lease: redb::Table<'t, &'static [u8], u64>,
+    lease_keys: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
 }
 
@@ -711,6 +853,17 @@ impl Staging<'_> {
         let old = self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
         let old = old.and_then(|g| Versioned::expiry_of(g.value()));
         reindex(&mut self.kv_expiry, self.path, key, old, expires_at)
+    }
+
+    /// Stages lease `id` with its TTL.
+    pub fn lease_put(&mut self, id: u64, ttl_ms: u64) -> Result<()> {
+        self.leases.insert(id, ttl_ms).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Stages the attachment of `key` to lease `id`.
+    pub fn lease_attach(&mut self, key: &[u8], id: u64) -> Result<()> {
+        attach_in(&mut self.kv_lease, &mut self.lease_keys, self.path, key, id)
     }
 
     /// Keys staged so far.
@@ -731,6 +884,9 @@ pub struct Batch<'t> {
     kv_expiry: redb::Table<'t, &'static [u8], &'static [u8]>,
     registers: redb::Table<'t, &'static [u8], &'static [u8]>,
     history: redb::Table<'t, &'static [u8], &'static [u8]>,
+    leases: redb::Table<'t, u64, u64>,
+    kv_lease: redb::Table<'t, &'static [u8], u64>,
+    lease_keys: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
 }
 
@@ -744,6 +900,9 @@ impl<'t> Batch<'t> {
             kv_expiry: txn.open_table(KV_EXPIRY).map_err(|e| io_error(path, e))?,
             registers: txn.open_table(REGISTERS).map_err(|e| io_error(path, e))?,
             history: txn.open_table(HISTORY).map_err(|e| io_error(path, e))?,
+            leases: txn.open_table(LEASES).map_err(|e| io_error(path, e))?,
+            kv_lease: txn.open_table(KV_LEASE).map_err(|e| io_error(path, e))?,
+            lease_keys: txn.open_table(LEASE_KEYS).map_err(|e| io_error(path, e))?,
             path,
         })
     }
@@ -771,19 +930,45 @@ impl Batch<'_> {
         reindex(&mut self.kv_expiry, self.path, key, old, expires_at)
     }
 
-    /// Removes `key`; says whether it was there.
+    /// Removes `key` (and its attachment to a lease); says whether it was there.
     pub fn kv_delete(&mut self, key: &[u8]) -> Result<bool> {
         let Some(old) = self.kv.remove(key).map_err(|e| io_error(self.path, e))? else { return Ok(false) };
         let old = Versioned::expiry_of(old.value());
         reindex(&mut self.kv_expiry, self.path, key, old, None)?;
+        detach_in(&mut self.kv_lease, &mut self.lease_keys, self.path, key)?;
         Ok(true)
     }
 
-    /// Removes every key (used before installing a snapshot).
+    /// Removes every key, and every lease with its attachments.
     pub fn kv_clear(&mut self) -> Result<()> {
         self.kv.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
         self.kv_expiry.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
+        self.leases.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
+        self.kv_lease.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
+        self.lease_keys.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
         Ok(())
+    }
+
+    /// Stores lease `id` with its TTL.
+    pub fn lease_put(&mut self, id: u64, ttl_ms: u64) -> Result<()> {
+        self.leases.insert(id, ttl_ms).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
+    /// Removes lease `id`; says whether it was there. Its keys must have been removed first
+    /// (their attachments go with them).
+    pub fn lease_delete(&mut self, id: u64) -> Result<bool> {
+        Ok(self.leases.remove(id).map_err(|e| io_error(self.path, e))?.is_some())
+    }
+
+    /// Attaches `key` (present) to lease `id`, detaching it from any other lease.
+    pub fn lease_attach(&mut self, key: &[u8], id: u64) -> Result<()> {
+        attach_in(&mut self.kv_lease, &mut self.lease_keys, self.path, key, id)
+    }
+
+    /// Detaches `key` from its lease, if it has one; answers that lease.
+    pub fn lease_detach(&mut self, key: &[u8]) -> Result<Option<u64>> {
+        detach_in(&mut self.kv_lease, &mut self.lease_keys, self.path, key)
     }
 
     pub fn register_put(&mut self, key: &[u8], register: &[u8]) -> Result<()> {
@@ -1038,6 +1223,61 @@ mod tests {
             matches!(Versioned::decode(b"k", &flagged), Err(Error::Malformed { .. })),
             "a truncated expiry is refused"
         );
+    }
+
+    /// Every lease, the keys of leases 7 and 8, and the lease of key `a`.
+    type LeaseState = (Vec<(u64, u64)>, Vec<Vec<u8>>, Vec<Vec<u8>>, Option<u64>);
+
+    fn leases_of(s: &Store) -> LeaseState {
+        s.read(|v| Ok((v.lease_list()?, v.lease_keys(7, 100)?, v.lease_keys(8, 100)?, v.kv_lease(b"a")?))).unwrap()
+    }
+
+    #[test]
+    fn lease_attachments_follow_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(dir.path()).unwrap();
+        s.write(Durability::Immediate, |b| {
+            b.lease_put(7, 5_000)?;
+            b.lease_put(8, 9_000)?;
+            for k in [&b"b"[..], b"a", b"c"] {
+                b.kv_put(k, 1, b"v", None)?;
+                b.lease_attach(k, 7)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            leases_of(&s),
+            (vec![(7, 5_000), (8, 9_000)], vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], vec![], Some(7))
+        );
+        assert_eq!(s.read(|v| v.lease_key_count(7, 2)).unwrap(), 2, "counting stops at the limit");
+        // Moving a key to another lease, deleting one, detaching one.
+        s.write(Durability::Immediate, |b| {
+            b.lease_attach(b"a", 8)?;
+            b.kv_delete(b"b")?;
+            assert_eq!(b.lease_detach(b"c")?, Some(7));
+            assert_eq!(b.lease_detach(b"c")?, None);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(leases_of(&s), (vec![(7, 5_000), (8, 9_000)], vec![], vec![b"a".to_vec()], Some(8)));
+        // A staged state brings its own leases and replaces these in the swap.
+        s.stage(Durability::Lazy, |st| {
+            st.put(b"a", 3, b"w", None)?;
+            st.lease_put(7, 2_000)?;
+            st.lease_attach(b"a", 7)
+        })
+        .unwrap();
+        assert_eq!(leases_of(&s).3, Some(8), "staged attachments are not visible before the swap");
+        s.swap_in_staged(|_| Ok(())).unwrap();
+        assert_eq!(leases_of(&s), (vec![(7, 2_000)], vec![b"a".to_vec()], vec![], Some(7)));
+        s.write(Durability::Immediate, |b| {
+            assert!(b.lease_delete(7)?);
+            assert!(!b.lease_delete(7)?);
+            b.kv_clear()
+        })
+        .unwrap();
+        assert_eq!(leases_of(&s), (vec![], vec![], vec![], None));
     }
 
     #[test]

@@ -180,6 +180,19 @@ impl RaftNode {
 
     /// Proposes on this node. Called on the leader (and by forwarded requests).
     pub(super) async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Response, ForwardError> {
+        let grant = match cmd {
+            Command::LeaseGrant { ttl_ms } => Some(ttl_ms),
+            _ => None,
+        };
+        let result = self.propose_one(cmd, deadline).await;
+        if let (Some(ttl_ms), Ok(resp)) = (grant, &result) {
+            // The lease's count starts at its grant, not at the lease expirer's next look.
+            self.lease_granted(resp, ttl_ms);
+        }
+        result
+    }
+
+    async fn propose_one(&self, cmd: Command, deadline: Instant) -> Result<Response, ForwardError> {
         let (tx, rx) = oneshot::channel();
         let proposal = Proposal { cmd, tx };
         match tokio::time::timeout_at(deadline.into(), self.proposals.send(proposal)).await {

@@ -4,6 +4,8 @@
 //! - [`forward`]: writes; a follower forwards to the leader.
 //! - [`batch`]: the leader folds queued writes into log entries, stamped with its clock.
 //! - [`expirer`]: the leader removes expired keys through the log.
+//! - [`leases`]: the leader counts leases down, serves keepalives, and revokes leases that ran
+//!   out through the log.
 //! - [`read_index`]: linearizable reads through a shared read-index round.
 //! - [`membership`]: adding and removing members.
 //! - [`failover`]: fast elections when the leader's process is gone.
@@ -18,6 +20,7 @@ mod expirer;
 mod failover;
 mod forward;
 mod heartbeat;
+mod leases;
 mod membership;
 mod peer_server;
 mod read_index;
@@ -27,6 +30,7 @@ pub use batch::{
     BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, PIPELINE_COMMANDS_MAX, PROPOSAL_QUEUE_MAX,
 };
 pub use expirer::{EXPIRE_BATCH_KEYS_MAX, EXPIRE_INTERVAL};
+pub use leases::{LeaseView, LEASE_CHECK_INTERVAL, LEASE_REVOKES_PER_PASS_MAX};
 pub use read_index::ReadCoalescer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -184,6 +188,12 @@ pub struct RaftNode {
     pub(crate) expired_keys: std::sync::atomic::AtomicU64,
     /// The live side of watches (shared with the state machine).
     watch_hub: Arc<crate::watch::WatchHub>,
+    /// The monotonic clock leases are counted down by.
+    mono: crate::clock::MonoClock,
+    /// The leader's lease deadlines.
+    leases: leases::LeaseClock,
+    /// Leases the lease expirer revoked while this node led.
+    expired_leases: std::sync::atomic::AtomicU64,
 }
 
 /// openraft's settings for a node.
@@ -299,6 +309,9 @@ impl RaftNode {
             stamper: crate::clock::Stamper::default(),
             expired_keys: std::sync::atomic::AtomicU64::new(0),
             watch_hub,
+            mono: crate::clock::MonoClock::default(),
+            leases: leases::LeaseClock::default(),
+            expired_leases: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
         tokio::spawn(rampart_transport::serve(
@@ -310,6 +323,7 @@ impl RaftNode {
         tokio::spawn(heartbeat::hello_loop(Arc::downgrade(&node)));
         tokio::spawn(proposer_loop(Arc::downgrade(&node), proposals_rx));
         tokio::spawn(expirer::expirer_loop(Arc::downgrade(&node)));
+        tokio::spawn(leases::lease_expirer_loop(Arc::downgrade(&node)));
         Ok(node)
     }
 

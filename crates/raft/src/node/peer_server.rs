@@ -38,7 +38,9 @@ fn check_claimed_sender(from: &PeerIdentity, req: &PeerRequest) -> Result<(), St
         PeerRequest::Vote(r) => r.vote.leader_id().voted_for(),
         PeerRequest::InstallSnapshot(r) => r.vote.leader_id().voted_for(),
         PeerRequest::Hello { id, .. } => Some(*id),
-        PeerRequest::Forward(_) | PeerRequest::ForwardMany(_) | PeerRequest::ReadIndex => return Ok(()),
+        PeerRequest::Forward(_) | PeerRequest::ForwardMany(_) | PeerRequest::ReadIndex | PeerRequest::Lease { .. } => {
+            return Ok(())
+        }
     };
     match (claimed, from.node) {
         (Some(id), _) => from.check_claim(id),
@@ -98,6 +100,8 @@ impl RaftNode {
                 }
                 PeerResponse::ReadIndex(self.local_read_index(deadline).await)
             }
+            // Served only by the leader (`lease_local` answers NotLeader elsewhere).
+            PeerRequest::Lease { id, keepalive } => PeerResponse::Lease(self.lease_local(id, keepalive).await),
             PeerRequest::Hello { id, info } => {
                 self.health.lock().received(PeerId(id), self.now_ms());
                 self.infos.write().insert(id, info);

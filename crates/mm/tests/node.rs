@@ -455,7 +455,17 @@ async fn an_expired_key_is_absent_on_every_node_and_the_expirer_removes_it() {
     let before = nodes[0].expiry_now_ms();
     for node in &nodes {
         for consistency in [Consistency::Linearizable, Consistency::Stale] {
-            let got = node.get_many(consistency, vec!["t".into(), "p".into()]).await.unwrap();
+            // A stale read on the node outside the write's quorum may not have the accept yet:
+            // wait for it (a linearizable read has it at once).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let got = loop {
+                let got = node.get_many(consistency, vec!["t".into(), "p".into()]).await.unwrap();
+                if got.iter().all(Option::is_some) || consistency == Consistency::Linearizable {
+                    break got;
+                }
+                assert!(std::time::Instant::now() < deadline, "a stale read never saw the write");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            };
             let at = got[0].as_ref().expect("live before its expiry").expires_at.expect("an expiry");
             assert!((before..=before + 60_000).contains(&at), "{at} vs {before}");
             assert_eq!(got[1].as_ref().map(|i| i.expires_at), Some(None), "{consistency:?}");

@@ -5,8 +5,8 @@
 //! Two differences are by design and normalised before comparing, nothing else:
 //! - password hashes: Redis shows SHA-256 hex, Rampart argon2id PHC strings (`#<hash>` in
 //!   `ACL LIST`, the `passwords` of `ACL GETUSER`);
-//! - Redis's default user holds every pub/sub channel (`&*`); Rampart has no pub/sub, so its
-//!   users hold none (`resetchannels`).
+//! - Redis's default user holds every pub/sub channel (`&*`); Rampart has no channel permissions
+//!   (pub/sub needs `allkeys`), so its users hold none (`resetchannels`).
 
 mod common;
 

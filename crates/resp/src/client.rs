@@ -99,6 +99,14 @@ impl RespClient {
         self.cmd(&args).await
     }
 
+    /// Reads the next frame the server sends without sending anything: the messages of a
+    /// subscribed connection (pub/sub).
+    pub async fn next_frame(&mut self) -> Result<Value, ClientError> {
+        self.check()?;
+        self.write_buf.clear();
+        self.flush_and_read(1).await.map(|mut replies| replies.remove(0))
+    }
+
     /// Sends all commands in one write, then reads one reply per command.
     pub async fn pipeline(&mut self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Value>, ClientError> {
         self.check()?;

@@ -368,7 +368,7 @@ async fn watch_start(app: &App, headers: &HeaderMap, q: WatchQuery) -> Result<Re
             let ms = p.parse::<u64>().map_err(|_| bad(format!("progress_ms={p:?} is not a number of milliseconds")))?;
             if ms < WATCH_PROGRESS_MS_MIN || ms >= idle_ms {
                 return Err(bad(format!(
-                    "progress_ms={ms} is outside {WATCH_PROGRESS_MS_MIN}..{idle_ms} (at least WATCH_PROGRESS_MS_MIN,                      below client_idle_timeout_ms, which would close a quiet stream)"
+                    "progress_ms={ms} is outside {WATCH_PROGRESS_MS_MIN}..{idle_ms} (at least WATCH_PROGRESS_MS_MIN, and below client_idle_timeout_ms, which would close a quiet stream)"
                 )));
             }
             ms

@@ -8,8 +8,9 @@
 //! - `~pattern`, `allkeys`, `resetkeys`;
 //! - `+command`, `-command`, `+container|subcommand`, `+@category`, `-@category`, `allcommands`,
 //!   `nocommands`;
-//! - `resetchannels` and `clearselectors` (rampart has no pub/sub and no selectors, so a user
-//!   never holds channel permissions or selectors and these reset nothing), and `reset`.
+//! - `resetchannels` and `clearselectors` (rampart has no channel permissions and no selectors,
+//!   so a user never holds either and these reset nothing; pub/sub is allowed to users with
+//!   `allkeys`, see `crate::pubsub`), and `reset`.
 //!
 //! Everything else Redis accepts (`&channel`, `allchannels`, `%R~`/`%W~` key permissions,
 //! `(selectors)`, first-argument rules such as `+select|0`, `sanitize-payload`) is refused with
@@ -285,7 +286,8 @@ const NO_SUCH_PASSWORD: &str = "The password you are trying to remove from the u
 const PATTERN_AFTER_ALLKEYS: &str =
     "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does \
                                      not have any effect. Try 'resetkeys' to start with an empty list of patterns";
-const NO_PUBSUB: &str = "channel permissions are not supported by rampart, which has no pub/sub commands";
+const NO_PUBSUB: &str =
+    "channel permissions are not supported by rampart: SUBSCRIBE, PSUBSCRIBE and PUBLISH are allowed to users with allkeys";
 
 /// Why a command may not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

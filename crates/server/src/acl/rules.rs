@@ -287,7 +287,7 @@ const PATTERN_AFTER_ALLKEYS: &str =
     "Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does \
                                      not have any effect. Try 'resetkeys' to start with an empty list of patterns";
 const NO_PUBSUB: &str =
-    "channel permissions are not supported by rampart: SUBSCRIBE, PSUBSCRIBE and PUBLISH are allowed to users with allkeys";
+    "channel permissions are not supported by rampart: pub/sub (SUBSCRIBE, PSUBSCRIBE, PUBLISH) is allowed to users with allkeys";
 
 /// Why a command may not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

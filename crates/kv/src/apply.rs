@@ -148,6 +148,10 @@ fn apply_live(op: &KeyOp, current: Option<Current<'_>>, ctx: Ctx) -> (Write, Out
             Some(_) => (Write::Delete, Outcome::Deleted { count: 1 }),
             None => (Write::Keep, Outcome::Deleted { count: 0 }),
         },
+        KeyOp::DeleteIfRevision { revision: expected } => match current {
+            Some(c) if c.revision == *expected => (Write::Delete, Outcome::Deleted { count: 1 }),
+            _ => (Write::Keep, Outcome::Deleted { count: 0 }),
+        },
         KeyOp::IncrBy(delta) => {
             let base = match current {
                 None => 0,
@@ -262,6 +266,9 @@ pub fn plan(cmd: Command) -> Result<(Ops, Combine), KvError> {
         ),
         Command::Del { keys } => (keys.into_iter().map(|k| (k, KeyOp::Delete)).collect(), Combine::Del),
         Command::Delete { key } => (vec![(key, KeyOp::Delete)], Combine::Del),
+        Command::DeleteIfRevision { key, revision } => {
+            (vec![(key, KeyOp::DeleteIfRevision { revision })], Combine::Del)
+        }
         Command::IncrBy { key, delta } => (vec![(key, KeyOp::IncrBy(delta))], Combine::One),
         Command::Append { key, value, value_bytes_max } => {
             (vec![(key, KeyOp::Append { value, value_bytes_max: value_bytes_max.unwrap_or(usize::MAX) })], Combine::One)

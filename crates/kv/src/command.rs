@@ -142,6 +142,9 @@ pub enum Command {
     /// with no expiry of its own; with `if_absent` only if the key does not exist. Any later
     /// write of the key other than another leased put detaches it, and so does its removal.
     PutLeased { key: Vec<u8>, value: Vec<u8>, lease: u64, if_absent: bool },
+    /// HTTP `DELETE ?cas=REV`, a lock's release: remove the key only if its revision is
+    /// `revision` (answers how many keys it removed, 0 or 1).
+    DeleteIfRevision { key: Vec<u8>, revision: u64 },
 }
 
 impl Command {
@@ -168,6 +171,7 @@ impl Command {
             Command::LeaseGrant { .. } => "lease_grant",
             Command::LeaseRevoke { .. } => "lease_revoke",
             Command::PutLeased { .. } => "put_leased",
+            Command::DeleteIfRevision { .. } => "delete_if_revision",
         }
     }
 
@@ -185,6 +189,7 @@ impl Command {
             Command::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
             Command::Del { keys } | Command::ExpireDue { keys } => keys.iter().map(Vec::len).sum(),
             Command::Delete { key }
+            | Command::DeleteIfRevision { key, .. }
             | Command::IncrBy { key, .. }
             | Command::SystemDelete { key }
             | Command::Expire { key, .. }
@@ -218,6 +223,7 @@ impl Command {
             | Command::Cas { key, .. }
             | Command::PutIfRevision { key, .. }
             | Command::Delete { key }
+            | Command::DeleteIfRevision { key, .. }
             | Command::SystemCas { key, .. }
             | Command::SystemDelete { key }
             | Command::Expire { key, .. }
@@ -251,7 +257,7 @@ impl Command {
     /// True when applying the command needs per-key revisions (a mode without them refuses it).
     pub fn needs_revisions(&self) -> bool {
         match self {
-            Command::PutIfRevision { .. } => true,
+            Command::PutIfRevision { .. } | Command::DeleteIfRevision { .. } => true,
             Command::Batch(cmds) => cmds.iter().any(Command::needs_revisions),
             Command::At { cmd, .. } => cmd.needs_revisions(),
             _ => false,
@@ -314,6 +320,8 @@ pub enum KeyOp {
     GetDel,
     /// Remove the key only if it has expired.
     ExpireDue,
+    /// Remove the key if and only if its revision is `revision`.
+    DeleteIfRevision { revision: u64 },
 }
 
 impl KeyOp {
@@ -334,7 +342,8 @@ impl KeyOp {
             | KeyOp::Persist
             | KeyOp::GetEx(_)
             | KeyOp::GetDel
-            | KeyOp::ExpireDue => 0,
+            | KeyOp::ExpireDue
+            | KeyOp::DeleteIfRevision { .. } => 0,
         }
     }
 }

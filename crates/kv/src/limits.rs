@@ -193,6 +193,7 @@ impl Limits {
                 self.check_value(value)?;
             }
             Command::Delete { key }
+            | Command::DeleteIfRevision { key, .. }
             | Command::IncrBy { key, .. }
             | Command::SystemDelete { key }
             | Command::Expire { key, .. }

@@ -142,6 +142,13 @@ impl Model {
                     Outcome::Written { written: false, old: None, current_revision: cur }
                 }
             }
+            Command::DeleteIfRevision { key, revision } => {
+                let matches = self.keys.get(key).is_some_and(|x| x.1 == *revision);
+                if matches {
+                    self.keys.remove(key);
+                }
+                Outcome::Deleted { count: u64::from(matches) }
+            }
             Command::Expire { key, ttl, cond } => {
                 let Some(&(ref value, _, cur)) = self.keys.get(key) else { return Outcome::Integer(0) };
                 let Some(at) = deadline(now, *ttl, cur) else { return Outcome::Integer(0) };
@@ -280,6 +287,7 @@ fn command() -> impl Strategy<Value = Command> {
             new
         }),
         (key(), 0u64..6, value()).prop_map(|(key, revision, value)| Command::PutIfRevision { key, revision, value }),
+        (key(), 0u64..6).prop_map(|(key, revision)| Command::DeleteIfRevision { key, revision }),
         // Expiry. TTLs are of the order of the clock's steps, so keys do expire mid-sequence.
         (key(), value(), cond_set(), any::<bool>(), set_ttl())
             .prop_map(|(key, value, cond, return_old, ttl)| { Command::Set { key, value, cond, return_old, ttl } }),

@@ -26,7 +26,7 @@ const TABLE_VALUE_CHARS_MAX: usize = 80;
 
 /// How to reach the cluster and how to print; shared by `kv` and `cluster`.
 #[derive(Args, Debug, Clone, PartialEq, Eq)]
-struct Connection {
+pub(crate) struct Connection {
     /// HTTP addresses of cluster nodes, comma separated, tried in order
     /// (host:port or http://host:port).
     #[arg(long, global = true, value_delimiter = ',', default_value = DEFAULT_ENDPOINTS, env = "RAMPART_ENDPOINTS")]
@@ -48,7 +48,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let endpoints: Vec<String> =
             self.endpoints.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
         let timeout = Duration::from_millis(self.timeout_ms);

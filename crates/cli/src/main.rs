@@ -3,6 +3,7 @@
 
 mod certs;
 mod ctl;
+mod hold;
 mod lb_flags;
 mod node;
 mod server_config;
@@ -36,6 +37,14 @@ enum Cmd {
     Kv(ctl::KvArgs),
     /// Inspect and change cluster membership over HTTP.
     Cluster(ctl::ClusterArgs),
+    /// Run a command while holding a lock (leader mode): `rampart lock NAME -- CMD ARGS...`.
+    /// CMD gets the fencing token in RAMPART_FENCING_TOKEN and is stopped if the lock is lost;
+    /// the exit status is CMD's.
+    Lock(hold::HoldArgs),
+    /// Run a command only while this process leads an election (leader mode):
+    /// `rampart elect NAME [--value V] -- CMD ARGS...`. Like `lock`, with the leader's value
+    /// published at `GET /v1/election/NAME`.
+    Elect(hold::HoldArgs),
     /// Print a stopped node's log, markers and keys (offline, for debugging).
     #[command(hide = true)]
     DebugDump { data_dir: std::path::PathBuf },
@@ -59,10 +68,23 @@ fn main() -> std::process::ExitCode {
         Cmd::Certs(args) => certs::run(args),
         Cmd::Kv(args) => ctl::run_kv(args),
         Cmd::Cluster(args) => ctl::run_cluster(args),
+        Cmd::Lock(args) => return exit_with(hold::run(hold::What::Lock, args)),
+        Cmd::Elect(args) => return exit_with(hold::run(hold::What::Election, args)),
         Cmd::DebugDump { data_dir } => node::debug_dump(&data_dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit status of a command that passes one on (`lock`, `elect`).
+fn exit_with(result: anyhow::Result<u8>) -> std::process::ExitCode {
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -190,6 +190,13 @@ impl HttpClient {
         Ok(self)
     }
 
+    /// The same client (sharing its connections) with another per-request timeout; connecting
+    /// keeps the first one.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Bounds the size of any response body this client reads.
     pub fn with_response_bytes_max(mut self, bytes_max: usize) -> Self {
         self.response_bytes_max = bytes_max;

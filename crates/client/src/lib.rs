@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use http::{Bytes, HttpClient, Method};
 
-pub use types::{Deleted, Entry, Item, Lease, LeaseInfo, Member, MemberList, NewMember, ScanPage, Status};
+pub use types::{Deleted, Entry, Held, Item, Lease, LeaseInfo, Member, MemberList, NewMember, ScanPage, Status};
 pub use url::{normalize_endpoint, percent_encode, Consistency};
 
-use types::{ErrorBody, LeaseRequest, MembersOnly, Revision, Revoked};
+use types::{AcquireRequest, ErrorBody, LeaseRequest, MembersOnly, Released, Revision, Revoked};
 
 /// Default bound on one response body: 64 MiB ([`http::RESPONSE_BYTES_MAX`]).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = http::RESPONSE_BYTES_MAX;
@@ -413,6 +413,89 @@ impl Client {
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Waits up to `wait_ms` for lock `name` with lease `lease` (leader mode): the key and the
+    /// fencing token once held, `None` if the wait ran out (this request's place in line is then
+    /// given up). Asking again with the same lease is harmless: it takes the same place, and a
+    /// holder gets its own token back, so a request that timed out is retried on the next node.
+    pub async fn lock(&self, name: &str, lease: u64, wait_ms: u64) -> Result<Option<Held>, Error> {
+        self.acquire("lock", name, lease, None, wait_ms).await
+    }
+
+    /// Campaigns in election `name` with lease `lease` and `value`, waiting up to `wait_ms` to be
+    /// elected (see [`Client::lock`]).
+    pub async fn campaign(&self, name: &str, lease: u64, value: &str, wait_ms: u64) -> Result<Option<Held>, Error> {
+        self.acquire("election", name, lease, Some(value), wait_ms).await
+    }
+
+    async fn acquire(
+        &self,
+        kind: &str,
+        name: &str,
+        lease: u64,
+        value: Option<&str>,
+        wait_ms: u64,
+    ) -> Result<Option<Held>, Error> {
+        let json = serde_json::to_vec(&AcquireRequest { lease, wait_ms, value }).map_err(|e| Error::BadResponse {
+            endpoint: String::new(),
+            reason: format!("cannot encode the request: {e}"),
+        })?;
+        let json = Bytes::from(json);
+        // The request waits on the server for up to `wait_ms`, on top of the usual time.
+        let waiting = self.with_timeout(self.http.timeout() + Duration::from_millis(wait_ms));
+        match waiting
+            .call(Retry::Idempotent, |base| Req::post_json(url::line(base, kind, name, None), json.clone()))
+            .await
+        {
+            Ok(reply) => decode_json(&reply).map(Some),
+            Err(Error::Server { status: 408, code, .. }) if code == "NOT_ACQUIRED" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases lock `name` held with `token`; false if it was not held with it (released
+    /// already, or its lease ended).
+    pub async fn unlock(&self, name: &str, token: u64) -> Result<bool, Error> {
+        self.release("lock", name, token).await
+    }
+
+    /// Resigns from election `name` won with `token` (see [`Client::unlock`]).
+    pub async fn resign(&self, name: &str, token: u64) -> Result<bool, Error> {
+        self.release("election", name, token).await
+    }
+
+    async fn release(&self, kind: &str, name: &str, token: u64) -> Result<bool, Error> {
+        // Removing a key only at its revision: doing it twice does no harm.
+        match self.call(Retry::Idempotent, |base| Req::delete(url::line(base, kind, name, Some(token)))).await {
+            Ok(reply) => Ok(decode_json::<Released>(&reply)?.released),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The holder of lock `name`, if any.
+    pub async fn lock_holder(&self, name: &str) -> Result<Option<Held>, Error> {
+        self.holder("lock", name).await
+    }
+
+    /// The leader of election `name`, if any.
+    pub async fn election_leader(&self, name: &str) -> Result<Option<Held>, Error> {
+        self.holder("election", name).await
+    }
+
+    async fn holder(&self, kind: &str, name: &str) -> Result<Option<Held>, Error> {
+        match self.call(Retry::Idempotent, |base| Req::get(url::line(base, kind, name, None))).await {
+            Ok(reply) => decode_json(&reply).map(Some),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// This client with another per-request timeout, sharing connections and the memory of
+    /// which node answered last.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client { http: self.http.clone().with_timeout(timeout), ..self.clone() }
     }
 
     /// Deletes `key`.

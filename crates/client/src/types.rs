@@ -237,6 +237,38 @@ impl From<Item> for WireItem {
     }
 }
 
+/// A lock held, an election won, or the current holder of either (`GET /v1/lock/{name}`,
+/// `GET /v1/election/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The holder's key (`_rampart/lock/NAME/LEASE`, `_rampart/election/NAME/LEASE`).
+    pub key: String,
+    /// Strictly increases across the holders of one lock or election: a resource that refuses
+    /// any token lower than the highest it has seen refuses every holder but the latest.
+    pub fencing_token: u64,
+    /// The lease the holder holds it with.
+    pub lease: u64,
+    /// An election leader's value (absent for locks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// How many contend, the holder included (only in answers to `GET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contenders: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct AcquireRequest<'a> {
+    pub lease: u64,
+    pub wait_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Released {
+    pub released: bool,
+}
+
 /// The JSON error body every non-2xx answer carries.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorBody {

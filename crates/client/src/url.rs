@@ -107,6 +107,16 @@ pub(crate) fn lease_keepalive(base: &str, id: u64) -> String {
     format!("{base}/v1/lease/{id}/keepalive")
 }
 
+/// `/v1/lock/{name}` or `/v1/election/{name}` (`kind`: `lock` or `election`), with the release's
+/// `?token=`.
+pub(crate) fn line(base: &str, kind: &str, name: &str, token: Option<u64>) -> String {
+    let mut url = format!("{base}/v1/{kind}/{}", percent_encode(name.as_bytes()));
+    if let Some(t) = token {
+        url.push_str(&format!("?token={t}"));
+    }
+    url
+}
+
 pub(crate) fn kv_scan(base: &str, prefix: &[u8], limit: usize, consistency: Consistency) -> String {
     let mut url = format!("{base}/v1/kv?prefix={}&limit={limit}", percent_encode(prefix));
     if consistency == Consistency::Stale {
@@ -183,5 +193,13 @@ mod tests {
         assert_eq!(lease(base, 77), "http://h:1/v1/lease/77");
         assert_eq!(lease_keepalive(base, 77), "http://h:1/v1/lease/77/keepalive");
         assert_eq!(kv_put_leased(base, b"a/b", 9), "http://h:1/v1/kv/a%2Fb?lease=9");
+    }
+
+    #[test]
+    fn lock_and_election_urls() {
+        let base = "http://h:1";
+        assert_eq!(line(base, "lock", "jobs", None), "http://h:1/v1/lock/jobs");
+        assert_eq!(line(base, "lock", "a b", Some(12)), "http://h:1/v1/lock/a%20b?token=12");
+        assert_eq!(line(base, "election", "e", Some(3)), "http://h:1/v1/election/e?token=3");
     }
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json_};
 
 use crate::app::App;
-use crate::{http_auth, http_lease};
+use crate::{http_auth, http_coord, http_lease};
 
 /// Most items one `GET /v1/kv?prefix=` returns (`limit` is capped to it).
 pub const LIST_LIMIT_MAX: usize = 10_000;
@@ -33,6 +33,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/lease", axum::routing::post(http_lease::grant))
         .route("/v1/lease/{id}", get(http_lease::info).delete(http_lease::revoke))
         .route("/v1/lease/{id}/keepalive", axum::routing::post(http_lease::keepalive))
+        .route("/v1/lock/{name}", get(http_coord::lock_holder).post(http_coord::lock).delete(http_coord::unlock))
+        .route("/v1/election/{name}", get(http_coord::leader).post(http_coord::campaign).delete(http_coord::resign))
+        .route("/v1/election/{name}/watch", get(http_coord::watch_leader))
         .route("/v1/status", get(status))
         .route("/v1/health", get(health))
         .route("/v1/cluster/members", get(members).post(add_member))
@@ -50,8 +53,16 @@ pub fn router(app: Arc<App>) -> Router {
 /// Bounds a request's whole life after its head: its body must arrive within the header
 /// timeout (as a RESP command must), and the work within the request timeout, which the
 /// handlers enforce themselves first. A body trickled in byte by byte ends here with 408.
+///
+/// A lock or campaign request also waits for its turn, up to [`http_coord::WAIT_MS_MAX`] (its
+/// handler reads the body within the header timeout itself).
 async fn deadline(State(app): State<Arc<App>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let limit = app.cfg.client_header_timeout + app.cfg.request_timeout;
+    let mut limit = app.cfg.client_header_timeout + app.cfg.request_timeout;
+    let path = req.uri().path();
+    if req.method() == axum::http::Method::POST && (path.starts_with("/v1/lock/") || path.starts_with("/v1/election/"))
+    {
+        limit += std::time::Duration::from_millis(http_coord::WAIT_MS_MAX);
+    }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => HttpError(
@@ -253,10 +264,41 @@ async fn put_leased(app: &App, key: String, q: &KvQuery, lease: &str, body: Byte
     }
 }
 
-async fn delete_key(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Json<Json_>, HttpError> {
+/// `DELETE /v1/kv/{key}[?cas=REV]`: with `cas`, only if the key's revision is REV (else 409).
+async fn delete_key(
+    State(app): State<Arc<App>>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+) -> Result<Json<Json_>, HttpError> {
     let start = Instant::now();
     let r = async {
-        let resp = app.write(Command::Delete { key: key.into_bytes() }).await?;
+        let cmd = match q.cas.as_deref() {
+            None => Command::Delete { key: key.clone().into_bytes() },
+            Some(c) => {
+                let revision = c.parse::<u64>().ok().filter(|r| *r > 0).ok_or_else(|| {
+                    HttpError(
+                        StatusCode::BAD_REQUEST,
+                        format!("cas={c:?} is not a revision number (a positive integer)"),
+                        "BAD_REQUEST",
+                    )
+                })?;
+                Command::DeleteIfRevision { key: key.clone().into_bytes(), revision }
+            }
+        };
+        let conditional = q.cas.is_some();
+        let resp = app.write(cmd).await?;
+        if let Outcome::Deleted { count: 0 } = resp.outcome {
+            if conditional {
+                return Err(HttpError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "compare-and-delete failed: key {key:?} is absent or not at revision {}",
+                        q.cas.as_deref().unwrap_or("")
+                    ),
+                    "CAS_FAILED",
+                ));
+            }
+        }
         match resp.outcome {
             Outcome::Deleted { count } if !app.replica.has_revisions() => Ok(Json(json!({"deleted": count > 0}))),
             Outcome::Deleted { count } => Ok(Json(json!({"deleted": count > 0, "revision": resp.revision}))),
@@ -271,7 +313,7 @@ async fn delete_key(State(app): State<Arc<App>>, Path(key): Path<String>) -> Res
 }
 
 /// A key or value as JSON: text when it is UTF-8, else base64 under `<name>_b64`.
-fn bytes_field(obj: &mut serde_json::Map<String, Json_>, name: &str, b: &[u8]) {
+pub(crate) fn bytes_field(obj: &mut serde_json::Map<String, Json_>, name: &str, b: &[u8]) {
     match std::str::from_utf8(b) {
         Ok(s) => {
             obj.insert(name.to_string(), Json_::String(s.to_string()));
@@ -361,24 +403,9 @@ async fn watch_start(app: &App, headers: &HeaderMap, q: WatchQuery) -> Result<Re
         None => None,
         Some(r) => Some(r.parse::<u64>().map_err(|_| bad(format!("from_revision={r:?} is not a revision number")))?),
     };
-    let idle_ms = app.cfg.client_idle_timeout.as_millis().min(u64::MAX as u128) as u64;
-    let progress_ms = match q.progress_ms.as_deref() {
-        None => WATCH_PROGRESS_MS_DEFAULT.min(idle_ms / 2).max(WATCH_PROGRESS_MS_MIN),
-        Some(p) => {
-            let ms = p.parse::<u64>().map_err(|_| bad(format!("progress_ms={p:?} is not a number of milliseconds")))?;
-            if ms < WATCH_PROGRESS_MS_MIN || ms >= idle_ms {
-                return Err(bad(format!(
-                    "progress_ms={ms} is outside {WATCH_PROGRESS_MS_MIN}..{idle_ms} (at least WATCH_PROGRESS_MS_MIN, and below client_idle_timeout_ms, which would close a quiet stream)"
-                )));
-            }
-            ms
-        }
-    };
-    let sse = headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("text/event-stream"));
-    let stream = match app.replica.watch(filter, from, std::time::Duration::from_millis(progress_ms)).await {
+    let progress = watch_progress(app, q.progress_ms.as_deref()).map_err(bad)?;
+    let sse = wants_sse(headers);
+    let stream = match app.replica.watch(filter, from, progress).await {
         Ok(s) => s,
         Err(e @ rampart_kv::WatchError::Compacted { oldest, .. }) => {
             return Ok((
@@ -399,12 +426,52 @@ async fn watch_start(app: &App, headers: &HeaderMap, q: WatchQuery) -> Result<Re
         let bytes = Bytes::from(watch_lines(&msg, sse));
         Some((Ok::<_, std::convert::Infallible>(bytes), (!end).then_some(stream)))
     });
+    Ok(stream_response(axum::body::Body::from_stream(body), sse))
+}
+
+/// The progress interval of a stream (`progress_ms`): [`WATCH_PROGRESS_MS_DEFAULT`] when not
+/// given (lowered below the idle timeout), else a number of ms at least
+/// [`WATCH_PROGRESS_MS_MIN`] and below `client_idle_timeout_ms`.
+pub(crate) fn watch_progress(app: &App, raw: Option<&str>) -> Result<std::time::Duration, String> {
+    let idle_ms = app.cfg.client_idle_timeout.as_millis().min(u64::MAX as u128) as u64;
+    let ms = match raw {
+        None => WATCH_PROGRESS_MS_DEFAULT.min(idle_ms / 2).max(WATCH_PROGRESS_MS_MIN),
+        Some(p) => {
+            let ms = p.parse::<u64>().map_err(|_| format!("progress_ms={p:?} is not a number of milliseconds"))?;
+            if ms < WATCH_PROGRESS_MS_MIN || ms >= idle_ms {
+                return Err(format!(
+                    "progress_ms={ms} is outside {WATCH_PROGRESS_MS_MIN}..{idle_ms} (at least WATCH_PROGRESS_MS_MIN, and below client_idle_timeout_ms, which would close a quiet stream)"
+                ));
+            }
+            ms
+        }
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// True when the client asks for server-sent events rather than NDJSON.
+pub(crate) fn wants_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+/// One JSON object of a stream: a line (NDJSON), or an SSE `data:` event.
+pub(crate) fn stream_line(o: &Json_, sse: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if sse {
+        out.extend_from_slice(b"data: ");
+    }
+    out.extend_from_slice(&serde_json::to_vec(o).unwrap_or_default());
+    out.extend_from_slice(if sse { b"\n\n" } else { b"\n" });
+    out
+}
+
+/// A streaming response of [`stream_line`]s, never buffered by proxies.
+pub(crate) fn stream_response(body: axum::body::Body, sse: bool) -> Response {
     let content_type = if sse { "text/event-stream" } else { "application/x-ndjson" };
-    Ok((
-        [("content-type", content_type), ("cache-control", "no-cache"), ("x-accel-buffering", "no")],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response())
+    ([("content-type", content_type), ("cache-control", "no-cache"), ("x-accel-buffering", "no")], body).into_response()
 }
 
 /// The lines of one watch message: one JSON object per event (or the progress, or the
@@ -431,15 +498,7 @@ fn watch_lines(msg: &rampart_kv::WatchMessage, sse: bool) -> Vec<u8> {
             vec![json!({"type": "cutoff", "resume_from": resume_from, "error": reason})]
         }
     };
-    let mut out = Vec::new();
-    for o in objects {
-        if sse {
-            out.extend_from_slice(b"data: ");
-        }
-        out.extend_from_slice(&serde_json::to_vec(&o).unwrap_or_default());
-        out.extend_from_slice(if sse { b"\n\n" } else { b"\n" });
-    }
-    out
+    objects.iter().flat_map(|o| stream_line(o, sse)).collect()
 }
 
 /// Bytes of a list reply kept for everything around its items (`more`, `continue`).

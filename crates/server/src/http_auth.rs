@@ -20,6 +20,9 @@
 //! | `GET /v1/lease/{id}` | `get`, on every key (`~*`): it lists the lease's keys, wherever they are |
 //! | `DELETE /v1/lease/{id}` | `del`, on every key (`~*`): it removes the lease's keys, wherever they are |
 //! | `PUT /v1/kv/KEY?lease=ID` | `set KEY` |
+//! | `POST /v1/lock/N`, `POST /v1/election/N` | `set`, and the line's keys (`_rampart/lock/N/`, `_rampart/election/N/`) must lie inside one of the user's key patterns (as for a list) |
+//! | `GET /v1/lock/N`, `GET /v1/election/N[/watch]` | `get`, on the line's keys likewise |
+//! | `DELETE /v1/lock/N`, `DELETE /v1/election/N` | `del`, on the line's keys likewise |
 //! | `GET /v1/auth/whoami` | any user |
 //! | `GET /v1/health`, `GET /v1/status` | open to all, in protected mode too (load balancers and clients find the leader with them; like Consul's `/v1/status/*`) |
 //!
@@ -46,6 +49,7 @@ use crate::acl::rules::{cat, User};
 use crate::acl::store::TokenError;
 use crate::acl::{noperm_command, AuthError};
 use crate::app::App;
+use crate::coord::Kind;
 
 /// The authenticated user of a request (in the request's extensions).
 #[derive(Clone)]
@@ -74,6 +78,8 @@ enum Need {
     List(Vec<u8>),
     /// A watch of every key starting with this prefix.
     WatchPrefix(Vec<u8>),
+    /// A lock's or election's request: the command, on every key of its line (this prefix).
+    Line(&'static str, Vec<u8>),
     /// A command on keys that cannot be named up front (a lease's): the user needs every key.
     EveryKey(&'static str),
     Admin,
@@ -193,6 +199,16 @@ async fn classify(parts: &mut axum::http::request::Parts, path: &str) -> Result<
         (Method::POST, p) if p.starts_with("/v1/lease/") && p.ends_with("/keepalive") => Need::Command("set", None),
         (Method::GET, p) if p.starts_with("/v1/lease/") => Need::EveryKey("get"),
         (Method::DELETE, p) if p.starts_with("/v1/lease/") => Need::EveryKey("del"),
+        (m, p) if p.starts_with("/v1/lock/") || p.starts_with("/v1/election/") => {
+            let kind = if p.starts_with("/v1/lock/") { Kind::Lock } else { Kind::Election };
+            let Path(name) = Path::<String>::from_request_parts(parts, &()).await.map_err(|e| bad(e.to_string()))?;
+            let cmd = match m {
+                Method::POST => "set",
+                Method::DELETE => "del",
+                _ => "get",
+            };
+            Need::Line(cmd, crate::coord::line_prefix(kind, &name).into_bytes())
+        }
         (_, p) if p.starts_with("/v1/cluster/members") => Need::Admin,
         (_, p) if p.starts_with("/v1/auth/tokens") => Need::Admin,
         (_, "/v1/auth/whoami") => Need::AnyUser,
@@ -243,6 +259,18 @@ fn check(app: &App, p: &Principal, need: Need) -> Result<(), Response> {
                      patterns (~* or ~PREFIX*)"
                         .into(),
                 ))
+            }
+        }
+        Need::Line(name, prefix) => {
+            may(name)?;
+            if prefix_allowed(&p.user, &prefix) {
+                Ok(())
+            } else {
+                Err(noperm(format!(
+                    "this user has no permissions to use this lock or election: its keys ({}*) must lie inside one of \
+                     the user's key patterns (~* or ~PREFIX*)",
+                    String::from_utf8_lossy(&prefix)
+                )))
             }
         }
         Need::EveryKey(name) => {

@@ -5,9 +5,11 @@
 
 pub mod acl;
 pub mod app;
+pub mod coord;
 pub mod glob;
 pub mod http;
 pub mod http_auth;
+pub mod http_coord;
 pub mod http_lease;
 pub mod listen;
 pub mod metrics;

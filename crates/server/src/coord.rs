@@ -93,6 +93,10 @@ pub enum CoordError {
     /// The contender's key went while it waited: its lease expired or was revoked.
     #[error("lease {lease} expired or was revoked while waiting for {noun} {name:?}")]
     LeaseGone { noun: &'static str, name: String, lease: LeaseId },
+    /// No watch could be started (the node is at `WATCHES_MAX`): the request is refused rather
+    /// than left to poll.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Kv(#[from] KvError),
 }
@@ -313,7 +317,12 @@ async fn pause_until(deadline: Instant) -> bool {
 /// Waits until `c`'s key is gone or rewritten: `Ok(true)`, or `Ok(false)` at `deadline`. Any
 /// event on the key ends the wait (the caller reads the line again).
 async fn wait_gone(app: &Arc<App>, c: &Contender, deadline: Instant) -> Result<bool, CoordError> {
-    let mut stream = app.replica.watch(WatchFilter::Key(c.key.clone()), None, WAIT_PROGRESS).await?;
+    let mut stream = app.replica.watch(WatchFilter::Key(c.key.clone()), None, WAIT_PROGRESS).await.map_err(|e| {
+        match CoordError::from(e) {
+            CoordError::Kv(KvError::TryAgain(m)) => CoordError::Busy(m),
+            other => other,
+        }
+    })?;
     // The watch is live: a delete from here on reaches it, and one before shows in this read.
     match app.get(Consistency::Linearizable, Bytes::copy_from_slice(&c.key)).await? {
         Some(item) if item.revision == Some(c.revision) => {}

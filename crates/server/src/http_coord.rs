@@ -49,6 +49,7 @@ fn coord_error(e: CoordError, lease: Option<u64>) -> Response {
         CoordError::Unsupported(m) => error(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", m),
         e @ CoordError::TimedOut { .. } => error(StatusCode::REQUEST_TIMEOUT, "NOT_ACQUIRED", e.to_string()),
         e @ CoordError::LeaseGone { .. } => error(StatusCode::NOT_FOUND, "NOT_FOUND", e.to_string()),
+        CoordError::Busy(m) => error(StatusCode::SERVICE_UNAVAILABLE, "TRYAGAIN", m),
         CoordError::Kv(KvError::Rejected(m)) if lease.is_some_and(|l| m == rampart_kv::lease::lease_not_found(l)) => {
             error(StatusCode::NOT_FOUND, "NOT_FOUND", m)
         }

@@ -21,9 +21,10 @@ use tokio::time::Instant;
 
 use crate::ctl::Connection;
 
-/// The longest a single lock request waits on the server (below its `WAIT_MS_MAX`); a longer
-/// `--wait-ms` asks again.
-const REQUEST_WAIT_MS: u64 = 60_000;
+/// The longest a single lock request waits on the server; a longer `--wait-ms` asks again, with
+/// the same lease and its place in line kept (`keep_place`). Below the server's `WAIT_MS_MAX`
+/// and below `rampart lb`'s default request timeout (30 s), so it also works through a balancer.
+const REQUEST_WAIT_MS: u64 = 20_000;
 /// Pause before asking again after a cluster that could not answer.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -136,8 +137,8 @@ async fn acquire(
         };
         let wait_ms = left.min(REQUEST_WAIT_MS);
         let r = match what {
-            What::Lock => client.lock(&args.name, lease, wait_ms).await,
-            What::Election => client.campaign(&args.name, lease, &value, wait_ms).await,
+            What::Lock => client.lock(&args.name, lease, wait_ms, true).await,
+            What::Election => client.campaign(&args.name, lease, &value, wait_ms, true).await,
         };
         match r {
             Ok(Some(held)) => return Ok(Some(held)),

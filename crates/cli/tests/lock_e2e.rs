@@ -161,7 +161,7 @@ async fn many_clients_take_a_lock_in_turn_across_a_leader_kill() {
                 let Ok(lease) = cl.lease_grant(5_000).await else { continue };
                 let stop = Arc::new(AtomicBool::new(false));
                 keep_alive(cl.clone(), lease.id, stop.clone());
-                if let Ok(Some(held)) = cl.lock("shared", lease.id, 10_000).await {
+                if let Ok(Some(held)) = cl.lock("shared", lease.id, 10_000, false).await {
                     if inside.swap(true, Ordering::SeqCst) {
                         overlaps.fetch_add(1, Ordering::SeqCst);
                     }
@@ -335,6 +335,22 @@ async fn bad_lock_requests_get_clear_errors() {
     assert_eq!(busy.status, StatusCode::REQUEST_TIMEOUT, "{}", busy.text());
     let holder = req(Method::GET, "/v1/lock/a").await.json().unwrap();
     assert_eq!(holder["contenders"], 1, "the timed-out waiter withdrew: {holder}");
+    // With keep_place it stays in line, at the same revision, for the next request.
+    let kept = post("/v1/lock/a", json!({"lease": other, "wait_ms": 0, "keep_place": true})).await;
+    assert_eq!(kept.status, StatusCode::REQUEST_TIMEOUT, "{}", kept.text());
+    assert!(kept.text().contains("keeps its place"), "{}", kept.text());
+    let holder = req(Method::GET, "/v1/lock/a").await.json().unwrap();
+    assert_eq!(holder["contenders"], 2, "the kept waiter is still in line: {holder}");
+    let key = format!("/v1/kv/_rampart/lock/a/{other:016x}");
+    let rev_before = req(Method::GET, &key).await;
+    assert_eq!(rev_before.status, StatusCode::OK);
+    let again = post("/v1/lock/a", json!({"lease": other, "wait_ms": 0, "keep_place": true})).await;
+    assert_eq!(again.status, StatusCode::REQUEST_TIMEOUT);
+    let rev_after = req(Method::GET, &key).await;
+    assert_eq!(rev_after.status, StatusCode::OK, "still in line");
+    client(&c).lease_revoke(other).await.unwrap();
+    let holder = req(Method::GET, "/v1/lock/a").await.json().unwrap();
+    assert_eq!(holder["contenders"], 1, "the lease's end took its place: {holder}");
     let token = first.json().unwrap()["fencing_token"].as_u64().unwrap();
     let released = req(Method::DELETE, &format!("/v1/lock/a?token={token}")).await;
     assert_eq!(released.status, StatusCode::OK, "{}", released.text());

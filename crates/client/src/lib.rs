@@ -416,17 +416,26 @@ impl Client {
     }
 
     /// Waits up to `wait_ms` for lock `name` with lease `lease` (leader mode): the key and the
-    /// fencing token once held, `None` if the wait ran out (this request's place in line is then
-    /// given up). Asking again with the same lease is harmless: it takes the same place, and a
-    /// holder gets its own token back, so a request that timed out is retried on the next node.
-    pub async fn lock(&self, name: &str, lease: u64, wait_ms: u64) -> Result<Option<Held>, Error> {
-        self.acquire("lock", name, lease, None, wait_ms).await
+    /// fencing token once held, `None` if the wait ran out. Asking again with the same lease is
+    /// harmless: it takes the same place, and a holder gets its own token back, so a request that
+    /// timed out is retried on the next node. With `keep_place`, a wait that runs out keeps the
+    /// lease's place in line (until the lease ends) for the next call; without it, the place is
+    /// given up.
+    pub async fn lock(&self, name: &str, lease: u64, wait_ms: u64, keep_place: bool) -> Result<Option<Held>, Error> {
+        self.acquire("lock", name, lease, None, wait_ms, keep_place).await
     }
 
     /// Campaigns in election `name` with lease `lease` and `value`, waiting up to `wait_ms` to be
     /// elected (see [`Client::lock`]).
-    pub async fn campaign(&self, name: &str, lease: u64, value: &str, wait_ms: u64) -> Result<Option<Held>, Error> {
-        self.acquire("election", name, lease, Some(value), wait_ms).await
+    pub async fn campaign(
+        &self,
+        name: &str,
+        lease: u64,
+        value: &str,
+        wait_ms: u64,
+        keep_place: bool,
+    ) -> Result<Option<Held>, Error> {
+        self.acquire("election", name, lease, Some(value), wait_ms, keep_place).await
     }
 
     async fn acquire(
@@ -436,8 +445,10 @@ impl Client {
         lease: u64,
         value: Option<&str>,
         wait_ms: u64,
+        keep_place: bool,
     ) -> Result<Option<Held>, Error> {
-        let json = serde_json::to_vec(&AcquireRequest { lease, wait_ms, value }).map_err(|e| Error::BadResponse {
+        let req = AcquireRequest { lease, wait_ms, value, keep_place };
+        let json = serde_json::to_vec(&req).map_err(|e| Error::BadResponse {
             endpoint: String::new(),
             reason: format!("cannot encode the request: {e}"),
         })?;

@@ -262,6 +262,8 @@ pub(crate) struct AcquireRequest<'a> {
     pub wait_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_place: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -85,11 +85,9 @@ pub enum CoordError {
     /// This mode has no locks or elections.
     #[error("{0}")]
     Unsupported(String),
-    /// Not acquired within the wait; the contender's key was withdrawn.
-    #[error(
-        "{noun} {name:?} not acquired within {waited_ms} ms (wait_ms); this request's place in line was withdrawn"
-    )]
-    TimedOut { noun: &'static str, name: String, waited_ms: u64 },
+    /// Not acquired within the wait; the contender's key was withdrawn unless `kept`.
+    #[error("{noun} {name:?} not acquired within {waited_ms} ms (wait_ms); {}", place(*.kept))]
+    TimedOut { noun: &'static str, name: String, waited_ms: u64, kept: bool },
     /// The contender's key went while it waited: its lease expired or was revoked.
     #[error("lease {lease} expired or was revoked while waiting for {noun} {name:?}")]
     LeaseGone { noun: &'static str, name: String, lease: LeaseId },
@@ -99,6 +97,15 @@ pub enum CoordError {
     Busy(String),
     #[error(transparent)]
     Kv(#[from] KvError),
+}
+
+/// What became of a timed-out request's place in line.
+fn place(kept: bool) -> &'static str {
+    if kept {
+        "the lease keeps its place in line"
+    } else {
+        "this request's place in line was withdrawn"
+    }
 }
 
 impl From<WatchError> for CoordError {
@@ -213,7 +220,10 @@ pub async fn line(app: &Arc<App>, kind: Kind, name: &str, mine: Option<(&[u8], u
 }
 
 /// Takes a place in the line of `kind`/`name` with `lease` (storing `value` in the key) and waits
-/// up to `wait` to reach its head. Answers the holder's key and token (its revision).
+/// up to `wait` to reach its head. Answers the holder's key and token (its revision). If the
+/// request ends without the lock (timeout, error, the client gone), its key is withdrawn, unless
+/// `keep_place`: then the key stays in line until its lease ends, and the next request with the
+/// same lease carries on from the same place (for a client that keeps the lease and asks again).
 pub async fn acquire(
     app: &Arc<App>,
     kind: Kind,
@@ -221,6 +231,7 @@ pub async fn acquire(
     lease: LeaseId,
     value: Vec<u8>,
     wait: Duration,
+    keep_place: bool,
 ) -> Result<Contender, CoordError> {
     require_leader_mode(app, kind)?;
     check_name(kind, name)?;
@@ -230,18 +241,21 @@ pub async fn acquire(
     let revision = join(app, &key, &value, lease).await?;
     // From here on the key is in line; if this request ends without the lock (an error, a
     // timeout, the client going away), the key is withdrawn so it never holds the lock unknown.
-    let mut guard = Withdraw { app: app.clone(), key: key.clone(), revision, armed: true };
+    let mut guard = Withdraw { app: app.clone(), key: key.clone(), revision, armed: !keep_place };
     let result = wait_for_head(app, kind, name, &key, revision, deadline).await;
     guard.armed = false;
     match &result {
         // Holding, or the key is gone already.
         Ok(true) | Err(CoordError::LeaseGone { .. }) => {}
-        Ok(false) | Err(_) => withdraw(app, &key, revision).await,
+        Ok(false) | Err(_) if !keep_place => withdraw(app, &key, revision).await,
+        Ok(false) | Err(_) => {}
     }
     let waited_ms = wait.as_millis().min(u64::MAX as u128) as u64;
     match result {
         Ok(true) => Ok(Contender { key, lease, revision, value }),
-        Ok(false) => Err(CoordError::TimedOut { noun: kind.noun(), name: name.to_string(), waited_ms }),
+        Ok(false) => {
+            Err(CoordError::TimedOut { noun: kind.noun(), name: name.to_string(), waited_ms, kept: keep_place })
+        }
         Err(e) => Err(e),
     }
 }

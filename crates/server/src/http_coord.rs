@@ -3,7 +3,7 @@
 //!
 //! | request | does |
 //! |---|---|
-//! | `POST /v1/lock/{name} {"lease", "wait_ms"}` | waits up to `wait_ms` for the lock: `{"key", "fencing_token", "lease"}`, or 408 |
+//! | `POST /v1/lock/{name} {"lease", "wait_ms", "keep_place"}` | waits up to `wait_ms` for the lock: `{"key", "fencing_token", "lease"}`, or 408 |
 //! | `GET /v1/lock/{name}` | the holder and how many contend, or 404 |
 //! | `DELETE /v1/lock/{name}?token=T` | releases the lock held with token T, or 404 |
 //! | `POST /v1/election/{name} {"lease", "value", "wait_ms"}` | campaigns: answers once elected, or 408 |
@@ -84,6 +84,10 @@ struct AcquireBody {
     wait_ms: Option<u64>,
     /// Elections only: the candidate's value (who it is, where to reach it).
     value: Option<String>,
+    /// Keep the place in line when this request ends without the lock (the lease's key stays
+    /// until the lease ends; ask again with the same lease to go on waiting).
+    #[serde(default)]
+    keep_place: bool,
 }
 
 /// Reads a small JSON body within the header timeout (the request's own deadline is long: it
@@ -139,7 +143,7 @@ async fn acquire(app: Arc<App>, kind: Kind, name: String, body: Body) -> Respons
         Err(r) => return r,
     };
     let value = req.value.unwrap_or_default().into_bytes();
-    match coord::acquire(&app, kind, &name, req.lease, value, wait).await {
+    match coord::acquire(&app, kind, &name, req.lease, value, wait, req.keep_place).await {
         Ok(c) => Json(contender_json(&c, kind == Kind::Election)).into_response(),
         Err(e) => coord_error(e, Some(req.lease)),
     }

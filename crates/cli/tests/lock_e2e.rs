@@ -228,6 +228,14 @@ async fn elect_runs_its_command_only_while_elected_and_the_watch_follows() {
     let token_a = wait_for("alpha elected", WAIT, || async { read_number(&a_token) }).await;
     let leader = cl.election_leader("db").await.unwrap().expect("a leader");
     assert_eq!((leader.value.as_deref(), leader.fencing_token), (Some("alpha"), token_a));
+    // The open election watch is one of node 2's watches, and /metrics counts it.
+    let metrics_url = format!("{}/metrics", c.http(2));
+    wait_for("node 2 to count its open watch", WAIT, || async {
+        let m = http_request(Method::GET, &metrics_url, "", Duration::from_secs(5)).await.ok()?.text();
+        let n: u64 = m.lines().find_map(|l| l.strip_prefix("rampart_watches_active "))?.trim().parse().ok()?;
+        (n >= 1).then_some(())
+    })
+    .await;
 
     let script_b = format!("echo $RAMPART_FENCING_TOKEN > {}", b_token.display());
     let mut b = hold(&c, "elect", "db", &["--value", "beta"], &script_b, &d.join("b.stderr"));

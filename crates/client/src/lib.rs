@@ -416,11 +416,16 @@ impl Client {
     }
 
     /// Waits up to `wait_ms` for lock `name` with lease `lease` (leader mode): the key and the
-    /// fencing token once held, `None` if the wait ran out. Asking again with the same lease is
-    /// harmless: it takes the same place, and a holder gets its own token back, so a request that
-    /// timed out is retried on the next node. With `keep_place`, a wait that runs out keeps the
-    /// lease's place in line (until the lease ends) for the next call; without it, the place is
-    /// given up.
+    /// fencing token once held, `None` if the wait ran out.
+    ///
+    /// With `keep_place`, a request that ends without the lock (the wait ran out, an error, the
+    /// connection lost) keeps the lease's place in line until the lease ends, and asking again
+    /// with the same lease carries on from it (a holder gets its own token back): so a request
+    /// that timed out is retried on the next node. Keep the lease alive while waiting, and revoke
+    /// it to give up. Without `keep_place`, a request that ends without the lock withdraws the
+    /// lease's key, even one that another request with the same lease holds meanwhile: such a
+    /// request is not retried ([`Error::OutcomeUnknown`] on a timeout), and one lease should
+    /// have one such request at a time.
     pub async fn lock(&self, name: &str, lease: u64, wait_ms: u64, keep_place: bool) -> Result<Option<Held>, Error> {
         self.acquire("lock", name, lease, None, wait_ms, keep_place).await
     }
@@ -455,10 +460,8 @@ impl Client {
         let json = Bytes::from(json);
         // The request waits on the server for up to `wait_ms`, on top of the usual time.
         let waiting = self.with_timeout(self.http.timeout() + Duration::from_millis(wait_ms));
-        match waiting
-            .call(Retry::Idempotent, |base| Req::post_json(url::line(base, kind, name, None), json.clone()))
-            .await
-        {
+        let retry = if keep_place { Retry::Idempotent } else { Retry::NotIdempotent };
+        match waiting.call(retry, |base| Req::post_json(url::line(base, kind, name, None), json.clone())).await {
             Ok(reply) => decode_json(&reply).map(Some),
             Err(Error::Server { status: 408, code, .. }) if code == "NOT_ACQUIRED" => Ok(None),
             Err(e) => Err(e),

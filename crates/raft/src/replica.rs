@@ -367,6 +367,14 @@ impl Replica for RaftNode {
         );
         let _ = writeln!(out, "# TYPE rampart_expired_leases_total counter");
         let _ = writeln!(out, "rampart_expired_leases_total {}", self.expired_leases_total());
+        let _ = writeln!(
+            out,
+            "# HELP rampart_watches_active Watches open on this node (HTTP watches, lock and election waiters, \
+             keyspace-notification feeds); at most WATCHES_MAX = {}.",
+            crate::watch::WATCHES_MAX
+        );
+        let _ = writeln!(out, "# TYPE rampart_watches_active gauge");
+        let _ = writeln!(out, "rampart_watches_active {}", self.watch_hub().active());
         self.config().transport.stats.render_prometheus(out);
     }
 

@@ -435,6 +435,11 @@ pub async fn observe(
     tokio::spawn(async move {
         let mut last: Option<Option<u64>> = None;
         loop {
+            // The observer went away (noticed here too, so a cluster without a leader, which
+            // sends nothing, does not keep this task retrying for nobody).
+            if tx.is_closed() {
+                return;
+            }
             // The watch is live before each read, so no change falls between the two.
             match line(&app, kind, &name, None).await {
                 Ok(l) => {

@@ -93,11 +93,24 @@ async fn hold(what: What, client: Client, args: HoldArgs) -> anyhow::Result<u8> 
     let (state_tx, mut state) = watch::channel(Lease::Alive);
     let (held_tx, held_rx) = watch::channel(None::<Held>);
     let keeper = tokio::spawn(keep_alive(client.clone(), lease.id, ttl, held_rx, state_tx));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let result = async {
-        let Some(held) = acquire(what, &client, lease.id, &args, &mut state).await? else {
+        // A signal while waiting ends the wait; the lease is revoked below, taking the place in
+        // line with it.
+        let acquired = tokio::select! {
+            r = acquire(what, &client, lease.id, &args, &mut state) => r?,
+            _ = sigterm.recv() => bail!("stopped by SIGTERM while waiting for {} {:?}", what.noun(), args.name),
+            _ = sigint.recv() => bail!("stopped by SIGINT while waiting for {} {:?}", what.noun(), args.name),
+        };
+        let Some(held) = acquired else {
             bail!("{} {:?} not acquired within {} ms", what.noun(), args.name, args.wait_ms.unwrap_or(0));
         };
-        let _ = held_tx.send(Some(held.clone()));
+        held_tx.send_replace(Some(held.clone()));
+        let now = state.borrow().clone();
+        if let Lease::Lost(why) = now {
+            bail!("acquired {} {:?} but then lost it before running the command: {why}", what.noun(), args.name);
+        }
         run_while_held(what, &held, &args.cmd, ttl, &mut state).await
     }
     .await;
@@ -124,7 +137,8 @@ async fn acquire(
     args: &HoldArgs,
     state: &mut watch::Receiver<Lease>,
 ) -> anyhow::Result<Option<Held>> {
-    let deadline = args.wait_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    // A wait too long to represent is no deadline at all.
+    let deadline = args.wait_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
     let value = args.value.clone().unwrap_or_else(default_value);
     loop {
         let now = state.borrow().clone();
@@ -183,19 +197,43 @@ async fn keep_alive(
     let trust = ttl - ttl / 5;
     let mut confirmed_at = Instant::now();
     let per_try = client.with_timeout(every.max(Duration::from_millis(100)));
+    let not_renewed = |trust: Duration| {
+        format!(
+            "lease {lease} not renewed for {} ms of its {} ms TTL (cluster unreachable, or this process was paused)",
+            trust.as_millis(),
+            ttl.as_millis()
+        )
+    };
     loop {
         let sent = Instant::now();
-        let lost = match per_try.lease_keepalive(lease).await {
-            Ok(Some(_)) => {
-                confirmed_at = sent;
-                let h = held.borrow().clone();
-                match h {
-                    Some(h) => check_key(&per_try, &h).await,
-                    None => None,
+        // Woken late (this process was paused): give up before asking, the lease may be gone.
+        if sent >= confirmed_at + trust {
+            let _ = state.send(Lease::Lost(not_renewed(trust)));
+            return;
+        }
+        // One round (every endpoint may be tried) ends by the deadline at the latest.
+        let round = async {
+            match per_try.lease_keepalive(lease).await {
+                Ok(Some(_)) => {
+                    let h = held.borrow().clone();
+                    let why = match h {
+                        Some(h) => check_key(&per_try, &h).await,
+                        None => None,
+                    };
+                    (true, why)
                 }
+                Ok(None) => (false, Some(format!("lease {lease} expired or was revoked"))),
+                Err(_) => (false, None),
             }
-            Ok(None) => Some(format!("lease {lease} expired or was revoked")),
-            Err(_) => None,
+        };
+        let lost = match tokio::time::timeout_at(confirmed_at + trust, round).await {
+            Ok((renewed, why)) => {
+                if renewed {
+                    confirmed_at = sent;
+                }
+                why
+            }
+            Err(_) => Some(not_renewed(trust)),
         };
         if let Some(why) = lost {
             let _ = state.send(Lease::Lost(why));
@@ -203,11 +241,7 @@ async fn keep_alive(
         }
         let give_up = confirmed_at + trust;
         if Instant::now() >= give_up {
-            let _ = state.send(Lease::Lost(format!(
-                "lease {lease} not renewed for {} ms of its {} ms TTL (cluster unreachable, or this process was paused)",
-                trust.as_millis(),
-                ttl.as_millis()
-            )));
+            let _ = state.send(Lease::Lost(not_renewed(trust)));
             return;
         }
         let next = if confirmed_at == sent { sent + every } else { Instant::now() + every / 4 };
@@ -245,7 +279,18 @@ async fn run_while_held(
         .env("RAMPART_LEASE", held.lease.to_string())
         .env(if what == What::Lock { "RAMPART_LOCK_KEY" } else { "RAMPART_ELECTION_KEY" }, &held.key)
         .stdin(Stdio::inherit())
+        // Its own process group, so stopping it reaches whatever it started too.
+        .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: prctl(2) is async-signal-safe; it runs in the child between fork and exec. If
+    // this process dies without stopping CMD (SIGKILL, OOM), the kernel kills CMD, which must
+    // not outlive the keepalives.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            Ok(())
+        });
+    }
     let mut child = command.spawn().with_context(|| format!("cannot run {program:?}"))?;
     let pid = child.id().map(|p| p as i32);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -280,13 +325,19 @@ async fn state_lost(state: &mut watch::Receiver<Lease>) -> String {
 
 /// SIGTERM, then SIGKILL if it has not exited within `grace`.
 async fn stop(child: &mut tokio::process::Child, pid: Option<i32>, grace: Duration) {
-    if let Some(pid) = pid {
-        // SAFETY: kill(2) on the pid of a child this process started and has not reaped yet.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
+    // The child leads its own process group (pgid = its pid): signal the whole group.
+    let group = |sig: i32| {
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on the process group of a child this process started and has not
+            // reaped yet.
+            unsafe {
+                libc::kill(-pid, sig);
+            }
         }
-    }
+    };
+    group(libc::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        group(libc::SIGKILL);
         let _ = child.kill().await;
     }
 }

@@ -364,6 +364,22 @@ async fn bad_lock_requests_get_clear_errors() {
     assert_eq!(released.status, StatusCode::OK, "{}", released.text());
     assert_eq!(req(Method::DELETE, &format!("/v1/lock/a?token={token}")).await.status, StatusCode::NOT_FOUND);
 
+    // A key put into a lock's line by hand (no lease) would hold the lock forever: refused, on
+    // both APIs, while reading and deleting such keys stays allowed.
+    let forged =
+        http_request(Method::PUT, &format!("{h}/v1/kv/_rampart/lock/a/0000000000000001"), "x", t).await.unwrap();
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST, "{}", forged.text());
+    assert!(forged.text().contains("only the lock and election API"), "{}", forged.text());
+    let forged_leased =
+        http_request(Method::PUT, &format!("{h}/v1/kv/_rampart/election/e/0000000000000001?lease={lease}"), "x", t)
+            .await
+            .unwrap();
+    assert_eq!(forged_leased.status, StatusCode::BAD_REQUEST, "{}", forged_leased.text());
+    let mut r = resp(&c, 1).await;
+    let set = cmd(&mut r, &["SET", "_rampart/lock/a/0000000000000002", "x"]).await;
+    assert!(format!("{set:?}").contains("only the lock and election API"), "{set:?}");
+    assert_eq!(req(Method::DELETE, "/v1/kv/_rampart/lock/a/0000000000000002").await.status, StatusCode::OK);
+
     // DELETE /v1/kv/K?cas=REV removes the key only at that revision.
     let rev = client(&c).put("k", "v").await.unwrap();
     let stale = req(Method::DELETE, &format!("/v1/kv/k?cas={}", rev + 100)).await;

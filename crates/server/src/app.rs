@@ -112,12 +112,34 @@ impl App {
         self.replica.limits().check_key(key)
     }
 
-    /// Pipelined writes of one connection, applied in their order; one result each.
+    /// Pipelined writes of one connection, applied in their order; one result each. A write of
+    /// a lock's or election's key other than a delete is refused ([`check_line_write`]).
     pub async fn write_many(&self, cmds: Vec<Command>) -> Vec<Result<Response, KvError>> {
-        self.replica.write_many(cmds).await
+        if cmds.iter().all(|c| check_line_write(c).is_ok()) {
+            return self.replica.write_many(cmds).await;
+        }
+        let mut slots: Vec<Option<Result<Response, KvError>>> = Vec::with_capacity(cmds.len());
+        let mut valid = Vec::new();
+        for c in cmds {
+            match check_line_write(&c) {
+                Ok(()) => {
+                    slots.push(None);
+                    valid.push(c);
+                }
+                Err(e) => slots.push(Some(Err(e))),
+            }
+        }
+        let mut done = if valid.is_empty() { Vec::new() } else { self.replica.write_many(valid).await }.into_iter();
+        slots
+            .into_iter()
+            .map(|s| {
+                s.unwrap_or_else(|| done.next().unwrap_or_else(|| Err(KvError::Internal("missing result".into()))))
+            })
+            .collect()
     }
 
     pub async fn write(&self, cmd: Command) -> Result<Response, KvError> {
+        check_line_write(&cmd)?;
         self.replica.write(cmd).await
     }
 
@@ -165,5 +187,31 @@ impl App {
     pub async fn dbsize(self: &Arc<Self>, consistency: Consistency) -> Result<u64, KvError> {
         let _slot = self.scan_slot().await?;
         self.replica.count(consistency).await
+    }
+}
+
+/// Refuses a client write that would put a key under a lock's or election's prefix
+/// ([`crate::coord::LOCK_PREFIX`], [`crate::coord::ELECTION_PREFIX`]): only the lock and
+/// election API writes there (a key put there by hand, with no lease, would hold a lock
+/// forever). Reading and deleting those keys stays allowed.
+pub fn check_line_write(cmd: &Command) -> Result<(), KvError> {
+    match cmd {
+        Command::Batch(cmds) => cmds.iter().try_for_each(check_line_write),
+        Command::At { cmd, .. } => check_line_write(cmd),
+        Command::Del { .. }
+        | Command::Delete { .. }
+        | Command::DeleteIfRevision { .. }
+        | Command::GetDel { .. }
+        | Command::ExpireDue { .. } => Ok(()),
+        other => match other.keys().into_iter().find(|k| crate::coord::is_line_key(k)) {
+            None => Ok(()),
+            Some(k) => Err(KvError::BadRequest(format!(
+                "key {:?} is under {} or {}: only the lock and election API (/v1/lock, /v1/election) writes there; \
+                 such keys can be read and deleted",
+                String::from_utf8_lossy(k),
+                crate::coord::LOCK_PREFIX,
+                crate::coord::ELECTION_PREFIX
+            ))),
+        },
     }
 }

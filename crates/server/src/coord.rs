@@ -157,6 +157,11 @@ pub fn check_name(kind: Kind, name: &str) -> Result<(), CoordError> {
     Ok(())
 }
 
+/// True for a key under a lock's or election's prefix.
+pub fn is_line_key(key: &[u8]) -> bool {
+    key.starts_with(LOCK_PREFIX.as_bytes()) || key.starts_with(ELECTION_PREFIX.as_bytes())
+}
+
 /// The prefix under which a lock's or election's contenders' keys live.
 pub fn line_prefix(kind: Kind, name: &str) -> String {
     format!("{}{name}/", kind.prefix())
@@ -170,7 +175,7 @@ pub fn contender_key(kind: Kind, name: &str, lease: LeaseId) -> Vec<u8> {
 /// The lease a contender key names (its last path segment), if it is one of ours.
 fn lease_of(key: &[u8]) -> Option<LeaseId> {
     let tail = key.rsplit(|b| *b == b'/').next()?;
-    if tail.len() != 16 {
+    if tail.len() != 16 || !tail.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(tail).ok()?, 16).ok()
@@ -204,11 +209,17 @@ pub async fn line(app: &Arc<App>, kind: Kind, name: &str, mine: Option<(&[u8], u
             if let Some((my_key, my_rev)) = mine {
                 if my_key == c.key.as_slice() {
                     out.mine = Some(revision);
-                } else if revision < my_rev && out.before_mine.as_ref().is_none_or(|b| revision > b.revision) {
+                } else if (revision, c.key.as_slice()) < (my_rev, my_key)
+                    && out
+                        .before_mine
+                        .as_ref()
+                        .is_none_or(|b| (revision, c.key.as_slice()) > (b.revision, b.key.as_slice()))
+                {
                     out.before_mine = Some(c.clone());
                 }
             }
-            if out.first.as_ref().is_none_or(|f| revision < f.revision) {
+            // Keys written by one entry share its revision; the key breaks the tie.
+            if out.first.as_ref().is_none_or(|f| (revision, c.key.as_slice()) < (f.revision, f.key.as_slice())) {
                 out.first = Some(c);
             }
         }
@@ -238,7 +249,10 @@ pub async fn acquire(
     let deadline = Instant::now() + wait;
     let key = contender_key(kind, name, lease);
     app.check_key(&key)?;
-    let revision = join(app, &key, &value, lease).await?;
+    let (revision, created) = join(app, &key, &value, lease).await?;
+    // A key this request did not write belongs to an earlier request of the same lease (which
+    // may hold the lock by now): it is never withdrawn here.
+    let keep_place = keep_place || !created;
     // From here on the key is in line; if this request ends without the lock (an error, a
     // timeout, the client going away), the key is withdrawn so it never holds the lock unknown.
     let mut guard = Withdraw { app: app.clone(), key: key.clone(), revision, armed: !keep_place };
@@ -247,7 +261,11 @@ pub async fn acquire(
     match &result {
         // Holding, or the key is gone already.
         Ok(true) | Err(CoordError::LeaseGone { .. }) => {}
-        Ok(false) | Err(_) if !keep_place => withdraw(app, &key, revision).await,
+        Ok(false) | Err(_) if !keep_place => {
+            // On its own task, so a request dropped meanwhile still withdraws.
+            let (app, key) = (app.clone(), key.clone());
+            let _ = tokio::spawn(async move { withdraw(&app, &key, revision).await }).await;
+        }
         Ok(false) | Err(_) => {}
     }
     let waited_ms = wait.as_millis().min(u64::MAX as u128) as u64;
@@ -261,17 +279,18 @@ pub async fn acquire(
 }
 
 /// Writes the contender key if absent; answers its revision (that of the key already there when
-/// this lease was in line before).
-async fn join(app: &Arc<App>, key: &[u8], value: &[u8], lease: LeaseId) -> Result<u64, CoordError> {
+/// this lease was in line before) and whether this call wrote it.
+async fn join(app: &Arc<App>, key: &[u8], value: &[u8], lease: LeaseId) -> Result<(u64, bool), CoordError> {
     // Twice at most: the key found on the first try can vanish (its lease revoked) before it is
     // read, and then the second write creates it or fails naming the lease.
     for _ in 0..2 {
         if let Some(rev) = app.replica.put_with_lease(key.to_vec(), value.to_vec(), lease, true).await? {
-            return Ok(rev);
+            return Ok((rev, true));
         }
         if let Some(item) = app.get(Consistency::Linearizable, Bytes::copy_from_slice(key)).await? {
             return item
                 .revision
+                .map(|r| (r, false))
                 .ok_or_else(|| KvError::Internal("a key without a revision in leader mode".into()).into());
         }
     }
@@ -451,7 +470,10 @@ pub async fn observe(
                         }
                     }
                 }
-                Err(e) if transient(&e) => tokio::time::sleep(RETRY_PAUSE).await,
+                Err(e) if transient(&e) => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;
@@ -498,6 +520,27 @@ mod tests {
     }
 
     #[test]
+    fn only_the_lock_api_writes_into_a_line() {
+        use crate::app::check_line_write;
+        let k = contender_key(Kind::Lock, "jobs", 1);
+        let set = Command::Set {
+            key: k.clone(),
+            value: b"x".to_vec(),
+            cond: rampart_kv::SetCond::Always,
+            return_old: false,
+            ttl: rampart_kv::Ttl::Clear,
+        };
+        assert!(check_line_write(&set).is_err());
+        assert!(check_line_write(&Command::Batch(vec![set.clone()])).is_err(), "inside a MULTI too");
+        assert!(check_line_write(&Command::Del { keys: vec![k.clone()] }).is_ok(), "deleting stays allowed");
+        assert!(check_line_write(&Command::DeleteIfRevision { key: k, revision: 3 }).is_ok());
+        let other = Command::Delete { key: b"x".to_vec() };
+        assert!(check_line_write(&other).is_ok());
+        let other = Command::IncrBy { key: b"_rampart/other".to_vec(), delta: 1 };
+        assert!(check_line_write(&other).is_ok(), "only the lock and election prefixes are guarded");
+    }
+
+    #[test]
     fn a_contender_key_names_its_lease() {
         let k = contender_key(Kind::Lock, "jobs", 0x1f);
         assert_eq!(k, b"_rampart/lock/jobs/000000000000001f");
@@ -505,5 +548,10 @@ mod tests {
         assert_eq!(lease_of(&contender_key(Kind::Election, "e", u64::MAX)), Some(u64::MAX));
         assert_eq!(lease_of(b"_rampart/lock/jobs/1f"), None);
         assert_eq!(lease_of(b"_rampart/lock/jobs/zzzzzzzzzzzzzzzz"), None);
+        assert_eq!(
+            lease_of(b"_rampart/lock/jobs/+00000000000001f"),
+            None,
+            "from_str_radix takes a sign; a key may not"
+        );
     }
 }

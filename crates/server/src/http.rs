@@ -256,6 +256,10 @@ async fn put_leased(app: &App, key: String, q: &KvQuery, lease: &str, body: Byte
     if let Err(e) = app.check_key(key.as_bytes()) {
         return HttpError::from(e).into_response();
     }
+    let probe = Command::PutLeased { key: key.clone().into_bytes(), value: Vec::new(), lease: id, if_absent: false };
+    if let Err(e) = crate::app::check_line_write(&probe) {
+        return HttpError::from(e).into_response();
+    }
     match app.replica.put_with_lease(key.into_bytes(), body.to_vec(), id, false).await {
         Ok(Some(rev)) => (revision_header(rev), Json(json!({"revision": rev}))).into_response(),
         Ok(None) => HttpError(StatusCode::INTERNAL_SERVER_ERROR, "a leased put wrote nothing".into(), "INTERNAL")

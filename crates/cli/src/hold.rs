@@ -25,8 +25,10 @@ use crate::ctl::Connection;
 /// the same lease and its place in line kept (`keep_place`). Below the server's `WAIT_MS_MAX`
 /// and below `rampart lb`'s default request timeout (30 s), so it also works through a balancer.
 const REQUEST_WAIT_MS: u64 = 20_000;
-/// Pause before asking again after a cluster that could not answer.
+/// Pause before asking again after a cluster that could not answer (or refused: too many
+/// waiters), doubled after each failure in a row up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Args, Debug)]
 pub struct HoldArgs {
@@ -140,6 +142,7 @@ async fn acquire(
     // A wait too long to represent is no deadline at all.
     let deadline = args.wait_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
     let value = args.value.clone().unwrap_or_else(default_value);
+    let mut pause = RETRY_PAUSE;
     loop {
         let now = state.borrow().clone();
         if let Lease::Lost(why) = now {
@@ -154,6 +157,10 @@ async fn acquire(
             What::Lock => client.lock(&args.name, lease, wait_ms, true).await,
             What::Election => client.campaign(&args.name, lease, &value, wait_ms, true).await,
         };
+        // An answer (not acquired yet) ends a run of failures.
+        if let Ok(None) = r {
+            pause = RETRY_PAUSE;
+        }
         match r {
             Ok(Some(held)) => return Ok(Some(held)),
             Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(None),
@@ -162,8 +169,10 @@ async fn acquire(
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(e).context(format!("cannot acquire {} {:?}", what.noun(), args.name));
                 }
-                note(&format!("retrying: {e}"));
-                tokio::time::sleep(RETRY_PAUSE).await;
+                note(&format!("retrying in {} ms: {e}", pause.as_millis()));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                continue;
             }
             Err(e) => return Err(e).context(format!("cannot acquire {} {:?}", what.noun(), args.name)),
         }

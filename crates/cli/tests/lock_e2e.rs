@@ -359,6 +359,24 @@ async fn bad_lock_requests_get_clear_errors() {
     client(&c).lease_revoke(other).await.unwrap();
     let holder = req(Method::GET, "/v1/lock/a").await.json().unwrap();
     assert_eq!(holder["contenders"], 1, "the lease's end took its place: {holder}");
+    // A waiter whose own lease is revoked while it waits is told so (at its next progress
+    // tick), not left to sit out its wait.
+    let third = client(&c).lease_grant(60_000).await.unwrap().id;
+    let waiter = {
+        let url = format!("{h}/v1/lock/a");
+        tokio::spawn(async move {
+            let body = json!({"lease": third, "wait_ms": 100_000, "keep_place": true});
+            http_request_json(Method::POST, &url, &body, Duration::from_secs(120)).await.unwrap()
+        })
+    };
+    wait_for("the third lease in line", WAIT, || async {
+        (req(Method::GET, "/v1/lock/a").await.json()?["contenders"] == 2).then_some(())
+    })
+    .await;
+    client(&c).lease_revoke(third).await.unwrap();
+    let gone = waiter.await.unwrap();
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.text());
+    assert!(gone.text().contains("expired or was revoked while waiting"), "{}", gone.text());
     let token = first.json().unwrap()["fencing_token"].as_u64().unwrap();
     let released = req(Method::DELETE, &format!("/v1/lock/a?token={token}")).await;
     assert_eq!(released.status, StatusCode::OK, "{}", released.text());

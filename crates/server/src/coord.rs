@@ -322,7 +322,7 @@ async fn wait_for_head(
             return Err(CoordError::LeaseGone { noun: kind.noun(), name: name.to_string(), lease });
         }
         let Some(before) = line.before_mine else { return Ok(true) };
-        match wait_gone(app, &before, deadline).await {
+        match wait_gone(app, &before, (key, revision), deadline).await {
             Ok(true) => continue,
             Ok(false) => return Ok(false),
             Err(e) if transient(&e) => {
@@ -348,8 +348,10 @@ async fn pause_until(deadline: Instant) -> bool {
 }
 
 /// Waits until `c`'s key is gone or rewritten: `Ok(true)`, or `Ok(false)` at `deadline`. Any
-/// event on the key ends the wait (the caller reads the line again).
-async fn wait_gone(app: &Arc<App>, c: &Contender, deadline: Instant) -> Result<bool, CoordError> {
+/// event on the key ends the wait (the caller reads the line again), and so does the waiter's
+/// own key (`mine`, with its revision) found gone at a progress tick (its lease revoked or run
+/// out), so such a waiter does not sit out its whole wait.
+async fn wait_gone(app: &Arc<App>, c: &Contender, mine: (&[u8], u64), deadline: Instant) -> Result<bool, CoordError> {
     let mut stream = app.replica.watch(WatchFilter::Key(c.key.clone()), None, WAIT_PROGRESS).await.map_err(|e| {
         match CoordError::from(e) {
             CoordError::Kv(KvError::TryAgain(m)) => CoordError::Busy(m),
@@ -364,7 +366,12 @@ async fn wait_gone(app: &Arc<App>, c: &Contender, deadline: Instant) -> Result<b
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => return Ok(false),
-            Ok(Some(WatchMessage::Progress { .. })) => {}
+            Ok(Some(WatchMessage::Progress { .. })) => {
+                let own = app.get(Consistency::Stale, Bytes::copy_from_slice(mine.0)).await?;
+                if own.and_then(|i| i.revision) != Some(mine.1) {
+                    return Ok(true);
+                }
+            }
             // An event, or a watch that ended (cut off, shutting down): read the line again.
             Ok(Some(WatchMessage::Events(_) | WatchMessage::CutOff { .. }) | None) => return Ok(true),
         }

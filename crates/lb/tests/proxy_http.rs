@@ -654,7 +654,10 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_idle_timeout() {
     let mut s = TcpStream::connect(lb.local_addr("web").unwrap()).await.unwrap();
     let total = 64_000_000usize;
     s.write_all(format!("GET /big/{total} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    // Read nothing until the LB's writes stall and it gives up on us.
+    // Read nothing until the LB's writes stall and it gives up on us. First see the response in
+    // flight: the backend counts the request before the LB counts it active, so "no active
+    // request" alone could be seen before the proxying began (a CI flake).
+    wait_until("the response in flight", || async { backend_stat(&stats(&lb).await, b.addr)["active"] == 1 }).await;
     wait_until("the stalled response is abandoned", || async {
         backend_stat(&stats(&lb).await, b.addr)["active"] == 0 && b.hits() == 1
     })

@@ -18,6 +18,7 @@ mod change;
 mod message;
 mod proposer;
 pub mod rng;
+mod voters;
 
 pub use acceptor::{Acceptor, AcceptorOutput, DurableWrite, RegisterState};
 pub use ballot::{Ballot, CounterCeiling, NodeId, COUNTER_CEILING_SLACK, COUNTER_PER_MS};
@@ -30,6 +31,7 @@ pub use proposer::{
     counter_floor_allowed, ProposalId, Proposer, ProposerConfig, ProposerOutput, Tick, Timer, CACHED_KEYS_MAX_DEFAULT,
     CACHED_VALUE_BYTES_MAX, COUNTER_BLOCK, IN_FLIGHT_MAX_DEFAULT,
 };
+pub use voters::Voters;
 
 /// Longest key a proposer takes.
 pub const KEY_BYTES_MAX: usize = 1024;

@@ -35,7 +35,8 @@ use crate::ballot::{Ballot, CounterCeiling, NodeId};
 use crate::change::{apply_change, Change, Key, Outcome, Value};
 use crate::message::{Reply, Request};
 use crate::rng::SplitMix64;
-use crate::{Error, ACCEPTORS_MAX, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::voters::Voters;
+use crate::{Error, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Logical time, owned by the runtime (the server uses milliseconds).
@@ -99,7 +100,8 @@ pub const CACHED_KEYS_MAX_DEFAULT: usize = 65_536;
 pub struct ProposerConfig {
     /// This proposer's node id, embedded in its ballots; unique in the cluster.
     pub node: NodeId,
-    /// The fixed membership: every acceptor. Quorum is a majority of all of them.
+    /// The acceptors at start; a quorum is a majority of all of them. A membership change
+    /// replaces them with [`Proposer::set_voters`].
     pub acceptors: Vec<NodeId>,
     /// Most attempts (rounds) per change, first included.
     pub attempts_max: u32,
@@ -198,8 +200,8 @@ struct Proposal {
     refused: Vec<NodeId>,
     /// Highest (accepted ballot, value, base) among this attempt's promises.
     best: (Ballot, Value, Ballot),
-    /// A peek's answers so far: each accepted ballot reported, how many reported it, its value.
-    peeked: Vec<(Ballot, usize, Value)>,
+    /// A peek's answers so far: each accepted ballot reported, who reported it, its value.
+    peeked: Vec<(Ballot, Vec<NodeId>, Value)>,
     /// The value and outcome this attempt's accept carries.
     proposed: Option<(Value, Outcome)>,
     /// Every ballot at which this proposal sent an accept, with the outcome that value implies.
@@ -229,7 +231,7 @@ enum Flow {
 #[derive(Debug)]
 pub struct Proposer {
     config: ProposerConfig,
-    quorum: usize,
+    voters: Voters,
     counter: u64,
     /// Counters up to this are durably reserved; ballots above need a new reservation first.
     reserved: u64,
@@ -249,29 +251,15 @@ pub struct Proposer {
 
 impl Proposer {
     pub fn new(config: ProposerConfig) -> Result<Self, Error> {
-        let n = config.acceptors.len();
-        if n == 0 || n > ACCEPTORS_MAX {
-            return Err(Error::Config { reason: "need between 1 and ACCEPTORS_MAX acceptors" });
-        }
-        let mut sorted = config.acceptors.clone();
-        sorted.sort();
-        sorted.dedup();
-        if sorted.len() != n {
-            return Err(Error::Config { reason: "duplicate acceptor id" });
-        }
+        let voters = Voters::single(&config.acceptors)?.with_quorum_override(config.quorum_override)?;
         if config.attempts_max == 0 || config.attempt_timeout_ticks == 0 || config.budget_ticks == 0 {
             return Err(Error::Config { reason: "attempts, timeout and budget must be positive" });
         }
         if config.in_flight_max == 0 {
             return Err(Error::Config { reason: "in_flight_max must be positive" });
         }
-        let quorum = match config.quorum_override {
-            Some(q) if q >= 1 && q <= n => q,
-            Some(_) => return Err(Error::Config { reason: "quorum override out of range" }),
-            None => n / 2 + 1,
-        };
         Ok(Proposer {
-            quorum,
+            voters,
             counter: config.initial_counter,
             reserved: config.initial_counter,
             next_id: 0,
@@ -288,9 +276,38 @@ impl Proposer {
         })
     }
 
-    /// Majority of the full membership.
-    pub fn quorum(&self) -> usize {
-        self.quorum
+    /// Who votes now.
+    pub fn voters(&self) -> &Voters {
+        &self.voters
+    }
+
+    /// Moves to another configuration of voters (a step of a membership change, see
+    /// `docs/paxos.md`, "Membership changes"). Every cached ballot is dropped: its implicit
+    /// promise came from a quorum of the old voters, which need not be one of the new. Every
+    /// attempt in flight is abandoned and retried under the new voters, exactly as if it had timed
+    /// out (its replies so far counted towards the old quorums); a change whose accept was sent
+    /// keeps its provenance, so a retry never applies it twice.
+    pub fn set_voters(&mut self, now: Tick, voters: Voters) -> Result<Vec<ProposerOutput>, Error> {
+        let voters = voters.with_quorum_override(self.config.quorum_override)?;
+        self.voters = voters;
+        self.cache.clear();
+        self.cache_order.clear();
+        let mut keys: Vec<Key> = self.active.keys().cloned().collect();
+        // Sorted: the simulation needs every step to depend only on its inputs.
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(mut p) = self.active.remove(&key) else { continue };
+            let mark = out.len();
+            let flow = match p.phase {
+                Phase::Backoff => Flow::Continue,
+                Phase::Peek => self.after_peek(now, &key, &mut p, &mut out),
+                Phase::Prepare | Phase::Accept => self.retry(now, &key, &mut p, &mut out),
+            };
+            assert_step(&out[mark..], p.id, &flow);
+            self.settle(now, key, p, flow, &mut out);
+        }
+        Ok(out)
     }
 
     /// Changes active or queued.
@@ -379,7 +396,7 @@ impl Proposer {
     /// Handles a reply from acceptor `from`. Stale, duplicate and unknown replies are ignored.
     pub fn on_reply(&mut self, now: Tick, from: NodeId, reply: Reply) -> Vec<ProposerOutput> {
         let mut out = Vec::new();
-        if !self.config.acceptors.contains(&from) {
+        if !self.voters.contains(from) {
             return out;
         }
         match &reply {
@@ -489,10 +506,6 @@ impl Proposer {
         }
     }
 
-    fn alive(&self) -> usize {
-        self.config.acceptors.iter().filter(|a| !self.dead.contains(a)).count()
-    }
-
     fn arm(&self, now: Tick, key: &[u8], p: &Proposal, delay: Tick, out: &mut Vec<ProposerOutput>) {
         out.push(ProposerOutput::WakeAt(Timer {
             at: now.saturating_add(delay),
@@ -503,16 +516,15 @@ impl Proposer {
     }
 
     fn broadcast(&self, request: &Request, out: &mut Vec<ProposerOutput>) {
-        for &to in &self.config.acceptors {
+        for &to in self.voters.all() {
             out.push(ProposerOutput::Send { to, request: request.clone() });
         }
     }
 
     /// Starts one attempt: the fast accept if the key's ballot is cached, else a prepare.
     fn attempt(&mut self, now: Tick, key: &[u8], p: &mut Proposal, out: &mut Vec<ProposerOutput>) -> Flow {
-        let alive = self.alive();
-        if alive < self.quorum {
-            let error = Error::NoQuorum { alive, needed: self.quorum, maybe_applied: p.first_accept.is_some() };
+        if let Some((alive, needed)) = self.voters.shortfall(|a| !self.dead.contains(&a)) {
+            let error = Error::NoQuorum { alive, needed, maybe_applied: p.first_accept.is_some() };
             out.push(done(p.id, Err(error)));
             return Flow::Finished;
         }
@@ -647,14 +659,14 @@ impl Proposer {
                 if accepted > p.best.0 {
                     p.best = (accepted, value, base);
                 }
-                if p.granted.len() >= self.quorum {
+                if self.voters.is_quorum(&p.granted) {
                     return self.choose(now, key, p, out);
                 }
                 Flow::Continue
             }
             (Phase::Accept, Reply::Accepted { .. }) => {
                 p.granted.push(from);
-                if p.granted.len() >= self.quorum {
+                if self.voters.is_quorum(&p.granted) {
                     return self.chosen(key, p, out);
                 }
                 Flow::Continue
@@ -665,13 +677,8 @@ impl Proposer {
             }
             (Phase::Prepare | Phase::Accept, Reply::Nack { .. }) => {
                 p.refused.push(from);
-                let unanswered_alive = self
-                    .config
-                    .acceptors
-                    .iter()
-                    .filter(|a| !p.granted.contains(a) && !p.refused.contains(a) && !self.dead.contains(a))
-                    .count();
-                if p.granted.len() + unanswered_alive < self.quorum {
+                let may_grant = |a: NodeId| !p.refused.contains(&a) && !self.dead.contains(&a);
+                if !self.voters.reachable(&p.granted, may_grant) {
                     return self.retry(now, key, p, out);
                 }
                 Flow::Continue
@@ -692,17 +699,17 @@ impl Proposer {
         out: &mut Vec<ProposerOutput>,
     ) -> Flow {
         p.granted.push(from);
-        let count = match p.peeked.iter_mut().find(|(b, _, _)| *b == accepted) {
+        let agreeing = match p.peeked.iter_mut().find(|(b, _, _)| *b == accepted) {
             Some(entry) => {
-                entry.1 += 1;
-                entry.1
+                entry.1.push(from);
+                entry.1.clone()
             }
             None => {
-                p.peeked.push((accepted, 1, value.clone()));
-                1
+                p.peeked.push((accepted, vec![from], value.clone()));
+                vec![from]
             }
         };
-        if count >= self.quorum {
+        if self.voters.is_quorum(&agreeing) {
             // A majority accepted `accepted`: its value is chosen, and every change
             // acknowledged before this read began is at or below it. Served from here only if
             // the read leaves it as it is: an expired value must become a tombstone first (a full
@@ -714,10 +721,12 @@ impl Proposer {
             }
             return self.after_peek(now, key, p, out);
         }
-        let unanswered_alive =
-            self.config.acceptors.iter().filter(|a| !p.granted.contains(a) && !self.dead.contains(a)).count();
-        let most = p.peeked.iter().map(|(_, n, _)| *n).max().unwrap_or(0);
-        if most + unanswered_alive < self.quorum {
+        // Could some ballot still gather a quorum: one already reported, with acceptors that
+        // have not answered yet, or one nobody has reported yet?
+        let may_answer = |a: NodeId| !p.granted.contains(&a) && !self.dead.contains(&a);
+        let possible = p.peeked.iter().any(|(_, agreeing, _)| self.voters.reachable(agreeing, may_answer))
+            || self.voters.reachable(&[], may_answer);
+        if !possible {
             return self.after_peek(now, key, p, out);
         }
         Flow::Continue

@@ -7,7 +7,7 @@
 mod sim;
 
 use rampart_paxos::{
-    Ballot, Change, CounterCeiling, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request,
+    Ballot, Change, CounterCeiling, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request, Voters,
 };
 use sim::world::{Stats, World};
 
@@ -183,7 +183,11 @@ struct Bench {
 
 impl Bench {
     fn new() -> Self {
-        Bench { acceptors: (0..3).map(|_| rampart_paxos::Acceptor::new()).collect(), sent: Vec::new() }
+        Self::with(3)
+    }
+
+    fn with(acceptors: usize) -> Self {
+        Bench { acceptors: (0..acceptors).map(|_| rampart_paxos::Acceptor::new()).collect(), sent: Vec::new() }
     }
 
     /// Delivers every send to its acceptor (persisting is a no-op here) and every reply back,
@@ -232,6 +236,28 @@ fn env(value: &[u8]) -> Vec<u8> {
 
 fn prepares(sent: &[Request]) -> usize {
     sent.iter().filter(|r| matches!(r, Request::Prepare { .. })).count()
+}
+
+#[test]
+fn new_voters_drop_the_cached_ballots_and_retry_what_is_in_flight_under_the_new_quorum() {
+    let mut bench = Bench::with(4);
+    let mut a = proposer(1);
+    let (_, out) = a.propose(0, b"k".to_vec(), set(b"1")).unwrap();
+    assert!(matches!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, .. })));
+    // A change in flight when the voters change: its sends are lost, it is retried.
+    let (_, lost) = a.propose(1, b"k".to_vec(), Change::IncrBy(1)).unwrap();
+    assert!(lost.iter().any(|o| matches!(o, ProposerOutput::Send { request: Request::Accept { .. }, .. })));
+    let joint = Voters::joint(&[NodeId(1), NodeId(2), NodeId(3)], &[NodeId(1), NodeId(2), NodeId(3), NodeId(4)]);
+    let out = a.set_voters(2, joint.unwrap()).unwrap();
+    assert!(out.iter().all(|o| matches!(o, ProposerOutput::WakeAt(_))), "{out:?}");
+    bench.sent.clear();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(2)));
+    assert!(prepares(&bench.sent) >= 4, "a retry prepares at every voter, the new one included");
+    // The cache was dropped: the next change on the key prepares again, at all four.
+    bench.sent.clear();
+    let (_, out) = a.propose(3, b"k".to_vec(), Change::IncrBy(1)).unwrap();
+    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Integer(3)));
+    assert!(bench.acceptors[3].register(b"k").is_some(), "the new voter took the value");
 }
 
 #[test]
@@ -415,7 +441,8 @@ fn limits_and_quorum_are_enforced() {
     config.in_flight_max = 2;
     config.cached_keys_max = 1;
     let mut p = Proposer::new(config).unwrap();
-    assert_eq!(p.quorum(), 3);
+    assert!(!p.voters().is_quorum(&[NodeId(1), NodeId(2)]));
+    assert!(p.voters().is_quorum(&[NodeId(1), NodeId(2), NodeId(5)]));
     p.propose(0, b"a".to_vec(), Change::Read).unwrap();
     p.propose(0, b"a".to_vec(), Change::Read).unwrap();
     assert!(matches!(p.propose(0, b"b".to_vec(), Change::Read), Err(rampart_paxos::Error::InFlightLimit { max: 2 })));

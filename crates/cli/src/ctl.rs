@@ -139,6 +139,9 @@ enum ClusterCommand {
     Add { id: u64, peer_addr: String, resp_addr: String, http_addr: String },
     /// Remove a node.
     Remove { id: u64 },
+    /// Multi-master mode: give member ID's place to the node now running at its address with an
+    /// empty data dir (its data was lost); it catches up from a quorum.
+    Replace { id: u64 },
 }
 
 pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
@@ -189,6 +192,9 @@ pub fn run_kv(args: KvArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `rampart cluster add/remove/replace` waits: a change may catch up every key.
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(135);
+
 pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let client = args.conn.client()?;
     let json = args.conn.json;
@@ -215,11 +221,15 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         }
         ClusterCommand::Add { id, peer_addr, resp_addr, http_addr } => {
             let new = NewMember { id, peer_addr, resp_addr, http_addr };
-            let members = block_on(client.add_member(&new))?;
+            let members = block_on(client.with_timeout(MEMBERSHIP_CHANGE_TIMEOUT).add_member(&new))?;
             write!(out, "{}", render_members(&members, None, json, false))?;
         }
         ClusterCommand::Remove { id } => {
-            let members = block_on(client.remove_member(id))?;
+            let members = block_on(client.with_timeout(MEMBERSHIP_CHANGE_TIMEOUT).remove_member(id))?;
+            write!(out, "{}", render_members(&members, None, json, false))?;
+        }
+        ClusterCommand::Replace { id } => {
+            let members = block_on(client.with_timeout(MEMBERSHIP_CHANGE_TIMEOUT).replace_member(id))?;
             write!(out, "{}", render_members(&members, None, json, false))?;
         }
     }

@@ -73,7 +73,7 @@ async fn forged_extreme_ballots_do_not_stop_multi_master_writes() {
                         base: Ballot::ZERO,
                     },
                 ];
-                let env = Envelope { from, cluster, request: PeerRequest::Paxos { requests } };
+                let env = Envelope { from, cluster, epoch: 0, request: PeerRequest::Paxos { requests } };
                 for id in [1, 3] {
                     let answer = send(&c.specs[&id].peer, wire::encode(&env).unwrap()).await;
                     match (from, answer) {

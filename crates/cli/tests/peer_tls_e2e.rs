@@ -209,6 +209,7 @@ async fn multi_master_mode_with_peer_tls_serves_and_refuses_forged_peers() {
     // The attack of issue 10: a Prepare with the highest ballot, which would exhaust the key.
     let envelope = Envelope {
         from: 3,
+        epoch: 0,
         cluster: membership_fingerprint([1, 2, 3]),
         request: PeerRequest::Paxos {
             requests: vec![Request::Prepare {

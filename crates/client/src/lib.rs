@@ -577,6 +577,14 @@ impl Client {
         Ok(decode_json::<MembersOnly>(&reply)?.members)
     }
 
+    /// Gives member `id`'s place to the node now at its address with an empty data dir
+    /// (multi-master mode); returns the new member list.
+    pub async fn replace_member(&self, id: u64) -> Result<Vec<Member>, Error> {
+        let reply =
+            self.call(Retry::NotIdempotent, |base| Req::post_json(url::replace_member(base, id), Bytes::new())).await?;
+        Ok(decode_json::<MembersOnly>(&reply)?.members)
+    }
+
     /// Tries every endpoint once, starting with the one that answered last.
     async fn call<F>(&self, retry: Retry, make: F) -> Result<Reply, Error>
     where

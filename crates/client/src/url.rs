@@ -133,6 +133,10 @@ pub(crate) fn members(base: &str) -> String {
     format!("{base}/v1/cluster/members")
 }
 
+pub(crate) fn replace_member(base: &str, id: u64) -> String {
+    format!("{base}/v1/cluster/members/{id}/replace")
+}
+
 pub(crate) fn member(base: &str, id: u64) -> String {
     format!("{base}/v1/cluster/members/{id}")
 }

@@ -255,6 +255,17 @@ pub trait Replica: Send + Sync + 'static {
 
     fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), MembershipError>>;
 
+    /// Gives member `id`'s place to the node now at its address with an empty data dir (its own
+    /// data was lost): multi-master mode. Leader mode answers how to do it there instead.
+    fn replace_member(&self, id: u64) -> BoxFuture<'_, Result<(), MembershipError>> {
+        Box::pin(async move {
+            Err(MembershipError::Unsupported(format!(
+                "leader mode replaces a member whose data was lost by removing it and adding it again as a new \
+                 member: `rampart cluster remove {id}`, then start it with an empty data dir and `rampart cluster add`"
+            )))
+        })
+    }
+
     /// Streams the events of keys matching `filter`, from `from_revision` (inclusive; `None`:
     /// from the next write on), in revision order, each exactly once, with a
     /// [`WatchMessage::Progress`] at least every `progress_every`. A watch resumed on any node

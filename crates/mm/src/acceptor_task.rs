@@ -16,8 +16,9 @@ use rampart_paxos::{Acceptor, Ballot, Key, NodeId, RegisterState, Reply, Request
 use rampart_storage::{Durability, Store};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::{self, ClusterConfig, CONFIG_META_KEY};
 use crate::proposer_task::ProposerEvent;
-use crate::{wire, Shared};
+use crate::{wire, Role, Shared, INITIALIZED_META_KEY};
 
 /// Most requests handled and committed together.
 pub const ACCEPTOR_BATCH_MAX: usize = 8192;
@@ -27,24 +28,53 @@ pub const ACCEPTOR_QUEUE_MAX: usize = 4096;
 /// A group commit slower than this is logged (it holds up every reply of its batch).
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// A job's replies, or the acceptor's epoch when it refused the job (see [`AcceptorJob`]).
+pub type Answer = Result<Vec<Reply>, u64>;
+
 pub struct AcceptorJob {
+    /// The configuration epoch the sender's proposer used: only a job of this acceptor's own
+    /// epoch is handled (docs/paxos.md, "Membership changes").
+    pub epoch: u64,
     pub requests: Vec<Request>,
-    pub reply: oneshot::Sender<Vec<Reply>>,
+    /// The replies, or the epoch of this acceptor when the job's epoch is not its own (or this
+    /// node does not vote).
+    pub reply: oneshot::Sender<Answer>,
     /// When the job was queued: a job older than the asker's timeout is skipped unanswered
     /// (no one waits for it, and nothing was changed or promised yet).
     pub received: std::time::Instant,
+}
+
+/// A configuration to adopt: made durable, then the acceptor's epoch, before any later job is
+/// handled. Answers the epoch now in force (the configuration's, or a higher one already held).
+pub struct AdoptJob {
+    pub config: ClusterConfig,
+    /// The generation this node becomes a member at, if the configuration makes it one.
+    pub reply: oneshot::Sender<Result<u64, String>>,
+}
+
+/// What the acceptor task takes, in order.
+pub enum Job {
+    Paxos(AcceptorJob),
+    Adopt(AdoptJob),
 }
 
 /// What one batch of jobs produced: the registers to persist (the last state of each key), the
 /// replies held back until they are durable, and the keys other proposers are working on.
 struct Handled {
     writes: HashMap<Key, RegisterState>,
-    replies: Vec<(oneshot::Sender<Vec<Reply>>, Vec<Reply>)>,
+    replies: Vec<(oneshot::Sender<Answer>, Answer)>,
     foreign: Vec<(Key, Ballot)>,
 }
 
-/// Runs every live job through the acceptor in arrival order; expired jobs are skipped unanswered.
-fn handle_jobs(acceptor: &mut Acceptor, jobs: Vec<AcceptorJob>, me: NodeId, shared: &Shared) -> Handled {
+/// Runs every live job through the acceptor in arrival order; expired jobs are skipped
+/// unanswered, and a job of another epoch than `epoch` (or any job while `me` is `None`: this
+/// node does not vote) is refused whole, nothing changed.
+fn handle_jobs(
+    acceptor: &mut Acceptor,
+    jobs: Vec<AcceptorJob>,
+    (me, epoch): (Option<NodeId>, u64),
+    shared: &Shared,
+) -> Handled {
     let mut h = Handled { writes: HashMap::new(), replies: Vec::with_capacity(jobs.len()), foreign: Vec::new() };
     let ceiling = shared.ballot_ceiling();
     for job in jobs {
@@ -52,6 +82,10 @@ fn handle_jobs(acceptor: &mut Acceptor, jobs: Vec<AcceptorJob>, me: NodeId, shar
             shared.stats.acceptor_jobs_expired.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        let Some(me) = me.filter(|_| job.epoch == epoch) else {
+            h.replies.push((job.reply, Err(epoch)));
+            continue;
+        };
         let mut out = Vec::with_capacity(job.requests.len());
         for request in job.requests {
             // A peek changes nothing, so it leaves this node's cached ballot valid.
@@ -65,7 +99,7 @@ fn handle_jobs(acceptor: &mut Acceptor, jobs: Vec<AcceptorJob>, me: NodeId, shar
             }
             out.push(reply);
         }
-        h.replies.push((job.reply, out));
+        h.replies.push((job.reply, Ok(out)));
     }
     h
 }
@@ -103,24 +137,59 @@ async fn commit(store: &Arc<Store>, writes: HashMap<Key, RegisterState>, shared:
 pub async fn run(
     mut acceptor: Acceptor,
     store: Arc<Store>,
-    mut rx: mpsc::Receiver<AcceptorJob>,
+    mut rx: mpsc::Receiver<Job>,
     proposer: mpsc::WeakSender<ProposerEvent>,
     shared: Arc<Shared>,
+    adopted: tokio::sync::watch::Sender<ClusterConfig>,
 ) {
-    let me = NodeId(shared.id);
-    while let Some(first) = rx.recv().await {
+    let mut epoch = shared.config.read().epoch;
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let first = match first {
+            Job::Adopt(job) => {
+                match adopt(&store, &shared, &mut epoch, job.config).await {
+                    Ok(config) => {
+                        let now = config.as_ref().map_or(epoch, |c| c.epoch);
+                        if let Some(c) = config {
+                            adopted.send_replace(c);
+                        }
+                        let _ = job.reply.send(Ok(now));
+                    }
+                    Err(reason) => {
+                        let _ = job.reply.send(Err(reason.clone()));
+                        shared.set_fatal(reason);
+                        return;
+                    }
+                }
+                continue;
+            }
+            Job::Paxos(job) => job,
+        };
         let mut count = first.requests.len();
         let mut jobs = vec![first];
         while count < ACCEPTOR_BATCH_MAX {
             match rx.try_recv() {
-                Ok(job) => {
+                Ok(Job::Paxos(job)) => {
                     count += job.requests.len();
                     jobs.push(job);
+                }
+                Ok(adopt) => {
+                    // Handled after this batch is durable and answered.
+                    held = Some(adopt);
+                    break;
                 }
                 Err(_) => break,
             }
         }
-        let Handled { writes, replies, foreign } = handle_jobs(&mut acceptor, jobs, me, &shared);
+        let me = shared.voter();
+        let Handled { writes, replies, foreign } = handle_jobs(&mut acceptor, jobs, (me, epoch), &shared);
         if !foreign.is_empty() {
             if let Some(p) = proposer.upgrade() {
                 // A hint only: dropped when the proposer is busy.
@@ -139,4 +208,59 @@ pub async fn run(
             let _ = tx.send(out);
         }
     }
+}
+
+/// Meta key of the generation this node is a member at.
+pub const GENERATION_META_KEY: &str = "mm_generation";
+
+/// Adopts `config` if its epoch is above `epoch`: durably (the configuration, and the
+/// generation when it makes this node a member), then in memory (epoch, configuration, role,
+/// cluster id). Answers the configuration adopted, or `None` when it was not newer. A failed
+/// write is fatal (the node stops).
+async fn adopt(
+    store: &Arc<Store>,
+    shared: &Shared,
+    epoch: &mut u64,
+    config: ClusterConfig,
+) -> Result<Option<ClusterConfig>, String> {
+    if config.epoch <= *epoch {
+        return Ok(None);
+    }
+    config.check()?;
+    let mine = match &*shared.role.read() {
+        Role::Member { generation } => Some(*generation),
+        _ => None,
+    };
+    let role = config::role_in(&config, shared.id, mine, shared.join_nonce);
+    let raw = config.encode();
+    let generation = match role {
+        Role::Member { generation } if mine.is_none() => Some(generation),
+        _ => None,
+    };
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || {
+        s.write(Durability::Immediate, |b| {
+            b.meta_put(CONFIG_META_KEY, &raw)?;
+            if let Some(g) = generation {
+                b.meta_put(GENERATION_META_KEY, &g.to_le_bytes())?;
+                b.meta_put(INITIALIZED_META_KEY, b"1")?;
+            }
+            Ok(())
+        })
+    })
+    .await
+    .map_err(|e| format!("configuration task failed: {e}"))?
+    .map_err(|e| format!("cannot persist the cluster configuration: {e}"))?;
+    *epoch = config.epoch;
+    shared.cluster.store(config.cluster_id, Ordering::Release);
+    if role != *shared.role.read() {
+        match &role {
+            Role::Member { generation } => tracing::info!(epoch = config.epoch, generation, "this node is a member"),
+            Role::Joining { reason } | Role::Removed { reason } => tracing::warn!(epoch = config.epoch, %reason),
+        }
+    }
+    *shared.role.write() = role;
+    *shared.config.write() = config.clone();
+    tracing::info!(epoch = config.epoch, joint = config.is_joint(), "adopted cluster configuration");
+    Ok(Some(config))
 }

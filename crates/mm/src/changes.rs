@@ -26,10 +26,8 @@ impl MmNode {
         if let Some(reason) = self.shared.fatal.lock().clone() {
             return items.iter().map(|_| Err(MmError::Internal(format!("node stopped: {reason}")))).collect();
         }
-        if self.shared.in_probation() {
-            let why = "not applied: this node's data dir is new and it is still asking every other member that it \
-                       never took part before (all members must answer once)";
-            return items.iter().map(|_| Err(MmError::NoQuorum(why.into()))).collect();
+        if let Some(why) = self.shared.not_voting() {
+            return items.iter().map(|_| Err(MmError::NoQuorum(format!("not applied: {why}")))).collect();
         }
         let mut receivers = Vec::with_capacity(items.len());
         let mut batch = Vec::with_capacity(items.len());

@@ -23,6 +23,8 @@ impl From<MmError> for KvError {
                 KvError::Timeout(format!("outcome unknown, the write may have been applied: {m}"))
             }
             MmError::TooLarge(m) => KvError::TooLarge(m),
+            MmError::BadRequest(m) => KvError::BadRequest(m),
+            MmError::Conflict(m) => KvError::Rejected(m),
             MmError::Internal(m) => KvError::Internal(m),
         }
     }

@@ -31,6 +31,12 @@ pub enum MmError {
     MaybeApplied(String),
     #[error("{0}")]
     TooLarge(String),
+    /// Not applied: the request is wrong (a membership change that cannot be made).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not applied: another membership change came first.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -89,6 +95,7 @@ mod tests {
                 MmError::MaybeApplied(_) => "MaybeApplied",
                 MmError::TooLarge(_) => "TooLarge",
                 MmError::Internal(_) => "Internal",
+                MmError::BadRequest(_) | MmError::Conflict(_) => "membership",
             };
             assert_eq!(got, kind, "{e}");
             assert_eq!(mapped.to_string(), e.to_string(), "the core's text is kept");

@@ -57,9 +57,10 @@ pub struct ExpirerPass {
 }
 
 impl MmNode {
-    /// This node's rank among the member ids (sorted).
-    fn rank(&self) -> usize {
-        self.cfg.members.keys().position(|id| *id == self.cfg.id).unwrap_or(0)
+    /// How many members the configuration lists and this node's rank among their ids (sorted).
+    fn rank(&self) -> (usize, usize) {
+        let members = self.cluster_config().everyone();
+        (members.len().max(1), members.iter().position(|m| m.id == self.cfg.id).unwrap_or(0))
     }
 
     /// One expirer pass starting after `cursor` (module docs); `cursor` is moved to where the
@@ -73,7 +74,7 @@ impl MmNode {
         .await
         .map_err(|e| MmError::Internal(format!("expirer scan task failed: {e}")))?
         .map_err(MmError::Internal)?;
-        let (members, rank) = (self.cfg.members.len(), self.rank());
+        let (members, rank) = self.rank();
         let mut due: Vec<(Vec<u8>, KeyOp)> = Vec::new();
         *cursor = if more { registers.last().map(|r| r.key.clone()) } else { None };
         for r in &registers {

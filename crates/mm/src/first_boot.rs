@@ -71,8 +71,8 @@ pub(crate) fn on_answer<'a>(
     if seen_you {
         return Step::Refuse(format!(
             "node {me} has a new data dir, but node {peer} has exchanged Paxos messages with node {me} before: \
-             this node's data was lost or replaced, and it must not vote with forgotten promises \
-             (restore its data dir, or run the cluster without it; membership changes are not built yet)"
+             this node's data was lost or replaced, and it must not vote with forgotten promises; it waits for \
+             `rampart cluster replace {me}` on a member (or restore its data dir)"
         ));
     }
     confirmed.insert(peer);
@@ -91,6 +91,11 @@ pub(crate) fn missing<'a>(confirmed: &HashSet<u64>, peers: impl IntoIterator<Ite
 }
 
 impl MmNode {
+    /// The other bootstrap members (`--initial-cluster`): who a first boot asks.
+    fn bootstrap_peers(&self) -> Vec<u64> {
+        self.cfg.members.keys().filter(|id| **id != self.cfg.id).copied().collect()
+    }
+
     /// Resolves once the first-boot check passed (at once for a data dir that has voted
     /// before), or with the fatal error that stopped the node. While it waits it logs, every
     /// 5 s, which members have not answered yet: on first boot every member must answer once.
@@ -104,7 +109,7 @@ impl MmNode {
                 return Ok(());
             }
             if last_log.elapsed() >= Duration::from_secs(5) {
-                let missing = missing(&self.first_boot_confirmed.lock(), self.shared.peers.keys());
+                let missing = missing(&self.first_boot_confirmed.lock(), self.bootstrap_peers().iter());
                 tracing::warn!(
                     ?missing,
                     "first boot of this data dir: waiting for every member to confirm it never saw this node"
@@ -122,11 +127,14 @@ impl MmNode {
     pub(crate) async fn first_boot_answer(&self, peer: u64, seen_you: bool) {
         let step = {
             let mut confirmed = self.first_boot_confirmed.lock();
-            on_answer(self.cfg.id, peer, seen_you, &mut confirmed, self.shared.peers.keys())
+            on_answer(self.cfg.id, peer, seen_you, &mut confirmed, self.bootstrap_peers().iter())
         };
         let passed = match step {
             Step::Refuse(reason) => {
-                self.shared.set_fatal(reason);
+                // Not fatal: the node waits, without voting, for `rampart cluster replace`.
+                tracing::error!(%reason, "this node's data was lost or replaced; it does not vote");
+                *self.shared.role.write() = crate::Role::Joining { reason };
+                self.shared.probation.store(false, Ordering::Release);
                 return;
             }
             Step::Waiting => false,

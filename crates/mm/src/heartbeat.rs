@@ -1,6 +1,5 @@
 //! Failure-detection heartbeats to every peer; the proposer learns the dead set when it changes.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -38,9 +37,10 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
                 continue;
             }
         };
-        for (id, peer) in &n.shared.peers {
-            if n.health.lock().begin(PeerId(*id)) {
-                tokio::spawn(hello(n.clone(), *id, peer.clone(), payload.clone()));
+        let peers: Vec<(u64, Peer)> = n.shared.peers.read().iter().map(|(id, p)| (*id, p.clone())).collect();
+        for (id, peer) in peers {
+            if n.health.lock().begin(PeerId(id)) {
+                tokio::spawn(hello(n.clone(), id, peer, payload.clone()));
             }
         }
     }
@@ -51,9 +51,7 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
 /// False once the proposer has stopped.
 fn publish_dead(n: &MmNode, last_dead: &mut Vec<NodeId>) -> bool {
     let dead: Vec<NodeId> = n.health.lock().dead_peers(n.shared.now_ms()).into_iter().map(|p| NodeId(p.0)).collect();
-    for (id, flag) in &n.shared.peers_dead {
-        flag.store(dead.contains(&NodeId(*id)), Ordering::Relaxed);
-    }
+    *n.shared.peers_dead.write() = dead.iter().map(|d| d.0).collect();
     if dead == *last_dead {
         return true;
     }
@@ -75,10 +73,17 @@ async fn hello(n: Arc<MmNode>, id: u64, peer: Peer, payload: Bytes) {
     let start = Instant::now();
     let mut rtt_ms = None;
     if let Ok(b) = peer.call(payload, Duration::from_secs(1)).await {
-        if let Ok(PeerResponse::Hello { id: rid, info, seen_you }) = wire::decode::<PeerResponse>(&b) {
+        if let Ok(PeerResponse::Hello { id: rid, info, seen_you, config, .. }) = wire::decode::<PeerResponse>(&b) {
             if let Err(e) = crate::validate::check_info(&info) {
                 tracing::warn!(peer = id, error = %e, "ignoring an invalid hello answer");
             } else if rid == id {
+                // A peer with a newer configuration: this node missed a change (it was down).
+                if let Some(c) = config.filter(|c| c.epoch > n.shared.config.read().epoch) {
+                    tracing::info!(peer = id, epoch = c.epoch, "a peer has a newer configuration; adopting it");
+                    if let Err(e) = n.adopt(c).await {
+                        tracing::warn!(error = %e, "could not adopt a peer's configuration");
+                    }
+                }
                 if n.shared.in_probation() {
                     n.first_boot_answer(id, seen_you).await;
                 }

@@ -20,12 +20,14 @@
 mod acceptor_task;
 mod changes;
 pub mod command;
+pub mod config;
 mod error;
 pub mod expirer;
 mod first_boot;
 mod heartbeat;
 mod peer_server;
 mod proposer_task;
+mod reconfig;
 mod replica;
 mod scan;
 mod start;
@@ -51,10 +53,10 @@ pub use proposer_task::{
     EVENTS_PER_TURN_MAX, PEER_BATCH_BYTES_MAX, PEER_FRAMES_IN_FLIGHT_MAX, PEER_QUEUE_MAX, PROPOSER_QUEUE_MAX,
 };
 pub use rampart_paxos::{Change, Error as PaxosError, Outcome, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+pub use reconfig::MemberChange;
 pub use scan::ScanPage;
 pub use wire::PeerInfo;
 
-use acceptor_task::AcceptorJob;
 use proposer_task::ProposerEvent;
 use wire::{Envelope, PeerRequest};
 
@@ -108,17 +110,28 @@ pub struct Stats {
 /// What the tasks of one node share.
 pub struct Shared {
     pub id: u64,
-    /// `wire::membership_fingerprint` of the members, sent with every request.
-    pub cluster: u64,
+    /// The cluster's id (`ClusterConfig::cluster_id`), sent with every request; learnt from the
+    /// first configuration a joining node adopts.
+    pub cluster: AtomicU64,
+    /// The configuration this node adopted last (durable before it is set here).
+    pub config: RwLock<config::ClusterConfig>,
+    /// Whether this node votes, and why not.
+    pub role: RwLock<Role>,
+    /// The epoch of the voters the proposer uses (it follows `config` shortly after).
+    pub proposer_epoch: AtomicU64,
+    /// This data dir's join nonce (random, durable): what a coordinator adding or replacing this
+    /// node puts in its member entry.
+    pub join_nonce: u64,
     pub started: Instant,
     /// The wall clock at `started`, in milliseconds since 1970: with `started`, the clock the
     /// ballot ceiling follows (monotonic from here on, so a clock step after start moves nothing).
     pub unix_ms_at_start: u64,
-    pub peers: BTreeMap<u64, Peer>,
+    /// A link to every other member of the configuration (both sets during a change).
+    pub peers: RwLock<BTreeMap<u64, Peer>>,
     pub peer_call_timeout: Duration,
     /// Peers the failure detector calls dead: their links send nothing (a stopped peer would
     /// otherwise pile frames up in the transport) until heartbeats come back.
-    pub peers_dead: BTreeMap<u64, std::sync::atomic::AtomicBool>,
+    pub peers_dead: RwLock<std::collections::BTreeSet<u64>>,
     pub stats: Stats,
     /// What peers' Paxos requests and scans must keep to (`validate`).
     pub peer_limits: validate::PeerLimits,
@@ -140,8 +153,44 @@ impl Shared {
         self.probation.load(Ordering::Acquire)
     }
 
+    /// Why this node neither votes nor proposes now (`None`: it does).
+    pub fn not_voting(&self) -> Option<String> {
+        if self.in_probation() {
+            return Some(
+                "this node's data dir is new and it is still asking every other member that it never took part \
+                 before (all members must answer once)"
+                    .into(),
+            );
+        }
+        match &*self.role.read() {
+            Role::Member { .. } => None,
+            Role::Joining { reason } | Role::Removed { reason } => Some(reason.clone()),
+        }
+    }
+
+    /// This node's voter id (its id and generation), when it is a member.
+    pub fn voter(&self) -> Option<rampart_paxos::NodeId> {
+        match &*self.role.read() {
+            Role::Member { generation } => Some(config::voter_id(self.id, *generation)),
+            _ => None,
+        }
+    }
+
+    /// A request to a peer, stamped with this node's cluster id and current epoch.
     pub fn envelope(&self, request: PeerRequest) -> Envelope {
-        Envelope { from: self.id, cluster: self.cluster, request }
+        self.envelope_at(self.config.read().epoch, request)
+    }
+
+    pub fn envelope_at(&self, epoch: u64, request: PeerRequest) -> Envelope {
+        Envelope { from: self.id, cluster: self.cluster.load(Ordering::Acquire), epoch, request }
+    }
+
+    pub fn is_dead(&self, peer: u64) -> bool {
+        self.peers_dead.read().contains(&peer)
+    }
+
+    pub fn peer(&self, id: u64) -> Option<Peer> {
+        self.peers.read().get(&id).cloned()
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -175,17 +224,31 @@ impl Shared {
     }
 }
 
+/// Whether a node votes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A member at this generation: it votes and proposes.
+    Member { generation: u32 },
+    /// Not a member yet: a new node waiting to be added, or one whose data was lost waiting to
+    /// be replaced (`rampart cluster replace`). It neither votes nor proposes.
+    Joining { reason: String },
+    /// No longer a member: removed, or replaced by a newer instance with its id.
+    Removed { reason: String },
+}
+
 /// A running multi-master node.
 pub struct MmNode {
     cfg: MmConfig,
     shared: Arc<Shared>,
     store: Arc<Store>,
     proposer_tx: mpsc::Sender<ProposerEvent>,
-    acceptor_tx: mpsc::Sender<AcceptorJob>,
+    acceptor_tx: mpsc::Sender<acceptor_task::Job>,
     health: Mutex<Heartbeats>,
     infos: RwLock<BTreeMap<u64, PeerInfo>>,
     /// First boot: the peers that said they never exchanged Paxos messages with this node.
     first_boot_confirmed: Mutex<HashSet<u64>>,
+    /// One membership change at a time through this node.
+    reconfig_lock: tokio::sync::Mutex<()>,
 }
 
 /// This node's view of the cluster.
@@ -193,7 +256,9 @@ pub struct MmNode {
 pub struct MmStatus {
     pub id: u64,
     pub members: Vec<(u64, PeerInfo)>,
-    pub quorum: usize,
+    /// The configuration's epoch, and whether a membership change is under way.
+    pub epoch: u64,
+    pub joint: bool,
     pub proposals_in_flight: u64,
     pub cached_keys: u64,
 }
@@ -222,9 +287,9 @@ impl MmNode {
         self.shared.expiry_now_ms()
     }
 
-    /// A majority of the fixed membership.
-    pub fn quorum(&self) -> usize {
-        self.cfg.members.len() / 2 + 1
+    /// The configuration this node adopted last.
+    pub fn cluster_config(&self) -> config::ClusterConfig {
+        self.shared.config.read().clone()
     }
 
     pub fn peer_health(&self) -> Vec<PeerSnapshot> {
@@ -233,10 +298,19 @@ impl MmNode {
 
     pub fn status(&self) -> MmStatus {
         let infos = self.infos.read();
+        let config = self.cluster_config();
         MmStatus {
             id: self.cfg.id,
-            members: self.cfg.members.keys().map(|id| (*id, infos.get(id).cloned().unwrap_or_default())).collect(),
-            quorum: self.quorum(),
+            members: config
+                .everyone()
+                .iter()
+                .map(|m| {
+                    let info = infos.get(&m.id).cloned();
+                    (m.id, info.unwrap_or_else(|| PeerInfo { peer_addr: m.peer_addr.clone(), ..PeerInfo::default() }))
+                })
+                .collect(),
+            epoch: config.epoch,
+            joint: config.is_joint(),
             proposals_in_flight: self.shared.stats.proposals_in_flight.load(Ordering::Relaxed),
             cached_keys: self.shared.stats.cached_keys.load(Ordering::Relaxed),
         }
@@ -245,11 +319,19 @@ impl MmNode {
     /// True when this node and enough live peers for a majority are up (by the failure
     /// detector): changes through it can succeed.
     pub fn healthy(&self) -> bool {
-        if self.shared.fatal.lock().is_some() || self.shared.in_probation() {
+        if self.shared.fatal.lock().is_some() || self.shared.not_voting().is_some() {
             return false;
         }
-        let dead = self.health.lock().dead_peers(self.shared.now_ms()).len();
-        self.cfg.members.len() - dead >= self.quorum()
+        let dead: Vec<u64> = self.health.lock().dead_peers(self.shared.now_ms()).into_iter().map(|p| p.0).collect();
+        let me = self.shared.id;
+        let config = self.cluster_config();
+        let current = config.everyone();
+        let alive = |v: rampart_paxos::NodeId| {
+            let m = config::member_of(v);
+            // An older generation of a replaced member is gone for good.
+            current.iter().any(|e| e.voter() == v) && (m == me || !dead.contains(&m))
+        };
+        config.voters().reachable(&[], alive)
     }
 
     /// Resolves when the node stopped on a fatal error (a failed disk write), with the reason.

@@ -1,6 +1,7 @@
 //! The peer server: what other members ask of this node. Every request is checked first: the
 //! sender must be a member and share this node's membership fingerprint.
 
+use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use rampart_paxos::Reply;
 use rampart_transport::{BoxFuture, Handler, PeerIdentity};
 use tokio::sync::oneshot;
 
-use crate::acceptor_task::AcceptorJob;
+use crate::acceptor_task::{AcceptorJob, Job};
 use crate::validate;
 use crate::wire::{self, Envelope, PeerRequest, PeerResponse};
 use crate::{MmNode, SCAN_PAGE_MAX};
@@ -18,33 +19,55 @@ use crate::{MmNode, SCAN_PAGE_MAX};
 impl MmNode {
     pub(crate) async fn handle_peer(&self, env: Envelope) -> Result<PeerResponse, String> {
         let from = env.from;
-        check_sender(self.cfg.id, |id| self.cfg.members.contains_key(&id), self.shared.cluster, &env)?;
         validate::check_request(&env, &self.shared.peer_limits)?;
+        check_sender(self.cfg.id, self.shared.cluster.load(Ordering::Acquire), &env)?;
+        let config = self.cluster_config();
+        let member = config.entry(from).is_some();
+        let not_member = || format!("node {from} is not a member of this multi-master cluster");
         match env.request {
             PeerRequest::Hello { info } => {
-                self.health.lock().received(PeerId(from), self.shared.now_ms());
-                self.infos.write().insert(from, info);
+                if member {
+                    self.health.lock().received(PeerId(from), self.shared.now_ms());
+                    self.infos.write().insert(from, info);
+                }
                 let me = self.infos.read().get(&self.cfg.id).cloned().unwrap_or_default();
                 let seen_you = self.shared.seen.lock().await.contains(&from);
-                Ok(PeerResponse::Hello { id: self.cfg.id, info: me, seen_you })
+                let newer = (env.epoch < config.epoch).then(|| config.clone());
+                let joining_nonce = self.shared.voter().is_none().then_some(self.shared.join_nonce);
+                Ok(PeerResponse::Hello {
+                    id: self.cfg.id,
+                    info: me,
+                    seen_you,
+                    epoch: config.epoch,
+                    config: newer,
+                    joining_nonce,
+                })
             }
+            PeerRequest::Paxos { .. } | PeerRequest::Scan { .. } if !member => Err(not_member()),
+            PeerRequest::Paxos { .. } | PeerRequest::Scan { .. } if env.cluster == 0 => Err(not_member()),
             PeerRequest::Paxos { requests } => {
-                if self.shared.in_probation() {
-                    return Err("this node's first-boot check has not finished; it does not vote yet".into());
+                if let Some(why) = self.shared.not_voting() {
+                    return Err(format!("node {} does not vote: {why}", self.cfg.id));
                 }
                 // Durable before our answer can count in the asker's quorum.
                 self.shared.note_seen(from).await?;
                 let (tx, rx) = oneshot::channel();
-                self.acceptor_tx
-                    .send(AcceptorJob { requests, reply: tx, received: Instant::now() })
-                    .await
-                    .map_err(|_| "the acceptor has stopped".to_string())?;
-                let mut replies = rx.await.map_err(|_| "the acceptor did not answer in time".to_string())?;
-                fit_replies(&mut replies, wire::PAXOS_REPLY_BYTES_MAX);
-                Ok(PeerResponse::Paxos { id: self.cfg.id, replies })
+                let job = AcceptorJob { epoch: env.epoch, requests, reply: tx, received: Instant::now() };
+                self.acceptor_tx.send(Job::Paxos(job)).await.map_err(|_| "the acceptor has stopped".to_string())?;
+                match rx.await.map_err(|_| "the acceptor did not answer in time".to_string())? {
+                    Ok(mut replies) => {
+                        fit_replies(&mut replies, wire::PAXOS_REPLY_BYTES_MAX);
+                        let id = self.shared.voter().map_or(self.cfg.id, |v| v.0);
+                        Ok(PeerResponse::Paxos { id, replies })
+                    }
+                    Err(epoch) => {
+                        let newer = (env.epoch < epoch).then(|| self.cluster_config());
+                        Ok(PeerResponse::WrongEpoch { epoch, config: newer })
+                    }
+                }
             }
-            PeerRequest::Scan { .. } if self.shared.in_probation() => {
-                Err("this node's first-boot check has not finished".into())
+            PeerRequest::Scan { .. } if self.shared.not_voting().is_some() => {
+                Err("this node does not vote yet (first boot, or not a member)".into())
             }
             PeerRequest::Scan { prefix, after, limit, values } => {
                 // Checked to be within 1..=SCAN_PAGE_MAX by `validate::check_request`.
@@ -52,22 +75,36 @@ impl MmNode {
                 let (registers, more) = self.local_scan(&prefix, after.as_deref(), limit, values)?;
                 Ok(PeerResponse::Scan { registers, more })
             }
+            PeerRequest::ConfigPush { config: pushed } => {
+                if !member && pushed.entry(from).is_none() {
+                    return Err(not_member());
+                }
+                let mine = self.shared.cluster.load(Ordering::Acquire);
+                if mine != 0 && pushed.cluster_id != mine {
+                    return Err(format!(
+                        "a configuration of another cluster ({:#x}, this is {mine:#x})",
+                        pushed.cluster_id
+                    ));
+                }
+                let epoch = self.adopt(pushed).await?;
+                Ok(PeerResponse::ConfigAck { epoch, voter: self.shared.voter().map(|v| v.0) })
+            }
         }
     }
 }
 
-/// A request is served only from another member started with the same membership (a node
-/// with another idea of the quorum must not vote with this one).
-fn check_sender(me: u64, is_member: impl Fn(u64) -> bool, cluster: u64, env: &Envelope) -> Result<(), String> {
+/// A request is served only from another node of the same cluster (`cluster`: 0 while this
+/// node, or the sender, has not joined one yet). Who may ask what is checked per request.
+fn check_sender(me: u64, cluster: u64, env: &Envelope) -> Result<(), String> {
     let from = env.from;
-    if !is_member(from) || from == me {
+    if from == me || from == 0 || from > crate::config::MEMBER_ID_MAX {
         return Err(format!("node {from} is not a member of this multi-master cluster"));
     }
-    if env.cluster != cluster {
-        tracing::error!(peer = from, "peer has a different --initial-cluster membership; refusing its requests");
+    if env.cluster != 0 && cluster != 0 && env.cluster != cluster {
+        tracing::error!(peer = from, "peer belongs to another cluster; refusing its requests");
         return Err(format!(
-            "node {from} was started with a different --initial-cluster membership than node {me}; \
-             every node must list the same member ids"
+            "node {from} belongs to another multi-master cluster than node {me} (it was bootstrapped with \
+             another --initial-cluster membership)"
         ));
     }
     Ok(())
@@ -115,18 +152,19 @@ mod tests {
     use rampart_paxos::{Ballot, NodeId};
 
     fn env(from: u64, cluster: u64) -> Envelope {
-        Envelope { from, cluster, request: PeerRequest::Paxos { requests: Vec::new() } }
+        Envelope { from, cluster, epoch: 0, request: PeerRequest::Paxos { requests: Vec::new() } }
     }
 
     #[test]
-    fn only_other_members_with_the_same_membership_are_served() {
-        let members = |id: u64| (1..=3).contains(&id);
-        assert_eq!(check_sender(1, members, 77, &env(2, 77)), Ok(()));
-        let stranger = check_sender(1, members, 77, &env(9, 77)).unwrap_err();
-        assert_eq!(stranger, "node 9 is not a member of this multi-master cluster");
-        assert!(check_sender(1, members, 77, &env(1, 77)).is_err(), "a node does not ask itself");
-        let other = check_sender(1, members, 77, &env(2, 78)).unwrap_err();
-        assert!(other.starts_with("node 2 was started with a different --initial-cluster membership"), "{other}");
+    fn only_other_nodes_of_the_same_cluster_are_served() {
+        assert_eq!(check_sender(1, 77, &env(2, 77)), Ok(()));
+        assert!(check_sender(1, 77, &env(1, 77)).is_err(), "a node does not ask itself");
+        assert!(check_sender(1, 77, &env(0, 77)).is_err());
+        assert!(check_sender(1, 77, &env(crate::config::MEMBER_ID_MAX + 1, 77)).is_err());
+        let other = check_sender(1, 77, &env(2, 78)).unwrap_err();
+        assert!(other.starts_with("node 2 belongs to another multi-master cluster"), "{other}");
+        assert_eq!(check_sender(1, 0, &env(2, 78)), Ok(()), "a joining node has no cluster yet");
+        assert_eq!(check_sender(1, 77, &env(2, 0)), Ok(()), "nor has a joining sender");
     }
 
     #[test]

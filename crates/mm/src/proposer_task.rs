@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rampart_paxos::{
-    Change, Error as PaxosError, Key, NodeId, Outcome, ProposalId, Proposer, ProposerOutput, Reply, Request, Tick,
-    Timer,
+    Change, Error as PaxosError, Key, NodeId, Outcome, ProposalId, Proposer, ProposerConfig, ProposerOutput, Reply,
+    Request, Tick, Timer,
 };
 use rampart_storage::{Durability, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::acceptor_task::AcceptorJob;
+use crate::acceptor_task::{AcceptorJob, Job};
+use crate::config::{self, ClusterConfig};
 use crate::validate::{self, PAXOS_REQUESTS_PER_FRAME_MAX};
 use crate::wire::{self, PeerRequest, PeerResponse};
 use crate::{Shared, COUNTER_FLOOR_META_KEY};
@@ -47,15 +48,25 @@ pub enum ProposerEvent {
     Dead(Vec<NodeId>),
     /// Keys and ballots other proposers used, as this node's acceptor saw them.
     Foreign(Vec<(Key, rampart_paxos::Ballot)>),
+    /// The node adopted this configuration: vote with its voters, stamp its epoch, link to its
+    /// members.
+    Config(ClusterConfig),
 }
 
 pub struct ProposerTask {
     pub proposer: Proposer,
+    /// What a proposer is built from (a joining node gets its ballot identity once it is a
+    /// member: the proposer is then built anew).
+    pub template: ProposerConfig,
+    /// The epoch of the voters the proposer uses; stamped on its frames.
+    pub epoch: u64,
+    /// The configuration's peers' links, by member id.
+    pub links: HashMap<u64, mpsc::Sender<(u64, Vec<Request>)>>,
     pub store: Arc<Store>,
     pub shared: Arc<Shared>,
     pub rx: mpsc::Receiver<ProposerEvent>,
     pub tx: mpsc::WeakSender<ProposerEvent>,
-    pub acceptor_tx: mpsc::Sender<AcceptorJob>,
+    pub acceptor_tx: mpsc::Sender<Job>,
 }
 
 struct Turn {
@@ -68,12 +79,9 @@ struct Turn {
 impl ProposerTask {
     pub async fn run(mut self) {
         let mut t = Turn { waiting: HashMap::new(), timers: BTreeMap::new(), timer_seq: 0, outbox: BTreeMap::new() };
-        let mut links: HashMap<NodeId, mpsc::Sender<Vec<Request>>> = HashMap::new();
-        for (id, peer) in &self.shared.peers {
-            let Some(tx) = self.tx.upgrade() else { return };
-            let (link_tx, link_rx) = mpsc::channel(PEER_QUEUE_MAX);
-            tokio::spawn(peer_link(NodeId(*id), peer.clone(), link_rx, tx, self.shared.clone()));
-            links.insert(NodeId(*id), link_tx);
+        self.shared.proposer_epoch.store(self.epoch, Ordering::Release);
+        if !self.relink() {
+            return;
         }
         loop {
             let next_timer = t.timers.first_key_value().map(|((at, _), _)| *at);
@@ -118,7 +126,7 @@ impl ProposerTask {
             }
             self.shared.stats.proposals_in_flight.store(self.proposer.in_flight() as u64, Ordering::Relaxed);
             self.shared.stats.cached_keys.store(self.proposer.cached_keys() as u64, Ordering::Relaxed);
-            self.flush(&mut t, &links);
+            self.flush(&mut t);
         }
     }
 
@@ -164,6 +172,7 @@ impl ProposerTask {
                 }
                 true
             }
+            ProposerEvent::Config(config) => self.reconfigure(now, config, t).await,
         }
     }
 
@@ -210,25 +219,92 @@ impl ProposerTask {
         true
     }
 
-    /// Hands the turn's requests to each peer's link (and this node's to its acceptor).
-    fn flush(&mut self, t: &mut Turn, links: &HashMap<NodeId, mpsc::Sender<Vec<Request>>>) {
-        let me = NodeId(self.shared.id);
+    /// A new configuration: the proposer votes with its voters (built anew if this node's
+    /// ballot identity changed: a joining node that became a member), and links follow its
+    /// members. False when the node must stop.
+    async fn reconfigure(&mut self, now: Tick, config: ClusterConfig, t: &mut Turn) -> bool {
+        if config.epoch <= self.epoch && self.shared.voter().is_none_or(|me| me == self.template.node) {
+            return true;
+        }
+        self.epoch = config.epoch;
+        let voters = config.voters();
+        if let Some(me) = self.shared.voter() {
+            if me != self.template.node {
+                // Nothing is in flight: a node proposes only once it is a member.
+                self.template.node = me;
+                self.template.acceptors = voters.all().to_vec();
+                self.template.initial_counter = self.proposer.counter();
+                match Proposer::new(self.template.clone()) {
+                    Ok(p) => self.proposer = p,
+                    Err(e) => {
+                        self.shared.set_fatal(format!("cannot build the proposer: {e}"));
+                        return false;
+                    }
+                }
+            }
+        }
+        match self.proposer.set_voters(now, voters) {
+            Ok(out) => {
+                if !self.carry_out(out, t).await {
+                    return false;
+                }
+            }
+            Err(e) => {
+                self.shared.set_fatal(format!("cannot use the configuration of epoch {}: {e}", config.epoch));
+                return false;
+            }
+        }
+        self.shared.proposer_epoch.store(self.epoch, Ordering::Release);
+        self.relink()
+    }
+
+    /// One link per peer of the configuration (links of members that left are dropped, which
+    /// ends them). False when the node is going away.
+    fn relink(&mut self) -> bool {
+        let peers = self.shared.peers.read().clone();
+        self.links.retain(|id, _| peers.contains_key(id));
+        for (id, peer) in peers {
+            if self.links.contains_key(&id) {
+                continue;
+            }
+            let Some(tx) = self.tx.upgrade() else { return false };
+            let (link_tx, link_rx) = mpsc::channel(PEER_QUEUE_MAX);
+            let acceptor = self.acceptor_tx.clone();
+            tokio::spawn(peer_link(id, peer, link_rx, (tx, acceptor), self.shared.clone()));
+            self.links.insert(id, link_tx);
+        }
+        true
+    }
+
+    /// Hands the turn's requests to each peer's link (and this node's to its acceptor). A
+    /// request to a voter that is not the current generation of its member (a replaced one)
+    /// goes nowhere: that acceptor is gone.
+    fn flush(&mut self, t: &mut Turn) {
+        let me = self.shared.voter();
+        let epoch = self.epoch;
+        let current = self.shared.config.read().everyone();
         for (to, requests) in std::mem::take(&mut t.outbox) {
-            if to == me {
+            if Some(to) == me {
                 let Some(tx) = self.tx.upgrade() else { return };
                 let (reply_tx, reply_rx) = oneshot::channel();
-                let job = AcceptorJob { requests, reply: reply_tx, received: std::time::Instant::now() };
-                if self.acceptor_tx.try_send(job).is_err() {
+                let job = AcceptorJob { epoch, requests, reply: reply_tx, received: std::time::Instant::now() };
+                if self.acceptor_tx.try_send(Job::Paxos(job)).is_err() {
                     self.shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 tokio::spawn(async move {
-                    if let Ok(replies) = reply_rx.await {
-                        let _ = tx.send(ProposerEvent::Replies { from: me, replies }).await;
+                    if let Ok(Ok(replies)) = reply_rx.await {
+                        let _ = tx.send(ProposerEvent::Replies { from: to, replies }).await;
                     }
                 });
-            } else if let Some(link) = links.get(&to) {
-                if link.try_send(requests).is_err() {
+                continue;
+            }
+            let member = config::member_of(to);
+            if !current.iter().any(|m| m.voter() == to) {
+                continue;
+            }
+            if let Some(link) = self.links.get(&member) {
+                if link.try_send((epoch, requests)).is_err() {
                     self.shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -239,82 +315,94 @@ impl ProposerTask {
 /// One peer's sender: everything queued for the peer goes out in one frame (split at
 /// [`PEER_BATCH_BYTES_MAX`]), with at most [`PEER_FRAMES_IN_FLIGHT_MAX`] frames unanswered.
 async fn peer_link(
-    to: NodeId,
+    to: u64,
     peer: rampart_transport::Peer,
-    mut rx: mpsc::Receiver<Vec<Request>>,
-    events: mpsc::Sender<ProposerEvent>,
+    mut rx: mpsc::Receiver<(u64, Vec<Request>)>,
+    (events, acceptor): (mpsc::Sender<ProposerEvent>, mpsc::Sender<Job>),
     shared: Arc<Shared>,
 ) {
     let window = Arc::new(tokio::sync::Semaphore::new(PEER_FRAMES_IN_FLIGHT_MAX));
     let mut pending: Vec<Request> = Vec::new();
+    let mut epoch = 0;
+    // A batch of another epoch than `pending`'s: it starts the next frame.
+    let mut held: Option<(u64, Vec<Request>)> = None;
     loop {
         // Wait for a free slot first: requests keep queueing meanwhile and join this frame.
         let Ok(permit) = window.clone().acquire_owned().await else { return };
         if pending.is_empty() {
-            match rx.recv().await {
-                Some(first) => pending = first,
+            let next = match held.take() {
+                Some(h) => Some(h),
+                None => rx.recv().await,
+            };
+            match next {
+                Some((e, first)) => (epoch, pending) = (e, first),
                 None => return,
             }
         }
         let mut bytes: usize = pending.iter().map(request_bytes).sum();
-        while bytes < PEER_BATCH_BYTES_MAX {
+        while bytes < PEER_BATCH_BYTES_MAX && held.is_none() {
             match rx.try_recv() {
-                Ok(more) => {
+                Ok((e, more)) if e == epoch => {
                     bytes += more.iter().map(request_bytes).sum::<usize>();
                     pending.extend(more);
                 }
+                Ok(other) => held = Some(other),
                 Err(_) => break,
             }
         }
         // The first request always goes, even one over the byte limit alone.
         let frame = split_at_bytes(&mut pending);
         let sent = frame.len();
-        if shared.peers_dead.get(&to.0).is_some_and(|d| d.load(Ordering::Relaxed)) {
+        if shared.is_dead(to) {
             // The detector calls the peer dead: drop, as the network would, until it is back.
             shared.stats.peer_batches_dropped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let payload = match wire::encode(&shared.envelope(PeerRequest::Paxos { requests: frame })) {
+        let payload = match wire::encode(&shared.envelope_at(epoch, PeerRequest::Paxos { requests: frame })) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "dropping a Paxos batch");
                 continue;
             }
         };
-        tokio::spawn(exchange(to, peer.clone(), (payload, sent), events.clone(), shared.clone(), permit));
+        let channels = (events.clone(), acceptor.clone());
+        tokio::spawn(exchange(to, peer.clone(), (payload, sent, epoch), channels, shared.clone(), permit));
     }
 }
 
 /// Sends one frame and hands the peer's replies to the proposer. The frame's window slot is held
 /// until the answer (or the timeout); a lost or malformed answer is as if the network lost it.
 async fn exchange(
-    to: NodeId,
+    to: u64,
     peer: rampart_transport::Peer,
-    (payload, sent): (bytes::Bytes, usize),
-    events: mpsc::Sender<ProposerEvent>,
+    (payload, sent, epoch): (bytes::Bytes, usize, u64),
+    (events, acceptor): (mpsc::Sender<ProposerEvent>, mpsc::Sender<Job>),
     shared: Arc<Shared>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let timeout = shared.peer_call_timeout;
     let Ok(Ok(bytes)) = tokio::time::timeout(timeout, peer.call(payload, timeout)).await else { return };
     match wire::decode::<PeerResponse>(&bytes) {
-        Ok(PeerResponse::Paxos { id, replies }) if id == to.0 => {
+        Ok(PeerResponse::WrongEpoch { epoch: theirs, config }) => {
+            crate::reconfig::on_wrong_epoch(&shared, &peer, epoch, theirs, config, &acceptor).await;
+        }
+        Ok(PeerResponse::Paxos { id, replies }) if config::member_of(NodeId(id)) == to => {
             if let Err(e) = validate::check_replies(&replies, sent, &shared.peer_limits) {
-                tracing::warn!(peer = to.0, error = %e, "dropping invalid Paxos replies");
+                tracing::warn!(peer = to, error = %e, "dropping invalid Paxos replies");
                 return;
             }
             // Durable before the peer's answers can count in a quorum.
-            if let Err(e) = shared.note_seen(to.0).await {
+            if let Err(e) = shared.note_seen(to).await {
                 shared.set_fatal(format!("cannot record a peer as seen: {e}"));
                 return;
             }
-            let _ = events.send(ProposerEvent::Replies { from: to, replies }).await;
+            let _ = events.send(ProposerEvent::Replies { from: NodeId(id), replies }).await;
         }
         Ok(PeerResponse::Paxos { id, .. }) => {
-            tracing::error!(peer = to.0, answered_as = id, "a different node answered for this peer's address");
+            tracing::error!(peer = to, answered_as = id, "a different node answered for this peer's address");
         }
-        Ok(_) => tracing::warn!(peer = to.0, "peer answered a Paxos batch with another message"),
-        Err(e) => tracing::warn!(peer = to.0, error = %e, "undecodable Paxos replies"),
+        Ok(_) => tracing::warn!(peer = to, "peer answered a Paxos batch with another message"),
+        Err(e) => tracing::warn!(peer = to, error = %e, "undecodable Paxos replies"),
     }
 }
 

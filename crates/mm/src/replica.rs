@@ -15,6 +15,15 @@ use rampart_kv::limits::INLINE_READ_KEYS_MAX;
 use crate::command::{combine_results, KEYS_PER_COMMAND_MAX};
 use crate::{MmError, MmNode, Outcome, KEY_BYTES_MAX, SCAN_PAGE_MAX, VALUE_BYTES_MAX};
 
+/// A failed membership change as the client APIs report it.
+fn membership_error(e: MmError) -> MembershipError {
+    match e {
+        MmError::BadRequest(m) | MmError::Conflict(m) => MembershipError::Invalid(m),
+        MmError::NoQuorum(m) | MmError::Busy(m) | MmError::MaybeApplied(m) => MembershipError::TryAgain(m),
+        MmError::TooLarge(m) | MmError::Internal(m) => MembershipError::Invalid(m),
+    }
+}
+
 /// Why this mode refuses what only leader mode has.
 fn leader_only(what: &str) -> String {
     format!("{what} is not available in multi-master mode: membership is fixed at bootstrap and there is no global log")
@@ -223,7 +232,8 @@ impl Replica for MmNode {
             applied_index: 0,
             commit_index: 0,
             fields: vec![
-                ("quorum", StatusField::Number(st.quorum as u64)),
+                ("config_epoch", StatusField::Number(st.epoch)),
+                ("membership_change_under_way", StatusField::Number(u64::from(st.joint))),
                 ("proposals_in_flight", StatusField::Number(st.proposals_in_flight)),
                 ("cached_keys", StatusField::Number(st.cached_keys)),
             ],
@@ -233,8 +243,8 @@ impl Replica for MmNode {
     fn health(&self) -> Result<(), String> {
         if self.healthy() {
             Ok(())
-        } else if self.shared.in_probation() {
-            Err("first boot of this data dir: not voting until every member confirms it never saw this node".into())
+        } else if let Some(why) = self.shared.not_voting() {
+            Err(why)
         } else {
             Err("fewer than a majority of the members are alive".into())
         }
@@ -244,12 +254,23 @@ impl Replica for MmNode {
         MmNode::peer_health(self)
     }
 
-    fn add_member(&self, _id: u64, _info: MemberInfo) -> BoxFuture<'_, Result<(), MembershipError>> {
-        Box::pin(async { Err(MembershipError::Unsupported(leader_only("adding a member"))) })
+    fn add_member(&self, id: u64, info: MemberInfo) -> BoxFuture<'_, Result<(), MembershipError>> {
+        Box::pin(async move {
+            let change = crate::MemberChange::Add { id, peer_addr: info.peer_addr };
+            self.change_membership(change).await.map(|_| ()).map_err(membership_error)
+        })
     }
 
-    fn remove_member(&self, _id: u64) -> BoxFuture<'_, Result<(), MembershipError>> {
-        Box::pin(async { Err(MembershipError::Unsupported(leader_only("removing a member"))) })
+    fn remove_member(&self, id: u64) -> BoxFuture<'_, Result<(), MembershipError>> {
+        Box::pin(async move {
+            self.change_membership(crate::MemberChange::Remove { id }).await.map(|_| ()).map_err(membership_error)
+        })
+    }
+
+    fn replace_member(&self, id: u64) -> BoxFuture<'_, Result<(), MembershipError>> {
+        Box::pin(async move {
+            self.change_membership(crate::MemberChange::Replace { id }).await.map(|_| ()).map_err(membership_error)
+        })
     }
 
     fn render_metrics(&self, out: &mut String) {

@@ -52,8 +52,8 @@ impl MmNode {
         stale: bool,
         values: bool,
     ) -> Result<ScanPage, MmError> {
-        if self.shared.in_probation() {
-            return Err(MmError::NoQuorum("this node's first-boot check has not finished".into()));
+        if let Some(why) = self.shared.not_voting() {
+            return Err(MmError::NoQuorum(why));
         }
         let limit = limit.clamp(1, SCAN_PAGE_MAX);
         // This node's page is read on the blocking pool: a long read must not hold an async
@@ -80,8 +80,42 @@ impl MmNode {
         Ok(merge(answers, self.shared.expiry_now_ms()))
     }
 
-    /// This node's page and the pages of enough peers for a majority, asked all at once; fails
-    /// when fewer than a majority answer within the request timeout.
+    /// Every key that has a register (tombstones and reserved keys included) after `after`, at
+    /// most `limit`, merged from a quorum of the configuration's voters, and where the next page
+    /// starts: what a membership change's catch-up reads through Paxos, one key at a time.
+    pub(crate) async fn register_keys(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), MmError> {
+        let limit = limit.clamp(1, SCAN_PAGE_MAX);
+        let (store, after_owned) = (self.store.clone(), after.map(<[u8]>::to_vec));
+        let local = tokio::task::spawn_blocking(move || {
+            read_page(&store, b"", after_owned.as_deref(), limit, false, wire::SCAN_REPLY_BYTES_MAX)
+        })
+        .await
+        .map_err(|e| MmError::Internal(format!("scan task failed: {e}")))?
+        .map_err(MmError::Internal)?;
+        let req = PeerRequest::Scan {
+            prefix: Vec::new(),
+            after: after.map(<[u8]>::to_vec),
+            limit: limit as u32,
+            values: false,
+        };
+        let answers = self.gather(local, req, (b"", after, limit)).await?;
+        let bound = page_bound(&answers);
+        let mut keys: Vec<Vec<u8>> = answers
+            .into_iter()
+            .flat_map(|(regs, _)| regs.into_iter().map(|r| r.key))
+            .filter(|k| bound.as_ref().is_none_or(|b| k <= b))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok((keys, bound))
+    }
+
+    /// This node's page and the pages of enough peers for a quorum of the configuration's
+    /// voters, asked all at once; fails when no quorum answers within the request timeout.
     /// Each answer must fit what was asked (`asked`: prefix, cursor, page size), see
     /// [`validate::check_scan_page`]; one that does not counts as no answer.
     async fn gather(
@@ -92,12 +126,16 @@ impl MmNode {
     ) -> Result<Vec<NodePage>, MmError> {
         let (prefix, after, limit) = asked;
         let mut answers = vec![local];
-        let needed = self.quorum();
+        let config = self.cluster_config();
+        let voters = config.voters();
+        let mut answered: Vec<rampart_paxos::NodeId> = self.shared.voter().into_iter().collect();
         let payload = wire::encode(&self.shared.envelope(req)).map_err(MmError::Internal)?;
         let timeout = self.cfg.request_timeout;
         let mut set = tokio::task::JoinSet::new();
-        for peer in self.shared.peers.values() {
-            let peer = peer.clone();
+        let peers: Vec<(u64, rampart_transport::Peer)> =
+            self.shared.peers.read().iter().map(|(id, p)| (*id, p.clone())).collect();
+        for (id, peer) in peers {
+            let Some(voter) = config.entry(id).map(|e| e.voter()) else { continue };
             let payload = payload.clone();
             let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
             let shared = self.shared.clone();
@@ -114,7 +152,7 @@ impl MmNode {
                                 shared.ballot_ceiling(),
                             );
                             match checked {
-                                Ok(()) => Some((registers, more)),
+                                Ok(()) => Some((voter, (registers, more))),
                                 Err(e) => {
                                     tracing::warn!(peer = %peer.addr(), error = %e, "dropping an invalid scan page");
                                     None
@@ -127,18 +165,21 @@ impl MmNode {
                 }
             });
         }
-        while answers.len() < needed {
+        while !voters.is_quorum(&answered) {
             match set.join_next().await {
-                Some(Ok(Some(a))) => answers.push(a),
+                Some(Ok(Some((voter, a)))) => {
+                    answered.push(voter);
+                    answers.push(a);
+                }
                 Some(_) => {}
                 None => break,
             }
         }
-        if answers.len() < needed {
+        if !voters.is_quorum(&answered) {
             return Err(MmError::NoQuorum(format!(
-                "scan: {} of {} nodes answered, {needed} needed",
-                answers.len(),
-                self.cfg.members.len()
+                "scan: {} of {} voters answered, not a quorum",
+                answered.len(),
+                voters.all().len()
             )));
         }
         Ok(answers)
@@ -184,16 +225,20 @@ pub(crate) fn read_page(
     Ok((out, more))
 }
 
-/// Merges scan pages from several nodes (see [`MmNode::scan`]); a key expired at `now_ms` is
-/// left out like a tombstone.
-pub(crate) fn merge(answers: Vec<NodePage>, now_ms: u64) -> ScanPage {
-    // Every node returned its first keys in order; past the smallest last key of a node that has
-    // more, some node's keys are unknown, so the page ends there.
-    let bound: Option<Vec<u8>> = answers
+/// Where a merged page ends: every node returned its first keys in order; past the smallest last
+/// key of a node that has more, some node's keys are unknown.
+fn page_bound(answers: &[NodePage]) -> Option<Vec<u8>> {
+    answers
         .iter()
         .filter(|(regs, more)| *more && !regs.is_empty())
         .map(|(regs, _)| regs.last().expect("not empty").key.clone())
-        .min();
+        .min()
+}
+
+/// Merges scan pages from several nodes (see [`MmNode::scan`]); a key expired at `now_ms` is
+/// left out like a tombstone.
+pub(crate) fn merge(answers: Vec<NodePage>, now_ms: u64) -> ScanPage {
+    let bound = page_bound(&answers);
     let mut best: BTreeMap<Vec<u8>, (rampart_paxos::Ballot, Option<Vec<u8>>)> = BTreeMap::new();
     for (regs, _) in answers {
         for r in regs {

@@ -13,8 +13,11 @@ use rampart_storage::Store;
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, Notify};
 
+use crate::acceptor_task::{Job, GENERATION_META_KEY};
+use crate::config::{ClusterConfig, CONFIG_META_KEY};
 use crate::proposer_task::ProposerTask;
 use crate::*;
+use rampart_storage::Durability;
 
 /// What a node reads from its data dir at start.
 struct Durable {
@@ -23,6 +26,45 @@ struct Durable {
     seen: std::collections::BTreeSet<u64>,
     initialized: bool,
     registers_loaded: usize,
+    /// The configuration adopted last, and the generation this node is a member at.
+    config: Option<ClusterConfig>,
+    generation: Option<u32>,
+    join_nonce: u64,
+}
+
+/// Meta key of this data dir's join nonce.
+pub const JOIN_NONCE_META_KEY: &str = "mm_join_nonce";
+
+/// Where a node stands at start, from its data dir and flags: the configuration, its role,
+/// whether it runs the first-boot check, and the cluster id it sends (0: not known yet).
+fn initial_standing(cfg: &MmConfig, d: &Durable) -> (ClusterConfig, Role, bool, u64) {
+    let bootstrap = ClusterConfig::bootstrap(cfg.members.iter().map(|(id, a)| (*id, a.clone())));
+    match &d.config {
+        Some(c) => {
+            let generation = d.generation.or(d.initialized.then_some(0));
+            let role = crate::config::role_in(c, cfg.id, generation, d.join_nonce);
+            (c.clone(), role, false, c.cluster_id)
+        }
+        // A data dir that voted before configurations were recorded: the bootstrap one.
+        None if d.initialized => {
+            let cluster = bootstrap.cluster_id;
+            (bootstrap, Role::Member { generation: 0 }, false, cluster)
+        }
+        None if cfg.members.contains_key(&cfg.id) => {
+            // A bootstrap member with a new data dir: the first-boot check decides.
+            let cluster = bootstrap.cluster_id;
+            let probation = cfg.members.len() > 1;
+            (bootstrap, Role::Member { generation: 0 }, probation, cluster)
+        }
+        None => {
+            let reason = format!(
+                "node {} is not a member yet: it waits to be added (`rampart cluster add {} PEER_ADDR ...` on a \
+                 member)",
+                cfg.id, cfg.id
+            );
+            (bootstrap, Role::Joining { reason }, false, 0)
+        }
+    }
 }
 
 impl MmNode {
@@ -35,12 +77,22 @@ impl MmNode {
         // now, then monotonic time since (`Shared::ballot_ceiling`).
         let clock = (Instant::now(), unix_now_ms());
         let (store, durable) = load_durable(&cfg, CounterCeiling::at_unix_ms(clock.1)).await?;
-        let Durable { acceptor, initial_counter, seen, initialized, registers_loaded } = durable;
-        let proposer = proposer_for(&cfg, initial_counter, clock.1)?;
-        let shared = shared_state(&cfg, store.clone(), peer_links(&cfg)?, (seen, initialized), clock);
+        let (config, role, probation, cluster) = initial_standing(&cfg, &durable);
+        if let Role::Joining { reason } | Role::Removed { reason } = &role {
+            tracing::warn!(%reason, "this node does not vote");
+        }
+        let generation = match role {
+            Role::Member { generation } => generation,
+            _ => 0,
+        };
+        let (proposer, template) = proposer_for(&cfg, &config, generation, durable.initial_counter, clock.1)?;
+        let links = peer_links(&cfg, &config)?;
+        let Durable { acceptor, initial_counter, seen, registers_loaded, join_nonce, .. } = durable;
+        let standing = Standing { config: config.clone(), role, probation, cluster, join_nonce };
+        let shared = shared_state(&cfg, store.clone(), links, seen, standing, clock);
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
-        let health = Heartbeats::new(phi, cfg.members.keys().filter(|id| **id != cfg.id).map(|id| PeerId(*id)), 0)
-            .map_err(|e| StartError::Config(e.to_string()))?;
+        let peer_ids = config.everyone().into_iter().filter(|m| m.id != cfg.id).map(|m| PeerId(m.id));
+        let health = Heartbeats::new(phi, peer_ids, 0).map_err(|e| StartError::Config(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(cfg.peer_addr)
             .await
             .map_err(|e| StartError::Listen { addr: cfg.peer_addr, reason: e.to_string() })?;
@@ -54,13 +106,15 @@ impl MmNode {
             proposer_tx,
             acceptor_tx,
             health: Mutex::new(health),
-            infos: RwLock::new(initial_infos(&cfg)),
+            infos: RwLock::new(initial_infos(&cfg, &config)),
             first_boot_confirmed: Mutex::new(HashSet::new()),
+            reconfig_lock: tokio::sync::Mutex::new(()),
         });
-        spawn_tasks(&node, acceptor, acceptor_rx, proposer, proposer_rx, listener);
+        spawn_tasks(&node, acceptor, acceptor_rx, (proposer, template, config.epoch), proposer_rx, listener);
         tracing::info!(
             id = cfg.id,
-            members = cfg.members.len(),
+            epoch = config.epoch,
+            members = config.everyone().len(),
             registers = registers_loaded,
             counter_floor = initial_counter,
             "multi-master node started"
@@ -69,27 +123,42 @@ impl MmNode {
     }
 }
 
-/// What the tasks share. A new data dir starts in probation (neither voting nor proposing)
-/// unless it is the only member.
+/// Where a node stands at start (see [`initial_standing`]).
+struct Standing {
+    config: ClusterConfig,
+    role: Role,
+    probation: bool,
+    cluster: u64,
+    join_nonce: u64,
+}
+
+/// What the tasks share. A new data dir of a bootstrap member starts in probation (neither
+/// voting nor proposing) unless it is the only member.
 fn shared_state(
     cfg: &MmConfig,
     store: Arc<Store>,
     peers: BTreeMap<u64, Peer>,
-    (seen, initialized): (std::collections::BTreeSet<u64>, bool),
+    seen: std::collections::BTreeSet<u64>,
+    standing: Standing,
     (started, unix_ms_at_start): (Instant, u64),
 ) -> Arc<Shared> {
+    let Standing { config, role, probation, cluster, join_nonce } = standing;
     Arc::new(Shared {
         id: cfg.id,
-        cluster: wire::membership_fingerprint(cfg.members.keys().copied()),
+        cluster: std::sync::atomic::AtomicU64::new(cluster),
+        proposer_epoch: std::sync::atomic::AtomicU64::new(0),
+        config: RwLock::new(config),
+        role: RwLock::new(role),
+        join_nonce,
         started,
         unix_ms_at_start,
         peer_limits: validate::PeerLimits::new(&cfg.limits),
-        peers_dead: peers.keys().map(|id| (*id, std::sync::atomic::AtomicBool::new(false))).collect(),
-        peers,
+        peers_dead: RwLock::new(Default::default()),
+        peers: RwLock::new(peers),
         // A phase waits 200 ms for a quorum; a reply later than that is of no use.
         peer_call_timeout: Duration::from_millis(1000),
         seen: tokio::sync::Mutex::new(seen),
-        probation: std::sync::atomic::AtomicBool::new(!initialized && cfg.members.len() > 1),
+        probation: std::sync::atomic::AtomicBool::new(probation),
         store,
         stats: Stats::default(),
         fatal: Mutex::new(None),
@@ -103,22 +172,28 @@ fn shared_state(
 fn spawn_tasks(
     node: &Arc<MmNode>,
     acceptor: Acceptor,
-    acceptor_rx: mpsc::Receiver<AcceptorJob>,
-    proposer: Proposer,
+    acceptor_rx: mpsc::Receiver<Job>,
+    (proposer, template, epoch): (Proposer, ProposerConfig, u64),
     proposer_rx: mpsc::Receiver<ProposerEvent>,
     listener: tokio::net::TcpListener,
 ) {
     let shared = &node.shared;
+    let (adopted_tx, adopted_rx) = tokio::sync::watch::channel(shared.config.read().clone());
     let acceptor = tokio::spawn(acceptor_task::run(
         acceptor,
         node.store.clone(),
         acceptor_rx,
         node.proposer_tx.downgrade(),
         shared.clone(),
+        adopted_tx,
     ));
     watch_task("acceptor", acceptor, shared.clone());
+    tokio::spawn(crate::reconfig::follow_config(Arc::downgrade(node), adopted_rx));
     let task = ProposerTask {
         proposer,
+        template,
+        epoch,
+        links: Default::default(),
         store: node.store.clone(),
         shared: shared.clone(),
         rx: proposer_rx,
@@ -136,10 +211,10 @@ fn spawn_tasks(
 }
 
 fn check_membership(cfg: &MmConfig) -> Result<(), StartError> {
-    if !cfg.members.contains_key(&cfg.id) {
+    if let Some(id) = cfg.members.keys().chain([&cfg.id]).find(|id| **id == 0 || **id > crate::config::MEMBER_ID_MAX) {
         return Err(StartError::Config(format!(
-            "node {} is not in --initial-cluster; multi-master membership is fixed at bootstrap",
-            cfg.id
+            "member id {id} is not within 1..={} (multi-master ids fit in 32 bits)",
+            crate::config::MEMBER_ID_MAX
         )));
     }
     if cfg.members.len() > rampart_paxos::ACCEPTORS_MAX {
@@ -187,12 +262,36 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
             let floor = store.meta_get(COUNTER_FLOOR_META_KEY)?;
             let seen = store.meta_get(SEEN_PEERS_META_KEY)?;
             let initialized = store.meta_get(INITIALIZED_META_KEY)?.is_some();
-            Ok::<_, rampart_storage::Error>((registers, bad, floor, seen, initialized))
+            let config = store.meta_get(CONFIG_META_KEY)?;
+            let generation = store.meta_get(GENERATION_META_KEY)?;
+            let nonce = match store.meta_get(JOIN_NONCE_META_KEY)? {
+                Some(n) => n,
+                None => {
+                    // Made once per data dir, durable before anyone can learn it.
+                    let n = new_join_nonce().to_le_bytes().to_vec();
+                    store.write(Durability::Immediate, |b| b.meta_put(JOIN_NONCE_META_KEY, &n))?;
+                    n
+                }
+            };
+            Ok::<_, rampart_storage::Error>((registers, bad, floor, seen, initialized, (config, generation, nonce)))
         })
         .await
         .map_err(|e| StartError::Config(e.to_string()))??
     };
-    let (registers, bad, floor, seen_raw, initialized) = loaded;
+    let (registers, bad, floor, seen_raw, initialized, (config_raw, generation_raw, nonce_raw)) = loaded;
+    let config = config_raw
+        .map(|raw| ClusterConfig::decode(&raw).map_err(|e| corrupt(format!("{CONFIG_META_KEY}: {e}"))))
+        .transpose()?;
+    let generation = generation_raw
+        .map(|raw| {
+            <[u8; 4]>::try_from(raw.as_slice())
+                .map(u32::from_le_bytes)
+                .map_err(|_| corrupt(format!("{GENERATION_META_KEY}: {} bytes, expected 4", raw.len())))
+        })
+        .transpose()?;
+    let join_nonce = <[u8; 8]>::try_from(nonce_raw.as_slice())
+        .map(u64::from_le_bytes)
+        .map_err(|_| corrupt(format!("{JOIN_NONCE_META_KEY}: {} bytes, expected 8", nonce_raw.len())))?;
     let seen = match seen_raw {
         None => Default::default(),
         Some(b) => first_boot::decode_seen(&b).map_err(corrupt)?,
@@ -215,7 +314,10 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
     }
     let acceptor = Acceptor::restore(registers, ceiling).map_err(|e| corrupt(e.to_string()))?;
 
-    Ok((store, Durable { acceptor, initial_counter, seen, initialized, registers_loaded }))
+    Ok((
+        store,
+        Durable { acceptor, initial_counter, seen, initialized, registers_loaded, config, generation, join_nonce },
+    ))
 }
 
 /// Reads the proposer's counter floor record: one u64, little-endian.
@@ -225,9 +327,27 @@ fn decode_counter_floor(raw: &[u8]) -> Result<u64, String> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-fn proposer_for(cfg: &MmConfig, initial_counter: u64, unix_ms_at_start: u64) -> Result<Proposer, StartError> {
-    let me = NodeId(cfg.id);
-    let acceptors: Vec<NodeId> = cfg.members.keys().map(|id| NodeId(*id)).collect();
+/// A random, non-zero join nonce (from the clock and the process: it only has to differ from
+/// any earlier data dir's of the same node id).
+fn new_join_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+/// The proposer, at this node's voter id, with the configuration's voters; and the settings it
+/// was built from (kept to build it anew when the node's voter id changes).
+fn proposer_for(
+    cfg: &MmConfig,
+    config: &ClusterConfig,
+    generation: u32,
+    initial_counter: u64,
+    unix_ms_at_start: u64,
+) -> Result<(Proposer, ProposerConfig), StartError> {
+    let me = crate::config::voter_id(cfg.id, generation);
+    let acceptors: Vec<NodeId> = config.members.iter().map(|m| m.voter()).collect();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ cfg.id.rotate_left(32);
     let mut pcfg = ProposerConfig::new(me, acceptors, seed);
@@ -236,17 +356,22 @@ fn proposer_for(cfg: &MmConfig, initial_counter: u64, unix_ms_at_start: u64) -> 
     let budget_ms = cfg.request_timeout.as_millis().max(1) as u64;
     pcfg.budget_ticks = budget_ms;
     pcfg.attempts_max = 16;
-
-    Proposer::new(pcfg).map_err(|e| StartError::Config(e.to_string()))
+    let mut proposer = Proposer::new(pcfg.clone()).map_err(|e| StartError::Config(e.to_string()))?;
+    if config.is_joint() {
+        proposer.set_voters(0, config.voters()).map_err(|e| StartError::Config(e.to_string()))?;
+    }
+    Ok((proposer, pcfg))
 }
 
-/// One transport link per other member; two members at one address are refused.
-fn peer_links(cfg: &MmConfig) -> Result<BTreeMap<u64, Peer>, StartError> {
+/// One transport link per other member of the configuration; two members at one address are
+/// refused.
+fn peer_links(cfg: &MmConfig, config: &ClusterConfig) -> Result<BTreeMap<u64, Peer>, StartError> {
     let source_ip = Some(cfg.peer_addr.ip());
     let mut peers = BTreeMap::new();
     let mut addresses: BTreeMap<SocketAddr, u64> = BTreeMap::new();
     addresses.insert(cfg.peer_addr, cfg.id);
-    for (id, addr) in &cfg.members {
+    for m in config.everyone() {
+        let (id, addr) = (&m.id, &m.peer_addr);
         if *id == cfg.id {
             continue;
         }
@@ -263,7 +388,7 @@ fn peer_links(cfg: &MmConfig) -> Result<BTreeMap<u64, Peer>, StartError> {
 }
 
 /// What this node knows of every member's addresses before any heartbeat.
-fn initial_infos(cfg: &MmConfig) -> BTreeMap<u64, PeerInfo> {
+fn initial_infos(cfg: &MmConfig, config: &ClusterConfig) -> BTreeMap<u64, PeerInfo> {
     let mut infos = BTreeMap::new();
     infos.insert(
         cfg.id,
@@ -273,8 +398,8 @@ fn initial_infos(cfg: &MmConfig) -> BTreeMap<u64, PeerInfo> {
             http_addr: cfg.http_addr.clone(),
         },
     );
-    for (id, addr) in &cfg.members {
-        infos.entry(*id).or_insert_with(|| PeerInfo { peer_addr: addr.clone(), ..PeerInfo::default() });
+    for m in config.everyone() {
+        infos.entry(m.id).or_insert_with(|| PeerInfo { peer_addr: m.peer_addr.clone(), ..PeerInfo::default() });
     }
     infos
 }
@@ -308,8 +433,9 @@ mod tests {
     #[test]
     fn a_node_must_be_a_member_and_the_membership_bounded() {
         assert!(check_membership(&config(1, &[1, 2, 3])).is_ok());
-        let outside = check_membership(&config(4, &[1, 2, 3])).unwrap_err().to_string();
-        assert!(outside.contains("node 4 is not in --initial-cluster"), "{outside}");
+        assert!(check_membership(&config(4, &[1, 2, 3])).is_ok(), "a node outside it waits to be added");
+        let wide = check_membership(&config(1 << 32, &[1, 2, 3])).unwrap_err().to_string();
+        assert!(wide.contains("is not within 1..="), "{wide}");
         let all: Vec<u64> = (1..=rampart_paxos::ACCEPTORS_MAX as u64 + 1).collect();
         let big = check_membership(&config(1, &all)).unwrap_err().to_string();
         assert!(big.contains(&format!("at most {} members", rampart_paxos::ACCEPTORS_MAX)), "{big}");
@@ -317,7 +443,8 @@ mod tests {
 
     #[test]
     fn before_any_heartbeat_a_node_knows_its_own_addresses_and_its_peers_peer_addresses() {
-        let infos = initial_infos(&config(1, &[1, 2]));
+        let c = config(1, &[1, 2]);
+        let infos = initial_infos(&c, &ClusterConfig::bootstrap(c.members.clone()));
         assert_eq!(
             infos[&1],
             PeerInfo {
@@ -331,7 +458,9 @@ mod tests {
 
     #[test]
     fn the_proposer_resumes_at_the_durable_floor_with_a_majority_quorum() {
-        let p = proposer_for(&config(2, &[1, 2, 3]), 5 * rampart_paxos::COUNTER_BLOCK, unix_now_ms()).unwrap();
+        let c = config(2, &[1, 2, 3]);
+        let cluster = ClusterConfig::bootstrap(c.members.clone());
+        let (p, _) = proposer_for(&c, &cluster, 0, 5 * rampart_paxos::COUNTER_BLOCK, unix_now_ms()).unwrap();
         assert_eq!(p.counter(), 5 * rampart_paxos::COUNTER_BLOCK);
         assert!(p.voters().is_quorum(&[NodeId(1), NodeId(3)]) && !p.voters().is_quorum(&[NodeId(2)]));
     }

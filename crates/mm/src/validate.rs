@@ -74,6 +74,7 @@ impl PeerLimits {
 pub fn check_request(env: &Envelope, limits: &PeerLimits) -> Result<(), String> {
     match &env.request {
         PeerRequest::Hello { info } => check_info(info),
+        PeerRequest::ConfigPush { config } => config.check(),
         PeerRequest::Paxos { requests } => {
             if requests.len() > PAXOS_REQUESTS_PER_FRAME_MAX {
                 return Err(format!(
@@ -180,7 +181,7 @@ mod tests {
     const LIMITS: PeerLimits = PeerLimits { key_bytes_max: 8, value_bytes_max: 16 };
 
     fn paxos(requests: Vec<Request>) -> Envelope {
-        Envelope { from: 2, cluster: 7, request: PeerRequest::Paxos { requests } }
+        Envelope { from: 2, cluster: 7, epoch: 0, request: PeerRequest::Paxos { requests } }
     }
 
     fn prepare(key: &[u8]) -> Request {
@@ -228,6 +229,7 @@ mod tests {
     #[test]
     fn scans_and_hellos_are_bounded() {
         let scan = |prefix: &[u8], after: Option<&[u8]>, limit: u32| Envelope {
+            epoch: 0,
             from: 2,
             cluster: 7,
             request: PeerRequest::Scan {
@@ -243,6 +245,7 @@ mod tests {
         assert!(check_request(&scan(b"a", None, 0), &LIMITS).unwrap_err().contains("SCAN_PAGE_MAX"));
         assert!(check_request(&scan(b"a", None, SCAN_PAGE_MAX as u32 + 1), &LIMITS).is_err());
         let hello = |addr: String| Envelope {
+            epoch: 0,
             from: 2,
             cluster: 7,
             request: PeerRequest::Hello { info: PeerInfo { resp_addr: addr, ..PeerInfo::default() } },

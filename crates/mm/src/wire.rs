@@ -3,6 +3,8 @@
 use rampart_paxos::{Ballot, NodeId, RegisterState, Reply, Request};
 use serde::{Deserialize, Serialize};
 
+use crate::config::ClusterConfig;
+
 /// Where a member can be reached (the same type as leader mode's).
 pub use rampart_kv::MemberInfo as PeerInfo;
 
@@ -16,13 +18,15 @@ pub struct ScannedRegister {
     pub value: Option<Vec<u8>>,
 }
 
-/// A node to node request with its sender. A node refuses requests from ids outside its
-/// membership, or from a node configured with another membership (`cluster`, see
-/// [`membership_fingerprint`]): a node with a different idea of the quorum must not vote.
+/// A node to node request with its sender. A node refuses requests from another cluster
+/// (`cluster`, the cluster id: [`membership_fingerprint`] of its bootstrap members), Paxos
+/// requests and scans from ids outside its configuration, and Paxos requests of another
+/// configuration `epoch` than its own (docs/paxos.md, "Membership changes").
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
     pub from: u64,
     pub cluster: u64,
+    pub epoch: u64,
     pub request: PeerRequest,
 }
 
@@ -43,6 +47,9 @@ pub enum PeerRequest {
         limit: u32,
         values: bool,
     },
+    /// Adopt this configuration (from a membership change's coordinator, or a member that found
+    /// this node behind); answered by [`PeerResponse::ConfigAck`] once it is durable.
+    ConfigPush { config: ClusterConfig },
 }
 
 /// Most value bytes one scan reply carries; a page stops early (with `more`) past it.
@@ -75,6 +82,12 @@ pub enum PeerResponse {
         id: u64,
         info: PeerInfo,
         seen_you: bool,
+        /// The answering node's configuration epoch, its configuration when the asker's epoch
+        /// is lower (so a node that missed a change catches up), and its join nonce while it is
+        /// not a member (what a coordinator adding or replacing it puts in its entry).
+        epoch: u64,
+        config: Option<ClusterConfig>,
+        joining_nonce: Option<u64>,
     },
     /// `id` is the answering node: a reply from another node than the one asked is dropped, so
     /// one acceptor can never be counted twice (say, two ids configured with one address).
@@ -85,6 +98,19 @@ pub enum PeerResponse {
     Scan {
         registers: Vec<ScannedRegister>,
         more: bool,
+    },
+    /// A Paxos frame of another epoch than the answering acceptor's, which handled nothing. With
+    /// its configuration when the frame's epoch is lower (the asker adopts it); without when
+    /// it is higher (the asker sends its own).
+    WrongEpoch {
+        epoch: u64,
+        config: Option<ClusterConfig>,
+    },
+    /// The configuration epoch now in force at the answering node, and the voter it is under it
+    /// (`None`: it does not vote).
+    ConfigAck {
+        epoch: u64,
+        voter: Option<u64>,
     },
 }
 
@@ -235,10 +261,14 @@ mod tests {
         let m = Envelope {
             from: 1,
             cluster: 7,
+            epoch: 0,
             request: PeerRequest::Scan { prefix: b"a".to_vec(), after: None, limit: 5, values: false },
         };
         let back: Envelope = decode(&encode(&m).unwrap()).unwrap();
-        assert!(matches!(back, Envelope { from: 1, cluster: 7, request: PeerRequest::Scan { limit: 5, .. } }));
+        assert!(matches!(
+            back,
+            Envelope { from: 1, cluster: 7, epoch: 0, request: PeerRequest::Scan { limit: 5, .. } }
+        ));
     }
 
     #[test]
@@ -249,7 +279,8 @@ mod tests {
             value: Some(vec![0xff; 1000]),
             base: Ballot::ZERO,
         };
-        let m = Envelope { from: 1, cluster: 2, request: PeerRequest::Paxos { requests: vec![request.clone()] } };
+        let m =
+            Envelope { from: 1, cluster: 2, epoch: 0, request: PeerRequest::Paxos { requests: vec![request.clone()] } };
         let bytes = encode(&m).unwrap();
         assert!(bytes.len() < 1100, "{} bytes for 1,010 bytes of key and value", bytes.len());
         match decode::<Envelope>(&bytes).unwrap().request {

@@ -95,14 +95,14 @@ async fn corrupt_register_records_stop_the_node_with_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_outside_the_membership_is_refused() {
+async fn a_node_outside_the_membership_waits_to_be_added_and_neither_votes_nor_proposes() {
     let dir = tempfile::tempdir().unwrap();
-    let err = MmNode::start(config(dir.path(), 4, &[(1, free_addr()), (2, free_addr()), (3, free_addr())]))
+    let node = MmNode::start(config(dir.path(), 4, &[(1, free_addr()), (2, free_addr()), (3, free_addr())]))
         .await
-        .err()
-        .expect("must refuse");
-    assert!(matches!(err, StartError::Config(_)), "{err}");
-    assert!(err.to_string().contains("fixed"), "{err}");
+        .expect("a node outside the membership starts, waiting");
+    assert!(!node.healthy());
+    let err = node.change(b"k".to_vec(), Change::Read).await.unwrap_err().to_string();
+    assert!(err.contains("node 4 is not a member yet") && err.contains("rampart cluster add"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,8 +277,8 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
     assert!(st.members[0].voter);
     assert_eq!(st.members[0].info.peer_addr, addr.to_string());
     let names: Vec<_> = st.fields.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, vec!["quorum", "proposals_in_flight", "cached_keys"]);
-    assert_eq!(st.fields[0].1, StatusField::Number(1));
+    assert_eq!(names, vec!["config_epoch", "membership_change_under_way", "proposals_in_flight", "cached_keys"]);
+    assert_eq!(st.fields[0].1, StatusField::Number(0));
     assert_eq!(r.health(), Ok(()));
     assert!(r.peer_health().is_empty(), "a single node has no peers");
 
@@ -370,7 +370,7 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
 
     // The sender id and fingerprint are self-reported: the outsider claims to be node 2.
     let cluster = membership_fingerprint([1, 2, 3]);
-    let forged = |request| Envelope { from: 2, cluster, request };
+    let forged = |request| Envelope { from: 2, cluster, epoch: 0, request };
     for counter in [u64::MAX, u64::MAX - 1, 1 << 63] {
         for key in [&b"k"[..], b"fresh"] {
             let prepare = Request::Prepare { key: key.to_vec(), ballot: Ballot::new(counter, NodeId(2)) };
@@ -566,4 +566,102 @@ async fn a_data_dir_from_before_expiry_serves_its_values_without_expiry() {
         Outcome::Integer(5)
     );
     assert_eq!(node.stale_get(b"k").unwrap(), Some(b"\x01old!".to_vec()));
+}
+
+/// Writes `key` through `node` until it is acknowledged (a membership change in progress may
+/// refuse a few).
+async fn write_acked(node: &MmNode, key: &str, value: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Outcome::Written { written: true, .. }) = node.change(key.into(), set(value.as_bytes())).await {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{key} was never written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn read(node: &MmNode, key: &str) -> Option<Vec<u8>> {
+    match node.change(key.into(), Change::Read).await.unwrap() {
+        Outcome::Value(v) => v.map(|env| rampart_paxos::decode_register_value(&env).unwrap().0.to_vec()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_added_and_another_removed_while_writes_go_on_and_every_acknowledged_write_stays() {
+    let (dirs, nodes) = three_nodes().await;
+    let _keep = dirs;
+    for i in 0..50 {
+        write_acked(&nodes[i % 3], &format!("before-{i}"), &format!("v{i}")).await;
+    }
+    nodes[0].change(b"gone".to_vec(), set(b"x")).await.unwrap();
+    nodes[0].change(b"gone".to_vec(), Change::Delete).await.unwrap();
+    // Writes through node 2 all along the changes.
+    let writer = {
+        let node = nodes[1].clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..400 {
+                let key = format!("during-{i}");
+                if let Ok(Outcome::Written { written: true, .. }) = node.change(key.clone().into(), set(b"w")).await {
+                    acked.push(key);
+                }
+            }
+            acked
+        })
+    };
+    // A fourth node, started empty outside the membership: it waits to be added.
+    let dir4 = tempfile::tempdir().unwrap();
+    let addr4 = free_addr();
+    // Started as a new node is: --initial-cluster names the existing members.
+    let members: Vec<(u64, std::net::SocketAddr)> = nodes.iter().map(|n| (n.id(), n.config().peer_addr)).collect();
+    let mut c4 = config(dir4.path(), 4, &members);
+    c4.peer_addr = addr4;
+    let n4 = MmNode::start(c4).await.unwrap();
+    assert!(!n4.healthy());
+    let added = nodes[0]
+        .change_membership(rampart_mm::MemberChange::Add { id: 4, peer_addr: addr4.to_string() })
+        .await
+        .expect("add node 4");
+    assert_eq!(added.members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(added.members[3].generation > 0, "a new member's generation is its change's epoch");
+    // Adding it again, or a node that is not waiting, is refused with the reason.
+    let again = nodes[0].change_membership(rampart_mm::MemberChange::Add { id: 4, peer_addr: addr4.to_string() }).await;
+    assert!(again.unwrap_err().to_string().contains("already a member"));
+    // Node 4 votes now, and holds every key: the catch-up wrote them to a majority of the four,
+    // and node 4 reads them through Paxos like any member.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !n4.healthy() {
+        assert!(std::time::Instant::now() < deadline, "node 4 never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in (0..50).step_by(7) {
+        assert_eq!(read(&n4, &format!("before-{i}")).await, Some(format!("v{i}").into_bytes()));
+    }
+    assert_eq!(read(&n4, "gone").await, None, "a deleted key stays deleted");
+    // Remove node 1; the cluster is {2, 3, 4}.
+    let removed = nodes[2].change_membership(rampart_mm::MemberChange::Remove { id: 1 }).await.expect("remove 1");
+    assert_eq!(removed.members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 3, 4]);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 100, "writes kept going through the changes: {} acknowledged", acked.len());
+    // Node 1 learns it was removed and stops serving; the others answer everything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let err = nodes[0].change(b"k".to_vec(), Change::Read).await;
+        if err.as_ref().is_err_and(|e| e.to_string().contains("was removed")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node 1 still serves: {err:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for key in &acked {
+        assert_eq!(read(&n4, key).await, Some(b"w".to_vec()), "{key} was acknowledged and is lost");
+    }
+    for i in 0..50 {
+        assert_eq!(read(&nodes[2], &format!("before-{i}")).await, Some(format!("v{i}").into_bytes()));
+    }
+    // Removing a member that is not one is refused.
+    let not = nodes[1].change_membership(rampart_mm::MemberChange::Remove { id: 9 }).await.unwrap_err();
+    assert!(not.to_string().contains("not a member"), "{not}");
 }

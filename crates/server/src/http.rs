@@ -40,6 +40,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/cluster/members", get(members).post(add_member))
         .route("/v1/cluster/members/{id}", axum::routing::delete(remove_member))
+        .route("/v1/cluster/members/{id}/replace", axum::routing::post(replace_member))
         .route("/metrics", get(metrics))
         .route("/v1/auth/tokens", get(http_auth::list_tokens).post(http_auth::create_token))
         .route("/v1/auth/tokens/{id}", axum::routing::delete(http_auth::revoke_token))
@@ -62,6 +63,11 @@ async fn deadline(State(app): State<Arc<App>>, req: axum::extract::Request, next
     if req.method() == axum::http::Method::POST && (path.starts_with("/v1/lock/") || path.starts_with("/v1/election/"))
     {
         limit += std::time::Duration::from_millis(http_coord::WAIT_MS_MAX);
+    }
+    if req.method() != axum::http::Method::GET && path.starts_with("/v1/cluster/members") {
+        // A membership change catches up every key in multi-master mode, and waits for a new
+        // voter to catch up in leader mode.
+        limit += MEMBERSHIP_CHANGE_TIME_MAX;
     }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
@@ -663,6 +669,19 @@ async fn add_member(State(app): State<Arc<App>>, body: Bytes) -> Result<Json<Jso
     }
     let info = MemberInfo { peer_addr: req.peer_addr, resp_addr: req.resp_addr, http_addr: req.http_addr };
     app.replica.add_member(req.id, info).await.map_err(membership_error)?;
+    Ok(Json(json!({"members": members_json(&app, &app.replica.status())})))
+}
+
+/// How much longer than a plain request a membership change may take.
+pub const MEMBERSHIP_CHANGE_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(130);
+
+/// `POST /v1/cluster/members/{id}/replace`: member `id`'s place goes to the node now at its
+/// address with an empty data dir (multi-master mode).
+async fn replace_member(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Json_>, HttpError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| HttpError(StatusCode::BAD_REQUEST, format!("{id:?} is not a node id"), "BAD_REQUEST"))?;
+    app.replica.replace_member(id).await.map_err(membership_error)?;
     Ok(Json(json!({"members": members_json(&app, &app.replica.status())})))
 }
 

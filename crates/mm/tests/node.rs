@@ -282,13 +282,11 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
     assert_eq!(r.health(), Ok(()));
     assert!(r.peer_health().is_empty(), "a single node has no peers");
 
-    let unsupported = |what: &str| {
-        Err(MembershipError::Unsupported(format!(
-            "{what} is not available in multi-master mode: membership is fixed at bootstrap and there is no global log"
-        )))
-    };
-    assert_eq!(r.add_member(2, Default::default()).await, unsupported("adding a member"));
-    assert_eq!(r.remove_member(1).await, unsupported("removing a member"));
+    // Membership changes: bad requests are refused with the reason, nothing changed.
+    let bad = r.add_member(2, Default::default()).await.unwrap_err().to_string();
+    assert!(bad.contains("cannot resolve peer address"), "{bad}");
+    assert!(matches!(r.remove_member(1).await, Err(MembershipError::Invalid(m)) if m.contains("last member")));
+    assert!(matches!(r.replace_member(7).await, Err(MembershipError::Invalid(m)) if m.contains("not a member")));
 
     let mut metrics = String::new();
     r.render_metrics(&mut metrics);

@@ -247,7 +247,7 @@ async fn concurrent_incr_through_all_nodes_counts_every_acknowledged_increment()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_api_works_through_every_node_and_membership_is_fixed() {
+async fn http_api_works_through_every_node_and_a_node_that_is_not_running_cannot_be_added() {
     let c = Cluster::start(3, MM);
     wait_serving(&c, &ALL).await;
     const T: Duration = Duration::from_secs(15);
@@ -285,7 +285,7 @@ async fn http_api_works_through_every_node_and_membership_is_fixed() {
         assert_eq!(r.status, 404, "deleted key through node {id}");
     }
 
-    // Membership is fixed in this mode: adding a member is a client error that says so.
+    // Adding a node that is not running is a client error that says what to start.
     let body = serde_json::json!({
         "id": 4,
         "peer_addr": format!("127.0.0.1:{}", free_port()),
@@ -715,30 +715,121 @@ async fn multi_master_data_dir_is_refused_in_leader_mode() {
     assert_eq!(read_retrying(&mut n1, &["SET", "mm/marker", "again"]).await, Value::ok());
 }
 
+/// Runs `rampart cluster ARGS --endpoints <node via>` and returns its stdout; fails the test
+/// on a non-zero exit, with its stderr.
+fn ctl(c: &Cluster, via: u64, args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .arg("cluster")
+        .args(args)
+        .args(["--endpoints", c.http(via).trim_start_matches("http://")])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rampart cluster {args:?} failed: {stderr}\n{stdout}");
+    stdout.into_owned()
+}
+
+/// The longest time between two acknowledged writes whose attempts started in `during`: how
+/// long writes were unavailable (each writer waits on its own write, so this bounds a pause).
+fn longest_gap(outcome: &Outcome, from: Instant, to: Instant) -> Duration {
+    let mut acks: Vec<Instant> =
+        outcome.attempts.iter().filter(|a| a.ok && a.started >= from && a.started <= to).map(|a| a.started).collect();
+    acks.sort();
+    acks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_lost_its_data_dir_is_refused_and_the_others_go_on() {
+async fn a_node_killed_and_wiped_is_replaced_with_one_command_under_load_and_holds_the_data() {
     let mut c = Cluster::start(3, MM);
     wait_serving(&c, &ALL).await;
-    // Node 2 takes part: it coordinates writes and answers the others'.
-    let mut n2 = resp(&c, 2).await;
-    for i in 0..20 {
-        let (k, v) = (format!("mm/lost/{i}"), format!("v{i}"));
-        assert_eq!(read_retrying(&mut n2, &["SET", &k, &v]).await, Value::ok());
-    }
-    drop(n2);
+    let start = Instant::now();
+    let writers = start_writers(&c, "replace", &ALL, 3);
+    writers.wait_acks("writes through every node before the kill", start, &ALL, 30).await;
+    // Node 2 dies with its disk.
     c.kill(2);
-    let dir = c.specs[&2].data_dir.clone();
-    std::fs::remove_dir_all(&dir).unwrap();
-    // Restarted on an empty data dir, it must not vote with forgotten promises: its peers say
-    // they have seen it, and it stops with an error that says why.
-    let (status, stderr) = c.run_expecting_exit(2, MM, Duration::from_secs(30));
-    assert!(!status.success(), "a node with a lost data dir started; stderr:\n{stderr}");
-    assert!(stderr.contains("lost or replaced"), "unclear error; stderr:\n{stderr}");
-    // The other two still hold a majority and every write.
-    let mut n1 = resp(&c, 1).await;
-    assert_eq!(read_retrying(&mut n1, &["SET", "mm/lost/after", "yes"]).await, Value::ok());
-    for i in 0..20 {
-        let got = read_retrying(&mut n1, &["GET", &format!("mm/lost/{i}")]).await;
-        assert_eq!(got, Value::bulk(format!("v{i}")));
+    std::fs::remove_dir_all(&c.specs[&2].data_dir).unwrap();
+    let rest = [1, 3];
+    let killed = Instant::now();
+    writers.wait_acks("writes through the other two after the kill", killed, &rest, 20).await;
+    // Restarted on an empty data dir, it does not vote: its peers have seen it before, so its
+    // data was lost. It says so, and how to bring it back.
+    c.spawn(2);
+    let why = wait_for("node 2 to say it waits to be replaced", Duration::from_secs(30), || async {
+        let r =
+            http_request(Method::GET, &format!("{}/v1/health", c.http(2)), "", Duration::from_secs(2)).await.ok()?;
+        (r.status == 503 && r.text().contains("rampart cluster replace 2")).then(|| r.text())
+    })
+    .await;
+    assert!(why.contains("lost"), "{why}");
+    // One command on a member; writes go on meanwhile.
+    let before = Instant::now();
+    let out = ctl(&c, 1, &["replace", "2"]);
+    let took = before.elapsed();
+    assert!(out.contains('2'), "{out}");
+    writers.wait_acks("writes after the replacement", Instant::now(), &ALL, 20).await;
+    let outcome = writers.finish().await;
+    eprintln!(
+        "replace under load: the change took {} ms; longest gap between acknowledged writes during it: {} ms",
+        took.as_millis(),
+        longest_gap(&outcome, before, before + took).as_millis()
+    );
+    wait_serving(&c, &ALL).await;
+    for id in ALL {
+        verify_acked(&c, id, &outcome.acked).await;
     }
+    // The new node 2 holds the data: with node 1 gone too, {2, 3} is a majority and loses nothing.
+    c.kill(1);
+    verify_acked(&c, 2, &outcome.acked).await;
+    verify_acked(&c, 3, &outcome.acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_is_added_and_one_removed_under_load_losing_no_acknowledged_write() {
+    let mut c = Cluster::start(3, MM);
+    wait_serving(&c, &ALL).await;
+    let start = Instant::now();
+    let writers = start_writers(&c, "grow", &ALL, 3);
+    writers.wait_acks("writes before the change", start, &ALL, 30).await;
+    // Node 4 starts empty, pointing at the members; it waits to be added.
+    c.add_spec(4);
+    c.spawn(4);
+    wait_for("node 4 to say it waits to be added", Duration::from_secs(30), || async {
+        let r =
+            http_request(Method::GET, &format!("{}/v1/health", c.http(4)), "", Duration::from_secs(2)).await.ok()?;
+        (r.status == 503 && r.text().contains("not a member yet")).then_some(())
+    })
+    .await;
+    let (peer, resp4, http4) = (c.specs[&4].peer.clone(), c.specs[&4].resp.clone(), c.specs[&4].http.clone());
+    let before_add = Instant::now();
+    let out = ctl(&c, 3, &["add", "4", &peer, &resp4, &http4]);
+    let add_took = before_add.elapsed();
+    assert!(out.contains('4'), "{out}");
+    wait_serving(&c, &[4]).await;
+    // Remove node 1 through node 4, then stop it: the cluster is {2, 3, 4}.
+    let before_remove = Instant::now();
+    ctl(&c, 4, &["remove", "1"]);
+    let remove_took = before_remove.elapsed();
+    writers.wait_acks("writes after the changes", Instant::now(), &[2, 3], 20).await;
+    let outcome = writers.finish().await;
+    eprintln!(
+        "add node 4: {} ms, longest gap between acknowledged writes {} ms; remove node 1: {} ms, longest gap {} ms",
+        add_took.as_millis(),
+        longest_gap(&outcome, before_add, before_add + add_took).as_millis(),
+        remove_took.as_millis(),
+        longest_gap(&outcome, before_remove, before_remove + remove_took).as_millis()
+    );
+    // Node 1 knows it was removed.
+    wait_for("node 1 to say it was removed", Duration::from_secs(30), || async {
+        let r =
+            http_request(Method::GET, &format!("{}/v1/health", c.http(1)), "", Duration::from_secs(2)).await.ok()?;
+        (r.status == 503 && r.text().contains("removed")).then_some(())
+    })
+    .await;
+    c.kill(1);
+    for id in [2, 3, 4] {
+        verify_acked(&c, id, &outcome.acked).await;
+    }
+    // A majority of the new membership is enough: with node 2 down too, {3, 4} still serve all.
+    c.kill(2);
+    verify_acked(&c, 4, &outcome.acked).await;
 }

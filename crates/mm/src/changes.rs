@@ -20,6 +20,17 @@ impl MmNode {
     /// Applies many changes; changes on the same key apply in the given order. Each has its own
     /// result.
     pub async fn changes(&self, items: Vec<(Vec<u8>, Change)>) -> Vec<Result<Outcome, MmError>> {
+        self.submit(items, false).await
+    }
+
+    /// Linearizable reads of `keys` that always run a full round, leaving each key's value at
+    /// every voter that answers (`rampart_paxos::Proposer::propose_settle`): a membership
+    /// change's catch-up.
+    pub(crate) async fn settle(&self, keys: Vec<Vec<u8>>) -> Vec<Result<Outcome, MmError>> {
+        self.submit(keys.into_iter().map(|k| (k, Change::Read)).collect(), true).await
+    }
+
+    async fn submit(&self, items: Vec<(Vec<u8>, Change)>, settle: bool) -> Vec<Result<Outcome, MmError>> {
         if items.is_empty() {
             return Vec::new();
         }
@@ -39,13 +50,13 @@ impl MmNode {
         let n = receivers.len();
         // Not applied: the proposer never saw it.
         let busy = || MmError::Busy("the proposer queue is full; retry".into());
-        match self.proposer_tx.try_send(ProposerEvent::Propose(batch)) {
+        match self.proposer_tx.try_send(ProposerEvent::Propose { items: batch, settle }) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(ProposerEvent::Propose(batch))) => {
+            Err(mpsc::error::TrySendError::Full(ProposerEvent::Propose { items: batch, .. })) => {
                 // Wait briefly for room rather than fail at the first burst.
                 match tokio::time::timeout(
                     Duration::from_millis(100),
-                    self.proposer_tx.send(ProposerEvent::Propose(batch)),
+                    self.proposer_tx.send(ProposerEvent::Propose { items: batch, settle }),
                 )
                 .await
                 {

@@ -40,8 +40,9 @@ pub const PEER_BATCH_BYTES_MAX: usize = 8 << 20;
 pub type ChangeResult = Result<Outcome, PaxosError>;
 
 pub enum ProposerEvent {
-    /// Client changes, started in this order (changes on one key apply in this order).
-    Propose(Vec<(Key, Change, oneshot::Sender<ChangeResult>)>),
+    /// Client changes, started in this order (changes on one key apply in this order). With
+    /// `settle`, the changes are reads that run full rounds (`Proposer::propose_settle`).
+    Propose { items: Vec<(Key, Change, oneshot::Sender<ChangeResult>)>, settle: bool },
     /// Replies of one acceptor.
     Replies { from: NodeId, replies: Vec<Reply> },
     /// The acceptors the failure detector now calls dead.
@@ -134,12 +135,17 @@ impl ProposerTask {
     async fn handle(&mut self, ev: ProposerEvent, t: &mut Turn) -> bool {
         let now = self.shared.now_ms();
         match ev {
-            ProposerEvent::Propose(items) => {
+            ProposerEvent::Propose { items, settle } => {
                 for (key, change, reply) in items {
                     self.shared.stats.proposals.fetch_add(1, Ordering::Relaxed);
                     // Stamped with this node's expiry clock: the change applies at it.
                     let at = self.shared.expiry_now_ms();
-                    match self.proposer.propose_at(now, key, change, at) {
+                    let started = if settle {
+                        self.proposer.propose_settle(now, key, at)
+                    } else {
+                        self.proposer.propose_at(now, key, change, at)
+                    };
+                    match started {
                         Ok((id, out)) => {
                             t.waiting.insert(id, reply);
                             if !self.carry_out(out, t).await {

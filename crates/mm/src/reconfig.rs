@@ -8,8 +8,9 @@
 //! 2. pushes the joint configuration to every node of `O ∪ N` until a majority of `O` and a
 //!    majority of `N` acknowledged it durably. From then on no frame of epoch `e` can gather a
 //!    quorum of `O`: the old configuration is dead;
-//! 3. catches up: reads every key that has a register (tombstones included) through Paxos under
-//!    the joint quorum, so every value chosen under `O` is held by a majority of `N`;
+//! 3. catches up: reads every key that has a register (tombstones included) through a full
+//!    Paxos round under the joint quorum, so every value chosen under `O` is held by a majority
+//!    of `N`, and by every new member that answered (the round's accept goes to every voter);
 //! 4. compare-and-sets the stable `(e+2, N)` and pushes it until a majority of `N` has it.
 //!
 //! A change left joint (coordinator killed, a timeout) is finished by the next change, on any
@@ -352,7 +353,7 @@ impl MmNode {
             for chunk in keys.chunks(CATCH_UP_BATCH) {
                 let mut todo: Vec<Vec<u8>> = chunk.to_vec();
                 while !todo.is_empty() {
-                    let results = self.changes(todo.iter().map(|k| (k.clone(), Change::Read)).collect()).await;
+                    let results = self.settle(todo.clone()).await;
                     let failed: Vec<Vec<u8>> =
                         todo.into_iter().zip(results).filter(|(_, r)| r.is_err()).map(|(k, _)| k).collect();
                     if !failed.is_empty() && Instant::now() >= deadline {

@@ -207,11 +207,13 @@ struct Proposal {
     /// Every ballot at which this proposal sent an accept, with the outcome that value implies.
     ours: Vec<(Ballot, Outcome)>,
     first_accept: Option<Ballot>,
+    /// A read that may be answered by a peek (false: [`Proposer::propose_settle`]).
+    peek: bool,
 }
 
-/// A change waiting for its key's active one: id, change, tick it was proposed at, and the time
-/// it applies at (Unix ms).
-type Queued = (ProposalId, Change, Tick, u64);
+/// A change waiting for its key's active one: id, change, tick it was proposed at, the time it
+/// applies at (Unix ms), and whether a read may be answered by a peek.
+type Queued = (ProposalId, Change, Tick, u64, bool);
 
 #[derive(Debug)]
 struct Cached {
@@ -372,6 +374,32 @@ impl Proposer {
         change: Change,
         unix_ms: u64,
     ) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
+        let peek = change.is_read();
+        self.submit(now, key, change, unix_ms, peek)
+    }
+
+    /// A linearizable read of `key` that always runs a full round (prepare, then an accept of
+    /// the current value at every voter) instead of the one-round-trip peek: it leaves the
+    /// key's value at every voter that answers. A membership change's catch-up uses it so that
+    /// new members hold every key, not only a majority of the new set.
+    /// It applies at `unix_ms`, like [`Proposer::propose_at`].
+    pub fn propose_settle(
+        &mut self,
+        now: Tick,
+        key: Key,
+        unix_ms: u64,
+    ) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
+        self.submit(now, key, Change::Read, unix_ms, false)
+    }
+
+    fn submit(
+        &mut self,
+        now: Tick,
+        key: Key,
+        change: Change,
+        unix_ms: u64,
+        peek: bool,
+    ) -> Result<(ProposalId, Vec<ProposerOutput>), Error> {
         if key.len() > KEY_BYTES_MAX {
             return Err(Error::KeyTooLarge { len: key.len(), max: KEY_BYTES_MAX });
         }
@@ -385,10 +413,10 @@ impl Proposer {
         self.next_id += 1;
         let mut out = Vec::new();
         if self.active.contains_key(&key) {
-            self.queued.entry(key).or_default().push_back((id, change, now, unix_ms));
+            self.queued.entry(key).or_default().push_back((id, change, now, unix_ms, peek));
             self.queued_len += 1;
         } else {
-            self.start(now, key, (id, change, now, unix_ms), &mut out);
+            self.start(now, key, (id, change, now, unix_ms, peek), &mut out);
         }
         Ok((id, out))
     }
@@ -443,7 +471,7 @@ impl Proposer {
     /// a long queue cannot exhaust the stack.
     fn start(&mut self, now: Tick, key: Key, first: Queued, out: &mut Vec<ProposerOutput>) {
         let mut next = Some(first);
-        while let Some((id, change, since, unix_ms)) = next.take() {
+        while let Some((id, change, since, unix_ms, peek)) = next.take() {
             let mut p = Proposal {
                 id,
                 unix_ms,
@@ -460,6 +488,7 @@ impl Proposer {
                 proposed: None,
                 ours: Vec::new(),
                 first_accept: None,
+                peek,
             };
             let mark = out.len();
             let flow = if now >= p.deadline {
@@ -534,7 +563,7 @@ impl Proposer {
         p.refused.clear();
         p.best = (Ballot::ZERO, None, Ballot::ZERO);
         p.peeked.clear();
-        if p.attempts == 1 && p.change.is_read() {
+        if p.attempts == 1 && p.change.is_read() && p.peek {
             // A read first asks what a majority accepted; if they all accepted the same ballot,
             // that value is chosen and current, and the read is done in one round trip with no
             // disk write anywhere (docs/paxos.md, "Reads"). The tag ballot is never promised.

@@ -766,7 +766,11 @@ async fn a_node_killed_and_wiped_is_replaced_with_one_command_under_load_and_hol
     let out = ctl(&c, 1, &["replace", "2"]);
     let took = before.elapsed();
     assert!(out.contains('2'), "{out}");
-    writers.wait_acks("writes after the replacement", Instant::now(), &ALL, 20).await;
+    wait_healthy(&c, &ALL).await;
+    // (The writers moved off node 2 while it was down; write through it directly.)
+    writers.wait_acks("writes after the replacement", Instant::now(), &rest, 20).await;
+    let mut n2 = resp(&c, 2).await;
+    assert_eq!(read_retrying(&mut n2, &["SET", "replace/through-2", "yes"]).await, Value::ok());
     let outcome = writers.finish().await;
     eprintln!(
         "replace under load: the change took {} ms; longest gap between acknowledged writes during it: {} ms",
@@ -779,8 +783,10 @@ async fn a_node_killed_and_wiped_is_replaced_with_one_command_under_load_and_hol
     }
     // The new node 2 holds the data: with node 1 gone too, {2, 3} is a majority and loses nothing.
     c.kill(1);
-    verify_acked(&c, 2, &outcome.acked).await;
-    verify_acked(&c, 3, &outcome.acked).await;
+    let mut acked = outcome.acked.clone();
+    acked.push(("replace/through-2".into(), "yes".into()));
+    verify_acked(&c, 2, &acked).await;
+    verify_acked(&c, 3, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -191,6 +191,7 @@ async fn start_multi_master(
         members: s.initial_cluster.clone(),
         request_timeout: s.request_timeout,
         peer_heartbeat_ms: s.peer_heartbeat_ms,
+        tombstone_grace: s.tombstone_grace,
         limits: limits(s),
         transport,
     })

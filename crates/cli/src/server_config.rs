@@ -29,6 +29,10 @@ pub const CONNECTIONS_MAX_CEILING: usize = 1_000_000;
 pub const SCAN_JOBS_MAX_CEILING: usize = 256;
 pub const DEFAULT_SNAPSHOT_LOGS: u64 = 20_000;
 pub const DEFAULT_PEER_HEARTBEAT_MS: u64 = 100;
+/// Default of `--tombstone-grace-ms`.
+pub const DEFAULT_TOMBSTONE_GRACE_MS: u64 = 60_000;
+/// Largest `--tombstone-grace-ms`: 30 days.
+pub const TOMBSTONE_GRACE_MS_MAX: u64 = 30 * 24 * 3600 * 1000;
 pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = rampart_transport::INBOUND_CONNECTIONS_MAX_DEFAULT;
 /// Highest `peer_connections_max` accepted.
 pub const PEER_CONNECTIONS_MAX_CEILING: usize = 65_536;
@@ -97,6 +101,10 @@ pub struct ServerArgs {
     /// Interval of the failure-detection heartbeats sent to every peer (default 100).
     #[arg(long)]
     pub peer_heartbeat_ms: Option<u64>,
+    /// Multi-master mode: how long a deleted or expired key's tombstone stays before its
+    /// register is collected on every member (default 60000).
+    #[arg(long)]
+    pub tombstone_grace_ms: Option<u64>,
     /// Cluster CA certificate (PEM) for mutual TLS between peers. Peer TLS needs all three of
     /// --peer-tls-ca, --peer-tls-cert and --peer-tls-key (see `rampart certs`).
     #[arg(long)]
@@ -174,6 +182,7 @@ struct FileConfig {
     snapshot_logs: Option<u64>,
     watch_history_revisions: Option<u64>,
     peer_heartbeat_ms: Option<u64>,
+    tombstone_grace_ms: Option<u64>,
     peer_tls_ca: Option<PathBuf>,
     peer_tls_cert: Option<PathBuf>,
     peer_tls_key: Option<PathBuf>,
@@ -231,6 +240,8 @@ pub struct NodeSettings {
     /// Revisions of watch history kept (leader mode).
     pub watch_history_revisions: u64,
     pub peer_heartbeat_ms: u64,
+    /// How long a tombstone stays before collection (multi-master mode).
+    pub tombstone_grace: Duration,
     /// Mutual TLS between peers; `None` for plaintext.
     pub peer_tls: Option<PeerTlsFiles>,
     pub peer_connections_max: usize,
@@ -351,6 +362,14 @@ impl ServerArgs {
         if !(10..=60_000).contains(&peer_heartbeat_ms) {
             return Err(field("peer_heartbeat_ms", format!("{peer_heartbeat_ms} is outside 10..=60000")));
         }
+        let tombstone_grace_ms =
+            self.tombstone_grace_ms.or(file.tombstone_grace_ms).unwrap_or(DEFAULT_TOMBSTONE_GRACE_MS);
+        if !(100..=TOMBSTONE_GRACE_MS_MAX).contains(&tombstone_grace_ms) {
+            return Err(field(
+                "tombstone_grace_ms",
+                format!("{tombstone_grace_ms} is outside 100..={TOMBSTONE_GRACE_MS_MAX}"),
+            ));
+        }
         let peer_tls = resolve_peer_tls(
             [
                 self.peer_tls_ca.clone().or(file.peer_tls_ca),
@@ -464,6 +483,7 @@ impl ServerArgs {
             snapshot_logs,
             watch_history_revisions,
             peer_heartbeat_ms,
+            tombstone_grace: Duration::from_millis(tombstone_grace_ms),
             peer_tls,
             peer_connections_max,
             client_tls,

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, ClusterConfig, CONFIG_META_KEY};
 use crate::proposer_task::ProposerEvent;
+use crate::wire::{CollectItem, Holding};
 use crate::{wire, Role, Shared, INITIALIZED_META_KEY};
 
 /// Most requests handled and committed together.
@@ -52,11 +53,23 @@ pub struct AdoptJob {
     pub reply: oneshot::Sender<Result<u64, String>>,
 }
 
+/// Tombstone collection's two steps (`collector`): report what the acceptor holds for keys, or
+/// remove tombstones. Like a Paxos job, answered only at the acceptor's own epoch (else `Err`
+/// with it) and only while this node votes.
+pub enum CollectJob {
+    Inspect { epoch: u64, keys: Vec<Key>, reply: oneshot::Sender<Result<Vec<Holding>, u64>> },
+    Collect { epoch: u64, items: Vec<CollectItem>, reply: oneshot::Sender<Result<u32, u64>> },
+}
+
 /// What the acceptor task takes, in order.
 pub enum Job {
     Paxos(AcceptorJob),
     Adopt(AdoptJob),
+    Collect(CollectJob),
 }
+
+/// Meta key of the acceptor's collected floor (`Acceptor::floor`): 16 bytes, a ballot.
+pub const COLLECTED_FLOOR_META_KEY: &str = "mm_collected_floor";
 
 /// What one batch of jobs produced: the registers to persist (the last state of each key), the
 /// replies held back until they are durable, and the keys other proposers are working on.
@@ -170,6 +183,13 @@ pub async fn run(
                 }
                 continue;
             }
+            Job::Collect(job) => {
+                if let Err(reason) = collect_job(&mut acceptor, &store, &shared, epoch, job).await {
+                    shared.set_fatal(reason);
+                    return;
+                }
+                continue;
+            }
             Job::Paxos(job) => job,
         };
         let mut count = first.requests.len();
@@ -180,9 +200,9 @@ pub async fn run(
                     count += job.requests.len();
                     jobs.push(job);
                 }
-                Ok(adopt) => {
+                Ok(other) => {
                     // Handled after this batch is durable and answered.
-                    held = Some(adopt);
+                    held = Some(other);
                     break;
                 }
                 Err(_) => break,
@@ -203,9 +223,70 @@ pub async fn run(
             }
         }
         shared.stats.acceptor_requests.fetch_add(count as u64, Ordering::Relaxed);
+        shared.stats.registers.store(acceptor.len() as u64, Ordering::Relaxed);
         for (tx, out) in replies {
             // The asker may have given up (timeout); its reply is simply dropped.
             let _ = tx.send(out);
+        }
+    }
+}
+
+/// Runs one tombstone-collection job. Removals and the raised floor are persisted together in
+/// one transaction before the answer; a failed write is fatal (the in-memory acceptor already
+/// dropped the registers).
+async fn collect_job(
+    acceptor: &mut Acceptor,
+    store: &Arc<Store>,
+    shared: &Shared,
+    epoch: u64,
+    job: CollectJob,
+) -> Result<(), String> {
+    let voting = shared.voter().is_some();
+    match job {
+        CollectJob::Inspect { epoch: asked, keys, reply } => {
+            if !voting || asked != epoch {
+                let _ = reply.send(Err(epoch));
+                return Ok(());
+            }
+            let holdings = keys
+                .iter()
+                .map(|k| match acceptor.register(k) {
+                    None => Holding::Absent { floor: acceptor.floor() },
+                    Some(s) if s.value.is_none() => Holding::Tombstone(s.accepted),
+                    Some(_) => Holding::Live,
+                })
+                .collect();
+            let _ = reply.send(Ok(holdings));
+            Ok(())
+        }
+        CollectJob::Collect { epoch: asked, items, reply } => {
+            if !voting || asked != epoch {
+                let _ = reply.send(Err(epoch));
+                return Ok(());
+            }
+            let removed: Vec<Key> =
+                items.into_iter().filter(|i| acceptor.collect(&i.key, i.accepted).is_some()).map(|i| i.key).collect();
+            if removed.is_empty() {
+                let _ = reply.send(Ok(0));
+                return Ok(());
+            }
+            let floor = wire::encode_ballot(acceptor.floor());
+            let (s, keys) = (store.clone(), removed.clone());
+            tokio::task::spawn_blocking(move || {
+                s.write(Durability::Immediate, |b| {
+                    for k in &keys {
+                        b.register_delete(k)?;
+                    }
+                    b.meta_put(COLLECTED_FLOOR_META_KEY, &floor)
+                })
+            })
+            .await
+            .map_err(|e| format!("collection task failed: {e}"))?
+            .map_err(|e| format!("cannot persist a tombstone collection: {e}"))?;
+            shared.stats.tombstones_collected.fetch_add(removed.len() as u64, Ordering::Relaxed);
+            shared.stats.registers.store(acceptor.len() as u64, Ordering::Relaxed);
+            let _ = reply.send(Ok(removed.len() as u32));
+            Ok(())
         }
     }
 }

@@ -19,6 +19,7 @@
 
 mod acceptor_task;
 mod changes;
+pub mod collector;
 pub mod command;
 pub mod config;
 mod error;
@@ -83,6 +84,8 @@ pub struct MmConfig {
     pub request_timeout: Duration,
     /// Interval of the failure-detection heartbeats.
     pub peer_heartbeat_ms: u64,
+    /// How long a tombstone stays before its register is collected (`collector`).
+    pub tombstone_grace: Duration,
     /// Limits on client commands (the Paxos core's own limits apply on top).
     pub limits: rampart_kv::Limits,
     /// The peer transport: its limits, timeouts, peer TLS and counters (shared by the peer
@@ -105,6 +108,10 @@ pub struct Stats {
     pub acceptor_jobs_expired: AtomicU64,
     /// Keys the expirer removed (`expirer`).
     pub keys_expired: AtomicU64,
+    /// Tombstone registers this node's acceptor removed (`collector`).
+    pub tombstones_collected: AtomicU64,
+    /// Registers this node's acceptor holds, tombstones included.
+    pub registers: AtomicU64,
 }
 
 /// What the tasks of one node share.

@@ -11,7 +11,7 @@ use rampart_paxos::Reply;
 use rampart_transport::{BoxFuture, Handler, PeerIdentity};
 use tokio::sync::oneshot;
 
-use crate::acceptor_task::{AcceptorJob, Job};
+use crate::acceptor_task::{AcceptorJob, CollectJob, Job};
 use crate::validate;
 use crate::wire::{self, Envelope, PeerRequest, PeerResponse};
 use crate::{MmNode, SCAN_PAGE_MAX};
@@ -43,8 +43,30 @@ impl MmNode {
                     joining_nonce,
                 })
             }
-            PeerRequest::Paxos { .. } | PeerRequest::Scan { .. } if !member => Err(not_member()),
-            PeerRequest::Paxos { .. } | PeerRequest::Scan { .. } if env.cluster == 0 => Err(not_member()),
+            PeerRequest::Paxos { .. }
+            | PeerRequest::Scan { .. }
+            | PeerRequest::Inspect { .. }
+            | PeerRequest::Collect { .. }
+                if !member || env.cluster == 0 =>
+            {
+                Err(not_member())
+            }
+            PeerRequest::Inspect { keys } => {
+                let (tx, rx) = oneshot::channel();
+                self.collect_job(CollectJob::Inspect { epoch: env.epoch, keys, reply: tx }).await?;
+                match rx.await.map_err(|_| "the acceptor did not answer".to_string())? {
+                    Ok(holdings) => Ok(PeerResponse::Inspected { holdings }),
+                    Err(epoch) => Ok(PeerResponse::WrongEpoch { epoch, config: None }),
+                }
+            }
+            PeerRequest::Collect { items } => {
+                let (tx, rx) = oneshot::channel();
+                self.collect_job(CollectJob::Collect { epoch: env.epoch, items, reply: tx }).await?;
+                match rx.await.map_err(|_| "the acceptor did not answer".to_string())? {
+                    Ok(removed) => Ok(PeerResponse::Collected { removed }),
+                    Err(epoch) => Ok(PeerResponse::WrongEpoch { epoch, config: None }),
+                }
+            }
             PeerRequest::Paxos { requests } => {
                 if let Some(why) = self.shared.not_voting() {
                     return Err(format!("node {} does not vote: {why}", self.cfg.id));
@@ -90,6 +112,12 @@ impl MmNode {
                 Ok(PeerResponse::ConfigAck { epoch, voter: self.shared.voter().map(|v| v.0) })
             }
         }
+    }
+}
+
+impl MmNode {
+    pub(crate) async fn collect_job(&self, job: CollectJob) -> Result<(), String> {
+        self.acceptor_tx.send(Job::Collect(job)).await.map_err(|_| "the acceptor has stopped".to_string())
     }
 }
 

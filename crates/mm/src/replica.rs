@@ -309,6 +309,11 @@ impl Replica for MmNode {
                 s.keys_expired.load(Relaxed),
             ),
             (
+                "rampart_mm_tombstones_collected_total",
+                "Tombstone registers this node's acceptor removed (tombstone collection).",
+                s.tombstones_collected.load(Relaxed),
+            ),
+            (
                 "rampart_mm_peer_batches_dropped_total",
                 "Request batches dropped because a peer had too many in flight or the acceptor queue was full.",
                 s.peer_batches_dropped.load(Relaxed),
@@ -319,6 +324,7 @@ impl Replica for MmNode {
         }
         let gauges = [
             ("rampart_mm_proposals_in_flight", s.proposals_in_flight.load(Relaxed)),
+            ("rampart_mm_registers", s.registers.load(Relaxed)),
             ("rampart_mm_cached_keys", s.cached_keys.load(Relaxed)),
         ];
         for (name, v) in gauges {

@@ -13,7 +13,7 @@ use rampart_storage::Store;
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, Notify};
 
-use crate::acceptor_task::{Job, GENERATION_META_KEY};
+use crate::acceptor_task::{Job, COLLECTED_FLOOR_META_KEY, GENERATION_META_KEY};
 use crate::config::{ClusterConfig, CONFIG_META_KEY};
 use crate::proposer_task::ProposerTask;
 use crate::*;
@@ -208,6 +208,7 @@ fn spawn_tasks(
     ));
     tokio::spawn(heartbeat::hello_loop(Arc::downgrade(node)));
     tokio::spawn(crate::expirer::expirer_loop(Arc::downgrade(node)));
+    tokio::spawn(crate::collector::collector_loop(Arc::downgrade(node)));
 }
 
 fn check_membership(cfg: &MmConfig) -> Result<(), StartError> {
@@ -263,6 +264,7 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
             let seen = store.meta_get(SEEN_PEERS_META_KEY)?;
             let initialized = store.meta_get(INITIALIZED_META_KEY)?.is_some();
             let config = store.meta_get(CONFIG_META_KEY)?;
+            let collected_floor = store.meta_get(COLLECTED_FLOOR_META_KEY)?;
             let generation = store.meta_get(GENERATION_META_KEY)?;
             let nonce = match store.meta_get(JOIN_NONCE_META_KEY)? {
                 Some(n) => n,
@@ -273,12 +275,17 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
                     n
                 }
             };
-            Ok::<_, rampart_storage::Error>((registers, bad, floor, seen, initialized, (config, generation, nonce)))
+            let meta = (config, generation, nonce, collected_floor);
+            Ok::<_, rampart_storage::Error>((registers, bad, floor, seen, initialized, meta))
         })
         .await
         .map_err(|e| StartError::Config(e.to_string()))??
     };
-    let (registers, bad, floor, seen_raw, initialized, (config_raw, generation_raw, nonce_raw)) = loaded;
+    let (registers, bad, floor, seen_raw, initialized, (config_raw, generation_raw, nonce_raw, collected_raw)) = loaded;
+    let collected_floor = collected_raw
+        .map(|raw| wire::decode_ballot(&raw).map_err(|e| corrupt(format!("{COLLECTED_FLOOR_META_KEY}: {e}"))))
+        .transpose()?
+        .unwrap_or(rampart_paxos::Ballot::ZERO);
     let config = config_raw
         .map(|raw| ClusterConfig::decode(&raw).map_err(|e| corrupt(format!("{CONFIG_META_KEY}: {e}"))))
         .transpose()?;
@@ -312,7 +319,9 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
         let e = rampart_paxos::Error::AboveCeiling { counter: state.promised.counter, ceiling: ceiling.counter() };
         return Err(corrupt(format!("key {:?}: {e}", String::from_utf8_lossy(key))));
     }
-    let acceptor = Acceptor::restore(registers, ceiling).map_err(|e| corrupt(e.to_string()))?;
+    let acceptor = Acceptor::restore(registers, ceiling)
+        .and_then(|a| a.with_floor(collected_floor, ceiling))
+        .map_err(|e| corrupt(e.to_string()))?;
 
     Ok((
         store,
@@ -418,6 +427,7 @@ mod tests {
             members: members.iter().map(|m| (*m, format!("127.0.0.1:{}", 7000 + m))).collect(),
             request_timeout: Duration::from_millis(1500),
             peer_heartbeat_ms: 100,
+            tombstone_grace: Duration::from_secs(60),
             limits: rampart_kv::Limits::default(),
             transport: rampart_transport::Config::default(),
         }

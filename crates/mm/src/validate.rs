@@ -75,6 +75,8 @@ pub fn check_request(env: &Envelope, limits: &PeerLimits) -> Result<(), String> 
     match &env.request {
         PeerRequest::Hello { info } => check_info(info),
         PeerRequest::ConfigPush { config } => config.check(),
+        PeerRequest::Inspect { keys } => check_collect_keys(keys.iter().map(Vec::as_slice), limits),
+        PeerRequest::Collect { items } => check_collect_keys(items.iter().map(|i| i.key.as_slice()), limits),
         PeerRequest::Paxos { requests } => {
             if requests.len() > PAXOS_REQUESTS_PER_FRAME_MAX {
                 return Err(format!(
@@ -107,6 +109,20 @@ pub fn check_request(env: &Envelope, limits: &PeerLimits) -> Result<(), String> 
 }
 
 /// A hello's addresses are shown on the status API and handed to clients: bounded and printable.
+/// A tombstone-collection request names at most [`crate::wire::COLLECT_KEYS_MAX`] keys, each
+/// within the key limit.
+fn check_collect_keys<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]>, limits: &PeerLimits) -> Result<(), String> {
+    if keys.len() > crate::wire::COLLECT_KEYS_MAX {
+        return Err(format!("{} keys in one collection request, over {}", keys.len(), crate::wire::COLLECT_KEYS_MAX));
+    }
+    for k in keys {
+        if k.len() > limits.key_bytes_max {
+            return Err(format!("a key of {} bytes, over {}", k.len(), limits.key_bytes_max));
+        }
+    }
+    Ok(())
+}
+
 pub fn check_info(info: &PeerInfo) -> Result<(), String> {
     for (what, addr) in [("peer", &info.peer_addr), ("RESP", &info.resp_addr), ("HTTP", &info.http_addr)] {
         if addr.len() > PEER_ADDR_BYTES_MAX {

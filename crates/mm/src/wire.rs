@@ -50,6 +50,51 @@ pub enum PeerRequest {
     /// Adopt this configuration (from a membership change's coordinator, or a member that found
     /// this node behind); answered by [`PeerResponse::ConfigAck`] once it is durable.
     ConfigPush { config: ClusterConfig },
+    /// Tombstone collection: what this node's acceptor holds for each key (at most
+    /// [`COLLECT_KEYS_MAX`]); answered by [`PeerResponse::Inspected`], one report per key.
+    Inspect {
+        #[serde(with = "serde_bytes_vec")]
+        keys: Vec<Vec<u8>>,
+    },
+    /// Tombstone collection: remove each key's register if it is a tombstone accepted at that
+    /// ballot (at most [`COLLECT_KEYS_MAX`]); answered by [`PeerResponse::Collected`].
+    Collect { items: Vec<CollectItem> },
+}
+
+/// Most keys one [`PeerRequest::Inspect`] or [`PeerRequest::Collect`] names.
+pub const COLLECT_KEYS_MAX: usize = 1024;
+
+/// A key to collect, and the ballot its tombstone must be accepted at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectItem {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub accepted: Ballot,
+}
+
+/// What an acceptor holds for a key, as tombstone collection needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Holding {
+    /// A tombstone accepted at this ballot.
+    Tombstone(Ballot),
+    /// No register; a key without one is promised `floor`.
+    Absent { floor: Ballot },
+    /// A live value.
+    Live,
+}
+
+mod serde_bytes_vec {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let wrapped: Vec<&serde_bytes::Bytes> = v.iter().map(|b| serde_bytes::Bytes::new(b)).collect();
+        wrapped.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let wrapped: Vec<serde_bytes::ByteBuf> = Vec::deserialize(d)?;
+        Ok(wrapped.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
+    }
 }
 
 /// Most value bytes one scan reply carries; a page stops early (with `more`) past it.
@@ -112,6 +157,14 @@ pub enum PeerResponse {
         epoch: u64,
         voter: Option<u64>,
     },
+    /// One report per key asked, in order.
+    Inspected {
+        holdings: Vec<Holding>,
+    },
+    /// How many registers were removed.
+    Collected {
+        removed: u32,
+    },
 }
 
 pub use rampart_transport::codec::{decode, encode};
@@ -126,6 +179,21 @@ const REGISTER_FORMAT_RAW: u8 = 1;
 const BALLOT_BYTES: usize = 16;
 /// version, three ballots, value tag.
 const REGISTER_HEADER_BYTES: usize = 1 + 3 * BALLOT_BYTES + 1;
+
+/// A ballot as 16 bytes (counter, node; little-endian), as registers store them.
+pub fn encode_ballot(b: Ballot) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BALLOT_BYTES);
+    put_ballot(&mut out, b);
+    out
+}
+
+/// The ballot of [`encode_ballot`]; anything but 16 bytes is malformed.
+pub fn decode_ballot(raw: &[u8]) -> Result<Ballot, String> {
+    if raw.len() != BALLOT_BYTES {
+        return Err(format!("a ballot record of {} bytes, expected {BALLOT_BYTES}", raw.len()));
+    }
+    Ok(get_ballot(raw))
+}
 
 fn put_ballot(out: &mut Vec<u8>, b: Ballot) {
     out.extend_from_slice(&b.counter.to_le_bytes());

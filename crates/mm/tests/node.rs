@@ -22,6 +22,7 @@ fn config(dir: &std::path::Path, id: u64, members: &[(u64, std::net::SocketAddr)
         members: members.iter().map(|(id, a)| (*id, a.to_string())).collect::<BTreeMap<_, _>>(),
         request_timeout: Duration::from_secs(5),
         peer_heartbeat_ms: 100,
+        tombstone_grace: Duration::from_millis(300),
         limits: rampart_kv::Limits::default(),
         transport: rampart_transport::Config::default(),
     }
@@ -668,4 +669,55 @@ async fn a_member_is_added_and_another_removed_while_writes_go_on_and_every_ackn
     // Removing a member that is not one is refused.
     let not = nodes[1].change_membership(rampart_mm::MemberChange::Remove { id: 9 }).await.unwrap_err();
     assert!(not.to_string().contains("not a member"), "{not}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_keys_registers_are_collected_on_every_node_and_never_come_back() {
+    let (dirs, nodes) = three_nodes().await;
+    let _keep = dirs;
+    for i in 0..200 {
+        write_acked(&nodes[i % 3], &format!("gc-{i}"), "old").await;
+    }
+    for i in 0..150 {
+        let key = format!("gc-{i}");
+        assert_eq!(nodes[(i + 1) % 3].change(key.into(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
+    }
+    // Every node's collector takes the tombstones it owns once the grace has passed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let collected: Vec<u64> =
+            nodes.iter().map(|n| n.stats().tombstones_collected.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        if collected.iter().all(|c| *c >= 150) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "tombstones never collected: {collected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in &nodes {
+        let registers = n.stats().registers.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(registers <= 52, "node {} still holds {registers} registers", n.id());
+        // No old value anywhere: neither through Paxos nor in any node's own registers.
+        for i in (0..150).step_by(13) {
+            let key = format!("gc-{i}");
+            assert_eq!(read(n, &key).await, None, "{key} came back");
+            assert_eq!(n.stale_get(key.as_bytes()).unwrap(), None);
+        }
+        for i in 150..200 {
+            assert_eq!(read(n, &format!("gc-{i}")).await, Some(b"old".to_vec()));
+        }
+    }
+    // A collected key is an ordinary absent key: written, read, deleted and collected again.
+    write_acked(&nodes[2], "gc-7", "new").await;
+    for n in &nodes {
+        assert_eq!(read(n, "gc-7").await, Some(b"new".to_vec()));
+    }
+    assert_eq!(nodes[0].change(b"gc-7".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while nodes.iter().any(|n| n.stats().tombstones_collected.load(std::sync::atomic::Ordering::Relaxed) < 151) {
+        assert!(std::time::Instant::now() < deadline, "the second tombstone of gc-7 was never collected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in &nodes {
+        assert_eq!(read(n, "gc-7").await, None);
+    }
 }

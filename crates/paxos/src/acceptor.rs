@@ -73,6 +73,10 @@ impl AcceptorOutput {
 #[derive(Clone, Debug, Default)]
 pub struct Acceptor {
     registers: BTreeMap<Key, RegisterState>,
+    /// The highest promise of any register this acceptor removed ([`Acceptor::collect`]): a key
+    /// without a register is promised this, so a delayed message from before a collection is
+    /// refused as the removed register would have refused it.
+    floor: Ballot,
 }
 
 impl Acceptor {
@@ -102,7 +106,44 @@ impl Acceptor {
             }
             registers.insert(key, state);
         }
-        Ok(Acceptor { registers })
+        Ok(Acceptor { registers, floor: Ballot::ZERO })
+    }
+
+    /// Sets the collected floor read back from durable state after a restart (see
+    /// [`Acceptor::collect`]); refused above `ceiling` like a register's promise.
+    pub fn with_floor(mut self, floor: Ballot, ceiling: CounterCeiling) -> Result<Self, Error> {
+        if !ceiling.allows(floor) {
+            return Err(Error::AboveCeiling { counter: floor.counter, ceiling: ceiling.counter() });
+        }
+        self.floor = floor;
+        Ok(self)
+    }
+
+    /// The collected floor: what a key without a register is promised.
+    pub fn floor(&self) -> Ballot {
+        self.floor
+    }
+
+    /// What a key without a register stands for: nothing accepted, the floor promised.
+    fn absent(&self) -> RegisterState {
+        RegisterState { promised: self.floor, ..RegisterState::default() }
+    }
+
+    /// Tombstone collection: removes `key`'s register if it is a tombstone accepted at exactly
+    /// `accepted`, raising the floor to its promise. Answers the new floor when it removed the
+    /// register; the runtime must then persist the removal and the floor together, atomically,
+    /// before anything that depends on them (a later reply in the same batch) is sent. The
+    /// caller's obligation (docs/paxos.md, "Tombstone collection"): every voter holds this
+    /// tombstone at this ballot, or has no register and a floor above it.
+    pub fn collect(&mut self, key: &[u8], accepted: Ballot) -> Option<Ballot> {
+        let state = self.registers.get(key)?;
+        if state.value.is_some() || state.accepted != accepted || accepted == Ballot::ZERO {
+            return None;
+        }
+        let promised = state.promised;
+        self.registers.remove(key);
+        self.floor = self.floor.max(promised);
+        Some(self.floor)
     }
 
     /// Handles one request, refusing it when its ballot is above `ceiling` (module docs). See
@@ -114,7 +155,7 @@ impl Acceptor {
             Request::Prepare { ballot, .. } | Request::Peek { ballot, .. } => Some(*ballot),
         };
         if !highest_promised.is_some_and(|b| ceiling.allows(b)) {
-            let promised = self.registers.get(request.key()).map_or(Ballot::ZERO, |s| s.promised);
+            let promised = self.registers.get(request.key()).map_or(self.floor, |s| s.promised);
             let ballot = request.ballot();
             let key = match request {
                 Request::Prepare { key, .. } | Request::Accept { key, .. } | Request::Peek { key, .. } => key,
@@ -123,7 +164,7 @@ impl Acceptor {
         }
         match request {
             Request::Prepare { key, ballot } => {
-                let current = self.registers.get(&key).cloned().unwrap_or_default();
+                let current = self.registers.get(&key).cloned().unwrap_or_else(|| self.absent());
                 if ballot > current.promised {
                     let before = (current.promised, current.accepted);
                     let state = RegisterState { promised: ballot, ..current };
@@ -143,7 +184,7 @@ impl Acceptor {
             Request::Accept { key, ballot, value, base } => {
                 // Only the ballots: the old value is replaced, never read.
                 let (promised, accepted) =
-                    self.registers.get(&key).map_or((Ballot::ZERO, Ballot::ZERO), |s| (s.promised, s.accepted));
+                    self.registers.get(&key).map_or((self.floor, Ballot::ZERO), |s| (s.promised, s.accepted));
                 if ballot == accepted && ballot != Ballot::ZERO {
                     // A duplicate of an accept we already took: one value per ballot, so say so again.
                     return AcceptorOutput::Reply(Reply::Accepted { key, ballot });
@@ -223,6 +264,38 @@ mod tests {
 
     fn b(c: u64, n: u64) -> Ballot {
         Ballot::new(c, NodeId(n))
+    }
+
+    #[test]
+    fn a_collected_tombstone_leaves_a_floor_that_refuses_what_the_register_refused() {
+        let mut a = Acceptor::new();
+        let k = || b"k".to_vec();
+        let _ = a.handle(Request::Prepare { key: k(), ballot: b(1, 1) }, C);
+        let _ = a.handle(Request::Accept { key: k(), ballot: b(1, 1), value: Some(b"v".to_vec()), base: b(0, 0) }, C);
+        let _ = a.handle(Request::Prepare { key: k(), ballot: b(3, 2) }, C);
+        let _ = a.handle(Request::Accept { key: k(), ballot: b(3, 2), value: None, base: b(1, 1) }, C);
+        // A live value, or a tombstone at another ballot, is never collected.
+        assert_eq!(a.collect(b"k", b(1, 1)), None);
+        assert_eq!(a.collect(b"none", b(3, 2)), None);
+        let _ = a.handle(Request::Prepare { key: k(), ballot: b(5, 1) }, C);
+        assert_eq!(a.collect(b"k", b(3, 2)), Some(b(5, 1)), "the floor is the register's promise");
+        assert!(a.register(b"k").is_none());
+        // The delayed accept of the old value, and old prepares, are refused.
+        let old = Request::Accept { key: k(), ballot: b(1, 1), value: Some(b"v".to_vec()), base: b(0, 0) };
+        assert!(matches!(a.handle(old, C).into_parts(), (None, Reply::Nack { promised, .. }) if promised == b(5, 1)));
+        assert!(matches!(
+            a.handle(Request::Prepare { key: k(), ballot: b(4, 9) }, C).into_parts(),
+            (None, Reply::Nack { .. })
+        ));
+        // The proposer that was promised b(5, 1) can still accept, and a higher prepare starts afresh.
+        let theirs = Request::Accept { key: k(), ballot: b(5, 1), value: Some(b"new".to_vec()), base: b(3, 2) };
+        assert!(matches!(a.handle(theirs, C).into_parts(), (Some(_), Reply::Accepted { .. })));
+        let (_, reply) = a.handle(Request::Prepare { key: b"other".to_vec(), ballot: b(6, 1) }, C).into_parts();
+        assert!(matches!(reply, Reply::Promise { accepted: Ballot::ZERO, value: None, .. }));
+        // The floor comes back after a restart, bounded like any promise.
+        let back = Acceptor::restore([], C).unwrap().with_floor(b(5, 1), C).unwrap();
+        assert_eq!(back.floor(), b(5, 1));
+        assert!(Acceptor::restore([], C).unwrap().with_floor(b(u64::MAX, 1), C).is_err());
     }
 
     #[test]

@@ -976,6 +976,12 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Removes a register (tombstone collection, multi-master mode).
+    pub fn register_delete(&mut self, key: &[u8]) -> Result<()> {
+        self.registers.remove(key).map_err(|e| io_error(self.path, e))?;
+        Ok(())
+    }
+
     /// Stores the `seq`th event of revision `revision`.
     pub fn history_put(&mut self, revision: u64, seq: u32, event: &[u8]) -> Result<()> {
         self.history.insert(&history_key(revision, seq)[..], event).map_err(|e| io_error(self.path, e))?;

@@ -308,7 +308,11 @@ pub async fn wait_healthy(c: &Cluster, ids: &[u64]) {
                 Ok(r) => format!("{}: {}", r.status, r.text()),
                 Err(e) => e.to_string(),
             };
-            assert!(Instant::now() < deadline, "node {id} never became healthy (last: {last}); its log:\n{}", c.log_tail(id));
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never became healthy (last: {last}); its log:\n{}",
+                c.log_tail(id)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

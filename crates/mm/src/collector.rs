@@ -1,0 +1,164 @@
+//! Tombstone collection: gives back the registers of deleted and expired keys
+//! (docs/paxos.md, "Tombstone collection").
+//!
+//! Every [`COLLECTOR_INTERVAL`] a node reads a bounded slice of its own registers (at most
+//! [`COLLECTOR_SCAN_MAX`], on the blocking pool, resuming where the last pass stopped) and notes
+//! the tombstones it owns (the expirer's [`crate::expirer::owner_rank`]), with the ballot they
+//! were accepted at and when it first saw them. A tombstone still there, at the same ballot, the
+//! grace period later is due. For up to [`crate::wire::COLLECT_KEYS_MAX`] due keys it asks every
+//! voter of the (stable) configuration what it holds, and collects a key only if every voter
+//! answers and each holds the same tombstone at the same ballot `t`, or no register and a
+//! floor at or above `t`. Then it asks every voter to remove the register if it is still that
+//! tombstone. Each acceptor raises its *floor* (the promise a key without a register stands
+//! for) to the removed register's promise, durably in the same transaction, so a delayed message
+//! from before the collection is refused as the register would have refused it.
+//!
+//! A voter that is down or answers late blocks the collection of every key that round (space
+//! waits, safety does not). A collection that reaches only some voters is safe as it stands
+//! and finished by a later round.
+
+use std::collections::BTreeMap;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use rampart_paxos::Ballot;
+use tokio::sync::oneshot;
+
+use crate::acceptor_task::CollectJob;
+use crate::wire::{self, CollectItem, Holding, PeerRequest, PeerResponse};
+use crate::MmNode;
+
+/// How often a node looks for tombstones to collect.
+pub const COLLECTOR_INTERVAL: Duration = Duration::from_millis(1000);
+/// Most registers one pass reads from this node's store.
+pub const COLLECTOR_SCAN_MAX: usize = 4096;
+/// Most tombstones a node remembers as candidates at once.
+pub const CANDIDATES_MAX: usize = 65_536;
+
+/// A tombstone this node owns: the ballot it was accepted at, and when this node first saw it.
+type Candidates = BTreeMap<Vec<u8>, (Ballot, Instant)>;
+
+impl MmNode {
+    /// One collector pass (module docs): answers how many keys it collected on every voter.
+    pub async fn collect_pass(
+        &self,
+        cursor: &mut Option<Vec<u8>>,
+        candidates: &mut Candidates,
+    ) -> Result<usize, String> {
+        let config = self.cluster_config();
+        if config.is_joint() || self.shared.voter().is_none() {
+            return Ok(0);
+        }
+        let (members, rank) = {
+            let m = config.everyone();
+            (m.len().max(1), m.iter().position(|e| e.id == self.cfg.id).unwrap_or(0))
+        };
+        let (store, after) = (self.store.clone(), cursor.clone());
+        let (registers, more) = tokio::task::spawn_blocking(move || {
+            crate::scan::read_page(&store, b"", after.as_deref(), COLLECTOR_SCAN_MAX, false, usize::MAX)
+        })
+        .await
+        .map_err(|e| format!("collector scan task failed: {e}"))??;
+        *cursor = if more { registers.last().map(|r| r.key.clone()) } else { None };
+        let now = Instant::now();
+        for r in registers.iter().filter(|r| r.value.is_none() && r.accepted != Ballot::ZERO) {
+            if crate::expirer::owner_rank(&r.key, members) != rank {
+                continue;
+            }
+            let full = candidates.len() >= CANDIDATES_MAX;
+            match candidates.get_mut(&r.key) {
+                Some(c) if c.0 == r.accepted => {}
+                Some(c) => *c = (r.accepted, now),
+                None if !full => {
+                    candidates.insert(r.key.clone(), (r.accepted, now));
+                }
+                None => {}
+            }
+        }
+        let grace = self.cfg.tombstone_grace;
+        let due: Vec<CollectItem> = candidates
+            .iter()
+            .filter(|(_, (_, seen))| now.duration_since(*seen) >= grace)
+            .take(wire::COLLECT_KEYS_MAX)
+            .map(|(k, (accepted, _))| CollectItem { key: k.clone(), accepted: *accepted })
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let epoch = config.epoch;
+        let keys: Vec<Vec<u8>> = due.iter().map(|i| i.key.clone()).collect();
+        // What every voter holds; one missing answer and nothing is collected this round.
+        let mut all: Vec<Vec<Holding>> = vec![self.inspect_local(epoch, keys.clone()).await?];
+        for m in config.members.iter().filter(|m| m.id != self.cfg.id) {
+            match self.ask_peer(m.id, PeerRequest::Inspect { keys: keys.clone() }, epoch).await {
+                Some(PeerResponse::Inspected { holdings }) if holdings.len() == keys.len() => all.push(holdings),
+                _ => return Ok(0),
+            }
+        }
+        let mut ready = Vec::new();
+        for (i, item) in due.into_iter().enumerate() {
+            let t = item.accepted;
+            let safe = all.iter().all(|h| match h[i] {
+                Holding::Tombstone(b) => b == t,
+                Holding::Absent { floor } => floor >= t,
+                Holding::Live => false,
+            });
+            let gone = all.iter().any(|h| matches!(h[i], Holding::Live))
+                || !matches!(all[0][i], Holding::Tombstone(b) if b == t);
+            if safe {
+                ready.push(item);
+            } else if gone {
+                // Written again (or already collected here): no longer a candidate.
+                candidates.remove(&item.key);
+            }
+        }
+        if ready.is_empty() {
+            return Ok(0);
+        }
+        for m in config.members.iter().filter(|m| m.id != self.cfg.id) {
+            // A voter that misses it keeps its tombstone; a later round finishes it.
+            let _ = self.ask_peer(m.id, PeerRequest::Collect { items: ready.clone() }, epoch).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.collect_job(CollectJob::Collect { epoch, items: ready.clone(), reply: tx }).await?;
+        let _ = rx.await;
+        for item in &ready {
+            candidates.remove(&item.key);
+        }
+        Ok(ready.len())
+    }
+
+    async fn inspect_local(&self, epoch: u64, keys: Vec<Vec<u8>>) -> Result<Vec<Holding>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.collect_job(CollectJob::Inspect { epoch, keys, reply: tx }).await?;
+        rx.await.map_err(|_| "the acceptor did not answer".to_string())?.map_err(|e| format!("epoch {e}"))
+    }
+
+    /// One request to member `id` at `epoch`; `None` when it does not answer in time.
+    async fn ask_peer(&self, id: u64, request: PeerRequest, epoch: u64) -> Option<PeerResponse> {
+        let peer = self.shared.peer(id)?;
+        let payload = wire::encode(&self.shared.envelope_at(epoch, request)).ok()?;
+        let timeout = self.cfg.request_timeout;
+        let bytes = tokio::time::timeout(timeout, peer.call(payload, timeout)).await.ok()?.ok()?;
+        wire::decode::<PeerResponse>(&bytes).ok()
+    }
+}
+
+/// The collector's loop (module docs); holds the node weakly, so dropping the node stops it.
+pub(crate) async fn collector_loop(node: Weak<MmNode>) {
+    let mut interval = tokio::time::interval(COLLECTOR_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cursor = None;
+    let mut candidates = Candidates::new();
+    loop {
+        interval.tick().await;
+        let Some(n) = node.upgrade() else { return };
+        if !n.healthy() {
+            continue;
+        }
+        if let Err(e) = n.collect_pass(&mut cursor, &mut candidates).await {
+            tracing::warn!(error = %e, "tombstone collection pass failed");
+            cursor = None;
+        }
+    }
+}

@@ -839,3 +839,106 @@ async fn a_fourth_node_is_added_and_one_removed_under_load_losing_no_acknowledge
     c.kill(2);
     verify_acked(&c, 4, &outcome.acked).await;
 }
+
+/// A counter or gauge from node `id`'s `/metrics`.
+async fn metric(c: &Cluster, id: u64, name: &str) -> u64 {
+    let url = format!("{}/metrics", c.http(id));
+    let body = wait_for("/metrics", Duration::from_secs(20), || async {
+        http_request(Method::GET, &url, "", Duration::from_secs(2)).await.ok().map(|r| r.text())
+    })
+    .await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_keys_are_collected_only_with_every_member_up_and_never_come_back() {
+    let mut c = Cluster::start(3, &["--replication", "multi-master", "--tombstone-grace-ms", "300"]);
+    wait_serving(&c, &ALL).await;
+    const KEYS: usize = 3000;
+    const DELETED: usize = 2000;
+    let mut n1 = resp(&c, 1).await;
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
+        let mut args: Vec<String> = vec!["MSET".into()];
+        for i in chunk {
+            args.extend([format!("gc/{i}"), format!("v{i}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(read_retrying(&mut n1, &args).await, Value::ok());
+    }
+    // Node 3 goes down; then 2,000 keys are deleted.
+    c.kill(3);
+    for chunk in (0..DELETED).collect::<Vec<_>>().chunks(500) {
+        let mut args: Vec<String> = vec!["DEL".into()];
+        args.extend(chunk.iter().map(|i| format!("gc/{i}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(read_retrying(&mut n1, &args).await, Value::Integer(chunk.len() as i64));
+    }
+    // The tombstones come due, but with node 3 down nothing is collected anywhere.
+    for id in [1, 2] {
+        wait_for("a blocked collection round", Duration::from_secs(30), || async {
+            (metric(&c, id, "rampart_mm_collection_blocked_total").await >= 2).then_some(())
+        })
+        .await;
+        assert_eq!(metric(&c, id, "rampart_mm_tombstones_collected_total").await, 0, "node {id} collected");
+    }
+    // Node 3 comes back with its tombstones; every node then gives the registers back.
+    c.spawn(3);
+    wait_serving(&c, &ALL).await;
+    for id in ALL {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let collected = metric(&c, id, "rampart_mm_tombstones_collected_total").await;
+            if collected >= DELETED as u64 {
+                break;
+            }
+            if Instant::now() > deadline {
+                let mut state = String::new();
+                for n in ALL {
+                    state += &format!(
+                        "node {n}: collected {} registers {} blocked {}\n",
+                        metric(&c, n, "rampart_mm_tombstones_collected_total").await,
+                        metric(&c, n, "rampart_mm_registers").await,
+                        metric(&c, n, "rampart_mm_collection_blocked_total").await
+                    );
+                }
+                panic!("tombstones not all collected on node {id}:\n{state}log of {id}:\n{}", c.log_tail(id));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let registers = metric(&c, id, "rampart_mm_registers").await;
+        assert!(registers <= (KEYS - DELETED) as u64 + 10, "node {id} still holds {registers} registers");
+    }
+    // No deleted key comes back, through Paxos or from any node's own registers; the rest stay.
+    for id in ALL {
+        let mut cl = resp(&c, id).await;
+        for i in (0..DELETED).step_by(97) {
+            let key = format!("gc/{i}");
+            assert_eq!(read_retrying(&mut cl, &["GET", &key]).await, Value::Null, "{key} came back via node {id}");
+        }
+        assert_eq!(cmd(&mut cl, &["READONLY"]).await, Value::ok());
+        assert_eq!(cmd(&mut cl, &["GET", "gc/0"]).await, Value::Null, "node {id}'s own register");
+        assert_eq!(cmd(&mut cl, &["READWRITE"]).await, Value::ok());
+        assert_eq!(
+            bulk(&read_retrying(&mut cl, &["GET", &format!("gc/{}", KEYS - 1)]).await),
+            Some(format!("v{}", KEYS - 1))
+        );
+        assert_eq!(read_retrying(&mut cl, &["DBSIZE"]).await, Value::Integer((KEYS - DELETED) as i64));
+    }
+    // Collected keys are ordinary absent keys: new writes of them go through.
+    for chunk in (0..DELETED).collect::<Vec<_>>().chunks(500) {
+        let mut args: Vec<String> = vec!["MSET".into()];
+        for i in chunk {
+            args.extend([format!("gc/{i}"), format!("v{i}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(read_retrying(&mut n1, &args).await, Value::ok());
+    }
+    let mut n3 = resp(&c, 3).await;
+    assert_eq!(bulk(&read_retrying(&mut n3, &["GET", "gc/5"]).await).as_deref(), Some("v5"));
+    assert_eq!(read_retrying(&mut n3, &["DBSIZE"]).await, Value::Integer(KEYS as i64));
+}

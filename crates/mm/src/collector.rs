@@ -3,9 +3,11 @@
 //!
 //! Every [`COLLECTOR_INTERVAL`] a node reads a bounded slice of its own registers (at most
 //! [`COLLECTOR_SCAN_MAX`], on the blocking pool, resuming where the last pass stopped) and notes
-//! the tombstones it owns (the expirer's [`crate::expirer::owner_rank`]), with the ballot they
-//! were accepted at and when it first saw them. A tombstone still there, at the same ballot, the
-//! grace period later is due. For up to [`crate::wire::COLLECT_KEYS_MAX`] due keys it asks every
+//! its tombstones, with the ballot they were accepted at and when it first saw them. A tombstone
+//! still there, at the same ballot, the grace period later is due if this node owns the key
+//! (the expirer's [`crate::expirer::owner_rank`]), [`NOT_OWNED_GRACE_FACTOR`] grace periods
+//! later if not (so members rarely work on the same key, and a key whose owner missed the
+//! delete is still collected). For up to [`crate::wire::COLLECT_KEYS_MAX`] due keys it asks every
 //! voter of the (stable) configuration what it holds, and collects a key only if every voter
 //! answers and each holds the same tombstone at the same ballot `t`, or no register and a
 //! floor at or above `t`. Then it asks every voter to remove the register if it is still that
@@ -14,8 +16,10 @@
 //! from before the collection is refused as the register would have refused it.
 //!
 //! A voter that is down or answers late blocks the collection of every key that round (space
-//! waits, safety does not). A collection that reaches only some voters is safe as it stands
-//! and finished by a later round.
+//! waits, safety does not). A voter that missed the delete (it was down) still holds the value:
+//! the collector then settles the key (a full Paxos round, which accepts the tombstone at every
+//! voter) and takes it up again a grace period later. A collection that reaches only some
+//! voters is safe as it stands and finished by a later round.
 
 use std::collections::BTreeMap;
 use std::sync::Weak;
@@ -35,8 +39,14 @@ pub const COLLECTOR_SCAN_MAX: usize = 4096;
 /// Most tombstones a node remembers as candidates at once.
 pub const CANDIDATES_MAX: usize = 65_536;
 
-/// A tombstone this node owns: the ballot it was accepted at, and when this node first saw it.
-type Candidates = BTreeMap<Vec<u8>, (Ballot, Instant)>;
+/// A key whose owner is another member is taken up only this many grace periods after this node
+/// first saw its tombstone: its owner may be the one that missed the delete (it holds the value,
+/// so it never sees a tombstone), or down.
+pub const NOT_OWNED_GRACE_FACTOR: u32 = 4;
+
+/// A tombstone: the ballot it was accepted at, when this node first saw it, and whether this
+/// node owns the key.
+type Candidates = BTreeMap<Vec<u8>, (Ballot, Instant, bool)>;
 
 impl MmNode {
     /// One collector pass (module docs): answers how many keys it collected on every voter.
@@ -62,15 +72,13 @@ impl MmNode {
         *cursor = if more { registers.last().map(|r| r.key.clone()) } else { None };
         let now = Instant::now();
         for r in registers.iter().filter(|r| r.value.is_none() && r.accepted != Ballot::ZERO) {
-            if crate::expirer::owner_rank(&r.key, members) != rank {
-                continue;
-            }
+            let mine = crate::expirer::owner_rank(&r.key, members) == rank;
             let full = candidates.len() >= CANDIDATES_MAX;
             match candidates.get_mut(&r.key) {
                 Some(c) if c.0 == r.accepted => {}
-                Some(c) => *c = (r.accepted, now),
+                Some(c) => *c = (r.accepted, now, mine),
                 None if !full => {
-                    candidates.insert(r.key.clone(), (r.accepted, now));
+                    candidates.insert(r.key.clone(), (r.accepted, now, mine));
                 }
                 None => {}
             }
@@ -78,9 +86,12 @@ impl MmNode {
         let grace = self.cfg.tombstone_grace;
         let due: Vec<CollectItem> = candidates
             .iter()
-            .filter(|(_, (_, seen))| now.duration_since(*seen) >= grace)
+            .filter(|(_, (_, seen, mine))| {
+                let wait = if *mine { grace } else { grace * NOT_OWNED_GRACE_FACTOR };
+                now.duration_since(*seen) >= wait
+            })
             .take(wire::COLLECT_KEYS_MAX)
-            .map(|(k, (accepted, _))| CollectItem { key: k.clone(), accepted: *accepted })
+            .map(|(k, (accepted, _, _))| CollectItem { key: k.clone(), accepted: *accepted })
             .collect();
         if due.is_empty() {
             return Ok(0);
@@ -92,25 +103,36 @@ impl MmNode {
         for m in config.members.iter().filter(|m| m.id != self.cfg.id) {
             match self.ask_peer(m.id, PeerRequest::Inspect { keys: keys.clone() }, epoch).await {
                 Some(PeerResponse::Inspected { holdings }) if holdings.len() == keys.len() => all.push(holdings),
-                _ => return Ok(0),
+                _ => {
+                    self.shared.stats.collection_blocked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(0);
+                }
             }
         }
         let mut ready = Vec::new();
+        let mut repair = Vec::new();
         for (i, item) in due.into_iter().enumerate() {
             let t = item.accepted;
+            if !matches!(all[0][i], Holding::Tombstone(b) if b == t) {
+                // Written again, or collected here already: no longer a candidate.
+                candidates.remove(&item.key);
+                continue;
+            }
             let safe = all.iter().all(|h| match h[i] {
                 Holding::Tombstone(b) => b == t,
                 Holding::Absent { floor } => floor >= t,
                 Holding::Live => false,
             });
-            let gone = all.iter().any(|h| matches!(h[i], Holding::Live))
-                || !matches!(all[0][i], Holding::Tombstone(b) if b == t);
             if safe {
                 ready.push(item);
-            } else if gone {
-                // Written again (or already collected here): no longer a candidate.
-                candidates.remove(&item.key);
+            } else {
+                // A voter missed the delete (it was down) or holds an older state: a full round
+                // accepts the tombstone at every voter, and the key comes due again after it.
+                repair.push(item.key);
             }
+        }
+        if !repair.is_empty() {
+            let _ = self.settle(repair).await;
         }
         if ready.is_empty() {
             return Ok(0);

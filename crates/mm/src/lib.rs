@@ -112,6 +112,8 @@ pub struct Stats {
     pub tombstones_collected: AtomicU64,
     /// Registers this node's acceptor holds, tombstones included.
     pub registers: AtomicU64,
+    /// Collector rounds with due tombstones that could not hear from every voter.
+    pub collection_blocked: AtomicU64,
 }
 
 /// What the tasks of one node share.

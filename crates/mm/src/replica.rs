@@ -314,6 +314,11 @@ impl Replica for MmNode {
                 s.tombstones_collected.load(Relaxed),
             ),
             (
+                "rampart_mm_collection_blocked_total",
+                "Tombstone collection rounds with due tombstones that could not hear from every voter.",
+                s.collection_blocked.load(Relaxed),
+            ),
+            (
                 "rampart_mm_peer_batches_dropped_total",
                 "Request batches dropped because a peer had too many in flight or the acceptor queue was full.",
                 s.peer_batches_dropped.load(Relaxed),

@@ -192,6 +192,7 @@ async fn start_multi_master(
         request_timeout: s.request_timeout,
         peer_heartbeat_ms: s.peer_heartbeat_ms,
         tombstone_grace: s.tombstone_grace,
+        registers_cached_max: rampart_mm::ACCEPTOR_REGISTERS_CACHED_MAX,
         limits: limits(s),
         transport,
     })

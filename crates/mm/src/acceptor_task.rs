@@ -23,6 +23,91 @@ use crate::{wire, Role, Shared, INITIALIZED_META_KEY};
 
 /// Most requests handled and committed together.
 pub const ACCEPTOR_BATCH_MAX: usize = 8192;
+/// Most registers the acceptor holds in memory. The others live in redb only and are read back
+/// (one read transaction per batch) before the requests that name them; the least recently used
+/// are forgotten after each group commit, once durable.
+pub const REGISTERS_CACHED_MAX: usize = 262_144;
+
+/// Which registers are in memory, least recently used first, and how many the store holds.
+pub(crate) struct RegisterCache {
+    stamps: HashMap<Key, u64>,
+    order: std::collections::BTreeMap<u64, Key>,
+    next: u64,
+    max: usize,
+    /// Registers in the store, tombstones included (the `rampart_mm_registers` gauge).
+    pub(crate) total: u64,
+}
+
+impl RegisterCache {
+    pub(crate) fn new(max: usize, in_memory: impl IntoIterator<Item = Key>, total: u64) -> Self {
+        let mut c =
+            RegisterCache { stamps: HashMap::new(), order: Default::default(), next: 0, max: max.max(1), total };
+        for k in in_memory {
+            c.touch(&k);
+        }
+        c
+    }
+
+    fn touch(&mut self, key: &[u8]) {
+        if let Some(old) = self.stamps.get(key) {
+            self.order.remove(old);
+        }
+        self.next += 1;
+        self.stamps.insert(key.to_vec(), self.next);
+        self.order.insert(self.next, key.to_vec());
+    }
+
+    fn forget(&mut self, key: &[u8]) {
+        if let Some(old) = self.stamps.remove(key) {
+            self.order.remove(&old);
+        }
+    }
+
+    /// Forgets the least recently used registers over the bound. Only after a commit: every
+    /// register in memory is then durable.
+    fn evict_over(&mut self, acceptor: &mut Acceptor) {
+        while self.stamps.len() > self.max {
+            let Some((_, key)) = self.order.pop_first() else { break };
+            self.stamps.remove(&key);
+            acceptor.evict(&key);
+        }
+    }
+}
+
+/// Reads back from the store the registers of `keys` the acceptor does not hold in memory.
+/// Answers the keys that have no register at all (neither in memory nor stored).
+async fn load_missing(acceptor: &mut Acceptor, store: &Arc<Store>, keys: Vec<Key>) -> Result<Vec<Key>, String> {
+    let missing: Vec<Key> = keys.into_iter().filter(|k| !acceptor.holds(k)).collect();
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    let s = store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        s.read(|v| {
+            let mut out = Vec::with_capacity(missing.len());
+            for k in missing {
+                let raw = v.register_get(&k)?;
+                out.push((k, raw));
+            }
+            Ok(out)
+        })
+    })
+    .await
+    .map_err(|e| format!("register read task failed: {e}"))?
+    .map_err(|e| format!("cannot read registers: {e}"))?;
+    let mut absent = Vec::new();
+    for (k, raw) in found {
+        match raw {
+            Some(raw) => {
+                let state = wire::decode_register(&raw)
+                    .map_err(|e| format!("register {:?} is corrupt: {e}", String::from_utf8_lossy(&k)))?;
+                acceptor.load(k, state);
+            }
+            None => absent.push(k),
+        }
+    }
+    Ok(absent)
+}
 /// Most jobs waiting for the acceptor; senders wait (peers) or drop (the local proposer) when full.
 pub const ACCEPTOR_QUEUE_MAX: usize = 4096;
 
@@ -154,8 +239,10 @@ pub async fn run(
     proposer: mpsc::WeakSender<ProposerEvent>,
     shared: Arc<Shared>,
     adopted: tokio::sync::watch::Sender<ClusterConfig>,
+    mut cache: RegisterCache,
 ) {
     let mut epoch = shared.config.read().epoch;
+    shared.stats.registers.store(cache.total, Ordering::Relaxed);
     let mut held: Option<Job> = None;
     loop {
         let first = match held.take() {
@@ -184,7 +271,7 @@ pub async fn run(
                 continue;
             }
             Job::Collect(job) => {
-                if let Err(reason) = collect_job(&mut acceptor, &store, &shared, epoch, job).await {
+                if let Err(reason) = collect_job((&mut acceptor, &mut cache), &store, &shared, epoch, job).await {
                     shared.set_fatal(reason);
                     return;
                 }
@@ -209,7 +296,21 @@ pub async fn run(
             }
         }
         let me = shared.voter();
+        let keys: Vec<Key> = {
+            let mut k: Vec<Key> = jobs.iter().flat_map(|j| j.requests.iter().map(|r| r.key().to_vec())).collect();
+            k.sort();
+            k.dedup();
+            k
+        };
+        let absent = match load_missing(&mut acceptor, &store, keys.clone()).await {
+            Ok(a) => a,
+            Err(reason) => {
+                shared.set_fatal(reason);
+                return;
+            }
+        };
         let Handled { writes, replies, foreign } = handle_jobs(&mut acceptor, jobs, (me, epoch), &shared);
+        cache.total += absent.iter().filter(|k| acceptor.holds(k)).count() as u64;
         if !foreign.is_empty() {
             if let Some(p) = proposer.upgrade() {
                 // A hint only: dropped when the proposer is busy.
@@ -223,7 +324,13 @@ pub async fn run(
             }
         }
         shared.stats.acceptor_requests.fetch_add(count as u64, Ordering::Relaxed);
-        shared.stats.registers.store(acceptor.len() as u64, Ordering::Relaxed);
+        for k in keys.iter().filter(|k| acceptor.holds(k)) {
+            cache.touch(k);
+        }
+        // Durable now: what is forgotten can be read back.
+        cache.evict_over(&mut acceptor);
+        shared.stats.registers.store(cache.total, Ordering::Relaxed);
+        shared.stats.registers_in_memory.store(acceptor.len() as u64, Ordering::Relaxed);
         for (tx, out) in replies {
             // The asker may have given up (timeout); its reply is simply dropped.
             let _ = tx.send(out);
@@ -235,7 +342,7 @@ pub async fn run(
 /// one transaction before the answer; a failed write is fatal (the in-memory acceptor already
 /// dropped the registers).
 async fn collect_job(
-    acceptor: &mut Acceptor,
+    (acceptor, cache): (&mut Acceptor, &mut RegisterCache),
     store: &Arc<Store>,
     shared: &Shared,
     epoch: u64,
@@ -248,6 +355,11 @@ async fn collect_job(
                 let _ = reply.send(Err(epoch));
                 return Ok(());
             }
+            load_missing(acceptor, store, keys.clone()).await?;
+            for k in keys.iter().filter(|k| acceptor.holds(k)) {
+                cache.touch(k);
+            }
+            cache.evict_over(acceptor);
             let holdings = keys
                 .iter()
                 .map(|k| match acceptor.register(k) {
@@ -263,6 +375,10 @@ async fn collect_job(
             if !voting || asked != epoch {
                 let _ = reply.send(Err(epoch));
                 return Ok(());
+            }
+            load_missing(acceptor, store, items.iter().map(|i| i.key.clone()).collect()).await?;
+            for i in items.iter().filter(|i| acceptor.holds(&i.key)) {
+                cache.touch(&i.key);
             }
             let removed: Vec<Key> =
                 items.into_iter().filter(|i| acceptor.collect(&i.key, i.accepted).is_some()).map(|i| i.key).collect();
@@ -284,7 +400,12 @@ async fn collect_job(
             .map_err(|e| format!("collection task failed: {e}"))?
             .map_err(|e| format!("cannot persist a tombstone collection: {e}"))?;
             shared.stats.tombstones_collected.fetch_add(removed.len() as u64, Ordering::Relaxed);
-            shared.stats.registers.store(acceptor.len() as u64, Ordering::Relaxed);
+            for k in &removed {
+                cache.forget(k);
+            }
+            cache.evict_over(acceptor);
+            cache.total = cache.total.saturating_sub(removed.len() as u64);
+            shared.stats.registers.store(cache.total, Ordering::Relaxed);
             let _ = reply.send(Ok(removed.len() as u32));
             Ok(())
         }

@@ -48,7 +48,9 @@ use rampart_storage::Store;
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, Notify};
 
-pub use acceptor_task::{ACCEPTOR_BATCH_MAX, ACCEPTOR_QUEUE_MAX};
+pub use acceptor_task::{
+    ACCEPTOR_BATCH_MAX, ACCEPTOR_QUEUE_MAX, REGISTERS_CACHED_MAX as ACCEPTOR_REGISTERS_CACHED_MAX,
+};
 pub use error::{MmError, StartError};
 pub use proposer_task::{
     EVENTS_PER_TURN_MAX, PEER_BATCH_BYTES_MAX, PEER_FRAMES_IN_FLIGHT_MAX, PEER_QUEUE_MAX, PROPOSER_QUEUE_MAX,
@@ -86,6 +88,9 @@ pub struct MmConfig {
     pub peer_heartbeat_ms: u64,
     /// How long a tombstone stays before its register is collected (`collector`).
     pub tombstone_grace: Duration,
+    /// Most registers the acceptor holds in memory ([`ACCEPTOR_REGISTERS_CACHED_MAX`] in the
+    /// server); the others are read back from redb when a request names them.
+    pub registers_cached_max: usize,
     /// Limits on client commands (the Paxos core's own limits apply on top).
     pub limits: rampart_kv::Limits,
     /// The peer transport: its limits, timeouts, peer TLS and counters (shared by the peer
@@ -112,6 +117,8 @@ pub struct Stats {
     pub tombstones_collected: AtomicU64,
     /// Registers this node's acceptor holds, tombstones included.
     pub registers: AtomicU64,
+    /// Of those, how many are held in memory (at most `MmConfig::registers_cached_max`).
+    pub registers_in_memory: AtomicU64,
     /// Collector rounds with due tombstones that could not hear from every voter.
     pub collection_blocked: AtomicU64,
 }

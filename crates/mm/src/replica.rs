@@ -330,6 +330,7 @@ impl Replica for MmNode {
         let gauges = [
             ("rampart_mm_proposals_in_flight", s.proposals_in_flight.load(Relaxed)),
             ("rampart_mm_registers", s.registers.load(Relaxed)),
+            ("rampart_mm_registers_in_memory", s.registers_in_memory.load(Relaxed)),
             ("rampart_mm_cached_keys", s.cached_keys.load(Relaxed)),
         ];
         for (name, v) in gauges {

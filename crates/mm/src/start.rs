@@ -13,7 +13,7 @@ use rampart_storage::Store;
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, Notify};
 
-use crate::acceptor_task::{Job, COLLECTED_FLOOR_META_KEY, GENERATION_META_KEY};
+use crate::acceptor_task::{Job, RegisterCache, COLLECTED_FLOOR_META_KEY, GENERATION_META_KEY};
 use crate::config::{ClusterConfig, CONFIG_META_KEY};
 use crate::proposer_task::ProposerTask;
 use crate::*;
@@ -22,6 +22,7 @@ use rampart_storage::Durability;
 /// What a node reads from its data dir at start.
 struct Durable {
     acceptor: Acceptor,
+    cache: RegisterCache,
     initial_counter: u64,
     seen: std::collections::BTreeSet<u64>,
     initialized: bool,
@@ -87,7 +88,7 @@ impl MmNode {
         };
         let (proposer, template) = proposer_for(&cfg, &config, generation, durable.initial_counter, clock.1)?;
         let links = peer_links(&cfg, &config)?;
-        let Durable { acceptor, initial_counter, seen, registers_loaded, join_nonce, .. } = durable;
+        let Durable { acceptor, cache, initial_counter, seen, registers_loaded, join_nonce, .. } = durable;
         let standing = Standing { config: config.clone(), role, probation, cluster, join_nonce };
         let shared = shared_state(&cfg, store.clone(), links, seen, standing, clock);
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
@@ -110,7 +111,7 @@ impl MmNode {
             first_boot_confirmed: Mutex::new(HashSet::new()),
             reconfig_lock: tokio::sync::Mutex::new(()),
         });
-        spawn_tasks(&node, acceptor, acceptor_rx, (proposer, template, config.epoch), proposer_rx, listener);
+        spawn_tasks(&node, (acceptor, cache), acceptor_rx, (proposer, template, config.epoch), proposer_rx, listener);
         tracing::info!(
             id = cfg.id,
             epoch = config.epoch,
@@ -171,7 +172,7 @@ fn shared_state(
 /// the heartbeats and the expirer. The last three hold the node weakly, so dropping it stops them.
 fn spawn_tasks(
     node: &Arc<MmNode>,
-    acceptor: Acceptor,
+    (acceptor, cache): (Acceptor, RegisterCache),
     acceptor_rx: mpsc::Receiver<Job>,
     (proposer, template, epoch): (Proposer, ProposerConfig, u64),
     proposer_rx: mpsc::Receiver<ProposerEvent>,
@@ -186,6 +187,7 @@ fn spawn_tasks(
         node.proposer_tx.downgrade(),
         shared.clone(),
         adopted_tx,
+        cache,
     ));
     watch_task("acceptor", acceptor, shared.clone());
     tokio::spawn(crate::reconfig::follow_config(Arc::downgrade(node), adopted_rx));
@@ -243,15 +245,28 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
     let corrupt = |reason: String| StartError::Corrupt { path: path.clone(), reason };
 
     // The acceptor's durable registers and the proposer's counter floor.
+    let cached_max = cfg.registers_cached_max.max(1);
     let loaded = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
+            // Every register is checked; only the first REGISTERS_CACHED_MAX are kept in memory
+            // (the acceptor reads the others back when a request names them).
             let mut registers: Vec<(Vec<u8>, RegisterState)> = Vec::new();
+            let mut total: u64 = 0;
             let mut bad: Option<String> = None;
             store.read(|v| {
                 v.register_for_each(|k, raw| {
                     match wire::decode_register(raw) {
-                        Ok(s) => registers.push((k.to_vec(), s)),
+                        Ok(s) if bad.is_none() => {
+                            if let Err(e) = rampart_paxos::check_register(&s, ceiling) {
+                                bad = Some(format!("key {:?}: {e}", String::from_utf8_lossy(k)));
+                            }
+                            total += 1;
+                            if registers.len() < cached_max {
+                                registers.push((k.to_vec(), s));
+                            }
+                        }
+                        Ok(_) => {}
                         Err(e) if bad.is_none() => {
                             bad = Some(format!("key {:?}: {e}", String::from_utf8_lossy(k)));
                         }
@@ -276,12 +291,13 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
                 }
             };
             let meta = (config, generation, nonce, collected_floor);
-            Ok::<_, rampart_storage::Error>((registers, bad, floor, seen, initialized, meta))
+            Ok::<_, rampart_storage::Error>(((registers, total), bad, floor, seen, initialized, meta))
         })
         .await
         .map_err(|e| StartError::Config(e.to_string()))??
     };
-    let (registers, bad, floor, seen_raw, initialized, (config_raw, generation_raw, nonce_raw, collected_raw)) = loaded;
+    let ((registers, registers_total), bad, floor, seen_raw, initialized, meta) = loaded;
+    let (config_raw, generation_raw, nonce_raw, collected_raw) = meta;
     let collected_floor = collected_raw
         .map(|raw| wire::decode_ballot(&raw).map_err(|e| corrupt(format!("{COLLECTED_FLOOR_META_KEY}: {e}"))))
         .transpose()?
@@ -314,18 +330,25 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
     };
     rampart_paxos::counter_floor_allowed(initial_counter, ceiling)
         .map_err(|e| corrupt(format!("the proposer's counter floor ({COUNTER_FLOOR_META_KEY}): {e}")))?;
-    let registers_loaded = registers.len();
-    if let Some((key, state)) = registers.iter().find(|(_, s)| !ceiling.allows(s.promised)) {
-        let e = rampart_paxos::Error::AboveCeiling { counter: state.promised.counter, ceiling: ceiling.counter() };
-        return Err(corrupt(format!("key {:?}: {e}", String::from_utf8_lossy(key))));
-    }
+    let cache = RegisterCache::new(cfg.registers_cached_max, registers.iter().map(|(k, _)| k.clone()), registers_total);
+    let registers_loaded = registers_total as usize;
     let acceptor = Acceptor::restore(registers, ceiling)
         .and_then(|a| a.with_floor(collected_floor, ceiling))
         .map_err(|e| corrupt(e.to_string()))?;
 
     Ok((
         store,
-        Durable { acceptor, initial_counter, seen, initialized, registers_loaded, config, generation, join_nonce },
+        Durable {
+            acceptor,
+            cache,
+            initial_counter,
+            seen,
+            initialized,
+            registers_loaded,
+            config,
+            generation,
+            join_nonce,
+        },
     ))
 }
 
@@ -428,6 +451,7 @@ mod tests {
             request_timeout: Duration::from_millis(1500),
             peer_heartbeat_ms: 100,
             tombstone_grace: Duration::from_secs(60),
+            registers_cached_max: 1000,
             limits: rampart_kv::Limits::default(),
             transport: rampart_transport::Config::default(),
         }

@@ -23,6 +23,7 @@ fn config(dir: &std::path::Path, id: u64, members: &[(u64, std::net::SocketAddr)
         request_timeout: Duration::from_secs(5),
         peer_heartbeat_ms: 100,
         tombstone_grace: Duration::from_millis(300),
+        registers_cached_max: 64,
         limits: rampart_kv::Limits::default(),
         transport: rampart_transport::Config::default(),
     }
@@ -719,5 +720,32 @@ async fn deleted_keys_registers_are_collected_on_every_node_and_never_come_back(
     }
     for n in &nodes {
         assert_eq!(read(n, "gc-7").await, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acceptor_keeps_a_bounded_number_of_registers_in_memory_and_reads_the_rest_back() {
+    let (dirs, nodes) = three_nodes().await;
+    let _keep = dirs;
+    // The test config holds at most 64 registers in memory per node.
+    for i in 0..500 {
+        write_acked(&nodes[i % 3], &format!("many-{i}"), &format!("v{i}")).await;
+    }
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    for n in &nodes {
+        let (total, in_memory) = (n.stats().registers.load(relaxed), n.stats().registers_in_memory.load(relaxed));
+        assert!(total >= 500, "node {}: {total} registers", n.id());
+        assert!(in_memory <= 64, "node {}: {in_memory} registers in memory", n.id());
+    }
+    // Every key, long evicted or not, is read back and changed correctly.
+    for i in (0..500).step_by(7) {
+        let key = format!("many-{i}");
+        assert_eq!(read(&nodes[(i + 1) % 3], &key).await, Some(format!("v{i}").into_bytes()));
+        let r = nodes[(i + 2) % 3]
+            .change(key.clone().into(), Change::Append { value: b"!".to_vec(), value_bytes_max: 1 << 20 });
+        assert_eq!(r.await.unwrap(), Outcome::Integer(format!("v{i}!").len() as i64));
+    }
+    for n in &nodes {
+        assert!(n.stats().registers_in_memory.load(relaxed) <= 64);
     }
 }

@@ -49,6 +49,22 @@ pub struct DurableWrite {
     pub state: RegisterState,
 }
 
+/// Checks a durable register before it is served: `promised >= accepted >= base`, which only
+/// corruption breaks, and a promise within `ceiling` ([`Error::AboveCeiling`]: left by a forged
+/// message before ballots were bounded).
+pub fn check_register(state: &RegisterState, ceiling: CounterCeiling) -> Result<(), Error> {
+    if !ceiling.allows(state.promised) {
+        return Err(Error::AboveCeiling { counter: state.promised.counter, ceiling: ceiling.counter() });
+    }
+    if state.promised < state.accepted {
+        return Err(Error::CorruptState { reason: "register promised below its accepted ballot" });
+    }
+    if state.base > state.accepted {
+        return Err(Error::CorruptState { reason: "register value derived from a later ballot" });
+    }
+    Ok(())
+}
+
 /// What handling one request produced.
 #[must_use = "a reply must be sent, and a durable write persisted before it"]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,15 +111,7 @@ impl Acceptor {
     ) -> Result<Self, Error> {
         let mut registers = BTreeMap::new();
         for (key, state) in durable {
-            if !ceiling.allows(state.promised) {
-                return Err(Error::AboveCeiling { counter: state.promised.counter, ceiling: ceiling.counter() });
-            }
-            if state.promised < state.accepted {
-                return Err(Error::CorruptState { reason: "register promised below its accepted ballot" });
-            }
-            if state.base > state.accepted {
-                return Err(Error::CorruptState { reason: "register value derived from a later ballot" });
-            }
+            check_register(&state, ceiling)?;
             registers.insert(key, state);
         }
         Ok(Acceptor { registers, floor: Ballot::ZERO })
@@ -227,6 +235,25 @@ impl Acceptor {
         assert!(after.promised >= after.accepted, "promised {} below accepted {}", after.promised, after.accepted);
         assert!(after.base <= after.accepted, "value at {} derived from a later {}", after.accepted, after.base);
         self.registers.insert(key.clone(), after.clone());
+    }
+
+    /// Takes a register's durable state read back from storage, for a key this acceptor does
+    /// not hold in memory (the runtime keeps only some registers in memory and loads the others
+    /// before the requests that name them). A state already held wins: it is at least as new.
+    pub fn load(&mut self, key: Key, state: RegisterState) {
+        self.registers.entry(key).or_insert(state);
+    }
+
+    /// Forgets a register held in memory. Only for one whose state is durable (the runtime's
+    /// register cache evicts after a group commit): it must be loaded again before a request
+    /// names the key.
+    pub fn evict(&mut self, key: &[u8]) {
+        self.registers.remove(key);
+    }
+
+    /// True when the register is held in memory.
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.registers.contains_key(key)
     }
 
     /// The register's state, if this acceptor has ever touched the key.

@@ -20,7 +20,7 @@ mod proposer;
 pub mod rng;
 mod voters;
 
-pub use acceptor::{Acceptor, AcceptorOutput, DurableWrite, RegisterState};
+pub use acceptor::{check_register, Acceptor, AcceptorOutput, DurableWrite, RegisterState};
 pub use ballot::{Ballot, CounterCeiling, NodeId, COUNTER_CEILING_SLACK, COUNTER_PER_MS};
 pub use change::{
     apply_change, decode_register_value, encode_register_value, live_value, Change, Key, MalformedRegister, Outcome,

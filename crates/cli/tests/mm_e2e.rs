@@ -942,3 +942,69 @@ async fn deleted_keys_are_collected_only_with_every_member_up_and_never_come_bac
     assert_eq!(bulk(&read_retrying(&mut n3, &["GET", "gc/5"]).await).as_deref(), Some("v5"));
     assert_eq!(read_retrying(&mut n3, &["DBSIZE"]).await, Value::Integer(KEYS as i64));
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_restored_from_an_old_copy_does_not_vote_until_it_is_replaced() {
+    let mut c = Cluster::start(3, MM);
+    wait_serving(&c, &ALL).await;
+    let mut n1 = resp(&c, 1).await;
+    assert_eq!(read_retrying(&mut n1, &["SET", "old/a", "1"]).await, Value::ok());
+    // A copy of node 2's data dir, taken while it is stopped.
+    c.kill(2);
+    let dir = c.specs[&2].data_dir.clone();
+    let copy = c.dir.path().join("n2-copy");
+    copy_dir(&dir, &copy);
+    c.spawn(2);
+    wait_serving(&c, &ALL).await;
+    // Node 2 takes part in many writes after the copy.
+    let mut n2 = resp(&c, 2).await;
+    for i in 0..100 {
+        assert_eq!(read_retrying(&mut n2, &["SET", &format!("old/{i}"), "2"]).await, Value::ok());
+    }
+    // Its peers have seen its later commits (its replies carry its commit sequence). Restore.
+    c.kill(2);
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(&copy, &dir);
+    c.spawn(2);
+    let why = wait_for("node 2 to refuse to vote with an old copy", Duration::from_secs(30), || async {
+        let r =
+            http_request(Method::GET, &format!("{}/v1/health", c.http(2)), "", Duration::from_secs(2)).await.ok()?;
+        (r.status == 503 && r.text().contains("old copy")).then(|| r.text())
+    })
+    .await;
+    assert!(why.contains("rampart cluster replace 2"), "{why}");
+    // The others serve every write.
+    for i in (0..100).step_by(9) {
+        assert_eq!(bulk(&read_retrying(&mut n1, &["GET", &format!("old/{i}")]).await).as_deref(), Some("2"));
+    }
+    // Wiped and replaced, it votes again and holds the data.
+    c.kill(2);
+    std::fs::remove_dir_all(&dir).unwrap();
+    c.spawn(2);
+    wait_for("node 2 to wait to be replaced", Duration::from_secs(30), || async {
+        let r =
+            http_request(Method::GET, &format!("{}/v1/health", c.http(2)), "", Duration::from_secs(2)).await.ok()?;
+        (r.status == 503 && r.text().contains("rampart cluster replace 2")).then_some(())
+    })
+    .await;
+    ctl(&c, 3, &["replace", "2"]);
+    wait_healthy(&c, &ALL).await;
+    c.kill(1);
+    let mut n2 = resp(&c, 2).await;
+    for i in (0..100).step_by(9) {
+        assert_eq!(bulk(&read_retrying(&mut n2, &["GET", &format!("old/{i}")]).await).as_deref(), Some("2"));
+    }
+}

@@ -153,6 +153,13 @@ pub enum Job {
     Collect(CollectJob),
 }
 
+/// Meta key of the acceptor's commit sequence: one u64, raised by every group commit.
+pub const COMMIT_SEQ_META_KEY: &str = "mm_commit_seq";
+
+/// Meta key of the commit sequences this node saw from each voter (pairs of u64: voter id,
+/// sequence), persisted every few seconds.
+pub const PEER_SEQS_META_KEY: &str = "mm_peer_seqs";
+
 /// Meta key of the acceptor's collected floor (`Acceptor::floor`): 16 bytes, a ballot.
 pub const COLLECTED_FLOOR_META_KEY: &str = "mm_collected_floor";
 
@@ -208,12 +215,15 @@ async fn commit(store: &Arc<Store>, writes: HashMap<Key, RegisterState>, shared:
     let n = writes.len();
     let store = store.clone();
     let started = std::time::Instant::now();
+    // Every commit raises the durable commit sequence, in the same transaction: what peers see
+    // of it is how a data dir restored from an old copy is told apart (`restart_check`).
+    let seq = shared.commit_seq.load(Ordering::Acquire) + 1;
     let committed = tokio::task::spawn_blocking(move || {
         store.write(Durability::Immediate, |b| {
             for (key, state) in &writes {
                 b.register_put(key, &wire::encode_register(state))?;
             }
-            Ok(())
+            b.meta_put(COMMIT_SEQ_META_KEY, &seq.to_le_bytes())
         })
     })
     .await;
@@ -223,6 +233,7 @@ async fn commit(store: &Arc<Store>, writes: HashMap<Key, RegisterState>, shared:
             if took >= SLOW_COMMIT {
                 tracing::warn!(registers = n, took_ms = took.as_millis() as u64, "slow acceptor commit");
             }
+            shared.commit_seq.store(seq, Ordering::Release);
             shared.stats.acceptor_commits.fetch_add(1, Ordering::Relaxed);
             shared.stats.acceptor_registers_written.fetch_add(n as u64, Ordering::Relaxed);
             Ok(())
@@ -433,7 +444,16 @@ async fn adopt(
         Role::Member { generation } => Some(*generation),
         _ => None,
     };
-    let role = config::role_in(&config, shared.id, mine, shared.join_nonce);
+    let mut role = config::role_in(&config, shared.id, mine, shared.join_nonce);
+    let distrusted = *shared.distrusted.lock();
+    if let (Some(bad), Role::Member { generation }) = (distrusted, &role) {
+        if *generation <= bad {
+            // Found older than what peers saw: only a replacement (a newer generation) lets it vote.
+            role = shared.role.read().clone();
+        } else {
+            *shared.distrusted.lock() = None;
+        }
+    }
     let raw = config.encode();
     let generation = match role {
         Role::Member { generation } if mine.is_none() => Some(generation),

@@ -23,14 +23,20 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_dead: Vec<NodeId> = Vec::new();
+    let mut last_persist = Instant::now();
     loop {
         interval.tick().await;
         let Some(n) = node.upgrade() else { return };
         if !publish_dead(&n, &mut last_dead) {
             return;
         }
+        if last_persist.elapsed() >= PEER_SEQS_PERSIST_INTERVAL {
+            last_persist = Instant::now();
+            n.persist_peer_seqs().await;
+        }
         let me = n.infos.read().get(&n.cfg.id).cloned().unwrap_or_default();
-        let payload = match wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me })) {
+        let seq = n.shared.commit_seq.load(std::sync::atomic::Ordering::Acquire);
+        let payload = match wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me, seq })) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a heartbeat");
@@ -42,6 +48,69 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
             if n.health.lock().begin(PeerId(id)) {
                 tokio::spawn(hello(n.clone(), id, peer, payload.clone()));
             }
+        }
+    }
+}
+
+/// How often the commit sequences seen from each voter are persisted (when they changed).
+pub const PEER_SEQS_PERSIST_INTERVAL: Duration = Duration::from_secs(5);
+
+impl MmNode {
+    /// A peer's answer to this node's hello, for the restart check: once a quorum of the voters
+    /// confirmed that this data dir is not older than what they saw, it votes again; one that
+    /// saw more (`behind`) means it was restored from an old copy, and it must not vote until
+    /// it is replaced.
+    pub(crate) fn restart_answer(&self, peer: u64, behind: Option<u64>) {
+        use std::sync::atomic::Ordering;
+        if !self.shared.restart_check.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(seen) = behind {
+            let reason = format!(
+                "node {} has data older than what node {peer} saw from it (commit {} < {seen}): its data dir was \
+                 restored from an old copy, and voting with it could lose acknowledged writes; wipe it and run \
+                 `rampart cluster replace {}` on a member",
+                self.cfg.id,
+                self.shared.commit_seq.load(Ordering::Acquire),
+                self.cfg.id
+            );
+            tracing::error!(%reason, "this node does not vote");
+            let mut role = self.shared.role.write();
+            if let crate::Role::Member { generation } = *role {
+                *self.shared.distrusted.lock() = Some(generation);
+            }
+            *role = crate::Role::Joining { reason };
+            self.shared.restart_check.store(false, Ordering::Release);
+            return;
+        }
+        let config = self.cluster_config();
+        let mut confirmed = self.shared.restart_confirmed.lock();
+        confirmed.insert(peer);
+        let mut voters: Vec<NodeId> = self.shared.voter().into_iter().collect();
+        voters.extend(config.everyone().iter().filter(|m| confirmed.contains(&m.id)).map(|m| m.voter()));
+        if config.voters().is_quorum(&voters) {
+            self.shared.restart_check.store(false, Ordering::Release);
+            tracing::info!("restart check passed: a quorum of the members saw nothing newer from this node");
+        }
+    }
+
+    /// Persists the commit sequences seen from each voter, if they changed.
+    async fn persist_peer_seqs(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.shared.peer_seqs_dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let raw = crate::start::encode_peer_seqs(&self.shared.peer_seqs.lock());
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            store.write(rampart_storage::Durability::Immediate, |b| {
+                b.meta_put(crate::acceptor_task::PEER_SEQS_META_KEY, &raw)
+            })
+        })
+        .await;
+        if !matches!(r, Ok(Ok(()))) {
+            self.shared.peer_seqs_dirty.store(true, Ordering::Release);
+            tracing::warn!("cannot persist the commit sequences seen from peers; will retry");
         }
     }
 }
@@ -73,7 +142,9 @@ async fn hello(n: Arc<MmNode>, id: u64, peer: Peer, payload: Bytes) {
     let start = Instant::now();
     let mut rtt_ms = None;
     if let Ok(b) = peer.call(payload, Duration::from_secs(1)).await {
-        if let Ok(PeerResponse::Hello { id: rid, info, seen_you, config, .. }) = wire::decode::<PeerResponse>(&b) {
+        if let Ok(PeerResponse::Hello { id: rid, info, seen_you, config, behind, .. }) =
+            wire::decode::<PeerResponse>(&b)
+        {
             if let Err(e) = crate::validate::check_info(&info) {
                 tracing::warn!(peer = id, error = %e, "ignoring an invalid hello answer");
             } else if rid == id {
@@ -87,6 +158,7 @@ async fn hello(n: Arc<MmNode>, id: u64, peer: Peer, payload: Bytes) {
                 if n.shared.in_probation() {
                     n.first_boot_answer(id, seen_you).await;
                 }
+                n.restart_answer(id, behind);
                 n.infos.write().insert(id, info);
                 rtt_ms = Some(start.elapsed().as_millis() as u64);
             }

@@ -138,6 +138,19 @@ pub struct Shared {
     /// This data dir's join nonce (random, durable): what a coordinator adding or replacing this
     /// node puts in its member entry.
     pub join_nonce: u64,
+    /// The acceptor's durable commit sequence (raised by every group commit).
+    pub commit_seq: AtomicU64,
+    /// The highest commit sequence seen from each voter, and whether it changed since it was
+    /// last persisted.
+    pub peer_seqs: Mutex<BTreeMap<rampart_paxos::NodeId, u64>>,
+    pub peer_seqs_dirty: std::sync::atomic::AtomicBool,
+    /// True after a restart until a quorum of the voters confirmed that this data dir is not
+    /// older than what they saw from it: a data dir restored from an old copy must not vote.
+    pub restart_check: std::sync::atomic::AtomicBool,
+    pub restart_confirmed: Mutex<HashSet<u64>>,
+    /// Set when the restart check found this data dir older than what a peer saw: the
+    /// generation it must not vote at again (only a replacement, a newer generation, lets it).
+    pub distrusted: Mutex<Option<u32>>,
     pub started: Instant,
     /// The wall clock at `started`, in milliseconds since 1970: with `started`, the clock the
     /// ballot ceiling follows (monotonic from here on, so a clock step after start moves nothing).
@@ -171,6 +184,13 @@ impl Shared {
 
     /// Why this node neither votes nor proposes now (`None`: it does).
     pub fn not_voting(&self) -> Option<String> {
+        if self.restart_check.load(Ordering::Acquire) {
+            return Some(
+                "this node restarted and waits until a majority of the members confirm its data is not older than \
+                 what they saw from it"
+                    .into(),
+            );
+        }
         if self.in_probation() {
             return Some(
                 "this node's data dir is new and it is still asking every other member that it never took part \
@@ -199,6 +219,16 @@ impl Shared {
 
     pub fn envelope_at(&self, epoch: u64, request: PeerRequest) -> Envelope {
         Envelope { from: self.id, cluster: self.cluster.load(Ordering::Acquire), epoch, request }
+    }
+
+    /// Notes a commit sequence seen from `voter`.
+    pub fn observe_seq(&self, voter: rampart_paxos::NodeId, seq: u64) {
+        let mut seqs = self.peer_seqs.lock();
+        let e = seqs.entry(voter).or_insert(0);
+        if seq > *e {
+            *e = seq;
+            self.peer_seqs_dirty.store(true, Ordering::Release);
+        }
     }
 
     pub fn is_dead(&self, peer: u64) -> bool {

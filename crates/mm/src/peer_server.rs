@@ -25,7 +25,7 @@ impl MmNode {
         let member = config.entry(from).is_some();
         let not_member = || format!("node {from} is not a member of this multi-master cluster");
         match env.request {
-            PeerRequest::Hello { info } => {
+            PeerRequest::Hello { info, seq } => {
                 if member {
                     self.health.lock().received(PeerId(from), self.shared.now_ms());
                     self.infos.write().insert(from, info);
@@ -34,14 +34,22 @@ impl MmNode {
                 let seen_you = self.shared.seen.lock().await.contains(&from);
                 let newer = (env.epoch < config.epoch).then(|| config.clone());
                 let joining_nonce = self.shared.voter().is_none().then_some(self.shared.join_nonce);
-                Ok(PeerResponse::Hello {
-                    id: self.cfg.id,
-                    info: me,
-                    seen_you,
-                    epoch: config.epoch,
-                    config: newer,
-                    joining_nonce,
-                })
+                // Behind what it showed before: restored from an old copy.
+                let behind = config
+                    .entry(from)
+                    .and_then(|e| self.shared.peer_seqs.lock().get(&e.voter()).copied())
+                    .filter(|seen| *seen > seq);
+                match (behind, config.entry(from)) {
+                    (Some(seen), _) => {
+                        tracing::error!(peer = from, seq, seen, "a peer's data is older than what it showed before")
+                    }
+                    (None, Some(e)) if e.nonce == 0 || self.shared.voter().is_some() => {
+                        self.shared.observe_seq(e.voter(), seq)
+                    }
+                    _ => {}
+                }
+                let (id, epoch) = (self.cfg.id, config.epoch);
+                Ok(PeerResponse::Hello { id, info: me, seen_you, epoch, config: newer, joining_nonce, behind })
             }
             PeerRequest::Paxos { .. }
             | PeerRequest::Scan { .. }
@@ -80,7 +88,8 @@ impl MmNode {
                     Ok(mut replies) => {
                         fit_replies(&mut replies, wire::PAXOS_REPLY_BYTES_MAX);
                         let id = self.shared.voter().map_or(self.cfg.id, |v| v.0);
-                        Ok(PeerResponse::Paxos { id, replies })
+                        let seq = self.shared.commit_seq.load(Ordering::Acquire);
+                        Ok(PeerResponse::Paxos { id, replies, seq })
                     }
                     Err(epoch) => {
                         let newer = (env.epoch < epoch).then(|| self.cluster_config());

@@ -392,7 +392,8 @@ async fn exchange(
         Ok(PeerResponse::WrongEpoch { epoch: theirs, config }) => {
             crate::reconfig::on_wrong_epoch(&shared, &peer, epoch, theirs, config, &acceptor).await;
         }
-        Ok(PeerResponse::Paxos { id, replies }) if config::member_of(NodeId(id)) == to => {
+        Ok(PeerResponse::Paxos { id, replies, seq }) if config::member_of(NodeId(id)) == to => {
+            shared.observe_seq(NodeId(id), seq);
             if let Err(e) = validate::check_replies(&replies, sent, &shared.peer_limits) {
                 tracing::warn!(peer = to, error = %e, "dropping invalid Paxos replies");
                 return;

@@ -13,7 +13,9 @@ use rampart_storage::Store;
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, Notify};
 
-use crate::acceptor_task::{Job, RegisterCache, COLLECTED_FLOOR_META_KEY, GENERATION_META_KEY};
+use crate::acceptor_task::{
+    Job, RegisterCache, COLLECTED_FLOOR_META_KEY, COMMIT_SEQ_META_KEY, GENERATION_META_KEY, PEER_SEQS_META_KEY,
+};
 use crate::config::{ClusterConfig, CONFIG_META_KEY};
 use crate::proposer_task::ProposerTask;
 use crate::*;
@@ -23,6 +25,8 @@ use rampart_storage::Durability;
 struct Durable {
     acceptor: Acceptor,
     cache: RegisterCache,
+    commit_seq: u64,
+    peer_seqs: BTreeMap<NodeId, u64>,
     initial_counter: u64,
     seen: std::collections::BTreeSet<u64>,
     initialized: bool,
@@ -88,8 +92,10 @@ impl MmNode {
         };
         let (proposer, template) = proposer_for(&cfg, &config, generation, durable.initial_counter, clock.1)?;
         let links = peer_links(&cfg, &config)?;
-        let Durable { acceptor, cache, initial_counter, seen, registers_loaded, join_nonce, .. } = durable;
-        let standing = Standing { config: config.clone(), role, probation, cluster, join_nonce };
+        let Durable {
+            acceptor, cache, initial_counter, seen, registers_loaded, join_nonce, commit_seq, peer_seqs, ..
+        } = durable;
+        let standing = Standing { config: config.clone(), role, probation, cluster, join_nonce, commit_seq, peer_seqs };
         let shared = shared_state(&cfg, store.clone(), links, seen, standing, clock);
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
         let peer_ids = config.everyone().into_iter().filter(|m| m.id != cfg.id).map(|m| PeerId(m.id));
@@ -131,6 +137,8 @@ struct Standing {
     probation: bool,
     cluster: u64,
     join_nonce: u64,
+    commit_seq: u64,
+    peer_seqs: BTreeMap<NodeId, u64>,
 }
 
 /// What the tasks share. A new data dir of a bootstrap member starts in probation (neither
@@ -143,7 +151,9 @@ fn shared_state(
     standing: Standing,
     (started, unix_ms_at_start): (Instant, u64),
 ) -> Arc<Shared> {
-    let Standing { config, role, probation, cluster, join_nonce } = standing;
+    let Standing { config, role, probation, cluster, join_nonce, commit_seq, peer_seqs } = standing;
+    // A data dir that voted before checks, at every restart, that it is not an old copy.
+    let restart_check = !probation && matches!(role, Role::Member { .. }) && config.voters().all().len() > 1;
     Arc::new(Shared {
         id: cfg.id,
         cluster: std::sync::atomic::AtomicU64::new(cluster),
@@ -151,6 +161,12 @@ fn shared_state(
         config: RwLock::new(config),
         role: RwLock::new(role),
         join_nonce,
+        commit_seq: std::sync::atomic::AtomicU64::new(commit_seq),
+        peer_seqs: Mutex::new(peer_seqs),
+        peer_seqs_dirty: std::sync::atomic::AtomicBool::new(false),
+        restart_check: std::sync::atomic::AtomicBool::new(restart_check),
+        restart_confirmed: Mutex::new(HashSet::new()),
+        distrusted: Mutex::new(None),
         started,
         unix_ms_at_start,
         peer_limits: validate::PeerLimits::new(&cfg.limits),
@@ -280,6 +296,7 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
             let initialized = store.meta_get(INITIALIZED_META_KEY)?.is_some();
             let config = store.meta_get(CONFIG_META_KEY)?;
             let collected_floor = store.meta_get(COLLECTED_FLOOR_META_KEY)?;
+            let seqs = (store.meta_get(COMMIT_SEQ_META_KEY)?, store.meta_get(PEER_SEQS_META_KEY)?);
             let generation = store.meta_get(GENERATION_META_KEY)?;
             let nonce = match store.meta_get(JOIN_NONCE_META_KEY)? {
                 Some(n) => n,
@@ -290,14 +307,22 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
                     n
                 }
             };
-            let meta = (config, generation, nonce, collected_floor);
+            let meta = (config, generation, nonce, collected_floor, seqs);
             Ok::<_, rampart_storage::Error>(((registers, total), bad, floor, seen, initialized, meta))
         })
         .await
         .map_err(|e| StartError::Config(e.to_string()))??
     };
     let ((registers, registers_total), bad, floor, seen_raw, initialized, meta) = loaded;
-    let (config_raw, generation_raw, nonce_raw, collected_raw) = meta;
+    let (config_raw, generation_raw, nonce_raw, collected_raw, (seq_raw, peer_seqs_raw)) = meta;
+    let commit_seq = seq_raw
+        .map(|raw| decode_counter_floor(&raw).map_err(|e| corrupt(format!("{COMMIT_SEQ_META_KEY}: {e}"))))
+        .transpose()?
+        .unwrap_or(0);
+    let peer_seqs = peer_seqs_raw
+        .map(|raw| decode_peer_seqs(&raw).map_err(|e| corrupt(format!("{PEER_SEQS_META_KEY}: {e}"))))
+        .transpose()?
+        .unwrap_or_default();
     let collected_floor = collected_raw
         .map(|raw| wire::decode_ballot(&raw).map_err(|e| corrupt(format!("{COLLECTED_FLOOR_META_KEY}: {e}"))))
         .transpose()?
@@ -341,6 +366,8 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
         Durable {
             acceptor,
             cache,
+            commit_seq,
+            peer_seqs,
             initial_counter,
             seen,
             initialized,
@@ -350,6 +377,19 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
             join_nonce,
         },
     ))
+}
+
+/// The seen-sequences record: pairs of u64 (voter id, sequence), little-endian.
+pub(crate) fn encode_peer_seqs(seqs: &BTreeMap<NodeId, u64>) -> Vec<u8> {
+    seqs.iter().flat_map(|(v, s)| v.0.to_le_bytes().into_iter().chain(s.to_le_bytes())).collect()
+}
+
+fn decode_peer_seqs(raw: &[u8]) -> Result<BTreeMap<NodeId, u64>, String> {
+    if !raw.len().is_multiple_of(16) {
+        return Err(format!("{} bytes is not a list of (voter, sequence) pairs", raw.len()));
+    }
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    Ok(raw.chunks_exact(16).map(|c| (NodeId(word(&c[..8])), word(&c[8..]))).collect())
 }
 
 /// Reads the proposer's counter floor record: one u64, little-endian.

@@ -73,7 +73,7 @@ impl PeerLimits {
 /// addresses. An error names the limit and is the peer's answer; nothing was done.
 pub fn check_request(env: &Envelope, limits: &PeerLimits) -> Result<(), String> {
     match &env.request {
-        PeerRequest::Hello { info } => check_info(info),
+        PeerRequest::Hello { info, .. } => check_info(info),
         PeerRequest::ConfigPush { config } => config.check(),
         PeerRequest::Inspect { keys } => check_collect_keys(keys.iter().map(Vec::as_slice), limits),
         PeerRequest::Collect { items } => check_collect_keys(items.iter().map(|i| i.key.as_slice()), limits),
@@ -264,7 +264,7 @@ mod tests {
             epoch: 0,
             from: 2,
             cluster: 7,
-            request: PeerRequest::Hello { info: PeerInfo { resp_addr: addr, ..PeerInfo::default() } },
+            request: PeerRequest::Hello { info: PeerInfo { resp_addr: addr, ..PeerInfo::default() }, seq: 0 },
         };
         assert!(check_request(&hello("127.0.0.1:6379".into()), &LIMITS).is_ok());
         let e = check_request(&hello("x".repeat(PEER_ADDR_BYTES_MAX + 1)), &LIMITS).unwrap_err();

@@ -32,8 +32,9 @@ pub struct Envelope {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// A failure-detector heartbeat; carries the sender's client addresses.
-    Hello { info: PeerInfo },
+    /// A failure-detector heartbeat; carries the sender's client addresses and its acceptor's
+    /// commit sequence (see [`PeerResponse::Hello`]'s `behind`).
+    Hello { info: PeerInfo, seq: u64 },
     /// Many keys' Paxos messages in one frame; answered by one reply per request, in order.
     Paxos { requests: Vec<Request> },
     /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`
@@ -133,12 +134,18 @@ pub enum PeerResponse {
         epoch: u64,
         config: Option<ClusterConfig>,
         joining_nonce: Option<u64>,
+        /// The highest commit sequence the answering node has seen from the asker, when the
+        /// hello's is lower: the asker's data dir is older than what it showed before (restored
+        /// from an old copy) and it must not vote.
+        behind: Option<u64>,
     },
     /// `id` is the answering node: a reply from another node than the one asked is dropped, so
     /// one acceptor can never be counted twice (say, two ids configured with one address).
     Paxos {
         id: u64,
         replies: Vec<Reply>,
+        /// The answering acceptor's commit sequence once these replies were durable.
+        seq: u64,
     },
     Scan {
         registers: Vec<ScannedRegister>,

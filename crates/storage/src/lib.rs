@@ -291,6 +291,8 @@ impl Store {
                 return Err(Error::Corrupt { path: p, reason: "redb could not read the file structure".into() });
             }
         };
+        let mut db = db;
+        compact_if_sparse(&mut db, &p, COMPACT_FILE_BYTES_MIN)?;
         let store = Store { db, path: p };
         // Create the tables up front so readers never see them missing.
         store.write(Durability::Immediate, |_| Ok(()))?;
@@ -437,6 +439,51 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     } else {
         Error::Io { path: path.to_path_buf(), reason }
     }
+}
+
+/// A file is compacted at open when it is at least this large ...
+pub const COMPACT_FILE_BYTES_MIN: u64 = 64 << 20;
+/// ... and its live bytes (keys, values and metadata) fill at most this fraction of it, in
+/// percent (a file written once and never deleted from is about half live: page slack and
+/// copy-on-write). redb reuses freed pages but never gives them back to the file system itself.
+pub const COMPACT_LIVE_PERCENT_MAX: u64 = 25;
+
+/// Gives the file's free pages back (redb's `compact`) when it is mostly empty: after many
+/// deletes (tombstone collection in multi-master mode, expiry, log purges), a restart returns the
+/// disk space. Runs before the store is in use, so no transaction is open.
+fn compact_if_sparse(db: &mut Database, path: &Path, min_bytes: u64) -> Result<bool> {
+    let io = |e: String| Error::Io { path: path.to_path_buf(), reason: e };
+    let file_bytes = std::fs::metadata(path).map_err(|e| io(e.to_string()))?.len();
+    if file_bytes < min_bytes {
+        return Ok(false);
+    }
+    let stats = {
+        let tx = db.begin_write().map_err(|e| io(e.to_string()))?;
+        let stats = tx.stats().map_err(|e| io(e.to_string()))?;
+        tx.abort().map_err(|e| io(e.to_string()))?;
+        stats
+    };
+    let live = stats.stored_bytes() + stats.metadata_bytes();
+    tracing::debug!(file_bytes, live, fragmented = stats.fragmented_bytes(), "data file use");
+    if live.saturating_mul(100) > file_bytes.saturating_mul(COMPACT_LIVE_PERCENT_MAX) {
+        return Ok(false);
+    }
+    let started = std::time::Instant::now();
+    // Each call moves some pages; a bounded number of passes.
+    for _ in 0..64 {
+        if !db.compact().map_err(|e| io(format!("compaction failed: {e}")))? {
+            break;
+        }
+    }
+    let after = std::fs::metadata(path).map_err(|e| io(e.to_string()))?.len();
+    tracing::info!(
+        path = %path.display(),
+        before = file_bytes,
+        after,
+        took_ms = started.elapsed().as_millis() as u64,
+        "compacted a mostly empty data file"
+    );
+    Ok(true)
 }
 
 fn map_db_error(path: &Path, e: redb::DatabaseError) -> Error {
@@ -1026,6 +1073,55 @@ impl Batch<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_mostly_empty_file_is_compacted_at_open_and_a_full_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATA_FILE_NAME);
+        {
+            let store = Store::open(&path).unwrap();
+            let value = vec![7u8; 4096];
+            for chunk in 0..20 {
+                store
+                    .write(Durability::Immediate, |b| {
+                        for i in 0..100u32 {
+                            b.register_put(format!("k{chunk}-{i}").as_bytes(), &value)?;
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+        }
+        let full = std::fs::metadata(&path).unwrap().len();
+        {
+            let mut db = Database::create(&path).unwrap();
+            assert!(!compact_if_sparse(&mut db, &path, 1 << 20).unwrap(), "a full file stays as it is");
+        }
+        {
+            let store = Store::open(&path).unwrap();
+            for chunk in 0..20 {
+                store
+                    .write(Durability::Immediate, |b| {
+                        for i in 0..100u32 {
+                            b.register_delete(format!("k{chunk}-{i}").as_bytes())?;
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            store.write(Durability::Immediate, |b| b.register_put(b"kept", b"v")).unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() >= full / 2, "redb does not shrink the file by itself");
+        {
+            let mut db = Database::create(&path).unwrap();
+            assert!(compact_if_sparse(&mut db, &path, 1 << 20).unwrap());
+        }
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after * 4 < full, "{after} bytes after compaction, {full} before");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.read(|v| v.register_get(b"kept")).unwrap(), Some(b"v".to_vec()));
+    }
+
     use super::*;
 
     #[test]

@@ -367,6 +367,16 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "the cluster never came up");
+    // Every node past its first boot before the outsider speaks as node 2: valid frames in its
+    // name make its peers note it as seen, which a node still in its first-boot check would take
+    // for a lost data dir.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for node in &nodes[1..] {
+        while node.change(b"warm-up".to_vec(), Change::IncrBy(1)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "node {} never came up", node.config().id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     // The sender id and fingerprint are self-reported: the outsider claims to be node 2.
     let cluster = membership_fingerprint([1, 2, 3]);

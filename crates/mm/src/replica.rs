@@ -130,15 +130,8 @@ impl Replica for MmNode {
     }
 
     fn write_many(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<Result<Response, KvError>>> {
-        let no_revisions = |cmd: &Command| {
-            if cmd.needs_revisions() {
-                return Err(KvError::BadRequest(leader_only(
-                    "compare-and-set by revision (cas=REV); use RESP CAS key expected new",
-                )));
-            }
-            Ok(())
-        };
-        Box::pin(write_checked(self.limits(), cmds, no_revisions, move |valid| self.write_planned(valid)))
+        // Revision CAS applies per key like any change (docs/paxos.md, "Revisions").
+        Box::pin(write_checked(self.limits(), cmds, |_| Ok(()), move |valid| self.write_planned(valid)))
     }
 
     fn get_many(
@@ -199,7 +192,8 @@ impl Replica for MmNode {
         Box::pin(self.count_keys(consistency))
     }
 
-    fn has_revisions(&self) -> bool {
+    fn revisions_are_global(&self) -> bool {
+        // Per key: ballot counters, comparable only within one key (docs/paxos.md, "Revisions").
         false
     }
 

@@ -69,7 +69,7 @@ async fn forged_extreme_ballots_do_not_stop_multi_master_writes() {
                     Request::Accept {
                         key: key.as_bytes().to_vec(),
                         ballot,
-                        value: Some(rampart_paxos::encode_register_value(b"forged", None)),
+                        value: Some(rampart_paxos::encode_register_value(b"forged", None, counter)),
                         base: Ballot::ZERO,
                     },
                 ];

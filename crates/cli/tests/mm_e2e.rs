@@ -305,6 +305,109 @@ async fn http_api_works_through_every_node_and_a_node_that_is_not_running_cannot
     assert_eq!(bulk(&cmd(&mut r3, &["GET", "mm/http/after"]).await).as_deref(), Some("1"));
 }
 
+/// One HTTP request with its answer's headers.
+async fn http_with_headers(method: Method, url: &str, body: &'static str) -> rampart_client::http::Response {
+    let client = rampart_client::http::HttpClient::new(Duration::from_secs(15));
+    let content_type = (!body.is_empty()).then_some("application/octet-stream");
+    client
+        .send(method.clone(), url, content_type, rampart_client::http::Bytes::from_static(body.as_bytes()))
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// The `X-Rampart-Revision` of an answer.
+fn revision_header(r: &rampart_client::http::Response) -> u64 {
+    let h = r.headers.get(rampart_client::REVISION_HEADER).unwrap_or_else(|| panic!("no revision header: {r:?}"));
+    h.to_str().unwrap().parse().unwrap()
+}
+
+/// The `revision` of a successful PUT, checked against its header.
+fn put_revision(r: &rampart_client::http::Response) -> u64 {
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let revision = body["revision"].as_u64().unwrap_or_else(|| panic!("no revision in {body}"));
+    assert_eq!(revision_header(r), revision, "header and body agree");
+    revision
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_revisions_are_per_key_the_same_on_every_node_and_cas_works_as_in_leader_mode() {
+    let c = Cluster::start(3, MM);
+    wait_serving(&c, &ALL).await;
+    let url = |id: u64, path: &str| format!("{}{path}", c.http(id));
+    let key = "/v1/kv/mm/rev/k";
+    let get_everywhere = |want: Option<(&'static str, u64)>| {
+        let urls: Vec<String> = ALL.iter().map(|&id| url(id, key)).collect();
+        async move {
+            for u in urls {
+                let r = http_with_headers(Method::GET, &u, "").await;
+                match want {
+                    Some((value, revision)) => {
+                        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, value.as_bytes()), "GET {u}");
+                        assert_eq!(revision_header(&r), revision, "GET {u}: every node reports one revision");
+                    }
+                    None => assert_eq!(r.status, StatusCode::NOT_FOUND, "GET {u}"),
+                }
+            }
+        }
+    };
+
+    // A PUT answers its revision; every node reports the same one for the value.
+    let r1 = put_revision(&http_with_headers(Method::PUT, &url(1, key), "one").await);
+    assert!(r1 > 0);
+    get_everywhere(Some(("one", r1))).await;
+    // A second PUT, through another node, gets a higher one.
+    let r2 = put_revision(&http_with_headers(Method::PUT, &url(2, key), "two").await);
+    assert!(r2 > r1, "{r2} after {r1}");
+    get_everywhere(Some(("two", r2))).await;
+
+    // cas=<old> and cas=0 (absent) are refused, naming the current revision; nothing changes.
+    for stale in [r1, 0] {
+        let r = http_with_headers(Method::PUT, &format!("{}?cas={stale}", url(3, key)), "lost").await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "cas={stale}: {r:?}");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["code"], "CAS_FAILED", "{body}");
+        assert!(body["error"].as_str().unwrap().contains(&format!("revision {r2}")), "{body}");
+    }
+    get_everywhere(Some(("two", r2))).await;
+    // cas=<current> writes, at a higher revision.
+    let r3 = put_revision(&http_with_headers(Method::PUT, &format!("{}?cas={r2}", url(3, key)), "three").await);
+    assert!(r3 > r2, "{r3} after {r2}");
+    get_everywhere(Some(("three", r3))).await;
+
+    // DELETE ?cas=: refused at an old revision, done at the current one.
+    let r = http_with_headers(Method::DELETE, &format!("{}?cas={r2}", url(1, key)), "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    get_everywhere(Some(("three", r3))).await;
+    let r = http_with_headers(Method::DELETE, &format!("{}?cas={r3}", url(1, key)), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body, serde_json::json!({"deleted": true, "revision": 0}), "a deleted key has no revision");
+    get_everywhere(None).await;
+
+    // Recreated (cas=0: only if absent): above every revision it had, so a cas held from before
+    // the delete cannot match the new value.
+    let r4 = put_revision(&http_with_headers(Method::PUT, &format!("{}?cas=0", url(2, key)), "again").await);
+    assert!(r4 > r3, "{r4} after {r3}");
+    let r = http_with_headers(Method::PUT, &format!("{}?cas={r3}", url(1, key)), "stale").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    get_everywhere(Some(("again", r4))).await;
+
+    // Lists carry it too, on every node, and so does the rampart client (`rampart kv`).
+    for id in ALL {
+        let r = http_with_headers(Method::GET, &url(id, "/v1/kv?prefix=mm/rev/"), "").await;
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["items"], serde_json::json!([{"key": "mm/rev/k", "value": "again", "revision": r4}]));
+    }
+    let client =
+        rampart_client::Client::new(ALL.iter().map(|&id| c.http(id)).collect(), Duration::from_secs(15)).unwrap();
+    let entry = client.get("mm/rev/k").await.unwrap().expect("the key");
+    assert_eq!((entry.value.as_slice(), entry.revision), (&b"again"[..], r4));
+    let r5 = client.put_cas("mm/rev/k", "five", r4).await.unwrap();
+    assert!(r5 > r4);
+    assert!(client.put_cas("mm/rev/k", "six", r4).await.is_err(), "a stale cas through the client");
+}
+
 // ---------------------------------------------------------------------------
 // Writers under faults.
 

@@ -23,7 +23,8 @@ pub const OVERFLOW: &str = "increment or decrement would overflow";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Current<'a> {
     pub value: &'a [u8],
-    /// Revision of the last write (0 in a mode without revisions).
+    /// Revision of the last write (leader mode: its log index; multi-master mode: the ballot
+    /// counter it was applied at).
     pub revision: u64,
     /// When the key expires (Unix ms; `None`: never).
     pub expires_at: Option<u64>,
@@ -67,7 +68,8 @@ pub enum Write {
 /// Where and when an op applies: the same on every replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ctx {
-    /// The revision the write gets (0 in a mode without revisions).
+    /// The revision the write gets (leader mode: the entry's log index; multi-master mode: the
+    /// counter of the ballot the change is applied at).
     pub revision: u64,
     /// The time of the write, Unix ms: expiry is judged against it.
     pub now_ms: u64,

@@ -253,16 +253,6 @@ impl Command {
             _ => false,
         }
     }
-
-    /// True when applying the command needs per-key revisions (a mode without them refuses it).
-    pub fn needs_revisions(&self) -> bool {
-        match self {
-            Command::PutIfRevision { .. } | Command::DeleteIfRevision { .. } => true,
-            Command::Batch(cmds) => cmds.iter().any(Command::needs_revisions),
-            Command::At { cmd, .. } => cmd.needs_revisions(),
-            _ => false,
-        }
-    }
 }
 
 impl fmt::Display for Command {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Set/MSet/PutIfRevision: whether it was written, the old value if asked for, and the
-    /// key's revision after the command (0 in a mode without revisions).
+    /// key's revision after the command (0: the key is absent).
     Written { written: bool, old: Option<Vec<u8>>, current_revision: u64 },
     /// Del/Delete: how many keys were removed.
     Deleted { count: u64 },
@@ -22,8 +22,9 @@ pub enum Outcome {
     Value(Option<Vec<u8>>),
 }
 
-/// A command's outcome and the revision it was applied at (leader mode: its log index; 0 in a
-/// mode without revisions).
+/// A command's outcome and the revision it was applied at (leader mode: its log index;
+/// multi-master mode, whose revisions are per key: the key's revision after it where the outcome
+/// names one, else 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     pub revision: u64,

@@ -81,7 +81,8 @@ pub enum Consistency {
     Stale,
 }
 
-/// A key's value as the APIs report it (`revision`: `None` in a mode without revisions).
+/// A key's value as the APIs report it (`revision`: `None` when the replica does not know it;
+/// both modes report one, multi-master mode 0 for a value from before it had revisions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     pub value: Vec<u8>,
@@ -239,8 +240,13 @@ pub trait Replica: Send + Sync + 'static {
     /// The number of live keys outside the reserved namespace ([`crate::reserved`]).
     fn count(&self, consistency: Consistency) -> BoxFuture<'_, Result<u64, KvError>>;
 
-    /// True when the node supports per-key revisions (HTTP `revision`, `?cas=REV`).
-    fn has_revisions(&self) -> bool;
+    /// True when a revision is a position in one log shared by every key (leader mode): then
+    /// revisions order writes across keys, watches resume from them and locks and elections
+    /// rank their contenders by them. False in multi-master mode, whose revisions are per key
+    /// (strictly increasing across one key's values, unrelated across keys: docs/paxos.md,
+    /// "Revisions"). Every mode reports revisions (HTTP `revision`, `X-Rampart-Revision`) and
+    /// applies `?cas=REV` by them.
+    fn revisions_are_global(&self) -> bool;
 
     fn status(&self) -> NodeStatus;
 
@@ -270,7 +276,8 @@ pub trait Replica: Send + Sync + 'static {
     /// from the next write on), in revision order, each exactly once, with a
     /// [`WatchMessage::Progress`] at least every `progress_every`. A watch resumed on any node
     /// with `from_revision = last seen + 1` misses nothing and repeats nothing.
-    /// Multi-master mode has no revisions to watch by: it answers [`WatchError::Unsupported`].
+    /// Multi-master mode's revisions are per key, with no log to resume from: it answers
+    /// [`WatchError::Unsupported`].
     fn watch(
         &self,
         filter: WatchFilter,

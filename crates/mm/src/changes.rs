@@ -12,7 +12,7 @@ use crate::{wire, Change, MmError, MmNode, Outcome};
 impl MmNode {
     /// Applies one change to one key (linearizable; `Change::Read` is a linearizable read, whose
     /// `Outcome::Value` is the register's envelope: `rampart_paxos::decode_register_value` gives
-    /// the value and its expiry). The change applies at this node's expiry clock.
+    /// the value, its expiry and its revision). The change applies at this node's expiry clock.
     pub async fn change(&self, key: Vec<u8>, change: Change) -> Result<Outcome, MmError> {
         self.changes(vec![(key, change)]).await.pop().unwrap_or_else(|| Err(MmError::Internal("no result".into())))
     }
@@ -96,9 +96,15 @@ pub(crate) fn stale_read(store: &Store, key: &[u8], now_ms: u64) -> Result<Optio
     live_item(&register, now_ms)
 }
 
-/// A register's live value as a client item (no revision in this mode), `None` when it is a
-/// tombstone or expired at `now_ms`.
+/// A register's live value as a client item, with its revision (0 for a value written before
+/// revisions existed: docs/paxos.md, "Revisions"), `None` when it is a tombstone or expired at
+/// `now_ms`.
 pub(crate) fn live_item(register: &rampart_paxos::Value, now_ms: u64) -> Result<Option<rampart_kv::Item>, MmError> {
     let live = rampart_paxos::live_value(register, now_ms).map_err(|e| MmError::Internal(e.to_string()))?;
-    Ok(live.map(|(value, expires_at)| rampart_kv::Item { value: value.to_vec(), revision: None, expires_at }))
+    Ok(live.map(item))
+}
+
+/// A decoded envelope as a client item.
+pub(crate) fn item(d: rampart_paxos::UserValue<'_>) -> rampart_kv::Item {
+    rampart_kv::Item { value: d.value.to_vec(), revision: Some(d.revision), expires_at: d.expires_at }
 }

@@ -3,8 +3,9 @@
 //! Each key is its own linearizable register, so a command on one key is one change. A command
 //! on several keys (MSET, DEL of many keys) is one change per key (`rampart_kv::plan`): each
 //! key's change is linearizable, but the command is not atomic across keys (there is no
-//! cross-key transaction in this mode). Revisions do not exist here (no global log): results
-//! carry revision 0.
+//! cross-key transaction in this mode). Revisions are per key (docs/paxos.md, "Revisions"): a
+//! response's revision is the key's revision after the command, as its outcome reports it, and 0
+//! when the outcome names none (a delete leaves no value, hence no revision).
 
 use rampart_kv::{combine, Combine, KvError, Outcome, Response};
 
@@ -63,7 +64,15 @@ pub fn combine_results(how: Combine, results: Vec<Result<Outcome, MmError>>) -> 
     }
     match combine(how, outcomes) {
         Outcome::Rejected(m) => Err(KvError::Rejected(m)),
-        outcome => Ok(Response { revision: 0, outcome }),
+        outcome => Ok(Response { revision: revision_after(&outcome), outcome }),
+    }
+}
+
+/// The key's revision after a command, where its outcome says (module docs); 0 elsewhere.
+fn revision_after(outcome: &Outcome) -> u64 {
+    match outcome {
+        Outcome::Written { current_revision, .. } => *current_revision,
+        _ => 0,
     }
 }
 
@@ -74,12 +83,15 @@ mod tests {
     #[test]
     fn results_combine_like_leader_mode() {
         let written =
-            |old: Option<&[u8]>| Outcome::Written { written: true, old: old.map(<[u8]>::to_vec), current_revision: 0 };
+            |old: Option<&[u8]>| Outcome::Written { written: true, old: old.map(<[u8]>::to_vec), current_revision: 9 };
         let r = combine_results(Combine::One, vec![Ok(written(Some(b"a")))]).unwrap();
-        assert_eq!(r, Response { revision: 0, outcome: written(Some(b"a")) });
+        assert_eq!(r, Response { revision: 9, outcome: written(Some(b"a")) }, "the key's revision");
+        // MSET: the highest of its keys' revisions, as in leader mode.
+        let w = |rev| Ok(Outcome::Written { written: true, old: None, current_revision: rev });
+        assert_eq!(combine_results(Combine::MSet, vec![w(4), w(7), w(5)]).unwrap().revision, 7);
         let del =
             combine_results(Combine::Del, vec![Ok(Outcome::Deleted { count: 1 }), Ok(Outcome::Deleted { count: 0 })]);
-        assert_eq!(del.unwrap().outcome, Outcome::Deleted { count: 1 });
+        assert_eq!(del.unwrap(), Response { revision: 0, outcome: Outcome::Deleted { count: 1 } });
         let rejected = combine_results(Combine::One, vec![Ok(Outcome::Rejected("value is not an integer".into()))]);
         assert!(matches!(rejected, Err(KvError::Rejected(_))));
     }

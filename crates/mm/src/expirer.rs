@@ -79,9 +79,9 @@ impl MmNode {
         *cursor = if more { registers.last().map(|r| r.key.clone()) } else { None };
         for r in &registers {
             let Some(raw) = &r.value else { continue };
-            let expires_at = match rampart_paxos::decode_register_value(raw) {
-                Ok((_, Some(at))) => at,
-                Ok((_, None)) => continue,
+            let expires_at = match rampart_paxos::decode_register_value(raw).map(|d| d.expires_at) {
+                Ok(Some(at)) => at,
+                Ok(None) => continue,
                 Err(e) => {
                     return Err(MmError::Internal(format!("register {:?}: {e}", String::from_utf8_lossy(&r.key))))
                 }

@@ -231,7 +231,7 @@ impl MmNode {
             let held = match self.change(CONFIG_KEY.to_vec(), Change::Read).await {
                 Ok(Outcome::Value(Some(envelope))) => rampart_paxos::decode_register_value(&envelope)
                     .ok()
-                    .and_then(|(v, _)| ClusterConfig::decode(v).ok()),
+                    .and_then(|v| ClusterConfig::decode(v.value).ok()),
                 Ok(Outcome::Value(None)) => None,
                 _ => {
                     if Instant::now() >= deadline {

@@ -24,11 +24,6 @@ fn membership_error(e: MmError) -> MembershipError {
     }
 }
 
-/// Why this mode refuses what only leader mode has.
-fn leader_only(what: &str) -> String {
-    format!("{what} is not available in multi-master mode: membership is fixed at bootstrap and there is no global log")
-}
-
 impl MmNode {
     /// Pipelined commands: all their changes go to the proposer together, in order, so changes on
     /// one key apply in the pipeline's order; each command gets its own result.
@@ -139,15 +134,8 @@ impl Replica for MmNode {
     }
 
     fn write_many(&self, cmds: Vec<Command>) -> BoxFuture<'_, Vec<Result<Response, KvError>>> {
-        let no_revisions = |cmd: &Command| {
-            if cmd.needs_revisions() {
-                return Err(KvError::BadRequest(leader_only(
-                    "compare-and-set by revision (cas=REV); use RESP CAS key expected new",
-                )));
-            }
-            Ok(())
-        };
-        Box::pin(write_checked(self.limits(), cmds, no_revisions, move |valid| self.write_planned(valid)))
+        // Revision CAS applies per key like any change (docs/paxos.md, "Revisions").
+        Box::pin(write_checked(self.limits(), cmds, |_| Ok(()), move |valid| self.write_planned(valid)))
     }
 
     fn get_many(
@@ -208,7 +196,8 @@ impl Replica for MmNode {
         Box::pin(self.count_keys(consistency))
     }
 
-    fn has_revisions(&self) -> bool {
+    fn revisions_are_global(&self) -> bool {
+        // Per key: ballot counters, comparable only within one key (docs/paxos.md, "Revisions").
         false
     }
 

@@ -14,9 +14,8 @@ use crate::{MmError, MmNode, SCAN_PAGE_MAX};
 /// tell a delete from a key it never saw) and whether it has more past the last one.
 pub(crate) type NodePage = (Vec<ScannedRegister>, bool);
 
-/// One page of a merged scan: live keys with their values and expiries, in key order, and where
-/// the next page starts (`None` when the scan is complete). Items carry no revision (this mode
-/// has none).
+/// One page of a merged scan: live keys with their values, expiries and revisions, in key order,
+/// and where the next page starts (`None` when the scan is complete).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanPage {
     pub items: Vec<(Vec<u8>, rampart_kv::Item)>,
@@ -190,7 +189,8 @@ impl MmNode {
 /// once their keys and values pass `reply_bytes_max` (the page then says it has more). Each
 /// register is decoded straight from the store as it is read, so the page never holds more than
 /// about that bound. Without `values`, a live value comes back as its envelope's header only
-/// (its expiry, an empty user value) and tombstones stay `None`.
+/// (its expiry and revision, an empty user value) and tombstones stay `None`. A register is
+/// checked as [`wire::decode_register`] does at start; one that fails is an error.
 pub(crate) fn read_page(
     store: &Store,
     prefix: &[u8],
@@ -206,12 +206,12 @@ pub(crate) fn read_page(
         })?;
         let value = match s.value {
             Some(raw) if !values => {
-                let (_, expires_at) =
-                    rampart_paxos::decode_register_value(&raw).map_err(|e| rampart_storage::Error::Malformed {
-                        what: format!("register {:?}", String::from_utf8_lossy(key)),
-                        reason: e.to_string(),
-                    })?;
-                Some(rampart_paxos::encode_register_value(&[], expires_at))
+                // Checked by `decode_register` already.
+                let d = rampart_paxos::decode_register_value(&raw).map_err(|e| rampart_storage::Error::Malformed {
+                    what: format!("register {:?}", String::from_utf8_lossy(key)),
+                    reason: e.to_string(),
+                })?;
+                Some(rampart_paxos::encode_register_value(&[], d.expires_at, d.revision))
             }
             value => value,
         };
@@ -258,8 +258,8 @@ pub(crate) fn merge(answers: Vec<NodePage>, now_ms: u64) -> ScanPage {
         .filter_map(|(k, (_, v))| {
             // Every register was checked as it was decoded (or validated from the peer); one
             // that is still malformed is left out rather than served.
-            let (value, expires_at) = rampart_paxos::live_value(&v, now_ms).ok().flatten()?;
-            Some((k, rampart_kv::Item { value: value.to_vec(), revision: None, expires_at }))
+            let live = rampart_paxos::live_value(&v, now_ms).ok().flatten()?;
+            Some((k, crate::changes::item(live)))
         })
         .collect();
     ScanPage { items, next_after: bound }
@@ -274,12 +274,12 @@ mod tests {
         ScannedRegister {
             key: key.into(),
             accepted: Ballot::new(c, NodeId(1)),
-            value: v.map(|s| rampart_paxos::encode_register_value(s.as_bytes(), None)),
+            value: v.map(|s| rampart_paxos::encode_register_value(s.as_bytes(), None, c)),
         }
     }
 
-    fn item(key: &str, value: &str, expires_at: Option<u64>) -> (Vec<u8>, rampart_kv::Item) {
-        (key.into(), rampart_kv::Item { value: value.into(), revision: None, expires_at })
+    fn item(key: &str, value: &str, expires_at: Option<u64>, revision: u64) -> (Vec<u8>, rampart_kv::Item) {
+        (key.into(), rampart_kv::Item { value: value.into(), revision: Some(revision), expires_at })
     }
 
     #[test]
@@ -289,7 +289,7 @@ mod tests {
         let page = merge(vec![a, b], 0);
         // "b" was deleted at ballot 5: the older value at 2 must not come back. "d" lies past
         // the first node's last key, where it has not reported yet.
-        assert_eq!(page.items, vec![item("a", "new", None), item("c", "c1", None)]);
+        assert_eq!(page.items, vec![item("a", "new", None, 3), item("c", "c1", None, 1)]);
         assert_eq!(page.next_after, Some(b"c".to_vec()));
         let done = merge(vec![(vec![reg("x", 1, Some("1"))], false), (vec![], false)], 0);
         assert_eq!(done.next_after, None);
@@ -305,7 +305,7 @@ mod tests {
                     let state = rampart_paxos::RegisterState {
                         promised: Ballot::new(c + 1, NodeId(1)),
                         accepted: Ballot::new(*c, NodeId(1)),
-                        value: value.map(|v| rampart_paxos::encode_register_value(v.as_bytes(), None)),
+                        value: value.map(|v| rampart_paxos::encode_register_value(v.as_bytes(), None, *c)),
                         base: Ballot::ZERO,
                     };
                     b.register_put(key.as_bytes(), &wire::encode_register(&state))?;
@@ -322,13 +322,15 @@ mod tests {
             store_with(&[("a", 1, Some("1")), ("b", 2, None), ("c", 3, Some("3")), ("x", 1, Some("x"))]);
         let (regs, more) = read_page(&store, b"", None, 10, false, usize::MAX).unwrap();
         let seen: Vec<_> = regs.iter().map(|r| (r.key.clone(), r.value.clone())).collect();
+        // Without values, a live register's envelope keeps its header: expiry and revision.
+        let header = |revision| Some(rampart_paxos::encode_register_value(b"", None, revision));
         assert_eq!(
             seen,
             vec![
-                (b"a".to_vec(), Some(vec![rampart_paxos::TAG_PERSISTENT])),
+                (b"a".to_vec(), header(1)),
                 (b"b".to_vec(), None),
-                (b"c".to_vec(), Some(vec![rampart_paxos::TAG_PERSISTENT])),
-                (b"x".to_vec(), Some(vec![rampart_paxos::TAG_PERSISTENT]))
+                (b"c".to_vec(), header(3)),
+                (b"x".to_vec(), header(1))
             ]
         );
         assert!(!more);
@@ -336,8 +338,8 @@ mod tests {
         let (regs, more) = read_page(&store, b"", Some(b"a"), 2, true, usize::MAX).unwrap();
         assert_eq!(regs.iter().map(|r| r.key.as_slice()).collect::<Vec<_>>(), vec![&b"b"[..], b"c"]);
         assert!(more);
-        assert_eq!(regs[1].value, Some(rampart_paxos::encode_register_value(b"3", None)));
-        assert_eq!(merge(vec![(regs, more)], 0).items, vec![item("c", "3", None)], "tombstones drop out");
+        assert_eq!(regs[1].value, Some(rampart_paxos::encode_register_value(b"3", None, 3)));
+        assert_eq!(merge(vec![(regs, more)], 0).items, vec![item("c", "3", None, 3)], "tombstones drop out");
     }
 
     #[test]
@@ -350,7 +352,7 @@ mod tests {
                     let state = rampart_paxos::RegisterState {
                         promised: Ballot::new(2, NodeId(1)),
                         accepted: Ballot::new(1, NodeId(1)),
-                        value: Some(rampart_paxos::encode_register_value(b"v", at)),
+                        value: Some(rampart_paxos::encode_register_value(b"v", at, 1)),
                         base: Ballot::ZERO,
                     };
                     b.register_put(key.as_bytes(), &wire::encode_register(&state))?;
@@ -360,23 +362,26 @@ mod tests {
             .unwrap();
         let page = |values| read_page(&store, b"", None, 10, values, usize::MAX).unwrap();
         assert_eq!(merge(vec![page(true)], 99).items.len(), 3);
-        assert_eq!(merge(vec![page(true)], 100).items, vec![item("b", "v", Some(200)), item("c", "v", None)]);
-        assert_eq!(merge(vec![page(false)], 150).items, vec![item("b", "", Some(200)), item("c", "", None)]);
-        assert_eq!(merge(vec![page(false)], 200).items, vec![item("c", "", None)]);
+        assert_eq!(merge(vec![page(true)], 100).items, vec![item("b", "v", Some(200), 1), item("c", "v", None, 1)]);
+        assert_eq!(merge(vec![page(false)], 150).items, vec![item("b", "", Some(200), 1), item("c", "", None, 1)]);
+        assert_eq!(merge(vec![page(false)], 200).items, vec![item("c", "", None, 1)]);
     }
 
     #[test]
     fn a_page_stops_early_past_the_reply_byte_bound_and_continues_on_the_next() {
         let (_dir, store) = store_with(&[("a", 1, Some("1111")), ("b", 1, Some("2222")), ("c", 1, Some("3333"))]);
-        // 5 bytes per register: the bound is passed on the second, so the page ends there.
-        let (regs, more) = read_page(&store, b"", None, 10, true, 10).unwrap();
+        // Each register weighs its key and envelope: the bound is passed on the second, so the
+        // page ends there.
+        let weight = 1 + rampart_paxos::encode_register_value(b"1111", None, 1).len();
+        let bound = weight + weight / 2;
+        let (regs, more) = read_page(&store, b"", None, 10, true, bound).unwrap();
         assert_eq!(regs.len(), 2);
         assert!(more, "the page must say it stopped early");
-        let (rest, more) = read_page(&store, b"", Some(b"b"), 10, true, 10).unwrap();
+        let (rest, more) = read_page(&store, b"", Some(b"b"), 10, true, bound).unwrap();
         assert_eq!(rest.len(), 1);
         assert!(!more);
         // The last register is never held back: a page that reaches the end says so.
-        let (all, more) = read_page(&store, b"", None, 3, true, 15).unwrap();
+        let (all, more) = read_page(&store, b"", None, 3, true, 2 * weight + weight / 2).unwrap();
         assert_eq!((all.len(), more), (3, false));
     }
 

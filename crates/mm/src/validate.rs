@@ -9,7 +9,7 @@
 //! self-reported; `peer_server::check_sender` compares them with the membership, and only an
 //! authenticated transport can prove them.
 
-use rampart_paxos::{CounterCeiling, Reply, Request};
+use rampart_paxos::{Ballot, CounterCeiling, Reply, Request};
 
 use crate::wire::{Envelope, PeerInfo, PeerRequest, ScannedRegister};
 use crate::SCAN_PAGE_MAX;
@@ -51,13 +51,16 @@ impl PeerLimits {
         Ok(())
     }
 
-    /// A register value from a peer: a well-formed envelope whose user value is within
-    /// `value_bytes_max` (the envelope's own bytes are on top, at most
+    /// A register value from a peer, accepted (or to be accepted) at ballot `accepted`: a
+    /// well-formed envelope whose revision is not above `accepted`'s counter (a value is never
+    /// accepted below the ballot that wrote it, `rampart_paxos::decode_accepted_value`) and whose
+    /// user value is within `value_bytes_max` (the envelope's own bytes are on top, at most
     /// `rampart_paxos::ENVELOPE_BYTES_MAX`).
-    fn value(&self, value: &Option<Vec<u8>>) -> Result<(), String> {
+    fn value(&self, value: &Option<Vec<u8>>, accepted: Ballot) -> Result<(), String> {
         let Some(raw) = value else { return Ok(()) };
-        let (user, _) =
-            rampart_paxos::decode_register_value(raw).map_err(|e| format!("peer sent a bad register value: {e}"))?;
+        let user = rampart_paxos::decode_accepted_value(raw, accepted)
+            .map_err(|e| format!("peer sent a bad register value: {e}"))?
+            .value;
         if user.len() > self.value_bytes_max {
             return Err(format!(
                 "peer sent a value of {} bytes, over the limit of {} bytes (value_bytes_max)",
@@ -87,8 +90,8 @@ pub fn check_request(env: &Envelope, limits: &PeerLimits) -> Result<(), String> 
             }
             for r in requests {
                 limits.key("key", r.key())?;
-                if let Request::Accept { value, .. } = r {
-                    limits.value(value)?;
+                if let Request::Accept { value, ballot, .. } = r {
+                    limits.value(value, *ballot)?;
                 }
             }
             Ok(())
@@ -147,8 +150,8 @@ pub fn check_replies(replies: &[Reply], sent: usize, limits: &PeerLimits) -> Res
     }
     for r in replies {
         limits.key("key", r.key())?;
-        if let Reply::Promise { value, .. } | Reply::Peeked { value, .. } = r {
-            limits.value(value)?;
+        if let Reply::Promise { value, accepted, .. } | Reply::Peeked { value, accepted, .. } = r {
+            limits.value(value, *accepted)?;
         }
     }
     Ok(())
@@ -171,7 +174,7 @@ pub fn check_scan_page(
     let mut last: Option<&[u8]> = after;
     for r in registers {
         limits.key("key", &r.key)?;
-        limits.value(&r.value)?;
+        limits.value(&r.value, r.accepted)?;
         if !r.key.starts_with(prefix) {
             return Err("peer sent a scanned key outside the asked prefix".into());
         }
@@ -218,24 +221,28 @@ mod tests {
         assert_eq!(check_request(&paxos(vec![prepare(b"12345678")]), &LIMITS), Ok(()));
         let long_key = check_request(&paxos(vec![prepare(b"k"), prepare(b"123456789")]), &LIMITS).unwrap_err();
         assert!(long_key.contains("key_bytes_max"), "{long_key}");
-        let accept = |n: usize| Request::Accept {
+        // An accept at ballot 2 carrying `value`.
+        let accept_of = |value: Vec<u8>| Request::Accept {
             key: b"k".to_vec(),
             ballot: Ballot::new(2, NodeId(2)),
-            value: Some(rampart_paxos::encode_register_value(&vec![0; n], Some(7))),
+            value: Some(value),
             base: Ballot::ZERO,
         };
+        let accept = |n: usize| accept_of(rampart_paxos::encode_register_value(&vec![0; n], Some(7), 2));
         // The limit is on the user's value; the envelope's bytes are on top.
         assert_eq!(check_request(&paxos(vec![accept(16)]), &LIMITS), Ok(()));
         let big = check_request(&paxos(vec![accept(17)]), &LIMITS).unwrap_err();
         assert!(big.contains("value_bytes_max"), "{big}");
-        let malformed = Request::Accept {
-            key: b"k".to_vec(),
-            ballot: Ballot::new(2, NodeId(2)),
-            value: Some(vec![rampart_paxos::TAG_EXPIRES, 1, 2]),
-            base: Ballot::ZERO,
-        };
+        let malformed = accept_of(vec![rampart_paxos::TAG_EXPIRES, 1, 2]);
         let e = check_request(&paxos(vec![malformed]), &LIMITS).unwrap_err();
         assert!(e.contains("bad register value"), "{e}");
+        // A value is never accepted below the ballot that wrote it (revision 3 at ballot 2).
+        let from_the_future = accept_of(rampart_paxos::encode_register_value(b"v", None, 3));
+        let e = check_request(&paxos(vec![from_the_future]), &LIMITS).unwrap_err();
+        assert!(e.contains("revision above"), "{e}");
+        // A value from before revisions (tag 0, revision unknown) is still taken.
+        let legacy = accept_of(rampart_paxos::encode_register_value(b"v", None, rampart_paxos::REVISION_UNKNOWN));
+        assert_eq!(check_request(&paxos(vec![legacy]), &LIMITS), Ok(()));
         let many = vec![prepare(b"k"); PAXOS_REQUESTS_PER_FRAME_MAX + 1];
         let e = check_request(&paxos(many), &LIMITS).unwrap_err();
         assert!(e.contains("PAXOS_REQUESTS_PER_FRAME_MAX"), "{e}");
@@ -280,16 +287,25 @@ mod tests {
         let peeked = Reply::Peeked {
             key: b"k".to_vec(),
             ballot: Ballot::new(1, NodeId(1)),
-            accepted: Ballot::ZERO,
-            value: Some(rampart_paxos::encode_register_value(&[0; 17], None)),
+            accepted: Ballot::new(1, NodeId(1)),
+            value: Some(rampart_paxos::encode_register_value(&[0; 17], None, 1)),
         };
         assert!(check_replies(&[peeked], 1, &LIMITS).unwrap_err().contains("value_bytes_max"));
+        let promise = |revision| Reply::Promise {
+            key: b"k".to_vec(),
+            ballot: Ballot::new(9, NodeId(1)),
+            accepted: Ballot::new(4, NodeId(2)),
+            value: Some(rampart_paxos::encode_register_value(b"v", None, revision)),
+            base: Ballot::ZERO,
+        };
+        assert!(check_replies(&[promise(4)], 1, &LIMITS).is_ok());
+        assert!(check_replies(&[promise(5)], 1, &LIMITS).unwrap_err().contains("revision above"));
 
         let c = CounterCeiling::at_unix_ms(0);
         let reg = |key: &[u8], counter: u64| ScannedRegister {
             key: key.to_vec(),
             accepted: Ballot::new(counter, NodeId(1)),
-            value: Some(rampart_paxos::encode_register_value(b"v", None)),
+            value: Some(rampart_paxos::encode_register_value(b"v", None, counter.min(2))),
         };
         let page = [reg(b"ab", 1), reg(b"ac", 2)];
         assert!(check_scan_page(&page, b"a", Some(b"aa"), 2, &LIMITS, c).is_ok());
@@ -299,5 +315,9 @@ mod tests {
         assert!(check_scan_page(&[reg(b"ac", 1), reg(b"ab", 1)], b"a", None, 2, &LIMITS, c).is_err());
         let forged = check_scan_page(&[reg(b"ab", u64::MAX)], b"a", None, 2, &LIMITS, c).unwrap_err();
         assert!(forged.contains("above the ceiling"), "{forged}");
+        let mut future = reg(b"ab", 1);
+        future.value = Some(rampart_paxos::encode_register_value(b"v", None, 2));
+        let e = check_scan_page(&[future], b"a", None, 2, &LIMITS, c).unwrap_err();
+        assert!(e.contains("revision above"), "{e}");
     }
 }

@@ -176,12 +176,14 @@ pub enum PeerResponse {
 
 pub use rampart_transport::codec::{decode, encode};
 
-/// Register encoding version byte written: the value is a Paxos register envelope (tag,
-/// optional expiry, user value; `rampart_paxos::encode_register_value`).
+/// Register encoding version byte written: the value is a Paxos register envelope (tag, revision
+/// or not, expiry or not, user value; `rampart_paxos::encode_register_value`). Envelopes from
+/// before revisions (tags 0 and 1) are still read, as values of revision 0.
 const REGISTER_FORMAT: u8 = 2;
 /// The version before expiry: the value is the user's raw bytes. Still read (as a value without
-/// expiry), so a data dir from before needs no migration; rewritten as [`REGISTER_FORMAT`] the
-/// next time the register is written. Any other version is refused as corrupt.
+/// expiry or revision), so a data dir from before needs no migration; rewritten as
+/// [`REGISTER_FORMAT`] the next time the register is written. Any other version is refused as
+/// corrupt.
 const REGISTER_FORMAT_RAW: u8 = 1;
 const BALLOT_BYTES: usize = 16;
 /// version, three ballots, value tag.
@@ -260,12 +262,14 @@ pub fn decode_register(raw: &[u8]) -> Result<RegisterState, String> {
     let value = match raw[49] {
         0 if raw.len() == REGISTER_HEADER_BYTES => None,
         0 => return Err("tombstone register carries value bytes".into()),
-        1 if format == REGISTER_FORMAT_RAW => {
-            Some(rampart_paxos::encode_register_value(&raw[REGISTER_HEADER_BYTES..], None))
-        }
+        1 if format == REGISTER_FORMAT_RAW => Some(rampart_paxos::encode_register_value(
+            &raw[REGISTER_HEADER_BYTES..],
+            None,
+            rampart_paxos::REVISION_UNKNOWN,
+        )),
         1 => {
             let value = &raw[REGISTER_HEADER_BYTES..];
-            rampart_paxos::decode_register_value(value).map_err(|e| e.to_string())?;
+            rampart_paxos::decode_accepted_value(value, accepted).map_err(|e| e.to_string())?;
             Some(value.to_vec())
         }
         t => return Err(format!("unknown register value tag {t}")),
@@ -282,14 +286,20 @@ mod tests {
         let s = RegisterState {
             promised: Ballot::new(9, NodeId(2)),
             accepted: Ballot::new(8, NodeId(2)),
-            value: Some(rampart_paxos::encode_register_value(b"hello", Some(12_345))),
+            value: Some(rampart_paxos::encode_register_value(b"hello", Some(12_345), 8)),
             base: Ballot::new(3, NodeId(1)),
         };
         assert_eq!(decode_register(&encode_register(&s)).unwrap(), s);
         let t = RegisterState { value: None, ..s.clone() };
         assert_eq!(decode_register(&encode_register(&t)).unwrap(), t);
-        let empty = RegisterState { value: Some(rampart_paxos::encode_register_value(b"", None)), ..s.clone() };
+        let empty = RegisterState { value: Some(rampart_paxos::encode_register_value(b"", None, 5)), ..s.clone() };
         assert_eq!(decode_register(&encode_register(&empty)).unwrap(), empty);
+        // Envelopes from before revisions still read.
+        let legacy = RegisterState { value: Some(rampart_paxos::encode_register_value(b"x", Some(1), 0)), ..s.clone() };
+        assert_eq!(decode_register(&encode_register(&legacy)).unwrap(), legacy);
+        // A value whose revision is above the ballot it was accepted at cannot be honest.
+        let future = RegisterState { value: Some(rampart_paxos::encode_register_value(b"x", None, 9)), ..s.clone() };
+        assert!(decode_register(&encode_register(&future)).unwrap_err().contains("revision above"));
         // The value of a version-2 register must be an envelope.
         let mut not_envelope = encode_register(&RegisterState { value: Some(vec![]), ..s.clone() });
         assert!(decode_register(&not_envelope).unwrap_err().contains("malformed register value"));
@@ -321,8 +331,12 @@ mod tests {
         let envelope = got.value.clone().expect("a value");
         assert_eq!(
             rampart_paxos::decode_register_value(&envelope).unwrap(),
-            (&[rampart_paxos::TAG_EXPIRES, 0xff, 0xff][..], None),
-            "raw bytes that look like an envelope are still the user's value"
+            rampart_paxos::UserValue {
+                value: &[rampart_paxos::TAG_EXPIRES, 0xff, 0xff],
+                expires_at: None,
+                revision: rampart_paxos::REVISION_UNKNOWN
+            },
+            "raw bytes that look like an envelope are still the user's value, of unknown revision"
         );
         // Written back, it is format 2 and reads the same.
         let again = encode_register(&RegisterState { value: Some(envelope.clone()), ..got.clone() });

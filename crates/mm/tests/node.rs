@@ -33,25 +33,28 @@ fn config(dir: &std::path::Path, id: u64, members: &[(u64, std::net::SocketAddr)
 async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let members = [(1, free_addr())];
+    let k_revision;
     {
         let node = MmNode::start(config(dir.path(), 1, &members)).await.unwrap();
-        assert_eq!(
-            node.change(b"k".to_vec(), set(b"v1")).await.unwrap(),
-            Outcome::Written { written: true, old: None, current_revision: 0 }
-        );
+        k_revision = written(node.change(b"k".to_vec(), set(b"v1")).await.unwrap(), None);
+        assert_eq!(k_revision, 1, "the counter of a new node's first ballot");
         assert_eq!(node.change(b"n".to_vec(), Change::IncrBy(5)).await.unwrap(), Outcome::Integer(5));
-        assert_eq!(
-            node.change(b"gone".to_vec(), set(b"x")).await.unwrap(),
-            Outcome::Written { written: true, old: None, current_revision: 0 }
-        );
+        let (_, n_revision) = read(&node, b"n").await;
+        assert!(n_revision > k_revision, "one proposer's counter: {n_revision} after {k_revision}");
+        let gone = written(node.change(b"gone".to_vec(), set(b"x")).await.unwrap(), None);
         assert_eq!(node.change(b"gone".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
         let page = node.scan(b"", None, 10, false, true).await.unwrap();
         let keys = node.scan(b"", None, 10, false, false).await.unwrap();
-        let item =
-            |k: &str, v: &str| (k.into(), rampart_kv::Item { value: v.into(), revision: None, expires_at: None });
-        assert_eq!(keys.items, vec![item("k", ""), item("n", "")], "keys only");
-        assert_eq!(page.items, vec![item("k", "v1"), item("n", "5")]);
+        let item = |k: &str, v: &str, revision| {
+            (k.into(), rampart_kv::Item { value: v.into(), revision: Some(revision), expires_at: None })
+        };
+        assert_eq!(keys.items, vec![item("k", "", k_revision), item("n", "", n_revision)], "keys only");
+        assert_eq!(page.items, vec![item("k", "v1", k_revision), item("n", "5", n_revision)]);
         assert_eq!(page.next_after, None);
+        // Recreated after its delete: a higher revision than it ever had.
+        let again = written(node.change(b"gone".to_vec(), set(b"y")).await.unwrap(), None);
+        assert!(again > gone, "{again} after {gone}");
+        assert_eq!(node.change(b"gone".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
     }
     // The runtime of the first node is still alive in this process (its tasks hold the store),
     // so reopen from a copy of the data file, as a restarted process would see it.
@@ -80,8 +83,33 @@ async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
     let members2 = [(1, free_addr())];
     let node = MmNode::start(config(copy.path(), 1, &members2)).await.unwrap();
     assert_eq!(node.stale_get(b"k").unwrap(), Some(b"v1".to_vec()));
+    // The value kept its revision across the restart.
+    assert_eq!(read(&node, b"k").await, (b"v1".to_vec(), k_revision));
     assert_eq!(node.change(b"n".to_vec(), Change::IncrBy(1)).await.unwrap(), Outcome::Integer(6));
     assert_eq!(node.change(b"gone".to_vec(), Change::Read).await.unwrap(), Outcome::Value(None));
+    // The restarted proposer starts above its durable counter floor: revisions jump, and still
+    // only grow.
+    let after = written(node.change(b"k".to_vec(), set(b"v2")).await.unwrap(), Some(b"v1"));
+    assert!(after > rampart_paxos::COUNTER_BLOCK, "{after}");
+}
+
+/// The revision a write answered, once it is checked to be a write over `old`.
+fn written(outcome: Outcome, old: Option<&[u8]>) -> u64 {
+    match outcome {
+        Outcome::Written { written: true, old: o, current_revision } if o.as_deref() == old => current_revision,
+        other => panic!("expected a write over {old:?}, got {other:?}"),
+    }
+}
+
+/// A linearizable read of `key` through `node`: its value and revision.
+async fn read(node: &MmNode, key: &[u8]) -> (Vec<u8>, u64) {
+    match node.change(key.to_vec(), Change::Read).await.unwrap() {
+        Outcome::Value(Some(raw)) => {
+            let d = rampart_paxos::decode_register_value(&raw).unwrap();
+            (d.value.to_vec(), d.revision)
+        }
+        other => panic!("expected a value, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +221,7 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
             reply_bytes_max: 1 << 20,
         }
     );
-    assert!(!r.has_revisions());
+    assert!(!r.revisions_are_global(), "revisions are per key in this mode");
 
     let b = |s: &str| s.as_bytes().to_vec();
     let too_many = (0..=rampart_mm::command::KEYS_PER_COMMAND_MAX).map(|i| i.to_string().into_bytes()).collect();
@@ -206,7 +234,7 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
                 return_old: true,
                 ttl: rampart_kv::Ttl::Clear,
             },
-            Command::PutIfRevision { key: b("a"), revision: 1, value: b("2") },
+            Command::PutIfRevision { key: b("a"), revision: 0, value: b("2") },
             Command::Set {
                 key: vec![b'k'; 17],
                 value: b("1"),
@@ -230,37 +258,52 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
             },
         ])
         .await;
-    let ok = |outcome| Ok(Response { revision: 0, outcome });
     use rampart_kv::Outcome as O;
     assert_eq!(results.len(), 11);
-    assert_eq!(results[0], ok(O::Written { written: true, old: None, current_revision: 0 }));
+    // Every write is answered the key's revision after it, in the outcome and the response.
+    let revision = |i: usize| match &results[i] {
+        Ok(Response { revision, outcome: O::Written { current_revision, .. } }) => {
+            assert_eq!(revision, current_revision);
+            *revision
+        }
+        other => panic!("result {i}: {other:?}"),
+    };
+    let ok = |outcome| Ok(Response { revision: 0, outcome });
+    let a1 = revision(0);
+    assert_eq!(
+        results[0],
+        Ok(Response { revision: a1, outcome: O::Written { written: true, old: None, current_revision: a1 } })
+    );
+    // cas=0 means absent, as in leader mode; "a" is at a1.
     assert_eq!(
         results[1],
-        Err(KvError::BadRequest(
-            "compare-and-set by revision (cas=REV); use RESP CAS key expected new is not available in \
-             multi-master mode: membership is fixed at bootstrap and there is no global log"
-                .into()
-        ))
+        Ok(Response { revision: a1, outcome: O::Written { written: false, old: None, current_revision: a1 } })
     );
     assert!(matches!(&results[2], Err(KvError::TooLarge(m)) if m.contains("key_bytes_max")), "{:?}", results[2]);
-    assert_eq!(results[3], ok(O::Written { written: true, old: None, current_revision: 0 }));
+    // Revisions are per key: the MSET's is the higher of its two keys', comparable with nothing else.
+    revision(3);
     assert_eq!(results[4], ok(O::Integer(3)));
     assert_eq!(results[5], ok(O::Integer(2)));
     assert_eq!(results[6], ok(O::Deleted { count: 1 }));
     assert_eq!(results[7], ok(O::Swapped(true)));
     assert_eq!(results[8], Err(KvError::Rejected(rampart_kv::apply::NOT_AN_INTEGER.into())));
     assert!(matches!(&results[9], Err(KvError::TooLarge(m)) if m.contains("1025 keys")), "{:?}", results[9]);
-    assert_eq!(results[10], ok(O::Written { written: false, old: Some(b("4")), current_revision: 0 }));
+    // SET NX over "c" (swapped to 4 by CAS): refused, at the revision the CAS wrote.
+    let c4 = revision(10);
+    assert!(c4 > 0);
+    assert!(
+        matches!(&results[10], Ok(Response { outcome: O::Written { written: false, old: Some(old), .. }, .. }) if *old == b("4"))
+    );
 
-    let item = |v: &str| Some(Item { value: b(v), revision: None, expires_at: None });
+    // The revision of "b" is the APPEND's; reads, stale reads and scans all report it.
+    let Ok(O::Value(Some(raw))) = node.change(b("b"), Change::Read).await else { panic!("b is live") };
+    let b2 = rampart_paxos::decode_register_value(&raw).unwrap().revision;
+    let item = |v: &str, revision| Some(Item { value: b(v), revision: Some(revision), expires_at: None });
     for consistency in [Consistency::Linearizable, Consistency::Stale] {
         let got = r.get_many(consistency, vec!["a".into(), "b".into(), "c".into()]).await.unwrap();
-        assert_eq!(got, vec![None, item("2x"), item("4")], "{consistency:?}");
+        assert_eq!(got, vec![None, item("2x", b2), item("4", c4)], "{consistency:?}");
         let page = r.scan(consistency, Vec::new(), None, 10, true).await.unwrap();
-        assert_eq!(
-            page.items,
-            vec![(b("b"), Item { value: b("2x"), revision: None, expires_at: None }), (b("c"), item("4").unwrap())]
-        );
+        assert_eq!(page.items, vec![(b("b"), item("2x", b2).unwrap()), (b("c"), item("4", c4).unwrap())]);
         assert_eq!(page.next_after, None);
         assert_eq!(r.count(consistency).await.unwrap(), 2, "{consistency:?}");
     }
@@ -270,7 +313,20 @@ async fn a_single_node_serves_the_command_model_through_the_replica_trait() {
     let got = r.get_many(Consistency::Linearizable, many).await.unwrap();
     assert_eq!(got.len(), 1500);
     assert_eq!(got.iter().filter(|v| v.is_some()).count(), 1);
-    assert_eq!(got[1400], item("4"));
+    assert_eq!(got[1400], item("4", c4));
+    // Revision CAS and delete, as in leader mode: at the current revision only.
+    let cas = |revision, value: &str| Command::PutIfRevision { key: b("c"), revision, value: b(value) };
+    let refused = r.write(cas(c4 - 1, "stale")).await.unwrap();
+    assert_eq!(refused.outcome, O::Written { written: false, old: None, current_revision: c4 });
+    let c5 = r.write(cas(c4, "5")).await.unwrap().revision;
+    assert!(c5 > c4, "{c5} after {c4}");
+    let del = |revision| Command::DeleteIfRevision { key: b("c"), revision };
+    assert_eq!(r.write(del(c4)).await, ok(O::Deleted { count: 0 }));
+    assert_eq!(r.write(del(c5)).await, ok(O::Deleted { count: 1 }));
+    assert_eq!(r.get_many(Consistency::Linearizable, vec!["c".into()]).await.unwrap(), vec![None]);
+    let c6 = r.write(cas(0, "6")).await.unwrap().revision;
+    assert!(c6 > c5, "recreated above its old revisions: {c6} after {c5}");
+    assert_eq!(r.write(del(c6)).await, ok(O::Deleted { count: 1 }));
 
     let st = r.status();
     assert_eq!((st.id, st.mode, st.role, st.leader_id), (1, "multi-master", Role::Peer, None));
@@ -367,6 +423,16 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "the cluster never came up");
+    // Every node past its first boot before the outsider speaks as node 2: valid frames in its
+    // name make its peers note it as seen, which a node still in its first-boot check would take
+    // for a lost data dir.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for node in &nodes[1..] {
+        while node.change(b"warm-up".to_vec(), Change::IncrBy(1)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "node {} never came up", node.config().id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     // The sender id and fingerprint are self-reported: the outsider claims to be node 2.
     let cluster = membership_fingerprint([1, 2, 3]);
@@ -377,7 +443,7 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
             let accept = Request::Accept {
                 key: key.to_vec(),
                 ballot: Ballot::new(counter, NodeId(2)),
-                value: Some(rampart_paxos::encode_register_value(b"forged", None)),
+                value: Some(rampart_paxos::encode_register_value(b"forged", None, counter)),
                 base: Ballot::ZERO,
             };
             for (id, addr) in &members {
@@ -408,6 +474,18 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
     let scan = PeerRequest::Scan { prefix: vec![], after: None, limit: u32::MAX, values: true };
     let e = send_as_outsider(members[0].1, &forged(scan)).await.unwrap_err();
     assert!(e.contains("SCAN_PAGE_MAX"), "{e}");
+    // A malformed envelope, or a value claiming a revision above the ballot it is sent at (no
+    // honest proposer sends one: it would be a value from the future), is refused whole too.
+    let accept =
+        |value| Request::Accept { key: b"k".to_vec(), ballot: Ballot::new(5, NodeId(2)), value, base: Ballot::ZERO };
+    for (value, why) in [
+        (vec![rampart_paxos::TAG_PERSISTENT_REVISION, 0, 0], "revision bytes"),
+        (rampart_paxos::encode_register_value(b"v", None, 6), "revision above"),
+    ] {
+        let frame = forged(PeerRequest::Paxos { requests: vec![accept(Some(value))] });
+        let e = send_as_outsider(members[0].1, &frame).await.unwrap_err();
+        assert!(e.contains("bad register value") && e.contains(why), "{e}");
+    }
 
     // Every node still writes the poisoned-to-be keys and new ones.
     for (i, node) in nodes.iter().enumerate() {
@@ -546,7 +624,7 @@ async fn a_data_dir_from_before_expiry_serves_its_values_without_expiry() {
         let state = RegisterState {
             promised: Ballot::new(2, NodeId(1)),
             accepted: Ballot::new(1, NodeId(1)),
-            value: Some(rampart_paxos::encode_register_value(b"", None)),
+            value: Some(rampart_paxos::encode_register_value(b"", None, 0)),
             base: Ballot::ZERO,
         };
         let mut raw = rampart_mm::wire::encode_register(&state);
@@ -557,10 +635,14 @@ async fn a_data_dir_from_before_expiry_serves_its_values_without_expiry() {
         store.write(Durability::Immediate, |b| b.register_put(b"k", &raw)).unwrap();
     }
     let node = MmNode::start(config(dir.path(), 1, &[(1, free_addr())])).await.unwrap();
-    let want = vec![Some(Item { value: b"\x01old".to_vec(), revision: None, expires_at: None })];
-    for consistency in [Consistency::Stale, Consistency::Linearizable] {
-        assert_eq!(node.get_many(consistency, vec!["k".into()]).await.unwrap(), want, "{consistency:?}");
-    }
+    // Its revision is unknown (0) until a linearizable read or a write gives it one.
+    let item = |revision| vec![Some(Item { value: b"\x01old".to_vec(), revision: Some(revision), expires_at: None })];
+    assert_eq!(node.get_many(Consistency::Stale, vec!["k".into()]).await.unwrap(), item(0));
+    let got = node.get_many(Consistency::Linearizable, vec!["k".into()]).await.unwrap();
+    let revision = got[0].as_ref().and_then(|i| i.revision).expect("a revision");
+    assert!(revision > 0);
+    assert_eq!(got, item(revision));
+    assert_eq!(node.get_many(Consistency::Stale, vec!["k".into()]).await.unwrap(), item(revision));
     assert_eq!(
         node.change(b"k".to_vec(), Change::Append { value: b"!".to_vec(), value_bytes_max: 100 }).await.unwrap(),
         Outcome::Integer(5)
@@ -581,9 +663,10 @@ async fn write_acked(node: &MmNode, key: &str, value: &str) {
     }
 }
 
-async fn read(node: &MmNode, key: &str) -> Option<Vec<u8>> {
+/// A linearizable read of `key`'s value (`None`: absent).
+async fn read_value(node: &MmNode, key: &str) -> Option<Vec<u8>> {
     match node.change(key.into(), Change::Read).await.unwrap() {
-        Outcome::Value(v) => v.map(|env| rampart_paxos::decode_register_value(&env).unwrap().0.to_vec()),
+        Outcome::Value(v) => v.map(|env| rampart_paxos::decode_register_value(&env).unwrap().value.to_vec()),
         other => panic!("{other:?}"),
     }
 }
@@ -637,9 +720,9 @@ async fn a_member_is_added_and_another_removed_while_writes_go_on_and_every_ackn
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for i in (0..50).step_by(7) {
-        assert_eq!(read(&n4, &format!("before-{i}")).await, Some(format!("v{i}").into_bytes()));
+        assert_eq!(read_value(&n4, &format!("before-{i}")).await, Some(format!("v{i}").into_bytes()));
     }
-    assert_eq!(read(&n4, "gone").await, None, "a deleted key stays deleted");
+    assert_eq!(read_value(&n4, "gone").await, None, "a deleted key stays deleted");
     // The catch-up ran full rounds, so node 4 holds the values itself, not only a majority.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while n4.stale_get(b"before-0").unwrap().is_none() || n4.stale_get(b"before-49").unwrap().is_none() {
@@ -662,10 +745,10 @@ async fn a_member_is_added_and_another_removed_while_writes_go_on_and_every_ackn
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for key in &acked {
-        assert_eq!(read(&n4, key).await, Some(b"w".to_vec()), "{key} was acknowledged and is lost");
+        assert_eq!(read_value(&n4, key).await, Some(b"w".to_vec()), "{key} was acknowledged and is lost");
     }
     for i in 0..50 {
-        assert_eq!(read(&nodes[2], &format!("before-{i}")).await, Some(format!("v{i}").into_bytes()));
+        assert_eq!(read_value(&nodes[2], &format!("before-{i}")).await, Some(format!("v{i}").into_bytes()));
     }
     // Removing a member that is not one is refused.
     let not = nodes[1].change_membership(rampart_mm::MemberChange::Remove { id: 9 }).await.unwrap_err();
@@ -700,17 +783,17 @@ async fn deleted_keys_registers_are_collected_on_every_node_and_never_come_back(
         // No old value anywhere: neither through Paxos nor in any node's own registers.
         for i in (0..150).step_by(13) {
             let key = format!("gc-{i}");
-            assert_eq!(read(n, &key).await, None, "{key} came back");
+            assert_eq!(read_value(n, &key).await, None, "{key} came back");
             assert_eq!(n.stale_get(key.as_bytes()).unwrap(), None);
         }
         for i in 150..200 {
-            assert_eq!(read(n, &format!("gc-{i}")).await, Some(b"old".to_vec()));
+            assert_eq!(read_value(n, &format!("gc-{i}")).await, Some(b"old".to_vec()));
         }
     }
     // A collected key is an ordinary absent key: written, read, deleted and collected again.
     write_acked(&nodes[2], "gc-7", "new").await;
     for n in &nodes {
-        assert_eq!(read(n, "gc-7").await, Some(b"new".to_vec()));
+        assert_eq!(read_value(n, "gc-7").await, Some(b"new".to_vec()));
     }
     assert_eq!(nodes[0].change(b"gc-7".to_vec(), Change::Delete).await.unwrap(), Outcome::Deleted { count: 1 });
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -719,7 +802,7 @@ async fn deleted_keys_registers_are_collected_on_every_node_and_never_come_back(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for n in &nodes {
-        assert_eq!(read(n, "gc-7").await, None);
+        assert_eq!(read_value(n, "gc-7").await, None);
     }
 }
 
@@ -740,12 +823,49 @@ async fn the_acceptor_keeps_a_bounded_number_of_registers_in_memory_and_reads_th
     // Every key, long evicted or not, is read back and changed correctly.
     for i in (0..500).step_by(7) {
         let key = format!("many-{i}");
-        assert_eq!(read(&nodes[(i + 1) % 3], &key).await, Some(format!("v{i}").into_bytes()));
+        assert_eq!(read_value(&nodes[(i + 1) % 3], &key).await, Some(format!("v{i}").into_bytes()));
         let r = nodes[(i + 2) % 3]
             .change(key.clone().into(), Change::Append { value: b"!".to_vec(), value_bytes_max: 1 << 20 });
         assert_eq!(r.await.unwrap(), Outcome::Integer(format!("v{i}!").len() as i64));
     }
     for n in &nodes {
         assert!(n.stats().registers_in_memory.load(relaxed) <= 64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_revision_cas_matches_a_value_from_before_revisions() {
+    use rampart_kv::{Command, Outcome as O, Replica, Response};
+    use rampart_paxos::{Ballot, NodeId, RegisterState};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // Envelopes of tag 0 and 1, as a node from before revisions wrote them.
+        let store = Store::open_dir(dir.path()).unwrap();
+        for (key, expires_at) in [("p", None), ("x", Some(u64::MAX))] {
+            let state = RegisterState {
+                promised: Ballot::new(9, NodeId(1)),
+                accepted: Ballot::new(8, NodeId(1)),
+                value: Some(rampart_paxos::encode_register_value(b"old", expires_at, rampart_paxos::REVISION_UNKNOWN)),
+                base: Ballot::ZERO,
+            };
+            let raw = rampart_mm::wire::encode_register(&state);
+            store.write(Durability::Immediate, |b| b.register_put(key.as_bytes(), &raw)).unwrap();
+        }
+    }
+    let node = MmNode::start(config(dir.path(), 1, &[(1, free_addr())])).await.unwrap();
+    for key in ["p", "x"] {
+        let b = |s: &str| s.as_bytes().to_vec();
+        // Not cas=0 (the key is present), nor any other revision: refused, and the refusal names
+        // the revision the key has from now on.
+        let put = |revision| Command::PutIfRevision { key: b(key), revision, value: b("new") };
+        let refused = node.write(put(0)).await.unwrap();
+        let O::Written { written: false, current_revision: now, .. } = refused.outcome else { panic!("{refused:?}") };
+        assert!(now > 8, "{key}: {now}");
+        let del = node.write(Command::DeleteIfRevision { key: b(key), revision: now + 1 }).await.unwrap();
+        assert_eq!(del, Response { revision: 0, outcome: O::Deleted { count: 0 } }, "{key}");
+        // At the revision it was given, it matches.
+        let ok = node.write(put(now)).await.unwrap();
+        assert!(matches!(ok.outcome, O::Written { written: true, current_revision, .. } if current_revision > now));
+        assert_eq!(node.stale_get(key.as_bytes()).unwrap(), Some(b("new")));
     }
 }

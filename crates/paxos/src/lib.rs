@@ -23,8 +23,9 @@ mod voters;
 pub use acceptor::{check_register, Acceptor, AcceptorOutput, DurableWrite, RegisterState};
 pub use ballot::{Ballot, CounterCeiling, NodeId, COUNTER_CEILING_SLACK, COUNTER_PER_MS};
 pub use change::{
-    apply_change, decode_register_value, encode_register_value, live_value, Change, Key, MalformedRegister, Outcome,
-    UserValue, Value, ENVELOPE_BYTES_MAX, TAG_EXPIRES, TAG_PERSISTENT,
+    apply_change, decode_accepted_value, decode_register_value, encode_register_value, live_value, Change, Key,
+    MalformedRegister, Outcome, UserValue, Value, ENVELOPE_BYTES_MAX, REVISION_UNKNOWN, TAG_EXPIRES,
+    TAG_EXPIRES_REVISION, TAG_PERSISTENT, TAG_PERSISTENT_REVISION,
 };
 pub use message::{Reply, Request};
 pub use proposer::{

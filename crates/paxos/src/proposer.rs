@@ -584,7 +584,7 @@ impl Proposer {
             self.counter = self.counter.max(cached.next.counter);
             self.reserve(cached.next.counter, out);
             self.use_ballot(p, cached.next);
-            let (value, outcome) = apply_change(&p.change, &cached.value, p.unix_ms);
+            let (value, outcome) = apply_change(&p.change, &cached.value, p.unix_ms, p.ballot.counter);
             self.send_accept(key, p, value, cached.accepted, outcome, out);
         } else {
             let Some(ballot) = self.fresh_ballot(out) else {
@@ -743,7 +743,7 @@ impl Proposer {
             // acknowledged before this read began is at or below it. Served from here only if
             // the read leaves it as it is: an expired value must become a tombstone first (a full
             // round that accepts it), or a later read on a slower clock could see it again.
-            let (next, outcome) = apply_change(&p.change, &value, p.unix_ms);
+            let (next, outcome) = apply_change(&p.change, &value, p.unix_ms, p.ballot.counter);
             if next == value {
                 out.push(done(p.id, Ok(outcome)));
                 return Flow::Finished;
@@ -787,8 +787,8 @@ impl Proposer {
         let (highest, current, current_base) = p.best.clone();
         let ours = |ballot: Ballot| p.ours.iter().find(|(b, _)| *b == ballot).map(|(_, outcome)| outcome.clone());
         let (value, outcome) = match p.first_accept {
-            _ if p.change.is_read() => apply_change(&p.change, &current, p.unix_ms),
-            None => apply_change(&p.change, &current, p.unix_ms),
+            _ if p.change.is_read() => apply_change(&p.change, &current, p.unix_ms, p.ballot.counter),
+            None => apply_change(&p.change, &current, p.unix_ms, p.ballot.counter),
             Some(first) => {
                 if let Some(outcome) = ours(highest).or_else(|| ours(current_base)) {
                     // Our value, or another proposer's change applied on top of our value: our
@@ -796,7 +796,7 @@ impl Proposer {
                     (current, outcome)
                 } else if highest < first || current_base < first {
                     // Derived from a value older than our first accept: our effect is not in it.
-                    apply_change(&p.change, &current, p.unix_ms)
+                    apply_change(&p.change, &current, p.unix_ms, p.ballot.counter)
                 } else {
                     out.push(done(p.id, Err(Error::Ambiguous)));
                     return Flow::Finished;

@@ -229,9 +229,28 @@ fn proposer(node: u64) -> Proposer {
     Proposer::new(ProposerConfig::new(NodeId(node), vec![NodeId(1), NodeId(2), NodeId(3)], node)).unwrap()
 }
 
-/// The register envelope of a value without expiry (what a read answers).
-fn env(value: &[u8]) -> Vec<u8> {
-    rampart_paxos::encode_register_value(value, None)
+/// The register envelope of a value without expiry at `revision` (what a read answers).
+fn env(value: &[u8], revision: u64) -> Vec<u8> {
+    rampart_paxos::encode_register_value(value, None, revision)
+}
+
+/// The revision a write answered, once it is checked to be a write over `old`.
+fn written(result: Result<Outcome, rampart_paxos::Error>, old: Option<&[u8]>) -> u64 {
+    match result {
+        Ok(Outcome::Written { written: true, old: o, current_revision }) if o.as_deref() == old => current_revision,
+        other => panic!("expected a write over {old:?}, got {other:?}"),
+    }
+}
+
+/// The user's value and revision a read answered.
+fn read_value(result: Result<Outcome, rampart_paxos::Error>) -> (Vec<u8>, u64) {
+    match result {
+        Ok(Outcome::Value(Some(raw))) => {
+            let d = rampart_paxos::decode_register_value(&raw).unwrap();
+            (d.value.to_vec(), d.revision)
+        }
+        other => panic!("expected a value, got {other:?}"),
+    }
 }
 
 fn prepares(sent: &[Request]) -> usize {
@@ -265,7 +284,8 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     let mut bench = Bench::new();
     let mut a = proposer(10);
     let (_, out) = a.propose(0, b"k".to_vec(), set(b"1")).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, old: None, current_revision: 0 }));
+    let first = written(bench.drive(&mut a, out), None);
+    assert_eq!(first, 1, "the revision is the counter of a fresh proposer's first ballot");
     assert_eq!(prepares(&bench.sent), 3, "the first change needs a prepare round");
     assert_eq!(a.cached_keys(), 1);
 
@@ -280,7 +300,8 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     // A read elsewhere is a peek: it changes nothing, so A's cached ballot stays good.
     let mut b = proposer(20);
     let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
-    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(env(b"4")))));
+    // Each fast-path change took the next counter, and the value carries the last one.
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(env(b"4", first + 3)))));
     assert!(bench
         .sent
         .iter()
@@ -288,10 +309,8 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
 
     // Another node takes the key over with a higher ballot (writing the same value).
     let (_, out) = b.propose(0, b"k".to_vec(), set(b"4")).unwrap();
-    assert_eq!(
-        bench.drive(&mut b, out),
-        Ok(Outcome::Written { written: true, old: Some(b"4".to_vec()), current_revision: 0 })
-    );
+    let taken = written(bench.drive(&mut b, out), Some(b"4"));
+    assert!(taken > first + 3, "revision {taken} after {}", first + 3);
 
     // A's cached accept is refused by every acceptor. Its retry's prepare finds B's value,
     // derived from a value older than A's refused accept, so A applies the change afresh, once.
@@ -302,7 +321,9 @@ fn the_same_key_at_the_same_node_takes_one_round_trip_and_a_takeover_invalidates
     // And it is back on the one-round-trip path.
     bench.sent.clear();
     let (_, out) = a.propose(0, b"k".to_vec(), Change::Read).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Value(Some(env(b"14")))));
+    let (value, revision) = read_value(bench.drive(&mut a, out));
+    assert_eq!(value, b"14");
+    assert!(revision > taken, "revision {revision} after {taken}");
     assert_eq!(prepares(&bench.sent), 0);
 }
 
@@ -311,7 +332,7 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
     let mut bench = Bench::new();
     let mut a = proposer(10);
     let (_, out) = a.propose(0, b"k".to_vec(), set(b"1")).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, old: None, current_revision: 0 }));
+    written(bench.drive(&mut a, out), None);
     assert_eq!(a.cached_keys(), 1);
     // Its own ballots and other keys leave the cache alone.
     a.observe_foreign(0, b"k", Ballot::new(1_000, NodeId(10)));
@@ -320,10 +341,7 @@ fn a_foreign_ballot_hint_drops_the_stale_cache_so_the_next_change_prepares() {
 
     let mut b = proposer(20);
     let (_, out) = b.propose(0, b"k".to_vec(), set(b"2")).unwrap();
-    assert_eq!(
-        bench.drive(&mut b, out),
-        Ok(Outcome::Written { written: true, old: Some(b"1".to_vec()), current_revision: 0 })
-    );
+    written(bench.drive(&mut b, out), Some(b"1"));
     let seen = bench.sent.iter().rev().find_map(|r| match r {
         Request::Accept { ballot, .. } if ballot.node == NodeId(20) => Some(*ballot),
         _ => None,
@@ -348,12 +366,12 @@ fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
     let mut bench = Bench::new();
     let mut a = proposer(10);
     let (_, out) = a.propose(0, b"k".to_vec(), set(b"1")).unwrap();
-    assert_eq!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, old: None, current_revision: 0 }));
+    let revision = written(bench.drive(&mut a, out), None);
     let before: Vec<_> = bench.acceptors.iter().map(|x| x.register(b"k").cloned()).collect();
     bench.sent.clear();
     let mut b = proposer(20);
     let (_, out) = b.propose(0, b"k".to_vec(), Change::Read).unwrap();
-    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(env(b"1")))));
+    assert_eq!(bench.drive(&mut b, out), Ok(Outcome::Value(Some(env(b"1", revision)))));
     assert!(bench.sent.iter().all(|r| matches!(r, Request::Peek { .. })), "{:?}", bench.sent);
     let after: Vec<_> = bench.acceptors.iter().map(|x| x.register(b"k").cloned()).collect();
     assert_eq!(before, after, "a peek changes no register");
@@ -369,6 +387,7 @@ fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
     assert!(out.iter().any(|o| matches!(o, ProposerOutput::Done { result: Ok(_), .. })), "{out:?}");
     let (_, out) = w.propose(0, b"k".to_vec(), set(b"new")).unwrap();
     let _ = deliver(&mut acceptors, &mut w, out, &[1]);
+    let new_at = acceptors[0].register(b"k").expect("acceptor 1 took the accept").accepted.counter;
     let mut r = proposer(40);
     // Acceptor 3 is down: the two answers disagree and no majority can agree any more.
     r.set_dead_peers(&[NodeId(3)]);
@@ -381,7 +400,8 @@ fn a_read_is_answered_by_an_agreeing_majority_without_any_write() {
         ProposerOutput::Done { result, .. } => Some(result.clone()),
         _ => None,
     });
-    assert_eq!(read, Some(Ok(Outcome::Value(Some(env(b"new"))))));
+    // The full round re-accepted W's value unchanged: it keeps the revision W wrote it at.
+    assert_eq!(read, Some(Ok(Outcome::Value(Some(env(b"new", new_at))))));
 }
 
 #[test]
@@ -395,8 +415,8 @@ fn a_read_of_an_expired_value_accepts_a_tombstone_so_every_later_read_sees_it_ab
         ttl: rampart_kv::Ttl::In(100),
     };
     let (_, out) = a.propose_at(0, b"k".to_vec(), set_px, 1_000).unwrap();
-    assert!(matches!(bench.drive(&mut a, out), Ok(Outcome::Written { written: true, .. })));
-    let live = rampart_paxos::encode_register_value(b"v", Some(1_100));
+    let revision = written(bench.drive(&mut a, out), None);
+    let live = rampart_paxos::encode_register_value(b"v", Some(1_100), revision);
     // Before its expiry: the peek agrees and answers in one round trip.
     let mut b = proposer(20);
     bench.sent.clear();
@@ -523,7 +543,7 @@ fn a_promise_claiming_an_accept_at_or_above_its_own_ballot_is_ignored() {
         ProposerOutput::Send { request: Request::Accept { base, value, .. }, .. } => Some((*base, value.clone())),
         _ => None,
     });
-    assert_eq!(accept, Some((rampart_paxos::Ballot::ZERO, Some(env(b"x")))), "{out:?}");
+    assert_eq!(accept, Some((rampart_paxos::Ballot::ZERO, Some(env(b"x", ballot.counter)))), "{out:?}");
 }
 
 /// Delivers the sends among `outputs` to the acceptors in `reach` only (others are lost) and
@@ -606,7 +626,8 @@ fn a_retry_completes_its_own_partly_accepted_change_instead_of_applying_it_twice
     assert_eq!(result_of(&out), None);
     // The retry's prepare quorum {1, 2} reports A's own value as the highest: complete it.
     assert_eq!(run_until_done(&mut acceptors, &mut a, out, &[1, 2]), Ok(Outcome::Integer(1)));
-    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(env(b"1"))), "applied once");
+    // Applied once, and re-accepted unchanged: it keeps the revision of its first accept.
+    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(env(b"1", 1))), "applied once");
 }
 
 #[test]
@@ -622,7 +643,9 @@ fn a_retry_completes_when_another_proposer_built_on_its_value() {
     assert_eq!(run_until_done(&mut acceptors, &mut b, out, &[1, 2]), Ok(Outcome::Integer(6)));
     // A retries: the highest value is B's, whose base is A's accept, so A's effect is in it.
     assert_eq!(run_until_done(&mut acceptors, &mut a, a_pending, &[1, 2, 3]), Ok(Outcome::Integer(5)));
-    assert_eq!(read_back(&mut acceptors), Outcome::Value(Some(env(b"6"))), "5 + 1, each once");
+    let (value, revision) = read_value(Ok(read_back(&mut acceptors)));
+    assert_eq!(value, b"6", "5 + 1, each once");
+    assert!(revision > 1, "B's value, built on A's (revision 1), has a higher revision: {revision}");
 }
 
 #[test]
@@ -668,6 +691,41 @@ fn a_long_queue_on_one_key_drains_without_recursion_when_every_change_fails_at_o
         })
         .count();
     assert_eq!(failures, 50_001);
+}
+
+#[test]
+fn revision_cas_through_proposers_and_a_recreated_key_gets_a_higher_revision() {
+    let mut bench = Bench::new();
+    let (mut a, mut b) = (proposer(10), proposer(20));
+    let put = |revision: u64, value: &[u8]| Change::PutIfRevision { revision, value: value.to_vec() };
+    // cas=0: only where the key is absent.
+    let (_, out) = a.propose(0, b"k".to_vec(), put(0, b"1")).unwrap();
+    let r1 = written(bench.drive(&mut a, out), None);
+    let (_, out) = b.propose(0, b"k".to_vec(), put(0, b"x")).unwrap();
+    assert_eq!(
+        bench.drive(&mut b, out),
+        Ok(Outcome::Written { written: false, old: None, current_revision: r1 }),
+        "every node reports the revision the value was written at"
+    );
+    // Through another node, at the revision read: written, at a higher revision.
+    let (_, out) = b.propose(0, b"k".to_vec(), put(r1, b"2")).unwrap();
+    let r2 = written(bench.drive(&mut b, out), None);
+    assert!(r2 > r1, "{r2} after {r1}");
+    // A cas at the old revision is refused, naming the current one (through a third node: A's
+    // cached ballot is stale, and a refused fast accept may end as "ambiguous").
+    let mut c = proposer(30);
+    let (_, out) = c.propose(0, b"k".to_vec(), put(r1, b"3")).unwrap();
+    assert_eq!(bench.drive(&mut c, out), Ok(Outcome::Written { written: false, old: None, current_revision: r2 }));
+    let (_, out) = c.propose(0, b"k".to_vec(), Change::DeleteIfRevision { revision: r1 }).unwrap();
+    assert_eq!(bench.drive(&mut c, out), Ok(Outcome::Deleted { count: 0 }));
+    let (_, out) = c.propose(0, b"k".to_vec(), Change::DeleteIfRevision { revision: r2 }).unwrap();
+    assert_eq!(bench.drive(&mut c, out), Ok(Outcome::Deleted { count: 1 }));
+    // Recreated: above every revision the key had, so a cas held from before cannot match.
+    let (_, out) = c.propose(0, b"k".to_vec(), set(b"again")).unwrap();
+    let r3 = written(bench.drive(&mut c, out), None);
+    assert!(r3 > r2, "{r3} after {r2}");
+    let (_, out) = c.propose(0, b"k".to_vec(), put(r2, b"stale")).unwrap();
+    assert_eq!(bench.drive(&mut c, out), Ok(Outcome::Written { written: false, old: None, current_revision: r3 }));
 }
 
 /// A plain SET that reports the value it replaced.

@@ -225,7 +225,7 @@ impl Replica for RaftNode {
         }))
     }
 
-    fn has_revisions(&self) -> bool {
+    fn revisions_are_global(&self) -> bool {
         true
     }
 

@@ -181,9 +181,10 @@ fn lease_of(key: &[u8]) -> Option<LeaseId> {
     u64::from_str_radix(std::str::from_utf8(tail).ok()?, 16).ok()
 }
 
-/// Multi-master mode has no revisions (nor leases, nor watches): nothing here can work there.
+/// Multi-master mode has no leases, no watches and only per-key revisions (a line is ordered by
+/// revisions across keys): nothing here can work there.
 fn require_leader_mode(app: &App, kind: Kind) -> Result<(), CoordError> {
-    if app.replica.has_revisions() {
+    if app.replica.revisions_are_global() {
         Ok(())
     } else {
         Err(CoordError::Unsupported(leader_mode_only(kind.plural())))

@@ -227,9 +227,6 @@ async fn put_key(
         };
         let resp = app.write(cmd).await?;
         match resp.outcome {
-            Outcome::Written { written: true, .. } if !app.replica.has_revisions() => {
-                Ok(Json(json!({"ok": true})).into_response())
-            }
             Outcome::Written { written: true, current_revision, .. } => {
                 Ok((revision_header(current_revision), Json(json!({"revision": current_revision}))).into_response())
             }
@@ -275,6 +272,8 @@ async fn put_leased(app: &App, key: String, q: &KvQuery, lease: &str, body: Byte
 }
 
 /// `DELETE /v1/kv/{key}[?cas=REV]`: with `cas`, only if the key's revision is REV (else 409).
+/// The answer's `revision` is the write's (leader mode: its log index; multi-master mode: 0, the
+/// revision of an absent key, as revisions there are per key and a deleted key has none).
 async fn delete_key(
     State(app): State<Arc<App>>,
     Path(key): Path<String>,
@@ -310,7 +309,6 @@ async fn delete_key(
             }
         }
         match resp.outcome {
-            Outcome::Deleted { count } if !app.replica.has_revisions() => Ok(Json(json!({"deleted": count > 0}))),
             Outcome::Deleted { count } => Ok(Json(json!({"deleted": count > 0, "revision": resp.revision}))),
             other => {
                 Err(HttpError(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected result {other:?}"), "INTERNAL"))

@@ -8,9 +8,13 @@
 //! not at all. The register model is `apply_change` itself, each operation applied at the time
 //! its proposer stamped on it (so expiry is judged as the cluster judged it): this checks
 //! replication, while the change functions have their own unit tests.
+//!
+//! Revisions are ballot counters, which the model cannot predict: it applies every change at
+//! [`MODEL_REVISION`] and compares outcomes with the cluster's revisions replaced by it
+//! ([`without_revision`]). [`check_revisions`] checks the revisions themselves.
 
 use rampart_paxos::{Change, Outcome, Value};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// One operation on one key. Times are unique, increasing simulation stamps.
 #[derive(Clone, Debug)]
@@ -68,9 +72,31 @@ struct Search<'a> {
     timeless: bool,
 }
 
+/// The revision the model applies every change at (any nonzero one would do).
+pub const MODEL_REVISION: u64 = 1;
+
+/// `outcome` of `change` as the model computes it, whatever revision the cluster gave it: a
+/// read's envelope at [`MODEL_REVISION`], and a write's `current_revision` at it too, or 0 (the
+/// key was absent), which the model does predict.
+pub fn without_revision(change: &Change, outcome: Outcome) -> Outcome {
+    match (change, outcome) {
+        (Change::Read, Outcome::Value(Some(raw))) => {
+            let d = rampart_paxos::decode_register_value(&raw).expect("a chosen envelope");
+            Outcome::Value(Some(rampart_paxos::encode_register_value(d.value, d.expires_at, MODEL_REVISION)))
+        }
+        (_, Outcome::Written { written, old, current_revision }) => {
+            Outcome::Written { written, old, current_revision: current_revision.min(MODEL_REVISION) }
+        }
+        (_, other) => other,
+    }
+}
+
 /// Checks one key's history, starting from an absent value.
 pub fn check(history: &[Op]) -> Verdict {
-    let mut ops = history.to_vec();
+    let mut ops: Vec<Op> = history
+        .iter()
+        .map(|op| Op { outcome: op.outcome.clone().map(|o| without_revision(&op.change, o)), ..op.clone() })
+        .collect();
     ops.sort_by_key(|op| op.invoke);
     let completed = ops.iter().filter(|op| op.complete.is_some()).count();
     let timeless = !ops.iter().any(|op| sets_expiry(&op.change));
@@ -114,7 +140,7 @@ impl Search<'_> {
             {
                 continue;
             }
-            let (next, outcome) = rampart_paxos::apply_change(&op.change, &state, op.at);
+            let (next, outcome) = rampart_paxos::apply_change(&op.change, &state, op.at, MODEL_REVISION);
             if op.outcome.as_ref().is_some_and(|expected| *expected != outcome) {
                 continue;
             }
@@ -146,6 +172,62 @@ impl Search<'_> {
     }
 }
 
+/// What a completed operation told its client about the key's revision: the revision, whether
+/// the operation wrote a new value, and the user's value at that revision when the answer says.
+struct Seen {
+    invoke: u64,
+    complete: u64,
+    revision: u64,
+    wrote: bool,
+    value: Option<Vec<u8>>,
+}
+
+fn seen(op: &Op) -> Option<Seen> {
+    let (complete, outcome) = (op.complete?, op.outcome.as_ref()?);
+    let (revision, wrote, value) = match (&op.change, outcome) {
+        (Change::Read, Outcome::Value(Some(raw))) => {
+            let d = rampart_paxos::decode_register_value(raw).expect("a chosen envelope");
+            (d.revision, false, Some(d.value.to_vec()))
+        }
+        (Change::Set { value, .. }, Outcome::Written { written: true, current_revision, .. }) => {
+            (*current_revision, true, Some(value.clone()))
+        }
+        (_, Outcome::Written { written, current_revision, .. }) => (*current_revision, *written, None),
+        _ => return None,
+    };
+    // Revision 0 is the absent key's: nothing was observed.
+    (revision != 0).then_some(Seen { invoke: op.invoke, complete, revision, wrote, value })
+}
+
+/// Checks the revisions one key's history observed (reads and write outcomes): an operation that
+/// began after another completed never sees a lower revision, one that wrote a new value is
+/// answered a revision above every revision seen before it began, and one revision always
+/// names one value. `Err` describes the first breach.
+pub fn check_revisions(history: &[Op]) -> Result<(), String> {
+    let mut seen: Vec<Seen> = history.iter().filter_map(seen).collect();
+    seen.sort_by_key(|s| s.complete);
+    let mut values: BTreeMap<u64, &[u8]> = BTreeMap::new();
+    for b in &seen {
+        // The highest revision seen by an operation that completed before `b` began.
+        let before = seen.iter().take_while(|a| a.complete < b.invoke).map(|a| a.revision).max().unwrap_or(0);
+        if b.revision < before || (b.wrote && b.revision == before) {
+            return Err(format!(
+                "revision {} (wrote: {}) answered to an operation invoked at {} after revision {before} was seen",
+                b.revision, b.wrote, b.invoke
+            ));
+        }
+        if let Some(value) = &b.value {
+            match values.insert(b.revision, value) {
+                Some(other) if other != value.as_slice() => {
+                    return Err(format!("revision {} names two values: {other:?} and {value:?}", b.revision));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,7 +243,7 @@ mod tests {
             invoke,
             complete,
             set_op(value.as_bytes()),
-            Outcome::Written { written: true, old: previous, current_revision: 0 },
+            Outcome::Written { written: true, old: previous, current_revision: invoke + 100 },
         )
     }
     fn set_op(value: &[u8]) -> Change {
@@ -173,8 +255,8 @@ mod tests {
         }
     }
     fn read(invoke: u64, complete: u64, value: Value) -> Op {
-        // A read's outcome is the register's envelope.
-        let value = value.map(|v| rampart_paxos::encode_register_value(&v, None));
+        // A read's outcome is the register's envelope, with the cluster's revision in it.
+        let value = value.map(|v| rampart_paxos::encode_register_value(&v, None, invoke + 100));
         op(invoke, complete, Change::Read, Outcome::Value(value))
     }
     fn pending(invoke: u64, change: Change) -> Op {
@@ -253,5 +335,51 @@ mod tests {
         // Two concurrent create-if-absent: exactly one may win.
         assert_eq!(check(&[cas(1, 5, true), cas(2, 6, false)]), Verdict::Linearizable);
         assert_eq!(check(&[cas(1, 5, true), cas(2, 6, true)]), Verdict::Violation);
+    }
+
+    /// A set over `old` answered revision `rev`, and a read that saw `value` at `rev`.
+    fn set_at(invoke: u64, complete: u64, value: &str, old: Option<&str>, rev: u64) -> Op {
+        let old = old.map(|o| o.as_bytes().to_vec());
+        let outcome = Outcome::Written { written: true, old, current_revision: rev };
+        op(invoke, complete, set_op(value.as_bytes()), outcome)
+    }
+    fn read_at(invoke: u64, complete: u64, value: &str, rev: u64) -> Op {
+        let envelope = rampart_paxos::encode_register_value(value.as_bytes(), None, rev);
+        op(invoke, complete, Change::Read, Outcome::Value(Some(envelope)))
+    }
+
+    #[test]
+    fn the_model_ignores_the_revisions_it_cannot_predict() {
+        // The same sequential history, whatever revisions the cluster gave: linearizable.
+        let h = [set_at(1, 2, "a", None, 65_537), read_at(3, 4, "a", 65_537), set_at(5, 6, "b", Some("a"), 70_000)];
+        assert_eq!(check(&h), Verdict::Linearizable);
+        // A refusal's revision says whether the key existed: that the model does predict.
+        let nx = Change::Set {
+            value: b"x".to_vec(),
+            cond: rampart_kv::SetCond::IfAbsent,
+            return_old: false,
+            ttl: rampart_kv::Ttl::Clear,
+        };
+        let refused = |rev| op(3, 4, nx.clone(), Outcome::Written { written: false, old: None, current_revision: rev });
+        assert_eq!(check(&[set_at(1, 2, "a", None, 9), refused(9)]), Verdict::Linearizable);
+        assert_eq!(check(&[set_at(1, 2, "a", None, 9), refused(0)]), Verdict::Violation);
+    }
+
+    #[test]
+    fn revisions_that_go_back_or_stand_still_across_a_write_are_caught() {
+        let ok =
+            [set_at(1, 2, "a", None, 5), read_at(3, 4, "a", 5), set_at(5, 6, "b", Some("a"), 9), read_at(7, 8, "b", 9)];
+        assert_eq!(check_revisions(&ok), Ok(()));
+        // Overlapping operations may see either order.
+        assert_eq!(check_revisions(&[set_at(1, 10, "b", None, 9), read_at(2, 3, "a", 5)]), Ok(()));
+        // A later read at a lower revision.
+        let back = [set_at(1, 2, "a", None, 5), set_at(3, 4, "b", Some("a"), 9), read_at(5, 6, "b", 8)];
+        assert!(check_revisions(&back).unwrap_err().contains("revision 8"));
+        // A write that changed the value but kept the revision.
+        let still = [set_at(1, 2, "a", None, 5), set_at(3, 4, "b", Some("a"), 5)];
+        assert!(check_revisions(&still).is_err());
+        // One revision, two values.
+        let two = [set_at(1, 2, "a", None, 5), read_at(3, 4, "b", 5)];
+        assert!(check_revisions(&two).unwrap_err().contains("two values"));
     }
 }

@@ -647,11 +647,9 @@ impl World {
                 self.stats.ok += 1;
                 let seen = match (&outcome, &record.op.change) {
                     // A read answers the register's envelope; the others, the user's value.
-                    (Outcome::Value(v), Change::Read) => {
-                        Some(v.as_deref().map(|raw| {
-                            rampart_paxos::decode_register_value(raw).expect("a chosen envelope").0.to_vec()
-                        }))
-                    }
+                    (Outcome::Value(v), Change::Read) => Some(v.as_deref().map(|raw| {
+                        rampart_paxos::decode_register_value(raw).expect("a chosen envelope").value.to_vec()
+                    })),
                     (Outcome::Value(v), _) => Some(v.clone()),
                     (Outcome::Swapped(true), Change::Cas { new, .. }) => Some(Some(new.clone())),
                     (Outcome::Written { written: true, .. }, Change::Set { value, .. }) => Some(Some(value.clone())),
@@ -709,7 +707,8 @@ impl World {
         Ok(())
     }
 
-    /// Checks every key's history. `Err` describes the first key that is not linearizable.
+    /// Checks every key's history: linearizable, and the revisions its clients saw consistent
+    /// ([`checker::check_revisions`]). `Err` describes the first key that fails.
     pub fn check(&self) -> Result<(), String> {
         for key in 0..self.params.keys {
             let ops: Vec<Op> =
@@ -718,6 +717,7 @@ impl World {
                 Verdict::Linearizable => {}
                 verdict => return Err(format!("key {key}: {verdict:?}; history: {ops:#?}")),
             }
+            checker::check_revisions(&ops).map_err(|e| format!("key {key}: {e}; history: {ops:#?}"))?;
         }
         Ok(())
     }

@@ -183,7 +183,7 @@ impl Replica for MemReplica {
         })
     }
 
-    fn has_revisions(&self) -> bool {
+    fn revisions_are_global(&self) -> bool {
         true
     }
 

@@ -35,7 +35,9 @@ use crate::MmNode;
 /// How often a node looks for tombstones to collect.
 pub const COLLECTOR_INTERVAL: Duration = Duration::from_millis(1000);
 /// Most registers one pass reads from this node's store.
-pub const COLLECTOR_SCAN_MAX: usize = 4096;
+pub const COLLECTOR_SCAN_MAX: usize = 65_536;
+/// Most collection rounds (each of up to [`crate::wire::COLLECT_KEYS_MAX`] keys) in one pass.
+pub const COLLECTOR_ROUNDS_MAX: usize = 16;
 /// Most tombstones a node remembers as candidates at once.
 pub const CANDIDATES_MAX: usize = 65_536;
 
@@ -84,18 +86,34 @@ impl MmNode {
             }
         }
         let grace = self.cfg.tombstone_grace;
-        let due: Vec<CollectItem> = candidates
+        let mut due: Vec<CollectItem> = candidates
             .iter()
             .filter(|(_, (_, seen, mine))| {
                 let wait = if *mine { grace } else { grace * NOT_OWNED_GRACE_FACTOR };
                 now.duration_since(*seen) >= wait
             })
-            .take(wire::COLLECT_KEYS_MAX)
+            .take(wire::COLLECT_KEYS_MAX * COLLECTOR_ROUNDS_MAX)
             .map(|(k, (accepted, _, _))| CollectItem { key: k.clone(), accepted: *accepted })
             .collect();
-        if due.is_empty() {
-            return Ok(0);
+        let mut collected = 0;
+        while !due.is_empty() {
+            let rest = due.split_off(due.len().min(wire::COLLECT_KEYS_MAX));
+            match self.collect_round(&config, due, candidates).await? {
+                Some(n) => collected += n,
+                None => break,
+            }
+            due = rest;
         }
+        Ok(collected)
+    }
+
+    /// One round over `due` (module docs): `None` when a voter did not answer.
+    async fn collect_round(
+        &self,
+        config: &crate::config::ClusterConfig,
+        due: Vec<CollectItem>,
+        candidates: &mut Candidates,
+    ) -> Result<Option<usize>, String> {
         let epoch = config.epoch;
         let keys: Vec<Vec<u8>> = due.iter().map(|i| i.key.clone()).collect();
         // What every voter holds; one missing answer and nothing is collected this round.
@@ -105,7 +123,7 @@ impl MmNode {
                 Some(PeerResponse::Inspected { holdings }) if holdings.len() == keys.len() => all.push(holdings),
                 _ => {
                     self.shared.stats.collection_blocked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(0);
+                    return Ok(None);
                 }
             }
         }
@@ -135,7 +153,7 @@ impl MmNode {
             let _ = self.settle(repair).await;
         }
         if ready.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         for m in config.members.iter().filter(|m| m.id != self.cfg.id) {
             // A voter that misses it keeps its tombstone; a later round finishes it.
@@ -147,7 +165,7 @@ impl MmNode {
         for item in &ready {
             candidates.remove(&item.key);
         }
-        Ok(ready.len())
+        Ok(Some(ready.len()))
     }
 
     async fn inspect_local(&self, epoch: u64, keys: Vec<Vec<u8>>) -> Result<Vec<Holding>, String> {

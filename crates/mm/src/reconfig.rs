@@ -101,6 +101,10 @@ impl MmNode {
         if current.is_joint() {
             tracing::info!(epoch = current.epoch, "finishing the membership change under way first");
             current = self.finish_joint(current, deadline).await?;
+            if already_done(&current, &change) {
+                // The change under way was this one (a retry after its coordinator failed).
+                return Ok(current);
+            }
         }
         let next = self.plan(&current, &change).await?;
         let joint = ClusterConfig {
@@ -112,6 +116,25 @@ impl MmNode {
         tracing::info!(?change, epoch = joint.epoch, "membership change: joint configuration");
         self.cas_config(&current, &joint, deadline).await?;
         self.finish_joint(joint, deadline).await
+    }
+
+    /// Steps 1 and 2 of `change` only, then stops, leaving the cluster joint as a coordinator
+    /// killed at that point would: for the test of [`joint_watchdog`].
+    #[doc(hidden)]
+    pub async fn begin_change_and_abandon_it(&self, change: MemberChange) -> Result<ClusterConfig, MmError> {
+        let _one = self.reconfig_lock.lock().await;
+        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        let current = self.cluster_config();
+        let next = self.plan(&current, &change).await?;
+        let joint = ClusterConfig {
+            cluster_id: current.cluster_id,
+            epoch: current.epoch + 1,
+            members: current.members.clone(),
+            next: Some(next),
+        };
+        self.cas_config(&current, &joint, deadline).await?;
+        self.push_until(&joint, deadline).await?;
+        Ok(joint)
     }
 
     /// The new member set for `change`, checked. A node to add or to replace must be up and
@@ -376,6 +399,58 @@ impl MmNode {
         }
         tracing::info!(epoch = joint.epoch, keys = keys_read, "membership change: caught up");
         Ok(())
+    }
+}
+
+/// True when `config` already reflects `change`.
+fn already_done(config: &ClusterConfig, change: &MemberChange) -> bool {
+    match change {
+        MemberChange::Add { id, peer_addr } => config.members.iter().any(|m| m.id == *id && m.peer_addr == *peer_addr),
+        MemberChange::Remove { id } => !config.members.iter().any(|m| m.id == *id),
+        MemberChange::Replace { .. } => false,
+    }
+}
+
+/// A joint configuration older than this with no change running through this node is finished
+/// by the watchdog (its coordinator died or gave up).
+pub const JOINT_STALL: Duration = Duration::from_secs(10);
+
+/// Finishes a membership change whose coordinator is gone: every second, a node whose
+/// configuration has been joint for [`JOINT_STALL`] runs steps 2 to 4 itself (the lowest live
+/// member id of the new set first; the others wait longer, so they rarely duel, and a duel is
+/// harmless: the steps are idempotent). Holds the node weakly.
+pub(crate) async fn joint_watchdog(node: Weak<MmNode>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut joint_since: Option<(u64, Instant)> = None;
+    loop {
+        interval.tick().await;
+        let Some(n) = node.upgrade() else { return };
+        let config = n.cluster_config();
+        if !config.is_joint() || n.shared.voter().is_none() {
+            joint_since = None;
+            continue;
+        }
+        let since = match joint_since {
+            Some((epoch, at)) if epoch == config.epoch => at,
+            _ => {
+                joint_since = Some((config.epoch, Instant::now()));
+                continue;
+            }
+        };
+        // The lowest-id member of the new set that this node believes alive goes first.
+        let dead = n.shared.peers_dead.read().clone();
+        let rank = config.target().iter().filter(|m| !dead.contains(&m.id) && m.id < n.cfg.id).count() as u32;
+        if since.elapsed() < JOINT_STALL * (rank + 1) {
+            continue;
+        }
+        let Ok(_one) = n.reconfig_lock.try_lock() else { continue };
+        tracing::warn!(epoch = config.epoch, "a membership change was left half done; finishing it");
+        match n.finish_joint(config, Instant::now() + CHANGE_TIMEOUT).await {
+            Ok(c) => tracing::info!(epoch = c.epoch, "finished the membership change left half done"),
+            Err(e) => tracing::warn!(error = %e, "could not finish the membership change left half done; will retry"),
+        }
+        joint_since = None;
     }
 }
 

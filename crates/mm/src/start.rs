@@ -227,6 +227,7 @@ fn spawn_tasks(
     tokio::spawn(heartbeat::hello_loop(Arc::downgrade(node)));
     tokio::spawn(crate::expirer::expirer_loop(Arc::downgrade(node)));
     tokio::spawn(crate::collector::collector_loop(Arc::downgrade(node)));
+    tokio::spawn(crate::reconfig::joint_watchdog(Arc::downgrade(node)));
 }
 
 fn check_membership(cfg: &MmConfig) -> Result<(), StartError> {

@@ -869,3 +869,39 @@ async fn no_revision_cas_matches_a_value_from_before_revisions() {
         assert_eq!(node.stale_get(key.as_bytes()).unwrap(), Some(b("new")));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_left_half_done_is_finished_by_the_members() {
+    let (dirs, nodes) = three_nodes().await;
+    let _keep = dirs;
+    write_acked(&nodes[0], "half/a", "1").await;
+    let dir4 = tempfile::tempdir().unwrap();
+    let addr4 = free_addr();
+    let members: Vec<(u64, std::net::SocketAddr)> = nodes.iter().map(|n| (n.id(), n.config().peer_addr)).collect();
+    let mut c4 = config(dir4.path(), 4, &members);
+    c4.peer_addr = addr4;
+    let n4 = MmNode::start(c4).await.unwrap();
+    // The coordinator "dies" after the joint configuration is in force.
+    let add = rampart_mm::MemberChange::Add { id: 4, peer_addr: addr4.to_string() };
+    let joint = nodes[0].begin_change_and_abandon_it(add.clone()).await.unwrap();
+    assert!(joint.next.is_some());
+    // Writes go on under the joint quorum, and a member finishes the change by itself.
+    write_acked(&nodes[1], "half/b", "2").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = nodes.iter().chain([&n4]).all(|n| {
+            let c = n.cluster_config();
+            !c.is_joint() && c.members.iter().any(|m| m.id == 4)
+        });
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the change was never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The change is in force: asking for it again is refused, naming why.
+    let again = nodes[2].change_membership(add).await.unwrap_err().to_string();
+    assert!(again.contains("already a member"), "{again}");
+    assert_eq!(read_value(&n4, "half/a").await, Some(b"1".to_vec()));
+    assert_eq!(read_value(&n4, "half/b").await, Some(b"2".to_vec()));
+}

@@ -710,10 +710,31 @@ impl World {
     }
 
     /// Checks every key's history. `Err` describes the first key that is not linearizable.
+    ///
+    /// A read that finds its value expired at its stamp writes a tombstone (`docs/paxos.md`,
+    /// "Expiry"), and that write may reach some acceptors, be adopted by another proposer and so
+    /// take effect, whatever the read itself answers in the end (it retries, and may read a later
+    /// value) or whether it fails. So every read, succeeded, pending or failed, also counts as a
+    /// pending `ExpireDue` at its stamp: the same effect the server's expirer has. (Only where a
+    /// value may have expired by then: elsewhere it changes nothing and would only slow the
+    /// search.)
     pub fn check(&self) -> Result<(), String> {
         for key in 0..self.params.keys {
-            let ops: Vec<Op> =
-                self.history.iter().filter(|r| r.key == key && !r.failed).map(|r| r.op.clone()).collect();
+            let recorded: Vec<&Recorded> = self.history.iter().filter(|r| r.key == key).collect();
+            let all: Vec<Op> = recorded.iter().map(|r| r.op.clone()).collect();
+            let expiry = checker::earliest_expiry(&all).unwrap_or(u64::MAX);
+            let ops: Vec<Op> = recorded
+                .into_iter()
+                .flat_map(|r| {
+                    let tombstone = (r.op.change == Change::Read && r.op.at >= expiry).then(|| Op {
+                        change: Change::ExpireDue,
+                        complete: None,
+                        outcome: None,
+                        ..r.op.clone()
+                    });
+                    (!r.failed).then(|| r.op.clone()).into_iter().chain(tombstone)
+                })
+                .collect();
             match checker::check(&ops) {
                 Verdict::Linearizable => {}
                 verdict => return Err(format!("key {key}: {verdict:?}; history: {ops:#?}")),

@@ -2,13 +2,15 @@
 //! crashes, with every history checked for linearizability.
 //!
 //! `PAXOS_SIM_SEEDS=N` runs N seeds (default [`DEFAULT_SEEDS`], sized for a debug build on two
-//! cores); `PAXOS_SIM_SEED=S` replays one seed exactly (a failure prints the seed).
+//! cores); `PAXOS_SIM_SEED=S` replays one seed exactly (a failure prints the seed). About 40% of
+//! the seeds also change the membership while clients work (`sim/membership.rs`).
 
 mod sim;
 
 use rampart_paxos::{
     Ballot, Change, CounterCeiling, NodeId, Outcome, Proposer, ProposerConfig, ProposerOutput, Reply, Request, Voters,
 };
+use sim::membership::{ChangeKind, Fault, Plan};
 use sim::world::{Stats, World};
 
 /// The acceptors' ballot ceiling in the hand-driven tests: a proposer's at tick 0 by default.
@@ -29,9 +31,14 @@ fn seeds() -> Vec<u64> {
 }
 
 fn run(seed: u64, broken_quorum: bool) -> (Result<(), String>, Stats) {
-    let mut world = World::new(seed, broken_quorum);
+    finish(World::new(seed, broken_quorum))
+}
+
+/// Runs a world and checks it; a failure names the membership plan too.
+fn finish(mut world: World) -> (Result<(), String>, Stats) {
     world.run();
-    (world.check().and_then(|()| world.check_ballots()), world.stats.clone())
+    let result = world.check().and_then(|()| world.check_ballots());
+    (result.map_err(|e| format!("{}\n{e}", world.describe_changes())), world.stats.clone())
 }
 
 /// A run where an outsider forges extreme ballots; `Err` if either check fails.
@@ -43,8 +50,16 @@ fn run_forged(seed: u64, unbounded_ballots: bool) -> (Result<(), String>, Stats)
 
 /// Runs seeds on every core; each seed is single-threaded and deterministic.
 fn run_all(seeds: &[u64], broken_quorum: bool) -> Vec<(u64, Result<(), String>, Stats)> {
+    run_each(seeds, |seed| run(seed, broken_quorum))
+}
+
+fn run_each(
+    seeds: &[u64],
+    one: impl Fn(u64) -> (Result<(), String>, Stats) + Sync,
+) -> Vec<(u64, Result<(), String>, Stats)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let chunk = seeds.len().div_ceil(threads).max(1);
+    let one = &one;
     std::thread::scope(|scope| {
         let handles: Vec<_> = seeds
             .chunks(chunk)
@@ -52,7 +67,7 @@ fn run_all(seeds: &[u64], broken_quorum: bool) -> Vec<(u64, Result<(), String>, 
                 scope.spawn(move || {
                     part.iter()
                         .map(|&s| {
-                            let (r, st) = run(s, broken_quorum);
+                            let (r, st) = one(s);
                             (s, r, st)
                         })
                         .collect::<Vec<_>>()
@@ -81,6 +96,7 @@ fn every_seed_is_linearizable() {
         total.peeks += stats.peeks;
         total.peek_fallbacks += stats.peek_fallbacks;
         total.forged += stats.forged;
+        total.add_changes(stats);
     }
     eprintln!("{} seeds: {total:?}", seeds.len());
     // The run must have done real work, through the fast path too, for the check to mean much.
@@ -89,7 +105,63 @@ fn every_seed_is_linearizable() {
         assert!(total.ok * 10 >= attempted * 7, "too few changes succeeded: {total:?}");
         assert!(total.accepts_without_prepare > 0, "the one-round-trip path never ran: {total:?}");
         assert!(total.peeks > total.peek_fallbacks, "no read was answered by its peek: {total:?}");
+        assert_membership_changes_worked(&total);
     }
+}
+
+/// The membership changes of a run of many seeds did real work: most runs with changes
+/// completed every change and served clients after the last one, and the paths by which
+/// configurations travel (the coordinator, refusals of a later epoch, pushes to an acceptor
+/// behind, catch-up reads) all ran.
+fn assert_membership_changes_worked(total: &Stats) {
+    assert!(total.change_runs > 0, "no seed changed the membership: {total:?}");
+    assert!(total.change_runs_completed * 100 >= total.change_runs * 95, "changes did not complete: {total:?}");
+    assert!(
+        total.change_runs_served_after * 100 >= total.change_runs_completed * 90,
+        "clients made no progress after the changes: {total:?}"
+    );
+    assert!(total.catch_up_reads >= total.changes_completed, "{total:?}");
+    assert!(total.learned_from_refusals > 0 && total.learned_from_coordinator > 0, "{total:?}");
+    assert!(total.refused_newer > 0 && total.refused_behind > 0, "{total:?}");
+}
+
+/// Seeds of each broken membership procedure.
+const BROKEN_CHANGE_SEEDS: usize = 200;
+
+/// The first `n` seeds whose plan (drawn as in every change run) passes `keep`.
+fn change_seeds(n: usize, keep: impl Fn(&Plan) -> bool) -> Vec<u64> {
+    (0..).filter(|&seed| Plan::draw(seed, 2, true).is_some_and(|plan| keep(&plan))).take(n).collect()
+}
+
+/// Runs `seeds` with the procedure broken by `fault`; returns how many were caught.
+fn caught_with(seeds: &[u64], fault: Fault) -> usize {
+    let results = run_each(seeds, |seed| finish(World::with_changes(seed, fault)));
+    results.iter().filter(|(_, r, _)| r.is_err()).count()
+}
+
+#[test]
+fn skipping_the_catch_up_is_caught() {
+    // Where the catch-up matters most: an acceptor loses its disk while another lagged, and some
+    // keys sit idle during the change, so only the acceptor that is gone held their last value
+    // together with one that stays.
+    let seeds = change_seeds(BROKEN_CHANGE_SEEDS, |plan| {
+        matches!(plan.changes[0].kind, ChangeKind::Replace { .. }) && plan.lagging.is_some() && plan.cold_keys > 0
+    });
+    let caught = caught_with(&seeds, Fault::SkipCatchUp);
+    eprintln!("no catch-up: {caught} of {} seeds (a replacement with a lagging member) not linearizable", seeds.len());
+    assert!(caught * 100 >= seeds.len() * 5, "only {caught} of {} seeds caught without the catch-up", seeds.len());
+}
+
+#[test]
+fn acceptors_that_ignore_epochs_are_caught() {
+    // Where epochs matter: a proposer down during two changes comes back with the first
+    // configuration, a quorum of which can miss every quorum of the last one.
+    let seeds = change_seeds(BROKEN_CHANGE_SEEDS, |plan| {
+        plan.changes.len() == 2 && plan.stale_proposer.is_some() && plan.initial_and_final_quorums_can_miss()
+    });
+    let caught = caught_with(&seeds, Fault::IgnoreEpochs);
+    eprintln!("epochs ignored: {caught} of {} seeds (a proposer two changes behind) not linearizable", seeds.len());
+    assert!(caught * 100 >= seeds.len() * 5, "only {caught} of {} seeds caught with epochs ignored", seeds.len());
 }
 
 #[test]
@@ -166,12 +238,14 @@ fn unbounded_ballots_are_caught() {
 #[test]
 fn a_seed_replays_exactly() {
     for seed in [3, 17, 99] {
-        let mut a = World::new(seed, false);
-        a.run();
-        let mut b = World::new(seed, false);
-        b.run();
-        assert_eq!(format!("{:?}", a.history), format!("{:?}", b.history));
-        assert_eq!(a.stats, b.stats);
+        for make in [|s| World::new(s, false), |s| World::with_changes(s, Fault::None)] {
+            let mut a = make(seed);
+            a.run();
+            let mut b = make(seed);
+            b.run();
+            assert_eq!(format!("{:?}", a.history), format!("{:?}", b.history));
+            assert_eq!(a.stats, b.stats);
+        }
     }
 }
 

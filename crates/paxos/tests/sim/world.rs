@@ -12,8 +12,14 @@
 //! to acceptors and proposers, against skewed node clocks. [`World::check_ballots`] then checks
 //! that no node took or adopted a counter above its ceiling and no change failed for want of a
 //! counter.
+//!
+//! In some runs a coordinator also changes the membership while all that goes on (see
+//! `membership.rs` for the procedure and the plans, `world/coordinator.rs` for the actor):
+//! acceptors join, leave, or lose their disk and come back under a new id. Every request carries
+//! its proposer's epoch, and an acceptor handles only requests of its own epoch.
 
 use super::checker::{self, Op, Verdict};
+use super::membership::{Config, Fault, Plan, Refusal};
 use rampart_kv::SetCond;
 use rampart_paxos::rng::SplitMix64;
 use rampart_paxos::{
@@ -31,6 +37,9 @@ pub struct Params {
     pub clients: usize,
     pub ops_per_client: usize,
     pub keys: usize,
+    /// Keys used only before and after membership changes ([`Plan::cold_keys`]), numbered after
+    /// the others.
+    pub cold_keys: usize,
     pub drop_per_mille: u64,
     pub duplicate_per_mille: u64,
     pub delay_max_ticks: u64,
@@ -55,6 +64,7 @@ impl Params {
             clients: proposers + rng.below(proposers as u64 + 1) as usize,
             ops_per_client: 4 + rng.below(6) as usize,
             keys: 1 + rng.below(3) as usize,
+            cold_keys: 0,
             drop_per_mille: rng.below(150),
             duplicate_per_mille: rng.below(100),
             delay_max_ticks: 2 + rng.below(30),
@@ -77,10 +87,26 @@ const EXPIRY_TTL_MAX_MS: u64 = 400;
 /// The id the outsider signs forged ballots with when it does not borrow a proposer's.
 const OUTSIDER: NodeId = NodeId(999);
 
+mod coordinator;
+use coordinator::{Coordinator, Step};
+
 #[derive(Debug)]
 enum Event {
-    ToAcceptor { acceptor: usize, proposer: usize, request: Request },
+    // A request stamped with its proposer's epoch.
+    ToAcceptor { acceptor: usize, proposer: usize, epoch: u64, request: Request },
     ToProposer { proposer: usize, from: NodeId, reply: Reply },
+    // An acceptor's answer to a request of another epoch.
+    Refused { proposer: usize, acceptor: usize, refusal: Refusal },
+    // A configuration for an acceptor to adopt, from the coordinator or a proposer.
+    ConfigToAcceptor { acceptor: usize, config: Config, from_coordinator: bool },
+    ConfigToProposer { proposer: usize, config: Config },
+    // An acceptor tells the coordinator the epoch it has durably adopted.
+    ToCoordinator { from: NodeId, epoch: u64 },
+    Coordinator(Step),
+    // A crash of whichever acceptor is running then (drawn when it happens).
+    CrashAnyAcceptor { down_ticks: u64 },
+    // A proposer crashes and stays down until the coordinator is done.
+    HoldProposerDown { proposer: usize },
     Flush { acceptor: usize, incarnation: u64 },
     Wake { proposer: usize, incarnation: u64, timer: Timer },
     ClientNext { client: usize },
@@ -91,14 +117,29 @@ enum Event {
     Forge,
 }
 
+/// What an acceptor sends once the writes before it are durable.
+enum Outgoing {
+    Reply(Reply),
+    Refused(Refusal),
+    /// To the coordinator: the epoch this acceptor has durably adopted.
+    Ack(u64),
+}
+
 struct AcceptorNode {
     id: NodeId,
     /// How far this node's clock is ahead, in ticks.
     skew: u64,
     live: Option<Acceptor>,
     durable: BTreeMap<Key, RegisterState>,
-    /// Handled but not yet durable: (write, reply, requesting proposer), in order.
-    unflushed: Vec<(Option<DurableWrite>, Reply, usize)>,
+    /// Durable: the configuration last adopted (`None`: a new node that has none yet). Written
+    /// at once when adopted, before the next request is handled; survives crashes.
+    config: Option<Config>,
+    /// A slot for an id that joins later is not running yet.
+    started: bool,
+    /// Stopped for good (removed, or its disk was wiped): it never answers again.
+    retired: bool,
+    /// Handled but not yet durable: (write, what to send, requesting proposer), in order.
+    unflushed: Vec<(Option<DurableWrite>, Outgoing, usize)>,
     incarnation: u64,
     flush_armed: bool,
 }
@@ -108,20 +149,48 @@ struct ProposerNode {
     skew: u64,
     live: Option<Proposer>,
     counter_floor: u64,
+    /// Durable: the configuration last adopted; a restart starts from it.
+    config: Config,
+    /// Down until the membership changes are over.
+    held_down: bool,
     incarnation: u64,
-    /// Proposal → (client, history index).
-    waiting: BTreeMap<ProposalId, (usize, usize)>,
+    /// Proposal → (who asked, history index).
+    waiting: BTreeMap<ProposalId, (Waiter, usize)>,
     /// Last ballot this proposer sent a prepare at, per key (for the fast-path statistic).
     prepared: BTreeMap<Key, rampart_paxos::Ballot>,
     /// Keys whose last read started with a peek (to count peeks that fell back to a prepare).
     peeked: std::collections::BTreeSet<Key>,
 }
 
+/// Who is waiting for a proposal.
+#[derive(Clone, Copy, Debug)]
+enum Waiter {
+    Client(usize),
+    /// The coordinator's catch-up read.
+    Coordinator,
+}
+
 struct Client {
     proposer: usize,
     issued: usize,
+    /// Operations issued once the membership changes were over ([`Recorded::after_changes`]), and
+    /// those of them that succeeded.
+    issued_after_changes: usize,
+    ok_after_changes: usize,
     busy: bool,
     last_seen: BTreeMap<usize, Option<Vec<u8>>>,
+}
+
+/// In runs with membership changes a client goes on past `ops_per_client` while changes are under
+/// way (at most [`EXTRA_OPS_MAX`] more; then it waits for them to end), and after the last one
+/// until this many of its operations succeeded (or it tried three times as many).
+const OPS_AFTER_CHANGES: usize = 3;
+const EXTRA_OPS_MAX: usize = 4;
+
+enum Want {
+    Now,
+    Later,
+    Done,
 }
 
 /// One operation in the recorded history.
@@ -131,6 +200,9 @@ pub struct Recorded {
     pub op: Op,
     /// Dropped from the check: it certainly failed.
     pub failed: bool,
+    /// Invoked once the membership changes were over (every one completed, or the coordinator
+    /// gave up) and the proposers held down during them were back.
+    pub after_changes: bool,
 }
 
 /// Counts that show a run did real work (a simulation where nothing succeeds proves nothing).
@@ -147,6 +219,46 @@ pub struct Stats {
     pub peek_fallbacks: usize,
     /// Forged messages delivered.
     pub forged: usize,
+    /// Runs with membership changes, and those whose every change completed.
+    pub change_runs: usize,
+    pub change_runs_completed: usize,
+    /// Runs whose every change completed and where a client operation invoked after the last one
+    /// succeeded.
+    pub change_runs_served_after: usize,
+    /// Changes planned and completed (the coordinator reached the change's final configuration).
+    pub changes_planned: usize,
+    pub changes_completed: usize,
+    /// Client operations invoked once the changes were over ([`Recorded::after_changes`]) that
+    /// succeeded.
+    pub ok_after_changes: usize,
+    /// Catch-up reads that succeeded, and those retried.
+    pub catch_up_reads: usize,
+    pub catch_up_retries: usize,
+    /// Requests refused for a later epoch, and for an earlier one (the proposer then pushes its
+    /// configuration).
+    pub refused_newer: usize,
+    pub refused_behind: usize,
+    /// Configurations proposers adopted from refusals, and from the coordinator.
+    pub learned_from_refusals: usize,
+    pub learned_from_coordinator: usize,
+}
+
+impl Stats {
+    /// Adds another run's membership figures to these.
+    pub fn add_changes(&mut self, other: &Stats) {
+        self.change_runs += other.change_runs;
+        self.change_runs_completed += other.change_runs_completed;
+        self.change_runs_served_after += other.change_runs_served_after;
+        self.changes_planned += other.changes_planned;
+        self.changes_completed += other.changes_completed;
+        self.ok_after_changes += other.ok_after_changes;
+        self.catch_up_reads += other.catch_up_reads;
+        self.catch_up_retries += other.catch_up_retries;
+        self.refused_newer += other.refused_newer;
+        self.refused_behind += other.refused_behind;
+        self.learned_from_refusals += other.learned_from_refusals;
+        self.learned_from_coordinator += other.learned_from_coordinator;
+    }
 }
 
 pub struct World {
@@ -164,20 +276,41 @@ pub struct World {
     pub stats: Stats,
     /// Changes that failed because no ballot counter was left or allowed.
     counter_failures: Vec<String>,
+    /// Membership changes, in runs that have them.
+    coordinator: Option<Coordinator>,
+    fault: Fault,
+}
+
+/// Which runs change the membership.
+enum Changes {
+    Never,
+    /// The seeds whose plan has changes ([`super::membership::CHANGE_SEEDS_PER_MILLE`]).
+    AsDrawn,
+    /// Every seed, with the procedure followed or broken.
+    Always(Fault),
 }
 
 /// Far beyond any run's activity: a guard against a livelock bug looping forever.
 const TICKS_MAX: u64 = 200_000;
 
 impl World {
+    /// A run of `seed`: membership changes in the seeds whose plan has them (none with a broken
+    /// quorum, whose override is for one set of voters only).
     pub fn new(seed: u64, broken_quorum: bool) -> Self {
-        Self::with_ballot_bound(seed, broken_quorum, false)
+        let changes = if broken_quorum { Changes::Never } else { Changes::AsDrawn };
+        Self::build(seed, broken_quorum, false, changes)
+    }
+
+    /// A run of `seed` that always changes the membership (the plan the seed draws, whether or
+    /// not it would have drawn one), following the procedure or broken by `fault`.
+    pub fn with_changes(seed: u64, fault: Fault) -> Self {
+        Self::build(seed, false, false, Changes::Always(fault))
     }
 
     /// A run with the outsider forging messages, and with the ballot bound on or (to show that
-    /// the checker catches the damage) off.
+    /// the checker catches the damage) off. No membership changes.
     pub fn with_forgeries(seed: u64, unbounded_ballots: bool) -> Self {
-        let mut world = Self::with_ballot_bound(seed, false, unbounded_ballots);
+        let mut world = Self::build(seed, false, unbounded_ballots, Changes::Never);
         if world.params.forgeries == 0 {
             world.params.forgeries = 4;
             for _ in 0..4 {
@@ -188,19 +321,36 @@ impl World {
         world
     }
 
-    fn with_ballot_bound(seed: u64, broken_quorum: bool, unbounded_ballots: bool) -> Self {
+    fn build(seed: u64, broken_quorum: bool, unbounded_ballots: bool, changes: Changes) -> Self {
         let mut rng = SplitMix64::new(seed);
         let mut params = Params::from_seed(&mut rng, broken_quorum);
         params.unbounded_ballots = unbounded_ballots;
-        let acceptors = (0..params.acceptors)
-            .map(|i| AcceptorNode {
-                id: NodeId(1 + i as u64),
-                skew: rng.below(CLOCK_SKEW_MAX_TICKS + 1),
-                live: Some(Acceptor::new()),
-                durable: BTreeMap::new(),
-                unflushed: Vec::new(),
-                incarnation: 0,
-                flush_armed: false,
+        let (plan, fault) = match changes {
+            Changes::Never => (None, Fault::None),
+            Changes::AsDrawn => (Plan::draw(seed, params.proposers, false), Fault::None),
+            Changes::Always(fault) => (Plan::draw(seed, params.proposers, true), fault),
+        };
+        if let Some(plan) = &plan {
+            params.acceptors = plan.initial;
+            params.cold_keys = plan.cold_keys;
+        }
+        let initial = Config::initial(params.acceptors);
+        let slots = plan.as_ref().map_or(params.acceptors, Plan::slots);
+        let acceptors = (0..slots)
+            .map(|i| {
+                let started = i < params.acceptors;
+                AcceptorNode {
+                    id: NodeId(1 + i as u64),
+                    skew: rng.below(CLOCK_SKEW_MAX_TICKS + 1),
+                    live: started.then(Acceptor::new),
+                    durable: BTreeMap::new(),
+                    config: started.then(|| initial.clone()),
+                    started,
+                    retired: false,
+                    unflushed: Vec::new(),
+                    incarnation: 0,
+                    flush_armed: false,
+                }
             })
             .collect();
         let mut world = World {
@@ -216,17 +366,21 @@ impl World {
             history: Vec::new(),
             stats: Stats::default(),
             counter_failures: Vec::new(),
+            coordinator: None,
+            fault,
             params,
         };
         for p in 0..world.params.proposers {
             let id = NodeId(100 + p as u64);
             let skew = world.rng.below(CLOCK_SKEW_MAX_TICKS + 1);
-            let live = Some(world.new_proposer(id, skew, 0));
+            let live = Some(world.new_proposer(id, skew, 0, &initial));
             world.proposers.push(ProposerNode {
                 id,
                 skew,
                 live,
                 counter_floor: 0,
+                config: initial.clone(),
+                held_down: false,
                 incarnation: 0,
                 waiting: BTreeMap::new(),
                 prepared: BTreeMap::new(),
@@ -237,6 +391,8 @@ impl World {
             world.clients.push(Client {
                 proposer: c % world.params.proposers,
                 issued: 0,
+                issued_after_changes: 0,
+                ok_after_changes: 0,
                 busy: false,
                 last_seen: BTreeMap::new(),
             });
@@ -263,6 +419,9 @@ impl World {
             let at = world.rng.below(600);
             world.schedule(at, Event::Forge);
         }
+        if let Some(plan) = plan {
+            world.plan_changes(plan, initial);
+        }
         world
     }
 
@@ -274,9 +433,10 @@ impl World {
         CounterCeiling::at_unix_ms(self.params.unix_ms_at_tick_zero + skew + self.now)
     }
 
-    fn new_proposer(&mut self, id: NodeId, skew: u64, counter_floor: u64) -> Proposer {
-        let members: Vec<NodeId> = self.acceptors.iter().map(|a| a.id).collect();
-        let mut config = ProposerConfig::new(id, members, self.rng.next_u64());
+    /// A proposer (new, or restarted) whose voters are those of `voters`, its durable
+    /// configuration.
+    fn new_proposer(&mut self, id: NodeId, skew: u64, counter_floor: u64, voters: &Config) -> Proposer {
+        let mut config = ProposerConfig::new(id, voters.old.clone(), self.rng.next_u64());
         config.attempts_max = 6;
         config.budget_ticks = 1500;
         config.attempt_timeout_ticks = 80;
@@ -290,7 +450,12 @@ impl World {
         if self.params.unbounded_ballots {
             config = config.with_unbounded_ballots_for_simulation();
         }
-        Proposer::new(config).expect("simulation proposer config is valid")
+        let mut proposer = Proposer::new(config).expect("simulation proposer config is valid");
+        if voters.new.is_some() {
+            let out = proposer.set_voters(self.now, voters.voters()).expect("valid voters");
+            assert!(out.is_empty(), "a new proposer has nothing in flight");
+        }
+        proposer
     }
 
     fn schedule(&mut self, delay: u64, event: Event) {
@@ -332,22 +497,81 @@ impl World {
             let waiting = std::mem::take(&mut self.proposers[p].waiting);
             self.stats.lost_with_proposer += waiting.len();
         }
+        self.count_changes();
     }
 
     fn step(&mut self, event: Event) {
         match event {
             Event::ClientNext { client } => self.client_next(client),
-            Event::ToAcceptor { acceptor, proposer, request } => {
+            Event::ToAcceptor { acceptor, proposer, epoch, request } => {
                 let ceiling = self.ceiling(self.acceptors[acceptor].skew);
+                let ignore_epochs = self.fault == Fault::IgnoreEpochs;
                 let node = &mut self.acceptors[acceptor];
                 let Some(live) = node.live.as_mut() else { return };
-                let (write, reply) = live.handle(request, ceiling).into_parts();
-                node.unflushed.push((write, reply, proposer));
-                if !node.flush_armed {
-                    node.flush_armed = true;
-                    let incarnation = node.incarnation;
-                    let delay = self.rng.below(4);
-                    self.schedule(delay, Event::Flush { acceptor, incarnation });
+                let mine = node.config.as_ref().map(|c| c.epoch);
+                let (write, outgoing) = if ignore_epochs || mine == Some(epoch) {
+                    let (write, reply) = live.handle(request, ceiling).into_parts();
+                    (write, Outgoing::Reply(reply))
+                } else if let Some(config) = node.config.as_ref().filter(|c| c.epoch > epoch) {
+                    self.stats.refused_newer += 1;
+                    (None, Outgoing::Refused(Refusal::Newer(config.clone())))
+                } else {
+                    self.stats.refused_behind += 1;
+                    (None, Outgoing::Refused(Refusal::Behind))
+                };
+                self.queue(acceptor, write, outgoing, proposer);
+            }
+            Event::ConfigToAcceptor { acceptor, config, from_coordinator } => {
+                let node = &mut self.acceptors[acceptor];
+                if node.live.is_none() {
+                    return;
+                }
+                if node.config.as_ref().is_none_or(|mine| config.epoch > mine.epoch) {
+                    // Durable at once, before anything after it is handled.
+                    node.config = Some(config);
+                }
+                if from_coordinator {
+                    let epoch = node.config.as_ref().expect("just adopted").epoch;
+                    self.queue(acceptor, None, Outgoing::Ack(epoch), usize::MAX);
+                }
+            }
+            Event::Refused { proposer, acceptor, refusal } => {
+                let node = &self.proposers[proposer];
+                if node.live.is_none() {
+                    return;
+                }
+                match refusal {
+                    Refusal::Newer(config) => {
+                        if config.epoch > node.config.epoch {
+                            self.stats.learned_from_refusals += 1;
+                            self.adopt(proposer, config);
+                        }
+                    }
+                    Refusal::Behind => {
+                        let config = node.config.clone();
+                        self.transmit(|| Event::ConfigToAcceptor {
+                            acceptor,
+                            config: config.clone(),
+                            from_coordinator: false,
+                        });
+                    }
+                }
+            }
+            Event::ConfigToProposer { proposer, config } => {
+                let node = &self.proposers[proposer];
+                if node.live.is_some() && config.epoch > node.config.epoch {
+                    self.stats.learned_from_coordinator += 1;
+                    self.adopt(proposer, config);
+                }
+            }
+            Event::ToCoordinator { from, epoch } => self.coordinator_ack(from, epoch),
+            Event::Coordinator(step) => self.coordinator_step(step),
+            Event::CrashAnyAcceptor { down_ticks } => {
+                let running: Vec<usize> =
+                    (0..self.acceptors.len()).filter(|&a| self.acceptors[a].live.is_some()).collect();
+                if !running.is_empty() {
+                    let acceptor = running[self.rng.below(running.len() as u64) as usize];
+                    self.step(Event::CrashAcceptor { acceptor, down_ticks });
                 }
             }
             Event::Flush { acceptor, incarnation } => {
@@ -364,11 +588,18 @@ impl World {
                         node.durable.insert(w.key.clone(), w.state.clone());
                     }
                 }
-                for (_, reply, proposer) in batch {
-                    if proposer >= self.proposers.len() {
-                        continue; // an answer to the forger
+                for (_, outgoing, proposer) in batch {
+                    match outgoing {
+                        Outgoing::Ack(epoch) => self.transmit(|| Event::ToCoordinator { from, epoch }),
+                        // An answer to the forger.
+                        _ if proposer >= self.proposers.len() => {}
+                        Outgoing::Reply(reply) => {
+                            self.transmit(|| Event::ToProposer { proposer, from, reply: reply.clone() })
+                        }
+                        Outgoing::Refused(refusal) => {
+                            self.transmit(|| Event::Refused { proposer, acceptor, refusal: refusal.clone() })
+                        }
                     }
-                    self.transmit(|| Event::ToProposer { proposer, from, reply: reply.clone() });
                 }
             }
             Event::ToProposer { proposer, from, reply } => {
@@ -409,6 +640,9 @@ impl World {
             Event::RestartAcceptor { acceptor } => {
                 let ceiling = self.ceiling(self.acceptors[acceptor].skew);
                 let node = &mut self.acceptors[acceptor];
+                if node.retired {
+                    return;
+                }
                 let restored = match Acceptor::restore(node.durable.clone(), ceiling) {
                     Ok(restored) => restored,
                     Err(e) => {
@@ -425,30 +659,76 @@ impl World {
                 }
             }
             Event::CrashProposer { proposer, down_ticks } => {
-                let node = &mut self.proposers[proposer];
-                if node.live.take().is_none() {
-                    return;
+                if self.crash_proposer(proposer, down_ticks) {
+                    self.schedule(down_ticks, Event::RestartProposer { proposer });
                 }
-                node.incarnation += 1;
-                // In-flight changes are lost: they stay pending (they may have been applied).
-                let waiting = std::mem::take(&mut node.waiting);
-                self.stats.lost_with_proposer += waiting.len();
-                for (client, _) in waiting.into_values() {
-                    self.clients[client].busy = false;
-                    let delay = 1 + self.rng.below(50);
-                    self.schedule(down_ticks + delay, Event::ClientNext { client });
+            }
+            Event::HoldProposerDown { proposer } => {
+                if self.crash_proposer(proposer, 0) {
+                    self.proposers[proposer].held_down = true;
                 }
-                self.schedule(down_ticks, Event::RestartProposer { proposer });
             }
             Event::RestartProposer { proposer } => {
+                if self.proposers[proposer].held_down {
+                    return;
+                }
                 let (id, floor) = (self.proposers[proposer].id, self.proposers[proposer].counter_floor);
                 // Proposer ticks are the world's ticks, so its tick-0 clock is unchanged.
                 let skew = self.proposers[proposer].skew;
-                let fresh = self.new_proposer(id, skew, floor);
+                // It starts from the configuration it last adopted (durable).
+                let config = self.proposers[proposer].config.clone();
+                let fresh = self.new_proposer(id, skew, floor, &config);
                 self.proposers[proposer].live = Some(fresh);
             }
             Event::Forge => self.forge(),
         }
+    }
+
+    /// Crashes a running proposer: in-flight changes are lost and stay pending (they may have
+    /// been applied); their clients try again once it is back (`down_ticks`, or polling).
+    fn crash_proposer(&mut self, proposer: usize, down_ticks: u64) -> bool {
+        let node = &mut self.proposers[proposer];
+        if node.live.take().is_none() {
+            return false;
+        }
+        node.incarnation += 1;
+        let waiting = std::mem::take(&mut node.waiting);
+        self.stats.lost_with_proposer += waiting.len();
+        for (waiter, _) in waiting.into_values() {
+            match waiter {
+                Waiter::Client(client) => {
+                    self.clients[client].busy = false;
+                    let delay = 1 + self.rng.below(50);
+                    self.schedule(down_ticks + delay, Event::ClientNext { client });
+                }
+                Waiter::Coordinator => self.catch_up_lost(),
+            }
+        }
+        true
+    }
+
+    /// Queues what an acceptor sends once every write before it (and `write`) is durable, and arms
+    /// its group commit.
+    fn queue(&mut self, acceptor: usize, write: Option<DurableWrite>, outgoing: Outgoing, proposer: usize) {
+        let node = &mut self.acceptors[acceptor];
+        node.unflushed.push((write, outgoing, proposer));
+        if !node.flush_armed {
+            node.flush_armed = true;
+            let incarnation = node.incarnation;
+            let delay = self.rng.below(4);
+            self.schedule(delay, Event::Flush { acceptor, incarnation });
+        }
+    }
+
+    /// A running proposer adopts a later configuration: durably, then its voters change (cached
+    /// ballots dropped, attempts in flight retried under the new quorum).
+    fn adopt(&mut self, proposer: usize, config: Config) {
+        let now = self.now;
+        let node = &mut self.proposers[proposer];
+        let Some(live) = node.live.as_mut() else { return };
+        let outputs = live.set_voters(now, config.voters()).expect("valid voters");
+        node.config = config;
+        self.perform(proposer, outputs);
     }
 
     /// One forged message from the outsider: an extreme prepare or accept to an acceptor, or an
@@ -493,7 +773,9 @@ impl World {
         };
         // Replies to the forger go nowhere: `proposers.len()` is no proposer.
         let proposer = self.proposers.len();
-        self.transmit(|| Event::ToAcceptor { acceptor, proposer, request: request.clone() });
+        // The outsider knows the acceptor's epoch: only the ballot bound stands in its way.
+        let epoch = self.acceptors[acceptor].config.as_ref().map_or(0, |c| c.epoch);
+        self.transmit(|| Event::ToAcceptor { acceptor, proposer, epoch, request: request.clone() });
     }
 
     /// A TTL in ms for a client op: mostly positive (up to [`EXPIRY_TTL_MAX_MS`]), sometimes
@@ -502,10 +784,38 @@ impl World {
         self.rng.below(EXPIRY_TTL_MAX_MS + 20) as i64 - 19
     }
 
+    /// Whether `client` has an operation to issue now, later, or none left.
+    fn wants_more(&self, client: usize) -> Want {
+        let c = &self.clients[client];
+        if c.issued < self.params.ops_per_client {
+            return Want::Now;
+        }
+        let Some(coordinator) = &self.coordinator else { return Want::Done };
+        if coordinator.settled(self.now) {
+            if c.ok_after_changes < OPS_AFTER_CHANGES && c.issued_after_changes < 3 * OPS_AFTER_CHANGES {
+                Want::Now
+            } else {
+                Want::Done
+            }
+        } else if c.issued < self.params.ops_per_client + EXTRA_OPS_MAX {
+            Want::Now
+        } else {
+            Want::Later
+        }
+    }
+
     fn client_next(&mut self, client: usize) {
         let c = &self.clients[client];
-        if c.busy || c.issued >= self.params.ops_per_client {
+        if c.busy {
             return;
+        }
+        match self.wants_more(client) {
+            Want::Now => {}
+            Want::Done => return,
+            Want::Later => {
+                let delay = 20 + self.rng.below(40);
+                return self.schedule(delay, Event::ClientNext { client });
+            }
         }
         let proposer = c.proposer;
         if self.proposers[proposer].live.is_none() {
@@ -513,7 +823,13 @@ impl World {
             self.schedule(delay, Event::ClientNext { client });
             return;
         }
-        let key = self.rng.below(self.params.keys as u64) as usize;
+        let cold = self.params.cold_keys as u64;
+        let idle = self.coordinator.as_ref().is_some_and(Coordinator::idle);
+        let key = if cold > 0 && idle && self.rng.chance(500) {
+            self.params.keys + self.rng.below(cold) as usize
+        } else {
+            self.rng.below(self.params.keys as u64) as usize
+        };
         let unique = format!("c{client}-{}", self.clients[client].issued).into_bytes();
         // Key 0 is a counter; the others hold unique strings.
         let roll = self.rng.below(100);
@@ -581,15 +897,18 @@ impl World {
         let live = self.proposers[proposer].live.as_mut().expect("checked above");
         match live.propose_at(now, vec![key as u8], change.clone(), at) {
             Ok((id, outputs)) => {
+                let after_changes = self.coordinator.as_ref().is_some_and(|c| c.settled(now));
                 self.clients[client].issued += 1;
+                self.clients[client].issued_after_changes += usize::from(after_changes);
                 self.clients[client].busy = true;
                 self.history.push(Recorded {
                     key,
                     op: Op { invoke, complete: None, change, outcome: None, at },
                     failed: false,
+                    after_changes,
                 });
                 let index = self.history.len() - 1;
-                self.proposers[proposer].waiting.insert(id, (client, index));
+                self.proposers[proposer].waiting.insert(id, (Waiter::Client(client), index));
                 self.perform(proposer, outputs);
             }
             Err(e) => panic!("propose refused in simulation: {e}"),
@@ -597,32 +916,36 @@ impl World {
     }
 
     fn perform(&mut self, proposer: usize, outputs: Vec<ProposerOutput>) {
+        // The statistics below count each broadcast once, at its first voter.
+        let first = self.proposers[proposer].live.as_ref().map(|live| live.voters().all()[0]);
         for output in outputs {
             match output {
                 ProposerOutput::Send { to, request } => {
                     // Count accepts sent at a ballot this proposer never prepared (the fast path),
                     // once per broadcast.
                     let last = self.proposers[proposer].prepared.get(request.key()).copied();
+                    let counted = Some(to) == first;
                     match &request {
                         Request::Prepare { key, ballot } => {
-                            if to.0 == 1 && self.proposers[proposer].peeked.remove(key) {
+                            if counted && self.proposers[proposer].peeked.remove(key) {
                                 self.stats.peek_fallbacks += 1;
                             }
                             self.proposers[proposer].prepared.insert(key.clone(), *ballot);
                         }
                         Request::Peek { key, .. } => {
-                            if to.0 == 1 {
+                            if counted {
                                 self.stats.peeks += 1;
                                 self.proposers[proposer].peeked.insert(key.clone());
                             }
                         }
-                        Request::Accept { ballot, .. } if to.0 == 1 && last != Some(*ballot) => {
+                        Request::Accept { ballot, .. } if counted && last != Some(*ballot) => {
                             self.stats.accepts_without_prepare += 1;
                         }
                         Request::Accept { .. } => {}
                     }
                     let acceptor = (to.0 - 1) as usize;
-                    self.transmit(|| Event::ToAcceptor { acceptor, proposer, request: request.clone() });
+                    let epoch = self.proposers[proposer].config.epoch;
+                    self.transmit(|| Event::ToAcceptor { acceptor, proposer, epoch, request: request.clone() });
                 }
                 ProposerOutput::WakeAt(timer) => {
                     let incarnation = self.proposers[proposer].incarnation;
@@ -639,12 +962,30 @@ impl World {
     }
 
     fn finish(&mut self, proposer: usize, proposal: ProposalId, result: Result<Outcome, Error>) {
-        let Some((client, index)) = self.proposers[proposer].waiting.remove(&proposal) else { return };
+        let Some((waiter, index)) = self.proposers[proposer].waiting.remove(&proposal) else { return };
         let stamp = self.next_stamp();
         let record = &mut self.history[index];
+        let client = match waiter {
+            Waiter::Client(client) => client,
+            Waiter::Coordinator => {
+                let ok = result.is_ok();
+                match result {
+                    Ok(outcome) => {
+                        record.op.complete = Some(stamp);
+                        record.op.outcome = Some(outcome);
+                    }
+                    // A failed read is dropped; the tombstone it may have written is modelled in
+                    // `check`.
+                    Err(_) => record.failed = true,
+                }
+                return self.catch_up_done(ok);
+            }
+        };
         match result {
             Ok(outcome) => {
                 self.stats.ok += 1;
+                self.stats.ok_after_changes += usize::from(record.after_changes);
+                self.clients[client].ok_after_changes += usize::from(record.after_changes);
                 let seen = match (&outcome, &record.op.change) {
                     // A read answers the register's envelope; the others, the user's value.
                     (Outcome::Value(v), Change::Read) => Some(v.as_deref().map(|raw| {
@@ -709,10 +1050,31 @@ impl World {
 
     /// Checks every key's history: linearizable, and the revisions its clients saw consistent
     /// ([`checker::check_revisions`]). `Err` describes the first key that fails.
+    ///
+    /// A read that finds its value expired at its stamp writes a tombstone (`docs/paxos.md`,
+    /// "Expiry"), and that write may reach some acceptors, be adopted by another proposer and so
+    /// take effect, whatever the read itself answers in the end (it retries, and may read a later
+    /// value) or whether it fails. So every read, succeeded, pending or failed, also counts as a
+    /// pending `ExpireDue` at its stamp: the same effect the server's expirer has. (Only where a
+    /// value may have expired by then: elsewhere it changes nothing and would only slow the
+    /// search.)
     pub fn check(&self) -> Result<(), String> {
-        for key in 0..self.params.keys {
-            let ops: Vec<Op> =
-                self.history.iter().filter(|r| r.key == key && !r.failed).map(|r| r.op.clone()).collect();
+        for key in 0..self.params.keys + self.params.cold_keys {
+            let recorded: Vec<&Recorded> = self.history.iter().filter(|r| r.key == key).collect();
+            let all: Vec<Op> = recorded.iter().map(|r| r.op.clone()).collect();
+            let expiry = checker::earliest_expiry(&all).unwrap_or(u64::MAX);
+            let ops: Vec<Op> = recorded
+                .into_iter()
+                .flat_map(|r| {
+                    let tombstone = (r.op.change == Change::Read && r.op.at >= expiry).then(|| Op {
+                        change: Change::ExpireDue,
+                        complete: None,
+                        outcome: None,
+                        ..r.op.clone()
+                    });
+                    (!r.failed).then(|| r.op.clone()).into_iter().chain(tombstone)
+                })
+                .collect();
             match checker::check(&ops) {
                 Verdict::Linearizable => {}
                 verdict => return Err(format!("key {key}: {verdict:?}; history: {ops:#?}")),

@@ -359,7 +359,7 @@ async fn collect_job(
     epoch: u64,
     job: CollectJob,
 ) -> Result<(), String> {
-    let voting = shared.voter().is_some();
+    let voting = shared.voter().is_some() && shared.not_voting().is_none();
     match job {
         CollectJob::Inspect { epoch: asked, keys, reply } => {
             if !voting || asked != epoch {
@@ -370,8 +370,7 @@ async fn collect_job(
             for k in keys.iter().filter(|k| acceptor.holds(k)) {
                 cache.touch(k);
             }
-            cache.evict_over(acceptor);
-            let holdings = keys
+            let holdings: Vec<Holding> = keys
                 .iter()
                 .map(|k| match acceptor.register(k) {
                     None => Holding::Absent { floor: acceptor.floor() },
@@ -379,6 +378,8 @@ async fn collect_job(
                     Some(_) => Holding::Live,
                 })
                 .collect();
+            // Only after the holdings are read: a register evicted first would read as absent.
+            cache.evict_over(acceptor);
             let _ = reply.send(Ok(holdings));
             Ok(())
         }
@@ -439,24 +440,29 @@ async fn adopt(
     if config.epoch <= *epoch {
         return Ok(None);
     }
-    config.check()?;
+    // A configuration from a peer's answer: one that is malformed or of another cluster is
+    // ignored (only a failed write is fatal).
+    if let Err(e) = config.check() {
+        tracing::warn!(error = %e, "ignoring a malformed configuration");
+        return Ok(None);
+    }
+    let cluster = shared.cluster.load(Ordering::Acquire);
+    if cluster != 0 && config.cluster_id != cluster {
+        tracing::warn!(theirs = config.cluster_id, ours = cluster, "ignoring a configuration of another cluster");
+        return Ok(None);
+    }
     let mine = match &*shared.role.read() {
         Role::Member { generation } => Some(*generation),
         _ => None,
     };
-    let mut role = config::role_in(&config, shared.id, mine, shared.join_nonce);
-    let distrusted = *shared.distrusted.lock();
-    if let (Some(bad), Role::Member { generation }) = (distrusted, &role) {
-        if *generation <= bad {
-            // Found older than what peers saw: only a replacement (a newer generation) lets it vote.
-            role = shared.role.read().clone();
-        } else {
-            *shared.distrusted.lock() = None;
-        }
-    }
+    let planned = config::role_in(&config, shared.id, mine, shared.join_nonce);
     let raw = config.encode();
-    let generation = match role {
-        Role::Member { generation } if mine.is_none() => Some(generation),
+    let generation = match planned {
+        Role::Member { generation }
+            if mine.is_none() && shared.distrusted.lock().is_none_or(|bad| generation > bad) =>
+        {
+            Some(generation)
+        }
         _ => None,
     };
     let s = store.clone();
@@ -475,13 +481,41 @@ async fn adopt(
     .map_err(|e| format!("cannot persist the cluster configuration: {e}"))?;
     *epoch = config.epoch;
     shared.cluster.store(config.cluster_id, Ordering::Release);
-    if role != *shared.role.read() {
-        match &role {
-            Role::Member { generation } => tracing::info!(epoch = config.epoch, generation, "this node is a member"),
-            Role::Joining { reason } | Role::Removed { reason } => tracing::warn!(epoch = config.epoch, %reason),
+    {
+        // Decided under the role lock, after the write: the restart check may have found this
+        // data dir old meanwhile (it sets `distrusted` under the same lock).
+        let mut current = shared.role.write();
+        let mut role = config::role_in(&config, shared.id, mine, shared.join_nonce);
+        let distrusted = *shared.distrusted.lock();
+        if let (Some(bad), Role::Member { generation }) = (distrusted, &role) {
+            if *generation <= bad {
+                // Older than what peers saw: only a replacement (a newer generation) lets it vote.
+                role = current.clone();
+            } else {
+                *shared.distrusted.lock() = None;
+            }
         }
+        if let (None, Role::Member { generation }) = (mine, &role) {
+            shared.fresh.store(false, Ordering::Release);
+            if u64::from(*generation) != config.epoch {
+                // A member through its join nonce, but not by the change that made the entry (a
+                // data dir restored from a copy taken before it was added or replaced): check
+                // with the peers first, as after any restart.
+                shared.restart_confirmed.lock().clear();
+                *shared.restart_since.lock() = std::time::Instant::now();
+                shared.restart_check.store(true, Ordering::Release);
+            }
+        }
+        if role != *current {
+            match &role {
+                Role::Member { generation } => {
+                    tracing::info!(epoch = config.epoch, generation, "this node is a member")
+                }
+                Role::Joining { reason } | Role::Removed { reason } => tracing::warn!(epoch = config.epoch, %reason),
+            }
+        }
+        *current = role;
     }
-    *shared.role.write() = role;
     *shared.config.write() = config.clone();
     tracing::info!(epoch = config.epoch, joint = config.is_joint(), "adopted cluster configuration");
     Ok(Some(config))

@@ -36,7 +36,8 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
         }
         let me = n.infos.read().get(&n.cfg.id).cloned().unwrap_or_default();
         let seq = n.shared.commit_seq.load(std::sync::atomic::Ordering::Acquire);
-        let payload = match wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me, seq })) {
+        let voter = n.shared.voter().map(|v| v.0);
+        let payload = match wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me, seq, voter })) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a heartbeat");
@@ -52,20 +53,24 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
     }
 }
 
+/// How long a restarted node waits for every other voter's answer before it settles for a
+/// quorum (itself included) of answers.
+pub const RESTART_CHECK_WAIT: Duration = Duration::from_secs(10);
+
 /// How often the commit sequences seen from each voter are persisted (when they changed).
 pub const PEER_SEQS_PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 
 impl MmNode {
-    /// A peer's answer to this node's hello, for the restart check: once a quorum of the voters
-    /// confirmed that this data dir is not older than what they saw, it votes again; one that
-    /// saw more (`behind`) means it was restored from an old copy, and it must not vote until
-    /// it is replaced.
+    /// A peer's answer to this node's hello, for the restart check. `behind` (the peer saw a
+    /// later commit of this node's acceptor than it now has) means its data dir was restored
+    /// from an old copy: it stops voting, at any time, and may vote again only as a replacement.
+    /// Otherwise the peer confirms. The check passes once every other voter confirmed, or, after
+    /// [`RESTART_CHECK_WAIT`], once the confirmations and this node make a quorum.
     pub(crate) fn restart_answer(&self, peer: u64, behind: Option<u64>) {
         use std::sync::atomic::Ordering;
-        if !self.shared.restart_check.load(Ordering::Acquire) {
-            return;
-        }
         if let Some(seen) = behind {
+            let mut role = self.shared.role.write();
+            let crate::Role::Member { generation } = *role else { return };
             let reason = format!(
                 "node {} has data older than what node {peer} saw from it (commit {} < {seen}): its data dir was \
                  restored from an old copy, and voting with it could lose acknowledged writes; wipe it and run \
@@ -75,22 +80,28 @@ impl MmNode {
                 self.cfg.id
             );
             tracing::error!(%reason, "this node does not vote");
-            let mut role = self.shared.role.write();
-            if let crate::Role::Member { generation } = *role {
-                *self.shared.distrusted.lock() = Some(generation);
-            }
+            *self.shared.distrusted.lock() = Some(generation);
             *role = crate::Role::Joining { reason };
             self.shared.restart_check.store(false, Ordering::Release);
+            return;
+        }
+        if !self.shared.restart_check.load(Ordering::Acquire) {
             return;
         }
         let config = self.cluster_config();
         let mut confirmed = self.shared.restart_confirmed.lock();
         confirmed.insert(peer);
-        let mut voters: Vec<NodeId> = self.shared.voter().into_iter().collect();
-        voters.extend(config.everyone().iter().filter(|m| confirmed.contains(&m.id)).map(|m| m.voter()));
-        if config.voters().is_quorum(&voters) {
+        let me = self.shared.voter();
+        let others: Vec<NodeId> = config.voters().all().iter().copied().filter(|v| Some(*v) != me).collect();
+        let current = config.everyone();
+        let answered: Vec<NodeId> = current.iter().filter(|m| confirmed.contains(&m.id)).map(|m| m.voter()).collect();
+        let all = others.iter().all(|v| answered.contains(v) || !current.iter().any(|m| m.voter() == *v));
+        let mut with_me = answered.clone();
+        with_me.extend(me);
+        let waited = self.shared.restart_since.lock().elapsed() >= RESTART_CHECK_WAIT;
+        if all || (waited && config.voters().is_quorum(&with_me)) {
             self.shared.restart_check.store(false, Ordering::Release);
-            tracing::info!("restart check passed: a quorum of the members saw nothing newer from this node");
+            tracing::info!(confirmed = answered.len(), "restart check passed: no member saw newer data from this node");
         }
     }
 
@@ -100,7 +111,13 @@ impl MmNode {
         if !self.shared.peer_seqs_dirty.swap(false, Ordering::AcqRel) {
             return;
         }
-        let raw = crate::start::encode_peer_seqs(&self.shared.peer_seqs.lock());
+        let config = self.cluster_config();
+        let raw = {
+            let mut seqs = self.shared.peer_seqs.lock();
+            // Generations that left the configuration are forgotten (bounded by its size).
+            seqs.retain(|v, _| config.votes(*v));
+            crate::start::encode_peer_seqs(&seqs)
+        };
         let store = self.store.clone();
         let r = tokio::task::spawn_blocking(move || {
             store.write(rampart_storage::Durability::Immediate, |b| {

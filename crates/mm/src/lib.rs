@@ -148,9 +148,14 @@ pub struct Shared {
     /// older than what they saw from it: a data dir restored from an old copy must not vote.
     pub restart_check: std::sync::atomic::AtomicBool,
     pub restart_confirmed: Mutex<HashSet<u64>>,
+    /// When the restart check began.
+    pub restart_since: Mutex<Instant>,
     /// Set when the restart check found this data dir older than what a peer saw: the
     /// generation it must not vote at again (only a replacement, a newer generation, lets it).
     pub distrusted: Mutex<Option<u32>>,
+    /// True while this data dir has never held a register nor been a member: only such a node
+    /// offers its join nonce (`rampart cluster add` or `replace` takes it).
+    pub fresh: std::sync::atomic::AtomicBool,
     pub started: Instant,
     /// The wall clock at `started`, in milliseconds since 1970: with `started`, the clock the
     /// ballot ceiling follows (monotonic from here on, so a clock step after start moves nothing).

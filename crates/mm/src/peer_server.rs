@@ -25,27 +25,30 @@ impl MmNode {
         let member = config.entry(from).is_some();
         let not_member = || format!("node {from} is not a member of this multi-master cluster");
         match env.request {
-            PeerRequest::Hello { info, seq } => {
-                if member {
+            PeerRequest::Hello { info, seq, voter } => {
+                // The member as this node's configuration names it now; a hello from an older
+                // generation (a replaced node's old process) is answered but not believed.
+                let current = config.entry(from).map(|e| e.voter());
+                let is_current = current.is_some() && voter.map(rampart_paxos::NodeId) == current;
+                if is_current {
                     self.health.lock().received(PeerId(from), self.shared.now_ms());
                     self.infos.write().insert(from, info);
                 }
                 let me = self.infos.read().get(&self.cfg.id).cloned().unwrap_or_default();
                 let seen_you = self.shared.seen.lock().await.contains(&from);
                 let newer = (env.epoch < config.epoch).then(|| config.clone());
-                let joining_nonce = self.shared.voter().is_none().then_some(self.shared.join_nonce);
+                let joining_nonce = (self.shared.fresh.load(Ordering::Acquire) && self.shared.voter().is_none())
+                    .then_some(self.shared.join_nonce);
                 // Behind what it showed before: restored from an old copy.
-                let behind = config
-                    .entry(from)
-                    .and_then(|e| self.shared.peer_seqs.lock().get(&e.voter()).copied())
+                let behind = current
+                    .filter(|_| is_current)
+                    .and_then(|v| self.shared.peer_seqs.lock().get(&v).copied())
                     .filter(|seen| *seen > seq);
-                match (behind, config.entry(from)) {
+                match (behind, current) {
                     (Some(seen), _) => {
                         tracing::error!(peer = from, seq, seen, "a peer's data is older than what it showed before")
                     }
-                    (None, Some(e)) if e.nonce == 0 || self.shared.voter().is_some() => {
-                        self.shared.observe_seq(e.voter(), seq)
-                    }
+                    (None, Some(v)) if is_current => self.shared.observe_seq(v, seq),
                     _ => {}
                 }
                 let (id, epoch) = (self.cfg.id, config.epoch);
@@ -99,6 +102,13 @@ impl MmNode {
             }
             PeerRequest::Scan { .. } if self.shared.not_voting().is_some() => {
                 Err("this node does not vote yet (first boot, or not a member)".into())
+            }
+            // Like a Paxos frame: a scan counts in a quorum of the asker's configuration only
+            // if this node is at that epoch (every write of an older epoch is durable here by
+            // the time it adopted this one).
+            PeerRequest::Scan { .. } if env.epoch != config.epoch => {
+                let newer = (env.epoch < config.epoch).then(|| config.clone());
+                Ok(PeerResponse::WrongEpoch { epoch: config.epoch, config: newer })
             }
             PeerRequest::Scan { prefix, after, limit, values } => {
                 // Checked to be within 1..=SCAN_PAGE_MAX by `validate::check_request`.

@@ -232,6 +232,8 @@ impl ProposerTask {
         if config.epoch <= self.epoch && self.shared.voter().is_none_or(|me| me == self.template.node) {
             return true;
         }
+        // What this turn built under the old voters leaves stamped with their epoch.
+        self.flush(t);
         self.epoch = config.epoch;
         let voters = config.voters();
         if let Some(me) = self.shared.voter() {
@@ -392,7 +394,9 @@ async fn exchange(
         Ok(PeerResponse::WrongEpoch { epoch: theirs, config }) => {
             crate::reconfig::on_wrong_epoch(&shared, &peer, epoch, theirs, config, &acceptor).await;
         }
-        Ok(PeerResponse::Paxos { id, replies, seq }) if config::member_of(NodeId(id)) == to => {
+        Ok(PeerResponse::Paxos { id, replies, seq })
+            if shared.config.read().entry(to).is_some_and(|e| e.voter() == NodeId(id)) =>
+        {
             shared.observe_seq(NodeId(id), seq);
             if let Err(e) = validate::check_replies(&replies, sent, &shared.peer_limits) {
                 tracing::warn!(peer = to, error = %e, "dropping invalid Paxos replies");

@@ -188,8 +188,8 @@ impl MmNode {
         let addr = crate::resolve(peer_addr).map_err(MmError::BadRequest)?;
         let peer = Peer::new(id, addr, Some(self.cfg.peer_addr.ip()), self.cfg.transport.clone());
         let me = self.infos.read().get(&self.cfg.id).cloned().unwrap_or_default();
-        let payload =
-            wire::encode(&self.shared.envelope(PeerRequest::Hello { info: me, seq: 0 })).map_err(MmError::Internal)?;
+        let payload = wire::encode(&self.shared.envelope(PeerRequest::Hello { info: me, seq: 0, voter: None }))
+            .map_err(MmError::Internal)?;
         let timeout = self.cfg.request_timeout;
         let unreachable = |why: String| {
             MmError::BadRequest(format!(

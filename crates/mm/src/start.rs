@@ -95,7 +95,9 @@ impl MmNode {
         let Durable {
             acceptor, cache, initial_counter, seen, registers_loaded, join_nonce, commit_seq, peer_seqs, ..
         } = durable;
-        let standing = Standing { config: config.clone(), role, probation, cluster, join_nonce, commit_seq, peer_seqs };
+        let fresh = durable.config.is_none() && !durable.initialized && registers_loaded == 0;
+        let standing =
+            Standing { config: config.clone(), role, probation, cluster, join_nonce, commit_seq, peer_seqs, fresh };
         let shared = shared_state(&cfg, store.clone(), links, seen, standing, clock);
         let phi = PhiConfig { first_heartbeat_estimate_ms: cfg.peer_heartbeat_ms, ..PhiConfig::default() };
         let peer_ids = config.everyone().into_iter().filter(|m| m.id != cfg.id).map(|m| PeerId(m.id));
@@ -139,6 +141,7 @@ struct Standing {
     join_nonce: u64,
     commit_seq: u64,
     peer_seqs: BTreeMap<NodeId, u64>,
+    fresh: bool,
 }
 
 /// What the tasks share. A new data dir of a bootstrap member starts in probation (neither
@@ -151,7 +154,7 @@ fn shared_state(
     standing: Standing,
     (started, unix_ms_at_start): (Instant, u64),
 ) -> Arc<Shared> {
-    let Standing { config, role, probation, cluster, join_nonce, commit_seq, peer_seqs } = standing;
+    let Standing { config, role, probation, cluster, join_nonce, commit_seq, peer_seqs, fresh } = standing;
     // A data dir that voted before checks, at every restart, that it is not an old copy.
     let restart_check = !probation && matches!(role, Role::Member { .. }) && config.voters().all().len() > 1;
     Arc::new(Shared {
@@ -166,7 +169,9 @@ fn shared_state(
         peer_seqs_dirty: std::sync::atomic::AtomicBool::new(false),
         restart_check: std::sync::atomic::AtomicBool::new(restart_check),
         restart_confirmed: Mutex::new(HashSet::new()),
+        restart_since: Mutex::new(Instant::now()),
         distrusted: Mutex::new(None),
+        fresh: std::sync::atomic::AtomicBool::new(fresh),
         started,
         unix_ms_at_start,
         peer_limits: validate::PeerLimits::new(&cfg.limits),

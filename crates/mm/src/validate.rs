@@ -271,7 +271,11 @@ mod tests {
             epoch: 0,
             from: 2,
             cluster: 7,
-            request: PeerRequest::Hello { info: PeerInfo { resp_addr: addr, ..PeerInfo::default() }, seq: 0 },
+            request: PeerRequest::Hello {
+                info: PeerInfo { resp_addr: addr, ..PeerInfo::default() },
+                seq: 0,
+                voter: None,
+            },
         };
         assert!(check_request(&hello("127.0.0.1:6379".into()), &LIMITS).is_ok());
         let e = check_request(&hello("x".repeat(PEER_ADDR_BYTES_MAX + 1)), &LIMITS).unwrap_err();

@@ -32,9 +32,10 @@ pub struct Envelope {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// A failure-detector heartbeat; carries the sender's client addresses and its acceptor's
-    /// commit sequence (see [`PeerResponse::Hello`]'s `behind`).
-    Hello { info: PeerInfo, seq: u64 },
+    /// A failure-detector heartbeat; carries the sender's client addresses, its acceptor's
+    /// commit sequence (see [`PeerResponse::Hello`]'s `behind`) and the voter it is (`None`:
+    /// it does not vote), so an older generation of a replaced member is told apart.
+    Hello { info: PeerInfo, seq: u64, voter: Option<u64> },
     /// Many keys' Paxos messages in one frame; answered by one reply per request, in order.
     Paxos { requests: Vec<Request> },
     /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`

@@ -960,7 +960,9 @@ async fn metric(c: &Cluster, id: u64, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_keys_are_collected_only_with_every_member_up_and_never_come_back() {
-    let mut c = Cluster::start(3, &["--replication", "multi-master", "--tombstone-grace-ms", "300"]);
+    // The shortest grace a node takes: twice the request timeout plus 1 s.
+    let args = ["--replication", "multi-master", "--request-timeout-ms", "1000", "--tombstone-grace-ms", "3000"];
+    let mut c = Cluster::start(3, &args);
     wait_serving(&c, &ALL).await;
     const KEYS: usize = 3000;
     const DELETED: usize = 2000;

@@ -100,6 +100,10 @@ impl ClusterConfig {
         check_set(&self.members, "members")?;
         if let Some(next) = &self.next {
             check_set(next, "next members")?;
+            // The two sets together are bounded too (a replace adds a voter to the union).
+            let old: Vec<NodeId> = self.members.iter().map(MemberEntry::voter).collect();
+            let new: Vec<NodeId> = next.iter().map(MemberEntry::voter).collect();
+            Voters::joint(&old, &new).map_err(|e| format!("the joint configuration: {e}"))?;
         }
         Ok(())
     }
@@ -230,6 +234,12 @@ mod tests {
         empty.next = Some(vec![]);
         assert!(ClusterConfig::decode(&empty.encode()).is_err());
         assert!(ClusterConfig::decode(b"{").unwrap_err().starts_with("malformed configuration"));
+        // 64 members and a replacement: 65 voters in the joint configuration, refused.
+        let full: Vec<MemberEntry> = (1..=64).map(|i| entry(i, 0)).collect();
+        let mut replaced = full.clone();
+        replaced[0] = entry(1, 9);
+        let joint = ClusterConfig { cluster_id: 1, epoch: 9, members: full, next: Some(replaced) };
+        assert!(joint.check().unwrap_err().contains("joint configuration"), "a union over the bound is refused");
         assert!(ClusterConfig::decode(&vec![b' '; CONFIG_BYTES_MAX + 1]).is_err());
     }
 

@@ -37,7 +37,10 @@ pub(crate) async fn hello_loop(node: Weak<MmNode>) {
         let me = n.infos.read().get(&n.cfg.id).cloned().unwrap_or_default();
         let seq = n.shared.commit_seq.load(std::sync::atomic::Ordering::Acquire);
         let voter = n.shared.voter().map(|v| v.0);
-        let payload = match wire::encode(&n.shared.envelope(PeerRequest::Hello { info: me, seq, voter })) {
+        let changing = *n.shared.coordinating.lock();
+        let checking = n.shared.restart_check.load(std::sync::atomic::Ordering::Acquire);
+        let request = PeerRequest::Hello { info: me, seq, voter, changing, checking };
+        let payload = match wire::encode(&n.shared.envelope(request)) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode a heartbeat");
@@ -63,11 +66,14 @@ pub const PEER_SEQS_PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 impl MmNode {
     /// A peer's answer to this node's hello, for the restart check. `behind` (the peer saw a
     /// later commit of this node's acceptor than it now has) means its data dir was restored
-    /// from an old copy: it stops voting, at any time, and may vote again only as a replacement.
+    /// from an old copy: it does not vote, and may vote again only as a replacement.
     /// Otherwise the peer confirms. The check passes once every other voter confirmed, or, after
     /// [`RESTART_CHECK_WAIT`], once the confirmations and this node make a quorum.
     pub(crate) fn restart_answer(&self, peer: u64, behind: Option<u64>) {
         use std::sync::atomic::Ordering;
+        if !self.shared.restart_check.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(seen) = behind {
             let mut role = self.shared.role.write();
             let crate::Role::Member { generation } = *role else { return };
@@ -83,9 +89,6 @@ impl MmNode {
             *self.shared.distrusted.lock() = Some(generation);
             *role = crate::Role::Joining { reason };
             self.shared.restart_check.store(false, Ordering::Release);
-            return;
-        }
-        if !self.shared.restart_check.load(Ordering::Acquire) {
             return;
         }
         let config = self.cluster_config();

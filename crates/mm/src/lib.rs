@@ -58,6 +58,7 @@ pub use proposer_task::{
 pub use rampart_paxos::{Change, Error as PaxosError, Outcome, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use reconfig::MemberChange;
 pub use scan::ScanPage;
+pub use start::tombstone_grace_min;
 pub use wire::PeerInfo;
 
 use proposer_task::ProposerEvent;
@@ -150,6 +151,10 @@ pub struct Shared {
     pub restart_confirmed: Mutex<HashSet<u64>>,
     /// When the restart check began.
     pub restart_since: Mutex<Instant>,
+    /// The joint configuration epoch this node is finishing as a change's coordinator, if any
+    /// (sent with its heartbeats), and the last time a peer said it was finishing one.
+    pub coordinating: Mutex<Option<u64>>,
+    pub change_seen: Mutex<Option<(u64, Instant)>>,
     /// Set when the restart check found this data dir older than what a peer saw: the
     /// generation it must not vote at again (only a replacement, a newer generation, lets it).
     pub distrusted: Mutex<Option<u32>>,
@@ -300,6 +305,8 @@ pub struct MmNode {
     first_boot_confirmed: Mutex<HashSet<u64>>,
     /// One membership change at a time through this node.
     reconfig_lock: tokio::sync::Mutex<()>,
+    /// This node, for work that must outlive the request that started it (a membership change).
+    me: std::sync::Weak<MmNode>,
 }
 
 /// This node's view of the cluster.

@@ -25,7 +25,10 @@ impl MmNode {
         let member = config.entry(from).is_some();
         let not_member = || format!("node {from} is not a member of this multi-master cluster");
         match env.request {
-            PeerRequest::Hello { info, seq, voter } => {
+            PeerRequest::Hello { info, seq, voter, changing, checking } => {
+                if let Some(epoch) = changing.filter(|_| member) {
+                    *self.shared.change_seen.lock() = Some((epoch, Instant::now()));
+                }
                 // The member as this node's configuration names it now; a hello from an older
                 // generation (a replaced node's old process) is answered but not believed.
                 let current = config.entry(from).map(|e| e.voter());
@@ -41,7 +44,7 @@ impl MmNode {
                     .then_some(self.shared.join_nonce);
                 // Behind what it showed before: restored from an old copy.
                 let behind = current
-                    .filter(|_| is_current)
+                    .filter(|_| is_current && checking)
                     .and_then(|v| self.shared.peer_seqs.lock().get(&v).copied())
                     .filter(|seen| *seen > seq);
                 match (behind, current) {

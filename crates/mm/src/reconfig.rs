@@ -37,6 +37,19 @@ pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const CATCH_UP_BATCH: usize = 256;
 /// Keys one catch-up scan page lists.
 pub const CATCH_UP_PAGE: usize = 4096;
+/// A catch-up that settles no key for this long gives up (the change stays joint; the watchdog
+/// or the next change resumes it).
+pub const CATCH_UP_STALL: Duration = Duration::from_secs(60);
+
+/// Clears [`Shared::coordinating`] when a change's coordinator ends, however it ends.
+struct Coordinating<'a>(&'a Shared);
+
+impl Drop for Coordinating<'_> {
+    fn drop(&mut self) {
+        *self.0.coordinating.lock() = None;
+    }
+}
+
 /// Wait between rounds of pushing a configuration to the nodes that have not taken it.
 const PUSH_RETRY: Duration = Duration::from_millis(200);
 
@@ -91,7 +104,17 @@ impl MmNode {
 
     /// Runs a membership change (module docs), one at a time on this node. Answers the new
     /// configuration once a majority of its members have it.
+    ///
+    /// The change runs on a task of its own: a client that gives up waiting (an HTTP timeout)
+    /// does not stop it halfway.
     pub async fn change_membership(&self, change: MemberChange) -> Result<ClusterConfig, MmError> {
+        let Some(node) = self.me.upgrade() else { return Err(MmError::Internal("node is shutting down".into())) };
+        tokio::spawn(async move { node.run_change(change).await })
+            .await
+            .map_err(|e| MmError::Internal(format!("membership change task failed: {e}")))?
+    }
+
+    async fn run_change(&self, change: MemberChange) -> Result<ClusterConfig, MmError> {
         let _one = self.reconfig_lock.lock().await;
         let deadline = Instant::now() + CHANGE_TIMEOUT;
         if let Some(why) = self.shared.not_voting() {
@@ -113,6 +136,7 @@ impl MmNode {
             members: current.members.clone(),
             next: Some(next),
         };
+        joint.check().map_err(MmError::BadRequest)?;
         tracing::info!(?change, epoch = joint.epoch, "membership change: joint configuration");
         self.cas_config(&current, &joint, deadline).await?;
         self.finish_joint(joint, deadline).await
@@ -188,8 +212,14 @@ impl MmNode {
         let addr = crate::resolve(peer_addr).map_err(MmError::BadRequest)?;
         let peer = Peer::new(id, addr, Some(self.cfg.peer_addr.ip()), self.cfg.transport.clone());
         let me = self.infos.read().get(&self.cfg.id).cloned().unwrap_or_default();
-        let payload = wire::encode(&self.shared.envelope(PeerRequest::Hello { info: me, seq: 0, voter: None }))
-            .map_err(MmError::Internal)?;
+        let payload = wire::encode(&self.shared.envelope(PeerRequest::Hello {
+            info: me,
+            seq: 0,
+            voter: None,
+            changing: None,
+            checking: false,
+        }))
+        .map_err(MmError::Internal)?;
         let timeout = self.cfg.request_timeout;
         let unreachable = |why: String| {
             MmError::BadRequest(format!(
@@ -220,6 +250,9 @@ impl MmNode {
     async fn finish_joint(&self, joint: ClusterConfig, deadline: Instant) -> Result<ClusterConfig, MmError> {
         let Some(next) = joint.next.clone() else { return Ok(joint) };
         let started = Instant::now();
+        // Heartbeats say so while this runs: other members' watchdogs leave it alone.
+        *self.shared.coordinating.lock() = Some(joint.epoch);
+        let _done = Coordinating(&self.shared);
         self.push_until(&joint, deadline).await?;
         let pushed = started.elapsed();
         self.catch_up(&joint, deadline).await?;
@@ -360,9 +393,12 @@ impl MmNode {
         }
     }
 
-    /// Step 3: every key that has a register, read through Paxos under the joint quorum.
+    /// Step 3: every key that has a register, read through Paxos under the joint quorum. Its
+    /// time grows with the number of keys, so it gives up only after [`CATCH_UP_STALL`] without
+    /// progress, not at the change's deadline.
     async fn catch_up(&self, joint: &ClusterConfig, deadline: Instant) -> Result<(), MmError> {
         self.wait_proposer_epoch(joint.epoch, deadline).await?;
+        let mut deadline = Instant::now() + CATCH_UP_STALL;
         let mut after: Option<Vec<u8>> = None;
         let mut keys_read = 0usize;
         loop {
@@ -391,6 +427,7 @@ impl MmNode {
                     todo = failed;
                 }
                 keys_read += chunk.len();
+                deadline = Instant::now() + CATCH_UP_STALL;
             }
             match next {
                 Some(n) => after = Some(n),
@@ -431,13 +468,22 @@ pub(crate) async fn joint_watchdog(node: Weak<MmNode>) {
             joint_since = None;
             continue;
         }
-        let since = match joint_since {
+        let mut since = match joint_since {
             Some((epoch, at)) if epoch == config.epoch => at,
             _ => {
                 joint_since = Some((config.epoch, Instant::now()));
                 continue;
             }
         };
+        // A coordinator that still says it is finishing this change is left alone.
+        if let Some((epoch, at)) = *n.shared.change_seen.lock() {
+            if epoch == config.epoch && at > since {
+                since = at;
+            }
+        }
+        if n.shared.not_voting().is_some() {
+            continue;
+        }
         // The lowest-id member of the new set that this node believes alive goes first.
         let dead = n.shared.peers_dead.read().clone();
         let rank = config.target().iter().filter(|m| !dead.contains(&m.id) && m.id < n.cfg.id).count() as u32;

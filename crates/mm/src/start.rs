@@ -108,7 +108,8 @@ impl MmNode {
 
         let (acceptor_tx, acceptor_rx) = mpsc::channel(ACCEPTOR_QUEUE_MAX);
         let (proposer_tx, proposer_rx) = mpsc::channel(PROPOSER_QUEUE_MAX);
-        let node = Arc::new(MmNode {
+        let node = Arc::new_cyclic(|me| MmNode {
+            me: me.clone(),
             cfg: cfg.clone(),
             shared,
             store,
@@ -170,6 +171,8 @@ fn shared_state(
         restart_check: std::sync::atomic::AtomicBool::new(restart_check),
         restart_confirmed: Mutex::new(HashSet::new()),
         restart_since: Mutex::new(Instant::now()),
+        coordinating: Mutex::new(None),
+        change_seen: Mutex::new(None),
         distrusted: Mutex::new(None),
         fresh: std::sync::atomic::AtomicBool::new(fresh),
         started,
@@ -235,7 +238,25 @@ fn spawn_tasks(
     tokio::spawn(crate::reconfig::joint_watchdog(Arc::downgrade(node)));
 }
 
+/// The shortest tombstone grace a node takes: a tombstone must not be collected while the
+/// change that wrote it (or one that raced it) may still retry, since a retry that finds no
+/// register cannot tell its own effect is already in (docs/paxos.md, "Tombstones and their
+/// collection"). A change lives at most `request_timeout`; a reply is late by at most the peer
+/// timeout (1 s).
+pub fn tombstone_grace_min(request_timeout: Duration) -> Duration {
+    request_timeout * 2 + Duration::from_secs(1)
+}
+
 fn check_membership(cfg: &MmConfig) -> Result<(), StartError> {
+    let min = tombstone_grace_min(cfg.request_timeout);
+    if cfg.tombstone_grace < min {
+        return Err(StartError::Config(format!(
+            "the tombstone grace ({} ms) must be at least twice the request timeout plus 1 s ({} ms): a tombstone \
+             collected while the write that made it may still retry could let that write apply twice",
+            cfg.tombstone_grace.as_millis(),
+            min.as_millis()
+        )));
+    }
     if let Some(id) = cfg.members.keys().chain([&cfg.id]).find(|id| **id == 0 || **id > crate::config::MEMBER_ID_MAX) {
         return Err(StartError::Config(format!(
             "member id {id} is not within 1..={} (multi-master ids fit in 32 bits)",

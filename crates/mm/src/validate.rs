@@ -275,6 +275,8 @@ mod tests {
                 info: PeerInfo { resp_addr: addr, ..PeerInfo::default() },
                 seq: 0,
                 voter: None,
+                changing: None,
+                checking: false,
             },
         };
         assert!(check_request(&hello("127.0.0.1:6379".into()), &LIMITS).is_ok());

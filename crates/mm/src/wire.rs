@@ -34,8 +34,11 @@ pub struct Envelope {
 pub enum PeerRequest {
     /// A failure-detector heartbeat; carries the sender's client addresses, its acceptor's
     /// commit sequence (see [`PeerResponse::Hello`]'s `behind`) and the voter it is (`None`:
-    /// it does not vote), so an older generation of a replaced member is told apart.
-    Hello { info: PeerInfo, seq: u64, voter: Option<u64> },
+    /// it does not vote), so an older generation of a replaced member is told apart; and the
+    /// joint configuration epoch it is finishing as a change's coordinator, if any. `checking`:
+    /// the sender is in its restart check, so it votes on nothing and its sequence does not
+    /// move; only then is `seq` compared (a moving one races with its own Paxos answers).
+    Hello { info: PeerInfo, seq: u64, voter: Option<u64>, changing: Option<u64>, checking: bool },
     /// Many keys' Paxos messages in one frame; answered by one reply per request, in order.
     Paxos { requests: Vec<Request> },
     /// The durable registers with keys starting with `prefix`, after `after`, at most `limit`

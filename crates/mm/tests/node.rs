@@ -22,7 +22,7 @@ fn config(dir: &std::path::Path, id: u64, members: &[(u64, std::net::SocketAddr)
         members: members.iter().map(|(id, a)| (*id, a.to_string())).collect::<BTreeMap<_, _>>(),
         request_timeout: Duration::from_secs(5),
         peer_heartbeat_ms: 100,
-        tombstone_grace: Duration::from_millis(300),
+        tombstone_grace: rampart_mm::tombstone_grace_min(Duration::from_secs(5)),
         registers_cached_max: 64,
         limits: rampart_kv::Limits::default(),
         transport: rampart_transport::Config::default(),
@@ -499,11 +499,17 @@ async fn forged_peer_messages_are_refused_and_the_cluster_keeps_writing() {
 
 /// Three nodes on 127.0.0.1 that have chosen a first change (they all passed first boot).
 async fn three_nodes() -> (Vec<tempfile::TempDir>, Vec<std::sync::Arc<MmNode>>) {
+    three_nodes_with(|_| {}).await
+}
+
+async fn three_nodes_with(tune: impl Fn(&mut MmConfig)) -> (Vec<tempfile::TempDir>, Vec<std::sync::Arc<MmNode>>) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let members: Vec<(u64, std::net::SocketAddr)> = (1..=3).map(|id| (id, free_addr())).collect();
     let mut nodes = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        nodes.push(MmNode::start(config(dir.path(), i as u64 + 1, &members)).await.unwrap());
+        let mut c = config(dir.path(), i as u64 + 1, &members);
+        tune(&mut c);
+        nodes.push(MmNode::start(c).await.unwrap());
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for node in &nodes {
@@ -655,10 +661,11 @@ async fn a_data_dir_from_before_expiry_serves_its_values_without_expiry() {
 async fn write_acked(node: &MmNode, key: &str, value: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(Outcome::Written { written: true, .. }) = node.change(key.into(), set(value.as_bytes())).await {
+        let r = node.change(key.into(), set(value.as_bytes())).await;
+        if let Ok(Outcome::Written { written: true, .. }) = r {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{key} was never written");
+        assert!(std::time::Instant::now() < deadline, "{key} was never written through node {}: {r:?}", node.id());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -757,7 +764,12 @@ async fn a_member_is_added_and_another_removed_while_writes_go_on_and_every_ackn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_keys_registers_are_collected_on_every_node_and_never_come_back() {
-    let (dirs, nodes) = three_nodes().await;
+    // The shortest grace a node takes is twice the request timeout plus 1 s.
+    let (dirs, nodes) = three_nodes_with(|c| {
+        c.request_timeout = Duration::from_secs(1);
+        c.tombstone_grace = rampart_mm::tombstone_grace_min(c.request_timeout);
+    })
+    .await;
     let _keep = dirs;
     for i in 0..200 {
         write_acked(&nodes[i % 3], &format!("gc-{i}"), "old").await;

@@ -3,7 +3,8 @@
 //!
 //! `PAXOS_SIM_SEEDS=N` runs N seeds (default [`DEFAULT_SEEDS`], sized for a debug build on two
 //! cores); `PAXOS_SIM_SEED=S` replays one seed exactly (a failure prints the seed). About 40% of
-//! the seeds also change the membership while clients work (`sim/membership.rs`).
+//! the seeds also change the membership while clients work (`sim/membership.rs`), and about
+//! 40% collect tombstones (`sim/world/collector.rs`).
 
 mod sim;
 

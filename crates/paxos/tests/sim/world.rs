@@ -17,6 +17,10 @@
 //! `membership.rs` for the procedure and the plans, `world/coordinator.rs` for the actor):
 //! acceptors join, leave, or lose their disk and come back under a new id. Every request carries
 //! its proposer's epoch, and an acceptor handles only requests of its own epoch.
+//!
+//! In some runs a collector also collects tombstones (`world/collector.rs`): it inspects every
+//! voter at its epoch and removes a register only where every voter holds the same tombstone, or
+//! none and a floor above it; the floor is durable with the removal and comes back on restart.
 
 use super::checker::{self, Op, Verdict};
 use super::membership::{Config, Fault, Plan, Refusal};

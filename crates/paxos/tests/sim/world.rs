@@ -17,6 +17,10 @@
 //! `membership.rs` for the procedure and the plans, `world/coordinator.rs` for the actor):
 //! acceptors join, leave, or lose their disk and come back under a new id. Every request carries
 //! its proposer's epoch, and an acceptor handles only requests of its own epoch.
+//!
+//! In some runs a collector also collects tombstones (`world/collector.rs`): it inspects every
+//! voter at its epoch and removes a register only where every voter holds the same tombstone, or
+//! none and a floor above it; the floor is durable with the removal and comes back on restart.
 
 use super::checker::{self, Op, Verdict};
 use super::membership::{Config, Fault, Plan, Refusal};
@@ -87,7 +91,10 @@ const EXPIRY_TTL_MAX_MS: u64 = 400;
 /// The id the outsider signs forged ballots with when it does not borrow a proposer's.
 const OUTSIDER: NodeId = NodeId(999);
 
+mod collector;
 mod coordinator;
+pub use collector::CollectFault;
+use collector::{Collector, CollectorStep, Holding};
 use coordinator::{Coordinator, Step};
 
 #[derive(Debug)]
@@ -115,6 +122,12 @@ enum Event {
     CrashProposer { proposer: usize, down_ticks: u64 },
     RestartProposer { proposer: usize },
     Forge,
+    // Tombstone collection: the collector's timers, its inspection and collection requests
+    // (carrying the epoch of its configuration), and an acceptor's answer.
+    Collector(CollectorStep),
+    Inspect { acceptor: usize, epoch: u64, round: u64, keys: Vec<Key> },
+    Inspected { from: NodeId, round: u64, holdings: Vec<Holding> },
+    Collect { acceptor: usize, epoch: u64, items: Vec<(Key, Ballot)> },
 }
 
 /// What an acceptor sends once the writes before it are durable.
@@ -123,6 +136,22 @@ enum Outgoing {
     Refused(Refusal),
     /// To the coordinator: the epoch this acceptor has durably adopted.
     Ack(u64),
+    /// To the collector: what this acceptor holds for each key inspected.
+    Inspected {
+        round: u64,
+        holdings: Vec<Holding>,
+    },
+    Nothing,
+}
+
+/// A durable write an acceptor's group commit makes.
+enum Persist {
+    Register(DurableWrite),
+    /// A collected register: removed, and the floor raised to `floor`, in one transaction.
+    Collected {
+        key: Key,
+        floor: Ballot,
+    },
 }
 
 struct AcceptorNode {
@@ -131,6 +160,8 @@ struct AcceptorNode {
     skew: u64,
     live: Option<Acceptor>,
     durable: BTreeMap<Key, RegisterState>,
+    /// Durable: the collected floor ([`Acceptor::floor`]), written with the removals.
+    floor: Ballot,
     /// Durable: the configuration last adopted (`None`: a new node that has none yet). Written
     /// at once when adopted, before the next request is handled; survives crashes.
     config: Option<Config>,
@@ -139,7 +170,7 @@ struct AcceptorNode {
     /// Stopped for good (removed, or its disk was wiped): it never answers again.
     retired: bool,
     /// Handled but not yet durable: (write, what to send, requesting proposer), in order.
-    unflushed: Vec<(Option<DurableWrite>, Outgoing, usize)>,
+    unflushed: Vec<(Option<Persist>, Outgoing, usize)>,
     incarnation: u64,
     flush_armed: bool,
 }
@@ -168,6 +199,8 @@ enum Waiter {
     Client(usize),
     /// The coordinator's catch-up read.
     Coordinator,
+    /// The collector's settling read.
+    Collector,
 }
 
 struct Client {
@@ -241,6 +274,25 @@ pub struct Stats {
     /// Configurations proposers adopted from refusals, and from the coordinator.
     pub learned_from_refusals: usize,
     pub learned_from_coordinator: usize,
+    /// Runs with a tombstone collector, and those where it removed a register at some acceptor,
+    /// and of those, the ones where a client operation invoked after the first removal succeeded.
+    pub collector_runs: usize,
+    pub collector_runs_removed: usize,
+    pub collector_runs_served_after: usize,
+    /// Inspection rounds, keys found collectable, registers removed, keys settled instead,
+    /// rounds blocked by a voter that did not answer, passes skipped in a joint configuration,
+    /// and inspections or collections refused for their epoch.
+    pub collection_rounds: usize,
+    pub keys_collected: usize,
+    pub registers_removed: usize,
+    pub collection_settles: usize,
+    pub collection_blocked: usize,
+    pub collection_skipped_joint: usize,
+    pub collection_refused_epoch: usize,
+    /// Keys a broken collector took although not every voter held the tombstone, and those of
+    /// them where a voter answered a live value.
+    pub collected_unsafely: usize,
+    pub collected_over_live: usize,
 }
 
 impl Stats {
@@ -258,6 +310,22 @@ impl Stats {
         self.refused_behind += other.refused_behind;
         self.learned_from_refusals += other.learned_from_refusals;
         self.learned_from_coordinator += other.learned_from_coordinator;
+    }
+
+    /// Adds another run's collection figures to these.
+    pub fn add_collection(&mut self, other: &Stats) {
+        self.collector_runs += other.collector_runs;
+        self.collector_runs_removed += other.collector_runs_removed;
+        self.collector_runs_served_after += other.collector_runs_served_after;
+        self.collection_rounds += other.collection_rounds;
+        self.keys_collected += other.keys_collected;
+        self.registers_removed += other.registers_removed;
+        self.collection_settles += other.collection_settles;
+        self.collection_blocked += other.collection_blocked;
+        self.collection_skipped_joint += other.collection_skipped_joint;
+        self.collection_refused_epoch += other.collection_refused_epoch;
+        self.collected_unsafely += other.collected_unsafely;
+        self.collected_over_live += other.collected_over_live;
     }
 }
 
@@ -279,6 +347,8 @@ pub struct World {
     /// Membership changes, in runs that have them.
     coordinator: Option<Coordinator>,
     fault: Fault,
+    /// Tombstone collection, in runs that have it.
+    collector: Option<Collector>,
 }
 
 /// Which runs change the membership.
@@ -298,19 +368,26 @@ impl World {
     /// quorum, whose override is for one set of voters only).
     pub fn new(seed: u64, broken_quorum: bool) -> Self {
         let changes = if broken_quorum { Changes::Never } else { Changes::AsDrawn };
-        Self::build(seed, broken_quorum, false, changes)
+        let collector = if broken_quorum { None } else { Collector::draw(seed, false, CollectFault::None) };
+        Self::build(seed, broken_quorum, false, changes, collector)
+    }
+
+    /// A run of `seed` that always collects tombstones, following the procedure or broken by
+    /// `fault` (membership changes as the seed draws them).
+    pub fn with_collector(seed: u64, fault: CollectFault) -> Self {
+        Self::build(seed, false, false, Changes::AsDrawn, Collector::draw(seed, true, fault))
     }
 
     /// A run of `seed` that always changes the membership (the plan the seed draws, whether or
     /// not it would have drawn one), following the procedure or broken by `fault`.
     pub fn with_changes(seed: u64, fault: Fault) -> Self {
-        Self::build(seed, false, false, Changes::Always(fault))
+        Self::build(seed, false, false, Changes::Always(fault), None)
     }
 
     /// A run with the outsider forging messages, and with the ballot bound on or (to show that
     /// the checker catches the damage) off. No membership changes.
     pub fn with_forgeries(seed: u64, unbounded_ballots: bool) -> Self {
-        let mut world = Self::build(seed, false, unbounded_ballots, Changes::Never);
+        let mut world = Self::build(seed, false, unbounded_ballots, Changes::Never, None);
         if world.params.forgeries == 0 {
             world.params.forgeries = 4;
             for _ in 0..4 {
@@ -321,7 +398,13 @@ impl World {
         world
     }
 
-    fn build(seed: u64, broken_quorum: bool, unbounded_ballots: bool, changes: Changes) -> Self {
+    fn build(
+        seed: u64,
+        broken_quorum: bool,
+        unbounded_ballots: bool,
+        changes: Changes,
+        mut collector: Option<Collector>,
+    ) -> Self {
         let mut rng = SplitMix64::new(seed);
         let mut params = Params::from_seed(&mut rng, broken_quorum);
         params.unbounded_ballots = unbounded_ballots;
@@ -344,6 +427,7 @@ impl World {
                     skew: rng.below(CLOCK_SKEW_MAX_TICKS + 1),
                     live: started.then(Acceptor::new),
                     durable: BTreeMap::new(),
+                    floor: Ballot::ZERO,
                     config: started.then(|| initial.clone()),
                     started,
                     retired: false,
@@ -369,7 +453,23 @@ impl World {
             coordinator: None,
             fault,
             params,
+            collector: None,
         };
+        // A collector seed's clients do more (and delete more, `client_next`); its proposers give
+        // up sooner, so that the collector's grace (longer than that) leaves it time to work.
+        if let Some(mut collector) = collector.take() {
+            world.params.ops_per_client += collector::EXTRA_OPS;
+            world.params.keys += collector::EXTRA_KEYS;
+            let at = collector.first_at();
+            // Crashes while collection goes on too: restarts must bring the floor back, and a
+            // voter down for a delete must hold collection up.
+            let crashes = collector.late_crashes();
+            world.collector = Some(collector);
+            world.schedule(at, Event::Collector(CollectorStep::Tick));
+            for (at, down_ticks) in crashes {
+                world.schedule(at, Event::CrashAnyAcceptor { down_ticks });
+            }
+        }
         for p in 0..world.params.proposers {
             let id = NodeId(100 + p as u64);
             let skew = world.rng.below(CLOCK_SKEW_MAX_TICKS + 1);
@@ -438,7 +538,7 @@ impl World {
     fn new_proposer(&mut self, id: NodeId, skew: u64, counter_floor: u64, voters: &Config) -> Proposer {
         let mut config = ProposerConfig::new(id, voters.old.clone(), self.rng.next_u64());
         config.attempts_max = 6;
-        config.budget_ticks = 1500;
+        config.budget_ticks = if self.collector.is_some() { collector::PROPOSER_BUDGET_TICKS } else { 1500 };
         config.attempt_timeout_ticks = 80;
         config.backoff_base_ticks = 3;
         config.backoff_max_ticks = 60;
@@ -498,6 +598,7 @@ impl World {
             self.stats.lost_with_proposer += waiting.len();
         }
         self.count_changes();
+        self.count_collection();
     }
 
     fn step(&mut self, event: Event) {
@@ -511,7 +612,7 @@ impl World {
                 let mine = node.config.as_ref().map(|c| c.epoch);
                 let (write, outgoing) = if ignore_epochs || mine == Some(epoch) {
                     let (write, reply) = live.handle(request, ceiling).into_parts();
-                    (write, Outgoing::Reply(reply))
+                    (write.map(Persist::Register), Outgoing::Reply(reply))
                 } else if let Some(config) = node.config.as_ref().filter(|c| c.epoch > epoch) {
                     self.stats.refused_newer += 1;
                     (None, Outgoing::Refused(Refusal::Newer(config.clone())))
@@ -584,13 +685,24 @@ impl World {
                 let batch = std::mem::take(&mut node.unflushed);
                 // Group commit: every write of the batch is durable before any reply leaves.
                 for (write, _, _) in &batch {
-                    if let Some(w) = write {
-                        node.durable.insert(w.key.clone(), w.state.clone());
+                    match write {
+                        Some(Persist::Register(w)) => {
+                            node.durable.insert(w.key.clone(), w.state.clone());
+                        }
+                        Some(Persist::Collected { key, floor }) => {
+                            node.durable.remove(key);
+                            node.floor = node.floor.max(*floor);
+                        }
+                        None => {}
                     }
                 }
                 for (_, outgoing, proposer) in batch {
                     match outgoing {
                         Outgoing::Ack(epoch) => self.transmit(|| Event::ToCoordinator { from, epoch }),
+                        Outgoing::Inspected { round, holdings } => {
+                            self.transmit(|| Event::Inspected { from, round, holdings: holdings.clone() })
+                        }
+                        Outgoing::Nothing => {}
                         // An answer to the forger.
                         _ if proposer >= self.proposers.len() => {}
                         Outgoing::Reply(reply) => {
@@ -643,7 +755,9 @@ impl World {
                 if node.retired {
                     return;
                 }
-                let restored = match Acceptor::restore(node.durable.clone(), ceiling) {
+                let restored = match Acceptor::restore(node.durable.clone(), ceiling)
+                    .and_then(|a| a.with_floor(node.floor, ceiling))
+                {
                     Ok(restored) => restored,
                     Err(e) => {
                         // Only a poisoned register can do this; the acceptor stays down.
@@ -681,6 +795,10 @@ impl World {
                 self.proposers[proposer].live = Some(fresh);
             }
             Event::Forge => self.forge(),
+            Event::Collector(step) => self.collector_step(step),
+            Event::Inspect { acceptor, epoch, round, keys } => self.acceptor_inspect(acceptor, epoch, round, keys),
+            Event::Inspected { from, round, holdings } => self.collector_answer(from, round, holdings),
+            Event::Collect { acceptor, epoch, items } => self.acceptor_collect(acceptor, epoch, items),
         }
     }
 
@@ -702,6 +820,7 @@ impl World {
                     self.schedule(down_ticks + delay, Event::ClientNext { client });
                 }
                 Waiter::Coordinator => self.catch_up_lost(),
+                Waiter::Collector => {}
             }
         }
         true
@@ -709,7 +828,7 @@ impl World {
 
     /// Queues what an acceptor sends once every write before it (and `write`) is durable, and arms
     /// its group commit.
-    fn queue(&mut self, acceptor: usize, write: Option<DurableWrite>, outgoing: Outgoing, proposer: usize) {
+    fn queue(&mut self, acceptor: usize, write: Option<Persist>, outgoing: Outgoing, proposer: usize) {
         let node = &mut self.acceptors[acceptor];
         node.unflushed.push((write, outgoing, proposer));
         if !node.flush_armed {
@@ -832,8 +951,12 @@ impl World {
         };
         let unique = format!("c{client}-{}", self.clients[client].issued).into_bytes();
         // Key 0 is a counter; the others hold unique strings.
+        // A collector seed's clients delete often (and so recreate), for collection to happen.
+        let delete = self.collector.is_some() && self.rng.chance(collector::DELETE_PER_MILLE);
         let roll = self.rng.below(100);
-        let change = if key == 0 {
+        let change = if delete {
+            Change::Delete
+        } else if key == 0 {
             match roll {
                 0..=34 => Change::Read,
                 35..=89 => Change::IncrBy(1 + self.rng.below(3) as i64),
@@ -961,6 +1084,30 @@ impl World {
         }
     }
 
+    /// A read of `key` through running `proposer` for the coordinator or the collector (a full
+    /// round if `full_round`), recorded in the history like any read.
+    fn background_read(&mut self, proposer: usize, key: usize, waiter: Waiter, full_round: bool) {
+        let invoke = self.next_stamp();
+        let now = self.now;
+        let at = self.params.unix_ms_at_tick_zero + self.proposers[proposer].skew + now;
+        let live = self.proposers[proposer].live.as_mut().expect("a running proposer");
+        let started = if full_round {
+            live.propose_settle(now, vec![key as u8], at)
+        } else {
+            live.propose_at(now, vec![key as u8], Change::Read, at)
+        };
+        let (id, outputs) = started.expect("a read is never refused here");
+        self.history.push(Recorded {
+            key,
+            op: Op { invoke, complete: None, change: Change::Read, outcome: None, at },
+            failed: false,
+            after_changes: false,
+        });
+        let index = self.history.len() - 1;
+        self.proposers[proposer].waiting.insert(id, (waiter, index));
+        self.perform(proposer, outputs);
+    }
+
     fn finish(&mut self, proposer: usize, proposal: ProposalId, result: Result<Outcome, Error>) {
         let Some((waiter, index)) = self.proposers[proposer].waiting.remove(&proposal) else { return };
         let stamp = self.next_stamp();
@@ -980,10 +1127,24 @@ impl World {
                 }
                 return self.catch_up_done(ok);
             }
+            Waiter::Collector => {
+                match result {
+                    Ok(outcome) => {
+                        record.op.complete = Some(stamp);
+                        record.op.outcome = Some(outcome);
+                    }
+                    // A failed read is dropped, like the catch-up's.
+                    Err(_) => record.failed = true,
+                }
+                return;
+            }
         };
         match result {
             Ok(outcome) => {
                 self.stats.ok += 1;
+                if let Some(c) = self.collector.as_mut() {
+                    c.note_success(record.op.invoke);
+                }
                 self.stats.ok_after_changes += usize::from(record.after_changes);
                 self.clients[client].ok_after_changes += usize::from(record.after_changes);
                 let seen = match (&outcome, &record.op.change) {
@@ -1016,7 +1177,8 @@ impl World {
             }
         }
         self.clients[client].busy = false;
-        let delay = self.rng.below(30);
+        // A collector seed's clients pause longer, so deleted keys sit idle past the grace.
+        let delay = self.rng.below(if self.collector.is_some() { collector::THINK_TICKS_MAX } else { 30 });
         self.schedule(delay, Event::ClientNext { client });
     }
 

@@ -2,10 +2,9 @@
 //! [`Plan`], one change at a time, by the procedure in `membership.rs`, over the same lossy
 //! network as everyone else, while clients keep working and faults keep happening.
 
-use super::{Event, Recorded, Waiter, World};
-use crate::sim::checker::Op;
+use super::{Event, Waiter, World};
 use crate::sim::membership::{ChangeKind, Config, Fault, Plan, Stop};
-use rampart_paxos::{Acceptor, Change, NodeId};
+use rampart_paxos::{Acceptor, NodeId};
 use std::collections::BTreeSet;
 
 /// How long the coordinator waits for acknowledgements before sending again (above the longest
@@ -196,6 +195,7 @@ impl World {
                 self.retire(acceptor);
                 let node = &mut self.acceptors[acceptor];
                 node.durable.clear();
+                node.floor = rampart_paxos::Ballot::ZERO;
                 node.config = None;
                 let dead = node.id;
                 if self.rng.chance(500) {
@@ -349,24 +349,10 @@ impl World {
             return self.send_to_proposers(&target);
         }
         let proposer = at_epoch[self.rng.below(at_epoch.len() as u64) as usize];
-        let invoke = self.next_stamp();
-        let now = self.now;
-        let at = self.params.unix_ms_at_tick_zero + self.proposers[proposer].skew + now;
-        let live = self.proposers[proposer].live.as_mut().expect("chosen among the live ones");
-        let (id, outputs) =
-            live.propose_at(now, vec![key as u8], Change::Read, at).expect("a read is never refused here");
-        self.history.push(Recorded {
-            key,
-            op: Op { invoke, complete: None, change: Change::Read, outcome: None, at },
-            failed: false,
-            after_changes: false,
-        });
-        let index = self.history.len() - 1;
-        self.proposers[proposer].waiting.insert(id, (Waiter::Coordinator, index));
         if let Stage::CatchUp { reading, .. } = &mut self.coordinator().stage {
             *reading = true;
         }
-        self.perform(proposer, outputs);
+        self.background_read(proposer, key, Waiter::Coordinator, false);
     }
 
     /// A catch-up read finished: on to the next key, or the same one again.

@@ -9,7 +9,8 @@ mostly empty data file (`rampart-storage`: at least 64 MiB and at most 25 % live
     cargo build --release -p rampart-cli && python3 bench/tombstones/space.py
 
 Settings (environment): RAMPART_BIN, N (keys, default 1000000), GRACE_MS (tombstone grace,
-default 2000), TIMEOUT_S (each wait, default 900). Servers are the children of this script,
+default 3000), REQUEST_TIMEOUT_MS (default 1000; the grace must be at least twice it plus 1 s),
+TIMEOUT_S (each wait, default 900). Servers are the children of this script,
 stopped by their PIDs; every wait has a deadline.
 """
 import os
@@ -24,7 +25,9 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("RAMPART_BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release", "rampart")
 N = int(os.environ.get("N", "1000000"))
-GRACE_MS = int(os.environ.get("GRACE_MS", "2000"))
+GRACE_MS = int(os.environ.get("GRACE_MS", "3000"))
+# The shortest grace a node takes is twice the request timeout plus 1 s.
+REQUEST_TIMEOUT_MS = int(os.environ.get("REQUEST_TIMEOUT_MS", "1000"))
 TIMEOUT_S = float(os.environ.get("TIMEOUT_S", "900"))
 BATCH = 1000
 
@@ -114,7 +117,7 @@ def main():
         procs[i] = subprocess.Popen(
             [BIN, "server", "--id", str(i), "--data-dir", os.path.join(work, "n%d" % i), "--replication", "multi-master",
              "--peer-addr", n["peer"], "--resp-addr", n["resp"], "--http-addr", n["http"], "--initial-cluster", initial,
-             "--tombstone-grace-ms", str(GRACE_MS)],
+             "--request-timeout-ms", str(REQUEST_TIMEOUT_MS), "--tombstone-grace-ms", str(GRACE_MS)],
             stdout=log, stderr=log, env=dict(os.environ, RAMPART_LOG="warn"))
 
     def wait(what, cond):

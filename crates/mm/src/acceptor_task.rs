@@ -134,6 +134,9 @@ pub struct AcceptorJob {
 /// handled. Answers the epoch now in force (the configuration's, or a higher one already held).
 pub struct AdoptJob {
     pub config: ClusterConfig,
+    /// The collected floor of the member that sent it (`Ballot::ZERO`: none): raised to, so a
+    /// new member refuses low ballots for keys the others collected (revisions stay monotonic).
+    pub floor: Ballot,
     /// The generation this node becomes a member at, if the configuration makes it one.
     pub reply: oneshot::Sender<Result<u64, String>>,
 }
@@ -254,6 +257,7 @@ pub async fn run(
 ) {
     let mut epoch = shared.config.read().epoch;
     shared.stats.registers.store(cache.total, Ordering::Relaxed);
+    *shared.floor.lock() = acceptor.floor();
     let mut held: Option<Job> = None;
     loop {
         let first = match held.take() {
@@ -265,6 +269,18 @@ pub async fn run(
         };
         let first = match first {
             Job::Adopt(job) => {
+                if acceptor.raise_floor(job.floor, shared.ballot_ceiling()) {
+                    let (s, raw) = (store.clone(), wire::encode_ballot(acceptor.floor()));
+                    let r = tokio::task::spawn_blocking(move || {
+                        s.write(Durability::Immediate, |b| b.meta_put(COLLECTED_FLOOR_META_KEY, &raw))
+                    })
+                    .await;
+                    if !matches!(r, Ok(Ok(()))) {
+                        shared.set_fatal("cannot persist the collected floor".into());
+                        return;
+                    }
+                    *shared.floor.lock() = acceptor.floor();
+                }
                 match adopt(&store, &shared, &mut epoch, job.config).await {
                     Ok(config) => {
                         let now = config.as_ref().map_or(epoch, |c| c.epoch);
@@ -411,6 +427,7 @@ async fn collect_job(
             .await
             .map_err(|e| format!("collection task failed: {e}"))?
             .map_err(|e| format!("cannot persist a tombstone collection: {e}"))?;
+            *shared.floor.lock() = acceptor.floor();
             shared.stats.tombstones_collected.fetch_add(removed.len() as u64, Ordering::Relaxed);
             for k in &removed {
                 cache.forget(k);

@@ -155,6 +155,9 @@ pub struct Shared {
     /// (sent with its heartbeats), and the last time a peer said it was finishing one.
     pub coordinating: Mutex<Option<u64>>,
     pub change_seen: Mutex<Option<(u64, Instant)>>,
+    /// The acceptor's collected floor, as last persisted (what a membership change hands to new
+    /// members).
+    pub floor: Mutex<rampart_paxos::Ballot>,
     /// Set when the restart check found this data dir older than what a peer saw: the
     /// generation it must not vote at again (only a replacement, a newer generation, lets it).
     pub distrusted: Mutex<Option<u32>>,
@@ -338,6 +341,11 @@ impl MmNode {
     /// tests advance it to make keys expire without waiting.
     pub fn expiry_clock_offset(&self) -> Arc<AtomicI64> {
         self.shared.expiry_clock_offset_ms.clone()
+    }
+
+    /// The acceptor's collected floor (the promise a key without a register stands for).
+    pub fn collected_floor(&self) -> rampart_paxos::Ballot {
+        *self.shared.floor.lock()
     }
 
     /// This node's expiry clock (wall clock plus the offset), Unix ms.

@@ -119,7 +119,7 @@ impl MmNode {
                 let (registers, more) = self.local_scan(&prefix, after.as_deref(), limit, values)?;
                 Ok(PeerResponse::Scan { registers, more })
             }
-            PeerRequest::ConfigPush { config: pushed } => {
+            PeerRequest::ConfigPush { config: pushed, floor } => {
                 if !member && pushed.entry(from).is_none() {
                     return Err(not_member());
                 }
@@ -130,7 +130,7 @@ impl MmNode {
                         pushed.cluster_id
                     ));
                 }
-                let epoch = self.adopt(pushed).await?;
+                let epoch = self.adopt_pushed(pushed, floor).await?;
                 Ok(PeerResponse::ConfigAck { epoch, voter: self.shared.voter().map(|v| v.0) })
             }
         }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rampart_membership::PeerId;
-use rampart_paxos::NodeId;
+use rampart_paxos::{Ballot, NodeId};
 use rampart_transport::Peer;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -70,7 +70,12 @@ impl MmNode {
     /// durable and in force before any Paxos frame queued after it is handled. Answers the epoch
     /// now in force.
     pub(crate) async fn adopt(&self, config: ClusterConfig) -> Result<u64, String> {
-        adopt_via(&self.acceptor_tx, config).await
+        adopt_via(&self.acceptor_tx, config, Ballot::ZERO).await
+    }
+
+    /// Adopts a pushed configuration and raises the collected floor to the pusher's.
+    pub(crate) async fn adopt_pushed(&self, config: ClusterConfig, floor: Ballot) -> Result<u64, String> {
+        adopt_via(&self.acceptor_tx, config, floor).await
     }
 
     /// Follows the configurations the acceptor adopts: links to every member, the failure
@@ -336,6 +341,8 @@ impl MmNode {
         let voters = config.voters();
         let targets = config.everyone();
         let mut acked: Vec<NodeId> = Vec::new();
+        // Collections run only in stable configurations, so this floor holds for the change.
+        let floor = *self.shared.floor.lock();
         loop {
             let mut set = tokio::task::JoinSet::new();
             for m in targets.iter().filter(|m| !acked.contains(&m.voter())) {
@@ -344,7 +351,7 @@ impl MmNode {
                     let (tx, config) = (self.acceptor_tx.clone(), config.clone());
                     let me = self.shared.clone();
                     set.spawn(async move {
-                        let ok = adopt_via(&tx, config).await.is_ok();
+                        let ok = adopt_via(&tx, config, Ballot::ZERO).await.is_ok();
                         (m, ok && me.voter().is_some())
                     });
                     continue;
@@ -356,11 +363,11 @@ impl MmNode {
                         Err(_) => continue,
                     },
                 };
-                let payload =
-                    match wire::encode(&self.shared.envelope(PeerRequest::ConfigPush { config: config.clone() })) {
-                        Ok(p) => p,
-                        Err(e) => return Err(MmError::Internal(e)),
-                    };
+                let push = PeerRequest::ConfigPush { config: config.clone(), floor };
+                let payload = match wire::encode(&self.shared.envelope(push)) {
+                    Ok(p) => p,
+                    Err(e) => return Err(MmError::Internal(e)),
+                };
                 let timeout = self.cfg.request_timeout.min(Duration::from_secs(2));
                 let epoch = config.epoch;
                 set.spawn(async move {
@@ -501,9 +508,9 @@ pub(crate) async fn joint_watchdog(node: Weak<MmNode>) {
 }
 
 /// Hands `config` to the acceptor task and waits for it to be in force.
-async fn adopt_via(acceptor: &mpsc::Sender<Job>, config: ClusterConfig) -> Result<u64, String> {
+async fn adopt_via(acceptor: &mpsc::Sender<Job>, config: ClusterConfig, floor: Ballot) -> Result<u64, String> {
     let (tx, rx) = oneshot::channel();
-    acceptor.send(Job::Adopt(AdoptJob { config, reply: tx })).await.map_err(|_| "the acceptor has stopped")?;
+    acceptor.send(Job::Adopt(AdoptJob { config, floor, reply: tx })).await.map_err(|_| "the acceptor has stopped")?;
     rx.await.map_err(|_| "the acceptor stopped".to_string())?
 }
 
@@ -521,12 +528,13 @@ pub(crate) async fn on_wrong_epoch(
     match config {
         Some(c) if c.epoch > mine.epoch => {
             tracing::info!(peer = %peer.addr(), epoch = c.epoch, "a peer has a newer configuration; adopting it");
-            if let Err(e) = adopt_via(acceptor, c).await {
+            if let Err(e) = adopt_via(acceptor, c, Ballot::ZERO).await {
                 tracing::warn!(error = %e, "could not adopt a peer's configuration");
             }
         }
         _ if theirs < mine.epoch && sent <= mine.epoch => {
-            let Ok(payload) = wire::encode(&shared.envelope(PeerRequest::ConfigPush { config: mine })) else { return };
+            let push = PeerRequest::ConfigPush { config: mine, floor: Ballot::ZERO };
+            let Ok(payload) = wire::encode(&shared.envelope(push)) else { return };
             let _ = peer.call(payload, shared.peer_call_timeout).await;
         }
         _ => {}

@@ -173,6 +173,7 @@ fn shared_state(
         restart_since: Mutex::new(Instant::now()),
         coordinating: Mutex::new(None),
         change_seen: Mutex::new(None),
+        floor: Mutex::new(rampart_paxos::Ballot::ZERO),
         distrusted: Mutex::new(None),
         fresh: std::sync::atomic::AtomicBool::new(fresh),
         started,

@@ -77,7 +77,7 @@ impl PeerLimits {
 pub fn check_request(env: &Envelope, limits: &PeerLimits) -> Result<(), String> {
     match &env.request {
         PeerRequest::Hello { info, .. } => check_info(info),
-        PeerRequest::ConfigPush { config } => config.check(),
+        PeerRequest::ConfigPush { config, .. } => config.check(),
         PeerRequest::Inspect { keys } => check_collect_keys(keys.iter().map(Vec::as_slice), limits),
         PeerRequest::Collect { items } => check_collect_keys(items.iter().map(|i| i.key.as_slice()), limits),
         PeerRequest::Paxos { requests } => {

@@ -53,8 +53,9 @@ pub enum PeerRequest {
         values: bool,
     },
     /// Adopt this configuration (from a membership change's coordinator, or a member that found
-    /// this node behind); answered by [`PeerResponse::ConfigAck`] once it is durable.
-    ConfigPush { config: ClusterConfig },
+    /// this node behind), and raise the acceptor's collected floor to at least `floor` (the
+    /// sender's); answered by [`PeerResponse::ConfigAck`] once it is durable.
+    ConfigPush { config: ClusterConfig, floor: Ballot },
     /// Tombstone collection: what this node's acceptor holds for each key (at most
     /// [`COLLECT_KEYS_MAX`]); answered by [`PeerResponse::Inspected`], one report per key.
     Inspect {

@@ -816,6 +816,22 @@ async fn deleted_keys_registers_are_collected_on_every_node_and_never_come_back(
     for n in &nodes {
         assert_eq!(read_value(n, "gc-7").await, None);
     }
+    // A member added later gets the floor of the members it joins: a collected key is no more
+    // writable at a low ballot (revision) through it.
+    let floor = nodes[0].collected_floor();
+    assert!(floor > rampart_paxos::Ballot::ZERO);
+    let dir4 = tempfile::tempdir().unwrap();
+    let addr4 = free_addr();
+    let members: Vec<(u64, std::net::SocketAddr)> = nodes.iter().map(|n| (n.id(), n.config().peer_addr)).collect();
+    let mut c4 = config(dir4.path(), 4, &members);
+    (c4.peer_addr, c4.request_timeout) = (addr4, Duration::from_secs(1));
+    c4.tombstone_grace = rampart_mm::tombstone_grace_min(c4.request_timeout);
+    let n4 = MmNode::start(c4).await.unwrap();
+    nodes[0]
+        .change_membership(rampart_mm::MemberChange::Add { id: 4, peer_addr: addr4.to_string() })
+        .await
+        .expect("add node 4");
+    assert!(n4.collected_floor() >= floor, "{} < {floor}", n4.collected_floor());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,17 @@ impl Acceptor {
         self.floor
     }
 
+    /// Raises the floor to `floor` (a membership change hands a new member the floor of the
+    /// members it joins, so a key they collected is no more writable at low ballots here than
+    /// there). Answers whether it rose; one above `ceiling` is refused and changes nothing.
+    pub fn raise_floor(&mut self, floor: Ballot, ceiling: CounterCeiling) -> bool {
+        if floor <= self.floor || !ceiling.allows(floor) {
+            return false;
+        }
+        self.floor = floor;
+        true
+    }
+
     /// What a key without a register stands for: nothing accepted, the floor promised.
     fn absent(&self) -> RegisterState {
         RegisterState { promised: self.floor, ..RegisterState::default() }

@@ -943,21 +943,6 @@ async fn a_fourth_node_is_added_and_one_removed_under_load_losing_no_acknowledge
     verify_acked(&c, 4, &outcome.acked).await;
 }
 
-/// A counter or gauge from node `id`'s `/metrics`.
-async fn metric(c: &Cluster, id: u64, name: &str) -> u64 {
-    let url = format!("{}/metrics", c.http(id));
-    let body = wait_for("/metrics", Duration::from_secs(20), || async {
-        http_request(Method::GET, &url, "", Duration::from_secs(2)).await.ok().map(|r| r.text())
-    })
-    .await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_keys_are_collected_only_with_every_member_up_and_never_come_back() {
     // The shortest grace a node takes: twice the request timeout plus 1 s.

@@ -103,21 +103,6 @@ async fn assert_plaintext_refused(c: &Cluster, id: u64, payload: &[u8]) {
     .await;
 }
 
-/// A counter or gauge from node `id`'s `/metrics`.
-async fn metric(c: &Cluster, id: u64, name: &str) -> u64 {
-    let url = format!("{}/metrics", c.http(id));
-    let body = wait_for("/metrics", Duration::from_secs(20), || async {
-        http_request(Method::GET, &url, "", Duration::from_secs(2)).await.ok().map(|r| r.text())
-    })
-    .await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Calls node `target` with node `as_node`'s certificate and returns the answer.
 async fn call_with_cert(
     c: &Cluster,

@@ -670,6 +670,22 @@ async fn write_acked(node: &MmNode, key: &str, value: &str) {
     }
 }
 
+/// Node 4, started as a new node is (an empty data dir, `--initial-cluster` naming the members
+/// of `nodes`), tuned by `tune`: it waits to be added. Answers its data dir, address and node.
+async fn start_joiner(
+    nodes: &[std::sync::Arc<MmNode>],
+    tune: impl Fn(&mut MmConfig),
+) -> (tempfile::TempDir, std::net::SocketAddr, std::sync::Arc<MmNode>) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let members: Vec<(u64, std::net::SocketAddr)> = nodes.iter().map(|n| (n.id(), n.config().peer_addr)).collect();
+    let mut c = config(dir.path(), 4, &members);
+    c.peer_addr = addr;
+    tune(&mut c);
+    let node = MmNode::start(c).await.unwrap();
+    (dir, addr, node)
+}
+
 /// A linearizable read of `key`'s value (`None`: absent).
 async fn read_value(node: &MmNode, key: &str) -> Option<Vec<u8>> {
     match node.change(key.into(), Change::Read).await.unwrap() {
@@ -702,13 +718,7 @@ async fn a_member_is_added_and_another_removed_while_writes_go_on_and_every_ackn
         })
     };
     // A fourth node, started empty outside the membership: it waits to be added.
-    let dir4 = tempfile::tempdir().unwrap();
-    let addr4 = free_addr();
-    // Started as a new node is: --initial-cluster names the existing members.
-    let members: Vec<(u64, std::net::SocketAddr)> = nodes.iter().map(|n| (n.id(), n.config().peer_addr)).collect();
-    let mut c4 = config(dir4.path(), 4, &members);
-    c4.peer_addr = addr4;
-    let n4 = MmNode::start(c4).await.unwrap();
+    let (_dir4, addr4, n4) = start_joiner(&nodes, |_| {}).await;
     assert!(!n4.healthy());
     let added = nodes[0]
         .change_membership(rampart_mm::MemberChange::Add { id: 4, peer_addr: addr4.to_string() })
@@ -820,13 +830,11 @@ async fn deleted_keys_registers_are_collected_on_every_node_and_never_come_back(
     // writable at a low ballot (revision) through it.
     let floor = nodes[0].collected_floor();
     assert!(floor > rampart_paxos::Ballot::ZERO);
-    let dir4 = tempfile::tempdir().unwrap();
-    let addr4 = free_addr();
-    let members: Vec<(u64, std::net::SocketAddr)> = nodes.iter().map(|n| (n.id(), n.config().peer_addr)).collect();
-    let mut c4 = config(dir4.path(), 4, &members);
-    (c4.peer_addr, c4.request_timeout) = (addr4, Duration::from_secs(1));
-    c4.tombstone_grace = rampart_mm::tombstone_grace_min(c4.request_timeout);
-    let n4 = MmNode::start(c4).await.unwrap();
+    let (_dir4, addr4, n4) = start_joiner(&nodes, |c| {
+        c.request_timeout = Duration::from_secs(1);
+        c.tombstone_grace = rampart_mm::tombstone_grace_min(c.request_timeout);
+    })
+    .await;
     nodes[0]
         .change_membership(rampart_mm::MemberChange::Add { id: 4, peer_addr: addr4.to_string() })
         .await
@@ -903,12 +911,7 @@ async fn a_change_left_half_done_is_finished_by_the_members() {
     let (dirs, nodes) = three_nodes().await;
     let _keep = dirs;
     write_acked(&nodes[0], "half/a", "1").await;
-    let dir4 = tempfile::tempdir().unwrap();
-    let addr4 = free_addr();
-    let members: Vec<(u64, std::net::SocketAddr)> = nodes.iter().map(|n| (n.id(), n.config().peer_addr)).collect();
-    let mut c4 = config(dir4.path(), 4, &members);
-    c4.peer_addr = addr4;
-    let n4 = MmNode::start(c4).await.unwrap();
+    let (_dir4, addr4, n4) = start_joiner(&nodes, |_| {}).await;
     // The coordinator "dies" after the joint configuration is in force.
     let add = rampart_mm::MemberChange::Add { id: 4, peer_addr: addr4.to_string() };
     let joint = nodes[0].begin_change_and_abandon_it(add.clone()).await.unwrap();

@@ -393,3 +393,18 @@ pub async fn resp_connect(addr: &str) -> RespClient {
     .await
     .with_read_timeout(Duration::from_secs(15))
 }
+
+/// A counter or gauge from node `id`'s `/metrics`.
+pub async fn metric(c: &Cluster, id: u64, name: &str) -> u64 {
+    let url = format!("{}/metrics", c.http(id));
+    let body = wait_for("/metrics", Duration::from_secs(20), || async {
+        http_request(Method::GET, &url, "", Duration::from_secs(2)).await.ok().map(|r| r.text())
+    })
+    .await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}

@@ -23,6 +23,8 @@ pub const CONFIG_KEY: &[u8] = b"\xff\xfemm/config";
 pub const CONFIG_META_KEY: &str = "mm_config";
 /// Member ids must fit in 32 bits: the high bits of a voter id hold the generation.
 pub const MEMBER_ID_MAX: u64 = u32::MAX as u64;
+/// Every configuration epoch is below this: a member's generation is the epoch that added it.
+pub const EPOCH_MAX: u64 = u32::MAX as u64;
 /// Largest encoded configuration a node accepts from a peer or its disk.
 pub const CONFIG_BYTES_MAX: usize = 64 * 1024;
 
@@ -97,6 +99,11 @@ impl ClusterConfig {
 
     /// Well-formed: bounded sizes, ids within 32 bits, no member twice in a set.
     pub fn check(&self) -> Result<(), String> {
+        // Generations are epochs, and fit in 32 bits; a higher epoch only a forged or corrupt
+        // configuration can carry (and the next change's epoch must not overflow).
+        if self.epoch >= EPOCH_MAX {
+            return Err(format!("configuration epoch {} is not below {EPOCH_MAX}", self.epoch));
+        }
         check_set(&self.members, "members")?;
         if let Some(next) = &self.next {
             check_set(next, "next members")?;
@@ -234,6 +241,9 @@ mod tests {
         empty.next = Some(vec![]);
         assert!(ClusterConfig::decode(&empty.encode()).is_err());
         assert!(ClusterConfig::decode(b"{").unwrap_err().starts_with("malformed configuration"));
+        let mut forged = c.clone();
+        forged.epoch = u64::MAX;
+        assert!(ClusterConfig::decode(&forged.encode()).unwrap_err().contains("epoch"), "no epoch overflow later");
         // 64 members and a replacement: 65 voters in the joint configuration, refused.
         let full: Vec<MemberEntry> = (1..=64).map(|i| entry(i, 0)).collect();
         let mut replaced = full.clone();

@@ -134,14 +134,7 @@ impl MmNode {
                 return Ok(current);
             }
         }
-        let next = self.plan(&current, &change).await?;
-        let joint = ClusterConfig {
-            cluster_id: current.cluster_id,
-            epoch: current.epoch + 1,
-            members: current.members.clone(),
-            next: Some(next),
-        };
-        joint.check().map_err(MmError::BadRequest)?;
+        let joint = self.joint_for(&current, &change).await?;
         tracing::info!(?change, epoch = joint.epoch, "membership change: joint configuration");
         self.cas_config(&current, &joint, deadline).await?;
         self.finish_joint(joint, deadline).await
@@ -154,15 +147,22 @@ impl MmNode {
         let _one = self.reconfig_lock.lock().await;
         let deadline = Instant::now() + CHANGE_TIMEOUT;
         let current = self.cluster_config();
-        let next = self.plan(&current, &change).await?;
+        let joint = self.joint_for(&current, &change).await?;
+        self.cas_config(&current, &joint, deadline).await?;
+        self.push_until(&joint, deadline).await?;
+        Ok(joint)
+    }
+
+    /// The joint configuration that starts `change` from the stable `current`, checked.
+    async fn joint_for(&self, current: &ClusterConfig, change: &MemberChange) -> Result<ClusterConfig, MmError> {
+        let next = self.plan(current, change).await?;
         let joint = ClusterConfig {
             cluster_id: current.cluster_id,
             epoch: current.epoch + 1,
             members: current.members.clone(),
             next: Some(next),
         };
-        self.cas_config(&current, &joint, deadline).await?;
-        self.push_until(&joint, deadline).await?;
+        joint.check().map_err(MmError::BadRequest)?;
         Ok(joint)
     }
 

@@ -194,6 +194,32 @@ pub fn check_scan_page(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn collection_requests_and_pushed_configurations_are_bounded() {
+        let limits = PeerLimits::new(&rampart_kv::Limits::default());
+        let env = |request| Envelope { from: 2, cluster: 7, epoch: u64::MAX, request };
+        let keys = |n: usize, len: usize| vec![vec![b'k'; len]; n];
+        assert!(check_request(&env(PeerRequest::Inspect { keys: keys(1024, 8) }), &limits).is_ok());
+        let many = check_request(&env(PeerRequest::Inspect { keys: keys(1025, 8) }), &limits).unwrap_err();
+        assert!(many.contains("1025 keys"), "{many}");
+        assert!(check_request(&env(PeerRequest::Inspect { keys: keys(1, 1 << 20) }), &limits).is_err());
+        let item = |len: usize| crate::wire::CollectItem {
+            key: vec![b'k'; len],
+            accepted: rampart_paxos::Ballot::new(u64::MAX, rampart_paxos::NodeId(u64::MAX)),
+        };
+        assert!(check_request(&env(PeerRequest::Collect { items: vec![item(8)] }), &limits).is_ok());
+        assert!(check_request(&env(PeerRequest::Collect { items: vec![item(8); 1025] }), &limits).is_err());
+        assert!(check_request(&env(PeerRequest::Collect { items: vec![item(1 << 20)] }), &limits).is_err());
+        let mut config = crate::config::ClusterConfig::bootstrap([(1, "127.0.0.1:1".to_string())]);
+        config.epoch = u64::MAX;
+        let floor = rampart_paxos::Ballot::new(u64::MAX, rampart_paxos::NodeId(1));
+        assert!(check_request(&env(PeerRequest::ConfigPush { config: config.clone(), floor }), &limits).is_err());
+        config.epoch = 1;
+        config.members.clear();
+        assert!(check_request(&env(PeerRequest::ConfigPush { config, floor }), &limits).is_err());
+    }
+
     use super::*;
     use rampart_paxos::{Ballot, NodeId};
 

@@ -334,6 +334,12 @@ mod tests {
         let back = Acceptor::restore([], C).unwrap().with_floor(b(5, 1), C).unwrap();
         assert_eq!(back.floor(), b(5, 1));
         assert!(Acceptor::restore([], C).unwrap().with_floor(b(u64::MAX, 1), C).is_err());
+        // A floor handed over by a membership change is bounded the same way, and never lowers.
+        let mut raised = Acceptor::restore([], C).unwrap().with_floor(b(5, 1), C).unwrap();
+        assert!(!raised.raise_floor(b(u64::MAX, 1), C), "a forged floor is refused");
+        assert!(!raised.raise_floor(b(4, 1), C));
+        assert!(raised.raise_floor(b(7, 2), C));
+        assert_eq!(raised.floor(), b(7, 2));
     }
 
     #[test]

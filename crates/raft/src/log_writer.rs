@@ -118,7 +118,21 @@ fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Op>, pending: Pending) 
                 Err(_) => break,
             }
         }
-        let result = store.write(Durability::Immediate, |w| {
+        // A group of metadata alone (the committed marker, which openraft re-learns from a
+        // quorum) needs no fsync of its own: it becomes durable with the next log group. An
+        // fsync here would hold redb's one write lock for its whole length, and the state
+        // machine's apply of the entry just committed would wait behind it.
+        // A purge follows a snapshot, which the state machine's lazily committed state was
+        // built from: that state must be on disk before the entries that rebuild it go, so a
+        // group with a purge is a checkpoint (a durable commit of everything so far).
+        let durability = if ops.iter().all(|op| matches!(op, Op::Meta { .. })) {
+            Durability::Lazy
+        } else if ops.iter().any(|op| matches!(op, Op::Purge { .. })) {
+            Durability::Checkpoint
+        } else {
+            Durability::Immediate
+        };
+        let result = store.write(durability, |w| {
             for op in &ops {
                 match op {
                     Op::Append { entries, .. } => {

@@ -79,6 +79,31 @@ pub struct Progress {
     pub committed: AtomicU64,
 }
 
+/// Sends the entries a leader has just appended to its followers before its own fsync.
+///
+/// openraft 0.9 waits for the leader's own log flush before it replicates an entry, so a write
+/// would cost two fsyncs in series (the leader's, then a follower's). The leader's log store
+/// hands each new entry to this hook as it queues it for the disk; the hook sends it to the
+/// followers as an ordinary AppendEntries of the current leader, so their fsyncs run alongside
+/// the leader's. openraft's own replication then sends the same entries, which a follower
+/// already holds and answers at once (its answer waits for its own flush, as always). Nothing
+/// is counted from the early answers: commit still needs a quorum of flushed copies, the
+/// leader's included, as openraft tracks them.
+pub trait EarlyReplicate: Send + Sync {
+    /// Whether entries whose first id is `first` are this node's own as the current leader
+    /// (cheap: called on every append, followers' included).
+    fn wants(&self, first: &LogId) -> bool;
+    /// Sends `entries`, which follow `prev` in the log, to the followers; does not wait.
+    fn send(&self, prev: Option<LogId>, entries: Vec<Entry>);
+}
+
+/// The log id of the last entry appended, while it is known; the hook the node installs.
+#[derive(Default)]
+struct Early {
+    hook: std::sync::OnceLock<Box<dyn EarlyReplicate>>,
+    last_appended: parking_lot::Mutex<Option<Option<LogId>>>,
+}
+
 /// The Raft log and vote. Log writes are group-committed by
 /// [`LogWriter`]; the vote is written directly and durably.
 #[derive(Clone)]
@@ -86,13 +111,19 @@ pub struct LogStore {
     store: Arc<Store>,
     progress: Arc<Progress>,
     writer: LogWriter,
+    early: Arc<Early>,
 }
 
 impl LogStore {
     pub fn new(store: Arc<Store>, progress: Arc<Progress>) -> Result<Self, StorageError> {
         let writer = LogWriter::start(store.clone())
             .map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        Ok(LogStore { store, progress, writer })
+        Ok(LogStore { store, progress, writer, early: Arc::default() })
+    }
+
+    /// Installs the early-replication hook (once; later calls are ignored).
+    pub fn set_early_replicate(&self, hook: Box<dyn EarlyReplicate>) {
+        let _ = self.early.hook.set(hook);
     }
 
     /// Entries in `[start, end)`: queued ones first (newer), then the written
@@ -163,6 +194,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, b)) => Some(decode::<Entry>(ErrorSubject::Logs, &b)?.log_id),
             None => last_purged_log_id,
         };
+        // openraft reads this at start, before it appends anything.
+        *self.early.last_appended.lock() = Some(last_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
@@ -215,14 +248,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded: Vec<(u64, Vec<u8>)> = Vec::new();
-        for e in entries {
-            encoded.push((e.log_id.index, encode(&e)?));
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut encoded: Vec<(u64, Vec<u8>)> = Vec::with_capacity(entries.len());
+        for e in &entries {
+            encoded.push((e.log_id.index, encode(e)?));
         }
         assert!(
             encoded.windows(2).all(|w| w[1].0 == w[0].0 + 1),
             "openraft appends log entries at consecutive indexes"
         );
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            // The entry before `first`, when the last append ended just there (after a restart
+            // or a truncate it is not known, and the first append goes without an early send).
+            let prev = {
+                let mut known = self.early.last_appended.lock();
+                let prev = known.filter(|p| p.map_or(0, |id| id.index + 1) == first.log_id.index);
+                *known = Some(Some(last.log_id));
+                prev
+            };
+            if let (Some(prev), Some(hook)) = (prev, self.early.hook.get()) {
+                if hook.wants(&first.log_id) {
+                    hook.send(prev, entries);
+                }
+            }
+        }
         // Returns once queued; `callback` fires after the group's fsync.
         self.writer
             .append(encoded, callback)
@@ -231,6 +280,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        *self.early.last_appended.lock() = None;
         self.writer
             .truncate(log_id.index)
             .await

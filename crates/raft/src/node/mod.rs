@@ -3,6 +3,7 @@
 //!
 //! - [`forward`]: writes; a follower forwards to the leader.
 //! - [`batch`]: the leader folds queued writes into log entries, stamped with its clock.
+//! - [`early`]: the leader sends new entries to its followers before its own fsync.
 //! - [`expirer`]: the leader removes expired keys through the log.
 //! - [`leases`]: the leader counts leases down, serves keepalives, and revokes leases that ran
 //!   out through the log.
@@ -16,6 +17,7 @@
 //! The `rampart_kv::Replica` implementation is in `crate::replica`.
 
 mod batch;
+mod early;
 mod expirer;
 mod failover;
 mod forward;
@@ -29,6 +31,7 @@ mod snapshot;
 pub use batch::{
     BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_COMMANDS_MAX, PIPELINE_COMMANDS_MAX, PROPOSAL_QUEUE_MAX,
 };
+pub use early::{EARLY_SENDS_IN_FLIGHT_MAX, EARLY_SEND_BYTES_MAX};
 pub use expirer::{EXPIRE_BATCH_KEYS_MAX, EXPIRE_INTERVAL};
 pub use leases::{LeaseView, LEASE_CHECK_INTERVAL, LEASE_REVOKES_PER_PASS_MAX};
 pub use read_index::ReadCoalescer;
@@ -267,15 +270,10 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Listen { addr: cfg.peer_addr, reason: e.to_string() })?;
         let peers = Peers::new(Some(cfg.peer_addr.ip()), cfg.transport.clone());
-        let raft = Raft::new(
-            cfg.id,
-            Arc::new(raft_cfg),
-            Network::new(peers.clone()),
-            LogStore::new(store.clone(), progress.clone()).map_err(|e| StartError::Raft(e.to_string()))?,
-            state_machine,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let log_store = LogStore::new(store.clone(), progress.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(cfg.id, Arc::new(raft_cfg), Network::new(peers.clone()), log_store.clone(), state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let quorum_silence_ms = cfg.election_timeout_ms.saturating_mul(4).max(1000);
         // Read from disk: openraft's metrics are not loaded yet at this point.
         let boot = crate::store::boot_state(&store).map_err(|e| StartError::Raft(e.to_string()))?;
@@ -314,6 +312,11 @@ impl RaftNode {
             expired_leases: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
+        log_store.set_early_replicate(Box::new(early::Early {
+            node: Arc::downgrade(&node),
+            id: node.id,
+            in_flight: Default::default(),
+        }));
         tokio::spawn(rampart_transport::serve(
             listener,
             Arc::new(peer_server::PeerHandler { node: Arc::downgrade(&node) }),

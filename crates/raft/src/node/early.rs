@@ -1,0 +1,90 @@
+//! Early replication: a leader sends each entry it appends to its followers at once, so their
+//! fsyncs run alongside its own (see [`crate::store::EarlyReplicate`] for why and why it is
+//! safe).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use openraft::raft::AppendEntriesRequest;
+use openraft::ServerState;
+
+use super::RaftNode;
+use crate::network::PeerRequest;
+use crate::store::EarlyReplicate;
+use crate::types::{Entry, LogId, NodeId};
+
+/// Early sends in flight at once, all followers together; beyond it an entry goes only through
+/// openraft's replication (which needs no early send to be correct).
+pub const EARLY_SENDS_IN_FLIGHT_MAX: usize = 16;
+/// Payload bytes of one early send at most (larger batches go only the normal way: their fsync
+/// is not what they wait on).
+pub const EARLY_SEND_BYTES_MAX: usize = 1 << 20;
+/// How long an early send may take; its answer is never used, only awaited to bound the work.
+const EARLY_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(super) struct Early {
+    pub(super) node: Weak<RaftNode>,
+    pub(super) id: NodeId,
+    pub(super) in_flight: Arc<AtomicUsize>,
+}
+
+impl EarlyReplicate for Early {
+    fn wants(&self, first: &LogId) -> bool {
+        first.leader_id.node_id == self.id
+            && self.node.upgrade().is_some_and(|n| n.raft.metrics().borrow().state == ServerState::Leader)
+    }
+
+    fn send(&self, prev: Option<LogId>, entries: Vec<Entry>) {
+        let Some(node) = self.node.upgrade() else { return };
+        let Some(first) = entries.first() else { return };
+        if entries.iter().map(payload_bytes).sum::<usize>() > EARLY_SEND_BYTES_MAX {
+            return;
+        }
+        let (vote, targets) = {
+            let m = node.raft.metrics();
+            let m = m.borrow();
+            // Only as the leader that made these entries, under the vote they were made in.
+            if m.state != ServerState::Leader || !m.vote.is_committed() || m.vote.leader_id != first.log_id.leader_id {
+                return;
+            }
+            let targets: Vec<(NodeId, String)> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, n)| (*id, n.peer_addr.clone()))
+                .collect();
+            (m.vote, targets)
+        };
+        for (target, addr) in targets {
+            if self.in_flight.fetch_add(1, Ordering::AcqRel) >= EARLY_SENDS_IN_FLIGHT_MAX {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            let req = PeerRequest::AppendEntries(AppendEntriesRequest {
+                vote,
+                prev_log_id: prev,
+                entries: entries.clone(),
+                // Commits nothing: the followers learn the commit index from openraft's own
+                // messages.
+                leader_commit: None,
+            });
+            let (peers, in_flight) = (node.peers.clone(), self.in_flight.clone());
+            tokio::spawn(async move {
+                if let Err(e) = peers.call(target, &addr, &req, EARLY_SEND_TIMEOUT).await {
+                    tracing::trace!(peer = target, error = %e, "early append not delivered");
+                }
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+}
+
+/// The key and value bytes an entry carries (membership entries and blanks count as none).
+fn payload_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(cmd) => cmd.payload_bytes(),
+        _ => 0,
+    }
+}

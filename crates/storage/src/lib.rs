@@ -14,12 +14,21 @@
 //! Every call here blocks (redb is synchronous and `commit` may fsync); async
 //! callers run writes on a blocking thread.
 //!
-//! Durability: a [`Store::write`] with `Durability::Immediate` returns only
-//! after redb's commit has fsynced. A `Durability::Lazy` commit is made durable
-//! by the next immediate commit (redb orders commits), or lost on a crash.
+//! Durability: a [`Store::write`] with `Durability::Immediate` returns only once it is on disk:
+//! what it changed is appended to the [`journal`] and fsynced there, and its redb commit is
+//! non-durable. A checkpoint (a durable redb commit: `Durability::Checkpoint`, or when the
+//! journal reaches [`JOURNAL_CHECKPOINT_BYTES`]) takes everything into the redb file and starts
+//! the journal over. A `Durability::Lazy` commit is made durable by the next checkpoint (redb
+//! orders commits), or lost on a crash. Opening a store replays the journal's records that the
+//! redb file does not hold yet.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+mod journal;
+use journal::Journal;
+pub use journal::{JOURNAL_CHECKPOINT_BYTES, JOURNAL_RECORD_BYTES_MAX};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -91,11 +100,20 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Whether a write must be on disk before [`Store::write`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// fsynced before returning.
+    /// On disk before returning (journaled and fsynced; see the crate docs).
     Immediate,
-    /// Persisted by the next immediate commit; may be lost by a crash before it.
+    /// Persisted by the next checkpoint; may be lost by a crash before it.
     Lazy,
+    /// A durable redb commit: on disk before returning, and so is every earlier commit,
+    /// lazy ones included. For what depends on earlier lazy writes being durable (a log purge
+    /// after a snapshot: the applied state must be on disk first).
+    Checkpoint,
 }
+
+/// Meta key of the sequence number of the last journal record a commit holds.
+const JOURNAL_SEQ_META: &str = "storage/journal_seq";
+/// Suffix of the journal's file name, after the data file's.
+pub const JOURNAL_FILE_SUFFIX: &str = ".journal";
 
 /// A key's applied state: the log index that last changed it, its value, and when it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +265,15 @@ fn reindex(
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Taken after redb's write lock, never before it (a checkpoint holds both so that no
+    /// record is appended between its durable commit and the journal's restart).
+    journal: Mutex<JournalState>,
+}
+
+struct JournalState {
+    journal: Journal,
+    /// The sequence number of the next record.
+    next_seq: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -292,11 +319,38 @@ impl Store {
             }
         };
         let mut db = db;
+        let jpath = journal_path(&p);
+        let (journal, found) = Journal::open(&jpath).map_err(|reason| Error::Io { path: jpath.clone(), reason })?;
+        let durable_seq = {
+            let txn = db.begin_read().map_err(|e| io_error(&p, e))?;
+            match txn.open_table(META) {
+                Ok(t) => match t.get(JOURNAL_SEQ_META).map_err(|e| io_error(&p, e))? {
+                    Some(g) => decode_seq(g.value()).ok_or_else(|| Error::Malformed {
+                        what: JOURNAL_SEQ_META.into(),
+                        reason: "not 8 bytes".into(),
+                    })?,
+                    None => 0,
+                },
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(io_error(&p, e)),
+            }
+        };
+        let replayed = replay(&db, &p, &jpath, durable_seq, &found.records)?;
+        let next_seq = found.records.last().map_or(durable_seq, |(s, _)| (*s).max(durable_seq)) + 1;
+        if replayed > 0 {
+            tracing::info!(path = %jpath.display(), records = replayed, "replayed the journal");
+        }
         compact_if_sparse(&mut db, &p, COMPACT_FILE_BYTES_MIN)?;
-        let store = Store { db, path: p };
-        // Create the tables up front so readers never see them missing.
-        store.write(Durability::Immediate, |_| Ok(()))?;
+        let store = Store { db, path: p, journal: Mutex::new(JournalState { journal, next_seq }) };
+        // Create the tables up front so readers never see them missing; the replayed records are
+        // then in the redb file, and the journal starts over.
+        store.write(Durability::Checkpoint, |_| Ok(()))?;
         Ok(store)
+    }
+
+    /// A durable redb commit of everything committed so far, then the journal starts over.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.write(Durability::Checkpoint, |_| Ok(()))
     }
 
     pub fn path(&self) -> &Path {
@@ -307,13 +361,58 @@ impl Store {
     /// Many changes share one commit (and so one fsync).
     pub fn write<T>(&self, durability: Durability, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
         let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
-        if durability == Durability::Lazy {
+        if durability != Durability::Checkpoint {
             txn.set_durability(redb::Durability::None).map_err(|e| self.io(e))?;
         }
-        let out = {
+        let (out, record) = {
             let mut batch = Batch::open(&txn, &self.path)?;
-            f(&mut batch)?
+            if durability == Durability::Immediate {
+                batch.rec = Some(Vec::new());
+            }
+            let out = f(&mut batch)?;
+            let record = batch.rec.take().filter(|r| !r.is_empty());
+            if durability == Durability::Checkpoint || record.is_some() {
+                let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(p) = &j.journal.poisoned {
+                    return Err(Error::Io { path: journal_path(&self.path), reason: p.clone() });
+                }
+                let seq = if record.is_some() { j.next_seq } else { j.next_seq - 1 };
+                batch.meta.insert(JOURNAL_SEQ_META, &seq.to_le_bytes()[..]).map_err(|e| self.io(e))?;
+                drop(batch);
+                match durability {
+                    Durability::Checkpoint => {
+                        txn.commit().map_err(|e| self.io(e))?;
+                        j.journal.reset().map_err(|reason| {
+                            j.journal.poisoned = Some(reason.clone());
+                            Error::Io { path: journal_path(&self.path), reason }
+                        })?;
+                        return Ok(out);
+                    }
+                    _ => {
+                        let record = record.expect("a journaled write has a record");
+                        j.journal
+                            .append(seq, &record)
+                            .map_err(|reason| Error::Io { path: journal_path(&self.path), reason })?;
+                        j.next_seq += 1;
+                        if let Err(e) = txn.commit() {
+                            // The journal holds a write redb does not: nothing may be written
+                            // after it until a restart replays it.
+                            let reason = format!("commit after the journal append failed: {e}");
+                            j.journal.poisoned = Some(reason.clone());
+                            return Err(Error::Io { path: self.path.clone(), reason });
+                        }
+                        let full = j.journal.bytes() >= JOURNAL_CHECKPOINT_BYTES;
+                        drop(j);
+                        if full {
+                            self.checkpoint()?;
+                        }
+                        return Ok(out);
+                    }
+                }
+            }
+            (out, record)
         };
+        debug_assert!(record.is_none());
         txn.commit().map_err(|e| self.io(e))?;
         Ok(out)
     }
@@ -430,6 +529,47 @@ impl Store {
     fn io(&self, e: impl std::fmt::Display) -> Error {
         io_error(&self.path, e)
     }
+}
+
+/// Where the journal of the data file at `path` lives.
+pub fn journal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(JOURNAL_FILE_SUFFIX);
+    PathBuf::from(name)
+}
+
+fn decode_seq(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// Applies the journal's records after `durable_seq` to the redb file in one durable commit;
+/// answers how many it applied. The first must be `durable_seq + 1`: a gap means records the
+/// redb file never got are missing.
+fn replay(db: &Database, path: &Path, jpath: &Path, durable_seq: u64, records: &[(u64, Vec<u8>)]) -> Result<usize> {
+    let todo: Vec<&(u64, Vec<u8>)> = records.iter().filter(|(s, _)| *s > durable_seq).collect();
+    let Some((first, _)) = todo.first() else { return Ok(0) };
+    if *first != durable_seq + 1 {
+        return Err(Error::Corrupt {
+            path: jpath.to_path_buf(),
+            reason: format!(
+                "the journal starts at record {first} but the data file holds records up to {durable_seq} only"
+            ),
+        });
+    }
+    let txn = db.begin_write().map_err(|e| io_error(path, e))?;
+    {
+        let mut batch = Batch::open(&txn, path)?;
+        for (seq, payload) in &todo {
+            batch.replay(payload).map_err(|reason| Error::Corrupt {
+                path: jpath.to_path_buf(),
+                reason: format!("journal record {seq} is malformed: {reason}"),
+            })??;
+        }
+        let last = todo.last().expect("not empty").0;
+        batch.meta.insert(JOURNAL_SEQ_META, &last.to_le_bytes()[..]).map_err(|e| io_error(path, e))?;
+    }
+    txn.commit().map_err(|e| io_error(path, e))?;
+    Ok(todo.len())
 }
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -935,6 +1075,72 @@ pub struct Batch<'t> {
     kv_lease: redb::Table<'t, &'static [u8], u64>,
     lease_keys: redb::Table<'t, &'static [u8], &'static [u8]>,
     path: &'t Path,
+    /// What the batch changed, encoded for the journal (immediate writes only).
+    rec: Option<Vec<u8>>,
+}
+
+/// Tags of the changes a journal record holds, one per mutating [`Batch`] method.
+mod op {
+    pub const META_PUT: u8 = 1;
+    pub const META_DELETE: u8 = 2;
+    pub const KV_PUT: u8 = 3;
+    pub const KV_DELETE: u8 = 4;
+    pub const KV_CLEAR: u8 = 5;
+    pub const LEASE_PUT: u8 = 6;
+    pub const LEASE_DELETE: u8 = 7;
+    pub const LEASE_ATTACH: u8 = 8;
+    pub const LEASE_DETACH: u8 = 9;
+    pub const REGISTER_PUT: u8 = 10;
+    pub const REGISTER_DELETE: u8 = 11;
+    pub const HISTORY_PUT: u8 = 12;
+    pub const HISTORY_TRIM: u8 = 13;
+    pub const LOG_PUT: u8 = 14;
+    pub const LOG_TRUNCATE_FROM: u8 = 15;
+    pub const LOG_PURGE_UPTO: u8 = 16;
+}
+
+/// Appends to a journal record: a tag, then fixed-width integers and length-prefixed bytes.
+struct Rec<'a>(&'a mut Vec<u8>);
+
+impl Rec<'_> {
+    fn u64(self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn bytes(self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+/// Reads a journal record back; every read is bounds-checked.
+struct Cursor<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        if self.b.len() < n {
+            return Err(format!("{n} bytes wanted, {} left", self.b.len()));
+        }
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> std::result::Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
+        let n = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        self.take(n)
+    }
+    fn str(&mut self) -> std::result::Result<&'a str, String> {
+        std::str::from_utf8(self.bytes()?).map_err(|e| e.to_string())
+    }
 }
 
 impl<'t> Batch<'t> {
@@ -951,7 +1157,75 @@ impl<'t> Batch<'t> {
             kv_lease: txn.open_table(KV_LEASE).map_err(|e| io_error(path, e))?,
             lease_keys: txn.open_table(LEASE_KEYS).map_err(|e| io_error(path, e))?,
             path,
+            rec: None,
         })
+    }
+
+    /// Starts the record of one change, when this batch keeps one.
+    fn rec(&mut self, tag: u8) -> Option<Rec<'_>> {
+        let r = self.rec.as_mut()?;
+        r.push(tag);
+        Some(Rec(r))
+    }
+
+    /// Re-does the changes of one journal record (`Err` outside: the record is malformed).
+    fn replay(&mut self, payload: &[u8]) -> std::result::Result<Result<()>, String> {
+        let mut c = Cursor { b: payload };
+        while !c.b.is_empty() {
+            let r = match c.u8()? {
+                op::META_PUT => {
+                    let (k, v) = (c.str()?, c.bytes()?);
+                    self.meta_put(k, v)
+                }
+                op::META_DELETE => self.meta_delete(c.str()?),
+                op::KV_PUT => {
+                    let (k, rev, v) = (c.bytes()?, c.u64()?, c.bytes()?);
+                    let exp = match c.u8()? {
+                        0 => None,
+                        1 => Some(c.u64()?),
+                        t => return Err(format!("bad expiry flag {t}")),
+                    };
+                    self.kv_put(k, rev, v, exp)
+                }
+                op::KV_DELETE => self.kv_delete(c.bytes()?).map(|_| ()),
+                op::KV_CLEAR => self.kv_clear(),
+                op::LEASE_PUT => {
+                    let (id, ttl) = (c.u64()?, c.u64()?);
+                    self.lease_put(id, ttl)
+                }
+                op::LEASE_DELETE => self.lease_delete(c.u64()?).map(|_| ()),
+                op::LEASE_ATTACH => {
+                    let (k, id) = (c.bytes()?, c.u64()?);
+                    self.lease_attach(k, id)
+                }
+                op::LEASE_DETACH => self.lease_detach(c.bytes()?).map(|_| ()),
+                op::REGISTER_PUT => {
+                    let (k, v) = (c.bytes()?, c.bytes()?);
+                    self.register_put(k, v)
+                }
+                op::REGISTER_DELETE => self.register_delete(c.bytes()?),
+                op::HISTORY_PUT => {
+                    let (rev, seq, ev) = (c.u64()?, c.u64()?, c.bytes()?);
+                    let seq = u32::try_from(seq).map_err(|e| e.to_string())?;
+                    self.history_put(rev, seq, ev)
+                }
+                op::HISTORY_TRIM => {
+                    let (below, max) = (c.u64()?, c.u64()?);
+                    self.history_trim(below, usize::try_from(max).map_err(|e| e.to_string())?).map(|_| ())
+                }
+                op::LOG_PUT => {
+                    let (i, e) = (c.u64()?, c.bytes()?);
+                    self.log_put(i, e)
+                }
+                op::LOG_TRUNCATE_FROM => self.log_truncate_from(c.u64()?),
+                op::LOG_PURGE_UPTO => self.log_purge_upto(c.u64()?),
+                t => return Err(format!("unknown change tag {t}")),
+            };
+            if r.is_err() {
+                return Ok(r);
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
@@ -959,11 +1233,17 @@ impl Batch<'_> {
     table_reads!();
 
     pub fn meta_put(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        if let Some(r) = self.rec(op::META_PUT) {
+            r.bytes(key.as_bytes()).bytes(value);
+        }
         self.meta.insert(key, value).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
 
     pub fn meta_delete(&mut self, key: &str) -> Result<()> {
+        if let Some(r) = self.rec(op::META_DELETE) {
+            r.bytes(key.as_bytes());
+        }
         self.meta.remove(key).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
@@ -971,6 +1251,16 @@ impl Batch<'_> {
     /// Stores `key` with its revision, value and expiry (`None`: never), keeping the expiry
     /// index in step.
     pub fn kv_put(&mut self, key: &[u8], revision: u64, value: &[u8], expires_at: Option<u64>) -> Result<()> {
+        if let Some(r) = self.rec(op::KV_PUT) {
+            let r = r.bytes(key).u64(revision).bytes(value);
+            match expires_at {
+                None => r.0.push(0),
+                Some(at) => {
+                    r.0.push(1);
+                    r.u64(at);
+                }
+            }
+        }
         let rec = Versioned::encode(revision, value, expires_at);
         let old = self.kv.insert(key, rec.as_slice()).map_err(|e| io_error(self.path, e))?;
         let old = old.and_then(|g| Versioned::expiry_of(g.value()));
@@ -979,6 +1269,9 @@ impl Batch<'_> {
 
     /// Removes `key` (and its attachment to a lease); says whether it was there.
     pub fn kv_delete(&mut self, key: &[u8]) -> Result<bool> {
+        if let Some(r) = self.rec(op::KV_DELETE) {
+            r.bytes(key);
+        }
         let Some(old) = self.kv.remove(key).map_err(|e| io_error(self.path, e))? else { return Ok(false) };
         let old = Versioned::expiry_of(old.value());
         reindex(&mut self.kv_expiry, self.path, key, old, None)?;
@@ -988,6 +1281,7 @@ impl Batch<'_> {
 
     /// Removes every key, and every lease with its attachments.
     pub fn kv_clear(&mut self) -> Result<()> {
+        self.rec(op::KV_CLEAR);
         self.kv.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
         self.kv_expiry.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
         self.leases.retain(|_, _| false).map_err(|e| io_error(self.path, e))?;
@@ -998,6 +1292,9 @@ impl Batch<'_> {
 
     /// Stores lease `id` with its TTL.
     pub fn lease_put(&mut self, id: u64, ttl_ms: u64) -> Result<()> {
+        if let Some(r) = self.rec(op::LEASE_PUT) {
+            r.u64(id).u64(ttl_ms);
+        }
         self.leases.insert(id, ttl_ms).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
@@ -1005,32 +1302,50 @@ impl Batch<'_> {
     /// Removes lease `id`; says whether it was there. Its keys must have been removed first
     /// (their attachments go with them).
     pub fn lease_delete(&mut self, id: u64) -> Result<bool> {
+        if let Some(r) = self.rec(op::LEASE_DELETE) {
+            r.u64(id);
+        }
         Ok(self.leases.remove(id).map_err(|e| io_error(self.path, e))?.is_some())
     }
 
     /// Attaches `key` (present) to lease `id`, detaching it from any other lease.
     pub fn lease_attach(&mut self, key: &[u8], id: u64) -> Result<()> {
+        if let Some(r) = self.rec(op::LEASE_ATTACH) {
+            r.bytes(key).u64(id);
+        }
         attach_in(&mut self.kv_lease, &mut self.lease_keys, self.path, key, id)
     }
 
     /// Detaches `key` from its lease, if it has one; answers that lease.
     pub fn lease_detach(&mut self, key: &[u8]) -> Result<Option<u64>> {
+        if let Some(r) = self.rec(op::LEASE_DETACH) {
+            r.bytes(key);
+        }
         detach_in(&mut self.kv_lease, &mut self.lease_keys, self.path, key)
     }
 
     pub fn register_put(&mut self, key: &[u8], register: &[u8]) -> Result<()> {
+        if let Some(r) = self.rec(op::REGISTER_PUT) {
+            r.bytes(key).bytes(register);
+        }
         self.registers.insert(key, register).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
 
     /// Removes a register (tombstone collection, multi-master mode).
     pub fn register_delete(&mut self, key: &[u8]) -> Result<()> {
+        if let Some(r) = self.rec(op::REGISTER_DELETE) {
+            r.bytes(key);
+        }
         self.registers.remove(key).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
 
     /// Stores the `seq`th event of revision `revision`.
     pub fn history_put(&mut self, revision: u64, seq: u32, event: &[u8]) -> Result<()> {
+        if let Some(r) = self.rec(op::HISTORY_PUT) {
+            r.u64(revision).u64(u64::from(seq)).bytes(event);
+        }
         self.history.insert(&history_key(revision, seq)[..], event).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
@@ -1038,6 +1353,9 @@ impl Batch<'_> {
     /// Removes at most `max_rows` history rows of revisions below `below`, oldest first, and
     /// says how many it removed (so one transaction never deletes an unbounded range).
     pub fn history_trim(&mut self, below: u64, max_rows: usize) -> Result<usize> {
+        if let Some(r) = self.rec(op::HISTORY_TRIM) {
+            r.u64(below).u64(max_rows as u64);
+        }
         let end = history_key(below, 0);
         let mut keys = Vec::new();
         for item in self.history.range::<&[u8]>(..&end[..]).map_err(|e| io_error(self.path, e))? {
@@ -1054,18 +1372,27 @@ impl Batch<'_> {
     }
 
     pub fn log_put(&mut self, index: u64, entry: &[u8]) -> Result<()> {
+        if let Some(r) = self.rec(op::LOG_PUT) {
+            r.u64(index).bytes(entry);
+        }
         self.log.insert(index, entry).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
 
     /// Removes log entries with index >= `from`.
     pub fn log_truncate_from(&mut self, from: u64) -> Result<()> {
+        if let Some(r) = self.rec(op::LOG_TRUNCATE_FROM) {
+            r.u64(from);
+        }
         self.log.retain_in(from.., |_, _| false).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
 
     /// Removes log entries with index <= `upto`.
     pub fn log_purge_upto(&mut self, upto: u64) -> Result<()> {
+        if let Some(r) = self.rec(op::LOG_PURGE_UPTO) {
+            r.u64(upto);
+        }
         self.log.retain_in(..=upto, |_, _| false).map_err(|e| io_error(self.path, e))?;
         Ok(())
     }
@@ -1455,5 +1782,145 @@ mod tests {
                 Err(e) => assert!(matches!(e, Error::Corrupt { .. } | Error::Io { .. }), "{e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    /// What the disk holds at this instant, as a crash would leave it: the data file and the
+    /// journal copied while the store is open (redb's cached, unflushed pages are not in it).
+    fn crash_image(s: &Store, into: &Path) -> PathBuf {
+        std::fs::create_dir_all(into).unwrap();
+        let data = into.join(DATA_FILE_NAME);
+        std::fs::copy(s.path(), &data).unwrap();
+        std::fs::copy(journal_path(s.path()), journal_path(&data)).unwrap();
+        data
+    }
+
+    fn log_put(s: &Store, i: u64) {
+        s.write(Durability::Immediate, |b| {
+            b.log_put(i, format!("entry {i}").as_bytes())?;
+            b.meta_put("m", &i.to_le_bytes())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn immediate_writes_survive_a_crash_through_the_journal_and_lazy_ones_wait_for_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(&dir.path().join("a")).unwrap();
+        for i in 1..=50 {
+            log_put(&s, i);
+        }
+        s.write(Durability::Immediate, |b| {
+            b.kv_put(b"k", 7, b"v", Some(99))?;
+            b.register_put(b"r", b"reg")?;
+            b.lease_put(3, 1000)?;
+            b.lease_attach(b"k", 3)?;
+            b.history_put(7, 0, b"ev")?;
+            b.meta_delete("gone")
+        })
+        .unwrap();
+        s.write(Durability::Lazy, |b| b.kv_put(b"lazy", 8, b"l", None)).unwrap();
+        let image = crash_image(&s, &dir.path().join("crash1"));
+        let r = Store::open(&image).unwrap();
+        r.read(|v| {
+            assert_eq!(v.log_range(1, 51)?.len(), 50, "every journaled entry is back");
+            assert_eq!(v.meta_get("m")?, Some(50u64.to_le_bytes().to_vec()));
+            assert_eq!(
+                v.kv_get(b"k")?.map(|x| (x.revision, x.value, x.expires_at)),
+                Some((7, b"v".to_vec(), Some(99)))
+            );
+            assert_eq!(v.kv_expired(100, 10)?, vec![b"k".to_vec()], "the expiry index came back with the key");
+            assert_eq!(v.register_get(b"r")?, Some(b"reg".to_vec()));
+            assert_eq!(v.kv_lease(b"k")?, Some(3));
+            assert_eq!(v.history_range((7, 0), 8, 10, 1 << 20)?.0.len(), 1);
+            assert_eq!(v.kv_get(b"lazy")?, None, "a lazy write is not journaled");
+            Ok(())
+        })
+        .unwrap();
+        drop(r);
+        // Writes after the replay go on from the right sequence number.
+        let r = Store::open(&image).unwrap();
+        log_put(&r, 51);
+        let again = crash_image(&r, &dir.path().join("crash2"));
+        let r2 = Store::open(&again).unwrap();
+        assert_eq!(r2.read(|v| v.log_range(1, 60)).unwrap().len(), 51);
+
+        s.checkpoint().unwrap();
+        let image = crash_image(&s, &dir.path().join("crash3"));
+        let r = Store::open(&image).unwrap();
+        assert!(r.kv_get(b"lazy").unwrap().is_some(), "a checkpoint makes earlier lazy writes durable");
+        assert_eq!(r.read(|v| v.log_range(1, 60)).unwrap().len(), 50);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_damage_before_an_intact_record_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(&dir.path().join("a")).unwrap();
+        // The data file as of the last checkpoint: non-durable commits may or may not reach the
+        // disk before a crash, and here none did, so the journal alone holds the writes.
+        let before = std::fs::read(s.path()).unwrap();
+        for i in 1..=3 {
+            log_put(&s, i);
+        }
+        let image = crash_image(&s, &dir.path().join("torn"));
+        std::fs::write(&image, &before).unwrap();
+        let j = journal_path(&image);
+        let mut bytes = std::fs::read(&j).unwrap();
+        let rec_len = |b: &[u8], at: usize| {
+            journal::HEADER_BYTES + u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
+        };
+        let first = rec_len(&bytes, 0);
+        let second = rec_len(&bytes, first);
+        let third_at = first + second;
+        // Tear the third record: its last bytes never reached the disk.
+        let third = rec_len(&bytes, third_at);
+        for b in &mut bytes[third_at + third - 12..third_at + third] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&j, &bytes).unwrap();
+        let r = Store::open(&image).unwrap();
+        assert_eq!(r.read(|v| v.log_range(1, 10)).unwrap().len(), 2, "the torn write is gone, the rest is there");
+        drop(r);
+
+        let image = crash_image(&s, &dir.path().join("damaged"));
+        std::fs::write(&image, &before).unwrap();
+        let j = journal_path(&image);
+        let mut bytes = std::fs::read(&j).unwrap();
+        bytes[journal::HEADER_BYTES + 2] ^= 0xff; // inside the first record's payload
+        std::fs::write(&j, &bytes).unwrap();
+        let err = Store::open(&image).unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn a_journal_that_reaches_its_bound_is_checkpointed_and_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(&dir.path().join("a")).unwrap();
+        let value = vec![7u8; 64 << 10];
+        let n = (JOURNAL_CHECKPOINT_BYTES / value.len() as u64) + 8;
+        for i in 0..n {
+            s.write(Durability::Immediate, |b| b.log_put(i, &value)).unwrap();
+        }
+        let held = s.journal.lock().unwrap().journal.bytes();
+        assert!(held < JOURNAL_CHECKPOINT_BYTES / 2, "the journal started over ({held} bytes)");
+        let image = crash_image(&s, &dir.path().join("crash"));
+        let r = Store::open(&image).unwrap();
+        assert_eq!(r.read(|v| v.log_range(0, n + 1)).unwrap().len() as u64, n, "nothing lost across checkpoints");
+    }
+
+    #[test]
+    fn a_malformed_record_is_reported_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_dir(&dir.path().join("a")).unwrap();
+        let seq = s.journal.lock().unwrap().next_seq;
+        // A record with a valid CRC whose payload is not a list of changes.
+        s.journal.lock().unwrap().journal.append(seq, &[99, 1, 2]).unwrap();
+        let image = crash_image(&s, &dir.path().join("crash"));
+        let err = Store::open(&image).unwrap_err().to_string();
+        assert!(err.contains("malformed") && err.contains("unknown change tag 99"), "{err}");
     }
 }

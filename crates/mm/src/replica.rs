@@ -263,6 +263,7 @@ impl Replica for MmNode {
     }
 
     fn render_metrics(&self, out: &mut String) {
+        self.store.stats().render(out);
         let s = self.stats();
         let counters = [
             ("rampart_mm_proposals_total", "Changes submitted to this node's proposer.", s.proposals.load(Relaxed)),

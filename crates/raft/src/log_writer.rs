@@ -110,6 +110,8 @@ impl LogWriter {
 }
 
 fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Op>, pending: Pending) {
+    // Metadata waiting for the next log group (latest value per key).
+    let mut deferred: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
     while let Some(first) = rx.blocking_recv() {
         let mut ops = vec![first];
         while ops.len() < GROUP_OPS_MAX {
@@ -118,21 +120,31 @@ fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Op>, pending: Pending) 
                 Err(_) => break,
             }
         }
-        // A group of metadata alone (the committed marker, which openraft re-learns from a
-        // quorum) needs no fsync of its own: it becomes durable with the next log group. An
-        // fsync here would hold redb's one write lock for its whole length, and the state
-        // machine's apply of the entry just committed would wait behind it.
+        // Metadata alone (the committed marker, which openraft re-learns from a quorum) waits
+        // for the next log group instead of a commit of its own: at one client every commit
+        // would otherwise cost a second transaction, which the state machine's apply of the
+        // same entry waits behind.
+        if ops.iter().all(|op| matches!(op, Op::Meta { .. })) {
+            for op in ops {
+                if let Op::Meta { key, value } = op {
+                    deferred.insert(key, value);
+                }
+            }
+            continue;
+        }
         // A purge follows a snapshot, which the state machine's lazily committed state was
         // built from: that state must be on disk before the entries that rebuild it go, so a
         // group with a purge is a checkpoint (a durable commit of everything so far).
-        let durability = if ops.iter().all(|op| matches!(op, Op::Meta { .. })) {
-            Durability::Lazy
-        } else if ops.iter().any(|op| matches!(op, Op::Purge { .. })) {
+        let durability = if ops.iter().any(|op| matches!(op, Op::Purge { .. })) {
             Durability::Checkpoint
         } else {
             Durability::Immediate
         };
+        let metas = std::mem::take(&mut deferred);
         let result = store.write(durability, |w| {
+            for (key, value) in &metas {
+                w.meta_put(key, value)?;
+            }
             for op in &ops {
                 match op {
                     Op::Append { entries, .. } => {

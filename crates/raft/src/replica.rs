@@ -337,6 +337,7 @@ impl Replica for RaftNode {
     }
 
     fn render_metrics(&self, out: &mut String) {
+        self.store().stats().render(out);
         let st = RaftNode::status(self);
         let _ = writeln!(out, "# HELP rampart_raft_role 1 for the role this node has now.");
         let _ = writeln!(out, "# TYPE rampart_raft_role gauge");

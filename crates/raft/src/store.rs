@@ -449,8 +449,10 @@ fn build_blocking(store: &Store, dir: &SnapshotDir, seq: u64) -> Result<Snapshot
     let file = SnapshotFile::open_read(&path)
         .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
     let encoded = encode(&pointer)?;
+    // A checkpoint: the applied state the snapshot was built from, committed lazily, is on disk
+    // with the pointer, so the durable state is never behind the snapshot it names.
     let published = store
-        .write(Durability::Immediate, |w| {
+        .write(Durability::Checkpoint, |w| {
             if let Some(b) = w.meta_get(META_SNAPSHOT_FILE)? {
                 let current: SnapshotPointer = rmp_serde::from_slice(&b).map_err(|e| {
                     rampart_storage::Error::Malformed { what: META_SNAPSHOT_FILE.into(), reason: e.to_string() }

@@ -112,6 +112,8 @@ pub enum Durability {
 
 /// Meta key of the sequence number of the last journal record a commit holds.
 const JOURNAL_SEQ_META: &str = "storage/journal_seq";
+/// Meta key of the store's random id (see `store_id`).
+const STORE_ID_META: &str = "storage/id";
 /// Suffix of the journal's file name, after the data file's.
 pub const JOURNAL_FILE_SUFFIX: &str = ".journal";
 
@@ -268,6 +270,89 @@ pub struct Store {
     /// Taken after redb's write lock, never before it (a checkpoint holds both so that no
     /// record is appended between its durable commit and the journal's restart).
     journal: Mutex<JournalState>,
+    stats: Counters,
+}
+
+/// What the store counts, for the metrics page.
+#[derive(Default)]
+struct Counters {
+    journal_appends: std::sync::atomic::AtomicU64,
+    journal_append_ns: std::sync::atomic::AtomicU64,
+    journal_bytes: std::sync::atomic::AtomicU64,
+    checkpoints: std::sync::atomic::AtomicU64,
+    checkpoint_ns: std::sync::atomic::AtomicU64,
+    lazy_commits: std::sync::atomic::AtomicU64,
+    lazy_commit_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The store's counters (see [`Store::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Journal records appended and fsynced, and the time they took in all.
+    pub journal_appends: u64,
+    pub journal_append_ns: u64,
+    /// Bytes the journal holds now (it starts over at every checkpoint).
+    pub journal_bytes: u64,
+    /// Durable redb commits, and the time they took in all.
+    pub checkpoints: u64,
+    pub checkpoint_ns: u64,
+    /// Lazy writes (leader mode's state machine applies), and the time they took in all.
+    pub lazy_commits: u64,
+    pub lazy_commit_ns: u64,
+}
+
+impl StoreStats {
+    /// Appends these counters in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let rows = [
+            (
+                "rampart_storage_journal_appends_total",
+                "counter",
+                "Journal records appended and fsynced.",
+                self.journal_appends as f64,
+            ),
+            (
+                "rampart_storage_journal_append_seconds_total",
+                "counter",
+                "Time spent appending and fsyncing journal records.",
+                self.journal_append_ns as f64 / 1e9,
+            ),
+            (
+                "rampart_storage_journal_bytes",
+                "gauge",
+                "Bytes in the journal (it starts over at each checkpoint).",
+                self.journal_bytes as f64,
+            ),
+            (
+                "rampart_storage_checkpoints_total",
+                "counter",
+                "Durable commits of the data file.",
+                self.checkpoints as f64,
+            ),
+            (
+                "rampart_storage_checkpoint_seconds_total",
+                "counter",
+                "Time spent in durable commits of the data file.",
+                self.checkpoint_ns as f64 / 1e9,
+            ),
+            (
+                "rampart_storage_lazy_commits_total",
+                "counter",
+                "Writes committed without waiting for the disk.",
+                self.lazy_commits as f64,
+            ),
+            (
+                "rampart_storage_lazy_commit_seconds_total",
+                "counter",
+                "Time spent in lazy writes, from the transaction's start.",
+                self.lazy_commit_ns as f64 / 1e9,
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+    }
 }
 
 struct JournalState {
@@ -320,7 +405,8 @@ impl Store {
         };
         let mut db = db;
         let jpath = journal_path(&p);
-        let (journal, found) = Journal::open(&jpath).map_err(|reason| Error::Io { path: jpath.clone(), reason })?;
+        let id = store_id(&db, &p)?;
+        let (journal, found) = Journal::open(&jpath, id).map_err(|reason| Error::Io { path: jpath.clone(), reason })?;
         let durable_seq = {
             let txn = db.begin_read().map_err(|e| io_error(&p, e))?;
             match txn.open_table(META) {
@@ -341,11 +427,26 @@ impl Store {
             tracing::info!(path = %jpath.display(), records = replayed, "replayed the journal");
         }
         compact_if_sparse(&mut db, &p, COMPACT_FILE_BYTES_MIN)?;
-        let store = Store { db, path: p, journal: Mutex::new(JournalState { journal, next_seq }) };
+        let store =
+            Store { db, path: p, journal: Mutex::new(JournalState { journal, next_seq }), stats: Counters::default() };
         // Create the tables up front so readers never see them missing; the replayed records are
         // then in the redb file, and the journal starts over.
         store.write(Durability::Checkpoint, |_| Ok(()))?;
         Ok(store)
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> StoreStats {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        StoreStats {
+            journal_appends: get(&self.stats.journal_appends),
+            journal_append_ns: get(&self.stats.journal_append_ns),
+            journal_bytes: get(&self.stats.journal_bytes),
+            checkpoints: get(&self.stats.checkpoints),
+            checkpoint_ns: get(&self.stats.checkpoint_ns),
+            lazy_commits: get(&self.stats.lazy_commits),
+            lazy_commit_ns: get(&self.stats.lazy_commit_ns),
+        }
     }
 
     /// A durable redb commit of everything committed so far, then the journal starts over.
@@ -360,6 +461,8 @@ impl Store {
     /// Runs `f` in one write transaction and commits it with `durability`.
     /// Many changes share one commit (and so one fsync).
     pub fn write<T>(&self, durability: Durability, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
+        let began = std::time::Instant::now();
+        self.check_poisoned()?;
         let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
         if durability != Durability::Checkpoint {
             txn.set_durability(redb::Durability::None).map_err(|e| self.io(e))?;
@@ -379,32 +482,52 @@ impl Store {
                 let seq = if record.is_some() { j.next_seq } else { j.next_seq - 1 };
                 batch.meta.insert(JOURNAL_SEQ_META, &seq.to_le_bytes()[..]).map_err(|e| self.io(e))?;
                 drop(batch);
+                let started = std::time::Instant::now();
+                #[allow(clippy::cast_possible_truncation)]
+                let ns = |t: std::time::Instant| t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                let add =
+                    |c: &std::sync::atomic::AtomicU64, v: u64| c.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
                 match durability {
                     Durability::Checkpoint => {
                         txn.commit().map_err(|e| self.io(e))?;
+                        add(&self.stats.checkpoints, 1);
+                        add(&self.stats.checkpoint_ns, ns(started));
                         j.journal.reset().map_err(|reason| {
                             j.journal.poisoned = Some(reason.clone());
                             Error::Io { path: journal_path(&self.path), reason }
                         })?;
+                        self.stats.journal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
                         return Ok(out);
                     }
                     _ => {
                         let record = record.expect("a journaled write has a record");
-                        j.journal
-                            .append(seq, &record)
-                            .map_err(|reason| Error::Io { path: journal_path(&self.path), reason })?;
-                        j.next_seq += 1;
+                        // redb's (non-durable) commit first, so its write lock is free while the
+                        // journal is fsynced: lazy writers (the state machine) go on meanwhile.
+                        // The journal lock, held from before the commit, keeps records in commit
+                        // order. Until the fsync returns the write is visible but not durable,
+                        // which is as it must be for a write not acknowledged yet.
                         if let Err(e) = txn.commit() {
-                            // The journal holds a write redb does not: nothing may be written
-                            // after it until a restart replays it.
-                            let reason = format!("commit after the journal append failed: {e}");
+                            let reason = format!("a journaled commit failed: {e}");
                             j.journal.poisoned = Some(reason.clone());
                             return Err(Error::Io { path: self.path.clone(), reason });
                         }
+                        // A failed append poisons the journal: redb then holds a write the disk
+                        // may not, and nothing may be acknowledged after it until a restart.
+                        j.journal
+                            .append(seq, &record)
+                            .map_err(|reason| Error::Io { path: journal_path(&self.path), reason })?;
+                        add(&self.stats.journal_appends, 1);
+                        add(&self.stats.journal_append_ns, ns(started));
+                        j.next_seq += 1;
+                        self.stats.journal_bytes.store(j.journal.bytes(), std::sync::atomic::Ordering::Relaxed);
                         let full = j.journal.bytes() >= JOURNAL_CHECKPOINT_BYTES;
                         drop(j);
                         if full {
-                            self.checkpoint()?;
+                            // The write is durable already: a checkpoint that fails now is
+                            // retried by the next write, not reported as this one failing.
+                            if let Err(e) = self.checkpoint() {
+                                tracing::error!(path = %self.path.display(), error = %e, "journal checkpoint failed");
+                            }
                         }
                         return Ok(out);
                     }
@@ -414,6 +537,11 @@ impl Store {
         };
         debug_assert!(record.is_none());
         txn.commit().map_err(|e| self.io(e))?;
+        if durability == Durability::Lazy {
+            let took = began.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+            self.stats.lazy_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats.lazy_commit_ns.fetch_add(took, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(out)
     }
 
@@ -446,6 +574,7 @@ impl Store {
     /// Drops the staged key-value state, and a replaced one not yet dropped,
     /// if either is there (what a crash during an install leaves). Immediate.
     pub fn staged_clear(&self) -> Result<()> {
+        self.check_poisoned()?;
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         txn.delete_table(KV_STAGED).map_err(|e| self.io(e))?;
         txn.delete_table(KV_REPLACED).map_err(|e| self.io(e))?;
@@ -464,6 +593,7 @@ impl Store {
     /// committed with `durability`. A snapshot install stages its records in
     /// many such commits, so no transaction holds the whole data set.
     pub fn stage<T>(&self, durability: Durability, f: impl FnOnce(&mut Staging<'_>) -> Result<T>) -> Result<T> {
+        self.check_poisoned()?;
         let mut txn = self.db.begin_write().map_err(|e| self.io(e))?;
         if durability == Durability::Lazy {
             txn.set_durability(redb::Durability::None).map_err(|e| self.io(e))?;
@@ -489,6 +619,7 @@ impl Store {
     /// in a commit of its own, the replaced state is dropped; a crash between
     /// the two leaves it for [`Store::staged_clear`].
     pub fn swap_in_staged<T>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
+        self.check_poisoned()?;
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         // Both tables must exist for the renames below.
         drop(txn.open_table(KV_STAGED).map_err(|e| self.io(e))?);
@@ -529,6 +660,16 @@ impl Store {
     fn io(&self, e: impl std::fmt::Display) -> Error {
         io_error(&self.path, e)
     }
+
+    /// After a failed journal append or journaled commit, every write is refused: the files
+    /// may disagree on it until a restart replays the journal.
+    fn check_poisoned(&self) -> Result<()> {
+        let j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        match &j.journal.poisoned {
+            Some(p) => Err(Error::Io { path: journal_path(&self.path), reason: p.clone() }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Where the journal of the data file at `path` lives.
@@ -536,6 +677,33 @@ pub fn journal_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(JOURNAL_FILE_SUFFIX);
     PathBuf::from(name)
+}
+
+/// This store's random id (made and committed durably on first open): every journal record's
+/// CRC covers it, so a journal left from another store beside this data file is not replayed.
+fn store_id(db: &Database, path: &Path) -> Result<u64> {
+    {
+        let txn = db.begin_read().map_err(|e| io_error(path, e))?;
+        match txn.open_table(META) {
+            Ok(t) => {
+                if let Some(g) = t.get(STORE_ID_META).map_err(|e| io_error(path, e))? {
+                    return decode_seq(g.value())
+                        .ok_or_else(|| Error::Malformed { what: STORE_ID_META.into(), reason: "not 8 bytes".into() });
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let id = std::collections::hash_map::RandomState::new().build_hasher().finish() | 1;
+    let txn = db.begin_write().map_err(|e| io_error(path, e))?;
+    txn.open_table(META)
+        .map_err(|e| io_error(path, e))?
+        .insert(STORE_ID_META, &id.to_le_bytes()[..])
+        .map_err(|e| io_error(path, e))?;
+    txn.commit().map_err(|e| io_error(path, e))?;
+    Ok(id)
 }
 
 fn decode_seq(b: &[u8]) -> Option<u64> {
@@ -1795,8 +1963,19 @@ mod journal_tests {
         std::fs::create_dir_all(into).unwrap();
         let data = into.join(DATA_FILE_NAME);
         std::fs::copy(s.path(), &data).unwrap();
-        std::fs::copy(journal_path(s.path()), journal_path(&data)).unwrap();
+        write_sparse(&journal_path(&data), &std::fs::read(journal_path(s.path())).unwrap());
         data
+    }
+
+    /// Writes `bytes` as the disk holds a journal: its records, then a hole to its length.
+    fn write_sparse(path: &Path, bytes: &[u8]) {
+        // Whole zero pages at the end are the hole (compared page by page: fast in debug builds).
+        let zero = [0u8; 4096];
+        let used =
+            bytes.chunks(4096).rposition(|c| c != &zero[..c.len()]).map_or(0, |i| ((i + 1) * 4096).min(bytes.len()));
+        let out = std::fs::File::create(path).unwrap();
+        std::io::Write::write_all(&mut &out, &bytes[..used]).unwrap();
+        out.set_len(bytes.len() as u64).unwrap();
     }
 
     fn log_put(s: &Store, i: u64) {
@@ -1881,7 +2060,7 @@ mod journal_tests {
         for b in &mut bytes[third_at + third - 12..third_at + third] {
             *b ^= 0x5a;
         }
-        std::fs::write(&j, &bytes).unwrap();
+        write_sparse(&j, &bytes);
         let r = Store::open(&image).unwrap();
         assert_eq!(r.read(|v| v.log_range(1, 10)).unwrap().len(), 2, "the torn write is gone, the rest is there");
         drop(r);
@@ -1891,7 +2070,7 @@ mod journal_tests {
         let j = journal_path(&image);
         let mut bytes = std::fs::read(&j).unwrap();
         bytes[journal::HEADER_BYTES + 2] ^= 0xff; // inside the first record's payload
-        std::fs::write(&j, &bytes).unwrap();
+        write_sparse(&j, &bytes);
         let err = Store::open(&image).unwrap_err().to_string();
         assert!(err.contains("damaged"), "{err}");
     }
@@ -1922,5 +2101,26 @@ mod journal_tests {
         let image = crash_image(&s, &dir.path().join("crash"));
         let err = Store::open(&image).unwrap_err().to_string();
         assert!(err.contains("malformed") && err.contains("unknown change tag 99"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod journal_identity_tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_left_from_another_store_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a").join(DATA_FILE_NAME);
+        let b = dir.path().join("b").join(DATA_FILE_NAME);
+        let sa = Store::open_dir(a.parent().unwrap()).unwrap();
+        sa.write(Durability::Immediate, |w| w.log_put(1, b"from a")).unwrap();
+        // A fresh data file beside a's journal (the operator removed the data file only).
+        std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+        std::fs::copy(journal_path(&a), journal_path(&b)).unwrap();
+        let sb = Store::open(&b).unwrap();
+        assert_eq!(sb.read(|v| v.log_range(0, 10)).unwrap().len(), 0, "another store's records are not replayed");
+        sb.write(Durability::Immediate, |w| w.log_put(1, b"from b")).unwrap();
+        assert_eq!(sb.stats().journal_appends, 1);
     }
 }

@@ -2,7 +2,7 @@
 //! fsyncs run alongside its own (see [`crate::store::EarlyReplicate`] for why and why it is
 //! safe).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -14,9 +14,10 @@ use crate::network::PeerRequest;
 use crate::store::EarlyReplicate;
 use crate::types::{Entry, LogId, NodeId};
 
-/// Early sends in flight at once, all followers together; beyond it an entry goes only through
-/// openraft's replication (which needs no early send to be correct).
-pub const EARLY_SENDS_IN_FLIGHT_MAX: usize = 16;
+/// Early sends in flight at once to one follower; beyond it an entry goes to that follower
+/// only through openraft's replication (which needs no early send to be correct). Counted per
+/// follower, so one that does not answer does not take the others' early sends.
+pub const EARLY_SENDS_IN_FLIGHT_MAX: usize = 4;
 /// Payload bytes of one early send at most (larger batches go only the normal way: their fsync
 /// is not what they wait on).
 pub const EARLY_SEND_BYTES_MAX: usize = 1 << 20;
@@ -26,7 +27,7 @@ const EARLY_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) struct Early {
     pub(super) node: Weak<RaftNode>,
     pub(super) id: NodeId,
-    pub(super) in_flight: Arc<AtomicUsize>,
+    pub(super) in_flight: Arc<parking_lot::Mutex<HashMap<NodeId, usize>>>,
 }
 
 impl EarlyReplicate for Early {
@@ -58,9 +59,13 @@ impl EarlyReplicate for Early {
             (m.vote, targets)
         };
         for (target, addr) in targets {
-            if self.in_flight.fetch_add(1, Ordering::AcqRel) >= EARLY_SENDS_IN_FLIGHT_MAX {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                return;
+            {
+                let mut busy = self.in_flight.lock();
+                let n = busy.entry(target).or_insert(0);
+                if *n >= EARLY_SENDS_IN_FLIGHT_MAX {
+                    continue;
+                }
+                *n += 1;
             }
             let req = PeerRequest::AppendEntries(AppendEntriesRequest {
                 vote,
@@ -75,7 +80,13 @@ impl EarlyReplicate for Early {
                 if let Err(e) = peers.call(target, &addr, &req, EARLY_SEND_TIMEOUT).await {
                     tracing::trace!(peer = target, error = %e, "early append not delivered");
                 }
-                in_flight.fetch_sub(1, Ordering::AcqRel);
+                let mut busy = in_flight.lock();
+                if let Some(n) = busy.get_mut(&target) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        busy.remove(&target);
+                    }
+                }
             });
         }
     }

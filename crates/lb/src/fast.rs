@@ -88,7 +88,17 @@ struct Conn<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// Scratch for [`parse`], kept between requests (no allocation per request).
+    spans: Vec<Span>,
 }
+
+/// A header field's name and the position of its value in the request head.
+type Span = (HeaderName, usize, usize);
+
+/// Header fields the backend request gets on top of the client's
+/// (`X-Forwarded-For`, `X-Forwarded-Proto`, `Via`, `Host`): room is made for
+/// them up front so that adding them does not grow the map.
+const ADDED_HEADERS_MAX: usize = 4;
 
 /// A request head the fast path takes.
 struct Simple {
@@ -116,8 +126,10 @@ fn token_in(v: &[u8], token: &str) -> bool {
     std::str::from_utf8(v).is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-/// Parses the request head at the front of `buf`; consumes it only when simple.
-fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
+/// Parses the request head at the front of `buf`; consumes it only when
+/// simple. `spans` is scratch space (cleared first).
+fn parse(buf: &mut BytesMut, body_max: usize, spans: &mut Vec<Span>) -> Parse {
+    spans.clear();
     let mut fields = [httparse::EMPTY_HEADER; REQUEST_HEADERS_MAX];
     let mut req = httparse::Request::new(&mut fields);
     let len = match req.parse(buf) {
@@ -139,7 +151,7 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
     let Some(path) = req.path.and_then(|p| offset(p.as_bytes()).map(|o| (o, o + p.len()))) else {
         return Parse::HandOff;
     };
-    let fields = match scan_fields(req.headers, &offset, body_max) {
+    let fields = match scan_fields(req.headers, &offset, body_max, spans) {
         Ok(f) => f,
         Err(NotSimple::HandOff) => return Parse::HandOff,
         Err(NotSimple::Bad) => return Parse::Bad,
@@ -147,8 +159,8 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
     // From here on the head is consumed.
     let head = buf.split_to(len).freeze();
     let Ok(uri) = http::Uri::from_maybe_shared(head.slice(path.0..path.1)) else { return Parse::Bad };
-    let mut headers = HeaderMap::with_capacity(fields.spans.len());
-    for (name, start, end) in fields.spans {
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS_MAX);
+    for (name, start, end) in spans.drain(..) {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) else { return Parse::Bad };
         headers.append(name, value);
     }
@@ -166,7 +178,7 @@ fn parse(buf: &mut BytesMut, body_max: usize) -> Parse {
 #[doc(hidden)]
 pub fn parse_head_for_fuzzing(input: &[u8], body_max: usize) -> (&'static str, usize, usize) {
     let mut buf = BytesMut::from(input);
-    let (kind, body_len) = match parse(&mut buf, body_max) {
+    let (kind, body_len) = match parse(&mut buf, body_max, &mut Vec::new()) {
         Parse::Simple(s) => ("simple", s.body_len),
         Parse::Partial => ("partial", 0),
         Parse::HandOff => ("handoff", 0),
@@ -177,8 +189,6 @@ pub fn parse_head_for_fuzzing(input: &[u8], body_max: usize) -> (&'static str, u
 
 /// What the fast path takes from a simple request's header fields.
 struct Fields {
-    /// Name and value position in the head, per field.
-    spans: Vec<(HeaderName, usize, usize)>,
     body_len: usize,
     close: bool,
 }
@@ -204,12 +214,14 @@ fn has_both_framings(fields: &[httparse::Header<'_>]) -> bool {
     te && cl
 }
 
-/// Checks the header fields of a request the fast path may take.
+/// Checks the header fields of a request the fast path may take, and puts
+/// each one's name and value position in the head into `spans`.
 /// `offset` places a slice of the head buffer (`None`: not inside it).
 fn scan_fields(
     fields: &[httparse::Header<'_>],
     offset: &dyn Fn(&[u8]) -> Option<usize>,
     body_max: usize,
+    spans: &mut Vec<Span>,
 ) -> Result<Fields, NotSimple> {
     if has_both_framings(fields) {
         return Err(NotSimple::Bad);
@@ -217,7 +229,6 @@ fn scan_fields(
     let mut body_len = 0usize;
     let mut seen_length = false;
     let mut close = false;
-    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(fields.len());
     for h in fields {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Err(NotSimple::HandOff) };
         if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
@@ -253,7 +264,7 @@ fn scan_fields(
         spans.push((name, span.0, span.1));
     }
     assert!(body_len <= body_max, "a fast-path body is at most retries.body_bytes_max");
-    Ok(Fields { spans, body_len, close })
+    Ok(Fields { body_len, close })
 }
 
 /// How a read for more request bytes ended.
@@ -308,7 +319,12 @@ pub async fn serve<S>(
 {
     let peer = client.peer;
     let stats = first.stats.clone();
-    let mut c = Conn { stream, rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES), wbuf: Vec::with_capacity(1024) };
+    let mut c = Conn {
+        stream,
+        rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        wbuf: Vec::with_capacity(1024),
+        spans: Vec::new(),
+    };
     let idle = Duration::from_millis(first.cfg.timeouts.idle_ms);
     // Within a request: the header timeout, or the idle one if that is off.
     let header_limit = match first.cfg.timeouts.request_header_ms {
@@ -325,7 +341,7 @@ pub async fn serve<S>(
             if !c.rbuf.is_empty() {
                 // The configuration in force when the request arrived (reloads).
                 let fe = cell.read().clone();
-                match parse(&mut c.rbuf, fe.cfg.retries.body_bytes_max) {
+                match parse(&mut c.rbuf, fe.cfg.retries.body_bytes_max, &mut c.spans) {
                     Parse::Simple(s) => break (s, fe),
                     Parse::Partial if c.rbuf.len() < fe.cfg.request_header_bytes_max => {}
                     Parse::Partial | Parse::HandOff => {
@@ -439,6 +455,26 @@ fn put_head(out: &mut Vec<u8>, parts: &http::response::Parts, keep_framing: bool
     }
 }
 
+/// `content-length: N` and the blank line that ends the head, without
+/// formatting machinery (no allocation).
+fn put_content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    // Bounded: a u64 has at most 20 decimal digits.
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
 fn no_body(status: StatusCode) -> bool {
     status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
 }
@@ -484,14 +520,14 @@ async fn write_response<S: AsyncWrite + Unpin>(
     if let RespBody::Full(b) = &mut body {
         let data = b.take().unwrap_or_default();
         put_head(&mut c.wbuf, &parts, false, close);
-        c.wbuf.extend_from_slice(format!("content-length: {}\r\n\r\n", data.len()).as_bytes());
+        put_content_length(&mut c.wbuf, data.len() as u64);
         c.wbuf.extend_from_slice(&data);
         return send(&mut c.stream, idle, &c.wbuf).await;
     }
     let exact = body.size_hint().exact();
     put_head(&mut c.wbuf, &parts, false, close);
     match exact {
-        Some(n) => c.wbuf.extend_from_slice(format!("content-length: {n}\r\n\r\n").as_bytes()),
+        Some(n) => put_content_length(&mut c.wbuf, n),
         None => c.wbuf.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
     }
     send(&mut c.stream, idle, &c.wbuf).await?;

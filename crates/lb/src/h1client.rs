@@ -69,11 +69,21 @@ pub struct H1Conn {
     stream: BackendStream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// Scratch for [`parse_head`], kept between requests.
+    spans: Vec<Span>,
 }
+
+/// A header field's name and the position of its value in the response head.
+type Span = (HeaderName, usize, usize);
 
 impl H1Conn {
     pub fn new(stream: BackendStream) -> Self {
-        H1Conn { stream, rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES), wbuf: Vec::with_capacity(1024) }
+        H1Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            wbuf: Vec::with_capacity(1024),
+            spans: Vec::new(),
+        }
     }
 
     /// For a pooled connection: false if the backend closed it (or sent bytes
@@ -116,7 +126,7 @@ impl H1Conn {
         let mut got_any = !self.rbuf.is_empty();
         loop {
             if !self.rbuf.is_empty() {
-                match parse_head(&mut self.rbuf, head_request)? {
+                match parse_head(&mut self.rbuf, head_request, &mut self.spans)? {
                     Some(Parsed::Interim) => continue,
                     Some(Parsed::Final(parts, framing, keep_alive)) => return Ok((parts, framing, keep_alive)),
                     None => {
@@ -177,8 +187,10 @@ fn bad(msg: impl Into<String>) -> SendError {
     SendError::BadResponse(msg.into())
 }
 
-/// Parses one response head at the front of `buf`, consuming it; `None` if incomplete.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, SendError> {
+/// Parses one response head at the front of `buf`, consuming it; `None` if
+/// incomplete. `spans` is scratch space (cleared first).
+fn parse_head(buf: &mut BytesMut, head_request: bool, spans: &mut Vec<Span>) -> Result<Option<Parsed>, SendError> {
+    spans.clear();
     let mut fields = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
     let mut resp = httparse::Response::new(&mut fields);
     let len = match resp.parse(buf) {
@@ -198,7 +210,6 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     let status = StatusCode::from_u16(code).map_err(|_| bad(format!("invalid status {code}")))?;
     // Header values become slices of the frozen head: no copies.
     let base = buf.as_ptr() as usize;
-    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         if h.value.is_empty() {
@@ -211,8 +222,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         spans.push((name, start, start + h.value.len()));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, start, end) in spans {
+    // One more for the `Via` the proxy adds.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 1);
+    for (name, start, end) in spans.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|_| bad("invalid header value"))?;
         headers.append(name, value);
     }
@@ -576,7 +588,7 @@ mod tests {
     use super::*;
 
     fn parse(raw: &[u8]) -> Result<Option<Parsed>, SendError> {
-        parse_head(&mut BytesMut::from(raw), false)
+        parse_head(&mut BytesMut::from(raw), false, &mut Vec::new())
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   to backends; [`pool`]: keep-alive connections to backends; [`tcp`]: L4.
 //! - [`access_log`]: observability (counters and latency histograms come
 //!   from the `rampart-metrics` crate); [`io`]: idle detection.
+//! - [`workers`]: the worker threads of `--threads N`, one single-threaded
+//!   runtime each, sharing nothing on the request path.
 //! - [`tls`]: TLS with rustls: frontends that terminate it, backends spoken
 //!   to over it, and the one function that opens a backend connection.
 //! - [`health`]: active health checks; [`probe`]: one bounded HTTP exchange
@@ -23,7 +25,7 @@
 //! # Module graph
 //!
 //! Modules form a DAG; an arrow means "uses", and no module may use one
-//! above it. Leaves (`algo`, `io`, `access_log`, `tls`) use no other module.
+//! above it. Leaves (`algo`, `io`, `access_log`, `tls`, `workers`) use no other module.
 //!
 //! ```text
 //! run ─> admin ─> server ─┬─> fast ─> http ─┬─> retry ─> frontend ─> backend ─> pool ─> h1client ─> tls
@@ -34,9 +36,9 @@
 //!
 //! In full, every edge (checked against the code by `tests/module_graph.rs`):
 //!
-//! - `run`: admin, config, probe, server
+//! - `run`: admin, config, probe, server, workers
 //! - `admin`: backend, config, frontend, io, server
-//! - `server`: backend, config, fast, frontend, health, http, pool, tcp
+//! - `server`: backend, config, fast, frontend, health, http, pool, tcp, workers
 //! - `fast`: backend, frontend, h1client, http
 //! - `http`: access_log, algo, backend, config, frontend, h1client, io, retry, tls
 //! - `tcp`: access_log, algo, backend, frontend, io, retry, tls
@@ -44,10 +46,10 @@
 //! - `retry`: backend, config, frontend
 //! - `frontend`: algo, backend, config, h1client, pool
 //! - `backend`: algo, config, pool
-//! - `pool`: h1client
+//! - `pool`: h1client, workers
 //! - `config`: algo, tls
 //! - `h1client`, `probe`: tls
-//! - `algo`, `io`, `access_log`, `tls`: none
+//! - `algo`, `io`, `access_log`, `tls`, `workers`: none
 //!
 //! Where the cuts are: the response body read by `h1client` tells whoever
 //! owns it how it ended through the [`h1client::BodyEnd`] trait (the
@@ -74,5 +76,6 @@ pub mod run;
 pub mod server;
 pub mod tcp;
 pub mod tls;
+pub mod workers;
 
 pub use server::{Lb, LbError};

@@ -9,6 +9,7 @@
 //! parses no command line.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::config::{self, Config, Mode};
 use crate::probe::{self, BodyLimit, Limits};
 use crate::server::{Lb, LbError};
+use crate::workers::Workers;
 
 /// Most worker threads [`RunOptions::threads`] accepts.
 pub const THREADS_MAX: usize = 256;
@@ -96,13 +98,12 @@ pub fn run(opts: &RunOptions) -> Result<(), LbError> {
     if threads == 0 || threads > THREADS_MAX {
         return Err(LbError::Usage(format!("--threads must be between 1 and {THREADS_MAX}")));
     }
-    let rt = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
-    };
+    // Every worker is a single-threaded runtime; this thread is worker 0
+    // and the others take accepted connections from it (crate::workers).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let workers = if threads > 1 { Some(Arc::new(Workers::start(threads)?)) } else { None };
     let result = rt.block_on(async {
-        let lb = Lb::start(cfg).await?;
+        let lb = Lb::start_with(cfg, workers.clone()).await?;
         if let Some(p) = &opts.pid_file {
             std::fs::write(p, format!("{}\n", std::process::id()))?;
         }
@@ -114,6 +115,9 @@ pub fn run(opts: &RunOptions) -> Result<(), LbError> {
         let _ = std::fs::remove_file(p);
     }
     rt.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
+    if let Some(w) = workers {
+        w.stop();
+    }
     result
 }
 
@@ -146,8 +150,14 @@ impl Lb {
     /// Binds every frontend and the admin address and starts serving.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Lb, LbError> {
+        Lb::start_with(config, None).await
+    }
+
+    /// [`Lb::start`], with accepted connections served by `workers` (`None`:
+    /// on the calling runtime).
+    pub async fn start_with(config: Config, workers: Option<Arc<Workers>>) -> Result<Lb, LbError> {
         let (admin, limits) = (config.admin, config.admin_limits);
-        let lb = Lb::start_frontends(config).await?;
+        let lb = Lb::start_frontends(config, workers).await?;
         if let Some(addr) = admin {
             let listener = match TcpListener::bind(addr).await {
                 Ok(l) => l,

@@ -22,6 +22,7 @@ use crate::config::{Config, ConfigError, Mode};
 use crate::frontend::FrontendRt;
 use crate::http::{ClientInfo, FrontendCell};
 use crate::pool::Pool;
+use crate::workers::Workers;
 
 /// Pause after a failed accept (typically EMFILE) before the next one.
 pub const ACCEPT_BACKOFF_MS: u64 = 50;
@@ -64,6 +65,8 @@ pub struct Shared {
     admin_task: Mutex<Option<JoinHandle<()>>>,
     /// Serialises reloads (SIGHUP and the admin API may race).
     reload_lock: tokio::sync::Mutex<()>,
+    /// Where accepted connections are served (`None`: the accepting runtime).
+    workers: Option<Arc<Workers>>,
 }
 
 /// Handle to a running load balancer (cheap to clone).
@@ -75,7 +78,9 @@ pub struct Lb {
 impl Lb {
     /// Binds every frontend and starts serving them; the admin API is started
     /// on top by [`Lb::start`](crate::run) (this module knows nothing of it).
-    pub(crate) async fn start_frontends(config: Config) -> Result<Lb, LbError> {
+    /// `workers`: the threads that serve accepted connections (`None`: the
+    /// runtime this is called on).
+    pub(crate) async fn start_frontends(config: Config, workers: Option<Arc<Workers>>) -> Result<Lb, LbError> {
         let lb = Lb {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -90,6 +95,7 @@ impl Lb {
                 admin_addr: Mutex::new(None),
                 admin_task: Mutex::new(None),
                 reload_lock: tokio::sync::Mutex::new(()),
+                workers,
             }),
         };
         lb.apply(config).await?;
@@ -170,7 +176,7 @@ impl Lb {
         let new_fes = self.build_frontends(&cfg, generation);
         let fresh = self.bind_new_listeners(&new_fes).await?;
         let mut st = self.shared.state.lock();
-        switch_listeners(&mut st, &new_fes, fresh);
+        switch_listeners(&mut st, &new_fes, fresh, &self.shared.workers);
         restart_health_checks(&mut st, &new_fes, generation);
         self.forget_gone_backends(&new_fes);
         st.config = cfg;
@@ -255,7 +261,12 @@ impl Lb {
 
 /// Points kept listeners at their new frontend, starts the fresh ones and
 /// stops those of frontends that are gone.
-fn switch_listeners(st: &mut State, new_fes: &[Arc<FrontendRt>], mut fresh: HashMap<String, TcpListener>) {
+fn switch_listeners(
+    st: &mut State,
+    new_fes: &[Arc<FrontendRt>],
+    mut fresh: HashMap<String, TcpListener>,
+    workers: &Option<Arc<Workers>>,
+) {
     let mut old_listeners = std::mem::take(&mut st.listeners);
     for fe in new_fes {
         let name = fe.cfg.name.clone();
@@ -273,7 +284,7 @@ fn switch_listeners(st: &mut State, new_fes: &[Arc<FrontendRt>], mut fresh: Hash
         };
         let local = listener.local_addr().unwrap_or(fe.cfg.listen);
         let cell: FrontendCell = Arc::new(RwLock::new(fe.clone()));
-        let task = tokio::spawn(accept_loop(listener, cell.clone()));
+        let task = tokio::spawn(accept_loop(listener, cell.clone(), workers.clone()));
         tracing::info!(frontend = %name, mode = %fe.cfg.mode, algorithm = %fe.cfg.algorithm, "listening on {local}");
         st.listeners.insert(name, Listener { configured: fe.cfg.listen, local, cell, task });
     }
@@ -302,7 +313,7 @@ fn restart_health_checks(st: &mut State, new_fes: &[Arc<FrontendRt>], generation
     }
 }
 
-async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
+async fn accept_loop(listener: TcpListener, cell: FrontendCell, workers: Option<Arc<Workers>>) {
     let Ok(local) = listener.local_addr() else {
         tracing::error!("listener has no local address; not serving it");
         return;
@@ -328,9 +339,29 @@ async fn accept_loop(listener: TcpListener, cell: FrontendCell) {
         }
         fe.stats.conns_total.inc();
         let cell = cell.clone();
-        tokio::spawn(async move {
+        let Some(workers) = &workers else {
+            tokio::spawn(async move {
+                let stats = fe.stats.clone();
+                serve_client(cell, fe, stream, peer, local).await;
+                release_one(&stats.conns_active, "frontend connections");
+            });
+            continue;
+        };
+        // The socket moves to the worker's own epoll instance.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                release_one(&fe.stats.conns_active, "frontend connections");
+                tracing::debug!(client = %peer, "could not hand the connection to a worker: {e}");
+                continue;
+            }
+        };
+        workers.spawn(async move {
             let stats = fe.stats.clone();
-            serve_client(cell, fe, stream, peer, local).await;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_client(cell, fe, stream, peer, local).await,
+                Err(e) => tracing::debug!(client = %peer, "worker could not take the connection: {e}"),
+            }
             release_one(&stats.conns_active, "frontend connections");
         });
     }

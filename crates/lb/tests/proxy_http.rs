@@ -916,3 +916,77 @@ async fn a_client_request_with_transfer_encoding_and_content_length_is_refused()
     }
     assert_eq!(b.hits(), 0, "a request with two framings reached the backend");
 }
+
+/// A keep-alive backend that answers every request with `reply`, written in
+/// `piece`-byte writes with a pause between them, so the proxy reads the
+/// response head (and body) in several reads.
+async fn dribbling_backend(reply: &'static [u8], piece: usize) -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Bounded by the test: the LB closes the connection at the end.
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        for p in reply.chunks(piece) {
+                            if s.write_all(p).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_and_responses_split_across_reads() {
+    let reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nX-Split: yes\r\nContent-Length: 11\r\n\r\nhello world";
+    let backend = dribbling_backend(reply, 3).await;
+    let lb = start_lb(&one_frontend("http", "round_robin", &[backend], hc_off())).await;
+    let addr = lb.local_addr("web").unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    // The first request a byte at a time, the second pipelined behind its last byte.
+    let first = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Long: 0123456789\r\n\r\n";
+    for b in first.iter() {
+        s.write_all(std::slice::from_ref(b)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("connection left open")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{out}");
+    assert_eq!(out.matches("x-split: yes\r\n").count(), 2, "{out}");
+    assert_eq!(out.matches("content-length: 11\r\n").count(), 2, "{out}");
+    assert!(out.ends_with("hello world"), "{out}");
+    assert!(!out.contains("keep-alive"), "the backend's hop-by-hop field was forwarded: {out}");
+    assert_eq!(backend_stat(&stats(&lb).await, backend)["connects"], 1, "the backend connection was not reused");
+    // A malformed head that arrives in pieces, and a head cut off by the
+    // backend closing: 502, not a hang.
+    let malformed = dribbling_backend(b"HTTP/1.1 200 OK\r\nBad Header\r\nContent-Length: 0\r\n\r\n", 4).await;
+    let closing = raw_server(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+    for b in [malformed, closing] {
+        let lb = start_lb(&one_frontend("http", "round_robin", &[b], hc_off())).await;
+        let reply =
+            raw_exchange(lb.local_addr("web").unwrap(), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+        assert!(reply.starts_with("HTTP/1.1 50"), "{reply}");
+    }
+}

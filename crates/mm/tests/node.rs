@@ -62,11 +62,12 @@ async fn a_single_node_cluster_keeps_its_registers_across_a_restart() {
     let mut ok = false;
     for _ in 0..50 {
         // The file is consistent at every commit; copying it while the first node idles is safe.
-        if std::fs::copy(
-            dir.path().join(rampart_storage::DATA_FILE_NAME),
-            copy.path().join(rampart_storage::DATA_FILE_NAME),
-        )
-        .is_ok()
+        // The data file and its journal (recent durable writes live in the journal until a
+        // checkpoint takes them into the data file).
+        let data = dir.path().join(rampart_storage::DATA_FILE_NAME);
+        let to = copy.path().join(rampart_storage::DATA_FILE_NAME);
+        if std::fs::copy(&data, &to).is_ok()
+            && std::fs::copy(rampart_storage::journal_path(&data), rampart_storage::journal_path(&to)).is_ok()
         {
             ok = true;
             break;

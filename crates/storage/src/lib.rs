@@ -1,4 +1,4 @@
-//! rampart-storage: the crash-safe store of one node, on redb (one file).
+//! rampart-storage: the crash-safe store of one node, on redb (a data file and its journal).
 //!
 //! It holds these tables: the replicated log (`index -> entry bytes`), a small
 //! `meta` table (vote, committed marker, purge marker, state-machine markers,

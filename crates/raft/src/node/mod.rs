@@ -413,7 +413,8 @@ impl RaftNode {
 
     /// Checks, before anything is proposed, that this node may propose.
     fn may_propose(&self) -> Result<(), ForwardError> {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         if m.state != ServerState::Leader {
             return Err(ForwardError::NotLeader { leader: m.current_leader });
         }

@@ -52,7 +52,9 @@ fn check_claimed_sender(from: &PeerIdentity, req: &PeerRequest) -> Result<(), St
 impl RaftNode {
     /// What every peer request is checked against here (`crate::validate`).
     fn validation_context(&self) -> validate::Context {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs for every peer request (every AppendEntries).
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         validate::Context {
             bounds: validate::Bounds::now(),
             me: self.id,
@@ -94,9 +96,13 @@ impl RaftNode {
             }
             PeerRequest::ReadIndex => {
                 let deadline = Instant::now() + self.cfg.request_timeout;
-                let m = self.raft.metrics().borrow().clone();
-                if m.state != ServerState::Leader {
-                    return Ok(PeerResponse::ReadIndex(Err(ForwardError::NotLeader { leader: m.current_leader })));
+                let (state, leader) = {
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
+                    (m.state, m.current_leader)
+                };
+                if state != ServerState::Leader {
+                    return Ok(PeerResponse::ReadIndex(Err(ForwardError::NotLeader { leader })));
                 }
                 PeerResponse::ReadIndex(self.local_read_index(deadline).await)
             }

@@ -1,6 +1,7 @@
 //! Batching: client commands queued on the leader are folded into log entries, so many writes
 //! share one append, one fsync per node and one replication round.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::error::ClientWriteError;
@@ -133,9 +134,12 @@ pub(super) async fn proposer_loop(node: std::sync::Weak<RaftNode>, mut rx: mpsc:
             }
         };
         let entry = Command::At { now_ms, cmd: Box::new(entry_of(cmds)) };
+        // Counted before openraft sees the entry, so the early-append hook sees it too.
+        n.batches_in_flight.fetch_add(1, Ordering::AcqRel);
         let waiter = match n.raft.client_write_ff(entry).await {
             Ok(w) => w,
             Err(e) => {
+                n.batches_in_flight.fetch_sub(1, Ordering::AcqRel);
                 // The core stopped; whether it took the entry is unknown.
                 for tx in txs {
                     let _ = tx.send(Err(ForwardError::Unknown(format!("raft stopped: {e}"))));
@@ -144,9 +148,13 @@ pub(super) async fn proposer_loop(node: std::sync::Weak<RaftNode>, mut rx: mpsc:
             }
         };
         let timeout = n.cfg.request_timeout;
+        let node_ref = node.clone();
         drop(n);
         tokio::spawn(async move {
             let committed = tokio::time::timeout(timeout, waiter).await;
+            if let Some(n) = node_ref.upgrade() {
+                n.batches_in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
             drop(permit);
             let results = results_of(txs.len(), committed);
             for (tx, r) in txs.into_iter().zip(results) {

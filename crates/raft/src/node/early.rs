@@ -31,9 +31,15 @@ pub(super) struct Early {
 }
 
 impl EarlyReplicate for Early {
+    /// Only while this is the one batch in flight: with more, the proposer keeps several
+    /// entries moving at once, their fsyncs overlap anyway, and an early copy would only double
+    /// the encoding and decoding of every entry (measured: 3–10 % fewer puts at 128 clients).
     fn wants(&self, first: &LogId) -> bool {
         first.leader_id.node_id == self.id
-            && self.node.upgrade().is_some_and(|n| n.raft.metrics().borrow().state == ServerState::Leader)
+            && self.node.upgrade().is_some_and(|n| {
+                n.batches_in_flight.load(std::sync::atomic::Ordering::Acquire) <= 1
+                    && n.raft.metrics().borrow().state == ServerState::Leader
+            })
     }
 
     fn send(&self, prev: Option<LogId>, entries: Vec<Entry>) {

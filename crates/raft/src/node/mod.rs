@@ -197,6 +197,8 @@ pub struct RaftNode {
     leases: leases::LeaseClock,
     /// Leases the lease expirer revoked while this node led.
     expired_leases: std::sync::atomic::AtomicU64,
+    /// Batches the proposer has handed to openraft and not seen answered.
+    batches_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// openraft's settings for a node.
@@ -310,6 +312,7 @@ impl RaftNode {
             mono: crate::clock::MonoClock::default(),
             leases: leases::LeaseClock::default(),
             expired_leases: std::sync::atomic::AtomicU64::new(0),
+            batches_in_flight: std::sync::atomic::AtomicUsize::new(0),
             cfg,
         });
         log_store.set_early_replicate(Box::new(early::Early {

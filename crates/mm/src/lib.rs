@@ -49,7 +49,8 @@ use rampart_transport::Peer;
 use tokio::sync::{mpsc, Notify};
 
 pub use acceptor_task::{
-    ACCEPTOR_BATCH_MAX, ACCEPTOR_QUEUE_MAX, REGISTERS_CACHED_MAX as ACCEPTOR_REGISTERS_CACHED_MAX,
+    ACCEPTOR_BATCH_MAX, ACCEPTOR_QUEUE_MAX, REGISTERS_CACHED_BYTES_MAX as ACCEPTOR_REGISTERS_CACHED_BYTES_MAX,
+    REGISTERS_CACHED_MAX as ACCEPTOR_REGISTERS_CACHED_MAX,
 };
 pub use error::{MmError, StartError};
 pub use proposer_task::{

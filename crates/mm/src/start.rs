@@ -298,6 +298,7 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
             let mut registers: Vec<(Vec<u8>, RegisterState)> = Vec::new();
             let mut total: u64 = 0;
             let mut bad: Option<String> = None;
+            let mut bytes = 0usize;
             store.read(|v| {
                 v.register_for_each(|k, raw| {
                     match wire::decode_register(raw) {
@@ -306,7 +307,9 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
                                 bad = Some(format!("key {:?}: {e}", String::from_utf8_lossy(k)));
                             }
                             total += 1;
-                            if registers.len() < cached_max {
+                            if registers.len() < cached_max && bytes < crate::acceptor_task::REGISTERS_CACHED_BYTES_MAX
+                            {
+                                bytes += crate::acceptor_task::register_bytes(k, Some(&s));
                                 registers.push((k.to_vec(), s));
                             }
                         }
@@ -383,7 +386,12 @@ async fn load_durable(cfg: &MmConfig, ceiling: CounterCeiling) -> Result<(Arc<St
     };
     rampart_paxos::counter_floor_allowed(initial_counter, ceiling)
         .map_err(|e| corrupt(format!("the proposer's counter floor ({COUNTER_FLOOR_META_KEY}): {e}")))?;
-    let cache = RegisterCache::new(cfg.registers_cached_max, registers.iter().map(|(k, _)| k.clone()), registers_total);
+    let cache = RegisterCache::new(
+        cfg.registers_cached_max,
+        crate::acceptor_task::REGISTERS_CACHED_BYTES_MAX,
+        registers.iter().map(|(k, s)| (k.clone(), crate::acceptor_task::register_bytes(k, Some(s)))),
+        registers_total,
+    );
     let registers_loaded = registers_total as usize;
     let acceptor = Acceptor::restore(registers, ceiling)
         .and_then(|a| a.with_floor(collected_floor, ceiling))

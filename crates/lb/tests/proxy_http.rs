@@ -415,30 +415,7 @@ async fn large_bodies_stream_both_ways_on_a_reused_connection() {
 
 /// A keep-alive backend that answers every request with `reply`.
 async fn scripted_backend(reply: &'static [u8]) -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // Bounded by the test: the LB closes the connection at the end.
-                loop {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        if s.write_all(reply).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
+    dribbling_backend(reply, usize::MAX).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -918,8 +895,8 @@ async fn a_client_request_with_transfer_encoding_and_content_length_is_refused()
 }
 
 /// A keep-alive backend that answers every request with `reply`, written in
-/// `piece`-byte writes with a pause between them, so the proxy reads the
-/// response head (and body) in several reads.
+/// `piece`-byte writes with a pause after each (none when it fits one write), so
+/// the proxy reads the response head (and body) in several reads.
 async fn dribbling_backend(reply: &'static [u8], piece: usize) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -941,7 +918,9 @@ async fn dribbling_backend(reply: &'static [u8], piece: usize) -> std::net::Sock
                             if s.write_all(p).await.is_err() {
                                 return;
                             }
-                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            if piece < reply.len() {
+                                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                            }
                         }
                     }
                 }

@@ -501,6 +501,16 @@ impl Store {
                     }
                     _ => {
                         let record = record.expect("a journaled write has a record");
+                        if record.len() > JOURNAL_RECORD_BYTES_MAX {
+                            // Refused before anything is committed (the transaction is dropped).
+                            return Err(Error::Io {
+                                path: journal_path(&self.path),
+                                reason: format!(
+                                    "a write of {} bytes is over the journal's record limit of {JOURNAL_RECORD_BYTES_MAX}",
+                                    record.len()
+                                ),
+                            });
+                        }
                         // redb's (non-durable) commit first, so its write lock is free while the
                         // journal is fsynced: lazy writers (the state machine) go on meanwhile.
                         // The journal lock, held from before the commit, keeps records in commit

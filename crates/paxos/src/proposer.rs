@@ -95,6 +95,14 @@ pub const CACHED_VALUE_BYTES_MAX: usize = 16 * 1024;
 /// Default for [`ProposerConfig::cached_keys_max`].
 pub const CACHED_KEYS_MAX_DEFAULT: usize = 65_536;
 
+/// Most key and value bytes the cache holds, whatever the number of keys: without it,
+/// `cached_keys_max` values of up to [`CACHED_VALUE_BYTES_MAX`] could pin 1 GiB.
+pub const CACHED_BYTES_MAX: usize = 64 << 20;
+
+fn cached_bytes(key: &[u8], value: &Value) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len)
+}
+
 /// Proposer settings. [`ProposerConfig::new`] documents the defaults.
 #[derive(Clone, Debug)]
 pub struct ProposerConfig {
@@ -247,6 +255,8 @@ pub struct Proposer {
     cache: HashMap<Key, Cached>,
     cache_order: BTreeMap<u64, Key>,
     cache_stamp: u64,
+    /// Key and value bytes in `cache` (bounded by [`CACHED_BYTES_MAX`]).
+    cache_bytes: usize,
     /// The last fresh ballot made: the next must be above it.
     last_fresh: Ballot,
 }
@@ -273,6 +283,7 @@ impl Proposer {
             cache: HashMap::new(),
             cache_order: BTreeMap::new(),
             cache_stamp: 0,
+            cache_bytes: 0,
             last_fresh: Ballot::ZERO,
             config,
         })
@@ -294,6 +305,7 @@ impl Proposer {
         self.voters = voters;
         self.cache.clear();
         self.cache_order.clear();
+        self.cache_bytes = 0;
         let mut keys: Vec<Key> = self.active.keys().cloned().collect();
         // Sorted: the simulation needs every step to depend only on its inputs.
         keys.sort();
@@ -832,6 +844,7 @@ impl Proposer {
     fn take_cached(&mut self, key: &[u8]) -> Option<Cached> {
         let cached = self.cache.remove(key)?;
         self.cache_order.remove(&cached.stamp);
+        self.cache_bytes -= cached_bytes(key, &cached.value);
         Some(cached)
     }
 
@@ -841,11 +854,17 @@ impl Proposer {
             // Large values take full rounds rather than pin memory in the cache.
             return;
         }
-        while self.cache.len() >= self.config.cached_keys_max {
+        let bytes = cached_bytes(key, &value);
+        while self.cache.len() >= self.config.cached_keys_max
+            || (!self.cache.is_empty() && self.cache_bytes + bytes > CACHED_BYTES_MAX)
+        {
             let Some((_, oldest)) = self.cache_order.pop_first() else { break };
-            self.cache.remove(&oldest);
+            if let Some(old) = self.cache.remove(&oldest) {
+                self.cache_bytes -= cached_bytes(&oldest, &old.value);
+            }
         }
         self.cache_stamp += 1;
+        self.cache_bytes += bytes;
         self.cache.insert(key.to_vec(), Cached { next, accepted, value, stamp: self.cache_stamp });
         self.cache_order.insert(self.cache_stamp, key.to_vec());
     }
@@ -864,4 +883,29 @@ fn assert_step(out: &[ProposerOutput], id: ProposalId, flow: &Flow) {
         Flow::Continue => 0,
     };
     assert_eq!(dones, expected, "proposal {id:?} answered {dones} times in one step");
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn the_ballot_cache_is_bounded_by_bytes_as_well_as_by_keys() {
+        let acceptors = vec![NodeId(1), NodeId(2), NodeId(3)];
+        let mut p = Proposer::new(ProposerConfig::new(NodeId(1), acceptors, 7)).unwrap();
+        let value = Some(vec![1u8; CACHED_VALUE_BYTES_MAX]);
+        let n = CACHED_BYTES_MAX / CACHED_VALUE_BYTES_MAX * 2;
+        for i in 0..n {
+            p.put_cached(format!("k{i}").as_bytes(), Ballot::ZERO, Ballot::ZERO, value.clone());
+            assert!(p.cache_bytes <= CACHED_BYTES_MAX, "{} bytes after {i} keys", p.cache_bytes);
+        }
+        assert!(p.cached_keys() < n / 2 + 1, "{} keys cached", p.cached_keys());
+        let held: usize = p.cache.iter().map(|(k, c)| cached_bytes(k, &c.value)).sum();
+        assert_eq!(held, p.cache_bytes, "the count matches what is held");
+        // Taking one back, and the newest key, keep the count right.
+        let last = format!("k{}", n - 1);
+        assert!(p.take_cached(last.as_bytes()).is_some());
+        let held: usize = p.cache.iter().map(|(k, c)| cached_bytes(k, &c.value)).sum();
+        assert_eq!(held, p.cache_bytes);
+    }
 }
